@@ -1,0 +1,1 @@
+"""Accounts (tenants), their workspaces, users and policies."""

@@ -1,0 +1,34 @@
+"""Who is acting: a user of an account, or the operator running the CLI on the server."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tallykey.accounts.permissions import ADMIN
+
+
+@dataclass(frozen=True, slots=True)
+class Actor:
+    account_id: str
+    user_id: str | None
+    role: str
+    label: str
+    ip: str | None = None
+    via: str = "api"
+
+    @property
+    def is_admin(self) -> bool:
+        return self.role == ADMIN
+
+    @property
+    def is_operator(self) -> bool:
+        """The operator (CLI on the server) acts with an admin's powers but is no user."""
+        return self.user_id is None
+
+    @property
+    def kind(self) -> str:
+        return "operator" if self.is_operator else "user"
+
+    @classmethod
+    def operator(cls, account_id: str) -> Actor:
+        return cls(account_id, None, ADMIN, "operator (CLI)", None, "cli")

@@ -1,0 +1,294 @@
+"""The account service: tenants, workspaces, users, permissions and policies."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from email_validator import EmailNotValidError, validate_email
+from sqlalchemy import func, select
+from sqlalchemy.orm import Session
+
+from tallykey.accounts.actor import Actor
+from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
+from tallykey.accounts.passwords import check_password, hash_password
+from tallykey.accounts.permissions import ADMIN, MEMBER_SCOPES, ROLES, Permissions
+from tallykey.audit import trail
+from tallykey.clock import Clock
+from tallykey.db.engine import Database
+from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
+from tallykey.tokens.policy import MAX_VALIDITY_CEILING_DAYS, clean_allowlist, clean_name
+
+_SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
+
+
+def normalise_email(value: str) -> str:
+    try:
+        result = validate_email(value.strip(), check_deliverability=False,
+                                test_environment=True)
+    except EmailNotValidError as error:
+        raise ValidationFailed(f"{value!r} is not a valid e-mail address: {error}",
+                               field="email") from None
+    return result.normalized.lower()
+
+
+def permissions_of(user: User) -> Permissions:
+    """The user's permissions as of now (grants are loaded with the user)."""
+    return Permissions(
+        role=user.role,
+        active=user.active,
+        by_workspace={grant.workspace_id: frozenset(grant.scopes) for grant in user.grants},
+    )
+
+
+@dataclass(frozen=True)
+class PolicyChanges:
+    max_validity_days: int | None = None
+    reminder_days: list[int] | None = None
+    retrievable_application_tokens: bool | None = None
+    ip_allowlist: list[str] | None = None
+    new_network_alerts: bool | None = None
+
+
+class AccountService:
+    """Verbs on accounts and users. Each change is audited in its own transaction."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self.database = database
+        self.clock = clock
+
+    # --- accounts and workspaces ---------------------------------------------------
+
+    def create_account(self, slug: str, name: str, region: str) -> Account:
+        if not _SLUG.fullmatch(slug):
+            raise ValidationFailed(
+                f"Account slug {slug!r} must be lowercase letters, digits and dashes.",
+                field="slug",
+            )
+        with self.database.transaction() as session:
+            if session.scalar(select(Account).where(Account.slug == slug)):
+                raise ValidationFailed(f"An account {slug!r} exists already.", field="slug")
+            account = Account(slug=slug, name=clean_name(name), region=region,
+                              created_at=self.clock.now())
+            session.add(account)
+            return account
+
+    def find_account(self, slug_or_id: str) -> Account:
+        with self.database.reading() as session:
+            account = session.scalar(
+                select(Account).where((Account.slug == slug_or_id) | (Account.id == slug_or_id))
+            )
+            if account is None:
+                raise NotFound(f"No account {slug_or_id!r}.", "List accounts with the CLI.")
+            return account
+
+    def create_workspace(self, account_id: str, slug: str, name: str,
+                         timezone: str = "UTC") -> Workspace:
+        with self.database.transaction() as session:
+            workspace = Workspace(account_id=account_id, slug=slug, name=clean_name(name),
+                                  timezone=timezone)
+            session.add(workspace)
+            return workspace
+
+    def workspaces(self, account_id: str) -> list[Workspace]:
+        with self.database.reading() as session:
+            return list(session.scalars(
+                select(Workspace).where(Workspace.account_id == account_id)
+                .order_by(Workspace.name)
+            ))
+
+    def update_policies(self, actor: Actor, changes: PolicyChanges) -> Account:
+        _require_admin(actor, "change account policies")
+        with self.database.transaction() as session:
+            account = session.get_one(Account, actor.account_id)
+            before = _policy_snapshot(account)
+            if changes.max_validity_days is not None:
+                days = changes.max_validity_days
+                if isinstance(days, bool) or not 1 <= days <= MAX_VALIDITY_CEILING_DAYS:
+                    raise ValidationFailed(
+                        f"max_validity_days must be between 1 and {MAX_VALIDITY_CEILING_DAYS}.",
+                        "The maximum validity can be lowered, never raised above one year.",
+                        field="max_validity_days",
+                    )
+                account.max_validity_days = days
+            if changes.reminder_days is not None:
+                account.reminder_days = _clean_reminder_days(changes.reminder_days)
+            if changes.retrievable_application_tokens is not None:
+                account.retrievable_application_tokens = changes.retrievable_application_tokens
+            if changes.ip_allowlist is not None:
+                account.ip_allowlist = clean_allowlist(changes.ip_allowlist)
+            if changes.new_network_alerts is not None:
+                account.new_network_alerts = changes.new_network_alerts
+            after = _policy_snapshot(account)
+            if after != before:
+                trail.record(session, actor=actor, action="account.policy_changed",
+                             at=self.clock.now(), target_type="account", target_id=account.id,
+                             details={"before": before, "after": after})
+            return account
+
+    # --- users ---------------------------------------------------------------------
+
+    def create_user(
+        self,
+        actor: Actor,
+        email: str,
+        *,
+        role: str = "member",
+        name: str = "",
+        password: str | None = None,
+        grants: Mapping[str, Iterable[str]] | None = None,
+    ) -> User:
+        """Add a user to the actor's account. `grants` maps workspace id to scopes."""
+        _require_admin(actor, "add users")
+        email = normalise_email(email)
+        _check_role(role)
+        with self.database.transaction() as session:
+            if session.scalar(select(User).where(func.lower(User.email) == email)):
+                raise ValidationFailed(f"A user with the e-mail {email} exists already.",
+                                       field="email")
+            user = User(account_id=actor.account_id, email=email,
+                        name=clean_name(name, "user name") if name.strip() else "",
+                        role=role, active=True, created_at=self.clock.now(),
+                        password_hash=hash_password(password) if password else None)
+            session.add(user)
+            session.flush()
+            self._apply_grants(session, user, grants or {})
+            trail.record(session, actor=actor, action="user.created", at=self.clock.now(),
+                         target_type="user", target_id=user.id,
+                         details={"email": email, "role": role})
+            return user
+
+    def list_users(self, actor: Actor) -> list[User]:
+        with self.database.reading() as session:
+            return list(session.scalars(
+                select(User).where(User.account_id == actor.account_id).order_by(User.email)
+            ))
+
+    def get_user(self, actor: Actor, user_id: str) -> User:
+        with self.database.reading() as session:
+            return self._user_in_account(session, actor, user_id)
+
+    def find_user(self, account_id: str, email: str) -> User:
+        """A user of `account_id` by e-mail, or `NotFound`."""
+        email = normalise_email(email)
+        with self.database.reading() as session:
+            user = session.scalar(select(User).where(
+                User.account_id == account_id, func.lower(User.email) == email))
+            if user is None:
+                raise NotFound(f"No user {email} in this account.", field="user")
+            return user
+
+    def update_user(self, actor: Actor, user_id: str, *, role: str | None = None,
+                    active: bool | None = None,
+                    grants: Mapping[str, Iterable[str]] | None = None) -> User:
+        """Change role, active flag or workspace grants; takes effect on the next request."""
+        _require_admin(actor, "change users")
+        with self.database.transaction() as session:
+            user = self._user_in_account(session, actor, user_id)
+            now = self.clock.now()
+            changes: dict[str, Any] = {}
+            if role is not None and role != user.role:
+                _check_role(role)
+                if user.role == ADMIN and self._is_last_active_admin(session, user):
+                    raise ValidationFailed("This is the account's last active administrator.",
+                                           "Make another user an administrator first.")
+                changes["role"] = [user.role, role]
+                user.role = role
+            if active is not None and active != user.active:
+                if not active and user.role == ADMIN and self._is_last_active_admin(session, user):
+                    raise ValidationFailed("This is the account's last active administrator.",
+                                           "Make another user an administrator first.")
+                changes["active"] = [user.active, active]
+                user.active = active
+                user.deactivated_at = None if active else now
+            if grants is not None:
+                changes["grants"] = self._apply_grants(session, user, grants)
+            if changes:
+                trail.record(session, actor=actor, action="user.updated", at=now,
+                             target_type="user", target_id=user.id, details=changes)
+            return user
+
+    def set_password(self, actor: Actor, user_id: str, password: str) -> None:
+        if actor.user_id != user_id:
+            _require_admin(actor, "set another user's password")
+        with self.database.transaction() as session:
+            user = self._user_in_account(session, actor, user_id)
+            user.password_hash = hash_password(password)
+            trail.record(session, actor=actor, action="user.password_set", at=self.clock.now(),
+                         target_type="user", target_id=user.id)
+
+    def check_login(self, email: str, password: str) -> User | None:
+        """The active user with these credentials, or None (same timing either way)."""
+        try:
+            email = normalise_email(email)
+        except ValidationFailed:
+            check_password(None, password)
+            return None
+        with self.database.reading() as session:
+            user = session.scalar(select(User).where(func.lower(User.email) == email))
+            ok = check_password(user.password_hash if user else None, password)
+            return user if ok and user is not None and user.active else None
+
+    # --- internals -----------------------------------------------------------------
+
+    def _user_in_account(self, session: Session, actor: Actor, user_id: str) -> User:
+        user = session.get(User, user_id)
+        if user is None or user.account_id != actor.account_id:
+            raise NotFound("No such user in this account.", field="user")
+        return user
+
+    def _is_last_active_admin(self, session: Session, user: User) -> bool:
+        admins = session.scalar(select(func.count()).select_from(User).where(
+            User.account_id == user.account_id, User.role == ADMIN, User.active.is_(True)))
+        return (admins or 0) <= 1
+
+    def _apply_grants(self, session: Session, user: User,
+                      grants: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
+        known = set(session.scalars(
+            select(Workspace.id).where(Workspace.account_id == user.account_id)))
+        cleaned: dict[str, list[str]] = {}
+        for workspace_id, scopes in grants.items():
+            if workspace_id not in known:
+                raise NotFound(f"No workspace {workspace_id!r} in this account.",
+                               field="workspace")
+            wanted = sorted(set(scopes))
+            refused = [s for s in wanted if s not in MEMBER_SCOPES]
+            if refused:
+                raise ValidationFailed(
+                    "Workspace grants can only hold: " + ", ".join(MEMBER_SCOPES) + ".",
+                    field="grants", refused=refused)
+            cleaned[workspace_id] = wanted
+        user.grants = [WorkspaceGrant(workspace_id=ws, scopes=scopes)
+                       for ws, scopes in cleaned.items()]
+        return cleaned
+
+
+def _require_admin(actor: Actor, what: str) -> None:
+    if not actor.is_admin:
+        raise PermissionDenied(f"Only account administrators can {what}.")
+
+
+def _check_role(role: str) -> None:
+    if role not in ROLES:
+        raise ValidationFailed(f"Unknown role {role!r}.", "Use 'admin' or 'member'.",
+                               field="role")
+
+
+def _clean_reminder_days(days: Iterable[int]) -> list[int]:
+    cleaned = sorted({d for d in days}, reverse=True)
+    if len(cleaned) > 10 or any(isinstance(d, bool) or not 1 <= d <= 90 for d in cleaned):
+        raise ValidationFailed("reminder_days must be up to 10 whole days between 1 and 90.",
+                               field="reminder_days")
+    return cleaned
+
+
+def _policy_snapshot(account: Account) -> dict[str, Any]:
+    return {
+        "max_validity_days": account.max_validity_days,
+        "reminder_days": list(account.reminder_days),
+        "retrievable_application_tokens": account.retrievable_application_tokens,
+        "ip_allowlist": list(account.ip_allowlist),
+        "new_network_alerts": account.new_network_alerts,
+    }

@@ -1,0 +1,1 @@
+"""The audit trail: every management action and denied authentication, append-only."""

@@ -1,0 +1,415 @@
+"""The `tallykey` command line: a thin adapter over the same services the API uses.
+
+Errors are one clear line on stderr and a non-zero exit code, never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from datetime import date, datetime
+from typing import Annotated, Any, NoReturn
+
+import typer
+from pydantic import BaseModel
+from rich.console import Console
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from tallykey.accounts.actor import Actor
+from tallykey.accounts.models import User
+from tallykey.db import migrate as migrations
+from tallykey.errors import TallykeyError
+from tallykey.runtime import Runtime
+from tallykey.tokens.schemas import IssuedTokenView, TokenView
+from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
+
+app = typer.Typer(help="tallykey: named, expiring API tokens.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+accounts_app = typer.Typer(help="Accounts (tenants).", no_args_is_help=True)
+users_app = typer.Typer(help="Users of an account.", no_args_is_help=True)
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+app.add_typer(accounts_app, name="accounts")
+app.add_typer(users_app, name="users")
+app.add_typer(tokens_app, name="tokens")
+
+out = Console()
+err = Console(stderr=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
+
+EXIT_ERROR = 1
+EXIT_NOT_FOUND = 3
+EXIT_FORBIDDEN = 4
+
+
+def fail(message: str, hint: str = "", code: int = EXIT_ERROR) -> NoReturn:
+    err.print(f"[bold red]error:[/] {message}" + (f" {hint}" if hint else ""),
+              highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+@contextmanager
+def runtime() -> Iterator[Runtime]:
+    """A runtime with an up-to-date schema; product errors become one line on stderr."""
+    try:
+        rt = Runtime.build()
+    except ValueError as error:  # settings validation
+        fail(f"invalid settings: {error}")
+    try:
+        rt.ensure_schema()
+        yield rt
+    except TallykeyError as error:
+        code = {404: EXIT_NOT_FOUND, 403: EXIT_FORBIDDEN}.get(error.status, EXIT_ERROR)
+        fail(error.message, error.hint, code)
+    except OperationalError as error:
+        fail(f"cannot reach the database ({error.orig.__class__.__name__}: "
+             f"{str(error.orig).strip().splitlines()[0] if error.orig else error}).",
+             "Check TALLYKEY_DATABASE_URL or TALLYKEY_DATA_DIR.")
+    finally:
+        rt.close()
+
+
+def emit_json(value: Any) -> None:
+    if isinstance(value, BaseModel):
+        value = value.model_dump(mode="json")
+    elif isinstance(value, list):
+        value = [v.model_dump(mode="json") if isinstance(v, BaseModel) else v for v in value]
+    sys.stdout.write(json.dumps(value, indent=2, default=str) + "\n")
+
+
+def user_actor(rt: Runtime, account: str, email: str) -> Actor:
+    account_id = rt.accounts.find_account(account).id
+    user = rt.accounts.find_user(account_id, email)
+    if not user.active:
+        fail(f"user {user.email} is deactivated.")
+    return Actor(account_id, user.id, user.role, user.email, None, "cli")
+
+
+def operator_for_token(rt: Runtime, ref: str, account: str | None) -> tuple[Actor, str]:
+    account_id, token_id = rt.tokens.locate(ref)
+    if account is not None and rt.accounts.find_account(account).id != account_id:
+        fail(f"No token {ref!r} in account {account!r}.", code=EXIT_NOT_FOUND)
+    return Actor.operator(account_id), token_id
+
+
+# --- top level --------------------------------------------------------------------------
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    try:
+        rt = Runtime.build()
+    except ValueError as error:
+        fail(f"invalid settings: {error}")
+    try:
+        before, after = migrations.upgrade(rt.database)
+    except OperationalError as error:
+        fail(f"cannot reach the database: {str(error.orig).strip().splitlines()[0]}")
+    finally:
+        rt.close()
+    if before == after:
+        out.print(f"schema already up to date (revision {after})")
+    else:
+        out.print(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+# --- accounts ---------------------------------------------------------------------------
+
+
+@accounts_app.command("create")
+def accounts_create(
+    slug: Annotated[str, typer.Argument(help="Short unique name, e.g. acme.")],
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    as_json: JsonOption = False,
+) -> None:
+    """Create an account in this deployment's region."""
+    with runtime() as rt:
+        account = rt.accounts.create_account(slug, name or slug, rt.settings.region)
+    result = {"id": account.id, "slug": account.slug, "name": account.name,
+              "region": account.region}
+    emit_json(result) if as_json else out.print(f"created account {slug} ({account.id})")
+
+
+@accounts_app.command("list")
+def accounts_list(as_json: JsonOption = False) -> None:
+    """List accounts."""
+    from sqlalchemy import select
+
+    from tallykey.accounts.models import Account
+
+    with runtime() as rt, rt.database.reading() as session:
+        rows = [{"id": a.id, "slug": a.slug, "name": a.name, "region": a.region}
+                for a in session.scalars(select(Account).order_by(Account.slug))]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("slug", "name", "region", "id")
+    for row in rows:
+        table.add_row(row["slug"], row["name"], row["region"], row["id"])
+    out.print(table)
+
+
+# --- users ------------------------------------------------------------------------------
+
+
+def user_dict(user: User) -> dict[str, Any]:
+    return {"id": user.id, "email": user.email, "name": user.name, "role": user.role,
+            "active": user.active,
+            "workspaces": {g.workspace_id: list(g.scopes) for g in user.grants}}
+
+
+@users_app.command("create")
+def users_create(
+    account: AccountOption,
+    email: Annotated[str, typer.Option(help="The user's e-mail (their login).")],
+    role: Annotated[str, typer.Option(help="admin or member.")] = "member",
+    name: Annotated[str, typer.Option(help="Display name.")] = "",
+    password_stdin: Annotated[bool, typer.Option(
+        "--password-stdin", help="Read the console password from standard input.")] = False,
+    grant: Annotated[list[str] | None, typer.Option(
+        help="WORKSPACE=SCOPE[,SCOPE…]: a workspace the user sees and what they may do.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Add a user to an account."""
+    password = sys.stdin.readline().rstrip("\n") if password_stdin else None
+    with runtime() as rt:
+        actor = Actor.operator(rt.accounts.find_account(account).id)
+        grants = parse_grants(rt, actor.account_id, grant or [])
+        user = rt.accounts.create_user(actor, email, role=role, name=name, password=password,
+                                       grants=grants)
+    emit_json(user_dict(user)) if as_json else out.print(f"created {user.role} {user.email}")
+
+
+def parse_grants(rt: Runtime, account_id: str, specs: list[str]) -> dict[str, list[str]]:
+    by_slug = {w.slug: w.id for w in rt.accounts.workspaces(account_id)}
+    grants: dict[str, list[str]] = {}
+    for spec in specs:
+        workspace, sep, scopes = spec.partition("=")
+        if not sep or workspace not in by_slug:
+            fail(f"--grant {spec!r}: expected WORKSPACE=SCOPE[,SCOPE…] with a workspace of "
+                 f"this account ({', '.join(by_slug) or 'none'}).")
+        grants[by_slug[workspace]] = [s.strip() for s in scopes.split(",") if s.strip()]
+    return grants
+
+
+@users_app.command("list")
+def users_list(account: AccountOption, as_json: JsonOption = False) -> None:
+    """List the users of an account."""
+    with runtime() as rt:
+        users = rt.accounts.list_users(Actor.operator(rt.accounts.find_account(account).id))
+    if as_json:
+        emit_json([user_dict(u) for u in users])
+        return
+    table = Table("email", "role", "active", "id")
+    for user in users:
+        table.add_row(user.email, user.role, "yes" if user.active else "no", user.id)
+    out.print(table)
+
+
+def _update_user(account: str, email: str, **changes: Any) -> User:
+    with runtime() as rt:
+        account_id = rt.accounts.find_account(account).id
+        user = rt.accounts.find_user(account_id, email)
+        return rt.accounts.update_user(Actor.operator(account_id), user.id, **changes)
+
+
+@users_app.command("deactivate")
+def users_deactivate(account: AccountOption, email: Annotated[str, typer.Option()],
+                     as_json: JsonOption = False) -> None:
+    """Deactivate a user: their personal tokens stop working at once."""
+    user = _update_user(account, email, active=False)
+    emit_json(user_dict(user)) if as_json else out.print(f"deactivated {user.email}")
+
+
+@users_app.command("activate")
+def users_activate(account: AccountOption, email: Annotated[str, typer.Option()],
+                   as_json: JsonOption = False) -> None:
+    """Reactivate a user."""
+    user = _update_user(account, email, active=True)
+    emit_json(user_dict(user)) if as_json else out.print(f"activated {user.email}")
+
+
+@users_app.command("set-role")
+def users_set_role(account: AccountOption, email: Annotated[str, typer.Option()],
+                   role: Annotated[str, typer.Option(help="admin or member.")],
+                   as_json: JsonOption = False) -> None:
+    """Make a user an admin or a member."""
+    user = _update_user(account, email, role=role)
+    emit_json(user_dict(user)) if as_json else out.print(f"{user.email} is now {user.role}")
+
+
+# --- tokens -----------------------------------------------------------------------------
+
+
+def parse_expiry(value: str) -> datetime | date:
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--expires {value!r} is not an ISO 8601 date or time.",
+             "Write e.g. 2027-03-31 or 2027-03-31T18:00:00+01:00.")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    account: AccountOption,
+    user: Annotated[str, typer.Option(help="E-mail of the user creating the token.")],
+    name: Annotated[str, typer.Option(help="A descriptive name.")],
+    days: Annotated[int | None, typer.Option(help="Valid for D days (7, 30, 60, 90, 365).")]
+    = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry date (ISO 8601).")] = None,
+    kind: Annotated[str, typer.Option(help="personal or application.")] = "personal",
+    scope: Annotated[list[str] | None, typer.Option(help="A scope; repeat for more.")] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="Allowed CIDR; repeat for more.")]
+    = None,
+    workspace: Annotated[str | None, typer.Option(help="Workspace slug or id.")] = None,
+    description: Annotated[str, typer.Option()] = "",
+    target: Annotated[str | None, typer.Option(help="Target software.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the token.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a token. The secret is printed once and never again."""
+    if days is None and expires is None:
+        fail("an expiry is required: pass --days D or --expires DATE.")
+    draft = TokenDraft(name=name, expires_in_days=days,
+                       expires_at=parse_expiry(expires) if expires else None, kind=kind,
+                       description=description, workspace=workspace, scopes=scope or [],
+                       ip_allowlist=ip or [], target=target)
+    with runtime() as rt:
+        issued = rt.tokens.issue(user_actor(rt, account, user), draft)
+        view = IssuedTokenView.of_issued(issued, rt.clock.now())
+    if quiet:
+        sys.stdout.write(view.token + "\n")
+    elif as_json:
+        emit_json(view)
+    else:
+        print_issued(view, "created")
+
+
+def print_issued(view: IssuedTokenView, verb: str) -> None:
+    out.print(f"{verb} token [bold]{view.name}[/] ({view.id}), expires {view.expires_at:%Y-%m-%d}")
+    for warning in view.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    out.print("Copy it now; it will not be shown again:")
+    out.print(view.token, highlight=False, soft_wrap=True)
+    if view.username:
+        out.print(f"username: {view.username}\npassword: {view.password}", highlight=False)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    account: AccountOption,
+    status: Annotated[str | None, typer.Option(help="active, expired or revoked.")] = None,
+    search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
+    kind: Annotated[str | None, typer.Option()] = None,
+    target: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option(help="Page size.")] = 50,
+    after: Annotated[str | None, typer.Option(help="Cursor of the next page.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    with runtime() as rt:
+        actor = Actor.operator(rt.accounts.find_account(account).id)
+        page = rt.tokens.list_tokens(actor, TokenQuery(status=status, search=search, kind=kind,
+                                                       target=target, limit=limit, after=after))
+        now = rt.clock.now()
+    views = [TokenView.of(t, now) for t in page.items]
+    if as_json:
+        emit_json({"items": [v.model_dump(mode="json") for v in views],
+                   "next_cursor": page.next_cursor})
+        return
+    table = Table("prefix", "name", "kind", "status", "created", "expires", "last used",
+                  "creator")
+    for v in views:
+        table.add_row(v.prefix, v.name, v.kind, v.status, f"{v.created_at:%Y-%m-%d}",
+                      f"{v.expires_at:%Y-%m-%d}",
+                      f"{v.last_used_at:%Y-%m-%d %H:%M} {v.last_used_ip or ''}"
+                      if v.last_used_at else "never", v.created_by or "")
+    out.print(table)
+    if page.next_cursor:
+        out.print(f"more: --after {page.next_cursor}")
+
+
+TokenRef = Annotated[str, typer.Argument(help="Token id or prefix (tlk_…).")]
+OptionalAccount = Annotated[str | None, typer.Option("--account", "-a")]
+
+
+@tokens_app.command("show")
+def tokens_show(ref: TokenRef, account: OptionalAccount = None,
+                as_json: JsonOption = False) -> None:
+    """Show one token."""
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        view = TokenView.of(rt.tokens.get(actor, token_id), rt.clock.now())
+    if as_json:
+        emit_json(view)
+        return
+    for key, value in view.model_dump(mode="json").items():
+        out.print(f"[bold]{key}[/]: {value}", highlight=False)
+
+
+@tokens_app.command("update")
+def tokens_update(
+    ref: TokenRef,
+    account: OptionalAccount = None,
+    name: Annotated[str | None, typer.Option()] = None,
+    description: Annotated[str | None, typer.Option()] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="Replace the allow-list.")] = None,
+    clear_ips: Annotated[bool, typer.Option("--clear-ips", help="Allow every IP.")] = False,
+    target: Annotated[str | None, typer.Option()] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Edit a token's name, description, allow-list or target (expiry cannot be extended)."""
+    changes = TokenChanges(name=name, description=description,
+                           ip_allowlist=[] if clear_ips else ip, target=target)
+    _token_action(ref, account, as_json, "updated",
+                  lambda rt, actor, tid: rt.tokens.update(actor, tid, changes))
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(ref: TokenRef, account: OptionalAccount = None,
+                  reason: Annotated[str, typer.Option()] = "",
+                  as_json: JsonOption = False) -> None:
+    """Revoke a token: it stops working immediately. Irreversible."""
+    _token_action(ref, account, as_json, "revoked",
+                  lambda rt, actor, tid: rt.tokens.revoke(actor, tid, reason))
+
+
+@tokens_app.command("rotate")
+def tokens_rotate(
+    ref: TokenRef,
+    account: OptionalAccount = None,
+    grace: Annotated[int, typer.Option(help="Seconds the old secret keeps working (0-604800).")]
+    = 0,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new token.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a token a new secret; the old one works for the grace period."""
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        issued = rt.tokens.rotate(actor, token_id, grace)
+        view = IssuedTokenView.of_issued(issued, rt.clock.now())
+    if quiet:
+        sys.stdout.write(view.token + "\n")
+    elif as_json:
+        emit_json(view)
+    else:
+        print_issued(view, "rotated")
+
+
+def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
+                  action: Callable[[Runtime, Actor, str], Any]) -> None:
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        view = TokenView.of(action(rt, actor, token_id), rt.clock.now())
+    emit_json(view) if as_json else out.print(f"{verb} {view.prefix} ({view.name})")
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    app()

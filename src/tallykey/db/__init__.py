@@ -1,0 +1,1 @@
+"""Storage: the engine and session factory, shared column types, and Alembic migrations."""

@@ -1,0 +1,157 @@
+"""Every error tallykey raises: each knows its HTTP status, its error code and what to fix.
+
+Errors are mapped to responses in exactly one place (`tallykey.api.responses`); the CLI
+prints `message` (and `hint`) as one line. Messages never contain a token secret.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any, ClassVar
+
+
+class TallykeyError(Exception):
+    """Base of every error the product raises on purpose."""
+
+    status: ClassVar[int] = 400
+    code: ClassVar[str] = "invalid_request"
+
+    def __init__(self, message: str, hint: str = "", **details: Any) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        self.details = details
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"error": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        body.update(self.details)
+        return body
+
+
+# --- management / input errors -------------------------------------------------------
+
+
+class ValidationFailed(TallykeyError):
+    """Input was rejected; nothing was changed."""
+
+    status = 422
+    code = "validation_failed"
+
+
+class NotFound(TallykeyError):
+    status = 404
+    code = "not_found"
+
+
+class PermissionDenied(TallykeyError):
+    status = 403
+    code = "forbidden"
+
+
+class Conflict(TallykeyError):
+    status = 409
+    code = "conflict"
+
+
+class Unauthenticated(TallykeyError):
+    """A management call without a valid session or management token."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+# --- authentication errors (SPEC §3 table) ------------------------------------------
+
+
+class AuthenticationError(TallykeyError):
+    """A request's credentials were refused. `code` is the RFC 6750 error code."""
+
+    status = 401
+    code = "invalid_token"
+
+
+class MissingCredentials(AuthenticationError):
+    """No Authorization header: RFC 6750 §3.1 says the challenge carries no error code."""
+
+    code = ""
+
+    def as_dict(self) -> dict[str, Any]:
+        body = super().as_dict()
+        body["error"] = "missing_token"
+        return body
+
+
+class MalformedHeader(AuthenticationError):
+    status = 400
+    code = "invalid_request"
+
+
+class TokenFormatError(AuthenticationError):
+    """The token string itself is malformed (checksum, length, characters); no lookup made."""
+
+    def __init__(self, message: str, hint: str = "", *, reason: str) -> None:
+        super().__init__(message, hint, reason=reason)
+        self.reason = reason
+
+
+class WrongRegion(AuthenticationError):
+    pass
+
+
+class UnknownToken(AuthenticationError):
+    pass
+
+
+class RevokedToken(AuthenticationError):
+    def __init__(self, revoked_at: datetime) -> None:
+        super().__init__(
+            f"This token was revoked at {revoked_at.isoformat()} and can no longer be used.",
+            "Ask an administrator for a new token, or create one in the console.",
+            revoked_at=revoked_at.isoformat(),
+        )
+
+
+class ExpiredToken(AuthenticationError):
+    def __init__(self, expired_at: datetime) -> None:
+        super().__init__(
+            f"Token Expired: this token expired at {expired_at.isoformat()}.",
+            "Expiry cannot be extended: create a new token and update your integration.",
+            expired_at=expired_at.isoformat(),
+        )
+
+
+class OwnerInactive(AuthenticationError):
+    pass
+
+
+class IpNotAllowed(AuthenticationError):
+    status = 403
+    code = "ip_not_allowed"
+
+
+class InsufficientScope(AuthenticationError):
+    status = 403
+    code = "insufficient_scope"
+
+    def __init__(self, scope: str, message: str = "") -> None:
+        super().__init__(
+            message or f"This request needs the scope {scope!r}, which the token does not grant.",
+            f"Use a token that has the {scope!r} scope.",
+            scope=scope,
+        )
+        self.scope = scope
+
+
+class TooManyAttempts(AuthenticationError):
+    status = 429
+    code = "too_many_attempts"
+
+    def __init__(self, retry_after: int) -> None:
+        super().__init__(
+            "Too many failed authentication attempts from this address.",
+            f"Wait {retry_after} seconds before trying again.",
+            retry_after=retry_after,
+        )
+        self.retry_after = retry_after

@@ -1,0 +1,31 @@
+"""Domain events: what happened to a token, handed to listeners inside the same transaction
+(the outbox and webhooks subscribe here, so a notice lands exactly when its change does)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy.orm import Session
+
+from tallykey.accounts.actor import Actor
+from tallykey.tokens.models import Token
+
+TOKEN_CREATED = "token.created"
+TOKEN_UPDATED = "token.updated"
+TOKEN_ROTATED = "token.rotated"
+TOKEN_REVOKED = "token.revoked"
+
+
+@dataclass(frozen=True)
+class TokenEvent:
+    kind: str
+    token: Token
+    actor: Actor
+    at: datetime
+    details: dict[str, Any] = field(default_factory=dict)
+
+
+Listener = Callable[[Session, TokenEvent], None]

@@ -1,0 +1,91 @@
+"""The one settings object: every option comes from a `TALLYKEY_*` environment variable."""
+
+from __future__ import annotations
+
+import ipaddress
+from functools import cached_property
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+DEFAULT_REGION = "eu1"
+
+
+class Settings(BaseSettings):
+    """Deployment settings (SPEC §9 names stay stable)."""
+
+    model_config = SettingsConfigDict(env_prefix="TALLYKEY_", extra="ignore")
+
+    data_dir: Path = Path("./var")
+    database_url: str | None = None
+    region: str = DEFAULT_REGION
+    regions: str = ""
+    trusted_proxies: str = ""
+    smtp_url: str | None = None
+    mail_from: str = "tallykey@localhost"
+    kek: str | None = None
+    auth_fail_limit: int = Field(default=60, ge=0)
+    public_url: str | None = None
+    targets: str = (
+        "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
+    )
+
+    @field_validator("region")
+    @classmethod
+    def _region_is_simple(cls, value: str) -> str:
+        if not value.isascii() or not value.isalnum() or not value.islower() or len(value) > 8:
+            raise ValueError("TALLYKEY_REGION must be 1-8 lowercase letters or digits, e.g. eu1")
+        return value
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The SQLAlchemy URL: `TALLYKEY_DATABASE_URL`, else SQLite in the data directory."""
+        if self.database_url:
+            return normalise_database_url(self.database_url)
+        return f"sqlite:///{(self.data_dir / 'tallykey.db').resolve()}"
+
+    @cached_property
+    def region_urls(self) -> dict[str, str]:
+        """`TALLYKEY_REGIONS` (`eu1=https://…,us1=https://…`) as a mapping."""
+        return parse_region_map(self.regions)
+
+    @cached_property
+    def trusted_proxy_networks(self) -> tuple[ipaddress.IPv4Network | ipaddress.IPv6Network, ...]:
+        return tuple(
+            ipaddress.ip_network(part.strip(), strict=False)
+            for part in self.trusted_proxies.split(",")
+            if part.strip()
+        )
+
+    @property
+    def target_list(self) -> list[str]:
+        """The partner software a token can name as its target (`TALLYKEY_TARGETS`)."""
+        return [name.strip() for name in self.targets.split(",") if name.strip()]
+
+    def base_url_for(self, region: str) -> str | None:
+        return self.region_urls.get(region)
+
+
+def normalise_database_url(url: str) -> str:
+    """Accept `postgres://` and `postgresql://` and pick psycopg 3 as the driver."""
+    for plain in ("postgres://", "postgresql://"):
+        if url.startswith(plain):
+            return "postgresql+psycopg://" + url[len(plain) :]
+    return url
+
+
+def parse_region_map(text: str) -> dict[str, str]:
+    regions: dict[str, str] = {}
+    for part in text.split(","):
+        if not part.strip():
+            continue
+        name, sep, url = part.partition("=")
+        if not sep or not name.strip() or not url.strip():
+            raise ValueError(f"TALLYKEY_REGIONS entry {part.strip()!r} is not of the form region=url")
+        regions[name.strip()] = url.strip().rstrip("/")
+    return regions
+
+
+def load_settings() -> Settings:
+    return Settings()

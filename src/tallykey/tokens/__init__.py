@@ -1,0 +1,1 @@
+"""Tokens: the string format, the stored records and the lifecycle service."""

@@ -1,0 +1,87 @@
+"""Tables of tokens: one row per token, one row per secret it has had (rotation lineage)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING
+
+from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy.orm import Mapped, mapped_column, relationship
+
+from tallykey.db.base import Base, UTCDateTime, new_id
+
+if TYPE_CHECKING:
+    from tallykey.accounts.models import User, Workspace
+
+PERSONAL = "personal"
+APPLICATION = "application"
+KINDS = (PERSONAL, APPLICATION)
+
+ACTIVE = "active"
+EXPIRED = "expired"
+REVOKED = "revoked"
+STATUSES = (ACTIVE, EXPIRED, REVOKED)
+
+
+class Token(Base):
+    __tablename__ = "tokens"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    workspace_id: Mapped[str | None] = mapped_column(ForeignKey("workspaces.id"), nullable=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    region: Mapped[str] = mapped_column(String(8))
+    public_id: Mapped[str] = mapped_column(String(16), unique=True)
+    name: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(Text, default="")
+    scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
+    target: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    ip_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    created_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    updated_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    revoked_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    revoke_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    last_used_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    last_used_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+
+    secrets: Mapped[list[TokenSecret]] = relationship(
+        back_populates="token", order_by="TokenSecret.generation"
+    )
+    creator: Mapped[User | None] = relationship(foreign_keys=[created_by_id], lazy="joined")
+    revoker: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id], lazy="joined")
+    owner: Mapped[User | None] = relationship(foreign_keys=[owner_id], lazy="joined")
+    workspace: Mapped[Workspace | None] = relationship(lazy="joined")
+
+    @property
+    def prefix(self) -> str:
+        return f"tlk_{self.region}_{self.public_id}"
+
+    def status_at(self, now: datetime) -> str:
+        if self.revoked_at is not None:
+            return REVOKED
+        if self.expires_at <= now:
+            return EXPIRED
+        return ACTIVE
+
+
+class TokenSecret(Base):
+    """One secret a token has had. `retires_at` is None for the current secret; a rotated-out
+    secret keeps working until `retires_at` (the grace period)."""
+
+    __tablename__ = "token_secrets"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), index=True)
+    secret_hash: Mapped[str] = mapped_column(String(64), unique=True)
+    generation: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    retires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+
+    token: Mapped[Token] = relationship(back_populates="secrets")

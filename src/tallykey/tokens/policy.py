@@ -1,0 +1,220 @@
+"""The rules a token's fields must follow: pure functions, each raising `ValidationFailed`
+with a message that says what to fix. Nothing here touches the database."""
+
+from __future__ import annotations
+
+import ipaddress
+import unicodedata
+from collections.abc import Iterable
+from datetime import UTC, date, datetime, time, timedelta
+
+from tallykey.accounts.permissions import SCOPES, unknown_scopes
+from tallykey.errors import ValidationFailed
+
+MAX_NAME_LENGTH = 100
+MAX_DESCRIPTION_LENGTH = 1000
+MAX_TARGET_LENGTH = 100
+MAX_ALLOWLIST_ENTRIES = 100
+MAX_VALIDITY_CEILING_DAYS = 365
+LONG_VALIDITY_WARNING_DAYS = 90
+EXPIRY_PRESET_DAYS = (7, 30, 60, 90, 365)
+MAX_GRACE_SECONDS = 7 * 24 * 3600
+
+#: Unicode categories refused in names: controls, format characters, unassigned,
+#: private use, surrogates, and symbols such as emoji.
+_REFUSED_IN_NAMES = {"Cc", "Cf", "Cn", "Co", "Cs", "So", "Sk"}
+
+IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+def clean_name(value: str | None, field: str = "name") -> str:
+    """A required, single-line, human name of at most 100 characters."""
+    name = (value or "").strip()
+    if not name:
+        raise ValidationFailed(f"The {field} is required.", f"Give the token a descriptive {field},"
+                               " e.g. 'CRM Integration - Production'.", field=field)
+    if len(name) > MAX_NAME_LENGTH:
+        raise ValidationFailed(
+            f"The {field} is {len(name)} characters long; at most {MAX_NAME_LENGTH} are allowed.",
+            "Shorten it; put longer text in the description.",
+            field=field,
+        )
+    refused = sorted({ch for ch in name if unicodedata.category(ch) in _REFUSED_IN_NAMES})
+    if refused:
+        shown = ", ".join(f"U+{ord(ch):04X}" for ch in refused[:5])
+        raise ValidationFailed(
+            f"The {field} contains characters that are not allowed ({shown}): emoji, symbols "
+            "and control characters cannot be used in names.",
+            "Use letters, digits, spaces and punctuation.",
+            field=field,
+        )
+    return " ".join(name.split())
+
+
+def clean_description(value: str | None) -> str:
+    text = (value or "").strip()
+    if len(text) > MAX_DESCRIPTION_LENGTH:
+        raise ValidationFailed(
+            f"The description is {len(text)} characters long; at most "
+            f"{MAX_DESCRIPTION_LENGTH} are allowed.",
+            field="description",
+        )
+    bad = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\n\t"]
+    if bad:
+        raise ValidationFailed(
+            "The description contains control characters.", "Remove them.", field="description"
+        )
+    return text
+
+
+def clean_target(value: str | None, allowed: Iterable[str]) -> str | None:
+    if value is None or not value.strip():
+        return None
+    target = value.strip()
+    choices = list(allowed)
+    if choices and target not in choices:
+        raise ValidationFailed(
+            f"Unknown target software {target!r}.",
+            "Choose one of: " + ", ".join(choices) + ".",
+            field="target",
+        )
+    if len(target) > MAX_TARGET_LENGTH:
+        raise ValidationFailed("The target software name is too long.", field="target")
+    return target
+
+
+def parse_cidr(entry: str) -> IpNetwork:
+    """One allow-list entry: an IPv4/IPv6 address or CIDR block, host bits clear."""
+    text = entry.strip() if isinstance(entry, str) else ""
+    if not text:
+        raise ValidationFailed(
+            "An IP allow-list entry is empty.", "Remove it or write an address such as "
+            "203.0.113.0/24 or 2001:db8::/32.", field="ip_allowlist"
+        )
+    try:
+        return ipaddress.ip_network(text, strict=True)
+    except ValueError as strict_error:
+        try:
+            loose = ipaddress.ip_network(text, strict=False)
+        except ValueError:
+            raise ValidationFailed(
+                f"{text!r} is not a valid IP address or CIDR block ({strict_error}).",
+                "Write an IPv4 or IPv6 address or a block such as 203.0.113.0/24 or "
+                "2001:db8::/32.",
+                field="ip_allowlist",
+            ) from None
+        raise ValidationFailed(
+            f"{text!r} has host bits set after the prefix length.",
+            f"Did you mean {loose.with_prefixlen}?",
+            field="ip_allowlist",
+        ) from None
+
+
+def clean_allowlist(entries: Iterable[str] | None) -> list[str]:
+    """Validated, de-duplicated CIDRs in their canonical spelling."""
+    items = list(entries or [])
+    if len(items) > MAX_ALLOWLIST_ENTRIES:
+        raise ValidationFailed(
+            f"The IP allow-list has {len(items)} entries; at most {MAX_ALLOWLIST_ENTRIES} "
+            "are allowed.", "Use wider CIDR blocks.", field="ip_allowlist"
+        )
+    canonical: list[str] = []
+    for entry in items:
+        network = parse_cidr(entry).with_prefixlen
+        if network not in canonical:
+            canonical.append(network)
+    return canonical
+
+
+def clean_scopes(scopes: Iterable[str] | None) -> list[str]:
+    wanted = sorted({s.strip() for s in scopes or [] if isinstance(s, str) and s.strip()})
+    unknown = unknown_scopes(wanted)
+    if unknown:
+        raise ValidationFailed(
+            "Unknown scope(s): " + ", ".join(unknown) + ".",
+            "Known scopes: " + ", ".join(SCOPES) + ".",
+            field="scopes",
+        )
+    return wanted
+
+
+def resolve_expiry(
+    now: datetime,
+    *,
+    expires_at: datetime | date | None,
+    expires_in_days: int | None,
+    max_validity_days: int,
+) -> datetime:
+    """The moment a new token expires. Exactly one of the two inputs must be given.
+
+    A bare date means "valid through that day" (UTC), and is allowed up to the last day of
+    the maximum validity. Raises `ValidationFailed` for a missing, past or too distant expiry.
+    """
+    if expires_at is None and expires_in_days is None:
+        raise ValidationFailed(
+            "An expiry is required: every token must expire.",
+            "Pass expires_in_days (7, 30, 60, 90 or 365) or expires_at (an ISO 8601 date).",
+            field="expires_at",
+        )
+    if expires_at is not None and expires_in_days is not None:
+        raise ValidationFailed(
+            "Give either expires_at or expires_in_days, not both.", field="expires_at"
+        )
+    limit = now + timedelta(days=max_validity_days)
+    too_far = ValidationFailed(
+        f"The expiry is beyond this account's maximum validity of {max_validity_days} days "
+        f"(latest allowed: {limit.date().isoformat()}).",
+        "Pick an earlier date; rotate or create a new token when it expires.",
+        field="expires_at",
+        max_validity_days=max_validity_days,
+    )
+    if expires_in_days is not None:
+        if isinstance(expires_in_days, bool) or expires_in_days < 1:
+            raise ValidationFailed(
+                "expires_in_days must be a whole number of days, at least 1.",
+                field="expires_in_days",
+            )
+        if expires_in_days > max_validity_days:
+            raise too_far
+        return now + timedelta(days=expires_in_days)
+    assert expires_at is not None
+    if isinstance(expires_at, datetime):
+        if expires_at.tzinfo is None:
+            expires_at = expires_at.replace(tzinfo=UTC)
+        moment = expires_at.astimezone(UTC)
+        if moment <= now:
+            raise _in_the_past(moment.isoformat())
+        if moment > limit:
+            raise too_far
+        return moment
+    day_end = datetime.combine(expires_at + timedelta(days=1), time(0), tzinfo=UTC)
+    if day_end <= now:
+        raise _in_the_past(expires_at.isoformat())
+    if expires_at > limit.date():
+        raise too_far
+    return min(day_end, limit)
+
+
+def validity_warnings(now: datetime, expires_at: datetime) -> list[str]:
+    days = (expires_at - now).total_seconds() / 86400
+    if days > LONG_VALIDITY_WARNING_DAYS:
+        return [
+            f"This token is valid for {round(days)} days. Tokens valid for more than 3 months "
+            "are discouraged: prefer shorter lifetimes and rotate regularly."
+        ]
+    return []
+
+
+def check_grace(grace_seconds: int) -> int:
+    if isinstance(grace_seconds, bool) or not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
+        raise ValidationFailed(
+            f"grace_seconds must be between 0 and {MAX_GRACE_SECONDS} (7 days).",
+            field="grace_seconds",
+        )
+    return grace_seconds
+
+
+def _in_the_past(shown: str) -> ValidationFailed:
+    return ValidationFailed(
+        f"The expiry {shown} is in the past.", "Pick a date in the future.", field="expires_at"
+    )

@@ -1,0 +1,81 @@
+"""How a token is shown to the outside (API, CLI --json): one representation, no secrets
+except in `IssuedTokenView`, which exists only in the create and rotate answers."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from pydantic import BaseModel, PlainSerializer
+
+from tallykey.tokens.models import APPLICATION, Token
+from tallykey.tokens.service import IssuedToken
+
+
+#: A datetime rendered as ISO 8601 with an explicit offset (`+00:00`, never a bare `Z`).
+Timestamp = Annotated[datetime, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
+
+
+class TokenView(BaseModel):
+    id: str
+    name: str
+    description: str
+    kind: str
+    prefix: str
+    status: str
+    scopes: list[str]
+    ip_allowlist: list[str]
+    workspace: str | None
+    target: str | None
+    owner: str | None
+    created_by: str | None
+    created_at: Timestamp
+    created_ip: str | None
+    expires_at: Timestamp
+    last_used_at: Timestamp | None
+    last_used_ip: str | None
+    last_used_agent: str | None
+    rotated_at: Timestamp | None
+    revoked_at: Timestamp | None
+    revoked_by: str | None
+    revoke_reason: str | None
+
+    @classmethod
+    def of(cls, token: Token, now: datetime) -> TokenView:
+        return cls(
+            id=token.id, name=token.name, description=token.description, kind=token.kind,
+            prefix=token.prefix, status=token.status_at(now), scopes=list(token.scopes),
+            ip_allowlist=list(token.ip_allowlist),
+            workspace=token.workspace.slug if token.workspace else None,
+            target=token.target,
+            owner=token.owner.email if token.owner else None,
+            created_by=token.creator.email if token.creator else "operator",
+            created_at=token.created_at, created_ip=token.created_ip,
+            expires_at=token.expires_at, last_used_at=token.last_used_at,
+            last_used_ip=token.last_used_ip, last_used_agent=token.last_used_agent,
+            rotated_at=token.rotated_at, revoked_at=token.revoked_at,
+            revoked_by=(token.revoker.email if token.revoker else
+                        ("operator" if token.revoked_at else None)),
+            revoke_reason=token.revoke_reason,
+        )
+
+
+class IssuedTokenView(TokenView):
+    """The create/rotate answer: the one time the full secret leaves the server."""
+
+    token: str
+    username: str | None = None
+    password: str | None = None
+    warnings: list[str] = []
+
+    @classmethod
+    def of_issued(cls, issued: IssuedToken, now: datetime) -> IssuedTokenView:
+        base = TokenView.of(issued.token, now).model_dump()
+        application = issued.token.kind == APPLICATION
+        return cls(
+            **base,
+            token=issued.value,
+            username=issued.secret.prefix if application else None,
+            password=issued.secret.password if application else None,
+            warnings=issued.warnings,
+        )

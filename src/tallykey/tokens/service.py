@@ -1,0 +1,447 @@
+"""The token service: the product's verbs on tokens — issue, list, get, update, rotate,
+revoke. The console, the management API and the CLI all call these same methods."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import json
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import date, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import Select, and_, or_, select
+from sqlalchemy.orm import Session
+
+from tallykey.accounts.actor import Actor
+from tallykey.accounts.models import Account, User, Workspace
+from tallykey.accounts.permissions import ADMIN_ONLY_SCOPES
+from tallykey.accounts.service import permissions_of
+from tallykey.audit import trail
+from tallykey.clock import Clock
+from tallykey.db.engine import Database
+from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from tallykey.events import (
+    TOKEN_CREATED,
+    TOKEN_REVOKED,
+    TOKEN_ROTATED,
+    TOKEN_UPDATED,
+    Listener,
+    TokenEvent,
+)
+from tallykey.tokens import format as token_format
+from tallykey.tokens import policy
+from tallykey.tokens.models import (
+    ACTIVE,
+    APPLICATION,
+    EXPIRED,
+    KINDS,
+    PERSONAL,
+    REVOKED,
+    STATUSES,
+    Token,
+    TokenSecret,
+)
+
+DEFAULT_PAGE_SIZE = 50
+MAX_PAGE_SIZE = 200
+
+
+@dataclass(frozen=True)
+class TokenDraft:
+    """What a caller asks for when issuing a token (already parsed, not yet validated)."""
+
+    name: str
+    expires_at: datetime | date | None = None
+    expires_in_days: int | None = None
+    kind: str = PERSONAL
+    description: str = ""
+    workspace: str | None = None
+    scopes: Sequence[str] = ()
+    ip_allowlist: Sequence[str] = ()
+    target: str | None = None
+
+
+@dataclass(frozen=True)
+class TokenChanges:
+    """Editable fields; None means "leave as is". Expiry may only move earlier."""
+
+    name: str | None = None
+    description: str | None = None
+    ip_allowlist: Sequence[str] | None = None
+    target: str | None = None
+    scopes: Sequence[str] | None = None
+    expires_at: datetime | None = None
+
+
+@dataclass(frozen=True)
+class IssuedToken:
+    """A token record with its secret: the only moment the secret exists outside a hash."""
+
+    token: Token
+    secret: token_format.ParsedToken
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def value(self) -> str:
+        return str(self.secret)
+
+
+@dataclass(frozen=True)
+class TokenQuery:
+    status: str | None = None
+    search: str | None = None
+    kind: str | None = None
+    workspace: str | None = None
+    target: str | None = None
+    created_by: str | None = None
+    after: str | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+
+
+@dataclass(frozen=True)
+class TokenPage:
+    items: list[Token]
+    next_cursor: str | None
+
+
+class TokenService:
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        *,
+        region: str,
+        targets: Sequence[str] = (),
+        listeners: Sequence[Listener] = (),
+    ) -> None:
+        self.database = database
+        self.clock = clock
+        self.region = region
+        self.targets = list(targets)
+        self.listeners = list(listeners)
+
+    # --- issue -----------------------------------------------------------------------
+
+    def issue(self, actor: Actor, draft: TokenDraft) -> IssuedToken:
+        """Create a token and return it with its secret (shown once).
+
+        Raises `ValidationFailed` for any field that breaks a policy, `PermissionDenied`
+        when a member asks for an application token or for scopes beyond their own, and
+        `NotFound` for an unknown workspace. Nothing is stored unless everything passes.
+        """
+        now = self.clock.now()
+        if draft.kind not in KINDS:
+            raise ValidationFailed(f"Unknown token kind {draft.kind!r}.",
+                                   "Use 'personal' or 'application'.", field="kind")
+        name = policy.clean_name(draft.name)
+        description = policy.clean_description(draft.description)
+        allowlist = policy.clean_allowlist(draft.ip_allowlist)
+        target = policy.clean_target(draft.target, self.targets)
+        scopes = policy.clean_scopes(draft.scopes)
+        if draft.kind == APPLICATION and not actor.is_admin:
+            raise PermissionDenied("Only account administrators can create application tokens.",
+                                   "Ask an administrator to create the token for you.")
+        with self.database.transaction() as session:
+            account = session.get_one(Account, actor.account_id)
+            expires_at = policy.resolve_expiry(
+                now, expires_at=draft.expires_at, expires_in_days=draft.expires_in_days,
+                max_validity_days=account.max_validity_days)
+            workspace_id = self._workspace_id(session, actor.account_id, draft.workspace)
+            owner_id: str | None = None
+            if draft.kind == PERSONAL:
+                owner = self._acting_user(session, actor, "create a personal token")
+                scopes = self._personal_scopes(owner, workspace_id, scopes)
+                owner_id = owner.id
+            elif not scopes:
+                raise ValidationFailed("An application token needs at least one scope.",
+                                       "Pick the scopes the integration needs.", field="scopes")
+            secret = token_format.generate(self.region)
+            token = Token(
+                account_id=actor.account_id, workspace_id=workspace_id, kind=draft.kind,
+                region=self.region, public_id=secret.public_id, name=name,
+                description=description, scopes=scopes, target=target, ip_allowlist=allowlist,
+                owner_id=owner_id, created_by_id=actor.user_id, created_at=now,
+                created_ip=actor.ip, updated_at=now, expires_at=expires_at)
+            session.add(token)
+            session.flush()
+            session.add(TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
+                                    generation=1, created_at=now))
+            self._announce(session, TokenEvent(TOKEN_CREATED, token, actor, now, {
+                "name": name, "kind": draft.kind, "scopes": scopes,
+                "expires_at": expires_at.isoformat(), "prefix": token.prefix}))
+            return IssuedToken(token, secret, policy.validity_warnings(now, expires_at))
+
+    # --- read ------------------------------------------------------------------------
+
+    def locate(self, ref: str) -> tuple[str, str]:
+        """Operator look-up: (account id, token id) for a token id or its public prefix."""
+        ref = ref.strip()
+        public_id = ref.rsplit("_", 1)[-1] if ref.startswith(token_format.PRODUCT_PREFIX) else ""
+        with self.database.reading() as session:
+            row = session.execute(select(Token.account_id, Token.id).where(
+                or_(Token.id == ref, Token.public_id == public_id))).first()
+        if row is None:
+            raise NotFound(f"No token {ref!r}.", "Pass a token id or its prefix (tlk_…).")
+        return row[0], row[1]
+
+    def get(self, actor: Actor, token_id: str) -> Token:
+        """The token if the actor may see it; `NotFound` otherwise (never says which)."""
+        with self.database.reading() as session:
+            return self._visible_token(session, actor, token_id)
+
+    def list_tokens(self, actor: Actor, query: TokenQuery) -> TokenPage:
+        """Tokens the actor may see, newest first, one keyset page at a time."""
+        if query.status is not None and query.status not in STATUSES:
+            raise ValidationFailed(f"Unknown status {query.status!r}.",
+                                   "Use active, expired or revoked.", field="status")
+        if query.kind is not None and query.kind not in KINDS:
+            raise ValidationFailed(f"Unknown kind {query.kind!r}.",
+                                   "Use personal or application.", field="kind")
+        if isinstance(query.limit, bool) or not 1 <= query.limit <= MAX_PAGE_SIZE:
+            raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE_SIZE}.", field="limit")
+        statement = self._visible_tokens(actor)
+        statement = self._filtered(statement, query, self.clock.now())
+        if query.after:
+            created_at, token_id = _decode_cursor(query.after)
+            statement = statement.where(or_(
+                Token.created_at < created_at,
+                and_(Token.created_at == created_at, Token.id < token_id)))
+        statement = statement.order_by(Token.created_at.desc(), Token.id.desc())
+        with self.database.reading() as session:
+            rows = list(session.scalars(statement.limit(query.limit + 1)))
+        more = len(rows) > query.limit
+        items = rows[: query.limit]
+        cursor = _encode_cursor(items[-1]) if more and items else None
+        return TokenPage(items, cursor)
+
+    # --- change ----------------------------------------------------------------------
+
+    def update(self, actor: Actor, token_id: str, changes: TokenChanges) -> Token:
+        """Edit name, description, allow-list, target, scopes, or shorten the expiry.
+
+        Raises `ValidationFailed` if the expiry would move later ("expiry cannot be
+        extended") and `Conflict` for a revoked or expired token.
+        """
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_live(token, now, "edited")
+            before = _editable_snapshot(token)
+            if changes.name is not None:
+                token.name = policy.clean_name(changes.name)
+            if changes.description is not None:
+                token.description = policy.clean_description(changes.description)
+            if changes.ip_allowlist is not None:
+                token.ip_allowlist = policy.clean_allowlist(changes.ip_allowlist)
+            if changes.target is not None:
+                token.target = policy.clean_target(changes.target, self.targets)
+            if changes.scopes is not None:
+                token.scopes = self._changed_scopes(session, actor, token, changes.scopes)
+            if changes.expires_at is not None:
+                token.expires_at = _shortened_expiry(token, changes.expires_at, now)
+            after = _editable_snapshot(token)
+            if after != before:
+                token.updated_at = now
+                diff = {k: [before[k], after[k]] for k in after if after[k] != before[k]}
+                self._announce(session, TokenEvent(TOKEN_UPDATED, token, actor, now, diff))
+            return token
+
+    def rotate(self, actor: Actor, token_id: str, grace_seconds: int = 0) -> IssuedToken:
+        """Give the token a new secret; the current one keeps working for `grace_seconds`
+        (0 to 7 days). Secrets already in their grace period keep their own end."""
+        grace = policy.check_grace(grace_seconds)
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_live(token, now, "rotated")
+            retire_at = now + timedelta(seconds=grace)
+            generation = 1
+            for old in token.secrets:
+                generation = max(generation, old.generation + 1)
+                if old.retires_at is None or old.retires_at > retire_at:
+                    old.retires_at = retire_at
+            secret = token_format.generate(token.region, token.public_id)
+            session.add(TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
+                                    generation=generation, created_at=now))
+            token.rotated_at = now
+            token.updated_at = now
+            self._announce(session, TokenEvent(TOKEN_ROTATED, token, actor, now, {
+                "grace_seconds": grace, "old_secret_retires_at": retire_at.isoformat(),
+                "generation": generation}))
+            return IssuedToken(token, secret)
+
+    def revoke(self, actor: Actor, token_id: str, reason: str = "") -> Token:
+        """Stop the token at once; irreversible. `Conflict` if it was revoked already."""
+        reason = policy.clean_description(reason)[:500]
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            token = self._visible_token(session, actor, token_id, for_update=True)
+            if token.revoked_at is not None:
+                raise Conflict(f"This token was already revoked at "
+                               f"{token.revoked_at.isoformat()}.", revoked_at=token.revoked_at
+                               .isoformat())
+            token.revoked_at = now
+            token.revoked_by_id = actor.user_id
+            token.revoke_reason = reason or None
+            token.updated_at = now
+            self._announce(session, TokenEvent(TOKEN_REVOKED, token, actor, now,
+                                               {"reason": reason} if reason else {}))
+            return token
+
+    # --- internals -------------------------------------------------------------------
+
+    def _announce(self, session: Session, event: TokenEvent) -> None:
+        """Audit the event and hand it to listeners, all inside the caller's transaction."""
+        trail.record(session, actor=event.actor, action=event.kind, at=event.at,
+                     target_type="token", target_id=event.token.id,
+                     details={"prefix": event.token.prefix, **event.details})
+        for listener in self.listeners:
+            listener(session, event)
+        session.flush()
+        session.refresh(event.token)  # load creator/owner/workspace for the caller's view
+
+    def _visible_tokens(self, actor: Actor) -> Select[tuple[Token]]:
+        """Admins see the account's tokens; members only their own personal tokens."""
+        statement = select(Token).where(Token.account_id == actor.account_id)
+        if not actor.is_admin:
+            statement = statement.where(Token.kind == PERSONAL, Token.owner_id == actor.user_id)
+        return statement
+
+    def _visible_token(self, session: Session, actor: Actor, token_id: str,
+                       *, for_update: bool = False) -> Token:
+        statement = self._visible_tokens(actor).where(Token.id == token_id)
+        if for_update:
+            statement = statement.with_for_update(of=Token)
+        token = session.scalar(statement)
+        if token is None:
+            raise NotFound("No such token in this account.", field="token")
+        return token
+
+    def _filtered(self, statement: Select[tuple[Token]], query: TokenQuery,
+                  now: datetime) -> Select[tuple[Token]]:
+        if query.status == ACTIVE:
+            statement = statement.where(Token.revoked_at.is_(None), Token.expires_at > now)
+        elif query.status == EXPIRED:
+            statement = statement.where(Token.revoked_at.is_(None), Token.expires_at <= now)
+        elif query.status == REVOKED:
+            statement = statement.where(Token.revoked_at.is_not(None))
+        if query.kind:
+            statement = statement.where(Token.kind == query.kind)
+        if query.workspace:
+            statement = statement.where(Token.workspace_id == query.workspace)
+        if query.target:
+            statement = statement.where(Token.target == query.target)
+        if query.created_by:
+            statement = statement.where(Token.created_by_id == query.created_by)
+        if query.search and query.search.strip():
+            needle = "%" + _escape_like(query.search.strip().lower()) + "%"
+            public_part = query.search.strip().split("_")[-1]
+            statement = statement.where(or_(
+                Token.name.ilike(needle, escape="\\"),
+                Token.description.ilike(needle, escape="\\"),
+                Token.public_id == public_part,
+            ))
+        return statement
+
+    def _workspace_id(self, session: Session, account_id: str, ref: str | None) -> str | None:
+        if ref is None or not ref.strip():
+            return None
+        workspace = session.scalar(select(Workspace).where(
+            Workspace.account_id == account_id,
+            or_(Workspace.id == ref.strip(), Workspace.slug == ref.strip())))
+        if workspace is None:
+            raise NotFound(f"No workspace {ref!r} in this account.", field="workspace")
+        return workspace.id
+
+    def _acting_user(self, session: Session, actor: Actor, what: str) -> User:
+        if actor.user_id is None:
+            raise ValidationFailed(f"A user is needed to {what}.",
+                                   "Name the user the token belongs to (--user EMAIL).",
+                                   field="user")
+        user = session.get_one(User, actor.user_id)
+        if not user.active:
+            raise PermissionDenied("This user is deactivated.")
+        return user
+
+    def _personal_scopes(self, owner: User, workspace_id: str | None,
+                         requested: list[str]) -> list[str]:
+        """A personal token's scopes must lie within its owner's own permissions."""
+        held = permissions_of(owner).scopes_in(workspace_id)
+        if workspace_id is not None and not held:
+            raise PermissionDenied("You have no access to this workspace.", field="workspace")
+        if not requested:
+            return sorted(held)
+        beyond = sorted(set(requested) - held)
+        if beyond:
+            admin_only = [s for s in beyond if s in ADMIN_ONLY_SCOPES]
+            hint = ("Only administrators hold " + ", ".join(admin_only) + "."
+                    if admin_only else "Ask an administrator for more permissions.")
+            raise PermissionDenied(
+                "A personal token cannot have scopes its owner lacks: " + ", ".join(beyond)
+                + ".", hint, field="scopes", refused=beyond)
+        return requested
+
+    def _changed_scopes(self, session: Session, actor: Actor, token: Token,
+                        wanted: Sequence[str]) -> list[str]:
+        scopes = policy.clean_scopes(wanted)
+        if not scopes:
+            raise ValidationFailed("A token needs at least one scope.", field="scopes")
+        if token.kind == PERSONAL:
+            assert token.owner_id is not None
+            owner = session.get_one(User, token.owner_id)
+            return self._personal_scopes(owner, token.workspace_id, scopes)
+        return scopes
+
+    def _require_live(self, token: Token, now: datetime, verb: str) -> None:
+        status = token.status_at(now)
+        if status != ACTIVE:
+            raise Conflict(f"This token is {status} and cannot be {verb}.",
+                           "Create a new token instead.", status=status)
+
+
+def _shortened_expiry(token: Token, wanted: datetime, now: datetime) -> datetime:
+    if wanted.tzinfo is None:
+        raise ValidationFailed("expires_at needs a timezone offset.", field="expires_at")
+    if wanted > token.expires_at:
+        raise ValidationFailed(
+            "A token's expiry cannot be extended "
+            f"(it expires at {token.expires_at.isoformat()}).",
+            "Create a new token, or rotate this one, to keep access longer.",
+            field="expires_at")
+    if wanted <= now:
+        raise ValidationFailed("The new expiry is in the past; revoke the token instead.",
+                               field="expires_at")
+    return wanted
+
+
+def _editable_snapshot(token: Token) -> dict[str, Any]:
+    return {
+        "name": token.name,
+        "description": token.description,
+        "ip_allowlist": list(token.ip_allowlist),
+        "target": token.target,
+        "scopes": list(token.scopes),
+        "expires_at": token.expires_at.isoformat(),
+    }
+
+
+def _escape_like(text: str) -> str:
+    return text.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _encode_cursor(token: Token) -> str:
+    raw = json.dumps([token.created_at.isoformat(), token.id]).encode()
+    return base64.urlsafe_b64encode(raw).decode().rstrip("=")
+
+
+def _decode_cursor(cursor: str) -> tuple[datetime, str]:
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        created_at, token_id = json.loads(raw)
+        return datetime.fromisoformat(created_at), str(token_id)
+    except (ValueError, TypeError, binascii.Error, UnicodeDecodeError):
+        raise ValidationFailed("The pagination cursor is malformed.",
+                               "Pass the next_cursor value from the previous page unchanged.",
+                               field="after") from None

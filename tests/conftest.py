@@ -1,0 +1,159 @@
+"""Shared fixtures: a fresh store per test on SQLite and on a real PostgreSQL server.
+
+PostgreSQL comes from `TALLYKEY_TEST_DATABASE_URL` (default: the local server). Each test
+run creates its own database and drops it at the end. Without a server the PostgreSQL
+variants are skipped, except in CI (`CI=true`), where they fail instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+from sqlalchemy import text
+from sqlalchemy.engine import make_url
+
+from tallykey.clock import FrozenClock
+from tallykey.db import migrate
+from tallykey.db.engine import Database
+from tallykey.db.models import metadata
+from tallykey.runtime import Runtime
+from tallykey.settings import Settings, normalise_database_url
+
+DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+
+def pg_server_url() -> str:
+    return normalise_database_url(os.environ.get("TALLYKEY_TEST_DATABASE_URL", DEFAULT_PG))
+
+
+def _libpq(url: str) -> str:
+    return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own for this test run on the PostgreSQL server, migrated."""
+    server = pg_server_url()
+    try:
+        admin = psycopg.connect(_libpq(server), autocommit=True, connect_timeout=3)
+    except psycopg.OperationalError as error:
+        if IN_CI:
+            pytest.fail(f"PostgreSQL is required in CI and unreachable: {error}")
+        pytest.skip(f"no PostgreSQL server at {make_url(server).host}: {error}")
+    name = f"tallykey_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    admin.execute(f'CREATE DATABASE "{name}"')
+    url = make_url(server).set(database=name).render_as_string(hide_password=False)
+    database = Database(url)
+    migrate.upgrade(database)
+    database.dispose()
+    try:
+        yield url
+    finally:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.close()
+
+
+@pytest.fixture(scope="session")
+def sqlite_template(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """One migrated SQLite file, copied for each test (migrating each time is slow)."""
+    path = tmp_path_factory.mktemp("template") / "tallykey.db"
+    database = Database(f"sqlite:///{path}")
+    migrate.upgrade(database)
+    database.dispose()
+    return path
+
+
+def _truncate_all(url: str) -> None:
+    database = Database(url)
+    with database.engine.begin() as connection:
+        names = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
+        connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+    database.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str]:
+    """An empty, migrated store: once on SQLite, once on PostgreSQL."""
+    if request.param == "sqlite":
+        target = tmp_path / "data" / "tallykey.db"
+        target.parent.mkdir()
+        shutil.copy(request.getfixturevalue("sqlite_template"), target)
+        yield f"sqlite:///{target}"
+        return
+    url = request.getfixturevalue("postgres_url")
+    _truncate_all(url)
+    yield url
+
+
+@pytest.fixture
+def clock() -> FrozenClock:
+    return FrozenClock()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", region="eu1")
+
+
+@pytest.fixture
+def rt(settings: Settings, clock: FrozenClock) -> Iterator[Runtime]:
+    runtime = Runtime.build(settings, clock)
+    yield runtime
+    runtime.close()
+
+
+class World:
+    """Two tenants: acme (two workspaces, an admin and a member who sees one workspace)
+    and globex (an admin), for isolation checks."""
+
+    def __init__(self, rt: Runtime) -> None:
+        from tallykey.accounts.actor import Actor
+
+        self.rt = rt
+        acme = rt.accounts.create_account("acme", "Acme", "eu1")
+        self.acme_id = acme.id
+        operator = Actor.operator(acme.id)
+        self.sales = rt.accounts.create_workspace(acme.id, "sales", "Sales")
+        self.ops = rt.accounts.create_workspace(acme.id, "ops", "Operations")
+        self.admin = rt.accounts.create_user(operator, "admin@acme.test", role="admin",
+                                             password="correct horse battery")
+        self.member = rt.accounts.create_user(
+            operator, "member@acme.test", role="member", password="member password 1",
+            grants={self.sales.id: ["employees:read"]})
+        globex = rt.accounts.create_account("globex", "Globex", "eu1")
+        self.globex_id = globex.id
+        self.other_admin = rt.accounts.create_user(Actor.operator(globex.id),
+                                                   "admin@globex.test", role="admin")
+
+    def actor(self, user_email: str, ip: str | None = "198.51.100.7") -> object:
+        from tallykey.accounts.actor import Actor
+
+        for user in (self.admin, self.member, self.other_admin):
+            if user.email == user_email:
+                current = self.rt.accounts.get_user(Actor.operator(user.account_id), user.id)
+                return Actor(current.account_id, current.id, current.role, current.email, ip)
+        raise KeyError(user_email)
+
+    @property
+    def as_admin(self):  # type: ignore[no-untyped-def]
+        return self.actor("admin@acme.test")
+
+    @property
+    def as_member(self):  # type: ignore[no-untyped-def]
+        return self.actor("member@acme.test")
+
+    @property
+    def as_other_admin(self):  # type: ignore[no-untyped-def]
+        return self.actor("admin@globex.test")
+
+
+@pytest.fixture
+def world(rt: Runtime) -> World:
+    return World(rt)
