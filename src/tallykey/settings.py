@@ -82,7 +82,9 @@ def parse_region_map(text: str) -> dict[str, str]:
             continue
         name, sep, url = part.partition("=")
         if not sep or not name.strip() or not url.strip():
-            raise ValueError(f"TALLYKEY_REGIONS entry {part.strip()!r} is not of the form region=url")
+            raise ValueError(
+                f"TALLYKEY_REGIONS entry {part.strip()!r} is not of the form region=url"
+            )
         regions[name.strip()] = url.strip().rstrip("/")
     return regions
 

@@ -3,9 +3,10 @@
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditEvent
 from tallykey.db.base import Base
+from tallykey.demo.models import Employee
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
 
-__all__ = ["Account", "AuditEvent", "Token", "TokenSecret", "User", "Workspace",
+__all__ = ["Account", "AuditEvent", "Employee", "Token", "TokenSecret", "User", "Workspace",
            "WorkspaceGrant", "metadata"]

@@ -11,7 +11,6 @@ from pydantic import BaseModel, PlainSerializer
 from tallykey.tokens.models import APPLICATION, Token
 from tallykey.tokens.service import IssuedToken
 
-
 #: A datetime rendered as ISO 8601 with an explicit offset (`+00:00`, never a bare `Z`).
 Timestamp = Annotated[datetime, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
 

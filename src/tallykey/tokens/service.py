@@ -302,7 +302,7 @@ class TokenService:
         session.flush()
         session.refresh(event.token)  # load creator/owner/workspace for the caller's view
 
-    def _visible_tokens(self, actor: Actor) -> Select[tuple[Token]]:
+    def _visible_tokens(self, actor: Actor) -> Select[Token]:
         """Admins see the account's tokens; members only their own personal tokens."""
         statement = select(Token).where(Token.account_id == actor.account_id)
         if not actor.is_admin:
@@ -319,8 +319,8 @@ class TokenService:
             raise NotFound("No such token in this account.", field="token")
         return token
 
-    def _filtered(self, statement: Select[tuple[Token]], query: TokenQuery,
-                  now: datetime) -> Select[tuple[Token]]:
+    def _filtered(self, statement: Select[Token], query: TokenQuery,
+                  now: datetime) -> Select[Token]:
         if query.status == ACTIVE:
             statement = statement.where(Token.revoked_at.is_(None), Token.expires_at > now)
         elif query.status == EXPIRED:

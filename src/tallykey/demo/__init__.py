@@ -1,0 +1,1 @@
+"""The demo platform: a seeded account and a small employees API that tallykey protects."""
