@@ -118,6 +118,78 @@ def migrate() -> None:
         out.print(f"schema upgraded from {before or 'empty'} to {after}")
 
 
+def _uvicorn_config(host: str, port: int, workers: int, access_log: bool) -> dict[str, Any]:
+    return {"host": host, "port": port, "workers": workers, "access_log": access_log,
+            "log_level": "info", "proxy_headers": False, "server_header": False}
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+) -> None:
+    """Serve the management API, verification endpoints and the demo platform API."""
+    import uvicorn
+
+    with runtime() as rt:  # validates settings and the schema before any worker starts
+        region = rt.settings.region
+    out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
+    uvicorn.run("tallykey.api.app:create_app", factory=True,
+                **_uvicorn_config(host, port, workers, access_log))
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    seed_only: Annotated[bool, typer.Option("--seed-only", help="Seed, print, exit.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Seed the demo account (idempotent) and serve it."""
+    import uvicorn
+
+    from tallykey.api.app import create_app
+    from tallykey.demo.seed import seed
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    base_url = f"http://{shown_host}:{port}"
+    with runtime() as rt:
+        seeded = seed(rt, base_url)
+    if as_json:
+        emit_json(seeded)
+    else:
+        print_demo_welcome(seeded)
+    if seed_only:
+        return
+    server = uvicorn.Server(uvicorn.Config(create_app(), **_uvicorn_config(
+        host, port, 1, False)))
+    server.run()
+
+
+def print_demo_welcome(seeded: dict[str, Any]) -> None:
+    base, admin, member = seeded["base_url"], seeded["admin"], seeded["member"]
+    out.print(f"""
+[bold]tallykey demo[/] — region {seeded['region']}, account {seeded['account']!r}
+
+  Console:        {base}/console
+  API docs:       {base}/docs
+  Admin login:    {admin['email']} / {admin['password']}
+  Member login:   {member['email']} / {member['password']}
+
+  Demo token (the admin's, every scope; valid {30} days):
+    {admin['token']}
+
+  Try it:
+    curl -H "Authorization: Bearer {admin['token']}" {base}/core/v3/info
+
+  Revoke it from another terminal, then run the curl again (401):
+    .venv/bin/tallykey tokens revoke {admin['token'][:20]}
+""", highlight=False, soft_wrap=True)
+
+
 # --- accounts ---------------------------------------------------------------------------
 
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tallykey.accounts.service import AccountService
+from tallykey.auth.sessions import SessionStore
 from tallykey.clock import Clock, SystemClock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
@@ -26,6 +27,7 @@ class Runtime:
     clock: Clock
     accounts: AccountService
     tokens: TokenService
+    sessions: SessionStore
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
@@ -39,6 +41,7 @@ class Runtime:
             accounts=AccountService(database, clock),
             tokens=TokenService(database, clock, region=settings.region,
                                 targets=settings.target_list),
+            sessions=SessionStore(database, clock),
         )
 
     def ensure_schema(self) -> None:

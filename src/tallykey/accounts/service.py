@@ -16,6 +16,7 @@ from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.accounts.passwords import check_password, hash_password
 from tallykey.accounts.permissions import ADMIN, MEMBER_SCOPES, ROLES, Permissions
 from tallykey.audit import trail
+from tallykey.auth import changes as change_feed
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
@@ -123,6 +124,7 @@ class AccountService:
                 account.new_network_alerts = changes.new_network_alerts
             after = _policy_snapshot(account)
             if after != before:
+                change_feed.announce(session, change_feed.ACCOUNT, account.id, self.clock.now())
                 trail.record(session, actor=actor, action="account.policy_changed",
                              at=self.clock.now(), target_type="account", target_id=account.id,
                              details={"before": before, "after": after})
@@ -188,26 +190,27 @@ class AccountService:
         with self.database.transaction() as session:
             user = self._user_in_account(session, actor, user_id)
             now = self.clock.now()
-            changes: dict[str, Any] = {}
+            diff: dict[str, Any] = {}
             if role is not None and role != user.role:
                 _check_role(role)
                 if user.role == ADMIN and self._is_last_active_admin(session, user):
                     raise ValidationFailed("This is the account's last active administrator.",
                                            "Make another user an administrator first.")
-                changes["role"] = [user.role, role]
+                diff["role"] = [user.role, role]
                 user.role = role
             if active is not None and active != user.active:
                 if not active and user.role == ADMIN and self._is_last_active_admin(session, user):
                     raise ValidationFailed("This is the account's last active administrator.",
                                            "Make another user an administrator first.")
-                changes["active"] = [user.active, active]
+                diff["active"] = [user.active, active]
                 user.active = active
                 user.deactivated_at = None if active else now
             if grants is not None:
-                changes["grants"] = self._apply_grants(session, user, grants)
-            if changes:
+                diff["grants"] = self._apply_grants(session, user, grants)
+            if diff:
+                change_feed.announce(session, change_feed.USER, user.id, now)
                 trail.record(session, actor=actor, action="user.updated", at=now,
-                             target_type="user", target_id=user.id, details=changes)
+                             target_type="user", target_id=user.id, details=diff)
             return user
 
     def set_password(self, actor: Actor, user_id: str, password: str) -> None:

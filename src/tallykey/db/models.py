@@ -2,11 +2,25 @@
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditEvent
+from tallykey.auth.models import TokenUsage, VerdictChange
+from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
 
-__all__ = ["Account", "AuditEvent", "Employee", "Token", "TokenSecret", "User", "Workspace",
-           "WorkspaceGrant", "metadata"]
+__all__ = [
+    "Account",
+    "AuditEvent",
+    "ConsoleSession",
+    "Employee",
+    "Token",
+    "TokenSecret",
+    "TokenUsage",
+    "User",
+    "VerdictChange",
+    "Workspace",
+    "WorkspaceGrant",
+    "metadata",
+]

@@ -19,6 +19,7 @@ from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.permissions import ADMIN_ONLY_SCOPES
 from tallykey.accounts.service import permissions_of
 from tallykey.audit import trail
+from tallykey.auth import changes
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -297,6 +298,8 @@ class TokenService:
         trail.record(session, actor=event.actor, action=event.kind, at=event.at,
                      target_type="token", target_id=event.token.id,
                      details={"prefix": event.token.prefix, **event.details})
+        if event.kind != TOKEN_CREATED:
+            changes.announce(session, changes.TOKEN, event.token.id, event.at)
         for listener in self.listeners:
             listener(session, event)
         session.flush()

@@ -1,0 +1,1 @@
+"""The HTTP service: management API, verification endpoints, and the app that serves them."""

@@ -1,0 +1,84 @@
+"""The ASGI application `tallykey serve` runs: management API, verification endpoints,
+the demo platform API, health and docs.
+
+`/auth/request` is dispatched before the framework (it is on every proxied request);
+everything else goes through FastAPI.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+
+from fastapi import FastAPI
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from tallykey.api import management, verify
+from tallykey.api.limits import RequestLimits
+from tallykey.api.responses import install_error_handlers
+from tallykey.api.verify import AuthRequestEndpoint
+from tallykey.auth.verifier import Verifier
+from tallykey.demo import platform
+from tallykey.runtime import Runtime
+
+log = logging.getLogger(__name__)
+AUTH_REQUEST_PATH = "/auth/request"
+
+
+class Dispatcher:
+    """Routes `/auth/request` straight to its endpoint; the rest to the framework."""
+
+    def __init__(self, fast_path: ASGIApp, app: ASGIApp) -> None:
+        self.fast_path = fast_path
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["path"] == AUTH_REQUEST_PATH:
+            await self.fast_path(scope, receive, send)
+        else:
+            await self.app(scope, receive, send)
+
+
+def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        verifier.start()
+        try:
+            yield
+        finally:
+            verifier.close()
+            runtime.close()
+
+    api = FastAPI(
+        title="tallykey",
+        version="0.1.0",
+        description="Named, expiring API tokens: management, verification, demo platform.",
+        lifespan=lifespan,
+    )
+    api.state.runtime = runtime
+    api.state.verifier = verifier
+    install_error_handlers(api)
+    api.include_router(management.router)
+    api.include_router(verify.router)
+    api.include_router(platform.router)
+
+    @api.get("/healthz", tags=["health"])
+    def healthz() -> dict[str, str]:
+        with runtime.database.reading() as session:
+            session.connection().exec_driver_sql("SELECT 1")
+        return {"status": "ok", "region": runtime.settings.region}
+
+    return api
+
+
+def create_app(runtime: Runtime | None = None) -> ASGIApp:
+    """The whole service. Without arguments it reads `TALLYKEY_*` settings (uvicorn
+    factory for `tallykey serve --workers N`)."""
+    runtime = runtime or Runtime.build()
+    runtime.ensure_schema()
+    verifier = Verifier(settings=runtime.settings, database=runtime.database,
+                        clock=runtime.clock, background=False)
+    api = build_api(runtime, verifier)
+    fast_path = AuthRequestEndpoint(verifier, runtime.settings)
+    return RequestLimits(Dispatcher(fast_path, api))

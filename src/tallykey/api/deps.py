@@ -1,0 +1,72 @@
+"""Request dependencies: the runtime, the client's IP, and who is calling the management
+API (a console session with CSRF protection, or an administrator's management token)."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+from starlette.concurrency import run_in_threadpool
+
+from tallykey.accounts.actor import Actor
+from tallykey.api.responses import VerdictRefused
+from tallykey.auth.client_ip import client_ip
+from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
+from tallykey.auth.verifier import Verifier
+from tallykey.errors import PermissionDenied, Unauthenticated
+from tallykey.runtime import Runtime
+from tallykey.tokens.models import PERSONAL
+
+MANAGE_SCOPE = "tokens:manage"
+SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+
+
+def runtime_of(request: Request) -> Runtime:
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+def verifier_of(request: Request) -> Verifier:
+    verifier: Verifier = request.app.state.verifier
+    return verifier
+
+
+def ip_of(request: Request) -> str:
+    runtime = runtime_of(request)
+    peer = request.client.host if request.client else None
+    return client_ip(peer, request.headers.get("x-forwarded-for"),
+                     runtime.settings.trusted_proxy_networks)
+
+
+async def management_actor(request: Request) -> Actor:
+    """The caller of a management endpoint, or an error saying how to authenticate."""
+    runtime = runtime_of(request)
+    ip = ip_of(request)
+    authorization = request.headers.get("authorization")
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if authorization is None and cookie:
+        session = await run_in_threadpool(runtime.sessions.find, cookie)
+        if session is None:
+            raise Unauthenticated("Your console session has expired or was signed out.",
+                                  "Sign in again.")
+        if request.method not in SAFE_METHODS and not csrf_matches(
+                session, request.headers.get(CSRF_HEADER)):
+            raise PermissionDenied("The CSRF token is missing or wrong.",
+                                   f"Send the session's CSRF token in the {CSRF_HEADER} header.",
+                                   reason="csrf")
+        user = session.user
+        return Actor(user.account_id, user.id, user.role, user.email, ip, "console")
+    verdict = await verifier_of(request).averify(
+        authorization, ip, (MANAGE_SCOPE,), request.headers.get("user-agent"))
+    if not verdict.allowed:
+        raise VerdictRefused(verdict)
+    if verdict.kind != PERSONAL or verdict.owner_id is None or verdict.account_id is None:
+        raise PermissionDenied(
+            "The management API needs a personal token of an administrator.",
+            "Create a personal token with the tokens:manage scope as an administrator.")
+    return Actor(verdict.account_id, verdict.owner_id, "admin", verdict.owner_email or "",
+                 ip, "api")
+
+
+ManagementActor = Annotated[Actor, Depends(management_actor)]
+RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

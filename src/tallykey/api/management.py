@@ -1,0 +1,257 @@
+"""The management API, `/api/v1/...`: thin adapters over the token and account services."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
+from sqlalchemy import select
+
+from tallykey.accounts.actor import Actor
+from tallykey.accounts.models import Account, Workspace
+from tallykey.accounts.service import PolicyChanges
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of
+from tallykey.api.schemas import (
+    AccountUpdate,
+    AccountView,
+    AuditList,
+    AuditView,
+    LoginRequest,
+    RevokeRequest,
+    RotateRequest,
+    SessionView,
+    TokenCreate,
+    TokenList,
+    TokenUpdate,
+    UserCreate,
+    UserUpdate,
+    UserView,
+    parse_moment,
+)
+from tallykey.audit.models import AuditEvent
+from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
+from tallykey.errors import PermissionDenied, Unauthenticated, ValidationFailed
+from tallykey.runtime import Runtime
+from tallykey.tokens.schemas import IssuedTokenView, TokenView
+from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
+
+router = APIRouter(prefix="/api/v1")
+
+
+def _workspace_ref(runtime: Runtime, actor: Actor, ref: str | None) -> str | None:
+    """Workspaces may be named by slug or id in filters."""
+    if not ref:
+        return None
+    with runtime.database.reading() as session:
+        found = session.scalar(select(Workspace.id).where(
+            Workspace.account_id == actor.account_id,
+            (Workspace.id == ref) | (Workspace.slug == ref)))
+    return found or ref
+
+
+# --- tokens ---------------------------------------------------------------------------
+
+
+@router.post("/tokens", status_code=201, response_model=IssuedTokenView, tags=["tokens"])
+def create_token(body: TokenCreate, actor: ManagementActor, runtime: RuntimeDep
+                 ) -> IssuedTokenView:
+    """Create a token. The answer carries the full token: it is shown this once only."""
+    draft = TokenDraft(
+        name=body.name, description=body.description, kind=body.kind,
+        workspace=body.workspace, scopes=body.scopes, ip_allowlist=body.ip_allowlist,
+        target=body.target, expires_in_days=body.expires_in_days,
+        expires_at=parse_moment(body.expires_at, "expires_at") if body.expires_at else None)
+    issued = runtime.tokens.issue(actor, draft)
+    return IssuedTokenView.of_issued(issued, runtime.clock.now())
+
+
+@router.get("/tokens", response_model=TokenList, tags=["tokens"])
+def list_tokens(
+    actor: ManagementActor,
+    runtime: RuntimeDep,
+    status: Annotated[str | None, Query(description="active, expired or revoked")] = None,
+    search: Annotated[str | None, Query(max_length=200)] = None,
+    kind: str | None = None,
+    workspace: str | None = None,
+    target: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    after: Annotated[str | None, Query(max_length=500)] = None,
+) -> TokenList:
+    page = runtime.tokens.list_tokens(actor, TokenQuery(
+        status=status, search=search, kind=kind,
+        workspace=_workspace_ref(runtime, actor, workspace), target=target, limit=limit,
+        after=after))
+    now = runtime.clock.now()
+    return TokenList(items=[TokenView.of(t, now) for t in page.items],
+                     next_cursor=page.next_cursor)
+
+
+@router.get("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])
+def get_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep) -> TokenView:
+    return TokenView.of(runtime.tokens.get(actor, token_id), runtime.clock.now())
+
+
+@router.patch("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])
+def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
+                 runtime: RuntimeDep) -> TokenView:
+    """Edit name, description, IP allow-list, target or scopes. Expiry can only be moved
+    earlier: extending it is refused."""
+    expires_at = None
+    if body.expires_at is not None:
+        moment = parse_moment(body.expires_at, "expires_at")
+        if not isinstance(moment, datetime):
+            raise ValidationFailed("expires_at must be a date-time with offset when editing.",
+                                   field="expires_at")
+        expires_at = moment
+    token = runtime.tokens.update(actor, token_id, TokenChanges(
+        name=body.name, description=body.description, ip_allowlist=body.ip_allowlist,
+        target=body.target, scopes=body.scopes, expires_at=expires_at))
+    return TokenView.of(token, runtime.clock.now())
+
+
+@router.delete("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])
+def delete_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep) -> TokenView:
+    """Revoke (tokens are never erased: they move to Expired & Revoked)."""
+    return TokenView.of(runtime.tokens.revoke(actor, token_id), runtime.clock.now())
+
+
+@router.post("/tokens/{token_id}/revoke", response_model=TokenView, tags=["tokens"])
+def revoke_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                 body: RevokeRequest | None = None) -> TokenView:
+    token = runtime.tokens.revoke(actor, token_id, body.reason if body else "")
+    return TokenView.of(token, runtime.clock.now())
+
+
+@router.post("/tokens/{token_id}/rotate", response_model=IssuedTokenView, tags=["tokens"])
+def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                 body: RotateRequest | None = None) -> IssuedTokenView:
+    """A new secret for the same token; the old one works for `grace_seconds` (0-604800)."""
+    issued = runtime.tokens.rotate(actor, token_id, body.grace_seconds if body else 0)
+    return IssuedTokenView.of_issued(issued, runtime.clock.now())
+
+
+# --- audit ----------------------------------------------------------------------------
+
+
+@router.get("/audit", response_model=AuditList, tags=["audit"])
+def list_audit(
+    actor: ManagementActor,
+    runtime: RuntimeDep,
+    action: str | None = None,
+    target_id: str | None = None,
+    actor_id: str | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    limit: Annotated[int, Query(ge=1, le=500)] = 100,
+    before: Annotated[int | None, Query(description="cursor: entries older than this id")]
+    = None,
+) -> AuditList:
+    """The account's audit trail, newest first. Administrators only."""
+    if not actor.is_admin:
+        raise PermissionDenied("Only administrators can read the audit log.")
+    statement = select(AuditEvent).where(AuditEvent.account_id == actor.account_id)
+    if action:
+        statement = statement.where(AuditEvent.action == action)
+    if target_id:
+        statement = statement.where(AuditEvent.target_id == target_id)
+    if actor_id:
+        statement = statement.where(AuditEvent.actor_id == actor_id)
+    for bound, value in (("since", since), ("until", until)):
+        if value:
+            moment = _as_datetime(parse_moment(value, bound))
+            statement = statement.where(AuditEvent.occurred_at >= moment if bound == "since"
+                                        else AuditEvent.occurred_at < moment)
+    if before is not None:
+        statement = statement.where(AuditEvent.id < before)
+    with runtime.database.reading() as session:
+        rows = list(session.scalars(statement.order_by(AuditEvent.id.desc()).limit(limit + 1)))
+    items = rows[:limit]
+    return AuditList(items=[AuditView.of(e) for e in items],
+                     next_cursor=items[-1].id if len(rows) > limit and items else None)
+
+
+def _as_datetime(value: object) -> datetime:
+    from datetime import UTC, date, time
+
+    if isinstance(value, datetime):
+        return value if value.tzinfo else value.replace(tzinfo=UTC)
+    assert isinstance(value, date)
+    return datetime.combine(value, time(0), tzinfo=UTC)
+
+
+# --- users ----------------------------------------------------------------------------
+
+
+@router.get("/users", response_model=list[UserView], tags=["users"])
+def list_users(actor: ManagementActor, runtime: RuntimeDep) -> list[UserView]:
+    if not actor.is_admin:
+        assert actor.user_id is not None
+        return [UserView.of(runtime.accounts.get_user(actor, actor.user_id))]
+    return [UserView.of(u) for u in runtime.accounts.list_users(actor)]
+
+
+@router.post("/users", status_code=201, response_model=UserView, tags=["users"])
+def create_user(body: UserCreate, actor: ManagementActor, runtime: RuntimeDep) -> UserView:
+    user = runtime.accounts.create_user(actor, body.email, role=body.role, name=body.name,
+                                        password=body.password, grants=body.workspaces)
+    return UserView.of(runtime.accounts.get_user(actor, user.id))
+
+
+@router.patch("/users/{user_id}", response_model=UserView, tags=["users"])
+def update_user(user_id: str, body: UserUpdate, actor: ManagementActor,
+                runtime: RuntimeDep) -> UserView:
+    """Change role, active flag or workspace permissions: effective on the next request."""
+    runtime.accounts.update_user(actor, user_id, role=body.role, active=body.active,
+                                 grants=body.workspaces)
+    if body.active is False:
+        runtime.sessions.close_all_for(user_id)
+    return UserView.of(runtime.accounts.get_user(actor, user_id))
+
+
+# --- account --------------------------------------------------------------------------
+
+
+@router.get("/account", response_model=AccountView, tags=["account"])
+def get_account(actor: ManagementActor, runtime: RuntimeDep) -> AccountView:
+    with runtime.database.reading() as session:
+        return AccountView.of(session.get_one(Account, actor.account_id))
+
+
+@router.patch("/account", response_model=AccountView, tags=["account"])
+def update_account(body: AccountUpdate, actor: ManagementActor,
+                   runtime: RuntimeDep) -> AccountView:
+    account = runtime.accounts.update_policies(actor, PolicyChanges(
+        max_validity_days=body.max_validity_days, reminder_days=body.reminder_days,
+        retrievable_application_tokens=body.retrievable_application_tokens,
+        ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts))
+    return AccountView.of(account)
+
+
+# --- console session (login for the console and for API clients) ---------------------
+
+
+@router.post("/session", response_model=SessionView, tags=["session"])
+def login(body: LoginRequest, request: Request, response: Response,
+          runtime: RuntimeDep) -> SessionView:
+    """Sign in with e-mail and password; sets the session cookie and returns the CSRF token
+    to send in `X-CSRF-Token` on every state-changing request."""
+    user = runtime.accounts.check_login(body.email, body.password)
+    if user is None:
+        raise Unauthenticated("The e-mail or password is wrong, or the user is deactivated.")
+    opened = runtime.sessions.open(user, ip_of(request))
+    response.set_cookie(SESSION_COOKIE, opened.cookie, max_age=int(
+        SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
+        secure=request.url.scheme == "https", path="/")
+    return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
+                       expires_at=opened.expires_at)
+
+
+@router.delete("/session", status_code=204, tags=["session"])
+def logout(request: Request, runtime: RuntimeDep, actor: ManagementActor) -> Response:
+    cookie = request.cookies.get(SESSION_COOKIE)
+    if cookie:
+        runtime.sessions.close(cookie)
+    response = Response(status_code=204)
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response

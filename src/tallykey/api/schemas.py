@@ -1,0 +1,184 @@
+"""Request and response bodies of the management API."""
+
+from __future__ import annotations
+
+from datetime import date, datetime
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tallykey.accounts.models import Account, User
+from tallykey.audit.models import AuditEvent
+from tallykey.errors import ValidationFailed
+from tallykey.tokens.schemas import Timestamp, TokenView
+
+
+class Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TokenCreate(Strict):
+    name: str = Field(max_length=10_000)
+    description: str = Field(default="", max_length=10_000)
+    kind: Literal["personal", "application"] = "personal"
+    workspace: str | None = None
+    scopes: list[str] = Field(default_factory=list, max_length=50)
+    ip_allowlist: list[str] = Field(default_factory=list, max_length=1000)
+    target: str | None = None
+    expires_at: str | None = Field(default=None, description="ISO 8601 date or date-time")
+    expires_in_days: int | None = None
+
+
+class TokenUpdate(Strict):
+    name: str | None = Field(default=None, max_length=10_000)
+    description: str | None = Field(default=None, max_length=10_000)
+    ip_allowlist: list[str] | None = Field(default=None, max_length=1000)
+    target: str | None = None
+    scopes: list[str] | None = Field(default=None, max_length=50)
+    expires_at: str | None = Field(default=None, description="earlier than now; never later")
+
+
+class RotateRequest(Strict):
+    grace_seconds: int = 0
+
+
+class RevokeRequest(Strict):
+    reason: str = Field(default="", max_length=500)
+
+
+class TokenList(BaseModel):
+    items: list[TokenView]
+    next_cursor: str | None
+
+
+class UserView(BaseModel):
+    id: str
+    email: str
+    name: str
+    role: str
+    active: bool
+    workspaces: dict[str, list[str]]
+
+    @classmethod
+    def of(cls, user: User) -> UserView:
+        return cls(id=user.id, email=user.email, name=user.name, role=user.role,
+                   active=user.active,
+                   workspaces={g.workspace_id: list(g.scopes) for g in user.grants})
+
+
+class UserCreate(Strict):
+    email: str = Field(max_length=254)
+    name: str = Field(default="", max_length=200)
+    role: Literal["admin", "member"] = "member"
+    password: str | None = Field(default=None, max_length=1000)
+    workspaces: dict[str, list[str]] = Field(default_factory=dict)
+
+
+class UserUpdate(Strict):
+    role: Literal["admin", "member"] | None = None
+    active: bool | None = None
+    workspaces: dict[str, list[str]] | None = None
+
+
+class AccountView(BaseModel):
+    id: str
+    slug: str
+    name: str
+    region: str
+    max_validity_days: int
+    reminder_days: list[int]
+    retrievable_application_tokens: bool
+    ip_allowlist: list[str]
+    new_network_alerts: bool
+
+    @classmethod
+    def of(cls, account: Account) -> AccountView:
+        return cls(id=account.id, slug=account.slug, name=account.name, region=account.region,
+                   max_validity_days=account.max_validity_days,
+                   reminder_days=list(account.reminder_days),
+                   retrievable_application_tokens=account.retrievable_application_tokens,
+                   ip_allowlist=list(account.ip_allowlist),
+                   new_network_alerts=account.new_network_alerts)
+
+
+class AccountUpdate(Strict):
+    max_validity_days: int | None = None
+    reminder_days: list[int] | None = Field(default=None, max_length=10)
+    retrievable_application_tokens: bool | None = None
+    ip_allowlist: list[str] | None = Field(default=None, max_length=1000)
+    new_network_alerts: bool | None = None
+
+
+class AuditView(BaseModel):
+    id: int
+    occurred_at: Timestamp
+    action: str
+    actor_type: str
+    actor_id: str | None
+    actor: str
+    target_type: str | None
+    target_id: str | None
+    ip: str | None
+    details: dict[str, Any]
+
+    @classmethod
+    def of(cls, event: AuditEvent) -> AuditView:
+        return cls(id=event.id, occurred_at=event.occurred_at, action=event.action,
+                   actor_type=event.actor_type, actor_id=event.actor_id,
+                   actor=event.actor_label, target_type=event.target_type,
+                   target_id=event.target_id, ip=event.ip, details=event.details)
+
+
+class AuditList(BaseModel):
+    items: list[AuditView]
+    next_cursor: int | None
+
+
+class LoginRequest(Strict):
+    email: str = Field(max_length=254)
+    password: str = Field(max_length=1000)
+
+
+class SessionView(BaseModel):
+    user: UserView
+    csrf_token: str
+    expires_at: Timestamp
+
+
+class VerifyRequest(Strict):
+    authorization: str | None = Field(default=None, max_length=4096,
+                                      description="The request's Authorization header")
+    token: str | None = Field(default=None, max_length=4096,
+                              description="Or the bare token (as Bearer)")
+    client_ip: str | None = Field(default=None, max_length=64,
+                                  description="Honoured only from trusted proxies")
+    required_scopes: list[str] = Field(default_factory=list, max_length=50)
+    user_agent: str | None = Field(default=None, max_length=1000)
+
+
+class VerifyResponse(BaseModel):
+    allowed: bool
+    status: int
+    error: str | None
+    message: str | None
+    hint: str | None
+    token_id: str | None
+    account: str | None
+    kind: str | None
+    scopes: list[str]
+    expires_at: Timestamp | None
+    client_ip: str
+
+
+def parse_moment(value: str, field: str) -> datetime | date:
+    """An ISO 8601 date (`2027-03-31`) or date-time with offset."""
+    text = value.strip()
+    try:
+        if len(text) == 10:
+            return date.fromisoformat(text)
+        moment = datetime.fromisoformat(text)
+    except ValueError:
+        raise ValidationFailed(
+            f"{field} {value!r} is not an ISO 8601 date or date-time.",
+            "Write e.g. 2027-03-31 or 2027-03-31T18:00:00+01:00.", field=field) from None
+    return moment

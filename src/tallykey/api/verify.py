@@ -1,0 +1,86 @@
+"""Verification for other services: `POST /api/v1/verify` (JSON verdict) and
+`GET /auth/request` for reverse proxies (nginx `auth_request`, Traefik ForwardAuth).
+
+`/auth/request` is plain ASGI, outside the framework, because every proxied request of
+every customer passes through it.
+"""
+
+from __future__ import annotations
+
+from urllib.parse import parse_qsl
+
+from fastapi import APIRouter, Request
+from starlette.types import Receive, Scope, Send
+
+from tallykey.api.deps import ip_of, runtime_of, verifier_of
+from tallykey.api.schemas import VerifyRequest, VerifyResponse
+from tallykey.auth.client_ip import is_trusted
+from tallykey.auth.middleware import send_refusal, verify_scope
+from tallykey.auth.verdict import Verdict
+from tallykey.auth.verifier import Verifier
+from tallykey.settings import Settings
+
+router = APIRouter(prefix="/api/v1", tags=["verification"])
+
+SCOPES_HEADER = b"tallykey-required-scopes"
+
+
+@router.post("/verify", response_model=VerifyResponse)
+async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
+    """Verify a credential on behalf of another service. The answer is always 200 with the
+    verdict; `status` is what that service should answer its own client."""
+    runtime = runtime_of(request)
+    caller_ip = ip_of(request)
+    ip = caller_ip
+    peer = request.client.host if request.client else ""
+    if body.client_ip and is_trusted(peer, runtime.settings.trusted_proxy_networks):
+        ip = body.client_ip
+    authorization = body.authorization
+    if authorization is None and body.token is not None:
+        authorization = f"Bearer {body.token}"
+    verdict = await verifier_of(request).averify(authorization, ip, body.required_scopes,
+                                                 body.user_agent)
+    return VerifyResponse(
+        allowed=verdict.allowed, status=verdict.status, error=verdict.error or None,
+        message=verdict.message or None, hint=verdict.hint or None,
+        token_id=verdict.token_id, account=verdict.account, kind=verdict.kind,
+        scopes=sorted(verdict.scopes), expires_at=verdict.expires_at, client_ip=ip)
+
+
+def identity_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
+    assert verdict.expires_at is not None
+    headers = [
+        (b"tallykey-token-id", (verdict.token_id or "").encode()),
+        (b"tallykey-account", (verdict.account or "").encode()),
+        (b"tallykey-scopes", " ".join(sorted(verdict.scopes)).encode()),
+        (b"tallykey-token-expires", verdict.expires_at.isoformat().encode()),
+        (b"tallykey-token-kind", (verdict.kind or "").encode()),
+    ]
+    if verdict.owner_id:
+        headers.append((b"tallykey-user-id", verdict.owner_id.encode()))
+    return headers
+
+
+class AuthRequestEndpoint:
+    """`GET /auth/request`: 204 with identity headers, or the refusal with its status,
+    RFC 6750 challenge and JSON body. Required scopes come from `?scope=` (repeatable)
+    or a `Tallykey-Required-Scopes` header (space separated)."""
+
+    def __init__(self, verifier: Verifier, settings: Settings) -> None:
+        self.verifier = verifier
+        self.trusted = settings.trusted_proxy_networks
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        scopes: list[str] = [
+            part for name, value in scope["headers"] if name == SCOPES_HEADER
+            for part in value.decode("latin-1").split()]
+        if scope.get("query_string"):
+            query = scope["query_string"].decode("latin-1")
+            scopes.extend(v for k, v in parse_qsl(query) if k == "scope")
+        verdict = await verify_scope(self.verifier, scope, scopes, self.trusted)
+        if not verdict.allowed:
+            await send_refusal(verdict, send)
+            return
+        await send({"type": "http.response.start", "status": 204,
+                    "headers": identity_headers(verdict)})
+        await send({"type": "http.response.body", "body": b""})

@@ -1,0 +1,1 @@
+"""Request authentication: header parsing, the verifier and its cache, the ASGI middleware."""

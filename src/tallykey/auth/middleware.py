@@ -1,0 +1,114 @@
+"""Protect any ASGI app with tallykey, in-process: `TallykeyMiddleware` (pure ASGI) and
+`TallykeyAuth` (a FastAPI dependency, per route).
+
+    app = TallykeyMiddleware(app, verifier=Verifier(), required_scopes=["employees:read"])
+
+A passing request carries its `Verdict` in `scope["state"]["tallykey"]` (Starlette:
+`request.state.tallykey`) and its response gets the `Tallykey-Token-Expires` header.
+A refused one is answered here: status, RFC 6750 challenge, JSON body.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+
+from starlette.requests import Request
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from tallykey.auth.client_ip import IpNetwork, client_ip
+from tallykey.auth.verdict import Verdict
+from tallykey.auth.verifier import Verifier
+from tallykey.errors import MalformedHeader
+
+STATE_KEY = "tallykey"
+
+
+def _request_facts(scope: Scope, trusted: Sequence[IpNetwork]
+                   ) -> tuple[list[str], str, str | None]:
+    authorizations: list[str] = []
+    forwarded = agent = None
+    for name, value in scope["headers"]:
+        if name == b"authorization":
+            authorizations.append(value.decode("latin-1"))
+        elif name == b"x-forwarded-for":
+            forwarded = value.decode("latin-1")
+        elif name == b"user-agent":
+            agent = value.decode("latin-1")
+    peer = scope["client"][0] if scope.get("client") else None
+    return authorizations, client_ip(peer, forwarded, trusted), agent
+
+
+async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
+                       trusted: Sequence[IpNetwork]) -> Verdict:
+    """Verify the request described by an ASGI scope."""
+    authorizations, ip, agent = _request_facts(scope, trusted)
+    if len(authorizations) > 1:
+        return Verdict.refused(MalformedHeader(
+            "More than one Authorization header was sent.", "Send exactly one."), ip)
+    return await verifier.averify(authorizations[0] if authorizations else None, ip,
+                                  required_scopes, agent)
+
+
+async def send_refusal(verdict: Verdict, send: Send) -> None:
+    body = json.dumps(verdict.body()).encode()
+    headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
+    headers += [(b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode())]
+    await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+
+
+class TallykeyMiddleware:
+    def __init__(self, app: ASGIApp, verifier: Verifier,
+                 required_scopes: Iterable[str] = (),
+                 trusted_proxies: Sequence[IpNetwork] | None = None) -> None:
+        self.app = app
+        self.verifier = verifier
+        self.required_scopes = tuple(required_scopes)
+        self.trusted = (verifier.settings.trusted_proxy_networks
+                        if trusted_proxies is None else tuple(trusted_proxies))
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        verdict = await verify_scope(self.verifier, scope, self.required_scopes, self.trusted)
+        if not verdict.allowed:
+            await send_refusal(verdict, send)
+            return
+        scope.setdefault("state", {})[STATE_KEY] = verdict
+        expiry = verdict.headers()["Tallykey-Token-Expires"].encode()
+
+        async def send_with_expiry(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = [*message.get("headers", []),
+                                      (b"tallykey-token-expires", expiry)]
+            await send(message)
+
+        await self.app(scope, receive, send_with_expiry)
+
+
+class TallykeyAuth:
+    """FastAPI dependency: `verdict: Verdict = Depends(TallykeyAuth(verifier, ["x:read"]))`.
+
+    A refusal raises `TallykeyRefused` (an `HTTPException` whose detail is the JSON body
+    and whose headers carry the RFC 6750 challenge)."""
+
+    def __init__(self, verifier: Verifier, required_scopes: Iterable[str] = (),
+                 trusted_proxies: Sequence[IpNetwork] | None = None) -> None:
+        self.verifier = verifier
+        self.required_scopes = tuple(required_scopes)
+        self.trusted = (verifier.settings.trusted_proxy_networks
+                        if trusted_proxies is None else tuple(trusted_proxies))
+
+    async def __call__(self, request: Request) -> Verdict:
+        from fastapi import HTTPException
+
+        verdict = await verify_scope(self.verifier, request.scope, self.required_scopes,
+                                     self.trusted)
+        if not verdict.allowed:
+            raise HTTPException(verdict.status, detail=verdict.body(),
+                                headers=verdict.headers())
+        request.state.tallykey = verdict
+        return verdict

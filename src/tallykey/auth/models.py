@@ -1,0 +1,34 @@
+"""Tables the verification path owns: the change feed that keeps every node's cache
+honest, and per-hour usage counts flushed in batches from memory."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tallykey.db.base import Base, UTCDateTime
+
+
+class VerdictChange(Base):
+    """One change that can alter a verdict: a token (revoked, rotated, edited), a user
+    (deactivated, demoted, regranted) or an account (policies). Verifiers read this feed."""
+
+    __tablename__ = "verdict_changes"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subject: Mapped[str] = mapped_column(String(16))
+    subject_id: Mapped[str] = mapped_column(String(36))
+    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class TokenUsage(Base):
+    """Requests per token per hour per outcome (`allowed` or a denial reason)."""
+
+    __tablename__ = "token_usage"
+
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,75 @@
+"""The answer of one verification: allowed or not, and everything a caller needs to
+respond (status, RFC 6750 challenge, message) or to authorise (account, scopes, expiry)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any
+
+from tallykey.errors import AuthenticationError, TooManyAttempts
+
+REALM = "tallykey"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    allowed: bool
+    status: int
+    error: str = ""
+    message: str = ""
+    hint: str = ""
+    token_id: str | None = None
+    account_id: str | None = None
+    account: str | None = None
+    kind: str | None = None
+    scopes: frozenset[str] = frozenset()
+    workspaces: frozenset[str] | None = None
+    owner_id: str | None = None
+    owner_email: str | None = None
+    expires_at: datetime | None = None
+    client_ip: str = ""
+    retry_after: int | None = None
+    details: dict[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def refused(cls, error: AuthenticationError, client_ip: str) -> Verdict:
+        return cls(
+            allowed=False, status=error.status, error=error.code, message=error.message,
+            hint=error.hint, client_ip=client_ip,
+            retry_after=error.retry_after if isinstance(error, TooManyAttempts) else None,
+            details={k: v for k, v in error.details.items() if k != "retry_after"},
+        )
+
+    def body(self) -> dict[str, Any]:
+        """The JSON error body: `{"error", "message", "hint", ...}`."""
+        body: dict[str, Any] = {"error": self.error or "missing_token", "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        body.update(self.details)
+        return body
+
+    def headers(self) -> dict[str, str]:
+        """Response headers: the challenge on refusal, the token's expiry on success."""
+        if self.allowed:
+            assert self.expires_at is not None
+            return {"Tallykey-Token-Expires": self.expires_at.isoformat()}
+        headers = {"WWW-Authenticate": self.challenge()}
+        if self.retry_after is not None:
+            headers["Retry-After"] = str(self.retry_after)
+        return headers
+
+    def challenge(self) -> str:
+        """RFC 6750 §3: no error code when no credentials were sent at all."""
+        if not self.error:
+            return f'Bearer realm="{REALM}"'
+        parts = [f'Bearer realm="{REALM}"', f'error="{self.error}"',
+                 f'error_description="{_quoted(self.message)}"']
+        if self.error == "insufficient_scope" and "scope" in self.details:
+            parts.append(f'scope="{self.details["scope"]}"')
+        return ", ".join(parts)
+
+
+def _quoted(text: str) -> str:
+    """RFC 6750 error_description: printable ASCII except '"' and '\\'."""
+    return "".join(ch for ch in text if 0x20 <= ord(ch) <= 0x7E and ch not in '"\\')

@@ -1,0 +1,268 @@
+"""The verifier: decides in microseconds whether a request's credentials pass.
+
+Hot path (cache hit): parse the header, check the token's checksum offline, hash it, one
+dict lookup, a few comparisons. A miss costs one indexed query, run off the event loop
+by `averify`. No database write per request: usage is aggregated and flushed in batches.
+A background thread reads the change feed so revocations and permission changes made
+anywhere (API, console, CLI, another node) evict cached entries within milliseconds;
+the cache TTL bounds staleness if that feed is ever unreachable.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import threading
+from collections.abc import Iterable
+from datetime import datetime
+
+from anyio import to_thread
+
+from tallykey.auth import changes
+from tallykey.auth.cache import DEFAULT_SIZE, DEFAULT_TTL_SECONDS, VerificationCache
+from tallykey.auth.header import extract_token
+from tallykey.auth.limiter import FailureLimiter
+from tallykey.auth.record import TokenRecord, load_record
+from tallykey.auth.usage import ALLOWED, UsageRecorder
+from tallykey.auth.verdict import Verdict
+from tallykey.clock import Clock, SystemClock
+from tallykey.db.engine import Database
+from tallykey.errors import (
+    AuthenticationError,
+    ExpiredToken,
+    InsufficientScope,
+    IpNotAllowed,
+    OwnerInactive,
+    RevokedToken,
+    TooManyAttempts,
+    UnknownToken,
+    WrongRegion,
+)
+from tallykey.settings import Settings, load_settings
+from tallykey.tokens.format import ParsedToken, parse
+
+log = logging.getLogger(__name__)
+
+DEFAULT_SYNC_INTERVAL = 0.05
+#: Refusals that look like guessing or a stale secret; they count towards the throttle.
+_COUNTED = ("invalid_token", "invalid_request")
+
+
+class Verifier:
+    """Verify `Authorization` headers against the token store (SPEC §3).
+
+    `Verifier()` reads the same settings as the server (`TALLYKEY_DATABASE_URL` or the data
+    directory), so a revocation in the console stops embedded checks too.
+    """
+
+    def __init__(
+        self,
+        database_url: str | None = None,
+        *,
+        settings: Settings | None = None,
+        database: Database | None = None,
+        clock: Clock | None = None,
+        cache_size: int = DEFAULT_SIZE,
+        cache_ttl: float = DEFAULT_TTL_SECONDS,
+        sync_interval: float = DEFAULT_SYNC_INTERVAL,
+        background: bool = True,
+    ) -> None:
+        self.settings = settings or load_settings()
+        if database is None:
+            url = database_url or self.settings.resolved_database_url
+            database = Database(url)
+            self._owns_database = True
+        else:
+            self._owns_database = False
+        self.database = database
+        self.clock = clock or SystemClock()
+        self.region = self.settings.region
+        self.cache = VerificationCache(size=cache_size, ttl=cache_ttl)
+        self.limiter = FailureLimiter(self.settings.auth_fail_limit)
+        self.usage = UsageRecorder(database)
+        self.sync_interval = sync_interval
+        self._seen_change = changes.latest_id(database)
+        self._sync_lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        if background:
+            self.start()
+
+    # --- public API --------------------------------------------------------------------
+
+    def verify(self, authorization: str | None, client_ip: str,
+               required_scopes: Iterable[str] = (), user_agent: str | None = None) -> Verdict:
+        """Verify one request. Never raises for bad input: a refusal is a `Verdict`."""
+        first = self._precheck(authorization, client_ip)
+        if isinstance(first, Verdict):
+            return first
+        record = self._cached(first)
+        if record is None and not self.cache.known_unknown(first.secret_hash):
+            record = self._load(first.secret_hash)
+        return self._decide(first, record, client_ip, required_scopes, user_agent)
+
+    async def averify(self, authorization: str | None, client_ip: str,
+                      required_scopes: Iterable[str] = (),
+                      user_agent: str | None = None) -> Verdict:
+        """As `verify`, but a cache miss queries the store in a worker thread, so the
+        event loop never blocks."""
+        first = self._precheck(authorization, client_ip)
+        if isinstance(first, Verdict):
+            return first
+        record = self._cached(first)
+        if record is None and not self.cache.known_unknown(first.secret_hash):
+            record = await to_thread.run_sync(self._load, first.secret_hash)
+        return self._decide(first, record, client_ip, required_scopes, user_agent)
+
+    def sync(self) -> int:
+        """Apply changes from the feed now; returns how many were applied."""
+        with self._sync_lock:
+            applied = 0
+            while True:
+                batch = changes.since(self.database, self._seen_change)
+                for change_id, subject, subject_id in batch:
+                    if subject == changes.TOKEN:
+                        self.cache.evict_token(subject_id)
+                    else:
+                        self.cache.clear()
+                    self._seen_change = change_id
+                applied += len(batch)
+                if len(batch) < 1000:
+                    return applied
+
+    def flush_usage(self) -> int:
+        return self.usage.flush()
+
+    def start(self) -> None:
+        if self._thread is None:
+            self._stop.clear()
+            self._thread = threading.Thread(target=self._maintain, name="tallykey-verifier",
+                                            daemon=True)
+            self._thread.start()
+
+    def close(self) -> None:
+        """Stop the background thread and write the remaining usage."""
+        self._stop.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+            self._thread = None
+        try:
+            self.usage.flush()
+        finally:
+            if self._owns_database:
+                self.database.dispose()
+
+    # --- the steps -------------------------------------------------------------------------
+
+    def _precheck(self, authorization: str | None, client_ip: str) -> ParsedToken | Verdict:
+        """Throttle, header and offline token checks: no database involved."""
+        retry_after = self.limiter.retry_after(client_ip)
+        if retry_after is not None:
+            return Verdict.refused(TooManyAttempts(retry_after), client_ip)
+        try:
+            parsed = parse(extract_token(authorization))
+        except AuthenticationError as error:
+            return self._refuse(error, client_ip)
+        if parsed.region != self.region:
+            return self._refuse(self._wrong_region(parsed.region), client_ip)
+        return parsed
+
+    def _cached(self, parsed: ParsedToken) -> TokenRecord | None:
+        return self.cache.get(parsed.secret_hash)
+
+    def _load(self, secret_hash: str) -> TokenRecord | None:
+        generation = self.cache.generation
+        with self.database.reading() as session:
+            record = load_record(session, secret_hash)
+        if record is None:
+            self.cache.put_unknown(secret_hash, generation)
+        else:
+            self.cache.put(secret_hash, record, generation)
+        return record
+
+    def _decide(self, parsed: ParsedToken, record: TokenRecord | None, client_ip: str,
+                required_scopes: Iterable[str], user_agent: str | None) -> Verdict:
+        if record is None:
+            return self._refuse(UnknownToken(
+                "The token is not recognised.",
+                f"Check that it has not been deleted and that it was issued by this region "
+                f"({self.region}); copy it again from the console."), client_ip)
+        now = self.clock.now()
+        error = _refusal(record, now, client_ip, required_scopes)
+        if error is not None:
+            self.usage.record(record.token_id, now, client_ip, user_agent, _outcome(error))
+            return self._refuse(error, client_ip)
+        self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
+        return Verdict(
+            allowed=True, status=200, token_id=record.token_id, account_id=record.account_id,
+            account=record.account_slug, kind=record.kind, scopes=record.scopes,
+            workspaces=record.workspaces, owner_id=record.owner_id,
+            owner_email=record.owner_email,
+            expires_at=record.expires_at, client_ip=client_ip)
+
+    def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
+        if error.code in _COUNTED:
+            self.limiter.failed(client_ip)
+        return Verdict.refused(error, client_ip)
+
+    def _wrong_region(self, region: str) -> WrongRegion:
+        url = self.settings.base_url_for(region)
+        where = f"its API base URL is {url}" if url else f"use the {region} API base URL"
+        return WrongRegion(
+            f"This token belongs to region {region!r}, not to this region "
+            f"({self.region!r}).", f"Send requests for this token to region {region}: {where}.",
+            region=region, **({"base_url": url} if url else {}))
+
+    def _maintain(self) -> None:
+        while not self._stop.wait(self.sync_interval):
+            try:
+                self.sync()
+                self.usage.flush()
+            except Exception:  # keep serving; the TTL bounds staleness meanwhile
+                log.exception("verifier maintenance failed; retrying")
+
+
+def _refusal(record: TokenRecord, now: datetime, client_ip: str,
+             required_scopes: Iterable[str]) -> AuthenticationError | None:
+    """Why the record does not pass right now, or None. Order follows SPEC §3."""
+    if record.revoked_at is not None:
+        return RevokedToken(record.revoked_at)
+    if record.expires_at <= now:
+        return ExpiredToken(record.expires_at)
+    if record.secret_retires_at is not None and record.secret_retires_at <= now:
+        return UnknownToken(
+            "This token was rotated: its old secret stopped working at "
+            f"{record.secret_retires_at.isoformat()}.",
+            "Use the new token issued by the rotation.", reason="rotated_out")
+    if not record.owner_active:
+        return OwnerInactive("The token's owner is no longer active, so the token no longer "
+                             "works.", "Ask an administrator for a token of an active user.")
+    if record.token_networks or record.account_networks:
+        try:
+            address = ipaddress.ip_address(client_ip)
+        except ValueError:
+            address = None
+        if address is None or not record.allows_ip(address):
+            return IpNotAllowed(
+                f"Requests from {client_ip or 'an unknown address'} are not allowed for this "
+                "token.", "Call from an address in the token's IP allow-list, or ask an "
+                "administrator to add this one.", ip=client_ip)
+    for scope in required_scopes:
+        if scope not in record.scopes:
+            if scope in record.token_scopes:
+                return InsufficientScope(scope, f"The token's owner does not hold the "
+                                         f"permission {scope!r} (any more), so the token "
+                                         "cannot use it.")
+            return InsufficientScope(scope)
+    return None
+
+
+def _outcome(error: AuthenticationError) -> str:
+    if isinstance(error, RevokedToken):
+        return "revoked"
+    if isinstance(error, ExpiredToken):
+        return "expired"
+    if isinstance(error, UnknownToken):
+        return "rotated_out"
+    return error.code
+

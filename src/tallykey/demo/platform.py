@@ -1,0 +1,227 @@
+"""The demo platform API (`/core/v3`), protected by tallykey: what an integration calls.
+
+`GET /core/v3/info` verifies the token and says whose it is; `GET /core/v3/employees`
+shows only what the token may see (a personal token sees what its owner sees);
+`POST /core/v3/employees` needs `employees:write`. Honours the `Timezone` header and
+answers in XML when asked with `Accept: application/xml`.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Annotated, Any
+from xml.etree import ElementTree
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from defusedxml import ElementTree as SafeElementTree
+from fastapi import APIRouter, Depends, Request
+from fastapi.responses import JSONResponse, Response
+from pydantic import BaseModel, Field, ValidationError
+from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
+
+from tallykey.accounts.models import Account, User, Workspace
+from tallykey.accounts.service import normalise_email, permissions_of
+from tallykey.api.deps import runtime_of
+from tallykey.api.responses import VerdictRefused
+from tallykey.auth.middleware import verify_scope
+from tallykey.auth.verdict import Verdict
+from tallykey.demo.models import Employee
+from tallykey.errors import InsufficientScope, NotFound, TallykeyError, ValidationFailed
+from tallykey.runtime import Runtime
+from tallykey.tokens.policy import clean_name
+
+router = APIRouter(prefix="/core/v3", tags=["demo platform"])
+MAX_BODY = 64 * 1024
+
+
+class InvalidTimezone(TallykeyError):
+    status = 400
+    code = "invalid_timezone"
+
+
+class UnsupportedMediaType(TallykeyError):
+    status = 415
+    code = "unsupported_media_type"
+
+
+def platform_token(*scopes: str) -> Any:
+    async def dependency(request: Request) -> Verdict:
+        verdict = await verify_scope(request.app.state.verifier, request.scope, scopes,
+                                     runtime_of(request).settings.trusted_proxy_networks)
+        if not verdict.allowed:
+            raise VerdictRefused(verdict)
+        return verdict
+
+    return Depends(dependency)
+
+
+def requested_zone(request: Request) -> ZoneInfo | None:
+    name = request.headers.get("timezone")
+    if name is None:
+        return None
+    try:
+        return ZoneInfo(name.strip())
+    except (ZoneInfoNotFoundError, ValueError):
+        raise InvalidTimezone(
+            f"Unknown time zone {name!r} in the Timezone header.",
+            "Use an IANA time zone name such as Europe/Berlin or America/New_York.") from None
+
+
+Zone = Annotated[ZoneInfo | None, Depends(requested_zone)]
+
+
+def wants_xml(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/xml" in accept and "application/json" not in accept
+
+
+def render(request: Request, root: str, payload: Any, status: int = 200,
+           headers: Mapping[str, str] | None = None) -> Response:
+    if wants_xml(request):
+        element = _to_xml(root, payload)
+        body = ElementTree.tostring(element, encoding="utf-8", xml_declaration=True)
+        return Response(body, status_code=status, media_type="application/xml",
+                        headers=dict(headers or {}))
+    return JSONResponse(payload, status_code=status, headers=dict(headers or {}))
+
+
+def _to_xml(tag: str, value: Any) -> ElementTree.Element:
+    element = ElementTree.Element(tag)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            element.append(_to_xml(key, item))
+    elif isinstance(value, list | tuple):
+        child_tag = tag[:-1] if tag.endswith("s") else "item"
+        for item in value:
+            element.append(_to_xml(child_tag, item))
+    elif value is not None:
+        element.text = str(value).lower() if isinstance(value, bool) else str(value)
+    return element
+
+
+def _moment(value: datetime, zone: ZoneInfo | None, fallback: str) -> str:
+    return value.astimezone(zone or ZoneInfo(fallback)).isoformat()
+
+
+@router.get("/info")
+async def info(request: Request, zone: Zone,
+               verdict: Verdict = platform_token()) -> Response:
+    """Who the token belongs to and what it may do: the integration's connection check."""
+    runtime = runtime_of(request)
+    account = await run_in_threadpool(_account, runtime, verdict)
+    assert verdict.expires_at is not None
+    payload = {
+        "account": {"id": account.id, "slug": account.slug, "name": account.name,
+                    "region": account.region},
+        "token": {"id": verdict.token_id, "kind": verdict.kind,
+                  "scopes": sorted(verdict.scopes),
+                  "expires_at": _moment(verdict.expires_at, zone, "UTC")},
+        "user": {"id": verdict.owner_id, "email": verdict.owner_email}
+        if verdict.owner_id else None,
+    }
+    return render(request, "info", payload, headers=verdict.headers())
+
+
+def _account(runtime: Runtime, verdict: Verdict) -> Account:
+    with runtime.database.reading() as session:
+        return session.get_one(Account, verdict.account_id)
+
+
+@router.get("/employees")
+async def list_employees(request: Request, zone: Zone,
+                         verdict: Verdict = platform_token("employees:read")) -> Response:
+    runtime = runtime_of(request)
+    rows = await run_in_threadpool(_visible_employees, runtime, verdict)
+    payload = {"employees": [_employee(e, ws, zone) for e, ws in rows], "count": len(rows)}
+    return render(request, "result", payload, headers=verdict.headers())
+
+
+def _visible_employees(runtime: Runtime, verdict: Verdict) -> list[tuple[Employee, Workspace]]:
+    statement = (select(Employee, Workspace).join(Workspace, Workspace.id == Employee.workspace_id)
+                 .where(Employee.account_id == verdict.account_id))
+    if verdict.workspaces is not None:
+        statement = statement.where(Employee.workspace_id.in_(sorted(verdict.workspaces)))
+    with runtime.database.reading() as session:
+        return [(row[0], row[1]) for row in session.execute(
+            statement.order_by(Employee.name, Employee.id))]
+
+
+def _employee(employee: Employee, workspace: Workspace, zone: ZoneInfo | None
+              ) -> dict[str, Any]:
+    return {"id": employee.id, "name": employee.name, "email": employee.email,
+            "job_title": employee.job_title, "workspace": workspace.slug,
+            "created_at": _moment(employee.created_at, zone, workspace.timezone)}
+
+
+class EmployeeIn(BaseModel):
+    name: str = Field(max_length=1000)
+    email: str = Field(max_length=254)
+    job_title: str = Field(default="", max_length=200)
+    workspace: str = Field(max_length=64)
+
+
+@router.post("/employees", status_code=201)
+async def create_employee(request: Request, zone: Zone,
+                          verdict: Verdict = platform_token("employees:write")) -> Response:
+    """Create an employee in a workspace the token can see and write to (JSON or XML)."""
+    raw = await request.body()
+    if len(raw) > MAX_BODY:
+        raise ValidationFailed(f"The body is larger than {MAX_BODY} bytes.")
+    data = _parse_body(request.headers.get("content-type", ""), raw)
+    try:
+        body = EmployeeIn.model_validate(data)
+    except ValidationError as error:
+        first = error.errors()[0]
+        field = ".".join(str(p) for p in first["loc"])
+        raise ValidationFailed(f"{field}: {first['msg']}", field=field) from None
+    runtime = runtime_of(request)
+    employee, workspace = await run_in_threadpool(_create_employee, runtime, verdict, body)
+    return render(request, "employee", _employee(employee, workspace, zone), 201,
+                  headers=verdict.headers())
+
+
+def _parse_body(content_type: str, raw: bytes) -> Any:
+    media = content_type.split(";")[0].strip().lower()
+    try:
+        if media == "application/xml" or media == "text/xml":
+            root = SafeElementTree.fromstring(raw)
+            return {child.tag: (child.text or "") for child in root}
+        if media == "application/json":
+            return json.loads(raw)
+    except (ValueError, SafeElementTree.ParseError) as error:
+        raise ValidationFailed(f"The {media} body cannot be parsed: {error}") from None
+    except Exception as error:  # defusedxml refuses entities, DTDs and the like
+        raise ValidationFailed(f"The XML body was refused: {error.__class__.__name__}."
+                               ) from None
+    raise UnsupportedMediaType(
+        f"Content-Type {content_type or '(none)'!r} is not supported.",
+        "Send Content-Type: application/json or application/xml.")
+
+
+def _create_employee(runtime: Runtime, verdict: Verdict, body: EmployeeIn
+                     ) -> tuple[Employee, Workspace]:
+    name = clean_name(body.name, "name")
+    email = normalise_email(body.email)
+    with runtime.database.transaction() as session:
+        workspace = session.scalar(select(Workspace).where(
+            Workspace.account_id == verdict.account_id,
+            (Workspace.slug == body.workspace) | (Workspace.id == body.workspace)))
+        if workspace is None or (verdict.workspaces is not None
+                                 and workspace.id not in verdict.workspaces):
+            raise NotFound(f"No workspace {body.workspace!r} visible to this token.",
+                           field="workspace")
+        if verdict.owner_id is not None:
+            owner = session.get_one(User, verdict.owner_id)
+            if "employees:write" not in permissions_of(owner).scopes_in(workspace.id):
+                raise InsufficientScope("employees:write", "The token's owner may not write "
+                                        f"in workspace {workspace.slug!r}.")
+        employee = Employee(account_id=verdict.account_id, workspace_id=workspace.id,
+                            name=name, email=email, job_title=body.job_title.strip(),
+                            created_at=runtime.clock.now())
+        session.add(employee)
+        session.flush()
+        return employee, workspace
+
