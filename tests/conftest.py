@@ -11,6 +11,7 @@ import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import psycopg
@@ -37,9 +38,9 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
-@pytest.fixture(scope="session")
-def postgres_url() -> Iterator[str]:
-    """A database of its own for this test run on the PostgreSQL server, migrated."""
+@contextmanager
+def fresh_postgres_database() -> Iterator[str]:
+    """A new, migrated database on the PostgreSQL server, dropped afterwards."""
     server = pg_server_url()
     try:
         admin = psycopg.connect(_libpq(server), autocommit=True, connect_timeout=3)
@@ -50,14 +51,21 @@ def postgres_url() -> Iterator[str]:
     name = f"tallykey_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
     admin.execute(f'CREATE DATABASE "{name}"')
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
-    database = Database(url)
-    migrate.upgrade(database)
-    database.dispose()
     try:
+        database = Database(url)
+        migrate.upgrade(database)
+        database.dispose()
         yield url
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_url() -> Iterator[str]:
+    """A database of its own for this test run on the PostgreSQL server."""
+    with fresh_postgres_database() as url:
+        yield url
 
 
 @pytest.fixture(scope="session")

@@ -9,7 +9,7 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.orm import Session
 
 from tallykey.auth.models import VerdictChange
-from tallykey.db.engine import Database
+from tallykey.db.engine import VERDICT_CHANGED, Database
 
 TOKEN = "token"  # noqa: S105 - a subject name
 USER = "user"
@@ -18,6 +18,7 @@ ACCOUNT = "account"
 
 def announce(session: Session, subject: str, subject_id: str, at: datetime) -> None:
     session.add(VerdictChange(subject=subject, subject_id=subject_id, at=at))
+    session.info[VERDICT_CHANGED] = True
 
 
 def latest_id(database: Database) -> int:

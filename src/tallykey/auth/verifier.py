@@ -85,6 +85,7 @@ class Verifier:
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        database.after_verdict_change.append(self._sync_quietly)
         if background:
             self.start()
 
@@ -130,6 +131,12 @@ class Verifier:
                 if len(batch) < 1000:
                     return applied
 
+    def _sync_quietly(self) -> None:
+        try:
+            self.sync()
+        except Exception:  # the background thread and the TTL catch up
+            log.exception("could not apply a change right after its commit")
+
     def flush_usage(self) -> int:
         return self.usage.flush()
 
@@ -146,6 +153,8 @@ class Verifier:
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        if self._sync_quietly in self.database.after_verdict_change:
+            self.database.after_verdict_change.remove(self._sync_quietly)
         try:
             self.usage.flush()
         finally:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -33,6 +33,9 @@ def build_engine(url: str) -> Engine:
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
 
+VERDICT_CHANGED = "tallykey.verdict_changed"
+
+
 class Database:
     """Owns the engine; hands out sessions that commit on success and roll back on error."""
 
@@ -40,6 +43,9 @@ class Database:
         self.url = url
         self.engine = build_engine(url)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
+        #: Called after a transaction that announced a verdict-affecting change commits,
+        #: so verifiers in this process apply it before the caller gets its answer.
+        self.after_verdict_change: list[Callable[[], None]] = []
 
     @property
     def dialect(self) -> str:
@@ -48,8 +54,12 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: everything in it lands together or not at all."""
-        with self._sessions() as session, session.begin():
-            yield session
+        with self._sessions() as session:
+            with session.begin():
+                yield session
+            if session.info.get(VERDICT_CHANGED):
+                for hook in self.after_verdict_change:
+                    hook()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:

@@ -1,0 +1,111 @@
+"""A real `tallykey serve` process on a free localhost port, seeded with the demo data
+through the real CLI (`tallykey demo --seed-only --json`), on SQLite and on PostgreSQL."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import ExitStack, contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+
+from ..conftest import fresh_postgres_database
+
+TALLYKEY = str(Path(sys.executable).with_name("tallykey"))
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    env: dict[str, str]
+    port: int
+    log_path: Path
+    process: subprocess.Popen[bytes] | None = None
+    seeded: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def base_url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def cli(self, *args: str, check: bool = True, stdin: str | None = None
+            ) -> subprocess.CompletedProcess[str]:
+        result = subprocess.run([TALLYKEY, *args], env=self.env, capture_output=True,
+                                text=True, input=stdin, timeout=60)
+        if check and result.returncode != 0:
+            raise AssertionError(f"tallykey {' '.join(args)} failed: {result.stderr}")
+        return result
+
+    def start(self) -> None:
+        log = self.log_path.open("ab")
+        self.process = subprocess.Popen(
+            [TALLYKEY, "serve", "--port", str(self.port)], env=self.env, stdout=log,
+            stderr=subprocess.STDOUT)
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise AssertionError(f"server exited: {self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.base_url}/healthz", timeout=1).status_code == 200:
+                    return
+            except httpx.TransportError:
+                time.sleep(0.1)
+        raise AssertionError(f"server did not start: {self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                self.process.wait(timeout=15)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+
+
+def server_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYKEY_")}
+    env.update({"TALLYKEY_DATA_DIR": str(tmp / "data"), "TALLYKEY_AUTH_FAIL_LIMIT": "0",
+                "TALLYKEY_REGIONS": "eu1=http://eu1.invalid,us1=https://api-us1.example.com"})
+    if database_url:
+        env["TALLYKEY_DATABASE_URL"] = database_url
+    env.update(extra)
+    return env
+
+
+@contextmanager
+def running_server(tmp: Path, backend: str, **extra: str) -> Iterator[Server]:
+    """Seed the demo with the CLI, then serve it; stopped and cleaned up afterwards."""
+    with ExitStack() as stack:
+        url = stack.enter_context(fresh_postgres_database()) if backend == "postgresql" else None
+        env = server_env(tmp, url, **extra)
+        server = Server(env=env, port=free_port(), log_path=tmp / "server.log")
+        if url:
+            server.cli("migrate")
+        server.seeded = json.loads(server.cli("demo", "--seed-only", "--json").stdout)
+        server.start()
+        stack.callback(server.stop)
+        yield server
+
+
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+           ) -> Iterator[Server]:
+    """One real server per test module and backend; trusts 127.0.0.2 as a proxy."""
+    tmp = tmp_path_factory.mktemp(f"server-{request.param}")
+    with running_server(tmp, request.param, TALLYKEY_TRUSTED_PROXIES="127.0.0.2/32") as live:
+        yield live
