@@ -11,6 +11,8 @@ Every route behind the middleware needs a valid token; `/reports/export` also ne
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Annotated
 
 from fastapi import Depends, FastAPI, Request
@@ -18,7 +20,15 @@ from fastapi import Depends, FastAPI, Request
 from tallykey import TallykeyAuth, TallykeyMiddleware, Verdict, Verifier
 
 verifier = Verifier()
-reports = FastAPI(title="reports (protected by tallykey)")
+
+
+@asynccontextmanager
+async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+    yield
+    verifier.close()  # writes the last usage counts
+
+
+reports = FastAPI(title="reports (protected by tallykey)", lifespan=lifespan)
 
 
 @reports.get("/reports")
@@ -33,11 +43,6 @@ def export_reports(
     verdict: Annotated[Verdict, Depends(TallykeyAuth(verifier, ["employees:write"]))],
 ) -> dict[str, str]:
     return {"export": "started", "by_token": verdict.token_id or ""}
-
-
-@reports.on_event("shutdown")
-def _close_verifier() -> None:
-    verifier.close()
 
 
 app = TallykeyMiddleware(reports, verifier=verifier, required_scopes=["employees:read"])

@@ -30,7 +30,7 @@ def verdict_response(verdict: Verdict) -> JSONResponse:
 
 def error_response(error: TallykeyError) -> JSONResponse:
     if isinstance(error, AuthenticationError):
-        return verdict_response(Verdict.refused(error, ""))
+        return verdict_response(Verdict.refused(error))
     return JSONResponse(error.as_dict(), status_code=error.status)
 
 

@@ -26,7 +26,10 @@ def latest_id(database: Database) -> int:
         return session.scalar(select(func.max(VerdictChange.id))) or 0
 
 
-def since(database: Database, after_id: int, limit: int = 1000) -> list[tuple[int, str, str]]:
+BATCH = 1000
+
+
+def since(database: Database, after_id: int, limit: int = BATCH) -> list[tuple[int, str, str]]:
     """Changes with id > `after_id`, oldest first."""
     with database.reading() as session:
         rows = session.execute(

@@ -18,14 +18,15 @@ class FailureLimiter:
     def __init__(self, limit: int, monotonic: Callable[[], float] = time.monotonic) -> None:
         self.limit = limit
         self._monotonic = monotonic
-        self._windows: dict[str, tuple[int, int]] = {}  # ip -> (window index, failures)
+        #: ip -> (window index, failures in it); the hot path only asks `ip in failures`.
+        self.failures: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
     def retry_after(self, ip: str) -> int | None:
         """Seconds until `ip` may try again, or None when it is not throttled."""
         if self.limit <= 0:
             return None
-        entry = self._windows.get(ip)
+        entry = self.failures.get(ip)
         if entry is None:
             return None
         now = self._monotonic()
@@ -39,8 +40,8 @@ class FailureLimiter:
             return
         window = int(self._monotonic() // WINDOW_SECONDS)
         with self._lock:
-            entry = self._windows.pop(ip, None)
+            entry = self.failures.pop(ip, None)
             count = entry[1] + 1 if entry and entry[0] == window else 1
-            if len(self._windows) >= MAX_TRACKED:
-                self._windows.pop(next(iter(self._windows)))
-            self._windows[ip] = (window, count)
+            if len(self.failures) >= MAX_TRACKED:
+                self.failures.pop(next(iter(self.failures)))
+            self.failures[ip] = (window, count)

@@ -45,7 +45,7 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
     authorizations, ip, agent = _request_facts(scope, trusted)
     if len(authorizations) > 1:
         return Verdict.refused(MalformedHeader(
-            "More than one Authorization header was sent.", "Send exactly one."), ip)
+            "More than one Authorization header was sent.", "Send exactly one."))
     return await verifier.averify(authorizations[0] if authorizations else None, ip,
                                   required_scopes, agent)
 

@@ -28,15 +28,14 @@ class Verdict:
     owner_id: str | None = None
     owner_email: str | None = None
     expires_at: datetime | None = None
-    client_ip: str = ""
     retry_after: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
 
     @classmethod
-    def refused(cls, error: AuthenticationError, client_ip: str) -> Verdict:
+    def refused(cls, error: AuthenticationError) -> Verdict:
         return cls(
             allowed=False, status=error.status, error=error.code, message=error.message,
-            hint=error.hint, client_ip=client_ip,
+            hint=error.hint,
             retry_after=error.retry_after if isinstance(error, TooManyAttempts) else None,
             details={k: v for k, v in error.details.items() if k != "retry_after"},
         )

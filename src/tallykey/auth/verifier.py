@@ -1,28 +1,30 @@
 """The verifier: decides in microseconds whether a request's credentials pass.
 
-Hot path (cache hit): parse the header, check the token's checksum offline, hash it, one
-dict lookup, a few comparisons. A miss costs one indexed query, run off the event loop
-by `averify`. No database write per request: usage is aggregated and flushed in batches.
-A background thread reads the change feed so revocations and permission changes made
-anywhere (API, console, CLI, another node) evict cached entries within milliseconds;
-the cache TTL bounds staleness if that feed is ever unreachable.
+Hot path (cache hit): one regular expression on the header, SHA-256 of the token, one
+dict lookup, a few comparisons, a counter increment. A miss costs one indexed query on a
+raw connection (`auth.lookup`), run off the event loop by `averify`. No database write
+per request: usage is aggregated in memory and flushed in batches. A background thread
+reads the change feed so revocations and permission changes made anywhere (API, console,
+CLI, another node) evict cached entries within milliseconds; the cache TTL bounds
+staleness should that feed ever be unreachable.
 """
 
 from __future__ import annotations
 
 import ipaddress
 import logging
+import re
 import threading
 from collections.abc import Iterable
-from datetime import datetime
 
 from anyio import to_thread
 
 from tallykey.auth import changes
-from tallykey.auth.cache import DEFAULT_SIZE, DEFAULT_TTL_SECONDS, VerificationCache
+from tallykey.auth.cache import DEFAULT_SIZE, DEFAULT_TTL_SECONDS, Entry, VerificationCache
 from tallykey.auth.header import extract_token
 from tallykey.auth.limiter import FailureLimiter
-from tallykey.auth.record import TokenRecord, load_record
+from tallykey.auth.lookup import RecordLookup
+from tallykey.auth.record import TokenRecord
 from tallykey.auth.usage import ALLOWED, UsageRecorder
 from tallykey.auth.verdict import Verdict
 from tallykey.clock import Clock, SystemClock
@@ -39,13 +41,16 @@ from tallykey.errors import (
     WrongRegion,
 )
 from tallykey.settings import Settings, load_settings
-from tallykey.tokens.format import ParsedToken, parse
+from tallykey.tokens.format import ParsedToken, hash_token, parse
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SYNC_INTERVAL = 0.05
 #: Refusals that look like guessing or a stale secret; they count towards the throttle.
 _COUNTED = ("invalid_token", "invalid_request")
+#: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
+_PLAIN_HEADER = re.compile(r"(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]) "
+                           r"(tlk_[a-z0-9]{1,8}_[0-9A-Za-z]{61})")
 
 
 class Verifier:
@@ -68,24 +73,21 @@ class Verifier:
         background: bool = True,
     ) -> None:
         self.settings = settings or load_settings()
-        if database is None:
-            url = database_url or self.settings.resolved_database_url
-            database = Database(url)
-            self._owns_database = True
-        else:
-            self._owns_database = False
-        self.database = database
+        self._owns_database = database is None
+        self.database = database or Database(database_url
+                                             or self.settings.resolved_database_url)
         self.clock = clock or SystemClock()
         self.region = self.settings.region
         self.cache = VerificationCache(size=cache_size, ttl=cache_ttl)
         self.limiter = FailureLimiter(self.settings.auth_fail_limit)
-        self.usage = UsageRecorder(database)
+        self.usage = UsageRecorder(self.database)
+        self.lookup = RecordLookup(self.database)
         self.sync_interval = sync_interval
-        self._seen_change = changes.latest_id(database)
+        self._seen_change = changes.latest_id(self.database)
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        database.after_verdict_change.append(self._sync_quietly)
+        self.database.after_verdict_change.append(self._sync_quietly)
         if background:
             self.start()
 
@@ -94,26 +96,30 @@ class Verifier:
     def verify(self, authorization: str | None, client_ip: str,
                required_scopes: Iterable[str] = (), user_agent: str | None = None) -> Verdict:
         """Verify one request. Never raises for bad input: a refusal is a `Verdict`."""
+        hit = self._from_cache(authorization, client_ip, required_scopes, user_agent)
+        if hit is not None:
+            return hit
         first = self._precheck(authorization, client_ip)
         if isinstance(first, Verdict):
             return first
-        record = self._cached(first)
-        if record is None and not self.cache.known_unknown(first.secret_hash):
-            record = self._load(first.secret_hash)
-        return self._decide(first, record, client_ip, required_scopes, user_agent)
+        entry = self._cached_or_loaded(first.secret_hash)
+        return self._decide(entry, client_ip, required_scopes, user_agent)
 
     async def averify(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
                       user_agent: str | None = None) -> Verdict:
         """As `verify`, but a cache miss queries the store in a worker thread, so the
         event loop never blocks."""
+        hit = self._from_cache(authorization, client_ip, required_scopes, user_agent)
+        if hit is not None:
+            return hit
         first = self._precheck(authorization, client_ip)
         if isinstance(first, Verdict):
             return first
-        record = self._cached(first)
-        if record is None and not self.cache.known_unknown(first.secret_hash):
-            record = await to_thread.run_sync(self._load, first.secret_hash)
-        return self._decide(first, record, client_ip, required_scopes, user_agent)
+        entry = self.cache.get(first.secret_hash)
+        if entry is None and not self.cache.known_unknown(first.secret_hash):
+            entry = await to_thread.run_sync(self._load, first.secret_hash)
+        return self._decide(entry, client_ip, required_scopes, user_agent)
 
     def sync(self) -> int:
         """Apply changes from the feed now; returns how many were applied."""
@@ -128,14 +134,8 @@ class Verifier:
                         self.cache.clear()
                     self._seen_change = change_id
                 applied += len(batch)
-                if len(batch) < 1000:
+                if len(batch) < changes.BATCH:
                     return applied
-
-    def _sync_quietly(self) -> None:
-        try:
-            self.sync()
-        except Exception:  # the background thread and the TTL catch up
-            log.exception("could not apply a change right after its commit")
 
     def flush_usage(self) -> int:
         return self.usage.flush()
@@ -158,16 +158,31 @@ class Verifier:
         try:
             self.usage.flush()
         finally:
+            self.lookup.close()
             if self._owns_database:
                 self.database.dispose()
 
     # --- the steps -------------------------------------------------------------------------
 
+    def _from_cache(self, authorization: str | None, client_ip: str,
+                    required_scopes: Iterable[str], user_agent: str | None) -> Verdict | None:
+        """The hot path: a plainly formed header whose token is cached. None otherwise
+        (and then the full path runs, with its precise diagnostics)."""
+        if authorization is None or client_ip in self.limiter.failures:
+            return None  # the full path applies the throttle
+        shaped = _PLAIN_HEADER.fullmatch(authorization)
+        if shaped is None:
+            return None
+        entry = self.cache.get(hash_token(shaped.group(1)))
+        if entry is None:
+            return None
+        return self._decide(entry, client_ip, required_scopes, user_agent)
+
     def _precheck(self, authorization: str | None, client_ip: str) -> ParsedToken | Verdict:
         """Throttle, header and offline token checks: no database involved."""
         retry_after = self.limiter.retry_after(client_ip)
         if retry_after is not None:
-            return Verdict.refused(TooManyAttempts(retry_after), client_ip)
+            return Verdict.refused(TooManyAttempts(retry_after))
         try:
             parsed = parse(extract_token(authorization))
         except AuthenticationError as error:
@@ -176,43 +191,40 @@ class Verifier:
             return self._refuse(self._wrong_region(parsed.region), client_ip)
         return parsed
 
-    def _cached(self, parsed: ParsedToken) -> TokenRecord | None:
-        return self.cache.get(parsed.secret_hash)
+    def _cached_or_loaded(self, secret_hash: str) -> Entry | None:
+        entry = self.cache.get(secret_hash)
+        if entry is None and not self.cache.known_unknown(secret_hash):
+            entry = self._load(secret_hash)
+        return entry
 
-    def _load(self, secret_hash: str) -> TokenRecord | None:
+    def _load(self, secret_hash: str) -> Entry | None:
         generation = self.cache.generation
-        with self.database.reading() as session:
-            record = load_record(session, secret_hash)
+        record = self.lookup.load(secret_hash)
         if record is None:
             self.cache.put_unknown(secret_hash, generation)
-        else:
-            self.cache.put(secret_hash, record, generation)
-        return record
+            return None
+        return self.cache.put(secret_hash, record, generation)
 
-    def _decide(self, parsed: ParsedToken, record: TokenRecord | None, client_ip: str,
-                required_scopes: Iterable[str], user_agent: str | None) -> Verdict:
-        if record is None:
+    def _decide(self, entry: Entry | None, client_ip: str, required_scopes: Iterable[str],
+                user_agent: str | None) -> Verdict:
+        if entry is None:
             return self._refuse(UnknownToken(
                 "The token is not recognised.",
                 f"Check that it has not been deleted and that it was issued by this region "
                 f"({self.region}); copy it again from the console."), client_ip)
-        now = self.clock.now()
+        _, record, allowed = entry
+        now = self.clock.timestamp()
         error = _refusal(record, now, client_ip, required_scopes)
         if error is not None:
             self.usage.record(record.token_id, now, client_ip, user_agent, _outcome(error))
             return self._refuse(error, client_ip)
         self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
-        return Verdict(
-            allowed=True, status=200, token_id=record.token_id, account_id=record.account_id,
-            account=record.account_slug, kind=record.kind, scopes=record.scopes,
-            workspaces=record.workspaces, owner_id=record.owner_id,
-            owner_email=record.owner_email,
-            expires_at=record.expires_at, client_ip=client_ip)
+        return allowed
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:
             self.limiter.failed(client_ip)
-        return Verdict.refused(error, client_ip)
+        return Verdict.refused(error)
 
     def _wrong_region(self, region: str) -> WrongRegion:
         url = self.settings.base_url_for(region)
@@ -221,6 +233,12 @@ class Verifier:
             f"This token belongs to region {region!r}, not to this region "
             f"({self.region!r}).", f"Send requests for this token to region {region}: {where}.",
             region=region, **({"base_url": url} if url else {}))
+
+    def _sync_quietly(self) -> None:
+        try:
+            self.sync()
+        except Exception:  # the background thread and the TTL catch up
+            log.exception("could not apply a change right after its commit")
 
     def _maintain(self) -> None:
         while not self._stop.wait(self.sync_interval):
@@ -231,14 +249,15 @@ class Verifier:
                 log.exception("verifier maintenance failed; retrying")
 
 
-def _refusal(record: TokenRecord, now: datetime, client_ip: str,
+def _refusal(record: TokenRecord, now: float, client_ip: str,
              required_scopes: Iterable[str]) -> AuthenticationError | None:
-    """Why the record does not pass right now, or None. Order follows SPEC §3."""
+    """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3."""
     if record.revoked_at is not None:
         return RevokedToken(record.revoked_at)
-    if record.expires_at <= now:
+    if record.expires_ts <= now:
         return ExpiredToken(record.expires_at)
-    if record.secret_retires_at is not None and record.secret_retires_at <= now:
+    if record.retires_ts is not None and record.retires_ts <= now:
+        assert record.secret_retires_at is not None
         return UnknownToken(
             "This token was rotated: its old secret stopped working at "
             f"{record.secret_retires_at.isoformat()}.",
@@ -246,16 +265,12 @@ def _refusal(record: TokenRecord, now: datetime, client_ip: str,
     if not record.owner_active:
         return OwnerInactive("The token's owner is no longer active, so the token no longer "
                              "works.", "Ask an administrator for a token of an active user.")
-    if record.token_networks or record.account_networks:
-        try:
-            address = ipaddress.ip_address(client_ip)
-        except ValueError:
-            address = None
-        if address is None or not record.allows_ip(address):
-            return IpNotAllowed(
-                f"Requests from {client_ip or 'an unknown address'} are not allowed for this "
-                "token.", "Call from an address in the token's IP allow-list, or ask an "
-                "administrator to add this one.", ip=client_ip)
+    if (record.token_networks or record.account_networks) and not _ip_allowed(record,
+                                                                               client_ip):
+        return IpNotAllowed(
+            f"Requests from {client_ip or 'an unknown address'} are not allowed for this "
+            "token.", "Call from an address in the token's IP allow-list, or ask an "
+            "administrator to add this one.", ip=client_ip)
     for scope in required_scopes:
         if scope not in record.scopes:
             if scope in record.token_scopes:
@@ -266,6 +281,14 @@ def _refusal(record: TokenRecord, now: datetime, client_ip: str,
     return None
 
 
+def _ip_allowed(record: TokenRecord, client_ip: str) -> bool:
+    try:
+        address = ipaddress.ip_address(client_ip)
+    except ValueError:
+        return False
+    return record.allows_ip(address)
+
+
 def _outcome(error: AuthenticationError) -> str:
     if isinstance(error, RevokedToken):
         return "revoked"
@@ -274,4 +297,3 @@ def _outcome(error: AuthenticationError) -> str:
     if isinstance(error, UnknownToken):
         return "rotated_out"
     return error.code
-

@@ -67,5 +67,14 @@ class Database:
         with self._sessions() as session:
             yield session
 
+    def raw_connection(self) -> Any:
+        """A new driver-level connection outside the pool, tuned like pooled ones."""
+        dialect = self.engine.dialect
+        args, kwargs = dialect.create_connect_args(self.engine.url)
+        connection = dialect.connect(*args, **kwargs)
+        if dialect.name == "sqlite":
+            _tune_sqlite(connection, None)
+        return connection
+
     def dispose(self) -> None:
         self.engine.dispose()

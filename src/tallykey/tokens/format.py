@@ -39,6 +39,10 @@ TOKEN_PATTERN = re.compile(
     r"\btlk_[a-z0-9]{1,8}_[0-9A-Za-z]{%d}\b" % BODY_LENGTH  # noqa: UP031 - regex braces
 )
 _REGION = re.compile(r"[a-z0-9]{1,%d}" % MAX_REGION_LENGTH)  # noqa: UP031
+_WELL_FORMED = re.compile(
+    r"tlk_([a-z0-9]{1,8})_([0-9A-Za-z]{%d})([0-9A-Za-z]{%d})([0-9A-Za-z]{%d})"  # noqa: UP031
+    % (PUBLIC_ID_LENGTH, SECRET_LENGTH, CHECKSUM_LENGTH)
+)
 _BASE62_CHARS = frozenset(ALPHABET)
 
 _EXPECTED_FORM = (
@@ -112,6 +116,17 @@ def parse(token: str) -> ParsedToken:
     The error's `reason` is one of: empty, whitespace, prefix, region, characters,
     length, checksum. Nothing else is ever raised, whatever the input.
     """
+    shaped = _WELL_FORMED.fullmatch(token)
+    if shaped is not None:
+        region, public_id, secret, given = shaped.groups()
+        if not secrets.compare_digest(given, _checksum_of(region, public_id, secret)):
+            raise _checksum_error()
+        return ParsedToken(region, public_id, secret, given)
+    return _diagnose(token)
+
+
+def _diagnose(token: str) -> ParsedToken:
+    """The slow path for input that is not shaped like a token: find the precise reason."""
     if not token:
         raise _format_error("empty", "The token is empty.", "Send the whole token.")
     if any(ch.isspace() for ch in token):
@@ -150,13 +165,21 @@ def parse(token: str) -> ParsedToken:
     public_id = body[:PUBLIC_ID_LENGTH]
     secret = body[PUBLIC_ID_LENGTH : PUBLIC_ID_LENGTH + SECRET_LENGTH]
     given = body[PUBLIC_ID_LENGTH + SECRET_LENGTH :]
-    if not secrets.compare_digest(given, checksum(f"{PRODUCT_PREFIX}{region}_{public_id}{secret}")):
-        raise _format_error(
-            "checksum",
-            "The token failed its checksum: it was copied incompletely or altered.",
-            _COPY_AGAIN,
-        )
+    if not secrets.compare_digest(given, _checksum_of(region, public_id, secret)):
+        raise _checksum_error()
     return ParsedToken(region, public_id, secret, given)
+
+
+def _checksum_error() -> TokenFormatError:
+    return _format_error(
+        "checksum",
+        "The token failed its checksum: it was copied incompletely or altered.",
+        _COPY_AGAIN,
+    )
+
+
+def _checksum_of(region: str, public_id: str, secret: str) -> str:
+    return checksum(f"{PRODUCT_PREFIX}{region}_{public_id}{secret}")
 
 
 def _format_error(reason: str, message: str, hint: str) -> TokenFormatError:

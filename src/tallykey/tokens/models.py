@@ -3,15 +3,12 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import TYPE_CHECKING
 
 from sqlalchemy import JSON, ForeignKey, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
+from tallykey.accounts.models import User, Workspace
 from tallykey.db.base import Base, UTCDateTime, new_id
-
-if TYPE_CHECKING:
-    from tallykey.accounts.models import User, Workspace
 
 PERSONAL = "personal"
 APPLICATION = "application"

@@ -1,0 +1,126 @@
+"""The cache-miss path: one indexed query on a raw driver connection.
+
+The ORM costs milliseconds per load; verification must cost microseconds, so a miss runs
+one hand-written SELECT (the secret hash's unique index, joined to its token, account,
+owner and the owner's grants) on a small pool of raw DBAPI connections of its own.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import queue
+from datetime import UTC, datetime
+from typing import Any
+
+from tallykey.accounts.permissions import Permissions
+from tallykey.auth.record import TokenRecord, networks
+from tallykey.db.engine import Database
+from tallykey.tokens.models import APPLICATION
+
+_SQL = """
+SELECT s.retires_at, t.id, t.account_id, t.region, t.kind, t.name, t.public_id,
+       t.workspace_id, t.expires_at, t.revoked_at, t.ip_allowlist, t.scopes, t.owner_id,
+       a.slug, a.name, a.ip_allowlist, u.email, u.role, u.active, g.workspace_id, g.scopes
+FROM token_secrets s
+JOIN tokens t ON t.id = s.token_id
+JOIN accounts a ON a.id = t.account_id
+LEFT JOIN users u ON u.id = t.owner_id
+LEFT JOIN workspace_grants g ON g.user_id = t.owner_id
+WHERE s.secret_hash = {param}
+"""
+
+DEFAULT_CONNECTIONS = 8
+
+
+class RecordLookup:
+    """Loads `TokenRecord`s through a bounded pool of raw connections."""
+
+    def __init__(self, database: Database, connections: int = DEFAULT_CONNECTIONS) -> None:
+        self.database = database
+        self._sqlite = database.dialect == "sqlite"
+        self._sql = _SQL.format(param="?" if self._sqlite else "%s")
+        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        self._slots = queue.Queue[None](maxsize=connections)
+        for _ in range(connections):
+            self._slots.put_nowait(None)
+
+    def load(self, secret_hash: str) -> TokenRecord | None:
+        self._slots.get()
+        connection = self._checkout()
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self._sql, (secret_hash,))
+                rows = cursor.fetchall()
+            finally:
+                cursor.close()
+            if not self._sqlite:
+                connection.rollback()  # end the read transaction; keep no snapshot open
+        except Exception:
+            _close_quietly(connection)
+            connection = None
+            raise
+        finally:
+            if connection is not None:
+                self._idle.put(connection)
+            self._slots.put(None)
+        return self._record(rows) if rows else None
+
+    def close(self) -> None:
+        while True:
+            try:
+                _close_quietly(self._idle.get_nowait())
+            except queue.Empty:
+                return
+
+    def _checkout(self) -> Any:
+        try:
+            return self._idle.get_nowait()
+        except queue.Empty:
+            return self.database.raw_connection()
+
+    def _record(self, rows: list[Any]) -> TokenRecord:
+        first = rows[0]
+        (retires_at, token_id, account_id, region, kind, name, public_id, workspace_id,
+         expires_at, revoked_at, token_ips, token_scopes, owner_id, slug, account_name,
+         account_ips, owner_email, owner_role, owner_active, *_grant) = first
+        scopes = frozenset(self._json(token_scopes))
+        grants = {row[19]: frozenset(self._json(row[20])) for row in rows if row[19]}
+        pinned = frozenset({workspace_id}) if workspace_id else None
+        workspaces: frozenset[str] | None = pinned
+        if kind != APPLICATION and owner_id is not None:
+            permissions = Permissions(owner_role, bool(owner_active), grants)
+            scopes = scopes & permissions.scopes_in(workspace_id)
+            if not permissions.is_admin:
+                visible = frozenset(grants)
+                workspaces = visible & pinned if pinned is not None else visible
+        return TokenRecord(
+            token_id=token_id, account_id=account_id, account_slug=slug,
+            account_name=account_name, region=region, kind=kind, name=name,
+            prefix=f"tlk_{region}_{public_id}", workspace_id=workspace_id,
+            expires_at=self._time(expires_at), revoked_at=self._time(revoked_at),
+            secret_retires_at=self._time(retires_at),
+            token_networks=networks(self._json(token_ips)),
+            account_networks=networks(self._json(account_ips)),
+            scopes=scopes, token_scopes=frozenset(self._json(token_scopes)),
+            workspaces=workspaces, owner_id=owner_id, owner_email=owner_email,
+            owner_active=bool(owner_active) if owner_id is not None else True,
+        )
+
+    def _json(self, value: Any) -> list[str]:
+        if value is None:
+            return []
+        return list(json.loads(value) if isinstance(value, str | bytes) else value)
+
+    def _time(self, value: Any) -> Any:
+        if value is None:
+            return None
+        if isinstance(value, str):
+            value = datetime.fromisoformat(value)
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _close_quietly(connection: Any) -> None:
+    with contextlib.suppress(Exception):  # a broken connection is being discarded anyway
+        connection.close()
