@@ -25,6 +25,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 bench: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get install -y wrk || { echo "install wrk"; exit 1; }; }
 	$(BIN)/python bench/run.py
 
 clean:

@@ -48,12 +48,11 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
 
 
 def identity_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
-    assert verdict.expires_at is not None
     headers = [
         (b"tallykey-token-id", (verdict.token_id or "").encode()),
         (b"tallykey-account", (verdict.account or "").encode()),
-        (b"tallykey-scopes", " ".join(sorted(verdict.scopes)).encode()),
-        (b"tallykey-token-expires", verdict.expires_at.isoformat().encode()),
+        (b"tallykey-scopes", verdict.scopes_text.encode()),
+        (b"tallykey-token-expires", verdict.expires_iso.encode()),
         (b"tallykey-token-kind", (verdict.kind or "").encode()),
     ]
     if verdict.owner_id:

@@ -19,15 +19,15 @@ Entry = tuple[float, TokenRecord, Verdict]
 
 
 def allowed_verdict(record: TokenRecord) -> Verdict:
-    return Verdict(
-        allowed=True, status=200, token_id=record.token_id, account_id=record.account_id,
+    return Verdict.allowing(
+        token_id=record.token_id, account_id=record.account_id,
         account=record.account_slug, kind=record.kind, scopes=record.scopes,
         workspaces=record.workspaces, owner_id=record.owner_id,
         owner_email=record.owner_email, expires_at=record.expires_at)
 
 
 class VerificationCache:
-    """Maps secret hash -> entry (positive) or "unknown" (negative).
+    """Maps a token's SHA-256 digest -> entry (positive) or "unknown" (negative).
 
     Only hashes of strings that passed the offline checksum are ever stored, so a later hit
     on the same string needs no checksum again. Reads take no lock (dict reads are atomic
@@ -41,48 +41,50 @@ class VerificationCache:
         self.negative_size = negative_size
         self.ttl = ttl
         self._monotonic = monotonic
-        self._positive: dict[str, Entry] = {}
-        self._negative: dict[str, float] = {}
-        self._by_token: dict[str, set[str]] = {}
+        self._positive: dict[bytes, Entry] = {}
+        self._negative: dict[bytes, float] = {}
+        self._by_token: dict[str, tuple[bytes, ...]] = {}  # tuples: a set per token costs 4x
         self._lock = threading.Lock()
         self.generation = 0
 
-    def get(self, secret_hash: str) -> Entry | None:
-        entry = self._positive.get(secret_hash)
+    def get(self, key: bytes) -> Entry | None:
+        entry = self._positive.get(key)
         if entry is None or self._monotonic() - entry[0] > self.ttl:
             return None
         return entry
 
-    def known_unknown(self, secret_hash: str) -> bool:
-        stamp = self._negative.get(secret_hash)
+    def known_unknown(self, key: bytes) -> bool:
+        stamp = self._negative.get(key)
         return stamp is not None and self._monotonic() - stamp <= self.ttl
 
-    def put(self, secret_hash: str, record: TokenRecord, generation: int) -> Entry:
+    def put(self, key: bytes, record: TokenRecord, generation: int) -> Entry:
         """Store a record loaded while the cache was at `generation`; a record loaded
         before an eviction that happened meanwhile is not kept (it may be stale)."""
         entry = (self._monotonic(), record, allowed_verdict(record))
         with self._lock:
             if generation != self.generation:
                 return entry
-            if secret_hash not in self._positive and len(self._positive) >= self.size:
+            if key not in self._positive and len(self._positive) >= self.size:
                 self._evict_oldest()
-            self._positive[secret_hash] = entry
-            self._by_token.setdefault(record.token_id, set()).add(secret_hash)
+            self._positive[key] = entry
+            keys = self._by_token.get(record.token_id, ())
+            if key not in keys:
+                self._by_token[record.token_id] = (*keys, key)
         return entry
 
-    def put_unknown(self, secret_hash: str, generation: int) -> None:
+    def put_unknown(self, key: bytes, generation: int) -> None:
         with self._lock:
             if generation != self.generation:
                 return
             if len(self._negative) >= self.negative_size:
                 self._negative.pop(next(iter(self._negative)))
-            self._negative[secret_hash] = self._monotonic()
+            self._negative[key] = self._monotonic()
 
     def evict_token(self, token_id: str) -> None:
         with self._lock:
             self.generation += 1
-            for secret_hash in self._by_token.pop(token_id, ()):
-                self._positive.pop(secret_hash, None)
+            for key in self._by_token.pop(token_id, ()):
+                self._positive.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
@@ -95,10 +97,8 @@ class VerificationCache:
         return len(self._positive)
 
     def _evict_oldest(self) -> None:
-        secret_hash = next(iter(self._positive))
-        record = self._positive.pop(secret_hash)[1]
-        hashes = self._by_token.get(record.token_id)
-        if hashes is not None:
-            hashes.discard(secret_hash)
-            if not hashes:
-                del self._by_token[record.token_id]
+        key = next(iter(self._positive))
+        record = self._positive.pop(key)[1]
+        others = tuple(k for k in self._by_token.pop(record.token_id, ()) if k != key)
+        if others:
+            self._by_token[record.token_id] = others

@@ -19,6 +19,11 @@ def _parse(value: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
     return address
 
 
+def _canonical(address: str) -> str:
+    parsed = _parse(address)
+    return str(parsed) if parsed is not None else address
+
+
 def is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
     parsed = _parse(address)
     return parsed is not None and any(parsed in network for network in trusted)
@@ -28,9 +33,11 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IpN
     """Walk `X-Forwarded-For` from the right while hops are trusted proxies; the first
     untrusted hop is the client. Unparseable hops end the walk at the last trusted one."""
     peer = peer or ""
-    peer_address = _parse(peer)
-    peer_text = str(peer_address) if peer_address else peer
-    if not trusted or not forwarded_for or not is_trusted(peer_text, trusted):
+    if not trusted or not forwarded_for:
+        # the socket gives a canonical address already; only IPv4-mapped IPv6 needs work
+        return _canonical(peer) if peer.startswith("::ffff:") else peer
+    peer_text = _canonical(peer)
+    if not is_trusted(peer_text, trusted):
         return peer_text
     current = peer_text
     for hop in reversed(forwarded_for.split(",")):

@@ -19,9 +19,9 @@ from tallykey.db.engine import Database
 from tallykey.tokens.models import APPLICATION
 
 _SQL = """
-SELECT s.retires_at, t.id, t.account_id, t.region, t.kind, t.name, t.public_id,
-       t.workspace_id, t.expires_at, t.revoked_at, t.ip_allowlist, t.scopes, t.owner_id,
-       a.slug, a.name, a.ip_allowlist, u.email, u.role, u.active, g.workspace_id, g.scopes
+SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
+       t.revoked_at, t.ip_allowlist, t.scopes, t.owner_id, a.slug, a.ip_allowlist,
+       u.email, u.role, u.active, g.workspace_id, g.scopes
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
@@ -31,6 +31,20 @@ WHERE s.secret_hash = {param}
 """
 
 DEFAULT_CONNECTIONS = 8
+MAX_SHARED = 1_000_000
+
+
+class Shared:
+    """Hands out one instance per equal value (account ids, scope sets, e-mails…), so a
+    full cache holds each distinct value once instead of once per token."""
+
+    def __init__(self) -> None:
+        self._values: dict[Any, Any] = {}
+
+    def __call__(self, value: Any) -> Any:
+        if len(self._values) > MAX_SHARED:
+            self._values.clear()
+        return self._values.setdefault(value, value)
 
 
 class RecordLookup:
@@ -40,6 +54,7 @@ class RecordLookup:
         self.database = database
         self._sqlite = database.dialect == "sqlite"
         self._sql = _SQL.format(param="?" if self._sqlite else "%s")
+        self._shared = Shared()
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = queue.Queue[None](maxsize=connections)
         for _ in range(connections):
@@ -81,30 +96,29 @@ class RecordLookup:
             return self.database.raw_connection()
 
     def _record(self, rows: list[Any]) -> TokenRecord:
-        first = rows[0]
-        (retires_at, token_id, account_id, region, kind, name, public_id, workspace_id,
-         expires_at, revoked_at, token_ips, token_scopes, owner_id, slug, account_name,
-         account_ips, owner_email, owner_role, owner_active, *_grant) = first
-        scopes = frozenset(self._json(token_scopes))
-        grants = {row[19]: frozenset(self._json(row[20])) for row in rows if row[19]}
-        pinned = frozenset({workspace_id}) if workspace_id else None
-        workspaces: frozenset[str] | None = pinned
+        share = self._shared
+        (retires_at, token_id, account_id, kind, workspace_id, expires_at, revoked_at,
+         token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
+         owner_active, *_grant) = rows[0]
+        own_scopes = share(frozenset(self._json(token_scopes)))
+        grants = {row[15]: frozenset(self._json(row[16])) for row in rows if row[15]}
+        pinned = share(frozenset({workspace_id})) if workspace_id else None
+        scopes, workspaces = own_scopes, pinned
         if kind != APPLICATION and owner_id is not None:
             permissions = Permissions(owner_role, bool(owner_active), grants)
-            scopes = scopes & permissions.scopes_in(workspace_id)
+            scopes = share(own_scopes & permissions.scopes_in(workspace_id))
             if not permissions.is_admin:
                 visible = frozenset(grants)
-                workspaces = visible & pinned if pinned is not None else visible
+                workspaces = share(visible & pinned if pinned is not None else visible)
         return TokenRecord(
-            token_id=token_id, account_id=account_id, account_slug=slug,
-            account_name=account_name, region=region, kind=kind, name=name,
-            prefix=f"tlk_{region}_{public_id}", workspace_id=workspace_id,
+            token_id=token_id, account_id=share(account_id), account_slug=share(slug),
+            kind=share(kind), workspace_id=share(workspace_id),
             expires_at=self._time(expires_at), revoked_at=self._time(revoked_at),
             secret_retires_at=self._time(retires_at),
-            token_networks=networks(self._json(token_ips)),
-            account_networks=networks(self._json(account_ips)),
-            scopes=scopes, token_scopes=frozenset(self._json(token_scopes)),
-            workspaces=workspaces, owner_id=owner_id, owner_email=owner_email,
+            token_networks=share(networks(self._json(token_ips))),
+            account_networks=share(networks(self._json(account_ips))),
+            scopes=scopes, token_scopes=own_scopes, workspaces=workspaces,
+            owner_id=share(owner_id), owner_email=share(owner_email),
             owner_active=bool(owner_active) if owner_id is not None else True,
         )
 

@@ -78,7 +78,7 @@ class TallykeyMiddleware:
             await send_refusal(verdict, send)
             return
         scope.setdefault("state", {})[STATE_KEY] = verdict
-        expiry = verdict.headers()["Tallykey-Token-Expires"].encode()
+        expiry = verdict.expires_iso.encode()
 
         async def send_with_expiry(message: Message) -> None:
             if message["type"] == "http.response.start":

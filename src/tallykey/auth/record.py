@@ -19,11 +19,7 @@ class TokenRecord:
     token_id: str
     account_id: str
     account_slug: str
-    account_name: str
-    region: str
     kind: str
-    name: str
-    prefix: str
     workspace_id: str | None
     expires_at: datetime
     revoked_at: datetime | None
@@ -42,11 +38,16 @@ class TokenRecord:
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
     retires_ts: float | None = field(init=False)
+    #: True when only expiry and scopes can refuse it (the common case, checked first).
+    plain: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expires_ts", self.expires_at.timestamp())
         object.__setattr__(self, "retires_ts", self.secret_retires_at.timestamp()
                            if self.secret_retires_at is not None else None)
+        object.__setattr__(self, "plain", self.revoked_at is None
+                           and self.secret_retires_at is None and self.owner_active
+                           and not self.token_networks and not self.account_networks)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         for networks in (self.token_networks, self.account_networks):

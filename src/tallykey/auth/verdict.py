@@ -30,6 +30,16 @@ class Verdict:
     expires_at: datetime | None = None
     retry_after: int | None = None
     details: dict[str, Any] = field(default_factory=dict)
+    #: `expires_at` in ISO 8601, computed once (it goes on every allowed response).
+    expires_iso: str = ""
+    #: `scopes` sorted and space separated, as identity headers carry them.
+    scopes_text: str = ""
+
+    @classmethod
+    def allowing(cls, **fields: Any) -> Verdict:
+        expires_at: datetime = fields["expires_at"]
+        return cls(allowed=True, status=200, expires_iso=expires_at.isoformat(),
+                   scopes_text=" ".join(sorted(fields["scopes"])), **fields)
 
     @classmethod
     def refused(cls, error: AuthenticationError) -> Verdict:
@@ -51,8 +61,7 @@ class Verdict:
     def headers(self) -> dict[str, str]:
         """Response headers: the challenge on refusal, the token's expiry on success."""
         if self.allowed:
-            assert self.expires_at is not None
-            return {"Tallykey-Token-Expires": self.expires_at.isoformat()}
+            return {"Tallykey-Token-Expires": self.expires_iso}
         headers = {"WWW-Authenticate": self.challenge()}
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)

@@ -15,6 +15,7 @@ import ipaddress
 import logging
 import re
 import threading
+import time
 from collections.abc import Iterable
 
 from anyio import to_thread
@@ -41,11 +42,12 @@ from tallykey.errors import (
     WrongRegion,
 )
 from tallykey.settings import Settings, load_settings
-from tallykey.tokens.format import ParsedToken, hash_token, parse
+from tallykey.tokens.format import ParsedToken, parse, token_digest
 
 log = logging.getLogger(__name__)
 
 DEFAULT_SYNC_INTERVAL = 0.05
+USAGE_FLUSH_INTERVAL = 1.0
 #: Refusals that look like guessing or a stale secret; they count towards the throttle.
 _COUNTED = ("invalid_token", "invalid_request")
 #: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
@@ -83,7 +85,8 @@ class Verifier:
         self.usage = UsageRecorder(self.database)
         self.lookup = RecordLookup(self.database)
         self.sync_interval = sync_interval
-        self._seen_change = changes.latest_id(self.database)
+        self.feed = changes.FeedReader(self.database)
+        self._seen_change = self.feed.latest()
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -102,7 +105,7 @@ class Verifier:
         first = self._precheck(authorization, client_ip)
         if isinstance(first, Verdict):
             return first
-        entry = self._cached_or_loaded(first.secret_hash)
+        entry = self._cached_or_loaded(token_digest(str(first)))
         return self._decide(entry, client_ip, required_scopes, user_agent)
 
     async def averify(self, authorization: str | None, client_ip: str,
@@ -116,9 +119,10 @@ class Verifier:
         first = self._precheck(authorization, client_ip)
         if isinstance(first, Verdict):
             return first
-        entry = self.cache.get(first.secret_hash)
-        if entry is None and not self.cache.known_unknown(first.secret_hash):
-            entry = await to_thread.run_sync(self._load, first.secret_hash)
+        key = token_digest(str(first))
+        entry = self.cache.get(key)
+        if entry is None and not self.cache.known_unknown(key):
+            entry = await to_thread.run_sync(self._load, key)
         return self._decide(entry, client_ip, required_scopes, user_agent)
 
     def sync(self) -> int:
@@ -126,7 +130,7 @@ class Verifier:
         with self._sync_lock:
             applied = 0
             while True:
-                batch = changes.since(self.database, self._seen_change)
+                batch = self.feed.since(self._seen_change)
                 for change_id, subject, subject_id in batch:
                     if subject == changes.TOKEN:
                         self.cache.evict_token(subject_id)
@@ -159,6 +163,7 @@ class Verifier:
             self.usage.flush()
         finally:
             self.lookup.close()
+            self.feed.close()
             if self._owns_database:
                 self.database.dispose()
 
@@ -173,7 +178,7 @@ class Verifier:
         shaped = _PLAIN_HEADER.fullmatch(authorization)
         if shaped is None:
             return None
-        entry = self.cache.get(hash_token(shaped.group(1)))
+        entry = self.cache.get(token_digest(shaped.group(1)))
         if entry is None:
             return None
         return self._decide(entry, client_ip, required_scopes, user_agent)
@@ -191,19 +196,20 @@ class Verifier:
             return self._refuse(self._wrong_region(parsed.region), client_ip)
         return parsed
 
-    def _cached_or_loaded(self, secret_hash: str) -> Entry | None:
-        entry = self.cache.get(secret_hash)
-        if entry is None and not self.cache.known_unknown(secret_hash):
-            entry = self._load(secret_hash)
+    def _cached_or_loaded(self, key: bytes) -> Entry | None:
+        entry = self.cache.get(key)
+        if entry is None and not self.cache.known_unknown(key):
+            entry = self._load(key)
         return entry
 
-    def _load(self, secret_hash: str) -> Entry | None:
+    def _load(self, key: bytes) -> Entry | None:
+        """Query the store for the token whose SHA-256 digest is `key`; cache the answer."""
         generation = self.cache.generation
-        record = self.lookup.load(secret_hash)
+        record = self.lookup.load(key.hex())
         if record is None:
-            self.cache.put_unknown(secret_hash, generation)
+            self.cache.put_unknown(key, generation)
             return None
-        return self.cache.put(secret_hash, record, generation)
+        return self.cache.put(key, record, generation)
 
     def _decide(self, entry: Entry | None, client_ip: str, required_scopes: Iterable[str],
                 user_agent: str | None) -> Verdict:
@@ -214,6 +220,10 @@ class Verifier:
                 f"({self.region}); copy it again from the console."), client_ip)
         _, record, allowed = entry
         now = self.clock.timestamp()
+        if record.plain and now < record.expires_ts and record.scopes.issuperset(
+                required_scopes):
+            self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
+            return allowed
         error = _refusal(record, now, client_ip, required_scopes)
         if error is not None:
             self.usage.record(record.token_id, now, client_ip, user_agent, _outcome(error))
@@ -241,10 +251,14 @@ class Verifier:
             log.exception("could not apply a change right after its commit")
 
     def _maintain(self) -> None:
+        """Poll the change feed every `sync_interval`; flush usage every second."""
+        next_flush = time.monotonic() + USAGE_FLUSH_INTERVAL
         while not self._stop.wait(self.sync_interval):
             try:
                 self.sync()
-                self.usage.flush()
+                if time.monotonic() >= next_flush:
+                    next_flush = time.monotonic() + USAGE_FLUSH_INTERVAL
+                    self.usage.flush()
             except Exception:  # keep serving; the TTL bounds staleness meanwhile
                 log.exception("verifier maintenance failed; retrying")
 

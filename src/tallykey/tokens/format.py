@@ -87,6 +87,11 @@ def hash_token(token: str) -> str:
     return hashlib.sha256(token.encode("ascii")).hexdigest()
 
 
+def token_digest(token: str) -> bytes:
+    """SHA-256 of a token as 32 raw bytes: the in-memory cache key (half a hex string)."""
+    return hashlib.sha256(token.encode("ascii")).digest()
+
+
 def checksum(payload: str) -> str:
     """CRC32 of `payload`, as exactly six base62 characters."""
     return str(base62.encode(zlib.crc32(payload.encode("ascii")))).rjust(CHECKSUM_LENGTH, "0")
