@@ -22,7 +22,7 @@ import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store import build  # noqa: E402
+from store import build
 
 ROOT = Path(__file__).resolve().parents[1]
 BIN = Path(sys.executable).parent

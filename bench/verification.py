@@ -15,9 +15,9 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from store import build  # noqa: E402
+from store import build
 
-from tallykey.auth.verifier import Verifier  # noqa: E402
+from tallykey.auth.verifier import Verifier
 
 IP = "127.0.0.1"
 
