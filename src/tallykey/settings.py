@@ -27,6 +27,11 @@ class Settings(BaseSettings):
     kek: str | None = None
     auth_fail_limit: int = Field(default=60, ge=0)
     public_url: str | None = None
+    #: Seconds a cached verification may live without confirmation from the change feed.
+    cache_ttl: float = Field(default=5.0, gt=0, le=60)
+    #: Seconds a change's author waits for every live node to apply it before answering.
+    propagation_timeout: float = Field(default=2.0, ge=0, le=30)
+    node_name: str | None = None
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

@@ -109,3 +109,21 @@ def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFact
     tmp = tmp_path_factory.mktemp(f"server-{request.param}")
     with running_server(tmp, request.param, TALLYKEY_TRUSTED_PROXIES="127.0.0.2/32") as live:
         yield live
+
+
+@contextmanager
+def running_cluster(tmp: Path, nodes: int, **extra: str) -> Iterator[list[Server]]:
+    """`nodes` servers on one fresh PostgreSQL database, seeded once with the demo."""
+    with ExitStack() as stack:
+        url = stack.enter_context(fresh_postgres_database())
+        servers = []
+        for number in range(nodes):
+            env = server_env(tmp, url, TALLYKEY_NODE_NAME=f"node{number + 1}", **extra)
+            servers.append(Server(env=env, port=free_port(),
+                                  log_path=tmp / f"node{number + 1}.log"))
+        seeded = json.loads(servers[0].cli("demo", "--seed-only", "--json").stdout)
+        for server in servers:
+            server.seeded = seeded
+            server.start()
+            stack.callback(server.stop)
+        yield servers

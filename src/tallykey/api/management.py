@@ -18,6 +18,8 @@ from tallykey.api.schemas import (
     AuditList,
     AuditView,
     LoginRequest,
+    PropagationView,
+    RevokedTokenView,
     RevokeRequest,
     RotateRequest,
     SessionView,
@@ -30,6 +32,8 @@ from tallykey.api.schemas import (
     parse_moment,
 )
 from tallykey.audit.models import AuditEvent
+from tallykey.auth import changes
+from tallykey.auth.nodes import Propagation, wait_for
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import PermissionDenied, Unauthenticated, ValidationFailed
 from tallykey.runtime import Runtime
@@ -37,6 +41,21 @@ from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
 router = APIRouter(prefix="/api/v1")
+PROPAGATION_HEADER = "Tallykey-Propagation"
+
+
+def settle(runtime: Runtime, subject_id: str, response: Response) -> PropagationView:
+    """Wait (bounded) until every live node has applied the newest change about
+    `subject_id`, so a request started after this answer is judged by the new state."""
+    change_id = changes.latest_for(runtime.database, subject_id)
+    done: Propagation = wait_for(runtime.database, change_id,
+                                 runtime.settings.propagation_timeout)
+    response.headers[PROPAGATION_HEADER] = (
+        f"confirmed={len(done.confirmed)}; unconfirmed={len(done.unconfirmed)}; "
+        f"waited_ms={done.waited_ms}")
+    return PropagationView(change_id=done.change_id, complete=done.complete,
+                           confirmed=done.confirmed, unconfirmed=done.unconfirmed,
+                           waited_ms=done.waited_ms)
 
 
 def _workspace_ref(runtime: Runtime, actor: Actor, ref: str | None) -> str | None:
@@ -94,7 +113,7 @@ def get_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep) -> Tok
 
 @router.patch("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])
 def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
-                 runtime: RuntimeDep) -> TokenView:
+                 runtime: RuntimeDep, response: Response) -> TokenView:
     """Edit name, description, IP allow-list, target or scopes. Expiry can only be moved
     earlier: extending it is refused."""
     expires_at = None
@@ -107,27 +126,39 @@ def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
     token = runtime.tokens.update(actor, token_id, TokenChanges(
         name=body.name, description=body.description, ip_allowlist=body.ip_allowlist,
         target=body.target, scopes=body.scopes, expires_at=expires_at))
+    settle(runtime, token.id, response)
     return TokenView.of(token, runtime.clock.now())
 
 
-@router.delete("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])
-def delete_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep) -> TokenView:
+@router.delete("/tokens/{token_id}", response_model=RevokedTokenView, tags=["tokens"])
+def delete_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                 response: Response) -> RevokedTokenView:
     """Revoke (tokens are never erased: they move to Expired & Revoked)."""
-    return TokenView.of(runtime.tokens.revoke(actor, token_id), runtime.clock.now())
+    return _revoke(runtime, actor, token_id, "", response)
 
 
-@router.post("/tokens/{token_id}/revoke", response_model=TokenView, tags=["tokens"])
+@router.post("/tokens/{token_id}/revoke", response_model=RevokedTokenView, tags=["tokens"])
 def revoke_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
-                 body: RevokeRequest | None = None) -> TokenView:
-    token = runtime.tokens.revoke(actor, token_id, body.reason if body else "")
-    return TokenView.of(token, runtime.clock.now())
+                 response: Response, body: RevokeRequest | None = None) -> RevokedTokenView:
+    """Revoke at once. The answer comes when every live node refuses the token (or after
+    `TALLYKEY_PROPAGATION_TIMEOUT`, naming the nodes that had not confirmed)."""
+    return _revoke(runtime, actor, token_id, body.reason if body else "", response)
+
+
+def _revoke(runtime: Runtime, actor: Actor, token_id: str, reason: str,
+            response: Response) -> RevokedTokenView:
+    token = runtime.tokens.revoke(actor, token_id, reason)
+    propagation = settle(runtime, token.id, response)
+    view = TokenView.of(token, runtime.clock.now())
+    return RevokedTokenView(**view.model_dump(), propagation=propagation)
 
 
 @router.post("/tokens/{token_id}/rotate", response_model=IssuedTokenView, tags=["tokens"])
 def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
-                 body: RotateRequest | None = None) -> IssuedTokenView:
+                 response: Response, body: RotateRequest | None = None) -> IssuedTokenView:
     """A new secret for the same token; the old one works for `grace_seconds` (0-604800)."""
     issued = runtime.tokens.rotate(actor, token_id, body.grace_seconds if body else 0)
+    settle(runtime, issued.token.id, response)
     return IssuedTokenView.of_issued(issued, runtime.clock.now())
 
 
@@ -200,10 +231,12 @@ def create_user(body: UserCreate, actor: ManagementActor, runtime: RuntimeDep) -
 
 @router.patch("/users/{user_id}", response_model=UserView, tags=["users"])
 def update_user(user_id: str, body: UserUpdate, actor: ManagementActor,
-                runtime: RuntimeDep) -> UserView:
-    """Change role, active flag or workspace permissions: effective on the next request."""
+                runtime: RuntimeDep, response: Response) -> UserView:
+    """Change role, active flag or workspace permissions: effective on the next request,
+    on every node."""
     runtime.accounts.update_user(actor, user_id, role=body.role, active=body.active,
                                  grants=body.workspaces)
+    settle(runtime, user_id, response)
     if body.active is False:
         runtime.sessions.close_all_for(user_id)
     return UserView.of(runtime.accounts.get_user(actor, user_id))
@@ -220,11 +253,12 @@ def get_account(actor: ManagementActor, runtime: RuntimeDep) -> AccountView:
 
 @router.patch("/account", response_model=AccountView, tags=["account"])
 def update_account(body: AccountUpdate, actor: ManagementActor,
-                   runtime: RuntimeDep) -> AccountView:
+                   runtime: RuntimeDep, response: Response) -> AccountView:
     account = runtime.accounts.update_policies(actor, PolicyChanges(
         max_validity_days=body.max_validity_days, reminder_days=body.reminder_days,
         retrievable_application_tokens=body.retrievable_application_tokens,
         ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts))
+    settle(runtime, account.id, response)
     return AccountView.of(account)
 
 

@@ -46,6 +46,20 @@ class RevokeRequest(Strict):
     reason: str = Field(default="", max_length=500)
 
 
+class PropagationView(BaseModel):
+    """Which live nodes had applied the change when the answer was sent."""
+
+    change_id: int
+    complete: bool
+    confirmed: list[str]
+    unconfirmed: list[str]
+    waited_ms: float
+
+
+class RevokedTokenView(TokenView):
+    propagation: PropagationView
+
+
 class TokenList(BaseModel):
     items: list[TokenView]
     next_cursor: str | None

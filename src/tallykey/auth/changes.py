@@ -8,7 +8,7 @@ import threading
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import delete
+from sqlalchemy import delete, func, select, text
 from sqlalchemy.orm import Session
 
 from tallykey.auth.models import VerdictChange
@@ -20,9 +20,24 @@ USER = "user"
 ACCOUNT = "account"
 
 
+CHANNEL = "tallykey_changes"
+
+
 def announce(session: Session, subject: str, subject_id: str, at: datetime) -> None:
+    """Record a verdict-affecting change in the caller's transaction. On PostgreSQL every
+    listening node is also woken (NOTIFY is delivered at commit, never on rollback)."""
     session.add(VerdictChange(subject=subject, subject_id=subject_id, at=at))
+    if not session.info.get(VERDICT_CHANGED) and session.get_bind().dialect.name == "postgresql":
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
     session.info[VERDICT_CHANGED] = True
+
+
+def latest_for(database: Database, subject_id: str) -> int:
+    """The newest change id about one subject (what a caller waits on after a change)."""
+    with database.reading() as session:
+        found = session.scalar(select(func.max(VerdictChange.id))
+                               .where(VerdictChange.subject_id == subject_id))
+        return int(found or 0)
 
 
 class FeedReader:

@@ -32,3 +32,27 @@ class TokenUsage(Base):
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class Node(Base):
+    """A live verifier (server node or embedded). Heartbeats say it is alive;
+    `applied_change` says how far into the change feed its cache is."""
+
+    __tablename__ = "nodes"
+
+    id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    label: Mapped[str] = mapped_column(String(200))
+    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+    applied_change: Mapped[int] = mapped_column(Integer, default=0)
+
+
+class AuthFailure(Base):
+    """Failed authentications per client IP per minute, summed across nodes."""
+
+    __tablename__ = "auth_failures"
+
+    ip: Mapped[str] = mapped_column(String(45), primary_key=True)
+    window: Mapped[int] = mapped_column(Integer, primary_key=True)
+    node_id: Mapped[str] = mapped_column(String(36), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)

@@ -11,6 +11,7 @@ staleness should that feed ever be unreachable.
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import re
@@ -21,10 +22,12 @@ from collections.abc import Iterable
 from anyio import to_thread
 
 from tallykey.auth import changes
-from tallykey.auth.cache import DEFAULT_SIZE, DEFAULT_TTL_SECONDS, Entry, VerificationCache
+from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache
 from tallykey.auth.header import extract_token
 from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.lookup import RecordLookup
+from tallykey.auth.nodes import HEARTBEAT_SECONDS, NodePresence
+from tallykey.auth.push import ChangeListener
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.usage import ALLOWED, UsageRecorder
 from tallykey.auth.verdict import Verdict
@@ -47,7 +50,7 @@ from tallykey.tokens.format import ParsedToken, parse, token_digest
 log = logging.getLogger(__name__)
 
 DEFAULT_SYNC_INTERVAL = 0.05
-USAGE_FLUSH_INTERVAL = 1.0
+PUSHED_POLL_INTERVAL = 0.5
 #: Refusals that look like guessing or a stale secret; they count towards the throttle.
 _COUNTED = ("invalid_token", "invalid_request")
 #: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
@@ -70,8 +73,8 @@ class Verifier:
         database: Database | None = None,
         clock: Clock | None = None,
         cache_size: int = DEFAULT_SIZE,
-        cache_ttl: float = DEFAULT_TTL_SECONDS,
-        sync_interval: float = DEFAULT_SYNC_INTERVAL,
+        cache_ttl: float | None = None,
+        sync_interval: float | None = None,
         background: bool = True,
     ) -> None:
         self.settings = settings or load_settings()
@@ -80,13 +83,20 @@ class Verifier:
                                              or self.settings.resolved_database_url)
         self.clock = clock or SystemClock()
         self.region = self.settings.region
-        self.cache = VerificationCache(size=cache_size, ttl=cache_ttl)
+        self.cache = VerificationCache(size=cache_size,
+                                       ttl=cache_ttl or self.settings.cache_ttl)
         self.limiter = FailureLimiter(self.settings.auth_fail_limit)
         self.usage = UsageRecorder(self.database)
         self.lookup = RecordLookup(self.database)
-        self.sync_interval = sync_interval
+        pushed = self.database.dialect == "postgresql"
+        #: With LISTEN/NOTIFY the poll is only a backstop; without it, it is the feed.
+        self.sync_interval = sync_interval or (PUSHED_POLL_INTERVAL if pushed
+                                               else DEFAULT_SYNC_INTERVAL)
         self.feed = changes.FeedReader(self.database)
         self._seen_change = self.feed.latest()
+        self.presence = NodePresence(self.database, self.settings.node_name)
+        self.presence.join(self._seen_change)
+        self.listener = ChangeListener(self.database, self._sync_quietly) if pushed else None
         self._sync_lock = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -139,24 +149,35 @@ class Verifier:
                     self._seen_change = change_id
                 applied += len(batch)
                 if len(batch) < changes.BATCH:
-                    return applied
+                    break
+            if applied:
+                self.presence.report(self._seen_change)
+            return applied
 
     def flush_usage(self) -> int:
         return self.usage.flush()
 
     def start(self) -> None:
+        """Start the background work: feed polling, heartbeats, usage flushes and, on
+        PostgreSQL, the LISTEN/NOTIFY listener."""
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._maintain, name="tallykey-verifier",
                                             daemon=True)
             self._thread.start()
+            if self.listener is not None:
+                self.listener.start()
 
     def close(self) -> None:
-        """Stop the background thread and write the remaining usage."""
+        """Stop the background work, write the remaining usage, leave the node list."""
         self._stop.set()
+        if self.listener is not None and self._thread is not None:
+            self.listener.stop()
         if self._thread is not None:
             self._thread.join(timeout=5)
             self._thread = None
+        with contextlib.suppress(Exception):
+            self.presence.leave()
         if self._sync_quietly in self.database.after_verdict_change:
             self.database.after_verdict_change.remove(self._sync_quietly)
         try:
@@ -251,14 +272,18 @@ class Verifier:
             log.exception("could not apply a change right after its commit")
 
     def _maintain(self) -> None:
-        """Poll the change feed every `sync_interval`; flush usage every second."""
-        next_flush = time.monotonic() + USAGE_FLUSH_INTERVAL
-        while not self._stop.wait(self.sync_interval):
+        """Poll the change feed every `sync_interval`; every second, flush usage,
+        heartbeat and share failure counts with the other nodes."""
+        next_beat = 0.0
+        while not self._stop.wait(min(self.sync_interval, HEARTBEAT_SECONDS)):
             try:
                 self.sync()
-                if time.monotonic() >= next_flush:
-                    next_flush = time.monotonic() + USAGE_FLUSH_INTERVAL
+                if time.monotonic() >= next_beat:
+                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
                     self.usage.flush()
+                    self.presence.report(self._seen_change)
+                    if self.limiter.limit > 0:
+                        self.presence.share_failures(self.limiter)
             except Exception:  # keep serving; the TTL bounds staleness meanwhile
                 log.exception("verifier maintenance failed; retrying")
 

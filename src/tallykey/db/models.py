@@ -2,7 +2,7 @@
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.models import TokenUsage, VerdictChange
+from tallykey.auth.models import AuthFailure, Node, TokenUsage, VerdictChange
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
@@ -13,8 +13,10 @@ metadata = Base.metadata
 __all__ = [
     "Account",
     "AuditEvent",
+    "AuthFailure",
     "ConsoleSession",
     "Employee",
+    "Node",
     "Token",
     "TokenSecret",
     "TokenUsage",

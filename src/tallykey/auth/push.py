@@ -1,0 +1,63 @@
+"""PostgreSQL LISTEN/NOTIFY: wakes a node the moment a change commits anywhere.
+
+The listener runs in its own thread on its own connection. If that connection is lost
+it reconnects, and resynchronises from the feed (changes missed meanwhile are still in
+the `verdict_changes` table); the cache TTL bounds staleness during the gap.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable
+
+from tallykey.auth.changes import CHANNEL
+from tallykey.db.engine import Database
+
+log = logging.getLogger(__name__)
+APPLICATION_NAME = "tallykey-listener"
+
+
+class ChangeListener:
+    def __init__(self, database: Database, on_change: Callable[[], None]) -> None:
+        self.database = database
+        self.on_change = on_change
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tallykey-listen", daemon=True)
+        self.connected = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _run(self) -> None:
+        while not self._stop.is_set():
+            try:
+                self._listen()
+            except Exception:
+                self.connected.clear()
+                log.warning("change listener lost its connection; reconnecting",
+                            exc_info=True)
+                self._stop.wait(0.5)
+
+    def _listen(self) -> None:
+        connection = self.database.raw_connection()
+        try:
+            connection.autocommit = True
+            connection.execute(f"SET application_name = '{APPLICATION_NAME}'")
+            connection.execute(f"LISTEN {CHANNEL}")
+            self.connected.set()
+            self.on_change()  # resynchronise: catch up on what happened while away
+            while not self._stop.is_set():
+                woke = False
+                for _ in connection.notifies(timeout=0.5):
+                    woke = True
+                    break
+                if woke:
+                    self.on_change()
+        finally:
+            self.connected.clear()
+            connection.close()
