@@ -17,6 +17,9 @@ TOKEN_CREATED = "token.created"
 TOKEN_UPDATED = "token.updated"
 TOKEN_ROTATED = "token.rotated"
 TOKEN_REVOKED = "token.revoked"
+TOKEN_SECRET_RETRIEVED = "token.secret_retrieved"
+#: Events that cannot change any verification verdict (no cache needs to hear of them).
+VERDICT_NEUTRAL = frozenset({TOKEN_CREATED, TOKEN_SECRET_RETRIEVED})
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,8 @@ class Settings(BaseSettings):
     trusted_proxies: str = ""
     smtp_url: str | None = None
     mail_from: str = "tallykey@localhost"
-    kek: str | None = None
+    kek: str | None = Field(default=None, repr=False)
+    kek_file: Path | None = None
     auth_fail_limit: int = Field(default=60, ge=0)
     public_url: str | None = None
     #: Seconds a cached verification may live without confirmation from the change feed.

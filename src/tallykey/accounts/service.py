@@ -20,6 +20,7 @@ from tallykey.auth import changes as change_feed
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
+from tallykey.keys.vault import destroy_ciphertexts
 from tallykey.tokens.policy import MAX_VALIDITY_CEILING_DAYS, clean_allowlist, clean_name
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
@@ -56,9 +57,11 @@ class PolicyChanges:
 class AccountService:
     """Verbs on accounts and users. Each change is audited in its own transaction."""
 
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(self, database: Database, clock: Clock, *, keys_configured: bool = False
+                 ) -> None:
         self.database = database
         self.clock = clock
+        self.keys_configured = keys_configured
 
     # --- accounts and workspaces ---------------------------------------------------
 
@@ -116,8 +119,17 @@ class AccountService:
                 account.max_validity_days = days
             if changes.reminder_days is not None:
                 account.reminder_days = _clean_reminder_days(changes.reminder_days)
-            if changes.retrievable_application_tokens is not None:
-                account.retrievable_application_tokens = changes.retrievable_application_tokens
+            retrievable = changes.retrievable_application_tokens
+            if retrievable and not account.retrievable_application_tokens and not (
+                    self.keys_configured):
+                raise ValidationFailed(
+                    "Retrievable application tokens need a key-encryption key on the server.",
+                    "Set TALLYKEY_KEK (or TALLYKEY_KEK_FILE), restart, and try again.",
+                    field="retrievable_application_tokens")
+            if retrievable is False and account.retrievable_application_tokens:
+                destroy_ciphertexts(session, account.id)
+            if retrievable is not None:
+                account.retrievable_application_tokens = retrievable
             if changes.ip_allowlist is not None:
                 account.ip_allowlist = clean_allowlist(changes.ip_allowlist)
             if changes.new_network_alerts is not None:

@@ -6,12 +6,14 @@ from tallykey.auth.models import AuthFailure, Node, TokenUsage, VerdictChange
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
+from tallykey.keys.models import AccountKey
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
 
 __all__ = [
     "Account",
+    "AccountKey",
     "AuditEvent",
     "AuthFailure",
     "ConsoleSession",

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Integer, String, Text
+from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tallykey.accounts.models import User, Workspace
@@ -80,5 +80,9 @@ class TokenSecret(Base):
     generation: Mapped[int] = mapped_column(Integer)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     retires_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Retrievable application tokens only: the token sealed under its account's data key.
+    ciphertext: Mapped[bytes | None] = mapped_column(LargeBinary, nullable=True)
+    data_key_id: Mapped[int | None] = mapped_column(ForeignKey("account_keys.id"),
+                                                    nullable=True)
 
     token: Mapped[Token] = relationship(back_populates="secrets")

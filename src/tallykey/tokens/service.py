@@ -27,10 +27,13 @@ from tallykey.events import (
     TOKEN_CREATED,
     TOKEN_REVOKED,
     TOKEN_ROTATED,
+    TOKEN_SECRET_RETRIEVED,
     TOKEN_UPDATED,
+    VERDICT_NEUTRAL,
     Listener,
     TokenEvent,
 )
+from tallykey.keys.vault import SecretVault
 from tallykey.tokens import format as token_format
 from tallykey.tokens import policy
 from tallykey.tokens.models import (
@@ -116,12 +119,14 @@ class TokenService:
         region: str,
         targets: Sequence[str] = (),
         listeners: Sequence[Listener] = (),
+        vault: SecretVault | None = None,
     ) -> None:
         self.database = database
         self.clock = clock
         self.region = region
         self.targets = list(targets)
         self.listeners = list(listeners)
+        self.vault = vault
 
     # --- issue -----------------------------------------------------------------------
 
@@ -167,8 +172,10 @@ class TokenService:
                 created_ip=actor.ip, updated_at=now, expires_at=expires_at)
             session.add(token)
             session.flush()
-            session.add(TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
-                                    generation=1, created_at=now))
+            stored = TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
+                                 generation=1, created_at=now)
+            self._seal_if_retrievable(session, account, token, stored, secret)
+            session.add(stored)
             self._announce(session, TokenEvent(TOKEN_CREATED, token, actor, now, {
                 "name": name, "kind": draft.kind, "scopes": scopes,
                 "expires_at": expires_at.isoformat(), "prefix": token.prefix}))
@@ -264,8 +271,11 @@ class TokenService:
                 if old.retires_at is None or old.retires_at > retire_at:
                     old.retires_at = retire_at
             secret = token_format.generate(token.region, token.public_id)
-            session.add(TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
-                                    generation=generation, created_at=now))
+            stored = TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
+                                 generation=generation, created_at=now)
+            self._seal_if_retrievable(session, session.get_one(Account, token.account_id),
+                                      token, stored, secret)
+            session.add(stored)
             token.rotated_at = now
             token.updated_at = now
             self._announce(session, TokenEvent(TOKEN_ROTATED, token, actor, now, {
@@ -291,14 +301,55 @@ class TokenService:
                                                {"reason": reason} if reason else {}))
             return token
 
+    def retrieve_secret(self, actor: Actor, token_id: str) -> IssuedToken:
+        """An application token's current username and password, for administrators of an
+        account that keeps them retrievable. Audited, and announced to listeners (the other
+        admins are told). Raises `PermissionDenied` or `NotFound` saying why not."""
+        if not actor.is_admin:
+            raise PermissionDenied("Only account administrators can retrieve token secrets.")
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            token = self._visible_token(session, actor, token_id)
+            account = session.get_one(Account, token.account_id)
+            if token.kind != APPLICATION:
+                raise NotFound("Personal tokens are shown once and can never be retrieved.",
+                               "Rotate the token to get a new secret.", field="token")
+            if not account.retrievable_application_tokens:
+                raise PermissionDenied(
+                    "Retrievable application tokens are off for this account.",
+                    "An administrator can turn them on in the account policies; tokens "
+                    "created before that stay unretrievable.", reason="retrieval_off")
+            self._require_live(token, now, "retrieved")
+            current = session.scalar(select(TokenSecret).where(
+                TokenSecret.token_id == token.id, TokenSecret.retires_at.is_(None)))
+            if current is None or current.ciphertext is None or self.vault is None:
+                raise NotFound(
+                    "This token's secret was not kept: it was created or rotated while "
+                    "retrievable application tokens were off.",
+                    "Rotate the token to get a new, retrievable secret.", field="token")
+            secret = token_format.parse(self.vault.reveal(session, current, account.id))
+            self._announce(session, TokenEvent(TOKEN_SECRET_RETRIEVED, token, actor, now))
+            return IssuedToken(token, secret)
+
     # --- internals -------------------------------------------------------------------
+
+    def _seal_if_retrievable(self, session: Session, account: Account, token: Token,
+                             stored: TokenSecret, secret: token_format.ParsedToken) -> None:
+        if token.kind != APPLICATION or not account.retrievable_application_tokens:
+            return
+        if self.vault is None:
+            raise ValidationFailed(
+                "This account keeps application tokens retrievable, but no key-encryption "
+                "key is configured.", "Set TALLYKEY_KEK (or TALLYKEY_KEK_FILE) on the server.")
+        stored.data_key_id, stored.ciphertext = self.vault.seal(
+            session, account.id, token.id, stored.generation, str(secret))
 
     def _announce(self, session: Session, event: TokenEvent) -> None:
         """Audit the event and hand it to listeners, all inside the caller's transaction."""
         trail.record(session, actor=event.actor, action=event.kind, at=event.at,
                      target_type="token", target_id=event.token.id,
                      details={"prefix": event.token.prefix, **event.details})
-        if event.kind != TOKEN_CREATED:
+        if event.kind not in VERDICT_NEUTRAL:
             changes.announce(session, changes.TOKEN, event.token.id, event.at)
         for listener in self.listeners:
             listener(session, event)
