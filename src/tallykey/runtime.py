@@ -10,6 +10,8 @@ from tallykey.clock import Clock, SystemClock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.errors import TallykeyError
+from tallykey.notify.notices import Notifier
+from tallykey.notify.webhooks import WebhookService
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
 
@@ -26,19 +28,25 @@ class Runtime:
     clock: Clock
     accounts: AccountService
     tokens: TokenService
+    notifier: Notifier
+    webhooks: WebhookService
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
         settings = settings or load_settings()
         clock = clock or SystemClock()
         database = Database(settings.resolved_database_url)
+        notifier = Notifier(public_url=settings.public_url)
         return cls(
             settings=settings,
             database=database,
             clock=clock,
             accounts=AccountService(database, clock),
             tokens=TokenService(database, clock, region=settings.region,
-                                targets=settings.target_list),
+                                targets=settings.target_list,
+                                listeners=[notifier.on_token_event]),
+            notifier=notifier,
+            webhooks=WebhookService(database, clock),
         )
 
     def ensure_schema(self) -> None:

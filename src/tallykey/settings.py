@@ -27,6 +27,8 @@ class Settings(BaseSettings):
     kek: str | None = None
     auth_fail_limit: int = Field(default=60, ge=0)
     public_url: str | None = None
+    outbox_max_attempts: int = Field(default=12, ge=1, le=100)
+    worker_interval: float = Field(default=5.0, gt=0, le=3600)
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )
