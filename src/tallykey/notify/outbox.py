@@ -111,8 +111,10 @@ def enqueue(session: Session, account_id: str, draft: Draft, now: datetime) -> b
         statement = sqlite.insert(OutboxMessage).values(**values)
     else:  # pragma: no cover - only the two supported stores
         raise RuntimeError(f"unsupported database {dialect!r}")
-    result = session.execute(statement.on_conflict_do_nothing(index_elements=["dedupe_key"]))
-    return bool(result.rowcount)  # type: ignore[attr-defined]
+    # RETURNING, not rowcount: psycopg reports a row even when the conflict skipped it.
+    inserted = session.scalar(statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
+                              .returning(OutboxMessage.id))
+    return inserted is not None
 
 
 def notices_present(session: Session, notices: Iterable[str]) -> set[str]:
