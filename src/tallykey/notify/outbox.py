@@ -130,6 +130,10 @@ def notices_present(session: Session, notices: Iterable[str]) -> set[str]:
 # --- claim and settle ---------------------------------------------------------------------
 
 
+#: Oldest first; delivery order is best effort (a retry overtakes nothing, but is overtaken).
+_DUE_ORDER = (OutboxMessage.next_attempt_at, OutboxMessage.created_at)
+
+
 def _claimable(now: datetime, channels: Sequence[str]) -> Any:
     return and_(OutboxMessage.channel.in_(list(channels)), or_(
         and_(OutboxMessage.status == PENDING, OutboxMessage.next_attempt_at <= now),
@@ -152,7 +156,7 @@ def claim(database: Database, *, worker: str, now: datetime, channels: Sequence[
         if database.dialect == "postgresql":
             ids = list(session.scalars(
                 select(OutboxMessage.id).where(_claimable(now, channels))
-                .order_by(OutboxMessage.next_attempt_at).limit(limit)
+                .order_by(*_DUE_ORDER).limit(limit)
                 .with_for_update(skip_locked=True)))
             if not ids:
                 return []
@@ -161,14 +165,14 @@ def claim(database: Database, *, worker: str, now: datetime, channels: Sequence[
         else:
             # SQLite has one writer at a time: a single UPDATE both picks and claims.
             due = (select(OutboxMessage.id).where(_claimable(now, channels))
-                   .order_by(OutboxMessage.next_attempt_at).limit(limit).scalar_subquery())
+                   .order_by(*_DUE_ORDER).limit(limit).scalar_subquery())
             ids = list(session.scalars(
                 update(OutboxMessage).where(OutboxMessage.id.in_(due)).values(**changes)
                 .returning(OutboxMessage.id).execution_options(synchronize_session=False)))
             if not ids:
                 return []
         rows = list(session.scalars(select(OutboxMessage).where(OutboxMessage.id.in_(ids))
-                                    .order_by(OutboxMessage.next_attempt_at)
+                                    .order_by(*_DUE_ORDER)
                                     .execution_options(populate_existing=True)))
         session.expunge_all()
         return rows
