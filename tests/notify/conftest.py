@@ -36,6 +36,8 @@ class Received:
     rcpt_tos: list[str]
     message: EmailMessage
     raw: bytes
+    tls: bool = False
+    login: str | None = None
 
 
 class Recorder:
@@ -58,7 +60,10 @@ class Recorder:
         parsed = email.message_from_bytes(raw, policy=email.policy.default)
         assert isinstance(parsed, EmailMessage)
         with self.lock:
-            self.received.append(Received(list(envelope.rcpt_tos), parsed, raw))
+            login = session.auth_data if session.authenticated else None
+            self.received.append(Received(
+                list(envelope.rcpt_tos), parsed, raw, tls=session.ssl is not None,
+                login=login.decode() if isinstance(login, bytes) else login))
         return "250 Message accepted"
 
 

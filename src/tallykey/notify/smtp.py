@@ -170,6 +170,8 @@ def _as_delivery_error(error: BaseException, context: str) -> DeliveryError:
         # A refused sender is a configuration problem affecting every mail: retry.
         permanent = isinstance(error, smtplib.SMTPDataError) and error.smtp_code >= 500
         return DeliveryError(f"{context}: {error.smtp_code} {text}", permanent=permanent)
-    if isinstance(error, ValueError):  # an address the email package cannot encode
+    if isinstance(error, ValueError) and not isinstance(error, OSError):
+        # An address the email package cannot encode. (A failed certificate check is a
+        # ValueError too, but also an OSError: a configuration problem, retried below.)
         return DeliveryError(f"malformed message: {error}"[:200], permanent=True)
     return DeliveryError(f"{context}: {error.__class__.__name__}: {error}"[:300])
