@@ -110,7 +110,7 @@ def test_revoke_and_rotate_tell_the_creator(world: World, smtp_server: SmtpServe
     worker.run_once()
     before = len(smtp_server.received)
     world.rt.tokens.rotate(world.as_admin, issued.token.id, grace_seconds=3600)
-    world.rt.tokens.revoke(world.as_admin, issued.token.id, reason="left the team")
+    world.rt.tokens.revoke(world.as_admin, issued.token.id, reason="left <b>the</b> team")
     assert worker.run_once().sent == 2
     new = smtp_server.received[before:]
     assert all(m.rcpt_tos == ["member@acme.test"] for m in new)
@@ -118,7 +118,9 @@ def test_revoke_and_rotate_tell_the_creator(world: World, smtp_server: SmtpServe
     assert subjects == ['API token "Sheet" was revoked', 'API token "Sheet" was rotated']
     revoked = next(m.message for m in new if "revoked" in m.message["Subject"])
     text = revoked.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    assert "admin@acme.test revoked" in text and "Reason given: left the team" in text
+    assert "admin@acme.test revoked" in text and "Reason given: left <b>the</b> team" in text
+    html = revoked.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    assert "left &lt;b&gt;the&lt;/b&gt; team" in html and "<b>the</b>" not in html
     rotated = next(m.message for m in new if "rotated" in m.message["Subject"])
     assert "2030-01-01T13:00:00+00:00" in rotated.get_body(  # type: ignore[union-attr]
         ("plain",)).get_content()

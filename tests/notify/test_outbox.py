@@ -182,3 +182,24 @@ def test_two_workers_never_send_the_same_mail_twice(
     assert statuses == {"sent"}
     if world.rt.database.dialect == "postgresql":
         assert claimed_by == {"node-a", "node-b"}  # both took part
+
+
+def test_a_pass_stops_early_when_nothing_gets_through(world: World,
+                                                      smtp_down: SmtpServer) -> None:
+    queue_mails(world.rt, world.acme_id, 5)
+    report = make_worker(world.rt, smtp_down, batch_size=2).run_once()
+    assert report.retrying == 2  # the other three wait for the next pass
+    assert sorted(r.attempts for r in outbox_rows(world.rt)) == [0, 0, 0, 1, 1]
+
+
+def test_sent_rows_are_purged_after_the_keeping_period(
+        world: World, clock: FrozenClock, smtp_server: SmtpServer) -> None:
+    queue_mails(world.rt, world.acme_id, 2)
+    worker = make_worker(world.rt, smtp_server)
+    worker.run_once()
+    clock.advance(timedelta(days=119))
+    worker.run_once()
+    assert len(outbox_rows(world.rt)) == 2
+    clock.advance(timedelta(days=2))
+    worker.run_once()
+    assert outbox_rows(world.rt) == []

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
-from sqlalchemy import and_, or_, select, update
+from sqlalchemy import and_, delete, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
@@ -224,6 +224,16 @@ def settle(database: Database, message: OutboxMessage, *, worker: str, now: date
 def _loggable(message: OutboxMessage) -> str:
     """The recipient without a URL's query string (webhook URLs may carry credentials)."""
     return message.recipient.split("?", 1)[0].split("#", 1)[0]
+
+
+def purge(database: Database, before: datetime) -> int:
+    """Delete rows sent before `before`; returns how many. Keep them longer than the
+    reminder horizon: a sent reminder's row is what stops it being sent again."""
+    with database.transaction() as session:
+        result = session.execute(delete(OutboxMessage).where(
+            OutboxMessage.status == SENT, OutboxMessage.sent_at < before)
+            .execution_options(synchronize_session=False))
+        return int(result.rowcount)  # type: ignore[attr-defined]
 
 
 # --- operators' view ----------------------------------------------------------------------

@@ -14,7 +14,7 @@ import threading
 import uuid
 from collections import defaultdict
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
@@ -31,6 +31,10 @@ log = logging.getLogger(__name__)
 DEFAULT_BATCH = 50
 #: Bounds one pass, so a huge backlog never starves the scheduler or the stop signal.
 MAX_BATCHES_PER_PASS = 20
+#: Sent rows are kept this long (for `tallykey outbox list`, and as the record that stops
+#: a reminder being sent twice: longer than the 90-day reminder horizon).
+KEEP_SENT = timedelta(days=120)
+PURGE_EVERY = timedelta(hours=1)
 
 
 @dataclass
@@ -77,6 +81,7 @@ class Worker:
         self.max_attempts = max_attempts
         self.batch_size = batch_size
         self.name = name or worker_name()
+        self._purged_at: datetime | None = None
 
     @classmethod
     def from_settings(cls, database: Database, clock: Clock, settings: Settings,
@@ -99,6 +104,9 @@ class Worker:
         now = now or self.clock.now()
         report = PassReport()
         report.scheduled = schedule_reminders(self.database, self.notifier, now)
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            outbox.purge(self.database, now - KEEP_SENT)
+            self._purged_at = now
         for _ in range(MAX_BATCHES_PER_PASS):
             batch = outbox.claim(self.database, worker=self.name, now=now,
                                  channels=list(self.channels), limit=self.batch_size)
@@ -107,8 +115,10 @@ class Worker:
             by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
             for message in batch:
                 by_channel[message.channel].append(message)
+            delivered = 0
             for channel, messages in by_channel.items():
                 for message, error in self.channels[channel].deliver(messages):
+                    delivered += error is None
                     status = outbox.settle(self.database, message, worker=self.name,
                                            now=fixed or self.clock.now(), error=error,
                                            max_attempts=self.max_attempts)
@@ -120,6 +130,8 @@ class Worker:
                         report.dead += 1
                     if error is not None:
                         report.errors.append(f"{message.id}: {error}")
+            if not delivered:
+                break  # everything failed (server down?): leave the rest for the next pass
         return report
 
     def run(self, stop: threading.Event, interval: float = 5.0) -> None:
