@@ -3,6 +3,7 @@ real SMTP, and never with a token's secret in them."""
 
 from __future__ import annotations
 
+import json
 from datetime import timedelta
 from typing import Any
 
@@ -21,7 +22,7 @@ from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft, TokenService
 
 from ..conftest import World
-from .conftest import SmtpServer, make_worker, outbox_rows
+from .conftest import HttpReceiver, SmtpServer, make_worker, outbox_rows
 
 
 @pytest.fixture
@@ -170,14 +171,23 @@ def test_no_mail_or_row_ever_contains_a_token_secret(world: World,
             assert secret not in text
 
 
-def test_the_outbox_refuses_content_with_a_token_string(world: World) -> None:
-    issued = world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
-                                                              scopes=["employees:read"]))
-    draft = Draft(channel=EMAIL, event="x", notice="leak", recipient="a@acme.test",
-                  body=f"your token is {issued.value}")
-    with pytest.raises(ValueError, match="token secret"), \
-            world.rt.database.transaction() as session:
-        enqueue(session, world.acme_id, draft, world.rt.clock.now())
+def test_a_token_pasted_into_a_name_is_redacted_not_mailed(
+        world: World, smtp_server: SmtpServer, http_receiver: HttpReceiver) -> None:
+    world.rt.webhooks.add(Actor.operator(world.acme_id), http_receiver.url)
+    first = world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                             scopes=["employees:read"]))
+    world.rt.tokens.issue(world.as_admin, TokenDraft(
+        name=f"Oops {first.value}", description="", expires_in_days=30,
+        scopes=["employees:read"]))
+    make_worker(world.rt, smtp_server).run_once()
+    assert len(smtp_server.received) == 2 and len(http_receiver.requests) == 2
+    texts = [r.raw.decode() for r in smtp_server.received]
+    texts += [r.body.decode() for r in http_receiver.requests]
+    for text in texts:
+        assert first.value not in text
+    assert any("Oops [redacted token]" in text for text in texts)
+    for request in http_receiver.requests:
+        json.loads(request.body)  # still valid JSON
 
 
 def test_enqueue_ignores_a_second_copy_of_the_same_notice(world: World) -> None:

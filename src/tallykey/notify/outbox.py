@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
 from typing import Any, Protocol
 
@@ -43,6 +43,7 @@ RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=4)
 LEASE = timedelta(minutes=5)
 MAX_ERROR_LENGTH = 500
+REDACTED = "[redacted token]"
 
 
 @dataclass(frozen=True)
@@ -88,14 +89,13 @@ def enqueue(session: Session, account_id: str, draft: Draft, now: datetime) -> b
     """Add `draft` to the caller's transaction; it lands exactly when that change does.
 
     Returns False (and adds nothing) when a row with the same dedupe key exists already,
-    so schedulers on several nodes may enqueue the same notice concurrently. Raises
-    `ValueError` if the content looks like it contains a full token string.
+    so schedulers on several nodes may enqueue the same notice concurrently. Anything
+    shaped like a full token (say, one pasted into a token's name) is redacted.
     """
     if draft.channel not in CHANNELS:
         raise ValueError(f"unknown outbox channel {draft.channel!r}")
-    for text in (draft.subject, draft.body, draft.html_body or ""):
-        if TOKEN_PATTERN.search(text):
-            raise ValueError("refusing to enqueue a notice that contains a token secret")
+    draft = replace(draft, subject=_redacted(draft.subject), body=_redacted(draft.body),
+                    html_body=_redacted(draft.html_body) if draft.html_body else None)
     values: dict[str, Any] = {
         "id": new_id(), "account_id": account_id, "channel": draft.channel,
         "event": draft.event, "notice": draft.notice[:200], "dedupe_key": draft.dedupe_key,
@@ -115,6 +115,13 @@ def enqueue(session: Session, account_id: str, draft: Draft, now: datetime) -> b
     inserted = session.scalar(statement.on_conflict_do_nothing(index_elements=["dedupe_key"])
                               .returning(OutboxMessage.id))
     return inserted is not None
+
+
+def _redacted(text: str) -> str:
+    if not TOKEN_PATTERN.search(text):
+        return text
+    log.warning("a notice contained something shaped like a token; it was redacted")
+    return TOKEN_PATTERN.sub(REDACTED, text)
 
 
 def notices_present(session: Session, notices: Iterable[str]) -> set[str]:
