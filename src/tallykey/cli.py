@@ -22,6 +22,7 @@ from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
 from tallykey.db import migrate as migrations
 from tallykey.errors import TallykeyError
+from tallykey.notify.cli import register as register_notify_commands
 from tallykey.runtime import Runtime
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
@@ -34,6 +35,7 @@ tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+register_notify_commands(app)  # outbox, webhooks, worker
 
 out = Console()
 err = Console(stderr=True)

@@ -17,6 +17,8 @@ from tallykey.errors import TallykeyError
 from tallykey.keys.keyring import KeyConfigError, load_keyring
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
+from tallykey.notify.notices import Notifier
+from tallykey.notify.webhooks import WebhookService
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
 
@@ -34,6 +36,8 @@ class Runtime:
     accounts: AccountService
     tokens: TokenService
     sessions: SessionStore
+    notifier: Notifier
+    webhooks: WebhookService
     vault: SecretVault | None = None
 
     @classmethod
@@ -43,14 +47,18 @@ class Runtime:
         database = Database(settings.resolved_database_url)
         keyring = load_keyring(settings.kek, settings.kek_file)
         vault = SecretVault(database, clock, keyring) if keyring else None
+        notifier = Notifier(public_url=settings.public_url)
         return cls(
             settings=settings,
             database=database,
             clock=clock,
             accounts=AccountService(database, clock, keys_configured=vault is not None),
             tokens=TokenService(database, clock, region=settings.region,
-                                targets=settings.target_list, vault=vault),
+                                targets=settings.target_list,
+                                listeners=[notifier.on_token_event], vault=vault),
             sessions=SessionStore(database, clock),
+            notifier=notifier,
+            webhooks=WebhookService(database, clock),
             vault=vault,
         )
 

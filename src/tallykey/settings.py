@@ -33,6 +33,8 @@ class Settings(BaseSettings):
     #: Seconds a change's author waits for every live node to apply it before answering.
     propagation_timeout: float = Field(default=2.0, ge=0, le=30)
     node_name: str | None = None
+    outbox_max_attempts: int = Field(default=12, ge=1, le=100)
+    worker_interval: float = Field(default=5.0, gt=0, le=3600)
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

@@ -20,6 +20,7 @@ from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
+from tallykey.notify.worker import start_background_worker
 from tallykey.runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -44,9 +45,12 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         verifier.start()
+        notifications = start_background_worker(runtime.database, runtime.clock,
+                                                runtime.settings, runtime.notifier)
         try:
             yield
         finally:
+            notifications.stop()
             verifier.close()
             runtime.close()
 
@@ -77,6 +81,7 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
     factory for `tallykey serve --workers N`)."""
     runtime = runtime or Runtime.build()
     runtime.ensure_schema()
+    runtime.check_keys()
     verifier = Verifier(settings=runtime.settings, database=runtime.database,
                         clock=runtime.clock, background=False)
     api = build_api(runtime, verifier)

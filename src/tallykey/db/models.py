@@ -7,6 +7,7 @@ from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
 from tallykey.keys.models import AccountKey
+from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
@@ -19,11 +20,13 @@ __all__ = [
     "ConsoleSession",
     "Employee",
     "Node",
+    "OutboxMessage",
     "Token",
     "TokenSecret",
     "TokenUsage",
     "User",
     "VerdictChange",
+    "WebhookEndpoint",
     "Workspace",
     "WorkspaceGrant",
     "metadata",

@@ -1,7 +1,7 @@
 """verification feed usage sessions
 
 Revision ID: 0004
-Revises: 0002
+Revises: 0003
 Create Date: 2026-11-25 15:03:52.139349
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import tallykey.db.base
 
 revision = '0004'
-down_revision = '0002'
+down_revision = '0003'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,203 @@
+"""`tallykey outbox …`, `tallykey webhooks …` and `tallykey worker`: thin adapters over the
+outbox, the webhook service and the worker. `register(app)` adds them to the main CLI."""
+
+from __future__ import annotations
+
+import logging
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+
+from tallykey.accounts.actor import Actor
+from tallykey.notify import outbox
+from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
+from tallykey.notify.worker import Worker
+
+outbox_app = typer.Typer(help="The notification outbox: mails and webhook calls to make.",
+                         no_args_is_help=True)
+webhooks_app = typer.Typer(help="Signed webhooks of an account.", no_args_is_help=True)
+
+JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
+
+
+def register(app: typer.Typer) -> None:
+    """Add the notification commands to the `tallykey` command."""
+    app.add_typer(outbox_app, name="outbox")
+    app.add_typer(webhooks_app, name="webhooks")
+    app.command("worker")(worker)
+
+
+def message_dict(message: OutboxMessage) -> dict[str, Any]:
+    """An outbox row for listing (no bodies; a webhook URL without its query string)."""
+    recipient = (message.recipient.split("?", 1)[0] if message.channel == WEBHOOK
+                 else message.recipient)
+    return {
+        "id": message.id, "account_id": message.account_id, "channel": message.channel,
+        "event": message.event, "recipient": recipient, "subject": message.subject,
+        "status": message.status, "attempts": message.attempts,
+        "next_attempt_at": message.next_attempt_at.isoformat(),
+        "last_error": message.last_error, "created_at": message.created_at.isoformat(),
+        "sent_at": message.sent_at.isoformat() if message.sent_at else None,
+    }
+
+
+# --- outbox -------------------------------------------------------------------------------
+
+
+@outbox_app.command("list")
+def outbox_list(
+    status: Annotated[str | None, typer.Option(
+        help="pending, sending, sent or dead.")] = None,
+    account: Annotated[str | None, typer.Option("--account", "-a")] = None,
+    limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
+    as_json: JsonOption = False,
+) -> None:
+    """List outbox messages, newest first (mails wait here while SMTP is not configured)."""
+    from tallykey.cli import emit_json, err, out, runtime
+
+    with runtime() as rt:
+        account_id = rt.accounts.find_account(account).id if account else None
+        rows = [message_dict(m) for m in outbox.list_messages(
+            rt.database, status=status, account_id=account_id, limit=limit)]
+        smtp = rt.settings.smtp_url
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("created", "channel", "event", "recipient", "status", "tries", "id")
+    for row in rows:
+        table.add_row(row["created_at"][:16], row["channel"], row["event"], row["recipient"],
+                      row["status"], str(row["attempts"]), row["id"])
+    out.print(table)
+    if not smtp and any(r["channel"] == "email" and r["status"] == "pending" for r in rows):
+        err.print("note: TALLYKEY_SMTP_URL is not set; mails stay in the outbox until it is.")
+
+
+@outbox_app.command("show")
+def outbox_show(message_id: Annotated[str, typer.Argument(help="Outbox message id.")],
+                as_json: JsonOption = False) -> None:
+    """Show one message with its text (a mail's plain-text body, a webhook's JSON)."""
+    from tallykey.cli import emit_json, out, runtime
+
+    with runtime() as rt:
+        message = outbox.get_message(rt.database, message_id)
+    row = message_dict(message) | {"body": message.body}
+    if as_json:
+        emit_json(row)
+        return
+    for key, value in row.items():
+        if key != "body":
+            out.print(f"[bold]{key}[/]: {value}", highlight=False)
+    sys.stdout.write("\n" + message.body.rstrip("\n") + "\n")
+
+
+@outbox_app.command("retry")
+def outbox_retry(
+    message_id: Annotated[str | None, typer.Argument(help="Outbox message id.")] = None,
+    dead: Annotated[bool, typer.Option("--dead", help="Retry every dead message.")] = False,
+) -> None:
+    """Send a dead or waiting message again now (attempts start over)."""
+    from tallykey.cli import fail, out, runtime
+
+    if (message_id is None) == (not dead):
+        fail("name one message id, or pass --dead to retry every dead message.")
+    with runtime() as rt:
+        count = outbox.retry(rt.database, rt.clock.now(), message_id=message_id,
+                             all_dead=dead)
+    out.print(f"{count} message{'s' if count != 1 else ''} queued again")
+
+
+# --- worker -------------------------------------------------------------------------------
+
+
+def worker(
+    once: Annotated[bool, typer.Option("--once", help="Run one pass, then exit.")] = False,
+    interval: Annotated[float | None, typer.Option(
+        help="Seconds between passes (default TALLYKEY_WORKER_INTERVAL).")] = None,
+) -> None:
+    """Deliver the outbox (SMTP, webhooks) and schedule expiry reminders until stopped."""
+    from tallykey.cli import emit_json, fail, runtime
+
+    with runtime() as rt:
+        logging.basicConfig(level=logging.INFO,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+        try:
+            runner = Worker.from_settings(rt.database, rt.clock, rt.settings, rt.notifier)
+        except ValueError as error:
+            fail(f"invalid settings: {error}")
+        try:
+            if once:
+                report = runner.run_once()
+                emit_json({"scheduled": report.scheduled, "sent": report.sent,
+                           "retrying": report.retrying, "dead": report.dead})
+                return
+            stop = threading.Event()
+
+            def on_signal(_signum: int, _frame: FrameType | None) -> None:
+                stop.set()
+
+            signal.signal(signal.SIGTERM, on_signal)
+            signal.signal(signal.SIGINT, on_signal)
+            runner.run(stop, interval or rt.settings.worker_interval)
+        finally:
+            runner.close()
+
+
+# --- webhooks -----------------------------------------------------------------------------
+
+
+def endpoint_dict(endpoint: WebhookEndpoint) -> dict[str, Any]:
+    return {"id": endpoint.id, "url": endpoint.url, "active": endpoint.active,
+            "created_at": endpoint.created_at.isoformat()}
+
+
+@webhooks_app.command("add")
+def webhooks_add(account: AccountOption,
+                 url: Annotated[str, typer.Option(help="https:// URL that receives events.")],
+                 as_json: JsonOption = False) -> None:
+    """Register an endpoint; its signing secret is printed once and never again."""
+    from tallykey.cli import emit_json, out, runtime
+
+    with runtime() as rt:
+        actor = Actor.operator(rt.accounts.find_account(account).id)
+        endpoint, secret = rt.webhooks.add(actor, url)
+    if as_json:
+        emit_json(endpoint_dict(endpoint) | {"secret": secret})
+        return
+    out.print(f"added webhook {endpoint.id} -> {endpoint.url}")
+    out.print("Signing secret (copy it now; it will not be shown again):")
+    out.print(secret, highlight=False, soft_wrap=True)
+
+
+@webhooks_app.command("list")
+def webhooks_list(account: AccountOption, as_json: JsonOption = False) -> None:
+    """List an account's webhook endpoints (never their secrets)."""
+    from tallykey.cli import emit_json, out, runtime
+
+    with runtime() as rt:
+        endpoints = rt.webhooks.list(Actor.operator(rt.accounts.find_account(account).id))
+    rows = [endpoint_dict(e) for e in endpoints]
+    if as_json:
+        emit_json(rows)
+        return
+    table = Table("url", "active", "id")
+    for row in rows:
+        table.add_row(row["url"], "yes" if row["active"] else "no", row["id"])
+    out.print(table)
+
+
+@webhooks_app.command("disable")
+def webhooks_disable(account: AccountOption,
+                     endpoint_id: Annotated[str, typer.Argument(help="Endpoint id.")]) -> None:
+    """Stop sending events to an endpoint."""
+    from tallykey.cli import out, runtime
+
+    with runtime() as rt:
+        actor = Actor.operator(rt.accounts.find_account(account).id)
+        endpoint = rt.webhooks.disable(actor, endpoint_id)
+    out.print(f"disabled webhook {endpoint.id} ({endpoint.url})")

@@ -1,0 +1,228 @@
+"""Signed webhooks: an account's endpoints, the JSON event bodies, the signature, and the
+HTTP channel that delivers outbox rows of kind `webhook`.
+
+Every request carries `Tallykey-Signature: t=<unix seconds>,v1=<hex>` where the hex is
+HMAC-SHA256, keyed with the endpoint's secret (the whole `whsec_…` string, UTF-8), over
+`f"{t}.{body}"`. Receivers recompute it, compare in constant time and refuse a `t` more
+than a few minutes old (`verify_signature` does all three). The timestamp is taken at
+each attempt, so a retried delivery is signed afresh; `Tallykey-Delivery` stays the same.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import json
+import secrets
+from collections.abc import Iterator, Sequence
+from datetime import datetime
+from typing import Any
+from urllib.parse import urlsplit
+
+import httpx
+from sqlalchemy import select
+from sqlalchemy.orm import Session
+
+from tallykey.accounts.actor import Actor
+from tallykey.audit import trail
+from tallykey.clock import Clock
+from tallykey.db.engine import Database
+from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
+from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
+from tallykey.notify.outbox import DeliveryError, Draft
+from tallykey.tokens.models import Token
+
+SIGNATURE_HEADER = "Tallykey-Signature"
+SECRET_PREFIX = "whsec_"  # noqa: S105 - a label, not a secret
+DEFAULT_TOLERANCE_SECONDS = 300
+TIMEOUT_SECONDS = 10.0
+MAX_URL_LENGTH = 2048
+
+# Events the scheduler raises (the token service raises the others, see tallykey.events).
+TOKEN_EXPIRING = "token.expiring"  # noqa: S105 - an event name
+TOKEN_EXPIRED = "token.expired"  # noqa: S105 - an event name
+
+
+class SignatureInvalid(ValueError):
+    """A webhook request whose signature header is missing, malformed, stale or wrong."""
+
+
+def sign(secret: str, body: str, timestamp: int) -> str:
+    """The `Tallykey-Signature` header value for `body` sent at `timestamp`."""
+    digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
+    return f"t={timestamp},v1={digest.hexdigest()}"
+
+
+def verify_signature(secret: str, header: str, body: str | bytes, now: datetime,
+                     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS) -> None:
+    """Check a received webhook; raises `SignatureInvalid` saying what is wrong."""
+    text = body.decode() if isinstance(body, bytes) else body
+    fields: dict[str, list[str]] = {}
+    for part in header.split(","):
+        key, sep, value = part.strip().partition("=")
+        if sep:
+            fields.setdefault(key, []).append(value)
+    try:
+        timestamp = int(fields["t"][0])
+    except (KeyError, ValueError):
+        raise SignatureInvalid("the signature header has no valid t=<unix seconds>") from None
+    candidates = fields.get("v1", [])
+    if not candidates:
+        raise SignatureInvalid("the signature header has no v1=<hex> signature")
+    if abs(now.timestamp() - timestamp) > tolerance_seconds:
+        raise SignatureInvalid(f"the signature timestamp is more than {tolerance_seconds} "
+                               "seconds away from now (replayed or clock skew)")
+    expected = sign(secret, text, timestamp).rpartition("v1=")[2]
+    if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
+        raise SignatureInvalid("the signature does not match the body")
+
+
+def event_body(*, notice: str, event: str, occurred_at: datetime, token: Token,
+               actor: Actor | None, details: dict[str, Any]) -> str:
+    """The JSON body of a webhook (compact, stable key order). Never holds a secret."""
+    payload = {
+        "id": notice,
+        "type": event,
+        "occurred_at": occurred_at.isoformat(),
+        "account_id": token.account_id,
+        "data": {
+            "token": {
+                "id": token.id, "name": token.name, "kind": token.kind,
+                "prefix": token.prefix, "scopes": list(token.scopes),
+                "workspace_id": token.workspace_id, "created_by_id": token.created_by_id,
+                "created_at": token.created_at.isoformat(),
+                "expires_at": token.expires_at.isoformat(),
+                "revoked_at": token.revoked_at.isoformat() if token.revoked_at else None,
+            },
+            "actor": None if actor is None else {
+                "type": actor.kind, "id": actor.user_id, "label": actor.label, "ip": actor.ip},
+            "details": details,
+        },
+    }
+    return json.dumps(payload, sort_keys=True, separators=(",", ":"), default=str)
+
+
+def drafts_for(session: Session, token: Token, *, notice: str, event: str,
+               occurred_at: datetime, actor: Actor | None,
+               details: dict[str, Any]) -> list[Draft]:
+    """One outbox draft per active endpoint of the token's account."""
+    endpoints = session.scalars(select(WebhookEndpoint).where(
+        WebhookEndpoint.account_id == token.account_id, WebhookEndpoint.active.is_(True))
+        .order_by(WebhookEndpoint.created_at))
+    body = None
+    drafts = []
+    for endpoint in endpoints:
+        body = body or event_body(notice=notice, event=event, occurred_at=occurred_at,
+                                  token=token, actor=actor, details=details)
+        drafts.append(Draft(channel=WEBHOOK, event=event, notice=notice,
+                            recipient=endpoint.url, body=body, subject=event,
+                            token_id=token.id, endpoint_id=endpoint.id))
+    return drafts
+
+
+def clean_url(url: str) -> str:
+    url = url.strip()
+    parts = urlsplit(url)
+    if parts.scheme not in ("https", "http") or not parts.hostname:
+        raise ValidationFailed(f"Webhook URL {url!r} must be an http:// or https:// URL.",
+                               "For example https://hooks.example.com/tallykey", field="url")
+    if len(url) > MAX_URL_LENGTH:
+        raise ValidationFailed(f"A webhook URL is at most {MAX_URL_LENGTH} characters.",
+                               field="url")
+    return url
+
+
+class WebhookService:
+    """Verbs on an account's webhook endpoints (admins only, audited)."""
+
+    def __init__(self, database: Database, clock: Clock) -> None:
+        self.database = database
+        self.clock = clock
+
+    def add(self, actor: Actor, url: str) -> tuple[WebhookEndpoint, str]:
+        """Register an endpoint; returns it with its signing secret (shown this once)."""
+        _require_admin(actor)
+        url = clean_url(url)
+        secret = SECRET_PREFIX + secrets.token_urlsafe(32)
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            endpoint = WebhookEndpoint(account_id=actor.account_id, url=url, secret=secret,
+                                       active=True, created_at=now)
+            session.add(endpoint)
+            session.flush()
+            trail.record(session, actor=actor, action="webhook.created", at=now,
+                         target_type="webhook", target_id=endpoint.id,
+                         details={"url": url.split("?", 1)[0]})
+            return endpoint, secret
+
+    def list(self, actor: Actor) -> list[WebhookEndpoint]:
+        _require_admin(actor)
+        with self.database.reading() as session:
+            return list(session.scalars(select(WebhookEndpoint).where(
+                WebhookEndpoint.account_id == actor.account_id)
+                .order_by(WebhookEndpoint.created_at)))
+
+    def disable(self, actor: Actor, endpoint_id: str) -> WebhookEndpoint:
+        """Stop sending to an endpoint; deliveries still queued for it are dropped (dead)."""
+        _require_admin(actor)
+        with self.database.transaction() as session:
+            endpoint = session.get(WebhookEndpoint, endpoint_id)
+            if endpoint is None or endpoint.account_id != actor.account_id:
+                raise NotFound("No such webhook endpoint in this account.", field="webhook")
+            if endpoint.active:
+                endpoint.active = False
+                trail.record(session, actor=actor, action="webhook.disabled",
+                             at=self.clock.now(), target_type="webhook",
+                             target_id=endpoint.id)
+            return endpoint
+
+
+def _require_admin(actor: Actor) -> None:
+    if not actor.is_admin:
+        raise PermissionDenied("Only account administrators can manage webhooks.")
+
+
+class WebhookChannel:
+    """Delivers outbox rows of kind `webhook` with httpx; any 2xx is success."""
+
+    def __init__(self, database: Database, clock: Clock,
+                 client: httpx.Client | None = None) -> None:
+        self.database = database
+        self.clock = clock
+        self.client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False,
+                                             headers={"User-Agent": "tallykey-webhooks/1"})
+
+    def deliver(self, messages: Sequence[OutboxMessage]
+                ) -> Iterator[tuple[OutboxMessage, DeliveryError | None]]:
+        ids = {m.endpoint_id for m in messages if m.endpoint_id}
+        with self.database.reading() as session:
+            endpoints = {e.id: e for e in session.scalars(
+                select(WebhookEndpoint).where(WebhookEndpoint.id.in_(ids)))}
+        for message in messages:
+            endpoint = endpoints.get(message.endpoint_id or "")
+            if endpoint is None or not endpoint.active:
+                yield message, DeliveryError("webhook endpoint disabled", permanent=True)
+                continue
+            yield message, self._post(endpoint, message)
+
+    def _post(self, endpoint: WebhookEndpoint, message: OutboxMessage) -> DeliveryError | None:
+        timestamp = int(self.clock.now().timestamp())
+        headers = {
+            "Content-Type": "application/json",
+            SIGNATURE_HEADER: sign(endpoint.secret, message.body, timestamp),
+            "Tallykey-Event": message.event,
+            "Tallykey-Delivery": message.id,
+        }
+        try:
+            response = self.client.post(endpoint.url, content=message.body.encode(),
+                                        headers=headers)
+        except httpx.HTTPError as error:
+            return DeliveryError(f"{error.__class__.__name__}: {str(error)[:200]}")
+        if 200 <= response.status_code < 300:
+            return None
+        # 410 Gone: the receiver says this endpoint is no more.
+        return DeliveryError(f"HTTP {response.status_code}",
+                             permanent=response.status_code == 410)
+
+    def close(self) -> None:
+        self.client.close()

@@ -1,0 +1,187 @@
+"""The notification worker: each pass schedules due reminders, then claims and delivers
+what the outbox holds. Run it as `tallykey worker` (any number, on any node), or inside
+the embedded server with `start_background_worker`.
+
+Time comes from the injected clock, so tests drive schedules and back-off without sleeping.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import threading
+import uuid
+from collections import defaultdict
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from tallykey.clock import Clock
+from tallykey.db.engine import Database
+from tallykey.notify import outbox
+from tallykey.notify.models import DEAD, EMAIL, PENDING, SENT, WEBHOOK, OutboxMessage
+from tallykey.notify.notices import Notifier
+from tallykey.notify.reminders import schedule_reminders
+from tallykey.notify.smtp import SmtpConfig, SmtpMailer
+from tallykey.notify.webhooks import WebhookChannel
+from tallykey.settings import Settings
+
+log = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 50
+#: Bounds one pass, so a huge backlog never starves the scheduler or the stop signal.
+MAX_BATCHES_PER_PASS = 20
+#: Sent rows are kept this long (for `tallykey outbox list`, and as the record that stops
+#: a reminder being sent twice: longer than the 90-day reminder horizon).
+KEEP_SENT = timedelta(days=120)
+PURGE_EVERY = timedelta(hours=1)
+
+
+@dataclass
+class PassReport:
+    """What one pass did."""
+
+    scheduled: int = 0
+    sent: int = 0
+    retrying: int = 0
+    dead: int = 0
+    errors: list[str] = field(default_factory=list)
+
+
+def worker_name() -> str:
+    return f"{socket.gethostname()[:40]}:{os.getpid()}:{uuid.uuid4().hex[:8]}"
+
+
+class Worker:
+    """Schedules reminders and delivers the outbox. Without a mailer (no SMTP configured)
+    mails are left pending in the outbox; webhooks are still delivered."""
+
+    def __init__(
+        self,
+        database: Database,
+        clock: Clock,
+        *,
+        notifier: Notifier,
+        mailer: SmtpMailer | None = None,
+        webhooks: WebhookChannel | None = None,
+        max_attempts: int = outbox.DEFAULT_MAX_ATTEMPTS,
+        batch_size: int = DEFAULT_BATCH,
+        name: str | None = None,
+    ) -> None:
+        if max_attempts < 1:
+            raise ValueError("max_attempts must be at least 1")
+        self.database = database
+        self.clock = clock
+        self.notifier = notifier
+        self.channels: dict[str, outbox.Channel] = {}
+        if mailer is not None:
+            self.channels[EMAIL] = mailer
+        self.webhooks = webhooks or WebhookChannel(database, clock)
+        self.channels[WEBHOOK] = self.webhooks
+        self.max_attempts = max_attempts
+        self.batch_size = batch_size
+        self.name = name or worker_name()
+        self._purged_at: datetime | None = None
+
+    @classmethod
+    def from_settings(cls, database: Database, clock: Clock, settings: Settings,
+                      notifier: Notifier | None = None) -> Worker:
+        """A worker configured by `TALLYKEY_SMTP_URL`, `TALLYKEY_MAIL_FROM` and
+        `TALLYKEY_OUTBOX_MAX_ATTEMPTS`; `ValueError` for a malformed SMTP URL."""
+        mailer = (SmtpMailer(SmtpConfig.parse(settings.smtp_url), settings.mail_from)
+                  if settings.smtp_url else None)
+        return cls(database, clock,
+                   notifier=notifier or Notifier(public_url=settings.public_url),
+                   mailer=mailer, max_attempts=settings.outbox_max_attempts)
+
+    @property
+    def sends_mail(self) -> bool:
+        return EMAIL in self.channels
+
+    def run_once(self, now: datetime | None = None) -> PassReport:
+        """One pass at `now` (default: the clock's now): schedule, then deliver what is due."""
+        fixed = now
+        now = now or self.clock.now()
+        report = PassReport()
+        report.scheduled = schedule_reminders(self.database, self.notifier, now)
+        if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
+            outbox.purge(self.database, now - KEEP_SENT)
+            self._purged_at = now
+        for _ in range(MAX_BATCHES_PER_PASS):
+            batch = outbox.claim(self.database, worker=self.name, now=now,
+                                 channels=list(self.channels), limit=self.batch_size)
+            if not batch:
+                break
+            by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
+            for message in batch:
+                by_channel[message.channel].append(message)
+            delivered = 0
+            for channel, messages in by_channel.items():
+                for message, error in self.channels[channel].deliver(messages):
+                    delivered += error is None
+                    status = outbox.settle(self.database, message, worker=self.name,
+                                           now=fixed or self.clock.now(), error=error,
+                                           max_attempts=self.max_attempts)
+                    if status == SENT:
+                        report.sent += 1
+                    elif status == PENDING:
+                        report.retrying += 1
+                    elif status == DEAD:
+                        report.dead += 1
+                    if error is not None:
+                        report.errors.append(f"{message.id}: {error}")
+            if not delivered:
+                break  # everything failed (server down?): leave the rest for the next pass
+        return report
+
+    def run(self, stop: threading.Event, interval: float = 5.0) -> None:
+        """Pass after pass until `stop` is set; a failing pass is logged, never fatal."""
+        log.info("notification worker %s started (mail: %s)", self.name,
+                 "on" if self.sends_mail else "off, TALLYKEY_SMTP_URL is not set")
+        while not stop.is_set():
+            try:
+                report = self.run_once()
+                if report.sent or report.dead or report.retrying:
+                    log.info("outbox: %d sent, %d to retry, %d dead", report.sent,
+                             report.retrying, report.dead)
+            except Exception:
+                log.exception("notification worker pass failed; trying again")
+            stop.wait(interval)
+        log.info("notification worker %s stopped", self.name)
+
+    def close(self) -> None:
+        self.webhooks.close()
+
+
+class BackgroundWorker:
+    """A `Worker` looping in a daemon thread (the embedded server's default)."""
+
+    def __init__(self, worker: Worker, interval: float) -> None:
+        self.worker = worker
+        self.interval = interval
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=worker.run, args=(self._stop, interval),
+                                        name="tallykey-notify", daemon=True)
+
+    def start(self) -> BackgroundWorker:
+        self._thread.start()
+        return self
+
+    @property
+    def running(self) -> bool:
+        return self._thread.is_alive()
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Ask the loop to finish its pass and wait for it (at most `timeout` seconds)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+        self.worker.close()
+
+
+def start_background_worker(database: Database, clock: Clock, settings: Settings,
+                            notifier: Notifier | None = None) -> BackgroundWorker:
+    """Start the worker in a thread; call `.stop()` on shutdown. For `tallykey serve`:
+    `start_background_worker(rt.database, rt.clock, rt.settings, rt.notifier)`."""
+    worker = Worker.from_settings(database, clock, settings, notifier)
+    return BackgroundWorker(worker, settings.worker_interval).start()

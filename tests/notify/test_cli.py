@@ -1,0 +1,84 @@
+"""`tallykey outbox`, `tallykey webhooks` and `tallykey worker --once` end to end."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from tallykey.cli import app
+
+from .conftest import HttpReceiver, SmtpServer
+
+
+@pytest.fixture
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> CliRunner:
+    monkeypatch.setenv("TALLYKEY_DATABASE_URL", database_url)
+    monkeypatch.setenv("TALLYKEY_DATA_DIR", str(tmp_path / "data"))
+    monkeypatch.setenv("TALLYKEY_PUBLIC_URL", "https://keys.acme.test")
+    monkeypatch.delenv("TALLYKEY_SMTP_URL", raising=False)
+    runner = CliRunner()
+    for args in (["accounts", "create", "acme", "--name", "Acme"],
+                 ["users", "create", "-a", "acme", "--email", "admin@acme.test",
+                  "--role", "admin"],
+                 ["tokens", "create", "-a", "acme", "--user", "admin@acme.test",
+                  "--name", "CRM", "--days", "30", "-q"]):
+        result = runner.invoke(app, args)
+        assert result.exit_code == 0, result.output
+    return runner
+
+
+def test_outbox_list_show_retry_and_worker(cli: CliRunner, smtp_server: SmtpServer,
+                                           http_receiver: HttpReceiver,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    listed = cli.invoke(app, ["outbox", "list", "--json"])
+    assert listed.exit_code == 0, listed.output
+    [row] = json.loads(listed.stdout)
+    assert (row["channel"], row["event"], row["recipient"], row["status"]) == (
+        "email", "token.created", "admin@acme.test", "pending")
+    assert row["subject"] == 'New API token "CRM" created in Acme'
+
+    human = cli.invoke(app, ["outbox", "list"])
+    assert "TALLYKEY_SMTP_URL is not set" in human.stderr
+
+    shown = cli.invoke(app, ["outbox", "show", row["id"]])
+    assert shown.exit_code == 0
+    assert "If you do not recognise this, revoke it immediately" in shown.stdout
+    assert "https://keys.acme.test/console/tokens/" in shown.stdout
+
+    added = cli.invoke(app, ["webhooks", "add", "-a", "acme", "--url", http_receiver.url,
+                             "--json"])
+    assert added.exit_code == 0, added.output
+    assert json.loads(added.stdout)["secret"].startswith("whsec_")
+    endpoints = cli.invoke(app, ["webhooks", "list", "-a", "acme", "--json"])
+    assert "secret" not in endpoints.stdout and http_receiver.url in endpoints.stdout
+
+    assert cli.invoke(app, ["outbox", "retry", row["id"]]).exit_code == 0
+    both = cli.invoke(app, ["outbox", "retry", row["id"], "--dead"])
+    assert both.exit_code == 1 and "pass --dead" in both.stderr
+    missing = cli.invoke(app, ["outbox", "retry", "no-such-id"])
+    assert missing.exit_code == 3 and "No outbox message" in missing.stderr
+
+    monkeypatch.setenv("TALLYKEY_SMTP_URL", smtp_server.url)
+    ran = cli.invoke(app, ["worker", "--once"])
+    assert ran.exit_code == 0, ran.output
+    assert json.loads(ran.stdout)["sent"] == 1
+    assert [m.rcpt_tos for m in smtp_server.received] == [["admin@acme.test"]]
+    sent = json.loads(cli.invoke(app, ["outbox", "list", "--json", "--status", "sent"]).stdout)
+    assert [r["id"] for r in sent] == [row["id"]]
+
+
+def test_worker_refuses_a_malformed_smtp_url(cli: CliRunner,
+                                             monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLYKEY_SMTP_URL", "smtp://user:hunter2@mail.acme.test:x")
+    result = cli.invoke(app, ["worker", "--once"])
+    assert result.exit_code == 1
+    assert "TALLYKEY_SMTP_URL is malformed" in result.stderr
+    assert "hunter2" not in result.output
+
+
+def test_outbox_list_checks_the_status(cli: CliRunner) -> None:
+    result = cli.invoke(app, ["outbox", "list", "--status", "lost"])
+    assert result.exit_code == 1 and "Unknown outbox status" in result.stderr

@@ -1,0 +1,148 @@
+"""Signed webhooks delivered to a real HTTP receiver through the outbox, with retries."""
+
+from __future__ import annotations
+
+import json
+from datetime import timedelta
+
+import pytest
+
+from tallykey.accounts.actor import Actor
+from tallykey.clock import FrozenClock
+from tallykey.errors import PermissionDenied, ValidationFailed
+from tallykey.notify.webhooks import SignatureInvalid, sign, verify_signature
+from tallykey.tokens.format import TOKEN_PATTERN
+from tallykey.tokens.service import TokenChanges, TokenDraft
+
+from ..conftest import World
+from .conftest import HttpReceiver, make_worker, outbox_rows
+
+
+def add_endpoint(world: World, url: str) -> str:
+    _, secret = world.rt.webhooks.add(Actor.operator(world.acme_id), url)
+    return secret
+
+
+def test_token_events_are_signed_and_delivered(world: World, clock: FrozenClock,
+                                               http_receiver: HttpReceiver) -> None:
+    secret = add_endpoint(world, http_receiver.url)
+    assert secret.startswith("whsec_") and len(secret) > 40
+    rt = world.rt
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                        scopes=["employees:read"]))
+    rt.tokens.update(world.as_admin, issued.token.id, TokenChanges(name="CRM sync"))
+    rotated = rt.tokens.rotate(world.as_admin, issued.token.id)
+    rt.tokens.revoke(world.as_admin, issued.token.id)
+    worker = make_worker(rt, None)  # webhooks go out even without SMTP
+    assert worker.run_once().sent == 4
+    assert worker.run_once().sent == 0
+
+    order = ["token.created", "token.updated", "token.rotated", "token.revoked"]
+    # Delivery order is not guaranteed (retries reorder anyway): receivers use occurred_at.
+    requests = sorted(http_receiver.requests,
+                      key=lambda r: order.index(r.headers["Tallykey-Event"]))
+    assert [r.headers["Tallykey-Event"] for r in requests] == order
+    for request in requests:
+        assert request.path == "/hooks/tallykey"
+        assert request.headers["Content-Type"] == "application/json"
+        verify_signature(secret, request.headers["Tallykey-Signature"], request.body,
+                         clock.now())
+        body = request.body.decode()
+        for leaked in (issued.value, rotated.value, issued.secret.secret):
+            assert leaked not in body
+        assert TOKEN_PATTERN.search(body) is None
+    created = json.loads(requests[0].body)
+    assert created["type"] == "token.created"
+    assert created["data"]["token"]["prefix"] == issued.token.prefix
+    assert created["data"]["actor"] == {"type": "user", "id": world.admin.id,
+                                        "label": "admin@acme.test", "ip": "198.51.100.7"}
+    assert json.loads(requests[1].body)["data"]["details"]["name"] == ["CRM", "CRM sync"]
+    deliveries = {r.headers["Tallykey-Delivery"] for r in requests}
+    assert deliveries == {row.id for row in outbox_rows(rt) if row.channel == "webhook"}
+
+
+def test_expiring_and_expired_events(world: World, clock: FrozenClock,
+                                     http_receiver: HttpReceiver) -> None:
+    add_endpoint(world, http_receiver.url)
+    token = world.rt.tokens.issue(world.as_member, TokenDraft(name="Sheet",
+                                                              expires_in_days=30)).token
+    worker = make_worker(world.rt, None)
+    for moment in (token.expires_at - timedelta(days=6), token.expires_at - timedelta(days=1),
+                   token.expires_at + timedelta(hours=2)):
+        clock.set(moment)
+        worker.run_once()
+    events = [json.loads(r.body) for r in http_receiver.requests]
+    events.sort(key=lambda e: (e["occurred_at"], e["type"] != "token.created"))
+    assert [(e["type"], e["data"]["details"].get("days_before")) for e in events] == [
+        ("token.created", None), ("token.expiring", 7), ("token.expiring", 2),
+        ("token.expired", None)]
+    assert events[1]["data"]["actor"] is None
+
+
+def test_failed_deliveries_are_retried_then_succeed_once(
+        world: World, clock: FrozenClock, http_receiver: HttpReceiver) -> None:
+    secret = add_endpoint(world, http_receiver.url)
+    world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                     scopes=["employees:read"]))
+    worker = make_worker(world.rt, None)
+    http_receiver.status = 503
+    assert worker.run_once().retrying == 1
+    [row] = [r for r in outbox_rows(world.rt) if r.channel == "webhook"]
+    assert (row.status, row.last_error) == ("pending", "HTTP 503")
+    http_receiver.status = 204
+    clock.advance(timedelta(minutes=1))
+    assert worker.run_once().sent == 1
+    assert len(http_receiver.requests) == 2
+    first, second = http_receiver.requests
+    assert first.headers["Tallykey-Delivery"] == second.headers["Tallykey-Delivery"]
+    # Each attempt is signed afresh with its own timestamp.
+    assert first.headers["Tallykey-Signature"] != second.headers["Tallykey-Signature"]
+    verify_signature(secret, second.headers["Tallykey-Signature"], second.body, clock.now())
+
+
+def test_a_disabled_endpoint_gets_nothing_more(world: World,
+                                               http_receiver: HttpReceiver) -> None:
+    endpoint, _ = world.rt.webhooks.add(Actor.operator(world.acme_id), http_receiver.url)
+    world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                     scopes=["employees:read"]))
+    world.rt.webhooks.disable(Actor.operator(world.acme_id), endpoint.id)
+    report = make_worker(world.rt, None).run_once()
+    assert report.dead == 1 and http_receiver.requests == []
+    world.rt.tokens.issue(world.as_admin, TokenDraft(name="Other", expires_in_days=30,
+                                                     scopes=["employees:read"]))
+    assert [r.channel for r in outbox_rows(world.rt)].count("webhook") == 1
+
+
+def test_other_accounts_endpoints_are_not_called(world: World,
+                                                 http_receiver: HttpReceiver) -> None:
+    world.rt.webhooks.add(Actor.operator(world.globex_id), http_receiver.url)
+    world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                     scopes=["employees:read"]))
+    make_worker(world.rt, None).run_once()
+    assert http_receiver.requests == []
+
+
+def test_endpoint_management_is_for_admins_with_valid_urls(world: World) -> None:
+    with pytest.raises(PermissionDenied):
+        world.rt.webhooks.add(world.as_member, "https://hooks.acme.test/x")  # type: ignore[arg-type]
+    for bad in ("ftp://hooks.acme.test/", "hooks.acme.test/x", "https:///path"):
+        with pytest.raises(ValidationFailed, match="http"):
+            world.rt.webhooks.add(Actor.operator(world.acme_id), bad)
+
+
+def test_verify_signature_refuses_tampering_staleness_and_garbage(clock: FrozenClock) -> None:
+    now = clock.now()
+    body = '{"type":"token.created"}'
+    header = sign("whsec_key", body, int(now.timestamp()))
+    verify_signature("whsec_key", header, body, now)
+    verify_signature("whsec_key", header, body, now + timedelta(seconds=299))
+    cases = [
+        ("whsec_key", header, body + " ", now, "does not match"),
+        ("whsec_other", header, body, now, "does not match"),
+        ("whsec_key", header, body, now + timedelta(minutes=10), "seconds away"),
+        ("whsec_key", "v1=abc", body, now, "t="),
+        ("whsec_key", f"t={int(now.timestamp())}", body, now, "v1="),
+    ]
+    for secret, value, text, moment, reason in cases:
+        with pytest.raises(SignatureInvalid, match=reason):
+            verify_signature(secret, value, text, moment)
