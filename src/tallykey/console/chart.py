@@ -83,7 +83,8 @@ def usage_svg(usage: list[DayUsage]) -> Markup:
             parts.append(
                 f'<rect x="{x:.1f}" y="{base:.1f}" width="{bar:.1f}" height="{height:.1f}" '
                 f'fill="{colour}"><title>{day.day.isoformat()}: {value} {label}</title></rect>')
-        if index % 7 == 0 or index == len(usage) - 1:
+        last = index == len(usage) - 1
+        if (index % 7 == 0 and len(usage) - index > 3) or last:
             parts.append(f'<text x="{x + bar / 2:.1f}" y="{HEIGHT - 5}" text-anchor="middle" '
                          f'font-size="10" fill="#555">{day.day.strftime("%m-%d")}</text>')
     parts.append("</svg>")
