@@ -135,8 +135,10 @@ def serve(
     """Serve the management API, verification endpoints and the demo platform API."""
     import uvicorn
 
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     with runtime() as rt:  # validates settings and the schema before any worker starts
         region = rt.settings.region
+        print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
     uvicorn.run("tallykey.api.app:create_app", factory=True,
                 **_uvicorn_config(host, port, workers, access_log))
@@ -169,6 +171,17 @@ def demo(
     server = uvicorn.Server(uvicorn.Config(create_app(), **_uvicorn_config(
         host, port, 1, False)))
     server.run()
+
+
+def print_setup_link(rt: Runtime, base_url: str) -> None:
+    """No administrator yet: print the one-time link that creates the first one."""
+    from tallykey.console.setup import issue_link
+
+    link = issue_link(rt, base_url)
+    if link:
+        out.print(f"No administrator exists yet. Create the first one (this link works once):"
+                  f"\n  {link}", highlight=False, soft_wrap=True)
+        sys.stdout.flush()
 
 
 def print_demo_welcome(seeded: dict[str, Any]) -> None:

@@ -12,8 +12,10 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI
+from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
+from tallykey import console
 from tallykey.api import management, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
@@ -66,6 +68,8 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(management.router)
     api.include_router(verify.router)
     api.include_router(platform.router)
+    api.include_router(console.router)
+    api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
 
     @api.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:

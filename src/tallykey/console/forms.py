@@ -1,0 +1,94 @@
+"""Console forms: what a posted form means for the services, and what to show again when
+the service refuses it (the user's own input plus the error)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import date
+
+from starlette.datastructures import FormData
+
+from tallykey.console.views import split_lines
+from tallykey.errors import ValidationFailed
+from tallykey.tokens.models import PERSONAL
+from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
+from tallykey.tokens.service import TokenChanges, TokenDraft
+
+CUSTOM_EXPIRY = "date"
+DEFAULT_PRESET = "30"
+
+
+def text(form: FormData, name: str) -> str:
+    value = form.get(name)
+    return value if isinstance(value, str) else ""
+
+
+def texts(form: FormData, name: str) -> list[str]:
+    return [v for v in form.getlist(name) if isinstance(v, str)]
+
+
+@dataclass
+class TokenForm:
+    """The create form's values, as typed; `errors` maps a field to its message."""
+
+    name: str = ""
+    description: str = ""
+    kind: str = PERSONAL
+    workspace: str = ""
+    scopes: list[str] = field(default_factory=list)
+    target: str = ""
+    ip_allowlist: str = ""
+    expiry: str = DEFAULT_PRESET
+    expires_on: str = ""
+    errors: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def parse(cls, form: FormData) -> TokenForm:
+        return cls(name=text(form, "name"), description=text(form, "description"),
+                   kind=text(form, "kind") or PERSONAL, workspace=text(form, "workspace"),
+                   scopes=texts(form, "scopes"), target=text(form, "target"),
+                   ip_allowlist=text(form, "ip_allowlist"),
+                   expiry=text(form, "expiry") or DEFAULT_PRESET,
+                   expires_on=text(form, "expires_on"))
+
+    def draft(self) -> TokenDraft:
+        """The service's input; `ValidationFailed` if the expiry choice is unreadable."""
+        expires_at: date | None = None
+        days: int | None = None
+        if self.expiry == CUSTOM_EXPIRY:
+            try:
+                expires_at = date.fromisoformat(self.expires_on)
+            except ValueError:
+                raise ValidationFailed("Pick the expiry date (YYYY-MM-DD).",
+                                       field="expires_at") from None
+        elif self.expiry.isdigit() and int(self.expiry) in EXPIRY_PRESET_DAYS:
+            days = int(self.expiry)
+        else:
+            raise ValidationFailed("Choose how long the token is valid.", field="expires_at")
+        return TokenDraft(name=self.name, description=self.description, kind=self.kind,
+                          workspace=self.workspace or None, scopes=self.scopes,
+                          ip_allowlist=split_lines(self.ip_allowlist),
+                          target=self.target or None, expires_at=expires_at,
+                          expires_in_days=days)
+
+
+def token_changes(form: FormData) -> TokenChanges:
+    return TokenChanges(name=text(form, "name"), description=text(form, "description"),
+                        ip_allowlist=split_lines(text(form, "ip_allowlist")),
+                        target=text(form, "target"))
+
+
+def grace_seconds(form: FormData) -> int:
+    raw = text(form, "grace_days") or "0"
+    if not raw.isdigit() or int(raw) * 86400 > MAX_GRACE_SECONDS:
+        raise ValidationFailed("The grace period is 0 to 7 days.", field="grace_seconds")
+    return int(raw) * 86400
+
+
+def error_field(error: ValidationFailed | Exception) -> str:
+    """The form field an error belongs to (`form` when it names none)."""
+    details = getattr(error, "details", {})
+    name = details.get("field") if isinstance(details, dict) else None
+    if name in {"expires_in_days"}:
+        return "expires_at"
+    return str(name) if name else "form"

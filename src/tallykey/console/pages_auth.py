@@ -1,0 +1,165 @@
+"""Signing in and out, and the first-run setup page.
+
+These forms come before any session, so their CSRF token is a random value set both in a
+short-lived cookie and in the form (double submit), compared in constant time.
+"""
+
+from __future__ import annotations
+
+import secrets
+
+from fastapi import APIRouter, Request, Response
+from starlette.concurrency import run_in_threadpool
+
+from tallykey.accounts.actor import Actor
+from tallykey.accounts.models import User
+from tallykey.api.deps import ip_of
+from tallykey.audit import trail
+from tallykey.auth.limiter import FailureLimiter
+from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
+from tallykey.console import setup
+from tallykey.console.forms import text
+from tallykey.console.web import (
+    CSRF_FIELD,
+    PREFIX,
+    ConsoleRoute,
+    CsrfRefused,
+    FormDep,
+    RuntimeDep,
+    ViewerDep,
+    error_page,
+    new_form_key,
+    redirect,
+    render,
+    safe_next,
+)
+from tallykey.errors import ValidationFailed
+from tallykey.runtime import Runtime
+
+router = APIRouter(route_class=ConsoleRoute)
+
+FORM_COOKIE = "tallykey_form_key"
+LOGIN_FAILURES_PER_MINUTE = 10
+BAD_CREDENTIALS = "The e-mail or password is wrong, or this user is deactivated."
+
+
+def login_limiter(request: Request) -> FailureLimiter:
+    """Failed console logins per client IP and minute (one limiter per app)."""
+    limiter: FailureLimiter | None = getattr(request.app.state, "console_login_limiter", None)
+    if limiter is None:
+        limiter = FailureLimiter(LOGIN_FAILURES_PER_MINUTE)
+        request.app.state.console_login_limiter = limiter
+    return limiter
+
+
+def with_form_key(request: Request, response: Response, key: str) -> Response:
+    response.set_cookie(FORM_COOKIE, key, httponly=True, samesite="strict",
+                        secure=request.url.scheme == "https", path=PREFIX)
+    return response
+
+
+async def pre_session_form(request: Request) -> dict[str, str]:
+    """The posted fields, once the double-submit CSRF key matched."""
+    form = await request.form()
+    presented = text(form, CSRF_FIELD)
+    expected = request.cookies.get(FORM_COOKIE, "")
+    if not presented or not secrets.compare_digest(presented.encode(), expected.encode()):
+        raise CsrfRefused
+    return {k: v for k, v in form.items() if isinstance(v, str)}
+
+
+def start_session(request: Request, runtime: Runtime, user: User, target: str) -> Response:
+    ip = ip_of(request)
+    opened = runtime.sessions.open(user, ip)
+    with runtime.database.transaction() as session:
+        trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,
+                                          "console"),
+                     action="user.login", at=runtime.clock.now(), target_type="user",
+                     target_id=user.id)
+    response = redirect(safe_next(target))
+    response.set_cookie(SESSION_COOKIE, opened.cookie,
+                        max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
+                        samesite="lax", secure=request.url.scheme == "https", path="/")
+    response.delete_cookie(FORM_COOKIE, path=PREFIX)
+    return response
+
+
+@router.get("/login")
+def login_page(request: Request, next: str = "") -> Response:
+    key = new_form_key()
+    return with_form_key(request, render(request, "login.html", form_key=key,
+                                         next=safe_next(next), email="", error=""), key)
+
+
+@router.post("/login")
+async def login(request: Request, runtime: RuntimeDep) -> Response:
+    fields = await pre_session_form(request)
+    limiter = login_limiter(request)
+    ip = ip_of(request)
+    wait = limiter.retry_after(ip)
+    if wait is not None:
+        return render(request, "error.html", status_code=429, headers={"Retry-After": str(wait)},
+                      title="Too many sign-in attempts",
+                      message="There were too many failed sign-ins from your network.",
+                      hint=f"Wait {wait} seconds, then try again.")
+    user = await run_in_threadpool(runtime.accounts.check_login, fields.get("email", ""),
+                                   fields.get("password", ""))
+    if user is None:
+        limiter.failed(ip)
+        key = new_form_key()
+        page = render(request, "login.html", status_code=401, form_key=key,
+                      next=safe_next(fields.get("next")), email=fields.get("email", ""),
+                      error=BAD_CREDENTIALS)
+        return with_form_key(request, page, key)
+    return await run_in_threadpool(start_session, request, runtime, user,
+                                   fields.get("next", ""))
+
+
+@router.post("/logout")
+def logout(request: Request, viewer: ViewerDep, _: FormDep, runtime: RuntimeDep) -> Response:
+    runtime.sessions.close(viewer.session.cookie)
+    response = redirect(f"{PREFIX}/login")
+    response.delete_cookie(SESSION_COOKIE, path="/")
+    return response
+
+
+@router.get("/")
+def home() -> Response:
+    return redirect(f"{PREFIX}/tokens")
+
+
+@router.get("/setup/{key}")
+def setup_page(request: Request, key: str, runtime: RuntimeDep) -> Response:
+    if not setup.link_is_valid(runtime, key):
+        return used_link(request)
+    form_key = new_form_key()
+    return with_form_key(request, render(request, "setup.html", form_key=form_key, key=key,
+                                         values={}, error="", error_field=""), form_key)
+
+
+@router.post("/setup/{key}")
+async def setup_submit(request: Request, key: str, runtime: RuntimeDep) -> Response:
+    fields = await pre_session_form(request)
+    if not await run_in_threadpool(setup.link_is_valid, runtime, key):
+        return used_link(request)
+    draft = setup.FirstAdmin(account_name=fields.get("account_name", ""),
+                             email=fields.get("email", ""),
+                             password=fields.get("password", ""), name=fields.get("name", ""))
+    try:
+        user = await run_in_threadpool(setup.complete, runtime, key, draft, ip_of(request))
+    except ValidationFailed as error:
+        form_key = new_form_key()
+        values = {k: v for k, v in fields.items() if k != "password"}
+        page = render(request, "setup.html", status_code=422, form_key=form_key, key=key,
+                      values=values, error=error.message + (f" {error.hint}" if error.hint
+                                                            else ""),
+                      error_field=str(error.details.get("field", "")))
+        return with_form_key(request, page, form_key)
+    return await run_in_threadpool(start_session, request, runtime, user, "")
+
+
+def used_link(request: Request) -> Response:
+    return error_page(request, 410, "This setup link cannot be used",
+                      "It was used already, has expired, or an administrator exists.",
+                      "Sign in instead, or restart 'tallykey serve' for a new link if no "
+                      "administrator exists yet.")

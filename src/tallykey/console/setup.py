@@ -1,0 +1,125 @@
+"""First run: while the store has no administrator, `tallykey serve` prints a one-time
+setup link; opening it creates the first account and its administrator, once.
+
+Only the link's SHA-256 is kept, in an (account-less) audit entry, so every node sharing
+the database accepts it and its use is on record. A newer link replaces older ones; the
+link stops working once used, after `LINK_LIFETIME`, or as soon as any admin exists.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+import secrets
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import exists, select
+
+from tallykey.accounts.actor import Actor
+from tallykey.accounts.models import Account, User
+from tallykey.accounts.permissions import ADMIN
+from tallykey.accounts.service import normalise_email
+from tallykey.audit.models import AuditEvent
+from tallykey.errors import ValidationFailed
+from tallykey.runtime import Runtime
+from tallykey.tokens.policy import clean_name
+
+LINK_ISSUED = "setup.link_issued"
+LINK_USED = "setup.completed"
+LINK_LIFETIME = timedelta(hours=24)
+MIN_PASSWORD_LENGTH = 12
+SETUP_PATH = "/console/setup/"
+
+
+def _hash(key: str) -> str:
+    return hashlib.sha256(key.encode()).hexdigest()
+
+
+def needs_setup(runtime: Runtime) -> bool:
+    """True while no administrator exists anywhere in the store."""
+    with runtime.database.reading() as session:
+        return not session.scalar(select(exists().where(User.role == ADMIN)))
+
+
+def issue_link(runtime: Runtime, base_url: str) -> str | None:
+    """A fresh setup link when the store has no admin (else None). Prints nothing."""
+    if not needs_setup(runtime):
+        return None
+    key = secrets.token_urlsafe(32)
+    with runtime.database.transaction() as session:
+        session.add(AuditEvent(account_id=None, occurred_at=runtime.clock.now(),
+                               action=LINK_ISSUED, actor_type="operator",
+                               actor_label="tallykey serve",
+                               details={"link_sha256": _hash(key)}))
+    return base_url.rstrip("/") + SETUP_PATH + key
+
+
+def link_is_valid(runtime: Runtime, key: str) -> bool:
+    """The newest link, unused, not too old, and still no admin in the store."""
+    if not key or len(key) > 100 or not needs_setup(runtime):
+        return False
+    with runtime.database.reading() as session:
+        latest = session.scalar(select(AuditEvent).where(
+            AuditEvent.account_id.is_(None), AuditEvent.action.in_((LINK_ISSUED, LINK_USED)))
+            .order_by(AuditEvent.id.desc()).limit(1))
+    if latest is None or latest.action != LINK_ISSUED:
+        return False
+    if latest.occurred_at + LINK_LIFETIME < runtime.clock.now():
+        return False
+    stored = str(latest.details.get("link_sha256", ""))
+    return secrets.compare_digest(stored.encode(), _hash(key).encode())
+
+
+@dataclass(frozen=True)
+class FirstAdmin:
+    account_name: str
+    email: str
+    password: str
+    name: str = ""
+
+
+def slug_for(name: str) -> str:
+    slug = re.sub(r"[^a-z0-9]+", "-", name.lower()).strip("-")[:50]
+    return slug or "account"
+
+
+def check(draft: FirstAdmin) -> tuple[str, str]:
+    """(account name, e-mail) cleaned, or `ValidationFailed` naming the field."""
+    account_name = clean_name(draft.account_name, "account name")
+    email = normalise_email(draft.email)
+    if len(draft.password) < MIN_PASSWORD_LENGTH:
+        raise ValidationFailed(
+            f"The password needs at least {MIN_PASSWORD_LENGTH} characters.",
+            "A few unrelated words make a long password that is easy to remember.",
+            field="password")
+    return account_name, email
+
+
+def complete(runtime: Runtime, key: str, draft: FirstAdmin, ip: str | None) -> User:
+    """Spend the link and create the account and its administrator.
+
+    Raises `ValidationFailed` for bad input (the link stays usable) and for a link that
+    is no longer valid.
+    """
+    account_name, email = check(draft)
+    with runtime.database.transaction() as session:
+        if session.scalar(select(exists().where(User.email == email))):
+            raise ValidationFailed(f"A user with the e-mail {email} exists already.",
+                                   field="email")
+        slug = base = slug_for(account_name)
+        number = 1
+        while session.scalar(select(exists().where(Account.slug == slug))):
+            number += 1
+            slug = f"{base}-{number}"
+    if not link_is_valid(runtime, key):
+        raise ValidationFailed("This setup link has been used or has expired.",
+                               "Restart 'tallykey serve' to print a new one.")
+    with runtime.database.transaction() as session:
+        session.add(AuditEvent(account_id=None, occurred_at=runtime.clock.now(),
+                               action=LINK_USED, actor_type="operator",
+                               actor_label=email, ip=ip, details={"account": slug}))
+    account = runtime.accounts.create_account(slug, account_name, runtime.settings.region)
+    setup_actor = Actor(account.id, None, ADMIN, "first-run setup", ip, "console")
+    return runtime.accounts.create_user(setup_actor, email, role=ADMIN, name=draft.name,
+                                        password=draft.password)

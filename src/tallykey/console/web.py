@@ -1,0 +1,172 @@
+"""Console plumbing: templates, the signed-in user, CSRF on every form, security headers,
+and product errors turned into HTML pages instead of JSON."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import quote
+
+from fastapi import Depends, Request, Response
+from fastapi.routing import APIRoute
+from jinja2 import Environment, FileSystemLoader, select_autoescape
+from starlette.concurrency import run_in_threadpool
+from starlette.datastructures import FormData
+from starlette.responses import HTMLResponse, RedirectResponse
+
+from tallykey.accounts.actor import Actor
+from tallykey.api.deps import ip_of, runtime_of
+from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
+from tallykey.console import views
+from tallykey.errors import NotFound, PermissionDenied, TallykeyError
+from tallykey.runtime import Runtime
+
+PREFIX = "/console"
+STATIC_PATH = PREFIX + "/static"
+TEMPLATES_DIR = Path(__file__).parent / "templates"
+STATIC_DIR = Path(__file__).parent / "static"
+CSRF_FIELD = "csrf_token"
+
+#: No inline script or style anywhere: JS and CSS come from /console/static only.
+CONTENT_SECURITY_POLICY = (
+    "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+    "connect-src 'self'; form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
+
+templates = Environment(
+    loader=FileSystemLoader(TEMPLATES_DIR),
+    autoescape=select_autoescape(default=True, default_for_string=True),
+    trim_blocks=True,
+    lstrip_blocks=True,
+    auto_reload=False,
+)
+templates.filters.update(views.FILTERS)
+templates.globals.update(prefix=PREFIX, static=STATIC_PATH)
+
+
+class LoginRequired(Exception):
+    """No live console session: the browser is sent to the login page."""
+
+
+class CsrfRefused(Exception):
+    """A state-changing request without the session's CSRF token."""
+
+
+@dataclass(frozen=True)
+class Viewer:
+    """Who is looking at a console page: their session and the actor they act as."""
+
+    session: OpenSession
+    actor: Actor
+
+    @property
+    def is_admin(self) -> bool:
+        return self.actor.is_admin
+
+
+def render(request: Request, template: str, *, status_code: int = 200,
+           headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
+    viewer: Viewer | None = getattr(request.state, "viewer", None)
+    body = templates.get_template(template).render(
+        request=request, viewer=viewer, csrf=viewer.session.csrf_token if viewer else "",
+        path=request.url.path, **context)
+    return HTMLResponse(body, status_code=status_code, headers=headers)
+
+
+def redirect(url: str) -> RedirectResponse:
+    """After a successful POST: see the result with a GET (no resubmission on reload)."""
+    return RedirectResponse(url, status_code=303)
+
+
+def safe_next(target: str | None) -> str:
+    """Only same-site console paths are followed after login (no open redirect)."""
+    if target and target.startswith(PREFIX + "/") and not target.startswith("//") \
+            and "\\" not in target:
+        return target
+    return PREFIX + "/tokens"
+
+
+async def current_viewer(request: Request) -> Viewer:
+    runtime = runtime_of(request)
+    session = await run_in_threadpool(runtime.sessions.find,
+                                      request.cookies.get(SESSION_COOKIE))
+    if session is None:
+        raise LoginRequired
+    user = session.user
+    viewer = Viewer(session, Actor(user.account_id, user.id, user.role, user.email,
+                                   ip_of(request), "console"))
+    request.state.viewer = viewer
+    return viewer
+
+
+async def checked_form(request: Request,
+                       viewer: Annotated[Viewer, Depends(current_viewer)]) -> FormData:
+    """The posted form, once its CSRF token matched the session's (constant time)."""
+    form = await request.form()
+    presented = form.get(CSRF_FIELD)
+    if not csrf_matches(viewer.session, presented if isinstance(presented, str) else None):
+        raise CsrfRefused
+    return form
+
+
+def admin_viewer(viewer: Annotated[Viewer, Depends(current_viewer)]) -> Viewer:
+    if not viewer.is_admin:
+        raise PermissionDenied("This page is for account administrators.",
+                               "Ask an administrator of your account.")
+    return viewer
+
+
+ViewerDep = Annotated[Viewer, Depends(current_viewer)]
+AdminDep = Annotated[Viewer, Depends(admin_viewer)]
+FormDep = Annotated[FormData, Depends(checked_form)]
+
+
+def runtime_dep(request: Request) -> Runtime:
+    return runtime_of(request)
+
+
+RuntimeDep = Annotated[Runtime, Depends(runtime_dep)]
+
+
+def new_form_key() -> str:
+    return secrets.token_urlsafe(32)
+
+
+class ConsoleRoute(APIRoute):
+    """Every console response gets the CSP; errors become pages a person can act on."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def console_handler(request: Request) -> Response:
+            try:
+                response = await handler(request)
+            except LoginRequired:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query
+                                             else "")
+                response = redirect(f"{PREFIX}/login?next={quote(target, safe='')}")
+            except CsrfRefused:
+                response = error_page(request, 403, "This form has expired",
+                                      "The form's security token is missing or does not "
+                                      "match your session.",
+                                      "Go back, reload the page and submit the form again.")
+            except NotFound as error:
+                response = error_page(request, 404, "Not found", error.message, error.hint)
+            except PermissionDenied as error:
+                response = error_page(request, 403, "Not allowed", error.message, error.hint)
+            except TallykeyError as error:
+                response = error_page(request, error.status, "That did not work",
+                                      error.message, error.hint)
+            response.headers["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
+            return response
+
+        return console_handler
+
+
+def error_page(request: Request, status: int, title: str, message: str,
+               hint: str = "") -> HTMLResponse:
+    return render(request, "error.html", status_code=status, title=title, message=message,
+                  hint=hint)

@@ -1,0 +1,302 @@
+"""Console pages without a browser: sign-in, CSRF refusal, member isolation, form errors
+re-rendered with the user's input, the show-once page, audit exports, first-run setup."""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+
+from starlette.testclient import TestClient
+
+from tallykey.accounts.actor import Actor
+from tallykey.auth.limiter import WINDOW_SECONDS
+from tallykey.console import setup
+from tallykey.console.web import CONTENT_SECURITY_POLICY
+from tallykey.runtime import Runtime
+from tallykey.tokens.service import TokenDraft
+
+from ..conftest import World
+from .conftest import Browser, csrf_of, sign_in
+
+SECRET = re.compile(r'id="secret" class="secret" type="text" readonly value="([^"]+)"')
+
+
+def create(client: TestClient, csrf: str, **fields: object) -> object:
+    data: dict[str, object] = {"csrf_token": csrf, "name": "console token", "expiry": "30",
+                               "kind": "personal"}
+    data.update(fields)
+    return client.post("/console/tokens/new", data=data)
+
+
+def test_pages_need_a_session_and_send_the_login_page_back_to_them(
+        world: World, new_client: Browser) -> None:
+    client = new_client()
+    answer = client.get("/console/tokens?status=revoked")
+    assert answer.status_code == 303
+    assert answer.headers["location"] == (
+        "/console/login?next=%2Fconsole%2Ftokens%3Fstatus%3Drevoked")
+    login = client.get(answer.headers["location"])
+    assert login.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+    assert "unsafe-inline" not in CONTENT_SECURITY_POLICY
+    done = client.post("/console/login", data={
+        "csrf_token": csrf_of(login.text), "email": "admin@acme.test",
+        "password": "correct horse battery", "next": "/console/tokens?status=revoked"})
+    assert done.headers["location"] == "/console/tokens?status=revoked"
+    cookie = done.headers["set-cookie"].lower()
+    assert "tallykey_session=" in cookie and "httponly" in cookie and "samesite=lax" in cookie
+
+
+def test_login_refuses_open_redirects_and_wrong_passwords(world: World,
+                                                          new_client: Browser) -> None:
+    client = new_client()
+    page = client.get("/console/login")
+    wrong = client.post("/console/login", data={"csrf_token": csrf_of(page.text),
+                                                 "email": "admin@acme.test", "password": "x"})
+    assert wrong.status_code == 401
+    assert "The e-mail or password is wrong" in wrong.text
+    assert 'value="admin@acme.test"' in wrong.text
+    done = client.post("/console/login", data={
+        "csrf_token": csrf_of(wrong.text), "email": "admin@acme.test",
+        "password": "correct horse battery", "next": "//evil.example/console/x"})
+    assert done.headers["location"] == "/console/tokens"
+
+
+def test_login_without_its_form_key_is_refused(world: World, new_client: Browser) -> None:
+    client = new_client()
+    answer = client.post("/console/login", data={"email": "admin@acme.test",
+                                                  "password": "correct horse battery"})
+    assert answer.status_code == 403
+    assert "tallykey_session" not in answer.headers.get("set-cookie", "")
+
+
+def test_repeated_failed_logins_are_throttled_per_address(world: World,
+                                                          new_client: Browser) -> None:
+    client = new_client()
+    page = client.get("/console/login")
+    into_minute = time.monotonic() % WINDOW_SECONDS  # the limiter counts per clock minute
+    if into_minute > WINDOW_SECONDS - 15:
+        time.sleep(WINDOW_SECONDS - into_minute + 0.1)
+    statuses = []
+    for _ in range(11):
+        answer = client.post("/console/login", data={"csrf_token": csrf_of(page.text),
+                                                      "email": "admin@acme.test",
+                                                      "password": "guess"})
+        statuses.append(answer.status_code)
+        page = answer
+    assert statuses[:10] == [401] * 10
+    assert statuses[10] == 429
+    assert int(page.headers["retry-after"]) > 0
+    assert "Too many sign-in attempts" in page.text
+
+
+def test_every_state_change_without_the_csrf_token_is_refused(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    made = create(client, csrf, name="keep me")
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    posts = {
+        "/console/tokens/new": {"name": "x", "expiry": "30"},
+        f"/console/tokens/{token_id}": {"name": "renamed"},
+        f"/console/tokens/{token_id}/rotate": {"grace_days": "0"},
+        f"/console/tokens/{token_id}/revoke": {"reason": "csrf"},
+        "/console/users": {"email": "new@acme.test"},
+        "/console/account": {"max_validity_days": "7"},
+        "/console/logout": {},
+    }
+    for path, data in posts.items():
+        for token in (None, "wrong-" + csrf):
+            body = dict(data, **({"csrf_token": token} if token else {}))
+            answer = client.post(path, data=body)
+            assert answer.status_code == 403, path
+            assert "This form has expired" in answer.text
+    token = world.rt.tokens.get(world.as_admin, token_id)  # type: ignore[arg-type]
+    assert token.name == "keep me" and token.revoked_at is None
+    assert client.get("/console/tokens").status_code == 200  # still signed in
+
+
+def test_create_shows_the_secret_once_never_cached_and_never_in_a_url(
+        admin: tuple[TestClient, str]) -> None:
+    client, csrf = admin
+    made = create(client, csrf, kind="application", scopes=["employees:read"], expiry="365",
+                  target="Excel", ip_allowlist="203.0.113.0/24\n2001:db8::/32")
+    assert made.status_code == 201
+    assert "no-store" in made.headers["cache-control"]
+    secret = SECRET.search(made.text).group(1)  # type: ignore[union-attr]
+    assert secret.startswith("tlk_eu1_")
+    assert "will not be shown again" in made.text
+    assert "Username" in made.text and "/core/v3/info" in made.text
+    assert "Tokens valid for more than 3 months are discouraged" in made.text
+    listing = client.get("/console/tokens")
+    assert secret not in listing.text and secret[:20] in listing.text
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    detail = client.get(f"/console/tokens/{token_id}")
+    assert secret not in detail.text and "203.0.113.0/24" in detail.text
+
+
+def test_a_refused_form_is_shown_again_with_the_input_and_nothing_is_created(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    policy = client.post("/console/account", data={
+        "csrf_token": csrf, "max_validity_days": "30", "reminder_days": "7, 2",
+        "ip_allowlist": ""})
+    assert policy.status_code == 303
+    too_long = create(client, csrf, name="Too long", description="kept", expiry="90")
+    assert too_long.status_code == 422
+    assert "maximum validity of 30 days" in too_long.text
+    assert 'value="Too long"' in too_long.text and ">kept</textarea>" in too_long.text
+    bad_ip = create(client, csrf, name="Bad IP", ip_allowlist="10.0.0.1/8")
+    assert bad_ip.status_code == 422 and "Did you mean 10.0.0.0/8?" in bad_ip.text
+    assert 'aria-invalid="true" aria-describedby="ip_allowlist-error"' in bad_ip.text
+    nameless = create(client, csrf, name="  ")
+    assert nameless.status_code == 422 and "The name is required" in nameless.text
+    from tallykey.tokens.service import TokenQuery
+
+    page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())  # type: ignore[arg-type]
+    assert page.items == []
+
+
+def test_members_see_only_their_own_tokens_and_no_admin_pages(
+        admin: tuple[TestClient, str], member: tuple[TestClient, str]) -> None:
+    admin_client, admin_csrf = admin
+    member_client, member_csrf = member
+    made = create(admin_client, admin_csrf, name="Admins only")
+    admin_token = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    mine = create(member_client, member_csrf, name="Member token", scopes=["employees:read"])
+    assert mine.status_code == 201
+    listing = member_client.get("/console/tokens?status=all")
+    assert "Member token" in listing.text and "Admins only" not in listing.text
+    assert member_client.get(f"/console/tokens/{admin_token}").status_code == 404
+    revoke = member_client.post(f"/console/tokens/{admin_token}/revoke",
+                                data={"csrf_token": member_csrf})
+    assert revoke.status_code == 404
+    for page in ("/console/audit", "/console/users", "/console/outbox",
+                 "/console/audit/export.csv"):
+        assert member_client.get(page).status_code == 403, page
+    assert member_client.post("/console/account", data={
+        "csrf_token": member_csrf, "max_validity_days": "1"}).status_code == 403
+    form = member_client.get("/console/tokens/new").text
+    assert 'value="application"' not in form and "tokens:manage" not in form
+    refused = create(member_client, member_csrf, kind="application", scopes=["employees:read"])
+    assert refused.status_code == 422
+    assert "Only account administrators can create application tokens" in refused.text
+    beyond = create(member_client, member_csrf, scopes=["employees:write"])
+    assert beyond.status_code == 422 and "scopes its owner lacks" in beyond.text
+
+
+def test_edit_rotate_revoke_and_the_expired_and_revoked_section(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    made = create(client, csrf, name="Lifecycle")
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    saved = client.post(f"/console/tokens/{token_id}", data={
+        "csrf_token": csrf, "name": "Lifecycle 2", "description": "edited",
+        "ip_allowlist": "", "target": "Tableau"})
+    assert saved.status_code == 303
+    detail = client.get(saved.headers["location"])
+    assert "Changes saved." in detail.text and "token.updated" in detail.text
+    assert "cannot be extended" in detail.text
+    rotated = client.post(f"/console/tokens/{token_id}/rotate",
+                          data={"csrf_token": csrf, "grace_days": "2"})
+    assert rotated.status_code == 200 and SECRET.search(rotated.text)
+    too_long = client.post(f"/console/tokens/{token_id}/rotate",
+                           data={"csrf_token": csrf, "grace_days": "8"})
+    assert too_long.status_code == 422 and "0 to 7 days" in too_long.text
+    revoked = client.post(f"/console/tokens/{token_id}/revoke",
+                          data={"csrf_token": csrf, "reason": "leaked in a ticket"})
+    assert revoked.status_code == 303
+    section = client.get(revoked.headers["location"])
+    assert "Lifecycle 2" in section.text and "leaked in a ticket" in section.text
+    assert "admin@acme.test" in section.text
+    again = client.post(f"/console/tokens/{token_id}/revoke",
+                        data={"csrf_token": csrf, "reason": "twice"})
+    assert again.status_code == 409 and "already revoked" in again.text
+
+
+def test_audit_filters_and_exports(admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    create(client, csrf, name="=cmd|' /C calc'!A0")
+    page = client.get("/console/audit", params={"action": "token.created"})
+    assert page.status_code == 200 and "token.created" in page.text
+    exported = client.get("/console/audit/export.csv", params={"action": "token.created"})
+    assert exported.headers["content-disposition"].startswith("attachment")
+    assert exported.text.splitlines()[0].startswith("id,occurred_at,action")
+    assert len(exported.text.splitlines()) == 2
+    assert "user.login" not in exported.text
+    lines = client.get("/console/audit/export.jsonl").text.splitlines()
+    actions = {json.loads(line)["action"] for line in lines}
+    assert {"token.created", "user.login"} <= actions
+    bad = client.get("/console/audit", params={"since": "yesterday"})
+    assert bad.status_code == 422 and "YYYY-MM-DD" in bad.text
+
+
+def test_users_page_adds_and_deactivates_a_user(admin: tuple[TestClient, str], world: World,
+                                                new_client: Browser) -> None:
+    client, csrf = admin
+    added = client.post("/console/users", data={
+        "csrf_token": csrf, "email": "new@acme.test", "role": "member",
+        "password": "new member password", f"grant:{world.sales.id}": "employees:read"})
+    assert added.status_code == 303
+    duplicate = client.post("/console/users", data={
+        "csrf_token": csrf, "email": "new@acme.test", "role": "member"})
+    assert duplicate.status_code == 422 and "exists already" in duplicate.text
+    newcomer = new_client()
+    sign_in(newcomer, "new@acme.test", "new member password")
+    user = world.rt.accounts.find_user(world.acme_id, "new@acme.test")
+    done = client.post(f"/console/users/{user.id}", data={
+        "csrf_token": csrf, "role": "member", "active": "no"})
+    assert done.status_code == 303
+    assert newcomer.get("/console/tokens").status_code == 303  # signed out at once
+
+
+def test_the_setup_link_creates_the_first_admin_once(rt: Runtime,
+                                                     new_client: Browser) -> None:
+    link = setup.issue_link(rt, "http://testserver")
+    assert link is not None
+    path = link.removeprefix("http://testserver")
+    client = new_client()
+    page = client.get(path)
+    assert page.status_code == 200
+    weak = client.post(path, data={"csrf_token": csrf_of(page.text), "account_name": "Initech",
+                                   "email": "boss@initech.test", "password": "short"})
+    assert weak.status_code == 422 and "at least 12 characters" in weak.text
+    done = client.post(path, data={"csrf_token": csrf_of(weak.text), "account_name": "Initech",
+                                   "email": "boss@initech.test",
+                                   "password": "a long enough password"})
+    assert done.status_code == 303 and done.headers["location"] == "/console/tokens"
+    assert "Initech" in client.get("/console/account").text
+    assert new_client().get(path).status_code == 410
+    assert setup.issue_link(rt, "http://testserver") is None
+    account = rt.accounts.find_account("initech")
+    user = rt.accounts.find_user(account.id, "boss@initech.test")
+    assert user.role == "admin"
+
+
+def test_a_setup_link_is_refused_when_guessed_or_replaced(rt: Runtime,
+                                                          new_client: Browser) -> None:
+    first = setup.issue_link(rt, "http://x")
+    second = setup.issue_link(rt, "http://x")
+    assert first and second and first != second
+    client = new_client()
+    assert client.get(first.removeprefix("http://x")).status_code == 410
+    assert client.get("/console/setup/guess").status_code == 410
+    assert client.get(second.removeprefix("http://x")).status_code == 200
+
+
+def test_usage_chart_and_outbox_page(admin: tuple[TestClient, str], world: World) -> None:
+    from tallykey.auth.usage import UsageRecorder
+
+    client, _ = admin
+    actor = Actor(world.acme_id, world.admin.id, "admin", world.admin.email)
+    issued = world.rt.tokens.issue(actor, TokenDraft(name="used", expires_in_days=7))
+    recorder = UsageRecorder(world.rt.database)
+    now = world.rt.clock.now()
+    for _ in range(3):
+        recorder.record(issued.token.id, now.timestamp(), "198.51.100.1", "curl", "allowed")
+    recorder.record(issued.token.id, now.timestamp(), "198.51.100.9", "curl", "ip_not_allowed")
+    recorder.flush()
+    detail = client.get(f"/console/tokens/{issued.token.id}")
+    assert "3 allowed and 1 denied requests" in detail.text
+    assert "<svg" in detail.text and "198.51.100.1" in detail.text
+    outbox = client.get("/console/outbox")
+    assert outbox.status_code == 200 and "Outbox" in outbox.text
