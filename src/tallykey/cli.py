@@ -35,6 +35,9 @@ tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 app.add_typer(accounts_app, name="accounts")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
+keys_app = typer.Typer(help="Key-encryption keys for retrievable secrets.",
+                       no_args_is_help=True)
+app.add_typer(keys_app, name="keys")
 register_notify_commands(app)  # outbox, webhooks, worker
 
 out = Console()
@@ -136,7 +139,8 @@ def serve(
     import uvicorn
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
-    with runtime() as rt:  # validates settings and the schema before any worker starts
+    with runtime() as rt:  # settings, schema and keys are checked before any worker starts
+        rt.check_keys()
         region = rt.settings.region
         print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
@@ -496,6 +500,47 @@ def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
         actor, token_id = operator_for_token(rt, ref, account)
         view = TokenView.of(action(rt, actor, token_id), rt.clock.now())
     emit_json(view) if as_json else out.print(f"{verb} {view.prefix} ({view.name})")
+
+
+@tokens_app.command("secret")
+def tokens_secret(ref: TokenRef, account: OptionalAccount = None,
+                  as_json: JsonOption = False) -> None:
+    """Retrieve a retrievable application token's username and password (audited)."""
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        issued = rt.tokens.retrieve_secret(actor, token_id)
+    result = {"id": issued.token.id, "username": issued.secret.prefix,
+              "password": issued.secret.password, "token": issued.value}
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"username: {result['username']}\npassword: {result['password']}",
+                  highlight=False)
+
+
+@keys_app.command("check")
+def keys_check() -> None:
+    """Open every stored data key with the configured key-encryption keys."""
+    with runtime() as rt:
+        rt.check_keys()
+        count = rt.vault.check() if rt.vault else 0
+        current = rt.vault.keyring.current_id if rt.vault else None
+    out.print(f"ok: {count} data key(s) open; current key-encryption key: {current or 'none'}")
+
+
+@keys_app.command("rotate")
+def keys_rotate() -> None:
+    """Re-wrap every data key under the current (first) key of TALLYKEY_KEK. Keep the old
+    key listed after it until this finishes; an interrupted run resumes where it stopped."""
+    with runtime() as rt:
+        if rt.vault is None:
+            fail("no key-encryption key is configured.",
+                 "Set TALLYKEY_KEK=\"new-id:<base64>,old-id:<base64>\" and run again.")
+        rewrapped = rt.vault.rotate(lambda done, total: err.print(
+            f"re-wrapped {done}/{total}", highlight=False))
+        current = rt.vault.keyring.current_id
+    out.print(f"done: {rewrapped} data key(s) re-wrapped under {current!r}; "
+              "the old key can now be removed from TALLYKEY_KEK.")
 
 
 def main() -> None:  # pragma: no cover - console entry point

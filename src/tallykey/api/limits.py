@@ -12,8 +12,10 @@ SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
     (b"x-frame-options", b"DENY"),
     (b"referrer-policy", b"no-referrer"),
-    (b"cache-control", b"no-store"),
 ]
+NO_STORE = (b"cache-control", b"no-store")
+#: Static assets may be cached; everything else (tokens, pages, errors) may not.
+CACHEABLE_PREFIXES = ("/console/static/",)
 
 
 class BodyTooLarge(Exception):
@@ -53,8 +55,13 @@ class RequestLimits:
             nonlocal started
             if message["type"] == "http.response.start":
                 started = True
-                message["headers"] = [*message.get("headers", []), *SECURITY_HEADERS]
-                if scope.get("scheme") == "https":
+                headers = list(message.get("headers", []))
+                present = {name.lower() for name, _ in headers}
+                extra = [*SECURITY_HEADERS]
+                if not scope["path"].startswith(CACHEABLE_PREFIXES):
+                    extra.append(NO_STORE)
+                message["headers"] = headers + [h for h in extra if h[0] not in present]
+                if scope.get("scheme") == "https" and b"strict-transport-security" not in present:
                     message["headers"].append(
                         (b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
             await send(message)

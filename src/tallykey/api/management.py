@@ -22,7 +22,9 @@ from tallykey.api.schemas import (
     RevokedTokenView,
     RevokeRequest,
     RotateRequest,
+    SecretView,
     SessionView,
+    TargetCount,
     TokenCreate,
     TokenList,
     TokenUpdate,
@@ -160,6 +162,29 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     issued = runtime.tokens.rotate(actor, token_id, body.grace_seconds if body else 0)
     settle(runtime, issued.token.id, response)
     return IssuedTokenView.of_issued(issued, runtime.clock.now())
+
+
+@router.get("/tokens/{token_id}/secret", response_model=SecretView, tags=["tokens"])
+def retrieve_secret(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                    response: Response) -> SecretView:
+    """An application token's username and password, when the account keeps them
+    retrievable. Administrators only; every retrieval is audited and the other
+    administrators are told."""
+    issued = runtime.tokens.retrieve_secret(actor, token_id)
+    response.headers["Cache-Control"] = "no-store"
+    return SecretView(id=issued.token.id, prefix=issued.secret.prefix,
+                      username=issued.secret.prefix, password=issued.secret.password,
+                      token=issued.value)
+
+
+@router.get("/targets", response_model=list[TargetCount], tags=["tokens"])
+def count_targets(actor: ManagementActor, runtime: RuntimeDep) -> list[TargetCount]:
+    """The configured target software, with how many of the account's tokens name each."""
+    counts = runtime.tokens.count_by_target(actor)
+    return [TargetCount(target=name, active=counts.get(name, (0, 0))[0],
+                        total=counts.get(name, (0, 0))[1])
+            for name in [*runtime.settings.target_list,
+                         *sorted(set(counts) - set(runtime.settings.target_list))]]
 
 
 # --- audit ----------------------------------------------------------------------------

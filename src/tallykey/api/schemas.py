@@ -60,6 +60,22 @@ class RevokedTokenView(TokenView):
     propagation: PropagationView
 
 
+class SecretView(BaseModel):
+    """A retrievable application token's credentials (admins only; audited)."""
+
+    id: str
+    prefix: str
+    username: str
+    password: str
+    token: str
+
+
+class TargetCount(BaseModel):
+    target: str
+    active: int
+    total: int
+
+
 class TokenList(BaseModel):
     items: list[TokenView]
     next_cursor: str | None

@@ -22,7 +22,7 @@ from tallykey.console.web import (
     redirect,
     render,
 )
-from tallykey.errors import Conflict, PermissionDenied, ValidationFailed
+from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import ACTIVE, APPLICATION, EXPIRED, KINDS, REVOKED, Token
 from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, LONG_VALIDITY_WARNING_DAYS
@@ -186,6 +186,21 @@ def rotate_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         return _detail(request, viewer, runtime, token, status=422,
                        errors={"rotate": error.message})
     return show_once(request, runtime, issued, "rotated")
+
+
+@router.post("/tokens/{token_id}/secret")
+def retrieve_secret(request: Request, token_id: str, viewer: ViewerDep, form: FormDep,
+                    runtime: RuntimeDep) -> Response:
+    """An application token's username and password, when the account keeps them
+    retrievable: shown like a new token, audited, and the other admins are told."""
+    try:
+        issued = runtime.tokens.retrieve_secret(viewer.actor, token_id)
+    except (PermissionDenied, NotFound, Conflict) as error:
+        token = runtime.tokens.get(viewer.actor, token_id)
+        message = error.message + (f" {error.hint}" if error.hint else "")
+        return _detail(request, viewer, runtime, token, status=error.status,
+                       errors={"secret": message})
+    return show_once(request, runtime, issued, "retrieved")
 
 
 @router.get("/tokens/{token_id}/revoke")

@@ -24,6 +24,7 @@ from tallykey.events import (
     TOKEN_CREATED,
     TOKEN_REVOKED,
     TOKEN_ROTATED,
+    TOKEN_SECRET_RETRIEVED,
     TOKEN_UPDATED,
     TokenEvent,
 )
@@ -116,6 +117,14 @@ class Notifier:
                 mails.append((user, render(f"token_{verb}", subject, recipient=user,
                                            actor=event.actor, details=event.details,
                                            **facts)))
+        elif event.kind == TOKEN_SECRET_RETRIEVED:
+            facts = self._facts(session, token)
+            subject = f'The secret of API token "{token.name}" was retrieved'
+            for admin in active_admins(session, token.account_id):
+                if admin.id != event.actor.user_id:  # the other admins are told
+                    mails.append((admin, render("token_secret_retrieved", subject,
+                                                recipient=admin, actor=event.actor,
+                                                at=event.at, **facts)))
         for user, mail in mails:
             self._enqueue_mail(session, token, event.kind, notice, user, mail, event.at)
         self._enqueue_webhooks(session, token, notice=notice, event=event.kind,
@@ -187,6 +196,6 @@ def _notice_for(event: TokenEvent) -> str:
     token_id = event.token.id
     if event.kind == TOKEN_ROTATED:
         return f"{event.kind}:{token_id}:{event.details.get('generation', event.at.isoformat())}"
-    if event.kind == TOKEN_UPDATED:
+    if event.kind in (TOKEN_UPDATED, TOKEN_SECRET_RETRIEVED):
         return f"{event.kind}:{token_id}:{new_id()}"
     return f"{event.kind}:{token_id}"

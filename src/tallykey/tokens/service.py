@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
 
-from sqlalchemy import Select, and_, or_, select
+from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.actor import Actor
@@ -223,6 +223,18 @@ class TokenService:
         items = rows[: query.limit]
         cursor = _encode_cursor(items[-1]) if more and items else None
         return TokenPage(items, cursor)
+
+    def count_by_target(self, actor: Actor) -> dict[str, tuple[int, int]]:
+        """target -> (active tokens, all tokens) among the tokens the actor may see."""
+        now = self.clock.now()
+        visible = self._visible_tokens(actor).where(Token.target.is_not(None)).subquery()
+        live = case((and_(visible.c.revoked_at.is_(None), visible.c.expires_at > now), 1),
+                    else_=0)
+        statement = select(visible.c.target, func.sum(live), func.count()).group_by(
+            visible.c.target)
+        with self.database.reading() as session:
+            return {row[0]: (int(row[1] or 0), int(row[2])) for row in session.execute(
+                statement)}
 
     # --- change ----------------------------------------------------------------------
 

@@ -1,0 +1,55 @@
+"""Retrieval through the management API and the console's Edit page."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import pytest
+from starlette.testclient import TestClient
+
+from tallykey.api.app import create_app
+from tallykey.runtime import Runtime
+from tallykey.tokens.service import TokenDraft
+
+from ..conftest import World
+from ..console.conftest import csrf_of, sign_in
+from .test_vault import app_token, keyed, kworld  # noqa: F401 - fixtures
+
+
+@pytest.fixture
+def client(keyed: Runtime, kworld: World) -> Iterator[TestClient]:  # noqa: F811
+    with TestClient(create_app(keyed), client=("127.0.0.1", 40000),
+                    follow_redirects=False) as http:
+        yield http
+
+
+def test_the_api_hands_credentials_to_admins_only(kworld: World, client: TestClient  # noqa: F811
+                                                  ) -> None:
+    manage = kworld.rt.tokens.issue(kworld.as_admin, TokenDraft(
+        name="m", expires_in_days=7, scopes=["tokens:manage"])).value
+    issued = app_token(kworld)
+    answer = client.get(f"/api/v1/tokens/{issued.token.id}/secret",
+                        headers={"Authorization": f"Bearer {manage}"})
+    assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
+    assert answer.json()["username"] + answer.json()["password"] == issued.value
+    counts = client.get("/api/v1/targets", headers={"Authorization": f"Bearer {manage}"})
+    assert {"target": "Excel", "active": 1, "total": 1} in counts.json()
+    member_csrf = sign_in(client, "member@acme.test", "member password 1")
+    refused = client.get(f"/api/v1/tokens/{issued.token.id}/secret",
+                         headers={"X-CSRF-Token": member_csrf})
+    assert refused.status_code in (403, 404)
+
+
+def test_the_edit_page_shows_them_after_a_post_with_csrf(kworld: World,  # noqa: F811
+                                                        client: TestClient) -> None:
+    issued = app_token(kworld)
+    sign_in(client, "admin@acme.test", "correct horse battery")
+    page = client.get(f"/console/tokens/{issued.token.id}")
+    assert "Show username and password" in page.text and issued.value not in page.text
+    without = client.post(f"/console/tokens/{issued.token.id}/secret", data={})
+    assert without.status_code == 403
+    shown = client.post(f"/console/tokens/{issued.token.id}/secret",
+                        data={"csrf_token": csrf_of(page.text)})
+    assert shown.status_code == 200 and issued.secret.password in shown.text
+    assert shown.headers["cache-control"] == "no-store"
+    assert "recorded in the audit log" in shown.text
