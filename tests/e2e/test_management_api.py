@@ -3,6 +3,7 @@ an administrator's management token) and tenant isolation."""
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import httpx
@@ -204,6 +205,21 @@ def test_console_session_with_csrf(server: Server) -> None:
     assert audit.status_code == 403
     assert {t["owner"] for t in own} == {member["email"]}
     assert logout.status_code == 204 and after.status_code == 401
+
+
+def test_session_api_logins_are_throttled(server: Server) -> None:
+    transport = httpx.HTTPTransport(local_address="127.0.0.4")
+    if time.time() % 60 > 50:  # the throttle counts per minute: stay inside one
+        time.sleep(60 - time.time() % 60 + 0.1)
+    with httpx.Client(base_url=server.base_url, transport=transport) as http:
+        answers = [http.post("/api/v1/session", json={"email": "admin@demo.example",
+                                                      "password": f"guess {n}"})
+                   for n in range(11)]
+        right = http.post("/api/v1/session", json={
+            "email": "admin@demo.example", "password": server.seeded["admin"]["password"]})
+    assert [a.status_code for a in answers[:10]] == [401] * 10
+    assert answers[10].status_code == 429 and int(answers[10].headers["retry-after"]) > 0
+    assert right.status_code == 429  # the throttle holds even for the right password
 
 
 def test_account_policies_and_users(server: Server, other: dict[str, str]) -> None:

@@ -126,3 +126,13 @@ def test_long_validity_warns_but_does_not_refuse() -> None:
 def test_grace_outside_seven_days_is_refused(grace: int) -> None:
     with pytest.raises(ValidationFailed, match="between 0 and 604800"):
         policy.check_grace(grace)
+
+
+def test_a_pasted_token_is_refused_in_names_and_descriptions() -> None:
+    from tallykey.tokens import format as token_format
+
+    token = str(token_format.generate("eu1"))
+    with pytest.raises(ValidationFailed, match="looks like a tallykey token"):
+        policy.clean_name(f"CRM {token}")
+    with pytest.raises(ValidationFailed, match="looks like a tallykey token"):
+        policy.clean_description(f"used by the CRM, key={token}")

@@ -239,10 +239,11 @@ def test_status_filters_search_and_keyset_pagination(world: World, clock: Frozen
         query(world.as_admin, TokenQuery(status="dormant"))
 
 
-def test_search_by_prefix_finds_the_token(world: World) -> None:
+def test_search_by_prefix_or_whole_token_finds_the_token(world: World) -> None:
     issued = world.rt.tokens.issue(world.as_admin, draft())
-    found = world.rt.tokens.list_tokens(world.as_admin, TokenQuery(search=issued.token.prefix))
-    assert [t.id for t in found.items] == [issued.token.id]
+    for needle in (issued.token.prefix, issued.value):
+        found = world.rt.tokens.list_tokens(world.as_admin, TokenQuery(search=needle))
+        assert [t.id for t in found.items] == [issued.token.id]
 
 
 def test_every_change_writes_an_audit_event_without_secrets(world: World) -> None:

@@ -11,6 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.actor import Actor
 from tallykey.api.responses import VerdictRefused
 from tallykey.auth.client_ip import client_ip
+from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import PermissionDenied, Unauthenticated
@@ -18,6 +19,7 @@ from tallykey.runtime import Runtime
 from tallykey.tokens.models import PERSONAL
 
 MANAGE_SCOPE = "tokens:manage"
+LOGIN_FAILURES_PER_MINUTE = 10
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -29,6 +31,16 @@ def runtime_of(request: Request) -> Runtime:
 def verifier_of(request: Request) -> Verifier:
     verifier: Verifier = request.app.state.verifier
     return verifier
+
+
+def login_limiter(request: Request) -> FailureLimiter:
+    """Failed sign-ins per client IP and minute, shared by the console form and the
+    session API (one limiter per app), so neither is a way around the other."""
+    limiter: FailureLimiter | None = getattr(request.app.state, "login_limiter", None)
+    if limiter is None:
+        limiter = FailureLimiter(LOGIN_FAILURES_PER_MINUTE)
+        request.app.state.login_limiter = limiter
+    return limiter
 
 
 def ip_of(request: Request) -> str:

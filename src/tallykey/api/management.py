@@ -11,7 +11,7 @@ from sqlalchemy import select
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter
 from tallykey.api.schemas import (
     AccountUpdate,
     AccountView,
@@ -37,7 +37,12 @@ from tallykey.audit.models import AuditEvent
 from tallykey.auth import changes
 from tallykey.auth.nodes import Propagation, wait_for
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
-from tallykey.errors import PermissionDenied, Unauthenticated, ValidationFailed
+from tallykey.errors import (
+    PermissionDenied,
+    TooManyAttempts,
+    Unauthenticated,
+    ValidationFailed,
+)
 from tallykey.runtime import Runtime
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
@@ -295,10 +300,16 @@ def login(body: LoginRequest, request: Request, response: Response,
           runtime: RuntimeDep) -> SessionView:
     """Sign in with e-mail and password; sets the session cookie and returns the CSRF token
     to send in `X-CSRF-Token` on every state-changing request."""
+    ip = ip_of(request)
+    limiter = login_limiter(request)
+    wait = limiter.retry_after(ip)
+    if wait is not None:
+        raise TooManyAttempts(wait)
     user = runtime.accounts.check_login(body.email, body.password)
     if user is None:
+        limiter.failed(ip)
         raise Unauthenticated("The e-mail or password is wrong, or the user is deactivated.")
-    opened = runtime.sessions.open(user, ip_of(request))
+    opened = runtime.sessions.open(user, ip)
     response.set_cookie(SESSION_COOKIE, opened.cookie, max_age=int(
         SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
         secure=request.url.scheme == "https", path="/")

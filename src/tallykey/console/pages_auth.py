@@ -13,9 +13,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
-from tallykey.api.deps import ip_of
+from tallykey.api.deps import ip_of, login_limiter
 from tallykey.audit import trail
-from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.console import setup
 from tallykey.console.forms import text
@@ -39,17 +38,7 @@ from tallykey.runtime import Runtime
 router = APIRouter(route_class=ConsoleRoute)
 
 FORM_COOKIE = "tallykey_form_key"
-LOGIN_FAILURES_PER_MINUTE = 10
 BAD_CREDENTIALS = "The e-mail or password is wrong, or this user is deactivated."
-
-
-def login_limiter(request: Request) -> FailureLimiter:
-    """Failed console logins per client IP and minute (one limiter per app)."""
-    limiter: FailureLimiter | None = getattr(request.app.state, "console_login_limiter", None)
-    if limiter is None:
-        limiter = FailureLimiter(LOGIN_FAILURES_PER_MINUTE)
-        request.app.state.console_login_limiter = limiter
-    return limiter
 
 
 def with_form_key(request: Request, response: Response, key: str) -> Response:

@@ -7,7 +7,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-from sqlalchemy import Engine, create_engine, event
+from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
@@ -21,6 +21,23 @@ def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor.close()
 
 
+WRITE = "tallykey_write"
+
+
+def _take_over_transactions(dbapi_connection: Any, record: Any) -> None:
+    """pysqlite begins transactions lazily, at the first write, so a read-then-write unit
+    of work is not isolated. Let SQLAlchemy say BEGIN itself (see `_begin`)."""
+    _tune_sqlite(dbapi_connection, record)
+    dbapi_connection.isolation_level = None
+
+
+def _begin(connection: Connection) -> None:
+    """Write transactions take SQLite's write lock up front (BEGIN IMMEDIATE), so a check
+    followed by a write (last admin, double revoke, rotation generation) is serialised."""
+    immediate = connection.get_execution_options().get(WRITE, False)
+    connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
+
+
 def build_engine(url: str) -> Engine:
     """An engine for `url`; for SQLite the data directory is created first."""
     parsed = make_url(url)
@@ -28,7 +45,8 @@ def build_engine(url: str) -> Engine:
         if parsed.database and parsed.database != ":memory:":
             Path(parsed.database).parent.mkdir(parents=True, exist_ok=True)
         engine = create_engine(url, connect_args={"check_same_thread": False})
-        event.listen(engine, "connect", _tune_sqlite)
+        event.listen(engine, "connect", _take_over_transactions)
+        event.listen(engine, "begin", _begin)
         return engine
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
 
@@ -56,6 +74,7 @@ class Database:
         """One unit of work: everything in it lands together or not at all."""
         with self._sessions() as session:
             with session.begin():
+                session.connection(execution_options={WRITE: True})
                 yield session
             if session.info.get(VERDICT_CHANGED):
                 for hook in self.after_verdict_change:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tallykey.accounts.models import User, Workspace
@@ -22,6 +22,8 @@ STATUSES = (ACTIVE, EXPIRED, REVOKED)
 
 class Token(Base):
     __tablename__ = "tokens"
+    #: The token list reads an account's tokens newest first, a page at a time.
+    __table_args__ = (Index("ix_tokens_account_created", "account_id", "created_at", "id"),)
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)

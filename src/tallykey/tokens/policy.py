@@ -10,6 +10,7 @@ from datetime import UTC, date, datetime, time, timedelta
 
 from tallykey.accounts.permissions import SCOPES, unknown_scopes
 from tallykey.errors import ValidationFailed
+from tallykey.tokens.format import TOKEN_PATTERN
 
 MAX_NAME_LENGTH = 100
 MAX_DESCRIPTION_LENGTH = 1000
@@ -48,7 +49,17 @@ def clean_name(value: str | None, field: str = "name") -> str:
             "Use letters, digits, spaces and punctuation.",
             field=field,
         )
+    _refuse_secrets(name, field)
     return " ".join(name.split())
+
+
+def _refuse_secrets(text: str, field: str) -> None:
+    """Names and descriptions are shown everywhere and audited: never a token secret."""
+    if TOKEN_PATTERN.search(text):
+        raise ValidationFailed(
+            f"The {field} contains what looks like a tallykey token secret.",
+            "Never paste secrets into names or descriptions; that token should be rotated.",
+            field=field)
 
 
 def clean_description(value: str | None) -> str:
@@ -59,6 +70,7 @@ def clean_description(value: str | None) -> str:
             f"{MAX_DESCRIPTION_LENGTH} are allowed.",
             field="description",
         )
+    _refuse_secrets(text, "description")
     bad = [ch for ch in text if unicodedata.category(ch) == "Cc" and ch not in "\n\t"]
     if bad:
         raise ValidationFailed(

@@ -403,7 +403,8 @@ class TokenService:
             statement = statement.where(Token.created_by_id == query.created_by)
         if query.search and query.search.strip():
             needle = "%" + _escape_like(query.search.strip().lower()) + "%"
-            public_part = query.search.strip().split("_")[-1]
+            # a pasted prefix or whole token: its public id follows the region
+            public_part = query.search.strip().split("_")[-1][:token_format.PUBLIC_ID_LENGTH]
             statement = statement.where(or_(
                 Token.name.ilike(needle, escape="\\"),
                 Token.description.ilike(needle, escape="\\"),
