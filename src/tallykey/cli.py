@@ -124,8 +124,11 @@ def migrate() -> None:
 
 
 def _uvicorn_config(host: str, port: int, workers: int, access_log: bool) -> dict[str, Any]:
+    from tallykey.logs import uvicorn_log_config
+
     return {"host": host, "port": port, "workers": workers, "access_log": access_log,
-            "log_level": "info", "proxy_headers": False, "server_header": False}
+            "log_level": "info", "proxy_headers": False, "server_header": False,
+            "log_config": uvicorn_log_config()}
 
 
 @app.command()

@@ -18,6 +18,13 @@ from typing import Any
 
 import httpx
 import pytest
+from sqlalchemy import select
+
+from tallykey.db.engine import Database
+from tallykey.db.models import metadata
+from tallykey.errors import TokenFormatError
+from tallykey.settings import normalise_database_url
+from tallykey.tokens import format as token_format
 
 from ..conftest import fresh_postgres_database
 
@@ -53,8 +60,8 @@ class Server:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [TALLYKEY, "serve", "--port", str(self.port)], env=self.env, stdout=log,
-            stderr=subprocess.STDOUT)
+            [TALLYKEY, "serve", "--port", str(self.port), "--access-log"], env=self.env,
+            stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -86,6 +93,38 @@ def server_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, s
     return env
 
 
+def leaked_tokens(text: str) -> list[str]:
+    """Every complete, checksum-valid tallykey token in `text` (prefixes don't count)."""
+    found = []
+    for match in token_format.TOKEN_PATTERN.finditer(text):
+        try:
+            token_format.parse(match.group(0))
+        except TokenFormatError:
+            continue
+        found.append(match.group(0)[:20] + "…")
+    return found
+
+
+def assert_no_secrets(server: Server) -> None:
+    """After a run: no token secret in the server's log output or anywhere in its store
+    (every column of every table: audit, outbox, usage, sessions…)."""
+    log_leaks = leaked_tokens(server.log_path.read_text(errors="replace"))
+    assert not log_leaks, f"token secrets in the server log: {log_leaks}"
+    url = server.env.get("TALLYKEY_DATABASE_URL") or \
+        f"sqlite:///{server.env['TALLYKEY_DATA_DIR']}/tallykey.db"
+    database = Database(normalise_database_url(url))
+    try:
+        with database.reading() as session:
+            for table in metadata.sorted_tables:
+                for row in session.execute(select(table)):
+                    text = " ".join(v.decode("latin-1") if isinstance(v, bytes) else str(v)
+                                    for v in row)
+                    leaks = leaked_tokens(text)
+                    assert not leaks, f"token secrets in table {table.name}: {leaks}"
+    finally:
+        database.dispose()
+
+
 @contextmanager
 def running_server(tmp: Path, backend: str, **extra: str) -> Iterator[Server]:
     """Seed the demo with the CLI, then serve it; stopped and cleaned up afterwards."""
@@ -97,6 +136,7 @@ def running_server(tmp: Path, backend: str, **extra: str) -> Iterator[Server]:
             server.cli("migrate")
         server.seeded = json.loads(server.cli("demo", "--seed-only", "--json").stdout)
         server.start()
+        stack.callback(assert_no_secrets, server)
         stack.callback(server.stop)
         yield server
 
@@ -125,5 +165,6 @@ def running_cluster(tmp: Path, nodes: int, **extra: str) -> Iterator[list[Server
         for server in servers:
             server.seeded = seeded
             server.start()
+            stack.callback(assert_no_secrets, server)
             stack.callback(server.stop)
         yield servers

@@ -329,3 +329,13 @@ def test_timezone_header_and_xml(server: Server, admin_token: str) -> None:
     refused = call(server, auth, "/core/v3/employees", method="POST",
                    headers={"Content-Type": "application/xml"}, content=bomb)
     assert refused.status_code == 422
+
+
+def test_tokens_in_urls_are_refused(server: Server, admin_token: str) -> None:
+    for path, params in (("/core/v3/info", {"access_token": admin_token}),
+                         ("/core/v3/employees", {"token": admin_token}),
+                         ("/auth/request", {"access_token": "anything"}),
+                         ("/api/v1/tokens", {"api_key": admin_token})):
+        response = call(server, f"Bearer {admin_token}", path, params=params)
+        body = assert_refused(response, 400, "never in a URL")
+        assert admin_token not in response.text and "rotate" in body["hint"]

@@ -12,6 +12,7 @@ from tallykey.accounts.actor import Actor
 from tallykey.api.responses import VerdictRefused
 from tallykey.auth.client_ip import client_ip
 from tallykey.auth.limiter import FailureLimiter
+from tallykey.auth.middleware import token_in_url
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import PermissionDenied, Unauthenticated
@@ -53,6 +54,9 @@ def ip_of(request: Request) -> str:
 async def management_actor(request: Request) -> Actor:
     """The caller of a management endpoint, or an error saying how to authenticate."""
     runtime = runtime_of(request)
+    in_url = token_in_url(request.scope.get("query_string", b""))
+    if in_url is not None:
+        raise VerdictRefused(in_url)
     ip = ip_of(request)
     authorization = request.headers.get("authorization")
     cookie = request.cookies.get(SESSION_COOKIE)

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterable, Sequence
+from urllib.parse import parse_qsl
 
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -39,9 +40,27 @@ def _request_facts(scope: Scope, trusted: Sequence[IpNetwork]
     return authorizations, client_ip(peer, forwarded, trusted), agent
 
 
+def token_in_url(query_string: bytes) -> Verdict | None:
+    """RFC 6750 §2.3 allows `?access_token=`; tallykey refuses it, and any tallykey token
+    in a query string: URLs end up in logs, proxies and browser history."""
+    if not query_string or (b"access_token" not in query_string
+                            and b"tlk_" not in query_string):
+        return None
+    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
+        if key.lower() == "access_token" or value.startswith("tlk_"):
+            return Verdict.refused(MalformedHeader(
+                "Tokens are accepted only in the Authorization header, never in a URL.",
+                "Remove the token from the URL (it may now be in logs: rotate it) and send "
+                "Authorization: Bearer <token>."))
+    return None
+
+
 async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
                        trusted: Sequence[IpNetwork]) -> Verdict:
     """Verify the request described by an ASGI scope."""
+    in_url = token_in_url(scope.get("query_string", b""))
+    if in_url is not None:
+        return in_url
     authorizations, ip, agent = _request_facts(scope, trusted)
     if len(authorizations) > 1:
         return Verdict.refused(MalformedHeader(
