@@ -55,6 +55,18 @@ class Conflict(TallykeyError):
     code = "conflict"
 
 
+class InvalidTimezone(TallykeyError):
+    """The `Timezone` request header names no IANA time zone."""
+
+    status = 400
+    code = "invalid_timezone"
+
+
+class UnsupportedMediaType(TallykeyError):
+    status = 415
+    code = "unsupported_media_type"
+
+
 class Unauthenticated(TallykeyError):
     """A management call without a valid session or management token."""
 

@@ -109,13 +109,12 @@ class Verifier:
     def verify(self, authorization: str | None, client_ip: str,
                required_scopes: Iterable[str] = (), user_agent: str | None = None) -> Verdict:
         """Verify one request. Never raises for bad input: a refusal is a `Verdict`."""
-        hit = self._from_cache(authorization, client_ip, required_scopes, user_agent)
-        if hit is not None:
-            return hit
-        first = self._precheck(authorization, client_ip)
+        first = self._begin(authorization, client_ip, required_scopes, user_agent)
         if isinstance(first, Verdict):
             return first
-        entry = self._cached_or_loaded(token_digest(str(first)))
+        entry = self.cache.get(first)
+        if entry is None and not self.cache.known_unknown(first):
+            entry = self._load(first)
         return self._decide(entry, client_ip, required_scopes, user_agent)
 
     async def averify(self, authorization: str | None, client_ip: str,
@@ -123,16 +122,12 @@ class Verifier:
                       user_agent: str | None = None) -> Verdict:
         """As `verify`, but a cache miss queries the store in a worker thread, so the
         event loop never blocks."""
-        hit = self._from_cache(authorization, client_ip, required_scopes, user_agent)
-        if hit is not None:
-            return hit
-        first = self._precheck(authorization, client_ip)
+        first = self._begin(authorization, client_ip, required_scopes, user_agent)
         if isinstance(first, Verdict):
             return first
-        key = token_digest(str(first))
-        entry = self.cache.get(key)
-        if entry is None and not self.cache.known_unknown(key):
-            entry = await to_thread.run_sync(self._load, key)
+        entry = self.cache.get(first)
+        if entry is None and not self.cache.known_unknown(first):
+            entry = await to_thread.run_sync(self._load, first)
         return self._decide(entry, client_ip, required_scopes, user_agent)
 
     def sync(self) -> int:
@@ -204,6 +199,15 @@ class Verifier:
             return None
         return self._decide(entry, client_ip, required_scopes, user_agent)
 
+    def _begin(self, authorization: str | None, client_ip: str,
+               required_scopes: Iterable[str], user_agent: str | None) -> Verdict | bytes:
+        """A verdict already (cache hit, or refused offline), or the digest to look up."""
+        hit = self._from_cache(authorization, client_ip, required_scopes, user_agent)
+        if hit is not None:
+            return hit
+        first = self._precheck(authorization, client_ip)
+        return first if isinstance(first, Verdict) else token_digest(str(first))
+
     def _precheck(self, authorization: str | None, client_ip: str) -> ParsedToken | Verdict:
         """Throttle, header and offline token checks: no database involved."""
         retry_after = self.limiter.retry_after(client_ip)
@@ -216,12 +220,6 @@ class Verifier:
         if parsed.region != self.region:
             return self._refuse(self._wrong_region(parsed.region), client_ip)
         return parsed
-
-    def _cached_or_loaded(self, key: bytes) -> Entry | None:
-        entry = self.cache.get(key)
-        if entry is None and not self.cache.known_unknown(key):
-            entry = self._load(key)
-        return entry
 
     def _load(self, key: bytes) -> Entry | None:
         """Query the store for the token whose SHA-256 digest is `key`; cache the answer."""

@@ -29,22 +29,18 @@ from tallykey.api.responses import VerdictRefused
 from tallykey.auth.middleware import verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.demo.models import Employee
-from tallykey.errors import InsufficientScope, NotFound, TallykeyError, ValidationFailed
+from tallykey.errors import (
+    InsufficientScope,
+    InvalidTimezone,
+    NotFound,
+    UnsupportedMediaType,
+    ValidationFailed,
+)
 from tallykey.runtime import Runtime
 from tallykey.tokens.policy import clean_name
 
 router = APIRouter(prefix="/core/v3", tags=["demo platform"])
 MAX_BODY = 64 * 1024
-
-
-class InvalidTimezone(TallykeyError):
-    status = 400
-    code = "invalid_timezone"
-
-
-class UnsupportedMediaType(TallykeyError):
-    status = 415
-    code = "unsupported_media_type"
 
 
 def platform_token(*scopes: str) -> Any:
