@@ -65,8 +65,11 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
     if len(authorizations) > 1:
         return Verdict.refused(MalformedHeader(
             "More than one Authorization header was sent.", "Send exactly one."))
-    return await verifier.averify(authorizations[0] if authorizations else None, ip,
-                                  required_scopes, agent)
+    authorization = authorizations[0] if authorizations else None
+    hit = verifier.verify_cached(authorization, ip, required_scopes, agent)
+    if hit is not None:  # the common case, without a coroutine round trip
+        return hit
+    return await verifier.averify(authorization, ip, required_scopes, agent)
 
 
 async def send_refusal(verdict: Verdict, send: Send) -> None:

@@ -185,10 +185,12 @@ class Verifier:
 
     # --- the steps -------------------------------------------------------------------------
 
-    def _from_cache(self, authorization: str | None, client_ip: str,
-                    required_scopes: Iterable[str], user_agent: str | None) -> Verdict | None:
-        """The hot path: a plainly formed header whose token is cached. None otherwise
-        (and then the full path runs, with its precise diagnostics)."""
+    def verify_cached(self, authorization: str | None, client_ip: str,
+                      required_scopes: Iterable[str] = (),
+                      user_agent: str | None = None) -> Verdict | None:
+        """The hot path alone: the verdict for a plainly formed header whose token is
+        cached, or None (then `verify`/`averify` run the full path, with its precise
+        diagnostics). Never touches the database."""
         if authorization is None or client_ip in self.limiter.failures:
             return None  # the full path applies the throttle
         shaped = _PLAIN_HEADER.fullmatch(authorization)
@@ -202,7 +204,7 @@ class Verifier:
     def _begin(self, authorization: str | None, client_ip: str,
                required_scopes: Iterable[str], user_agent: str | None) -> Verdict | bytes:
         """A verdict already (cache hit, or refused offline), or the digest to look up."""
-        hit = self._from_cache(authorization, client_ip, required_scopes, user_agent)
+        hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent)
         if hit is not None:
             return hit
         first = self._precheck(authorization, client_ip)
