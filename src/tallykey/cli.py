@@ -20,6 +20,7 @@ from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
+from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
 from tallykey.errors import TallykeyError
 from tallykey.notify.cli import register as register_notify_commands
@@ -36,6 +37,7 @@ app.add_typer(accounts_app, name="accounts")
 app.add_typer(users_app, name="users")
 app.add_typer(tokens_app, name="tokens")
 register_notify_commands(app)  # outbox, webhooks, worker
+register_audit_commands(app)  # audit export, audit verify
 
 out = Console()
 err = Console(stderr=True)
