@@ -12,7 +12,7 @@ from tallykey.db.base import Base, UTCDateTime
 
 class TokenClientIp(Base):
     """A client address a token was used from; only each token's most recent few are kept
-    (`monitor.usage.RECENT_IPS`)."""
+    (`monitor.recent_ips.RECENT_IPS`)."""
 
     __tablename__ = "token_client_ips"
 
