@@ -23,6 +23,7 @@ from tallykey.accounts.models import User
 from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
 from tallykey.errors import TallykeyError
+from tallykey.monitor.access_log import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
 from tallykey.runtime import Runtime
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
@@ -122,9 +123,15 @@ def migrate() -> None:
         out.print(f"schema upgraded from {before or 'empty'} to {after}")
 
 
-def _uvicorn_config(host: str, port: int, workers: int, access_log: bool) -> dict[str, Any]:
-    return {"host": host, "port": port, "workers": workers, "access_log": access_log,
-            "log_level": "info", "proxy_headers": False, "server_header": False}
+def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
+                    log_format: str = "text") -> dict[str, Any]:
+    config: dict[str, Any] = {
+        "host": host, "port": port, "workers": workers, "access_log": access_log,
+        "log_level": "info", "proxy_headers": False, "server_header": False}
+    log_config = uvicorn_log_config(log_format)
+    if log_config is not None:
+        config.update(log_config=log_config, access_log=False)
+    return config
 
 
 @app.command()
@@ -133,17 +140,34 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text (default) or json: one JSON line per request and per "
+        "log record (also TALLYKEY_LOG_FORMAT).")] = None,
 ) -> None:
     """Serve the management API, verification endpoints and the demo platform API."""
+    import os
+
     import uvicorn
+
+    from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
+
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            fail(f"--log-format {log_format!r} is not supported.", "Use text or json.")
+        os.environ["TALLYKEY_LOG_FORMAT"] = log_format  # read by every worker's settings
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     with runtime() as rt:  # validates settings and the schema before any worker starts
         region = rt.settings.region
+        chosen_format = rt.settings.log_format
         print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
-    uvicorn.run("tallykey.api.app:create_app", factory=True,
-                **_uvicorn_config(host, port, workers, access_log))
+    metrics_dir = prepare_multiprocess(workers)
+    try:
+        uvicorn.run("tallykey.api.app:create_app", factory=True,
+                    **_uvicorn_config(host, port, workers, access_log, chosen_format))
+    finally:
+        remove_multiprocess_dir(metrics_dir)
 
 
 @app.command()

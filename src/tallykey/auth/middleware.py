@@ -22,6 +22,8 @@ from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
 
 STATE_KEY = "tallykey"
+#: `scope["state"]` key naming the token that authenticated a request (for request logs).
+TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
 
 
 def _request_facts(scope: Scope, trusted: Sequence[IpNetwork]
@@ -46,8 +48,11 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
     if len(authorizations) > 1:
         return Verdict.refused(MalformedHeader(
             "More than one Authorization header was sent.", "Send exactly one."))
-    return await verifier.averify(authorizations[0] if authorizations else None, ip,
-                                  required_scopes, agent)
+    verdict = await verifier.averify(authorizations[0] if authorizations else None, ip,
+                                     required_scopes, agent)
+    if verdict.token_id is not None:
+        scope.setdefault("state", {})[TOKEN_ID_STATE] = verdict.token_id
+    return verdict
 
 
 async def send_refusal(verdict: Verdict, send: Send) -> None:
