@@ -168,3 +168,23 @@ def test_json_request_logs_parse_and_hold_no_secret(server: Server) -> None:
     assert not TOKEN_PATTERN.search(text)
     assert "authorization" not in text.lower()
     assert any("[redacted token]" in r["path"] for r in requests)
+
+
+def test_metrics_cover_every_worker_process(tmp_path: Path) -> None:
+    """`--workers 2`: whichever worker answers `/metrics` reports all of them
+    (prometheus-client multiprocess mode)."""
+    with running_server(tmp_path, "sqlite", serve_args=("--workers", "2")) as live:
+        member = live.seeded["member"]["token"]
+        before = scrape(live).get("tallykey_verifications_total|outcome=allowed", 0)
+        with ThreadPoolExecutor(4) as pool:  # new connections: both workers get some
+            list(pool.map(lambda _: httpx.get(
+                f"{live.base_url}/auth/request", params={"scope": "employees:read"},
+                headers=bearer(member), timeout=10).status_code, range(300)))
+        deadline = time.monotonic() + 10
+        while True:
+            seen = [scrape(live).get("tallykey_verifications_total|outcome=allowed", 0)
+                    for _ in range(4)]
+            if all(value - before >= 300 for value in seen):
+                break
+            assert time.monotonic() < deadline, seen
+            time.sleep(0.3)
