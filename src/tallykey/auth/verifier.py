@@ -101,6 +101,7 @@ class Verifier:
         self.refusals: dict[str, int] = {}
         self._refusals_lock = threading.Lock()
         self._published: dict[str, float] = {}
+        self._publish_lock = threading.Lock()
         self.lookup = RecordLookup(self.database)
         pushed = self.database.dialect == "postgresql"
         #: With LISTEN/NOTIFY the poll is only a backstop; without it, it is the feed.
@@ -219,17 +220,18 @@ class Verifier:
                                      "misses": self.loads}
         with self._refusals_lock:
             current.update({f"outcome:{code}": n for code, n in self.refusals.items()})
-        for key, value in current.items():
-            delta = value - self._published.get(key, 0)
-            if delta <= 0:
-                continue
-            self._published[key] = value
-            if key == "hits":
-                metrics.CACHE_HITS.inc(delta)
-            elif key == "misses":
-                metrics.CACHE_MISSES.inc(delta)
-            else:
-                metrics.VERIFICATIONS.labels(key.removeprefix("outcome:")).inc(delta)
+        with self._publish_lock:  # the maintenance thread and a scrape may both publish
+            for key, value in current.items():
+                delta = value - self._published.get(key, 0)
+                if delta <= 0:
+                    continue
+                self._published[key] = value
+                if key == "hits":
+                    metrics.CACHE_HITS.inc(delta)
+                elif key == "misses":
+                    metrics.CACHE_MISSES.inc(delta)
+                else:
+                    metrics.VERIFICATIONS.labels(key.removeprefix("outcome:")).inc(delta)
 
     def start(self) -> None:
         """Start the background work: feed polling, heartbeats, usage flushes and, on
