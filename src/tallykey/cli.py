@@ -20,8 +20,10 @@ from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
+from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
 from tallykey.errors import TallykeyError
+from tallykey.logs import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
 from tallykey.runtime import Runtime
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
@@ -39,6 +41,7 @@ keys_app = typer.Typer(help="Key-encryption keys for retrievable secrets.",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
 register_notify_commands(app)  # outbox, webhooks, worker
+register_audit_commands(app)  # audit export, audit verify
 
 out = Console()
 err = Console(stderr=True)
@@ -123,12 +126,14 @@ def migrate() -> None:
         out.print(f"schema upgraded from {before or 'empty'} to {after}")
 
 
-def _uvicorn_config(host: str, port: int, workers: int, access_log: bool) -> dict[str, Any]:
-    from tallykey.logs import uvicorn_log_config
-
-    return {"host": host, "port": port, "workers": workers, "access_log": access_log,
+def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
+                    log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's settings; every log record passes the secret-redacting filter."""
+    json_logs = log_format == "json"
+    return {"host": host, "port": port, "workers": workers,
+            "access_log": access_log and not json_logs,  # JSON mode logs requests itself
             "log_level": "info", "proxy_headers": False, "server_header": False,
-            "log_config": uvicorn_log_config()}
+            "log_config": uvicorn_log_config(log_format)}
 
 
 @app.command()
@@ -137,18 +142,35 @@ def serve(
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
     access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text (default) or json: one JSON line per request and per "
+        "log record (also TALLYKEY_LOG_FORMAT).")] = None,
 ) -> None:
     """Serve the management API, verification endpoints and the demo platform API."""
+    import os
+
     import uvicorn
+
+    from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
+
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            fail(f"--log-format {log_format!r} is not supported.", "Use text or json.")
+        os.environ["TALLYKEY_LOG_FORMAT"] = log_format  # read by every worker's settings
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     with runtime() as rt:  # settings, schema and keys are checked before any worker starts
         rt.check_keys()
         region = rt.settings.region
+        chosen_format = rt.settings.log_format
         print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
-    uvicorn.run("tallykey.api.app:create_app", factory=True,
-                **_uvicorn_config(host, port, workers, access_log))
+    metrics_dir = prepare_multiprocess(workers)
+    try:
+        uvicorn.run("tallykey.api.app:create_app", factory=True,
+                    **_uvicorn_config(host, port, workers, access_log, chosen_format))
+    finally:
+        remove_multiprocess_dir(metrics_dir)
 
 
 @app.command()

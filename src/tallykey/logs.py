@@ -34,10 +34,26 @@ class RedactSecrets(logging.Filter):
         return True
 
 
-def uvicorn_log_config() -> dict[str, Any]:
-    """uvicorn's own logging configuration with the redacting filter on every handler."""
-    config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
+def uvicorn_log_config(log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's `log_config`: its own text format, or one JSON object per line
+    (`tallykey.monitor.access_log` writes the request lines then); either way with the
+    redacting filter on every handler."""
+    if log_format == "json":
+        handler = {"class": "logging.StreamHandler", "formatter": "json",
+                   "stream": "ext://sys.stderr"}
+        config: dict[str, Any] = {
+            "version": 1, "disable_existing_loggers": False,
+            "formatters": {"json": {"()": "tallykey.monitor.access_log.JsonFormatter"}},
+            "handlers": {"json": handler},
+            "loggers": {
+                "uvicorn": {"handlers": ["json"], "level": "INFO", "propagate": False},
+                "uvicorn.access": {"handlers": [], "level": "WARNING", "propagate": False},
+                "tallykey": {"handlers": ["json"], "level": "INFO", "propagate": False},
+            },
+        }
+    else:
+        config = copy.deepcopy(LOGGING_CONFIG)
     config.setdefault("filters", {})["redact"] = {"()": "tallykey.logs.RedactSecrets"}
-    for handler in config["handlers"].values():
-        handler.setdefault("filters", []).append("redact")
+    for handler_config in config["handlers"].values():
+        handler_config.setdefault("filters", []).append("redact")
     return config

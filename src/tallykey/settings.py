@@ -5,6 +5,7 @@ from __future__ import annotations
 import ipaddress
 from functools import cached_property
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -35,6 +36,15 @@ class Settings(BaseSettings):
     node_name: str | None = None
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     worker_interval: float = Field(default=5.0, gt=0, le=3600)
+    #: Days of per-hour usage counts (and remembered networks) kept; older ones are pruned.
+    usage_retention_days: int = Field(default=90, ge=1, le=3650)
+    #: "New network" alerts compare addresses by these prefix lengths (IPv4, IPv6).
+    alert_network_prefix_v4: int = Field(default=24, ge=8, le=32)
+    alert_network_prefix_v6: int = Field(default=48, ge=16, le=128)
+    #: Refused requests of one token in one hour that raise a "denied spike" alert (0: off).
+    alert_denied_threshold: int = Field(default=100, ge=0)
+    #: `text` (default) or `json`: one JSON line per request and per log record.
+    log_format: Literal["text", "json"] = "text"
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

@@ -44,6 +44,7 @@ class Server:
     log_path: Path
     process: subprocess.Popen[bytes] | None = None
     seeded: dict[str, Any] = field(default_factory=dict)
+    serve_args: tuple[str, ...] = ()
 
     @property
     def base_url(self) -> str:
@@ -60,7 +61,8 @@ class Server:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [TALLYKEY, "serve", "--port", str(self.port), "--access-log"], env=self.env,
+            [TALLYKEY, "serve", "--port", str(self.port), "--access-log", *self.serve_args],
+            env=self.env,
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
@@ -126,12 +128,14 @@ def assert_no_secrets(server: Server) -> None:
 
 
 @contextmanager
-def running_server(tmp: Path, backend: str, **extra: str) -> Iterator[Server]:
+def running_server(tmp: Path, backend: str, serve_args: tuple[str, ...] = (),
+                   **extra: str) -> Iterator[Server]:
     """Seed the demo with the CLI, then serve it; stopped and cleaned up afterwards."""
     with ExitStack() as stack:
         url = stack.enter_context(fresh_postgres_database()) if backend == "postgresql" else None
         env = server_env(tmp, url, **extra)
-        server = Server(env=env, port=free_port(), log_path=tmp / "server.log")
+        server = Server(env=env, port=free_port(), log_path=tmp / "server.log",
+                        serve_args=serve_args)
         if url:
             server.cli("migrate")
         server.seeded = json.loads(server.cli("demo", "--seed-only", "--json").stdout)

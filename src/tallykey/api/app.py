@@ -11,7 +11,7 @@ import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI
+from fastapi import FastAPI, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,6 +22,8 @@ from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
+from tallykey.monitor import metrics
+from tallykey.monitor.access_log import AccessLog
 from tallykey.notify.worker import start_background_worker
 from tallykey.runtime import Runtime
 
@@ -71,6 +73,13 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
 
+    @api.get("/metrics", include_in_schema=False)
+    def prometheus_metrics() -> Response:
+        """Prometheus text format (see `tallykey.monitor.metrics`)."""
+        verifier.publish_metrics()
+        return Response(metrics.exposition(runtime.database),
+                        media_type=metrics.CONTENT_TYPE)
+
     @api.get("/healthz", tags=["health"])
     def healthz() -> dict[str, str]:
         with runtime.database.reading() as session:
@@ -90,4 +99,7 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
                         clock=runtime.clock, background=False)
     api = build_api(runtime, verifier)
     fast_path = AuthRequestEndpoint(verifier, runtime.settings)
-    return RequestLimits(Dispatcher(fast_path, api))
+    app: ASGIApp = RequestLimits(Dispatcher(fast_path, api))
+    if runtime.settings.log_format == "json":
+        app = AccessLog(app, runtime.settings.trusted_proxy_networks)
+    return app

@@ -12,7 +12,7 @@ from tallykey.accounts.actor import Actor
 from tallykey.api.responses import VerdictRefused
 from tallykey.auth.client_ip import client_ip
 from tallykey.auth.limiter import FailureLimiter
-from tallykey.auth.middleware import token_in_url
+from tallykey.auth.middleware import TOKEN_ID_STATE, token_in_url
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import PermissionDenied, Unauthenticated
@@ -74,6 +74,8 @@ async def management_actor(request: Request) -> Actor:
         return Actor(user.account_id, user.id, user.role, user.email, ip, "console")
     verdict = await verifier_of(request).averify(
         authorization, ip, (MANAGE_SCOPE,), request.headers.get("user-agent"))
+    if verdict.token_id is not None:
+        setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     if not verdict.allowed:
         raise VerdictRefused(verdict)
     if verdict.kind != PERSONAL or verdict.owner_id is None or verdict.account_id is None:

@@ -43,6 +43,7 @@ from tallykey.errors import (
     Unauthenticated,
     ValidationFailed,
 )
+from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.runtime import Runtime
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
@@ -116,6 +117,23 @@ def list_tokens(
 @router.get("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])
 def get_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep) -> TokenView:
     return TokenView.of(runtime.tokens.get(actor, token_id), runtime.clock.now())
+
+
+@router.get("/tokens/{token_id}/usage", response_model=UsageReport, tags=["tokens"])
+def token_usage(
+    token_id: str,
+    actor: ManagementActor,
+    runtime: RuntimeDep,
+    hours: Annotated[int, Query(ge=1, le=MAX_HOURS, description="Hourly points.")] = 48,
+    days: Annotated[int, Query(ge=1, le=MAX_DAYS, description="Daily points.")] = 30,
+) -> UsageReport:
+    """Requests per hour and per day (allowed, and denied by reason), the last use and the
+    last distinct client IPs. Counts are written about once a second by every node, and
+    kept `TALLYKEY_USAGE_RETENTION_DAYS` days."""
+    token = runtime.tokens.get(actor, token_id)
+    with runtime.database.reading() as session:
+        return usage_report(session, token, runtime.clock.now(), hours=hours, days=days,
+                            retention_days=runtime.settings.usage_retention_days)
 
 
 @router.patch("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])

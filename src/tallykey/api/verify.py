@@ -15,7 +15,7 @@ from starlette.types import Receive, Scope, Send
 from tallykey.api.deps import ip_of, runtime_of, verifier_of
 from tallykey.api.schemas import VerifyRequest, VerifyResponse
 from tallykey.auth.client_ip import is_trusted
-from tallykey.auth.middleware import send_refusal, verify_scope
+from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.settings import Settings
@@ -40,6 +40,8 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
         authorization = f"Bearer {body.token}"
     verdict = await verifier_of(request).averify(authorization, ip, body.required_scopes,
                                                  body.user_agent)
+    if verdict.token_id is not None:
+        setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     return VerifyResponse(
         allowed=verdict.allowed, status=verdict.status, error=verdict.error or None,
         message=verdict.message or None, hint=verdict.hint or None,

@@ -1,4 +1,5 @@
-"""Writing and reading the audit trail. Entries never hold a secret."""
+"""Writing and reading the audit trail. Entries never hold a secret; each is chained to
+the one before it when its transaction flushes (see `audit.chain`)."""
 
 from __future__ import annotations
 
@@ -35,6 +36,27 @@ def record(
         ip=actor.ip,
         details=details or {},
     )
+    session.add(event)
+    return event
+
+
+#: Denied authentications, one entry per token, client IP and reason per usage flush.
+AUTH_DENIED = "auth.denied"
+
+
+def record_denial(session: Session, *, account_id: str, token_id: str, ip: str, reason: str,
+                  count: int, first_at: datetime, last_at: datetime,
+                  prefix: str | None = None) -> AuditEvent:
+    """One aggregated entry for `count` refused requests of one token from one IP for one
+    reason (written from the usage flush, never per request)."""
+    details: dict[str, Any] = {"reason": reason, "count": count,
+                               "first_at": first_at.isoformat(),
+                               "last_at": last_at.isoformat()}
+    if prefix:
+        details["prefix"] = prefix
+    event = AuditEvent(account_id=account_id, occurred_at=last_at, action=AUTH_DENIED,
+                       actor_type="client", actor_id=None, actor_label=ip[:254],
+                       target_type="token", target_id=token_id, ip=ip[:45], details=details)
     session.add(event)
     return event
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import threading
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import delete, func, select, text
@@ -54,12 +54,14 @@ class FeedReader:
         rows = self._query("SELECT max(id) FROM verdict_changes", ())
         return int(rows[0][0] or 0)
 
-    def since(self, after_id: int, limit: int = BATCH) -> list[tuple[int, str, str]]:
-        """Changes with id > `after_id`, oldest first."""
-        sql = ("SELECT id, subject, subject_id FROM verdict_changes "  # noqa: S608 - no input
+    def since(self, after_id: int, limit: int = BATCH
+              ) -> list[tuple[int, str, str, float | None]]:
+        """Changes with id > `after_id`, oldest first: (id, subject, subject id, the
+        change's time as POSIX seconds)."""
+        sql = ("SELECT id, subject, subject_id, at FROM verdict_changes "  # noqa: S608
                f"WHERE id > {self._param} ORDER BY id LIMIT {int(limit)}")
         rows = self._query(sql, (after_id,))
-        return [(int(row[0]), str(row[1]), str(row[2])) for row in rows]
+        return [(int(row[0]), str(row[1]), str(row[2]), _posix(row[3])) for row in rows]
 
     def close(self) -> None:
         with self._lock:
@@ -84,6 +86,19 @@ class FeedReader:
                     self._connection.close()
                 self._connection = None
                 raise
+
+
+def _posix(value: Any) -> float | None:
+    """A raw driver's timestamp (PostgreSQL: aware datetime; SQLite: UTC text) as POSIX
+    seconds."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            return None
+    return None
 
 
 def prune(database: Database, older_than: datetime) -> int:

@@ -23,6 +23,8 @@ from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
 
 STATE_KEY = "tallykey"
+#: `scope["state"]` key naming the token that authenticated a request (for request logs).
+TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
 
 
 def _request_facts(scope: Scope, trusted: Sequence[IpNetwork]
@@ -66,10 +68,12 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
         return Verdict.refused(MalformedHeader(
             "More than one Authorization header was sent.", "Send exactly one."))
     authorization = authorizations[0] if authorizations else None
-    hit = verifier.verify_cached(authorization, ip, required_scopes, agent)
-    if hit is not None:  # the common case, without a coroutine round trip
-        return hit
-    return await verifier.averify(authorization, ip, required_scopes, agent)
+    verdict = verifier.verify_cached(authorization, ip, required_scopes, agent)
+    if verdict is None:  # a hit needs no coroutine round trip
+        verdict = await verifier.averify(authorization, ip, required_scopes, agent)
+    if verdict.token_id is not None:
+        scope.setdefault("state", {})[TOKEN_ID_STATE] = verdict.token_id
+    return verdict
 
 
 async def send_refusal(verdict: Verdict, send: Send) -> None:

@@ -1,65 +1,173 @@
-"""Last-used and per-hour request counts, aggregated in memory on the hot path and
-flushed in batches: no database write per request, and no increment lost or doubled."""
+"""Last-used, recent client IPs and per-hour request counts, aggregated in memory on the
+hot path and flushed in batches: no database write per request, and no increment lost or
+doubled.
+
+A flush is two transactions. The first writes usage (counts, last used, recent IPs); the
+second hands the batch to the `FlushObserver` (`monitor.alerts`), which raises alerts and
+writes denied authentications to the audit trail. Should the second fail, only its part
+of the batch is kept for the next flush: counts are never written twice.
+"""
 
 from __future__ import annotations
 
 import threading
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from typing import Protocol
 
 from sqlalchemy import or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tallykey.auth.models import TokenUsage
+from tallykey.auth.record import TokenRecord
 from tallykey.db.engine import Database
+from tallykey.monitor import recent_ips
 from tallykey.tokens.models import Token
 
 ALLOWED = "allowed"
 MAX_AGENT_LENGTH = 300
 
+#: (token id, client ip) -> (POSIX time of the latest allowed use, user agent).
+Uses = dict[tuple[str, str], tuple[float, str | None]]
+
+
+@dataclass
+class Denial:
+    """Refused requests of one token from one IP for one reason, within one flush."""
+
+    account_id: str
+    count: int
+    first_at: float
+    last_at: float
+
+
+@dataclass
+class OldSecretUse:
+    """A rotated-out secret that still works (grace period) was used."""
+
+    account_id: str
+    at: float
+    ip: str
+    retires_at: float
+
+
+@dataclass
+class Batch:
+    """What one flush covers."""
+
+    counts: dict[tuple[str, int, str], int] = field(default_factory=dict)
+    uses: Uses = field(default_factory=dict)
+    denials: dict[tuple[str, str, str], Denial] = field(default_factory=dict)
+    old_secrets: dict[str, OldSecretUse] = field(default_factory=dict)
+
+    def __bool__(self) -> bool:
+        return bool(self.counts or self.uses or self.denials or self.old_secrets)
+
+    def last_use(self) -> dict[str, tuple[float, str, str | None]]:
+        """Per token: the newest allowed use (time, ip, agent)."""
+        latest: dict[str, tuple[float, str, str | None]] = {}
+        for (token_id, ip), (at, agent) in self.uses.items():
+            seen = latest.get(token_id)
+            if seen is None or seen[0] < at:
+                latest[token_id] = (at, ip, agent)
+        return latest
+
+
+class FlushObserver(Protocol):
+    def after_flush(self, batch: Batch) -> None:
+        """Act on a batch whose usage has been written (its own transaction)."""
+
 
 class UsageRecorder:
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, observer: FlushObserver | None = None) -> None:
         self.database = database
+        self.observer = observer
         self._lock = threading.Lock()
         self._flush_lock = threading.Lock()
-        self._last_use: dict[str, tuple[float, str, str | None]] = {}
+        self._uses: Uses = {}
         self._counts: dict[tuple[str, int, str], int] = {}
+        self._denials: dict[tuple[str, str, str], Denial] = {}
+        self._old_secrets: dict[str, OldSecretUse] = {}
+        #: Requests per outcome since start, counted at flush (for metrics).
+        self.totals: Counter[str] = Counter()
 
     def record(self, token_id: str, at: float, ip: str, agent: str | None,
                outcome: str) -> None:
-        """Count one request at POSIX time `at` (hot path: a lock and two dict writes)."""
+        """Count one request at POSIX time `at` (hot path: a lock and two dict writes).
+        The verifier records refusals of known tokens with `deny`, which also audits them."""
         key = (token_id, int(at) // 3600, outcome)
         counts = self._counts
         with self._lock:
             counts[key] = counts.get(key, 0) + 1
             if outcome == ALLOWED:
-                self._last_use[token_id] = (at, ip, agent)
+                self._uses[(token_id, ip)] = (at, agent)
+
+    def deny(self, record: TokenRecord, at: float, ip: str, outcome: str) -> None:
+        """Count one refused request of a known token (the audit trail gets one entry per
+        token, IP and reason per flush)."""
+        key = (record.token_id, int(at) // 3600, outcome)
+        with self._lock:
+            self._counts[key] = self._counts.get(key, 0) + 1
+            denial = self._denials.get((record.token_id, ip, outcome))
+            if denial is None:
+                self._denials[(record.token_id, ip, outcome)] = Denial(
+                    record.account_id, 1, at, at)
+            else:
+                denial.count += 1
+                denial.last_at = max(denial.last_at, at)
+
+    def old_secret_used(self, record: TokenRecord, at: float, ip: str) -> None:
+        """Note that a secret in its rotation grace period was used (off the hot path:
+        such records are never `plain`)."""
+        assert record.retires_ts is not None
+        with self._lock:
+            self._old_secrets[record.token_id] = OldSecretUse(record.account_id, at, ip,
+                                                              record.retires_ts)
 
     def pending(self) -> int:
         return sum(self._counts.values())
+
+    def pending_by_outcome(self) -> Counter[str]:
+        """Counts gathered since the last flush, per outcome (for metrics at scrape)."""
+        with self._lock:
+            items = list(self._counts.items())
+        pending: Counter[str] = Counter()
+        for (_, _, outcome), count in items:
+            pending[outcome] += count
+        return pending
 
     def flush(self) -> int:
         """Write what has been gathered; returns how many requests it covered. On a
         database error the batch is put back, so a later flush writes it."""
         with self._flush_lock:
             with self._lock:
-                counts, self._counts = self._counts, {}
-                last_use, self._last_use = self._last_use, {}
-            if not counts and not last_use:
+                batch = Batch(self._counts, self._uses, self._denials, self._old_secrets)
+                self._counts, self._uses, self._denials, self._old_secrets = {}, {}, {}, {}
+            if not batch:
                 return 0
             try:
-                self._write(counts, last_use)
+                self._write(batch)
             except Exception:
-                self._put_back(counts, last_use)
+                self._put_back(batch)
                 raise
-            return sum(counts.values())
+            for (_, _, outcome), count in batch.counts.items():
+                self.totals[outcome] += count
+            if self.observer is not None:
+                try:
+                    self.observer.after_flush(batch)
+                except Exception:
+                    # Usage is written; keep what the observer needs (and only that).
+                    self._put_back(Batch(uses=batch.uses, denials=batch.denials,
+                                         old_secrets=batch.old_secrets))
+                    raise
+            return sum(batch.counts.values())
 
-    def _write(self, counts: dict[tuple[str, int, str], int],
-               last_use: dict[str, tuple[float, str, str | None]]) -> None:
+    def _write(self, batch: Batch) -> None:
         insert = pg_insert if self.database.dialect == "postgresql" else sqlite_insert
         with self.database.transaction() as session:
-            for token_id, (stamp, ip, agent) in sorted(last_use.items()):
+            for token_id, (stamp, ip, agent) in sorted(batch.last_use().items()):
                 at = datetime.fromtimestamp(stamp, UTC)
                 session.execute(
                     update(Token)
@@ -67,22 +175,33 @@ class UsageRecorder:
                            or_(Token.last_used_at.is_(None), Token.last_used_at < at))
                     .values(last_used_at=at, last_used_ip=ip[:45],
                             last_used_agent=agent[:MAX_AGENT_LENGTH] if agent else None))
-            if counts:
+            if batch.counts:
                 rows = [{"token_id": t, "hour": datetime.fromtimestamp(h * 3600, UTC),
                          "outcome": o, "count": n}
-                        for (t, h, o), n in sorted(counts.items())]
+                        for (t, h, o), n in sorted(batch.counts.items())]
                 statement = insert(TokenUsage).values(rows)
                 statement = statement.on_conflict_do_update(
                     index_elements=["token_id", "hour", "outcome"],
                     set_={"count": TokenUsage.count + statement.excluded.count})
                 session.execute(statement)
+            if batch.uses:
+                recent_ips.remember(session, {key: at for key, (at, _) in batch.uses.items()})
 
-    def _put_back(self, counts: dict[tuple[str, int, str], int],
-                  last_use: dict[str, tuple[float, str, str | None]]) -> None:
+    def _put_back(self, batch: Batch) -> None:
         with self._lock:
-            for key, count in counts.items():
+            for key, count in batch.counts.items():
                 self._counts[key] = self._counts.get(key, 0) + count
-            for token_id, use in last_use.items():
-                newer = self._last_use.get(token_id)
+            for pair, use in batch.uses.items():
+                newer = self._uses.get(pair)
                 if newer is None or newer[0] < use[0]:
-                    self._last_use[token_id] = use
+                    self._uses[pair] = use
+            for denied, denial in batch.denials.items():
+                current = self._denials.get(denied)
+                if current is None:
+                    self._denials[denied] = denial
+                else:
+                    current.count += denial.count
+                    current.first_at = min(current.first_at, denial.first_at)
+                    current.last_at = max(current.last_at, denial.last_at)
+            for token_id, old in batch.old_secrets.items():
+                self._old_secrets.setdefault(token_id, old)

@@ -44,6 +44,9 @@ from tallykey.errors import (
     UnknownToken,
     WrongRegion,
 )
+from tallykey.monitor import metrics
+from tallykey.monitor.alerts import UsageMonitor
+from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.format import ParsedToken, parse, token_digest
 
@@ -53,6 +56,7 @@ DEFAULT_SYNC_INTERVAL = 0.05
 PUSHED_POLL_INTERVAL = 0.5
 #: Refusals that look like guessing or a stale secret; they count towards the throttle.
 _COUNTED = ("invalid_token", "invalid_request")
+_SAMPLE_MASK = metrics.LATENCY_SAMPLE_EVERY - 1
 #: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
 _PLAIN_HEADER = re.compile(r"(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]) "
                            r"(tlk_[a-z0-9]{1,8}_[0-9A-Za-z]{61})")
@@ -86,7 +90,18 @@ class Verifier:
         self.cache = VerificationCache(size=cache_size,
                                        ttl=cache_ttl or self.settings.cache_ttl)
         self.limiter = FailureLimiter(self.settings.auth_fail_limit)
-        self.usage = UsageRecorder(self.database)
+        self.usage = UsageRecorder(self.database, UsageMonitor(
+            self.database, self.settings, Notifier(public_url=self.settings.public_url)))
+        #: Counters for metrics, kept as plain attributes (see `monitor.metrics`): calls
+        #: (also the latency sampling clock), calls not answered from the cache, store
+        #: loads, and refusals by error code.
+        self.calls = 0
+        self.slow_calls = 0
+        self.loads = 0
+        self.refusals: dict[str, int] = {}
+        self._refusals_lock = threading.Lock()
+        self._published: dict[str, float] = {}
+        self._publish_lock = threading.Lock()
         self.lookup = RecordLookup(self.database)
         pushed = self.database.dialect == "postgresql"
         #: With LISTEN/NOTIFY the poll is only a backstop; without it, it is the feed.
@@ -112,10 +127,11 @@ class Verifier:
         first = self._begin(authorization, client_ip, required_scopes, user_agent)
         if isinstance(first, Verdict):
             return first
-        entry = self.cache.get(first)
-        if entry is None and not self.cache.known_unknown(first):
-            entry = self._load(first)
-        return self._decide(entry, client_ip, required_scopes, user_agent)
+        key, started = first
+        entry = self.cache.get(key)
+        if entry is None and not self.cache.known_unknown(key):
+            entry = self._load(key)
+        return self._finish(entry, started, client_ip, required_scopes, user_agent)
 
     async def averify(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
@@ -125,10 +141,26 @@ class Verifier:
         first = self._begin(authorization, client_ip, required_scopes, user_agent)
         if isinstance(first, Verdict):
             return first
-        entry = self.cache.get(first)
-        if entry is None and not self.cache.known_unknown(first):
-            entry = await to_thread.run_sync(self._load, first)
-        return self._decide(entry, client_ip, required_scopes, user_agent)
+        key, started = first
+        entry = self.cache.get(key)
+        if entry is None and not self.cache.known_unknown(key):
+            entry = await to_thread.run_sync(self._load, key)
+        return self._finish(entry, started, client_ip, required_scopes, user_agent)
+
+    def verify_cached(self, authorization: str | None, client_ip: str,
+                      required_scopes: Iterable[str] = (),
+                      user_agent: str | None = None) -> Verdict | None:
+        """The hot path alone: the verdict for a plainly formed header whose token is
+        cached, or None (then `verify`/`averify` run the full path, with its precise
+        diagnostics). Never touches the database. One call in 64 is timed."""
+        self.calls += 1
+        if self.calls & _SAMPLE_MASK:
+            return self._from_cache(authorization, client_ip, required_scopes, user_agent)
+        started = time.perf_counter()
+        verdict = self._from_cache(authorization, client_ip, required_scopes, user_agent)
+        if verdict is not None:
+            metrics.LATENCY.observe(time.perf_counter() - started)
+        return verdict
 
     def sync(self) -> int:
         """Apply changes from the feed now; returns how many were applied."""
@@ -136,12 +168,15 @@ class Verifier:
             applied = 0
             while True:
                 batch = self.feed.since(self._seen_change)
-                for change_id, subject, subject_id in batch:
+                now = self.clock.timestamp()
+                for change_id, subject, subject_id, at in batch:
                     if subject == changes.TOKEN:
                         self.cache.evict_token(subject_id)
                     else:
                         self.cache.clear()
                     self._seen_change = change_id
+                    if at is not None:
+                        metrics.PROPAGATION_LAG.observe(max(0.0, now - at))
                 applied += len(batch)
                 if len(batch) < changes.BATCH:
                     break
@@ -150,7 +185,31 @@ class Verifier:
             return applied
 
     def flush_usage(self) -> int:
-        return self.usage.flush()
+        """Write the usage gathered so far (and raise what alerts it holds)."""
+        try:
+            return self.usage.flush()
+        finally:
+            self.publish_metrics()
+
+    def publish_metrics(self) -> None:
+        """Add what was counted since the last call to the Prometheus metrics."""
+        current: dict[str, float] = {f"outcome:{ALLOWED}": self.usage.totals[ALLOWED],
+                                     "hits": self.calls - self.slow_calls,
+                                     "misses": self.loads}
+        with self._refusals_lock:
+            current.update({f"outcome:{code}": n for code, n in self.refusals.items()})
+        with self._publish_lock:  # the maintenance thread and a scrape may both publish
+            for key, value in current.items():
+                delta = value - self._published.get(key, 0)
+                if delta <= 0:
+                    continue
+                self._published[key] = value
+                if key == "hits":
+                    metrics.CACHE_HITS.inc(delta)
+                elif key == "misses":
+                    metrics.CACHE_MISSES.inc(delta)
+                else:
+                    metrics.VERIFICATIONS.labels(key.removeprefix("outcome:")).inc(delta)
 
     def start(self) -> None:
         """Start the background work: feed polling, heartbeats, usage flushes and, on
@@ -176,7 +235,7 @@ class Verifier:
         if self._sync_quietly in self.database.after_verdict_change:
             self.database.after_verdict_change.remove(self._sync_quietly)
         try:
-            self.usage.flush()
+            self.flush_usage()
         finally:
             self.lookup.close()
             self.feed.close()
@@ -185,12 +244,10 @@ class Verifier:
 
     # --- the steps -------------------------------------------------------------------------
 
-    def verify_cached(self, authorization: str | None, client_ip: str,
-                      required_scopes: Iterable[str] = (),
-                      user_agent: str | None = None) -> Verdict | None:
-        """The hot path alone: the verdict for a plainly formed header whose token is
-        cached, or None (then `verify`/`averify` run the full path, with its precise
-        diagnostics). Never touches the database."""
+    def _from_cache(self, authorization: str | None, client_ip: str,
+                    required_scopes: Iterable[str], user_agent: str | None) -> Verdict | None:
+        """The hot path: a plainly formed header whose token is cached. None otherwise
+        (and then the full path runs, with its precise diagnostics)."""
         if authorization is None or client_ip in self.limiter.failures:
             return None  # the full path applies the throttle
         shaped = _PLAIN_HEADER.fullmatch(authorization)
@@ -202,18 +259,32 @@ class Verifier:
         return self._decide(entry, client_ip, required_scopes, user_agent)
 
     def _begin(self, authorization: str | None, client_ip: str,
-               required_scopes: Iterable[str], user_agent: str | None) -> Verdict | bytes:
-        """A verdict already (cache hit, or refused offline), or the digest to look up."""
+               required_scopes: Iterable[str], user_agent: str | None
+               ) -> Verdict | tuple[bytes, float | None]:
+        """A verdict already (cache hit, or refused offline), or the digest to look up
+        and, for one slow call in 64, when timing started."""
         hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent)
         if hit is not None:
             return hit
+        self.slow_calls += 1
+        started = None if self.slow_calls & _SAMPLE_MASK else time.perf_counter()
         first = self._precheck(authorization, client_ip)
-        return first if isinstance(first, Verdict) else token_digest(str(first))
+        if isinstance(first, Verdict):
+            return first
+        return token_digest(str(first)), started
+
+    def _finish(self, entry: Entry | None, started: float | None, client_ip: str,
+                required_scopes: Iterable[str], user_agent: str | None) -> Verdict:
+        verdict = self._decide(entry, client_ip, required_scopes, user_agent)
+        if started is not None:
+            metrics.LATENCY.observe(time.perf_counter() - started)
+        return verdict
 
     def _precheck(self, authorization: str | None, client_ip: str) -> ParsedToken | Verdict:
         """Throttle, header and offline token checks: no database involved."""
         retry_after = self.limiter.retry_after(client_ip)
         if retry_after is not None:
+            self._count_refusal(TooManyAttempts.code)
             return Verdict.refused(TooManyAttempts(retry_after))
         try:
             parsed = parse(extract_token(authorization))
@@ -226,6 +297,7 @@ class Verifier:
     def _load(self, key: bytes) -> Entry | None:
         """Query the store for the token whose SHA-256 digest is `key`; cache the answer."""
         generation = self.cache.generation
+        self.loads += 1
         record = self.lookup.load(key.hex())
         if record is None:
             self.cache.put_unknown(key, generation)
@@ -247,15 +319,22 @@ class Verifier:
             return allowed
         error = _refusal(record, now, client_ip, required_scopes)
         if error is not None:
-            self.usage.record(record.token_id, now, client_ip, user_agent, _outcome(error))
+            self.usage.deny(record, now, client_ip, _outcome(error))
             return self._refuse(error, client_ip)
         self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
+        if record.retires_ts is not None:  # a rotated-out secret in its grace period
+            self.usage.old_secret_used(record, now, client_ip)
         return allowed
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:
             self.limiter.failed(client_ip)
+        self._count_refusal(error.code or "missing_credentials")
         return Verdict.refused(error)
+
+    def _count_refusal(self, code: str) -> None:
+        with self._refusals_lock:
+            self.refusals[code] = self.refusals.get(code, 0) + 1
 
     def _wrong_region(self, region: str) -> WrongRegion:
         url = self.settings.base_url_for(region)
@@ -280,7 +359,7 @@ class Verifier:
                 self.sync()
                 if time.monotonic() >= next_beat:
                     next_beat = time.monotonic() + HEARTBEAT_SECONDS
-                    self.usage.flush()
+                    self.flush_usage()
                     self.presence.report(self._seen_change)
                     if self.limiter.limit > 0:
                         self.presence.share_failures(self.limiter)

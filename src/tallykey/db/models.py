@@ -1,12 +1,13 @@
 """Imports every table so the metadata is complete (for Alembic and for tests)."""
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
-from tallykey.audit.models import AuditEvent
+from tallykey.audit.models import AuditChainHead, AuditEvent
 from tallykey.auth.models import AuthFailure, Node, TokenUsage, VerdictChange
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
 from tallykey.keys.models import AccountKey
+from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.tokens.models import Token, TokenSecret
 
@@ -15,6 +16,7 @@ metadata = Base.metadata
 __all__ = [
     "Account",
     "AccountKey",
+    "AuditChainHead",
     "AuditEvent",
     "AuthFailure",
     "ConsoleSession",
@@ -22,6 +24,8 @@ __all__ = [
     "Node",
     "OutboxMessage",
     "Token",
+    "TokenClientIp",
+    "TokenNetwork",
     "TokenSecret",
     "TokenUsage",
     "User",

@@ -157,6 +157,24 @@ class Notifier:
                                         actor=None, details=details)
         return added
 
+    # --- alerts (raised from aggregated usage by `monitor.alerts`) ---------------------
+
+    def alert(self, session: Session, token: Token, *, event: str, notice: str,
+              at: datetime, subject: str, headline: str, lines: list[str],
+              details: dict[str, Any]) -> int:
+        """Mail the token's creator (or the admins) and call the webhooks about a suspicious
+        use. `notice` names the incident: the same incident is announced once, however
+        many nodes or flushes see it. Returns how many rows were added."""
+        facts = self._facts(session, token)
+        added = 0
+        for user in creator_or_admins(session, token):
+            mail = render("token_alert", subject, recipient=user, headline=headline,
+                          lines=lines, **facts)
+            added += self._enqueue_mail(session, token, event, notice, user, mail, at)
+        added += self._enqueue_webhooks(session, token, notice=notice, event=event, at=at,
+                                        actor=None, details=details)
+        return added
+
     # --- internals -------------------------------------------------------------------
 
     def _facts(self, session: Session, token: Token) -> dict[str, Any]:

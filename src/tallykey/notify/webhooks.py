@@ -41,6 +41,10 @@ MAX_URL_LENGTH = 2048
 # Events the scheduler raises (the token service raises the others, see tallykey.events).
 TOKEN_EXPIRING = "token.expiring"  # noqa: S105 - an event name
 TOKEN_EXPIRED = "token.expired"  # noqa: S105 - an event name
+# Alerts raised from aggregated usage (`tallykey.monitor.alerts`).
+TOKEN_NEW_NETWORK = "token.new_network"  # noqa: S105 - an event name
+TOKEN_DENIED_SPIKE = "token.denied_spike"  # noqa: S105 - an event name
+TOKEN_OLD_SECRET_USED = "token.old_secret_used"  # noqa: S105 - an event name
 
 
 class SignatureInvalid(ValueError):

@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
+from tallykey.monitor.retention import prune_usage
 from tallykey.notify import outbox
 from tallykey.notify.models import DEAD, EMAIL, PENDING, SENT, WEBHOOK, OutboxMessage
 from tallykey.notify.notices import Notifier
@@ -67,6 +68,7 @@ class Worker:
         max_attempts: int = outbox.DEFAULT_MAX_ATTEMPTS,
         batch_size: int = DEFAULT_BATCH,
         name: str | None = None,
+        usage_retention_days: int | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -81,6 +83,8 @@ class Worker:
         self.max_attempts = max_attempts
         self.batch_size = batch_size
         self.name = name or worker_name()
+        #: Per-hour usage older than this many days is pruned (None: kept).
+        self.usage_retention_days = usage_retention_days
         self._purged_at: datetime | None = None
 
     @classmethod
@@ -92,7 +96,8 @@ class Worker:
                   if settings.smtp_url else None)
         return cls(database, clock,
                    notifier=notifier or Notifier(public_url=settings.public_url),
-                   mailer=mailer, max_attempts=settings.outbox_max_attempts)
+                   mailer=mailer, max_attempts=settings.outbox_max_attempts,
+                   usage_retention_days=settings.usage_retention_days)
 
     @property
     def sends_mail(self) -> bool:
@@ -106,6 +111,8 @@ class Worker:
         report.scheduled = schedule_reminders(self.database, self.notifier, now)
         if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
             outbox.purge(self.database, now - KEEP_SENT)
+            if self.usage_retention_days is not None:
+                prune_usage(self.database, now, self.usage_retention_days)
             self._purged_at = now
         for _ in range(MAX_BATCHES_PER_PASS):
             batch = outbox.claim(self.database, worker=self.name, now=now,

@@ -1,0 +1,124 @@
+"""Prometheus metrics, served at `/metrics`.
+
+The verification hot path pays almost nothing for them: verifiers count in plain
+attributes and publish the differences to these metrics once a second (with the usage
+flush); latency is timed for one verification in `LATENCY_SAMPLE_EVERY` only. What the
+database knows (the outbox backlog) is read at scrape time; the cache hit ratio is
+derived at scrape time from the hit and miss counters.
+
+With `tallykey serve --workers N` (N > 1) the workers are separate processes behind one
+port, so scraping "one worker" is not possible: the server then runs prometheus-client's
+multiprocess mode (`PROMETHEUS_MULTIPROC_DIR`, a fresh temporary directory unless set),
+and any worker's `/metrics` answers for all of them.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.metrics_core import Metric
+from prometheus_client.multiprocess import MultiProcessCollector
+from sqlalchemy import func, select
+
+from tallykey.db.engine import Database
+from tallykey.notify.models import PENDING, SENDING, OutboxMessage
+
+MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
+CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+#: Time one verification in this many (a power of two: the check is a bit mask).
+LATENCY_SAMPLE_EVERY = 64
+
+#: This process's metrics (in multiprocess mode their values live in shared files).
+REGISTRY = CollectorRegistry(auto_describe=True)
+
+VERIFICATIONS = Counter(
+    "tallykey_verifications", "Verifications by outcome: allowed, or the refusal's error "
+    "code.", ["outcome"], registry=REGISTRY)
+LATENCY = Histogram(
+    "tallykey_verification_seconds",
+    f"Time to verify one request in-process (sampled: 1 in {LATENCY_SAMPLE_EVERY}).",
+    buckets=(1e-6, 2e-6, 3e-6, 5e-6, 1e-5, 2.5e-5, 5e-5, 1e-4, 2.5e-4, 5e-4, 1e-3, 5e-3,
+             0.025, 0.1), registry=REGISTRY)
+CACHE_HITS = Counter("tallykey_verification_cache_hits",
+                     "Verifications answered from the in-process cache.", registry=REGISTRY)
+CACHE_MISSES = Counter("tallykey_verification_cache_misses",
+                       "Token records loaded from the store (cache misses).",
+                       registry=REGISTRY)
+PROPAGATION_LAG = Histogram(
+    "tallykey_propagation_lag_seconds",
+    "From a verdict-affecting change (its verdict_changes.at) to this node applying it.",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+    registry=REGISTRY)
+
+
+def multiprocess() -> bool:
+    return bool(os.environ.get(MULTIPROCESS_ENV))
+
+
+def prepare_multiprocess(workers: int) -> str | None:
+    """Before starting `workers` worker processes: with more than one, point every worker
+    at one empty metrics directory (created unless `PROMETHEUS_MULTIPROC_DIR` is set)."""
+    if workers <= 1:
+        return None
+    directory = os.environ.get(MULTIPROCESS_ENV)
+    if directory:
+        path = Path(directory)
+        path.mkdir(parents=True, exist_ok=True)
+        for stale in path.glob("*.db"):  # left by a previous run: counters restart at 0
+            stale.unlink()
+    else:
+        directory = tempfile.mkdtemp(prefix="tallykey-metrics-")
+        os.environ[MULTIPROCESS_ENV] = directory
+    return directory
+
+
+def remove_multiprocess_dir(directory: str | None) -> None:
+    if directory and Path(directory).name.startswith("tallykey-metrics-"):
+        shutil.rmtree(directory, ignore_errors=True)
+
+
+class _Families:
+    def __init__(self, families: Iterable[Metric]) -> None:
+        self.families = list(families)
+
+    def collect(self) -> Iterator[Metric]:
+        return iter(self.families)
+
+
+def _total(families: list[Metric], name: str) -> float:
+    return sum(sample.value for family in families if family.name == name
+               for sample in family.samples if sample.name == f"{name}_total")
+
+
+def exposition(database: Database) -> bytes:
+    """The text format answer of `/metrics`."""
+    if multiprocess():
+        collector = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
+        families = list(collector.collect())  # type: ignore[no-untyped-call]
+    else:
+        families = list(REGISTRY.collect())
+    hits = _total(families, "tallykey_verification_cache_hits")
+    misses = _total(families, "tallykey_verification_cache_misses")
+    ratio = GaugeMetricFamily(
+        "tallykey_verification_cache_hit_ratio",
+        "Share of cache lookups answered from the cache since start (NaN before any).",
+        value=hits / (hits + misses) if hits + misses else float("nan"))
+    backlog = GaugeMetricFamily("tallykey_outbox_backlog",
+                                "Outbox messages not delivered yet, by status.",
+                                labels=["status"])
+    with database.reading() as session:
+        counts = dict(session.execute(
+            select(OutboxMessage.status, func.count()).where(
+                OutboxMessage.status.in_((PENDING, SENDING))).group_by(OutboxMessage.status))
+            .tuples().all())
+    for status in (PENDING, SENDING):
+        backlog.add_metric([status], float(counts.get(status, 0)))
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Families([*families, ratio, backlog]))
+    return generate_latest(registry)

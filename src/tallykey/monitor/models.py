@@ -1,0 +1,33 @@
+"""Tables of per-token monitoring, written by the usage flush (never per request)."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from sqlalchemy import ForeignKey, String
+from sqlalchemy.orm import Mapped, mapped_column
+
+from tallykey.db.base import Base, UTCDateTime
+
+
+class TokenClientIp(Base):
+    """A client address a token was used from; only each token's most recent few are kept
+    (`monitor.recent_ips.RECENT_IPS`)."""
+
+    __tablename__ = "token_client_ips"
+
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    ip: Mapped[str] = mapped_column(String(45), primary_key=True)
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+
+
+class TokenNetwork(Base):
+    """A network (`/24` IPv4, `/48` IPv6 by default) a token has been used from: the
+    memory behind "first use from a new network" alerts. Pruned with usage retention."""
+
+    __tablename__ = "token_networks"
+
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    network: Mapped[str] = mapped_column(String(49), primary_key=True)
+    first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
