@@ -35,6 +35,9 @@ class Settings(BaseSettings):
     node_name: str | None = None
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     worker_interval: float = Field(default=5.0, gt=0, le=3600)
+    #: Public keys that sign leaked-token reports (`POST /api/v1/leaks`): a path to a JSON
+    #: file, or the JSON itself; see `tallykey.leaks.signatures`. Empty: reports refused.
+    leak_report_keys: str = ""
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )
