@@ -186,6 +186,18 @@ def test_an_allowed_request_reaches_the_app_with_its_identity(
     assert len(upstream.hits("/allowed?x=1")) == 1
 
 
+def test_identity_headers_a_token_lacks_cannot_be_forged(
+        proxy: str, tallykey: Server) -> None:
+    made = new_token(tallykey, kind="application", scopes=["employees:read"])
+    response = get(proxy, "/application", made["token"], Tallykey_User_Id="forged-user",
+                   Tallykey_Scopes="tokens:manage")
+    assert response.status_code == 200, response.text
+    seen = response.json()
+    assert "tallykey-user-id" not in seen  # application tokens have no user
+    assert seen["tallykey-scopes"] == "employees:read"
+    assert seen["tallykey-token-kind"] == "application"
+
+
 def test_missing_or_invalid_tokens_never_reach_the_app(
         proxy: str, tallykey: Server, upstream: Upstream) -> None:
     missing = get(proxy, "/missing")
