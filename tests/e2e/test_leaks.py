@@ -102,6 +102,15 @@ def test_a_reported_live_token_is_revoked_at_once(
     assert reported[0]["details"]["outcome"] == "revoked"
     shown = admin(server, "GET", f"/api/v1/tokens/{made['id']}").json()
     assert shown["status"] == "revoked"
+    # the notification outbox tells the token's creator, naming the leak, never the secret
+    listed = json.loads(server.cli("outbox", "list", "--account", server.seeded["account"],
+                                   "--json").stdout)
+    mails = [m for m in listed if m["channel"] == "email" and "revoked" in m["event"]
+             and m["recipient"] == server.seeded["admin"]["email"]]
+    bodies = [server.cli("outbox", "show", m["id"], "--json").stdout for m in mails]
+    leak_mails = [b for b in bodies if LEAK_URL in json.loads(b)["body"]]
+    assert leak_mails and all(made["token"] not in b for b in bodies)
+    assert "Secret scanning" in json.loads(leak_mails[0])["body"]
 
 
 def test_every_entry_is_labelled_in_order(

@@ -102,7 +102,7 @@ class LeakReports:
         found = self._find(parsed.secret_hash)
         if found is None:
             return false_positive
-        actor = replace(Actor.operator(found.account_id), label="leak report",
+        actor = replace(Actor.operator(found.account_id), label="Secret scanning",
                         via="leak-report", ip=reporter_ip)
         outcome = self._stop(found, actor, item.url)
         with self.runtime.database.transaction() as session:
