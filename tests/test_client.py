@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -74,7 +75,10 @@ def test_async_client_connects_the_same(server: Server, regions: dict[str, str])
                                    regions=regions) as client:
             return await client.connect(["employees:read"])
 
-    info = asyncio.run(run())
+    # a thread of its own: an event loop left running in this one (e.g. by sync
+    # Playwright in the browser tests) must not matter
+    with ThreadPoolExecutor(1) as pool:
+        info = pool.submit(asyncio.run, run()).result()
     assert info.scopes == ("employees:read",)
     assert info.user is not None and info.user.email == server.seeded["member"]["email"]
 
