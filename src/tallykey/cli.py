@@ -6,10 +6,11 @@ Errors are one clear line on stderr and a non-zero exit code, never a traceback.
 from __future__ import annotations
 
 import json
+import os
 import sys
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Annotated, Any, NoReturn
 
 import typer
@@ -232,6 +233,73 @@ def print_demo_welcome(seeded: dict[str, Any]) -> None:
   Revoke it from another terminal, then run the curl again (401):
     .venv/bin/tallykey tokens revoke {admin['token'][:20]}
 """, highlight=False, soft_wrap=True)
+
+
+# --- connect (the integration-hub flow, over the network) ------------------------------
+
+
+@app.command()
+def connect(
+    region: Annotated[str | None, typer.Option(
+        help="The account's region, e.g. eu1 (default: the token's own).")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="The token (lands in shell history: prefer --token-env or --token-stdin).")]
+    = None,
+    token_env: Annotated[str | None, typer.Option(
+        "--token-env", metavar="NAME", help="Read the token from this environment variable.")]
+    = None,
+    token_stdin: Annotated[bool, typer.Option(
+        "--token-stdin", help="Read the token from standard input.")] = False,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="API base URL (default: the region's, from TALLYKEY_REGIONS).")]
+    = None,
+    scope: Annotated[list[str] | None, typer.Option(
+        help="A scope the token must grant; repeat for more.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a token against its region's /core/v3/info: whose it is, or the exact fix.
+
+    Exit codes: 0 connected, 2 usage, 10 misconfigured region/URL, 21 copied incompletely,
+    22 wrong region, 23 not recognised, 24 revoked, 25 expired, 26 owner inactive,
+    31 IP not allowed, 32 scope missing, 40 rate limited, 50 unreachable, 51 not tallykey.
+    """
+    from tallykey.client import Client, ConnectFailed
+
+    sources = [token is not None, token_env is not None, token_stdin]
+    if sources.count(True) != 1:
+        fail("pass the token exactly one way: --token-env NAME, --token-stdin or --token.",
+             code=2)
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            fail(f"the environment variable {token_env} is not set or empty.", code=2)
+    elif token_stdin:
+        import getpass
+
+        token = (getpass.getpass("token (not echoed): ") if sys.stdin.isatty()
+                 else sys.stdin.readline())
+    try:
+        with Client(str(token).strip(), region=region, base_url=base_url) as client:
+            info = client.connect(scope or ())
+    except ConnectFailed as error:
+        if as_json:
+            emit_json(error.as_dict())
+            raise typer.Exit(error.exit_code) from None
+        fail(error.message, error.hint, error.exit_code)
+    if as_json:
+        emit_json(info.as_dict())
+        return
+    days = (info.expires_at - datetime.now(UTC)).days
+    out.print(f"connected to {info.account.name} ({info.account.slug}) in region "
+              f"{info.account.region} at {info.base_url}\n"
+              f"  token:   {info.token_id} ({info.kind})\n"
+              f"  scopes:  {' '.join(info.scopes) or '(none)'}\n"
+              f"  expires: {info.expires_at.isoformat()} (in {days} days)"
+              + (f"\n  user:    {info.user.email}" if info.user else ""),
+              highlight=False, soft_wrap=True)
+    if days < 7:
+        err.print(f"[yellow]warning:[/] the token expires in {days} days; create a new one "
+                  "and update the integration before then.", soft_wrap=True)
 
 
 # --- accounts ---------------------------------------------------------------------------

@@ -45,6 +45,9 @@ class Settings(BaseSettings):
     alert_denied_threshold: int = Field(default=100, ge=0)
     #: `text` (default) or `json`: one JSON line per request and per log record.
     log_format: Literal["text", "json"] = "text"
+    #: Public keys that sign leaked-token reports (`POST /api/v1/leaks`): a path to a JSON
+    #: file, or the JSON itself; see `tallykey.leaks.signatures`. Empty: reports refused.
+    leak_report_keys: str = ""
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

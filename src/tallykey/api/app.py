@@ -16,7 +16,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallykey import console
-from tallykey.api import management, verify
+from tallykey.api import leaks, management, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
@@ -69,6 +69,7 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     install_error_handlers(api)
     api.include_router(management.router)
     api.include_router(verify.router)
+    api.include_router(leaks.router)
     api.include_router(platform.router)
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")

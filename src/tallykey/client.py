@@ -1,0 +1,476 @@
+"""The client SDK: link an integration to a tallykey-protected platform by token + region.
+
+    from tallykey.client import Client, ConnectFailed
+
+    with Client(token, region="eu1") as client:
+        info = client.connect()          # GET /core/v3/info
+        print(info.account.name, info.scopes, info.expires_at)
+
+`AsyncClient` is the same with `async with` / `await`. The region is resolved to a base URL
+through the deployment's region map (`TALLYKEY_REGIONS=eu1=https://…,us1=https://…`) unless
+`base_url` is given. The token is checked offline first (checksum, shape, region), so a
+truncated copy or a token of another region is reported without a network call.
+
+Every failure is one exception of the `ConnectFailed` hierarchy below, whose message is the
+fix ("copied incompletely", "belongs to region us1: https://…", "expired at …"). Each class
+also carries the exit code `tallykey connect` uses for it. Messages never contain the token.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import asdict, dataclass
+from datetime import datetime
+from types import TracebackType
+from typing import Any, ClassVar, Self
+from urllib.parse import urlsplit
+
+import httpx
+
+from tallykey.errors import TokenFormatError
+from tallykey.settings import Settings
+from tallykey.tokens.format import parse
+
+INFO_PATH = "/core/v3/info"
+USER_AGENT = "tallykey-client/0.1"
+DEFAULT_TIMEOUT = 10.0
+
+
+# --- the exception hierarchy ---------------------------------------------------------------
+
+
+class ConnectFailed(Exception):
+    """Base of every client error: `message` says what happened, `hint` what to do."""
+
+    exit_code: ClassVar[int] = 1
+    code: ClassVar[str] = "connect_failed"
+
+    def __init__(self, message: str, hint: str = "", *, url: str | None = None,
+                 status: int | None = None, **details: Any) -> None:
+        super().__init__(f"{message} {hint}".strip())
+        self.message = message
+        self.hint = hint
+        self.url = url
+        self.status = status
+        self.details = details
+
+    def as_dict(self) -> dict[str, Any]:
+        body: dict[str, Any] = {"ok": False, "error": self.code, "message": self.message}
+        if self.hint:
+            body["hint"] = self.hint
+        if self.url:
+            body["url"] = self.url
+        if self.status is not None:
+            body["status"] = self.status
+        body.update(self.details)
+        return body
+
+
+class ClientMisconfigured(ConnectFailed):
+    """The client cannot even try: unknown region, malformed base URL, bad region map."""
+
+    exit_code = 10
+    code = "misconfigured"
+
+
+class TokenRejected(ConnectFailed):
+    """The token itself is not usable; subclasses say why."""
+
+    exit_code = 20
+    code = "token_rejected"
+
+
+class TokenMalformed(TokenRejected):
+    """Offline check failed (checksum, length, characters): copied incompletely or altered."""
+
+    exit_code = 21
+    code = "token_malformed"
+
+
+class WrongRegion(TokenRejected):
+    """The token belongs to another region; `region` and (if known) `base_url` name it."""
+
+    exit_code = 22
+    code = "wrong_region"
+
+    def __init__(self, message: str, hint: str = "", *, region: str,
+                 base_url: str | None = None, **kwargs: Any) -> None:
+        if base_url:
+            kwargs["base_url"] = base_url
+        super().__init__(message, hint, region=region, **kwargs)
+        self.region = region
+        self.base_url = base_url
+
+
+class TokenNotRecognised(TokenRejected):
+    """Well formed, right region, but unknown here: deleted, or from another deployment."""
+
+    exit_code = 23
+    code = "token_not_recognised"
+
+
+class TokenRevoked(TokenRejected):
+    exit_code = 24
+    code = "token_revoked"
+
+    def __init__(self, message: str, hint: str = "", *, revoked_at: datetime | None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, hint, **kwargs)
+        self.revoked_at = revoked_at
+
+
+class TokenExpired(TokenRejected):
+    exit_code = 25
+    code = "token_expired"
+
+    def __init__(self, message: str, hint: str = "", *, expired_at: datetime | None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, hint, **kwargs)
+        self.expired_at = expired_at
+
+
+class TokenOwnerInactive(TokenRejected):
+    exit_code = 26
+    code = "owner_inactive"
+
+
+class AccessDenied(ConnectFailed):
+    """The token is valid but this request may not use it (403)."""
+
+    exit_code = 30
+    code = "access_denied"
+
+
+class IpNotAllowed(AccessDenied):
+    """The caller's address (`ip`, as the server saw it) is not in the allow-list."""
+
+    exit_code = 31
+    code = "ip_not_allowed"
+
+    def __init__(self, message: str, hint: str = "", *, ip: str | None, **kwargs: Any) -> None:
+        super().__init__(message, hint, ip=ip, **kwargs)
+        self.ip = ip
+
+
+class ScopeMissing(AccessDenied):
+    exit_code = 32
+    code = "scope_missing"
+
+    def __init__(self, message: str, hint: str = "", *, scopes: list[str],
+                 **kwargs: Any) -> None:
+        super().__init__(message, hint, missing_scopes=scopes, **kwargs)
+        self.scopes = scopes
+
+
+class RateLimited(ConnectFailed):
+    exit_code = 40
+    code = "rate_limited"
+
+    def __init__(self, message: str, hint: str = "", *, retry_after: int | None,
+                 **kwargs: Any) -> None:
+        super().__init__(message, hint, retry_after=retry_after, **kwargs)
+        self.retry_after = retry_after
+
+
+class ServerUnreachable(ConnectFailed):
+    """No HTTP answer at all (DNS, refused, TLS, timeout); `url` is what was tried."""
+
+    exit_code = 50
+    code = "server_unreachable"
+
+
+class UnexpectedResponse(ConnectFailed):
+    """An answer that is not tallykey's: wrong base URL, a proxy's error page, a 5xx."""
+
+    exit_code = 51
+    code = "unexpected_response"
+
+
+# --- the answer ----------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class AccountInfo:
+    id: str
+    slug: str
+    name: str
+    region: str
+
+
+@dataclass(frozen=True)
+class UserInfo:
+    id: str
+    email: str | None
+
+
+@dataclass(frozen=True)
+class ConnectionInfo:
+    """What `/core/v3/info` says about the token: whose it is and what it may do."""
+
+    base_url: str
+    account: AccountInfo
+    token_id: str
+    kind: str
+    scopes: tuple[str, ...]
+    expires_at: datetime
+    user: UserInfo | None
+
+    def as_dict(self) -> dict[str, Any]:
+        data = asdict(self)
+        data["scopes"] = list(self.scopes)
+        data["expires_at"] = self.expires_at.isoformat()
+        return {"ok": True, **data}
+
+
+# --- the pure parts shared by both clients -------------------------------------------------
+
+
+@dataclass(frozen=True)
+class _Target:
+    base_url: str
+    region: str | None
+
+
+def region_map() -> dict[str, str]:
+    """This machine's `TALLYKEY_REGIONS`, the same mapping the server uses."""
+    try:
+        return dict(Settings().region_urls)
+    except ValueError as error:
+        raise ClientMisconfigured(f"The TALLYKEY_* settings cannot be read: {error}",
+                                  "Write TALLYKEY_REGIONS as eu1=https://…,us1=https://….",
+                                  ) from None
+
+
+def resolve(token: str, region: str | None, base_url: str | None,
+            regions: Mapping[str, str] | None) -> _Target:
+    """Check the token offline and pick the base URL; raise the precise error otherwise."""
+    try:
+        parsed = parse(token)
+    except TokenFormatError as error:
+        raise TokenMalformed(error.message, error.hint, reason=error.reason) from None
+    known = dict(region_map() if regions is None else regions)
+    region = region.strip().lower() if region is not None and region.strip() else None
+    if region is not None and parsed.region != region:
+        right = known.get(parsed.region)
+        where = (f"its API base URL is {right}" if right
+                 else "its API base URL is not in this region map (TALLYKEY_REGIONS)")
+        raise WrongRegion(
+            f"This token belongs to region {parsed.region!r}, not {region!r}.",
+            f"Connect to region {parsed.region} instead: {where}.",
+            region=parsed.region, base_url=right)
+    if base_url is not None:
+        return _Target(_checked_base_url(base_url), region or parsed.region)
+    region = region or parsed.region
+    if region not in known:
+        listed = ", ".join(sorted(known)) or "none configured"
+        raise ClientMisconfigured(
+            f"Region {region!r} has no known API base URL (known regions: {listed}).",
+            "Set TALLYKEY_REGIONS (e.g. eu1=https://api-eu1.example.com) or pass the base URL.",
+            region=region)
+    return _Target(_checked_base_url(known[region]), region)
+
+
+def _checked_base_url(url: str) -> str:
+    url = url.strip().rstrip("/")
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ClientMisconfigured(f"The base URL {url!r} is not an http(s) URL.",
+                                  "Pass it as https://host[:port].")
+    return url
+
+
+def _when(value: Any) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None
+
+
+def _json_body(response: httpx.Response) -> dict[str, Any] | None:
+    try:
+        body = response.json()
+    except ValueError:
+        return None
+    return body if isinstance(body, dict) else None
+
+
+def interpret(response: httpx.Response, base_url: str,
+              required_scopes: Iterable[str] = ()) -> ConnectionInfo:
+    """Turn the `/core/v3/info` answer into `ConnectionInfo` or the matching error."""
+    url = str(response.request.url)
+    body = _json_body(response)
+    if response.status_code == 200 and body is not None:
+        info = _connection(body, base_url, url)
+        missing = sorted(set(required_scopes) - set(info.scopes))
+        if missing:
+            raise ScopeMissing(
+                f"The token lacks the scope(s) {', '.join(missing)}.",
+                "Create a token with these scopes (its owner must hold them too).",
+                scopes=missing, url=url, status=200)
+        return info
+    if body is None or "error" not in body or "message" not in body:
+        hint = ("Is this the API base URL of the region? It should answer "
+                f"{INFO_PATH} with JSON.")
+        if response.status_code >= 500:
+            hint = "The server failed; try again later, or tell the platform's operators."
+        raise UnexpectedResponse(
+            f"GET {url} answered HTTP {response.status_code}, not a tallykey answer.",
+            hint, url=url, status=response.status_code)
+    raise refusal(response.status_code, body, url,
+                  response.headers.get("retry-after"))
+
+
+def refusal(status: int, body: Mapping[str, Any], url: str,
+            retry_after: str | None = None) -> ConnectFailed:
+    """Map a server's JSON error body (`{"error", "message", "hint", …}`) to an exception."""
+    error = str(body.get("error", ""))
+    message = str(body.get("message", "")) or f"The server refused the token (HTTP {status})."
+    hint = str(body.get("hint", ""))
+    common: dict[str, Any] = {"url": url, "status": status}
+    if status == 429:
+        seconds = str(body.get("retry_after") or retry_after or "")
+        return RateLimited(message, hint, retry_after=int(seconds) if seconds.isdigit()
+                           else None, **common)
+    if status == 403:
+        if error == "ip_not_allowed":
+            return IpNotAllowed(message, hint, ip=body.get("ip"), **common)
+        if error == "insufficient_scope":
+            return ScopeMissing(message, hint, scopes=[str(body.get("scope", ""))], **common)
+        return AccessDenied(message, hint, **common)
+    if status == 401:
+        if "revoked_at" in body:
+            return TokenRevoked(message, hint, revoked_at=_when(body["revoked_at"]), **common)
+        if "expired_at" in body:
+            return TokenExpired(message, hint, expired_at=_when(body["expired_at"]), **common)
+        if "region" in body:
+            return WrongRegion(message, hint, region=str(body["region"]),
+                               base_url=body.get("base_url"), **common)
+        if body.get("reason") in ("checksum", "length", "characters", "whitespace", "prefix",
+                                  "region", "empty"):
+            return TokenMalformed(message, hint, **common)
+        if error == "invalid_token" and "owner" in message.lower():
+            return TokenOwnerInactive(message, hint, **common)
+        if error == "invalid_token":
+            return TokenNotRecognised(
+                message, hint or "Check that the token was not deleted or revoked in the "
+                "console, and copy it again.", **common)
+    return UnexpectedResponse(message, hint, **common)
+
+
+def _connection(body: Mapping[str, Any], base_url: str, url: str) -> ConnectionInfo:
+    try:
+        account, token, user = body["account"], body["token"], body.get("user")
+        expires_at = datetime.fromisoformat(token["expires_at"])
+        return ConnectionInfo(
+            base_url=base_url,
+            account=AccountInfo(id=str(account["id"]), slug=str(account["slug"]),
+                                name=str(account["name"]), region=str(account["region"])),
+            token_id=str(token["id"]), kind=str(token["kind"]),
+            scopes=tuple(str(s) for s in token["scopes"]), expires_at=expires_at,
+            user=UserInfo(id=str(user["id"]), email=user.get("email")) if user else None)
+    except (KeyError, TypeError, ValueError):
+        raise UnexpectedResponse(f"GET {url} answered 200 but not with tallykey's info.",
+                                 "Is this the API base URL of the region?", url=url,
+                                 status=200) from None
+
+
+def unreachable(error: httpx.TransportError, url: str) -> ServerUnreachable:
+    what = "timed out" if isinstance(error, httpx.TimeoutException) else (
+        f"failed ({error.__class__.__name__}: {error})" if str(error)
+        else f"failed ({error.__class__.__name__})")
+    return ServerUnreachable(
+        f"Could not reach {url}: the connection {what}.",
+        "Check the region (or base URL), your network, proxy and firewall.", url=url)
+
+
+# --- the clients ---------------------------------------------------------------------------
+
+
+class _Base:
+    def __init__(self, token: str, *, region: str | None = None, base_url: str | None = None,
+                 regions: Mapping[str, str] | None = None) -> None:
+        self._token = token.strip()
+        target = resolve(self._token, region, base_url, regions)
+        self.base_url = target.base_url
+        self.region = target.region
+        self._headers = {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT,
+                         "Accept": "application/json"}
+
+    def __repr__(self) -> str:  # never show the token
+        return f"{type(self).__name__}(region={self.region!r}, base_url={self.base_url!r})"
+
+
+class Client(_Base):
+    """Synchronous client. `Client(token, region="eu1")` or `Client(token, base_url=…)`.
+
+    Raises at construction when the token fails its offline checks or the region cannot
+    be resolved; `connect()` raises the server's verdict as a `ConnectFailed` subclass.
+    """
+
+    def __init__(self, token: str, *, region: str | None = None, base_url: str | None = None,
+                 regions: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 verify: bool | str = True) -> None:
+        super().__init__(token, region=region, base_url=base_url, regions=regions)
+        #: An `httpx.Client` on the region's base URL that sends the token: use it for the
+        #: platform's other endpoints.
+        self.http = httpx.Client(base_url=self.base_url, headers=self._headers,
+                                 timeout=timeout, verify=verify)
+
+    def connect(self, required_scopes: Iterable[str] = ()) -> ConnectionInfo:
+        """Check the token against the region's `/core/v3/info`: who it belongs to and what
+        it may do; `required_scopes` it must grant. Raises a `ConnectFailed` subclass."""
+        url = self.base_url + INFO_PATH
+        try:
+            response = self.http.get(INFO_PATH)
+        except httpx.TransportError as error:
+            raise unreachable(error, url) from None
+        return interpret(response, self.base_url, required_scopes)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                 trace: TracebackType | None) -> None:
+        self.close()
+
+
+class AsyncClient(_Base):
+    """`Client` for asyncio: `async with AsyncClient(token, region=…) as c: await c.connect()`."""
+
+    def __init__(self, token: str, *, region: str | None = None, base_url: str | None = None,
+                 regions: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
+                 verify: bool | str = True) -> None:
+        super().__init__(token, region=region, base_url=base_url, regions=regions)
+        self.http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
+                                      timeout=timeout, verify=verify)
+
+    async def connect(self, required_scopes: Iterable[str] = ()) -> ConnectionInfo:
+        """As `Client.connect`."""
+        url = self.base_url + INFO_PATH
+        try:
+            response = await self.http.get(INFO_PATH)
+        except httpx.TransportError as error:
+            raise unreachable(error, url) from None
+        return interpret(response, self.base_url, required_scopes)
+
+    async def aclose(self) -> None:
+        await self.http.aclose()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(self, kind: type[BaseException] | None, error: BaseException | None,
+                        trace: TracebackType | None) -> None:
+        await self.aclose()
+
+
+__all__ = [
+    "AccessDenied", "AccountInfo", "AsyncClient", "Client", "ClientMisconfigured",
+    "ConnectFailed", "ConnectionInfo", "IpNotAllowed", "RateLimited", "ScopeMissing",
+    "ServerUnreachable", "TokenExpired", "TokenMalformed", "TokenNotRecognised",
+    "TokenOwnerInactive", "TokenRejected", "TokenRevoked", "UnexpectedResponse", "UserInfo",
+    "WrongRegion", "region_map", "resolve",
+]

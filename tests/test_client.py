@@ -1,0 +1,225 @@
+"""`tallykey.client` against a real server: every failure class and its message."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import pytest
+
+from tallykey import client as sdk
+from tallykey.tokens import format as token_format
+
+from .e2e.conftest import Server, free_port, running_server
+
+US1 = "https://api-us1.example.com"
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    with running_server(tmp_path_factory.mktemp("client"), "sqlite") as live:
+        yield live
+
+
+@pytest.fixture(scope="module")
+def regions(server: Server) -> dict[str, str]:
+    return {"eu1": server.base_url, "us1": US1}
+
+
+def manage(server: Server, method: str, path: str, **kwargs: Any) -> httpx.Response:
+    headers = {"Authorization": f"Bearer {server.seeded['admin']['token']}"}
+    return httpx.request(method, server.base_url + path, headers=headers, timeout=10, **kwargs)
+
+
+def new_token(server: Server, **body: Any) -> dict[str, Any]:
+    body.setdefault("name", "client test")
+    body.setdefault("expires_in_days", 30)
+    response = manage(server, "POST", "/api/v1/tokens", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())
+
+
+def connect(token: str, regions: dict[str, str], **kwargs: Any) -> sdk.ConnectionInfo:
+    scopes = kwargs.pop("required_scopes", ())
+    with sdk.Client(token, regions=regions, **kwargs) as client:
+        return client.connect(scopes)
+
+
+def failure(kind: type[sdk.ConnectFailed], token: str, regions: dict[str, str],
+            **kwargs: Any) -> sdk.ConnectFailed:
+    with pytest.raises(kind) as caught:
+        connect(token, regions, **kwargs)
+    assert token not in str(caught.value) and token not in repr(caught.value.as_dict())
+    return caught.value
+
+
+def test_connect_reports_account_token_scopes_expiry_and_user(
+        server: Server, regions: dict[str, str]) -> None:
+    info = connect(server.seeded["admin"]["token"], regions, region="eu1")
+    assert info.account.slug == server.seeded["account"]
+    assert info.account.region == "eu1" and info.base_url == server.base_url
+    assert info.kind == "personal" and "tokens:manage" in info.scopes
+    assert info.user is not None and info.user.email == server.seeded["admin"]["email"]
+    assert info.expires_at > datetime.now(UTC) + timedelta(days=20)
+    assert info.as_dict()["ok"] is True
+
+
+def test_async_client_connects_the_same(server: Server, regions: dict[str, str]) -> None:
+    async def run() -> sdk.ConnectionInfo:
+        async with sdk.AsyncClient(server.seeded["member"]["token"], region="eu1",
+                                   regions=regions) as client:
+            return await client.connect(["employees:read"])
+
+    # a thread of its own: an event loop left running in this one (e.g. by sync
+    # Playwright in the browser tests) must not matter
+    with ThreadPoolExecutor(1) as pool:
+        info = pool.submit(asyncio.run, run()).result()
+    assert info.scopes == ("employees:read",)
+    assert info.user is not None and info.user.email == server.seeded["member"]["email"]
+
+
+def test_region_defaults_to_the_tokens_own_and_base_url_overrides_the_map(
+        server: Server) -> None:
+    token = server.seeded["admin"]["token"]
+    assert connect(token, {"eu1": server.base_url}).account.region == "eu1"
+    info = connect(token, {}, base_url=server.base_url + "/")
+    assert info.base_url == server.base_url
+
+
+def test_truncated_or_altered_token_is_refused_offline(regions: dict[str, str],
+                                                       server: Server) -> None:
+    token = server.seeded["admin"]["token"]
+    nowhere = {"eu1": "http://127.0.0.1:1"}  # never contacted
+    cut = failure(sdk.TokenMalformed, token[:40], nowhere, region="eu1")
+    assert "copied incompletely" in cut.message and cut.exit_code == 21
+    flipped = token[:-1] + ("A" if token[-1] != "A" else "B")
+    assert "copied incompletely" in failure(sdk.TokenMalformed, flipped, nowhere).message
+    assert "whitespace" in failure(sdk.TokenMalformed, token[:20] + " " + token[20:],
+                                   nowhere).message
+
+
+def test_token_of_another_region_names_that_region_and_its_url(
+        server: Server, regions: dict[str, str]) -> None:
+    offline = failure(sdk.WrongRegion, server.seeded["admin"]["token"], regions, region="us1")
+    assert offline.region == "eu1" and offline.base_url == server.base_url
+    assert "'eu1'" in offline.message and server.base_url in offline.hint
+    # the server says the same when the region check is bypassed with a base URL
+    foreign = str(token_format.generate("us1"))
+    online = failure(sdk.WrongRegion, foreign, regions, base_url=server.base_url)
+    assert online.status == 401 and online.region == "us1" and online.base_url == US1
+    assert US1 in online.hint
+
+
+def test_unknown_token_says_check_it_was_not_deleted(server: Server,
+                                                     regions: dict[str, str]) -> None:
+    error = failure(sdk.TokenNotRecognised, str(token_format.generate("eu1")), regions)
+    assert "not recognised" in error.message and "deleted" in error.hint
+    assert error.exit_code == 23
+
+
+def test_revoked_token_says_when(server: Server, regions: dict[str, str]) -> None:
+    made = new_token(server)
+    revoked = manage(server, "POST", f"/api/v1/tokens/{made['id']}/revoke", json={})
+    assert revoked.status_code == 200, revoked.text
+    error = failure(sdk.TokenRevoked, made["token"], regions)
+    assert isinstance(error.revoked_at, datetime)
+    assert error.revoked_at.isoformat() in error.message and "revoked" in error.message
+
+
+def test_expired_token_says_when(server: Server, regions: dict[str, str]) -> None:
+    made = new_token(server)
+    soon = datetime.now(UTC) + timedelta(seconds=1.5)
+    patched = manage(server, "PATCH", f"/api/v1/tokens/{made['id']}",
+                     json={"expires_at": soon.isoformat()})
+    assert patched.status_code == 200, patched.text
+    time.sleep(2)
+    error = failure(sdk.TokenExpired, made["token"], regions)
+    assert error.expired_at is not None and abs(error.expired_at - soon) < timedelta(seconds=1)
+    assert "Token Expired" in error.message
+
+
+def test_deactivated_owner(server: Server, regions: dict[str, str]) -> None:
+    account = server.seeded["account"]
+    server.cli("users", "create", "-a", account, "--email", "leaver@demo.test", "--role",
+               "admin")
+    token = server.cli("tokens", "create", "-a", account, "--user", "leaver@demo.test",
+                       "--name", "leaver", "--days", "7", "--quiet").stdout.strip()
+    assert connect(token, regions).user is not None
+    server.cli("users", "deactivate", "-a", account, "--email", "leaver@demo.test")
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            connect(token, regions)
+        except sdk.TokenOwnerInactive as error:
+            assert "no longer active" in error.message
+            break
+        assert time.monotonic() < deadline, "deactivation never reached the server"
+        time.sleep(0.1)
+
+
+def test_ip_not_allowed_shows_the_ip_seen(server: Server, regions: dict[str, str]) -> None:
+    made = new_token(server, ip_allowlist=["203.0.113.0/24"])
+    error = failure(sdk.IpNotAllowed, made["token"], regions)
+    assert error.ip == "127.0.0.1" and "127.0.0.1" in error.message
+    assert error.status == 403 and error.exit_code == 31
+
+
+def test_required_scopes_are_checked(server: Server, regions: dict[str, str]) -> None:
+    error = failure(sdk.ScopeMissing, server.seeded["member"]["token"], regions,
+                    required_scopes=["employees:read", "employees:write"])
+    assert error.scopes == ["employees:write"] and "employees:write" in error.message
+
+
+def test_network_errors_name_the_url_tried(server: Server) -> None:
+    dead = f"http://127.0.0.1:{free_port()}"
+    error = failure(sdk.ServerUnreachable, server.seeded["admin"]["token"], {"eu1": dead})
+    assert error.url == dead + "/core/v3/info" and error.url in error.message
+    assert error.exit_code == 50
+
+
+def test_something_that_is_not_tallykey_is_called_out(server: Server) -> None:
+    error = failure(sdk.UnexpectedResponse, server.seeded["admin"]["token"], {},
+                    base_url=server.base_url + "/elsewhere")
+    assert error.status == 404 and "/elsewhere/core/v3/info" in (error.url or "")
+
+
+def test_misconfiguration_is_reported_before_any_request(server: Server) -> None:
+    token = str(token_format.generate("ap9"))
+    error = failure(sdk.ClientMisconfigured, token, {"eu1": server.base_url})
+    assert "'ap9'" in error.message and "eu1" in error.message
+    assert "TALLYKEY_REGIONS" in error.hint
+    bad_url = failure(sdk.ClientMisconfigured, server.seeded["admin"]["token"], {},
+                      base_url="ftp://example.com")
+    assert "http(s)" in bad_url.message
+
+
+def test_region_map_comes_from_tallykey_regions(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TALLYKEY_REGIONS", "eu1=https://api-eu1.example.com/,us1=https://u")
+    assert sdk.region_map() == {"eu1": "https://api-eu1.example.com", "us1": "https://u"}
+    monkeypatch.setenv("TALLYKEY_REGIONS", "eu1")
+    with pytest.raises(sdk.ClientMisconfigured, match="region=url"):
+        sdk.region_map()
+
+
+def test_refusal_bodies_map_to_their_classes() -> None:
+    url = "https://api-eu1.example.com/core/v3/info"
+    limited = sdk.refusal(429, {"error": "too_many_attempts", "message": "m",
+                                "retry_after": 42}, url)
+    assert isinstance(limited, sdk.RateLimited) and limited.retry_after == 42
+    assert isinstance(sdk.refusal(401, {"error": "invalid_token", "message": "m",
+                                        "reason": "checksum"}, url), sdk.TokenMalformed)
+    assert isinstance(sdk.refusal(403, {"error": "forbidden", "message": "m"}, url),
+                      sdk.AccessDenied)
+    assert isinstance(sdk.refusal(500, {"error": "internal_error", "message": "m"}, url),
+                      sdk.UnexpectedResponse)
+
+
+def test_the_client_never_shows_its_token(server: Server, regions: dict[str, str]) -> None:
+    token = server.seeded["admin"]["token"]
+    with sdk.Client(token, regions=regions) as client:
+        assert token not in repr(client) and token not in str(client)
