@@ -23,6 +23,7 @@ from sqlalchemy import select
 from tallykey.accounts.actor import Actor
 from tallykey.audit import trail
 from tallykey.errors import Conflict, TokenFormatError
+from tallykey.notify.notices import LEAK_REPORT
 from tallykey.runtime import Runtime
 from tallykey.tokens.format import parse
 from tallykey.tokens.models import Token, TokenSecret
@@ -103,7 +104,7 @@ class LeakReports:
         if found is None:
             return false_positive
         actor = replace(Actor.operator(found.account_id), label="Secret scanning",
-                        via="leak-report", ip=reporter_ip)
+                        via=LEAK_REPORT, ip=reporter_ip)
         outcome = self._stop(found, actor, item.url)
         with self.runtime.database.transaction() as session:
             trail.record(session, actor=actor, action=TOKEN_LEAK_REPORTED,

@@ -33,6 +33,9 @@ from tallykey.notify.models import EMAIL
 from tallykey.notify.outbox import Draft, enqueue
 from tallykey.tokens.models import Token
 
+#: `Actor.via` of revocations made because a secret scanner reported the token leaked.
+LEAK_REPORT = "leak-report"
+
 #: The stage of the notice sent when a token has expired (the reminders use day counts).
 EXPIRED_STAGE = 0
 
@@ -113,7 +116,13 @@ class Notifier:
             facts = self._facts(session, token)
             verb = "revoked" if event.kind == TOKEN_REVOKED else "rotated"
             subject = f'API token "{token.name}" was {verb}'
-            for user in creator_or_admins(session, token):
+            recipients = creator_or_admins(session, token)
+            if event.actor.via == LEAK_REPORT:  # SPEC §5: the creator and the admins
+                subject = f'API token "{token.name}" was leaked and has been revoked'
+                known = {user.id for user in recipients}
+                recipients += [a for a in active_admins(session, token.account_id)
+                               if a.id not in known]
+            for user in recipients:
                 mails.append((user, render(f"token_{verb}", subject, recipient=user,
                                            actor=event.actor, details=event.details,
                                            **facts)))

@@ -36,7 +36,8 @@ MAX_REGION_LENGTH = 8
 
 #: The pattern secret scanners use; published in the README.
 TOKEN_PATTERN = re.compile(
-    r"\btlk_[a-z0-9]{1,8}_[0-9A-Za-z]{%d}\b" % BODY_LENGTH  # noqa: UP031 - regex braces
+    r"\btlk_[a-z0-9]{1,8}_[0-9A-Za-z]{%d}\b" % BODY_LENGTH,  # noqa: UP031 - regex braces
+    re.ASCII,  # word boundaries as Go's regexp (gitleaks, TruffleHog) draws them
 )
 _REGION = re.compile(r"[a-z0-9]{1,%d}" % MAX_REGION_LENGTH)  # noqa: UP031
 _WELL_FORMED = re.compile(
