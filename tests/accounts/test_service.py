@@ -1,0 +1,90 @@
+"""Accounts, users, permissions and policies on a real store."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from tallykey.accounts.actor import Actor
+from tallykey.accounts.service import PolicyChanges
+from tallykey.audit.models import AuditEvent
+from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
+
+from ..conftest import World
+
+
+@pytest.mark.parametrize(("email", "fragment"), [
+    ("not-an-email", "not a valid e-mail"), ("a@b", "not a valid e-mail"),
+    ("admin@acme.test", "exists already"), ("ADMIN@acme.test", "exists already"),
+])
+def test_bad_or_duplicate_emails_are_refused(world: World, email: str, fragment: str) -> None:
+    with pytest.raises(ValidationFailed, match=fragment):
+        world.rt.accounts.create_user(world.as_admin, email)
+
+
+def test_members_cannot_manage_users_or_policies(world: World) -> None:
+    with pytest.raises(PermissionDenied):
+        world.rt.accounts.create_user(world.as_member, "x@acme.test")
+    with pytest.raises(PermissionDenied):
+        world.rt.accounts.update_policies(world.as_member, PolicyChanges(max_validity_days=30))
+
+
+def test_grants_name_known_workspaces_and_member_scopes_only(world: World) -> None:
+    with pytest.raises(NotFound, match="No workspace"):
+        world.rt.accounts.create_user(world.as_admin, "g@acme.test", grants={"nope": []})
+    with pytest.raises(ValidationFailed, match="Workspace grants can only hold"):
+        world.rt.accounts.create_user(world.as_admin, "g@acme.test",
+                                      grants={world.sales.id: ["tokens:manage"]})
+    other_workspace = world.rt.accounts.workspaces(world.globex_id)
+    assert other_workspace == []  # globex has none: nothing of acme is visible there
+
+
+def test_the_last_active_admin_stays(world: World) -> None:
+    operator = Actor.operator(world.acme_id)
+    with pytest.raises(ValidationFailed, match="last active administrator"):
+        world.rt.accounts.update_user(operator, world.admin.id, active=False)
+    with pytest.raises(ValidationFailed, match="last active administrator"):
+        world.rt.accounts.update_user(operator, world.admin.id, role="member")
+    world.rt.accounts.update_user(operator, world.member.id, role="admin")
+    world.rt.accounts.update_user(operator, world.admin.id, active=False)
+
+
+def test_users_of_another_account_are_not_found(world: World) -> None:
+    with pytest.raises(NotFound):
+        world.rt.accounts.update_user(world.as_other_admin, world.member.id, active=False)
+    with pytest.raises(NotFound):
+        world.rt.accounts.get_user(world.as_other_admin, world.admin.id)
+
+
+def test_login_checks_password_and_active_flag(world: World) -> None:
+    accounts = world.rt.accounts
+    assert accounts.check_login("admin@acme.test", "correct horse battery") is not None
+    assert accounts.check_login("ADMIN@acme.test ", "correct horse battery") is not None
+    assert accounts.check_login("admin@acme.test", "wrong") is None
+    assert accounts.check_login("nobody@acme.test", "correct horse battery") is None
+    assert accounts.check_login("not an email", "x") is None
+    accounts.update_user(Actor.operator(world.acme_id), world.member.id, active=False)
+    assert accounts.check_login("member@acme.test", "member password 1") is None
+
+
+def test_policy_changes_are_validated_and_audited(world: World) -> None:
+    accounts = world.rt.accounts
+    for changes, fragment in ((PolicyChanges(reminder_days=[0]), "reminder_days"),
+                              (PolicyChanges(reminder_days=list(range(1, 12))),
+                               "reminder_days"),
+                              (PolicyChanges(ip_allowlist=["10.0.0.1/40"]), "not a valid"),
+                              (PolicyChanges(max_validity_days=0), "between 1 and 365")):
+        with pytest.raises(ValidationFailed, match=fragment):
+            accounts.update_policies(world.as_admin, changes)
+    account = accounts.update_policies(world.as_admin, PolicyChanges(
+        reminder_days=[2, 7, 7], ip_allowlist=["10.0.0.0/8"]))
+    assert account.reminder_days == [7, 2] and account.ip_allowlist == ["10.0.0.0/8"]
+    with world.rt.database.reading() as session:
+        changes = session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "account.policy_changed")).all()
+    assert len(changes) == 1 and changes[0].details["after"]["reminder_days"] == [7, 2]
+
+
+def test_short_passwords_are_refused(world: World) -> None:
+    with pytest.raises(ValidationFailed, match="at least 10"):
+        world.rt.accounts.create_user(world.as_admin, "p@acme.test", password="short")
