@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
@@ -64,11 +65,19 @@ def error_response(error: TallykeyError) -> JSONResponse:
     return JSONResponse(error.as_dict(), status_code=error.status)
 
 
+def served_routes(app: Any) -> list[Any]:
+    """Every route the app serves, included routers flattened (recent FastAPI includes
+    routers lazily, so `app.routes` alone lists the routers, not their routes). Each item
+    has `path`, `methods`, `path_regex` and `endpoint`."""
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    return list(flatten(app.routes)) if flatten else list(app.routes)
+
+
 def _allowed_methods(request: Request) -> str:
     """Every method some route serves at this path (Starlette's 405 names only the first
     route's methods when several routes share a path)."""
     methods: set[str] = set()
-    for route in request.app.router.routes:
+    for route in served_routes(request.app):
         pattern = getattr(route, "path_regex", None)
         if pattern is not None and pattern.match(request.url.path):
             methods |= set(getattr(route, "methods", None) or ())
