@@ -37,7 +37,7 @@ from schemathesis.specs.openapi.checks import (
 from .conftest import Server, running_server
 
 #: Per operation, mode and backend: about 20 operations x 2 modes x 2 backends.
-EXAMPLES_PER_OPERATION = 20
+EXAMPLES_PER_OPERATION = 30
 STATEFUL_RUNS = 30
 STATEFUL_STEPS = 10
 MINIMUM_CASES = 1000
@@ -49,7 +49,7 @@ FUZZ_SETTINGS = settings(
     phases=[Phase.explicit, Phase.generate],
     suppress_health_check=list(HealthCheck))
 
-#: Total generated cases, per backend (checked at the end of each backend's run).
+#: Generated cases per backend (at least MINIMUM_CASES each, checked at the end).
 generated: dict[str, int] = {}
 
 
@@ -168,7 +168,7 @@ def test_the_fuzzer_ran_enough_cases(target: Target) -> None:
     total = generated.get(target.backend, 0)
     print(f"schemathesis: {total} cases on {target.backend}; answers by status: "
           f"{dict(sorted(target.statuses.items()))}")
-    assert total >= MINIMUM_CASES // 2, total
+    assert total >= MINIMUM_CASES, total
 
 
 def test_nul_characters_anywhere_are_refused_not_a_crash(target: Target) -> None:
