@@ -50,6 +50,9 @@ PUBLIC = {
     ("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/"),
     ("GET", "/console/setup/{key}"), ("POST", "/console/setup/{key}"),
     ("MOUNT", "/console/static"), ("GET", "/auth/request"),
+    # secret-scanning reports: signed by the scanner, and they can only name tokens the
+    # reporter has seen in the wild
+    ("POST", "/api/v1/leaks"),
 }
 #: Sign-in and sign-out of the JSON API: the session mode of this test runs through them.
 SESSION_ROUTES = {("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"),
@@ -134,6 +137,7 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": a_ws}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": "sales"})],
         ("GET", "/api/v1/targets"): [({}, None)],
+        ("GET", "/metrics"): [({}, None)],
         ("GET", "/api/v1/audit"): [({}, None), ({"target_id": a_token}, None),
                                    ({"actor_id": a_user}, None)],
         ("GET", "/api/v1/users"): [({}, None)],
@@ -179,6 +183,7 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/api/v1/tokens/{token_id}/revoke"): {"reason": "taken over"},
     ("POST", "/api/v1/tokens/{token_id}/rotate"): {"grace_seconds": 0},
     ("GET", "/api/v1/tokens/{token_id}/secret"): None,
+    ("GET", "/api/v1/tokens/{token_id}/usage"): None,
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "member", "active": False},
     ("GET", "/console/tokens/{token_id}"): None,
     ("POST", "/console/tokens/{token_id}"): {"name": "taken over", "description": "",

@@ -28,6 +28,7 @@ ERROR_STATUSES: dict[int, str] = {
     415: "The body's Content-Type is not supported",
     422: "A field was rejected; `field` names it and the message says why",
     429: "Too many failed attempts from this address; see Retry-After",
+    503: "Not available on this deployment as configured (e.g. no leak-report keys)",
 }
 _CHALLENGE = {"WWW-Authenticate": {"description": "RFC 6750 Bearer challenge",
                                    "schema": {"type": "string"}}}
