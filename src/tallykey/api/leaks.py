@@ -13,11 +13,13 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.api.limits import MAX_BODY_BYTES
 from tallykey.api.management import settle
+from tallykey.api.responses import error_responses
 from tallykey.errors import TallykeyError, ValidationFailed
 from tallykey.leaks.reports import REVOKED, LeakReports, ReportedToken
 from tallykey.leaks.signatures import IDENTIFIER_HEADER, SIGNATURE_HEADER, KeySource
 
-router = APIRouter(prefix="/api/v1", tags=["leak reports"])
+router = APIRouter(prefix="/api/v1", tags=["leak reports"],
+                   responses=error_responses(400, 401, 413, 422, 503))
 
 #: The body limit (`RequestLimits` refuses more before we get here) and entries per report.
 MAX_REPORT_BYTES = MAX_BODY_BYTES

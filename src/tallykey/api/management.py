@@ -12,6 +12,7 @@ from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
 from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter
+from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
     AccountView,
@@ -48,7 +49,8 @@ from tallykey.runtime import Runtime
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
-router = APIRouter(prefix="/api/v1")
+router = APIRouter(prefix="/api/v1",
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429))
 PROPAGATION_HEADER = "Tallykey-Propagation"
 
 

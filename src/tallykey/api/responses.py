@@ -5,15 +5,47 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import fastapi.routing
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
+from tallykey.api.schemas import ErrorBody
 from tallykey.auth.verdict import Verdict
 from tallykey.errors import AuthenticationError, TallykeyError
 
 log = logging.getLogger(__name__)
+
+#: What each error status means, for the OpenAPI document.
+ERROR_STATUSES: dict[int, str] = {
+    400: "Malformed request: an Authorization header or a body that cannot be parsed",
+    401: "No credentials, or credentials that were refused (RFC 6750 challenge)",
+    403: "Authenticated but not allowed (scope, role, IP allow-list, CSRF)",
+    404: "No such object in this account (or it is not visible to the caller)",
+    409: "The object's state does not allow this (e.g. already revoked)",
+    413: "The request body is too large",
+    415: "The body's Content-Type is not supported",
+    422: "A field was rejected; `field` names it and the message says why",
+    429: "Too many failed attempts from this address; see Retry-After",
+    503: "Not available on this deployment as configured (e.g. no leak-report keys)",
+}
+_CHALLENGE = {"WWW-Authenticate": {"description": "RFC 6750 Bearer challenge",
+                                   "schema": {"type": "string"}}}
+_RETRY = {"Retry-After": {"description": "seconds to wait", "schema": {"type": "string"}}}
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """`responses=` for a router or route: the JSON error body under each status."""
+    documented: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        entry: dict[str, Any] = {"model": ErrorBody, "description": ERROR_STATUSES[status]}
+        if status == 401:
+            entry["headers"] = _CHALLENGE
+        elif status == 429:
+            entry["headers"] = _RETRY
+        documented[status] = entry
+    return documented
 
 
 class VerdictRefused(Exception):
@@ -32,6 +64,25 @@ def error_response(error: TallykeyError) -> JSONResponse:
     if isinstance(error, AuthenticationError):
         return verdict_response(Verdict.refused(error))
     return JSONResponse(error.as_dict(), status_code=error.status)
+
+
+def served_routes(app: Any) -> list[Any]:
+    """Every route the app serves, included routers flattened (recent FastAPI includes
+    routers lazily, so `app.routes` alone lists the routers, not their routes). Each item
+    has `path`, `methods`, `path_regex` and `endpoint`."""
+    flatten = getattr(fastapi.routing, "iter_route_contexts", None)
+    return list(flatten(app.routes)) if flatten else list(app.routes)
+
+
+def _allowed_methods(request: Request) -> str:
+    """Every method some route serves at this path (Starlette's 405 names only the first
+    route's methods when several routes share a path)."""
+    methods: set[str] = set()
+    for route in served_routes(request.app):
+        pattern = getattr(route, "path_regex", None)
+        if pattern is not None and pattern.match(request.url.path):
+            methods |= set(getattr(route, "methods", None) or ())
+    return ", ".join(sorted(methods))
 
 
 def _describe(errors: list[Any]) -> tuple[str, list[dict[str, str]]]:
@@ -60,11 +111,16 @@ def install_error_handlers(app: FastAPI) -> None:
                              "errors": details}, status_code=422)
 
     @app.exception_handler(StarletteHTTPException)
-    async def _http(_: Request, error: StarletteHTTPException) -> Response:
-        code = {404: "not_found", 405: "method_not_allowed", 413: "payload_too_large"}.get(
-            error.status_code, "http_error")
-        return JSONResponse({"error": code, "message": str(error.detail)},
-                            status_code=error.status_code, headers=error.headers)
+    async def _http(request: Request, error: StarletteHTTPException) -> Response:
+        code = {400: "invalid_request", 404: "not_found", 405: "method_not_allowed",
+                413: "payload_too_large"}.get(error.status_code, "http_error")
+        headers = dict(error.headers or {})
+        if error.status_code == 405:
+            headers["Allow"] = _allowed_methods(request)
+        body = {"error": code, "message": str(error.detail)}
+        if error.status_code == 400:
+            body["hint"] = "Send a well-formed JSON body with Content-Type: application/json."
+        return JSONResponse(body, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> Response:

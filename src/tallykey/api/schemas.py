@@ -14,7 +14,22 @@ from tallykey.tokens.schemas import Timestamp, TokenView
 
 
 class Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    """A request body: unknown fields are refused, and so are values of the wrong JSON
+    type (no `0` for `false`, no `"30"` for `30`): the body must match the documented
+    schema exactly."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
+
+
+class ErrorBody(BaseModel):
+    """Every error answer: a stable code, what went wrong, what to do about it, and
+    details that depend on the error (`field`, `errors`, `scope`, `revoked_at`, ...)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    error: str = Field(description="stable machine-readable code, e.g. invalid_token")
+    message: str = Field(description="what went wrong, for a person")
+    hint: str | None = Field(default=None, description="what to do about it")
 
 
 class TokenCreate(Strict):

@@ -11,6 +11,8 @@ from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
+from tallykey.errors import ValidationFailed
+
 
 def _tune_sqlite(dbapi_connection: Any, _record: Any) -> None:
     cursor = dbapi_connection.cursor()
@@ -38,6 +40,26 @@ def _begin(connection: Connection) -> None:
     connection.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
 
+def _holds_nul(parameters: Any) -> bool:
+    if isinstance(parameters, str):
+        return "\x00" in parameters
+    if isinstance(parameters, dict):
+        return any(_holds_nul(value) for value in parameters.values())
+    if isinstance(parameters, list | tuple):
+        return any(_holds_nul(value) for value in parameters)
+    return False
+
+
+def _refuse_nul(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _context: Any,
+                _executemany: bool) -> None:
+    """PostgreSQL text cannot hold U+0000 (the driver fails with a DataError, which would
+    be a 500). Any NUL in a search, id or field is the caller's error, on every backend."""
+    if _holds_nul(parameters):
+        raise ValidationFailed("The request contains a NUL character (U+0000), which no "
+                               "name, id, search or other text may contain.",
+                               "Remove the NUL character and send the request again.")
+
+
 def build_engine(url: str) -> Engine:
     """An engine for `url`; for SQLite the data directory is created first."""
     parsed = make_url(url)
@@ -47,8 +69,10 @@ def build_engine(url: str) -> Engine:
         engine = create_engine(url, connect_args={"check_same_thread": False})
         event.listen(engine, "connect", _take_over_transactions)
         event.listen(engine, "begin", _begin)
-        return engine
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    else:
+        engine = create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20)
+    event.listen(engine, "before_cursor_execute", _refuse_nul)
+    return engine
 
 
 VERDICT_CHANGED = "tallykey.verdict_changed"

@@ -25,7 +25,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.service import normalise_email, permissions_of
 from tallykey.api.deps import runtime_of
-from tallykey.api.responses import VerdictRefused
+from tallykey.api.responses import VerdictRefused, error_responses
 from tallykey.auth.middleware import verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.demo.models import Employee
@@ -39,7 +39,8 @@ from tallykey.errors import (
 from tallykey.runtime import Runtime
 from tallykey.tokens.policy import clean_name
 
-router = APIRouter(prefix="/core/v3", tags=["demo platform"])
+router = APIRouter(prefix="/core/v3", tags=["demo platform"],
+                   responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429))
 MAX_BODY = 64 * 1024
 
 
@@ -159,7 +160,12 @@ class EmployeeIn(BaseModel):
     workspace: str = Field(max_length=64)
 
 
-@router.post("/employees", status_code=201)
+#: The body is read by hand (JSON or XML), so its schema is declared here for the docs.
+EMPLOYEE_BODY = {"requestBody": {"required": True, "content": {
+    "application/json": {"schema": EmployeeIn.model_json_schema()}}}}
+
+
+@router.post("/employees", status_code=201, openapi_extra=EMPLOYEE_BODY)
 async def create_employee(request: Request, zone: Zone,
                           verdict: Verdict = platform_token("employees:write")) -> Response:
     """Create an employee in a workspace the token can see and write to (JSON or XML)."""
