@@ -27,6 +27,7 @@ from tallykey.monitor import recent_ips
 from tallykey.tokens.models import Token
 
 ALLOWED = "allowed"
+UPSERT_ROWS = 1000
 MAX_AGENT_LENGTH = 300
 
 #: (token id, client ip) -> (POSIX time of the latest allowed use, user agent).
@@ -179,11 +180,13 @@ class UsageRecorder:
                 rows = [{"token_id": t, "hour": datetime.fromtimestamp(h * 3600, UTC),
                          "outcome": o, "count": n}
                         for (t, h, o), n in sorted(batch.counts.items())]
-                statement = insert(TokenUsage).values(rows)
-                statement = statement.on_conflict_do_update(
-                    index_elements=["token_id", "hour", "outcome"],
-                    set_={"count": TokenUsage.count + statement.excluded.count})
-                session.execute(statement)
+                # in slices: SQLite caps bound parameters per statement (32,766)
+                for start in range(0, len(rows), UPSERT_ROWS):
+                    statement = insert(TokenUsage).values(rows[start:start + UPSERT_ROWS])
+                    statement = statement.on_conflict_do_update(
+                        index_elements=["token_id", "hour", "outcome"],
+                        set_={"count": TokenUsage.count + statement.excluded.count})
+                    session.execute(statement)
             if batch.uses:
                 recent_ips.remember(session, {key: at for key, (at, _) in batch.uses.items()})
 

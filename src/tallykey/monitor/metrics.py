@@ -113,10 +113,10 @@ def exposition(database: Database) -> bytes:
                                 "Outbox messages not delivered yet, by status.",
                                 labels=["status"])
     with database.reading() as session:
-        counts = dict(session.execute(
+        rows = session.execute(
             select(OutboxMessage.status, func.count()).where(
                 OutboxMessage.status.in_((PENDING, SENDING))).group_by(OutboxMessage.status))
-            .tuples().all())
+        counts = {str(status): int(count) for status, count in rows}
     for status in (PENDING, SENDING):
         backlog.add_metric([status], float(counts.get(status, 0)))
     registry = CollectorRegistry(auto_describe=False)
