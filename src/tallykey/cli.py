@@ -17,10 +17,11 @@ import typer
 from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
+from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
-from tallykey.accounts.models import User
+from tallykey.accounts.models import Account, User
 from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
 from tallykey.errors import TallykeyError
@@ -322,10 +323,6 @@ def accounts_create(
 @accounts_app.command("list")
 def accounts_list(as_json: JsonOption = False) -> None:
     """List accounts."""
-    from sqlalchemy import select
-
-    from tallykey.accounts.models import Account
-
     with runtime() as rt, rt.database.reading() as session:
         rows = [{"id": a.id, "slug": a.slug, "name": a.name, "region": a.region}
                 for a in session.scalars(select(Account).order_by(Account.slug))]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, date, datetime, time
 from typing import Annotated
 
 from fastapi import APIRouter, Query, Request, Response
@@ -253,8 +253,7 @@ def list_audit(
 
 
 def _as_datetime(value: object) -> datetime:
-    from datetime import UTC, date, time
-
+    """A filter bound: a date means its first moment, UTC."""
     if isinstance(value, datetime):
         return value if value.tzinfo else value.replace(tzinfo=UTC)
     assert isinstance(value, date)
