@@ -220,7 +220,7 @@ def test_audit_filters_and_exports(admin: tuple[TestClient, str], world: World) 
     assert page.status_code == 200 and "token.created" in page.text
     exported = client.get("/console/audit/export.csv", params={"action": "token.created"})
     assert exported.headers["content-disposition"].startswith("attachment")
-    assert exported.text.splitlines()[0].startswith("id,occurred_at,action")
+    assert exported.text.splitlines()[0].startswith("id,occurred_at,account_id,action")
     assert len(exported.text.splitlines()) == 2
     assert "user.login" not in exported.text
     lines = client.get("/console/audit/export.jsonl").text.splitlines()

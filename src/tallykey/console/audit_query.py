@@ -3,16 +3,13 @@ exports. Always within the viewer's account."""
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, date, datetime, time, timedelta
-from typing import Any
 
 from sqlalchemy import Select, select
 
+from tallykey.audit import export
 from tallykey.audit.models import AuditEvent
 from tallykey.db.engine import Database
 from tallykey.errors import ValidationFailed
@@ -20,8 +17,6 @@ from tallykey.tokens.format import PRODUCT_PREFIX
 from tallykey.tokens.models import Token
 
 EXPORT_BATCH = 1000
-COLUMNS = ("id", "occurred_at", "action", "actor_type", "actor_id", "actor_label",
-           "target_type", "target_id", "ip", "details")
 
 
 @dataclass(frozen=True)
@@ -100,35 +95,11 @@ def _batches(database: Database, account_id: str, flt: AuditFilter) -> Iterator[
             return
 
 
-def as_row(event: AuditEvent) -> dict[str, Any]:
-    return {"id": event.id, "occurred_at": event.occurred_at.isoformat(),
-            "action": event.action, "actor_type": event.actor_type,
-            "actor_id": event.actor_id, "actor_label": event.actor_label,
-            "target_type": event.target_type, "target_id": event.target_id, "ip": event.ip,
-            "details": event.details}
-
-
 def json_lines(database: Database, account_id: str, flt: AuditFilter) -> Iterator[str]:
-    for event in _batches(database, account_id, flt):
-        yield json.dumps(as_row(event), sort_keys=True) + "\n"
-
-
-def _cell(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else (
-        "" if value is None else str(value))
-    # Spreadsheets run cells that start with these as formulas (CSV injection).
-    return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
+    """The filtered entries as JSON lines, in the same form as `tallykey audit export`."""
+    return export.json_lines(_batches(database, account_id, flt))
 
 
 def csv_lines(database: Database, account_id: str, flt: AuditFilter) -> Iterator[str]:
-    buffer = io.StringIO()
-    writer = csv.writer(buffer)
-    writer.writerow(COLUMNS)
-    for event in _batches(database, account_id, flt):
-        row = as_row(event)
-        writer.writerow([_cell(row[c]) for c in COLUMNS])
-        if buffer.tell() > 64 * 1024:
-            yield buffer.getvalue()
-            buffer.seek(0)
-            buffer.truncate()
-    yield buffer.getvalue()
+    """The filtered entries as CSV, in the same form as `tallykey audit export`."""
+    return export.csv_lines(_batches(database, account_id, flt))
