@@ -234,7 +234,7 @@ def test_audit_policies_outbox_pages_and_export(site: Site, new_context: Any) ->
     with page.expect_download() as download:
         page.get_by_role("link", name="CSV").click()
     lines = download.value.path().read_text(encoding="utf-8").splitlines()
-    assert lines[0].startswith("id,occurred_at,action") and len(lines) == 2
+    assert lines[0].startswith("id,occurred_at,account_id,action") and len(lines) == 2
 
     page.goto("/console/account")
     page.get_by_label("Maximum token validity (days, 1–365)").fill("60")
