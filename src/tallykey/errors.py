@@ -29,6 +29,25 @@ class TallykeyError(Exception):
         body.update(self.details)
         return body
 
+    def headers(self) -> dict[str, str]:
+        """Response headers every answer to this error carries (e.g. `Retry-After`)."""
+        return {}
+
+
+class StoreUnavailable(TallykeyError):
+    """The token store (database) cannot be reached or cannot take writes right now:
+    a connection failure, a timeout, a full disk or a read-only store. Nothing changed."""
+
+    status = 503
+    code = "store_unavailable"
+
+    def __init__(self, message: str, hint: str = "", *, retry_after: int = 2) -> None:
+        super().__init__(message, hint or f"Try again in {retry_after} seconds.")
+        self.retry_after = retry_after
+
+    def headers(self) -> dict[str, str]:
+        return {"Retry-After": str(self.retry_after)}
+
 
 # --- management / input errors -------------------------------------------------------
 

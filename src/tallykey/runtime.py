@@ -10,10 +10,12 @@ from sqlalchemy import func, select
 from tallykey.accounts.models import Account
 from tallykey.accounts.service import AccountService
 from tallykey.auth.sessions import SessionStore
-from tallykey.clock import Clock, SystemClock
+from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.errors import TallykeyError
+from tallykey.feed.clock import DatabaseClock
+from tallykey.feed.nodes import Propagation, settle
 from tallykey.keys.keyring import KeyConfigError, load_keyring
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
@@ -38,13 +40,17 @@ class Runtime:
     sessions: SessionStore
     notifier: Notifier
     webhooks: WebhookService
+    #: The database's clock: heartbeats, liveness and propagation follow it.
+    database_clock: DatabaseClock
     vault: SecretVault | None = None
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
         settings = settings or load_settings()
-        clock = clock or SystemClock()
-        database = Database(settings.resolved_database_url)
+        database = Database(settings.resolved_database_url, settings.db_connect_timeout,
+                            settings.db_statement_timeout)
+        database_clock = DatabaseClock(database)
+        clock = clock or database_clock
         keyring = load_keyring(settings.kek, settings.kek_file)
         vault = SecretVault(database, clock, keyring) if keyring else None
         notifier = Notifier(public_url=settings.public_url)
@@ -59,8 +65,16 @@ class Runtime:
             sessions=SessionStore(database, clock),
             notifier=notifier,
             webhooks=WebhookService(database, clock),
+            database_clock=database_clock,
             vault=vault,
         )
+
+    def settle(self, subject_id: str) -> Propagation:
+        """After a verdict-affecting change committed: wait (bounded by
+        TALLYKEY_PROPAGATION_TIMEOUT) until every live node applied it. The API, the
+        console, the CLI and leak reports all answer with this."""
+        return settle(self.database, self.database_clock, subject_id,
+                      self.settings.propagation_timeout, self.settings.stale_if_error)
 
     def check_keys(self) -> None:
         """Refuse to start with a missing or wrong key-encryption key, rather than failing

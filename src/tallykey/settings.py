@@ -34,6 +34,13 @@ class Settings(BaseSettings):
     #: Seconds a change's author waits for every live node to apply it before answering.
     propagation_timeout: float = Field(default=2.0, ge=0, le=30)
     node_name: str | None = None
+    #: Seconds a node keeps answering from its cache while the store cannot be reached
+    #: (SPEC §10); 0 refuses at once with 503.
+    stale_if_error: float = Field(default=60.0, ge=0, le=3600)
+    #: Seconds to wait for a database connection (PostgreSQL: libpq `connect_timeout`).
+    db_connect_timeout: int = Field(default=2, ge=1, le=60)
+    #: Seconds one statement may run (PostgreSQL `statement_timeout`, SQLite busy wait).
+    db_statement_timeout: float = Field(default=5.0, gt=0, le=600)
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     worker_interval: float = Field(default=5.0, gt=0, le=3600)
     #: Days of per-hour usage counts (and remembered networks) kept; older ones are pruned.

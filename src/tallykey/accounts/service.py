@@ -16,10 +16,10 @@ from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.accounts.passwords import check_password, hash_password
 from tallykey.accounts.permissions import ADMIN, MEMBER_SCOPES, ROLES, Permissions
 from tallykey.audit import trail
-from tallykey.auth import changes as change_feed
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
+from tallykey.feed import changes as change_feed
 from tallykey.keys.vault import destroy_ciphertexts
 from tallykey.tokens.policy import MAX_VALIDITY_CEILING_DAYS, clean_allowlist, clean_name
 

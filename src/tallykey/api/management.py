@@ -35,8 +35,6 @@ from tallykey.api.schemas import (
     parse_moment,
 )
 from tallykey.audit.models import AuditEvent
-from tallykey.auth import changes
-from tallykey.auth.nodes import Propagation, wait_for
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
     PermissionDenied,
@@ -57,15 +55,11 @@ PROPAGATION_HEADER = "Tallykey-Propagation"
 def settle(runtime: Runtime, subject_id: str, response: Response) -> PropagationView:
     """Wait (bounded) until every live node has applied the newest change about
     `subject_id`, so a request started after this answer is judged by the new state."""
-    change_id = changes.latest_for(runtime.database, subject_id)
-    done: Propagation = wait_for(runtime.database, change_id,
-                                 runtime.settings.propagation_timeout)
+    done = runtime.settle(subject_id)
     response.headers[PROPAGATION_HEADER] = (
         f"confirmed={len(done.confirmed)}; unconfirmed={len(done.unconfirmed)}; "
         f"waited_ms={done.waited_ms}")
-    return PropagationView(change_id=done.change_id, complete=done.complete,
-                           confirmed=done.confirmed, unconfirmed=done.unconfirmed,
-                           waited_ms=done.waited_ms)
+    return PropagationView.of(done)
 
 
 def _workspace_ref(runtime: Runtime, actor: Actor, ref: str | None) -> str | None:

@@ -1,5 +1,5 @@
-"""The in-process verification cache: bounded, with a short TTL as the fallback, and
-evicted by token, or wholesale on user/account changes, from the change feed."""
+"""The in-process verification cache: bounded, with a short TTL, and evicted by token,
+or wholesale on user/account changes, from the change feed."""
 
 from __future__ import annotations
 
@@ -52,6 +52,11 @@ class VerificationCache:
         if entry is None or self._monotonic() - entry[0] > self.ttl:
             return None
         return entry
+
+    def get_stale(self, key: bytes) -> Entry | None:
+        """The entry whatever its age: while the store cannot be reached, a cached
+        verdict outlives the TTL (the caller bounds it by TALLYKEY_STALE_IF_ERROR)."""
+        return self._positive.get(key)
 
     def known_unknown(self, key: bytes) -> bool:
         stamp = self._negative.get(key)

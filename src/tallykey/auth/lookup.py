@@ -3,6 +3,12 @@
 The ORM costs milliseconds per load; verification must cost microseconds, so a miss runs
 one hand-written SELECT (the secret hash's unique index, joined to its token, account,
 owner and the owner's grants) on a small pool of raw DBAPI connections of its own.
+
+Connections are in autocommit mode: a read needs no transaction, and psycopg keeps its
+prepared statements (a ROLLBACK would discard them, re-planning the join on every miss).
+Every checkout is exception-safe and bounded in time: a failed connect returns its slot,
+and a caller waits for a free slot no longer than the connect timeout, so an outage
+turns into `StoreUnavailable`, never into a hang.
 """
 
 from __future__ import annotations
@@ -10,12 +16,14 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
+from collections.abc import Iterator
 from datetime import UTC, datetime
 from typing import Any
 
 from tallykey.accounts.permissions import Permissions
 from tallykey.auth.record import TokenRecord, networks
-from tallykey.db.engine import Database
+from tallykey.db.engine import Database, store_errors
+from tallykey.errors import StoreUnavailable
 from tallykey.tokens.models import APPLICATION
 
 _SQL = """
@@ -61,26 +69,40 @@ class RecordLookup:
             self._slots.put_nowait(None)
 
     def load(self, secret_hash: str) -> TokenRecord | None:
-        self._slots.get()
-        connection = self._checkout()
-        try:
+        """The record of the token whose secret hashes to `secret_hash`, or None.
+        Raises `StoreUnavailable` when the store cannot answer in time."""
+        with self._connection() as connection:
             cursor = connection.cursor()
             try:
                 cursor.execute(self._sql, (secret_hash,))
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
-            if not self._sqlite:
-                connection.rollback()  # end the read transaction; keep no snapshot open
-        except Exception:
-            _close_quietly(connection)
-            connection = None
+        return self._record(rows) if rows else None
+
+    @contextlib.contextmanager
+    def _connection(self) -> Iterator[Any]:
+        """A connection for one query: the slot is always given back, and a connection
+        that failed is closed rather than reused."""
+        try:
+            self._slots.get(timeout=self.database.connect_timeout)
+        except queue.Empty:
+            raise StoreUnavailable("The token store is not answering: every lookup "
+                                   "connection is busy.") from None
+        connection = None
+        try:
+            connection = self._checkout()
+            with store_errors():
+                yield connection
+        except BaseException:
+            if connection is not None:
+                _close_quietly(connection)
+                connection = None
             raise
         finally:
             if connection is not None:
                 self._idle.put(connection)
             self._slots.put(None)
-        return self._record(rows) if rows else None
 
     def close(self) -> None:
         while True:
@@ -93,7 +115,7 @@ class RecordLookup:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            return self.database.raw_connection()
+            return self.database.raw_connection(autocommit=True)
 
     def _record(self, rows: list[Any]) -> TokenRecord:
         share = self._shared

@@ -1,5 +1,5 @@
-"""Tables the verification path owns: the change feed that keeps every node's cache
-honest, and per-hour usage counts flushed in batches from memory."""
+"""Tables the verification path owns: per-hour usage counts flushed in batches from
+memory, and failed-authentication counts shared across nodes."""
 
 from __future__ import annotations
 
@@ -11,18 +11,6 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tallykey.db.base import Base, UTCDateTime
 
 
-class VerdictChange(Base):
-    """One change that can alter a verdict: a token (revoked, rotated, edited), a user
-    (deactivated, demoted, regranted) or an account (policies). Verifiers read this feed."""
-
-    __tablename__ = "verdict_changes"
-
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    subject: Mapped[str] = mapped_column(String(16))
-    subject_id: Mapped[str] = mapped_column(String(36))
-    at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-
-
 class TokenUsage(Base):
     """Requests per token per hour per outcome (`allowed` or a denial reason)."""
 
@@ -32,19 +20,6 @@ class TokenUsage(Base):
     hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
     outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class Node(Base):
-    """A live verifier (server node or embedded). Heartbeats say it is alive;
-    `applied_change` says how far into the change feed its cache is."""
-
-    __tablename__ = "nodes"
-
-    id: Mapped[str] = mapped_column(String(36), primary_key=True)
-    label: Mapped[str] = mapped_column(String(200))
-    started_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
-    applied_change: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuthFailure(Base):

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tallykey.errors import AuthenticationError, TooManyAttempts
+from tallykey.errors import TallykeyError
 
 REALM = "tallykey"
 
@@ -42,11 +42,13 @@ class Verdict:
                    scopes_text=" ".join(sorted(fields["scopes"])), **fields)
 
     @classmethod
-    def refused(cls, error: AuthenticationError) -> Verdict:
+    def refused(cls, error: TallykeyError) -> Verdict:
+        """A refusal: an `AuthenticationError`, or `StoreUnavailable` (503) when the
+        token could not be checked."""
+        retry_after = getattr(error, "retry_after", None)
         return cls(
             allowed=False, status=error.status, error=error.code, message=error.message,
-            hint=error.hint,
-            retry_after=error.retry_after if isinstance(error, TooManyAttempts) else None,
+            hint=error.hint, retry_after=retry_after if isinstance(retry_after, int) else None,
             details={k: v for k, v in error.details.items() if k != "retry_after"},
         )
 
@@ -62,7 +64,8 @@ class Verdict:
         """Response headers: the challenge on refusal, the token's expiry on success."""
         if self.allowed:
             return {"Tallykey-Token-Expires": self.expires_iso}
-        headers = {"WWW-Authenticate": self.challenge()}
+        # A 503 says nothing about the credentials, so it carries no challenge.
+        headers = {} if self.status == 503 else {"WWW-Authenticate": self.challenge()}
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
         return headers

@@ -3,10 +3,14 @@
 Hot path (cache hit): one regular expression on the header, SHA-256 of the token, one
 dict lookup, a few comparisons, a counter increment. A miss costs one indexed query on a
 raw connection (`auth.lookup`), run off the event loop by `averify`. No database write
-per request: usage is aggregated in memory and flushed in batches. A background thread
-reads the change feed so revocations and permission changes made anywhere (API, console,
-CLI, another node) evict cached entries within milliseconds; the cache TTL bounds
-staleness should that feed ever be unreachable.
+per request: usage is aggregated in memory and flushed in batches. The node follows the
+change feed (`feed.follower`) so revocations and permission changes made anywhere (API,
+console, CLI, another node) evict cached entries within milliseconds.
+
+The cache is a lease (SPEC §10): it answers only while the last successful feed read is
+younger than `TALLYKEY_PROPAGATION_TIMEOUT`; otherwise the feed is read first. When the
+store cannot be reached, cached verdicts keep verifying for `TALLYKEY_STALE_IF_ERROR`
+seconds (never past a token's own expiry), and anything else answers 503.
 """
 
 from __future__ import annotations
@@ -21,17 +25,15 @@ from collections.abc import Iterable
 
 from anyio import to_thread
 
-from tallykey.auth import changes
 from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache
 from tallykey.auth.header import extract_token
 from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.lookup import RecordLookup
-from tallykey.auth.nodes import HEARTBEAT_SECONDS, NodePresence
-from tallykey.auth.push import ChangeListener
 from tallykey.auth.record import TokenRecord
+from tallykey.auth.shared_limits import forget_node, share_failures
 from tallykey.auth.usage import ALLOWED, UsageRecorder
 from tallykey.auth.verdict import Verdict
-from tallykey.clock import Clock, SystemClock
+from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import (
     AuthenticationError,
@@ -40,10 +42,15 @@ from tallykey.errors import (
     IpNotAllowed,
     OwnerInactive,
     RevokedToken,
+    StoreUnavailable,
     TooManyAttempts,
     UnknownToken,
     WrongRegion,
 )
+from tallykey.feed import changes
+from tallykey.feed.changes import Change
+from tallykey.feed.clock import DatabaseClock
+from tallykey.feed.follower import FeedFollower
 from tallykey.monitor import metrics
 from tallykey.monitor.alerts import UsageMonitor
 from tallykey.notify.notices import Notifier
@@ -52,8 +59,7 @@ from tallykey.tokens.format import ParsedToken, parse, token_digest
 
 log = logging.getLogger(__name__)
 
-DEFAULT_SYNC_INTERVAL = 0.05
-PUSHED_POLL_INTERVAL = 0.5
+_monotonic = time.monotonic
 #: Refusals that look like guessing or a stale secret; they count towards the throttle.
 _COUNTED = ("invalid_token", "invalid_request")
 _SAMPLE_MASK = metrics.LATENCY_SAMPLE_EVERY - 1
@@ -83,9 +89,14 @@ class Verifier:
     ) -> None:
         self.settings = settings or load_settings()
         self._owns_database = database is None
-        self.database = database or Database(database_url
-                                             or self.settings.resolved_database_url)
-        self.clock = clock or SystemClock()
+        self.database = database or Database(
+            database_url or self.settings.resolved_database_url,
+            self.settings.db_connect_timeout, self.settings.db_statement_timeout)
+        #: Heartbeats and liveness follow the database's clock; so do verdicts unless a
+        #: clock is injected (tests, simulations).
+        self.database_clock = (clock if isinstance(clock, DatabaseClock)
+                               else DatabaseClock(self.database))
+        self.clock: Clock = clock or self.database_clock
         self.region = self.settings.region
         self.cache = VerificationCache(size=cache_size,
                                        ttl=cache_ttl or self.settings.cache_ttl)
@@ -103,18 +114,16 @@ class Verifier:
         self._published: dict[str, float] = {}
         self._publish_lock = threading.Lock()
         self.lookup = RecordLookup(self.database)
-        pushed = self.database.dialect == "postgresql"
-        #: With LISTEN/NOTIFY the poll is only a backstop; without it, it is the feed.
-        self.sync_interval = sync_interval or (PUSHED_POLL_INTERVAL if pushed
-                                               else DEFAULT_SYNC_INTERVAL)
-        self.feed = changes.FeedReader(self.database)
-        self._seen_change = self.feed.latest()
-        self.presence = NodePresence(self.database, self.settings.node_name)
-        self.presence.join(self._seen_change)
-        self.listener = ChangeListener(self.database, self._sync_quietly) if pushed else None
-        self._sync_lock = threading.Lock()
-        self._stop = threading.Event()
-        self._thread: threading.Thread | None = None
+        self.follower = FeedFollower(
+            self.database, self._apply, clock=self.database_clock,
+            lease=self.settings.propagation_timeout,
+            stale_if_error=self.settings.stale_if_error,
+            node_name=self.settings.node_name, poll_interval=sync_interval)
+        self._lease = self.follower.lease
+        self.follower.periodic.append(self._flush_quietly)
+        if self.limiter.limit > 0:
+            self.follower.periodic.append(self._share_failures)
+        self.follower.start_reading()
         self.database.after_verdict_change.append(self._sync_quietly)
         if background:
             self.start()
@@ -128,10 +137,8 @@ class Verifier:
         if isinstance(first, Verdict):
             return first
         key, started = first
-        entry = self.cache.get(key)
-        if entry is None and not self.cache.known_unknown(key):
-            entry = self._load(key)
-        return self._finish(entry, started, client_ip, required_scopes, user_agent)
+        return self._finish(self._resolve(key), started, client_ip, required_scopes,
+                            user_agent)
 
     async def averify(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
@@ -142,10 +149,12 @@ class Verifier:
         if isinstance(first, Verdict):
             return first
         key, started = first
-        entry = self.cache.get(key)
-        if entry is None and not self.cache.known_unknown(key):
-            entry = await to_thread.run_sync(self._load, key)
-        return self._finish(entry, started, client_ip, required_scopes, user_agent)
+        found: Entry | Verdict | None = None
+        if self.follower.fresh():
+            found = self.cache.get(key)
+        if found is None:
+            found = await to_thread.run_sync(self._resolve, key)
+        return self._finish(found, started, client_ip, required_scopes, user_agent)
 
     def verify_cached(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
@@ -163,26 +172,9 @@ class Verifier:
         return verdict
 
     def sync(self) -> int:
-        """Apply changes from the feed now; returns how many were applied."""
-        with self._sync_lock:
-            applied = 0
-            while True:
-                batch = self.feed.since(self._seen_change)
-                now = self.clock.timestamp()
-                for change_id, subject, subject_id, at in batch:
-                    if subject == changes.TOKEN:
-                        self.cache.evict_token(subject_id)
-                    else:
-                        self.cache.clear()
-                    self._seen_change = change_id
-                    if at is not None:
-                        metrics.PROPAGATION_LAG.observe(max(0.0, now - at))
-                applied += len(batch)
-                if len(batch) < changes.BATCH:
-                    break
-            if applied:
-                self.presence.report(self._seen_change)
-            return applied
+        """Apply changes from the feed now; returns how many were applied. Raises
+        `StoreUnavailable` when the store cannot be read."""
+        return self.follower.sync()
 
     def flush_usage(self) -> int:
         """Write the usage gathered so far (and raise what alerts it holds)."""
@@ -214,31 +206,27 @@ class Verifier:
     def start(self) -> None:
         """Start the background work: feed polling, heartbeats, usage flushes and, on
         PostgreSQL, the LISTEN/NOTIFY listener."""
-        if self._thread is None:
-            self._stop.clear()
-            self._thread = threading.Thread(target=self._maintain, name="tallykey-verifier",
-                                            daemon=True)
-            self._thread.start()
-            if self.listener is not None:
-                self.listener.start()
+        self.follower.start()
 
     def close(self) -> None:
-        """Stop the background work, write the remaining usage, leave the node list."""
-        self._stop.set()
-        if self.listener is not None and self._thread is not None:
-            self.listener.stop()
-        if self._thread is not None:
-            self._thread.join(timeout=5)
-            self._thread = None
-        with contextlib.suppress(Exception):
-            self.presence.leave()
+        """Stop the background work, write the remaining usage, leave the node list.
+        Bounded in time whatever the store does (a stopping node must stop)."""
+        store_down = self.follower.store_down
+        self.follower.stop()
         if self._sync_quietly in self.database.after_verdict_change:
             self.database.after_verdict_change.remove(self._sync_quietly)
         try:
-            self.flush_usage()
+            if not store_down:
+                with contextlib.suppress(StoreUnavailable):
+                    forget_node(self.database, self.follower.presence.id)
+                self.flush_usage()
+            elif self.usage.pending():
+                log.warning("the token store is unreachable: %d requests' usage counts "
+                            "were not written", self.usage.pending())
+        except StoreUnavailable:
+            log.warning("the token store went away: the last usage counts were not written")
         finally:
             self.lookup.close()
-            self.feed.close()
             if self._owns_database:
                 self.database.dispose()
 
@@ -248,8 +236,9 @@ class Verifier:
                     required_scopes: Iterable[str], user_agent: str | None) -> Verdict | None:
         """The hot path: a plainly formed header whose token is cached. None otherwise
         (and then the full path runs, with its precise diagnostics)."""
-        if authorization is None or client_ip in self.limiter.failures:
-            return None  # the full path applies the throttle
+        if (authorization is None or client_ip in self.limiter.failures
+                or _monotonic() - self.follower.read_at >= self._lease):
+            return None  # the full path applies the throttle, or renews the lease
         shaped = _PLAIN_HEADER.fullmatch(authorization)
         if shaped is None:
             return None
@@ -273,9 +262,11 @@ class Verifier:
             return first
         return token_digest(str(first)), started
 
-    def _finish(self, entry: Entry | None, started: float | None, client_ip: str,
+    def _finish(self, found: Entry | Verdict | None, started: float | None, client_ip: str,
                 required_scopes: Iterable[str], user_agent: str | None) -> Verdict:
-        verdict = self._decide(entry, client_ip, required_scopes, user_agent)
+        if isinstance(found, Verdict):
+            return found
+        verdict = self._decide(found, client_ip, required_scopes, user_agent)
         if started is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
@@ -293,6 +284,36 @@ class Verifier:
         if parsed.region != self.region:
             return self._refuse(self._wrong_region(parsed.region), client_ip)
         return parsed
+
+    def _resolve(self, key: bytes) -> Entry | Verdict | None:
+        """The cache entry for `key` under the lease rules, loading it from the store
+        when needed: an entry, None (no such token), or a 503 verdict."""
+        fresh = self.follower.refresh()
+        if fresh:
+            entry = self.cache.get(key)
+            if entry is not None:
+                return entry
+            if self.cache.known_unknown(key):
+                return None
+            if not self.follower.recently_failed():
+                try:
+                    return self._load(key)
+                except StoreUnavailable as error:
+                    self.follower.note_failure()
+                    return self._stale(key, error)
+        return self._stale(key, None)
+
+    def _stale(self, key: bytes, error: StoreUnavailable | None) -> Entry | Verdict | None:
+        """The store cannot be reached: a cached verdict if the stale window allows."""
+        if self.follower.within_stale_window():
+            entry = self.cache.get_stale(key)
+            if entry is not None:
+                return entry
+            if self.cache.known_unknown(key):
+                return None
+        self._count_refusal(StoreUnavailable.code)
+        return Verdict.refused(error or StoreUnavailable(
+            "The token store cannot be reached, so this token cannot be checked now."))
 
     def _load(self, key: bytes) -> Entry | None:
         """Query the store for the token whose SHA-256 digest is `key`; cache the answer."""
@@ -344,27 +365,31 @@ class Verifier:
             f"({self.region!r}).", f"Send requests for this token to region {region}: {where}.",
             region=region, **({"base_url": url} if url else {}))
 
+    def _apply(self, batch: list[Change]) -> None:
+        """Evict what each change touches (called by the follower, in feed order)."""
+        now = self.clock.timestamp()
+        for _, subject, subject_id, at in batch:
+            if subject == changes.TOKEN:
+                self.cache.evict_token(subject_id)
+            else:
+                self.cache.clear()
+            if at is not None:
+                metrics.PROPAGATION_LAG.observe(max(0.0, now - at))
+
+    def _flush_quietly(self) -> None:
+        self.flush_usage()
+
+    def _share_failures(self) -> None:
+        share_failures(self.database, self.follower.presence.id, self.limiter)
+
     def _sync_quietly(self) -> None:
+        """Right after a local commit: apply it before the caller gets its answer."""
         try:
             self.sync()
-        except Exception:  # the background thread and the TTL catch up
+        except StoreUnavailable:
+            pass  # the lease makes the next request read the feed first
+        except Exception:
             log.exception("could not apply a change right after its commit")
-
-    def _maintain(self) -> None:
-        """Poll the change feed every `sync_interval`; every second, flush usage,
-        heartbeat and share failure counts with the other nodes."""
-        next_beat = 0.0
-        while not self._stop.wait(min(self.sync_interval, HEARTBEAT_SECONDS)):
-            try:
-                self.sync()
-                if time.monotonic() >= next_beat:
-                    next_beat = time.monotonic() + HEARTBEAT_SECONDS
-                    self.flush_usage()
-                    self.presence.report(self._seen_change)
-                    if self.limiter.limit > 0:
-                        self.presence.share_failures(self.limiter)
-            except Exception:  # keep serving; the TTL bounds staleness meanwhile
-                log.exception("verifier maintenance failed; retrying")
 
 
 def _refusal(record: TokenRecord, now: float, client_ip: str,

@@ -2,10 +2,11 @@
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditChainHead, AuditEvent
-from tallykey.auth.models import AuthFailure, Node, TokenUsage, VerdictChange
+from tallykey.auth.models import AuthFailure, TokenUsage
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
+from tallykey.feed.models import Node, VerdictChange
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint

@@ -19,7 +19,6 @@ from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.permissions import ADMIN_ONLY_SCOPES
 from tallykey.accounts.service import permissions_of
 from tallykey.audit import trail
-from tallykey.auth import changes
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -33,6 +32,7 @@ from tallykey.events import (
     Listener,
     TokenEvent,
 )
+from tallykey.feed import changes
 from tallykey.keys.vault import SecretVault
 from tallykey.tokens import format as token_format
 from tallykey.tokens import policy

@@ -2,7 +2,8 @@
 
 The listener runs in its own thread on its own connection. If that connection is lost
 it reconnects, and resynchronises from the feed (changes missed meanwhile are still in
-the `verdict_changes` table); the cache TTL bounds staleness during the gap.
+the `verdict_changes` table); the follower's poll and its cache lease bound staleness
+during the gap.
 """
 
 from __future__ import annotations
@@ -11,8 +12,8 @@ import logging
 import threading
 from collections.abc import Callable
 
-from tallykey.auth.changes import CHANNEL
 from tallykey.db.engine import Database
+from tallykey.feed.changes import CHANNEL
 
 log = logging.getLogger(__name__)
 APPLICATION_NAME = "tallykey-listener"
@@ -25,28 +26,32 @@ class ChangeListener:
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tallykey-listen", daemon=True)
         self.connected = threading.Event()
+        self._warned = False
 
     def start(self) -> None:
         self._thread.start()
 
-    def stop(self) -> None:
+    def stop(self, timeout: float = 2.0) -> None:
         self._stop.set()
-        self._thread.join(timeout=5)
+        if self._thread.is_alive():
+            self._thread.join(timeout=timeout)
 
     def _run(self) -> None:
         while not self._stop.is_set():
             try:
                 self._listen()
-            except Exception:
+            except Exception as error:
+                if self.connected.is_set() or not self._warned:
+                    log.warning("change listener lost its connection (%s); reconnecting",
+                                type(error).__name__)
+                    self._warned = True
                 self.connected.clear()
-                log.warning("change listener lost its connection; reconnecting",
-                            exc_info=True)
                 self._stop.wait(0.5)
 
     def _listen(self) -> None:
-        connection = self.database.raw_connection()
+        connection = self.database.raw_connection(autocommit=True)
         try:
-            connection.autocommit = True
+            self._warned = False
             connection.execute(f"SET application_name = '{APPLICATION_NAME}'")
             connection.execute(f"LISTEN {CHANNEL}")
             self.connected.set()

@@ -1,0 +1,164 @@
+"""Announcing and reading verdict-affecting changes.
+
+Services announce a change in the same transaction as the change itself. Readers must
+never skip a committed change, yet ids are handed out before commit, so two writers can
+commit out of id order. On PostgreSQL each change therefore records its transaction id,
+and a reader takes, in one statement, the new rows *and* its snapshot's `xmin` (every
+transaction below it has finished): the next read asks for rows of transactions at or
+above that `xmin`, so a change that commits late is still read. A node's position is
+the `xmin` it has applied; a change is applied by a node whose position is above the
+change's transaction id. SQLite has one writer at a time (`BEGIN IMMEDIATE`), so ids
+follow commit order and the position is simply the newest id read.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from sqlalchemy import delete, func, select, text
+from sqlalchemy.orm import Session
+
+from tallykey.db.engine import VERDICT_CHANGED, Database, store_errors
+from tallykey.feed.models import VerdictChange
+
+TOKEN = "token"  # noqa: S105 - a subject name
+USER = "user"
+ACCOUNT = "account"
+CHANNEL = "tallykey_changes"
+#: Feed rows older than this are pruned (every cache entry is far younger).
+RETENTION = timedelta(days=1)
+
+#: One change read from the feed: (id, subject, subject id, its time as POSIX seconds).
+Change = tuple[int, str, str, float | None]
+
+
+def announce(session: Session, subject: str, subject_id: str, at: datetime) -> None:
+    """Record a verdict-affecting change in the caller's transaction. On PostgreSQL every
+    listening node is also woken (NOTIFY is delivered at commit, never on rollback)."""
+    postgres = session.get_bind().dialect.name == "postgresql"
+    tx = None
+    if postgres:
+        tx = int(session.execute(text("SELECT pg_current_xact_id()::text::bigint"))
+                 .scalar_one())
+    session.add(VerdictChange(subject=subject, subject_id=subject_id, at=at, tx=tx))
+    if postgres and not session.info.get(VERDICT_CHANGED):
+        session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": CHANNEL})
+    session.info[VERDICT_CHANGED] = True
+
+
+def position_of(database: Database, subject_id: str) -> int:
+    """The feed position a node must have reached to have applied the newest change
+    about `subject_id` (0 when there is none)."""
+    with database.reading() as session:
+        if database.dialect == "postgresql":
+            tx = session.scalar(select(func.max(VerdictChange.tx))
+                                .where(VerdictChange.subject_id == subject_id))
+            return int(tx) + 1 if tx is not None else 0
+        found = session.scalar(select(func.max(VerdictChange.id))
+                               .where(VerdictChange.subject_id == subject_id))
+        return int(found or 0)
+
+
+class FeedReader:
+    """Reads the feed on one raw autocommit connection of its own: a poll costs
+    microseconds, so every node can poll often without loading the database.
+
+    `position` says how far this reader is; `read()` returns the changes committed
+    since the previous read (each change once) and advances the position."""
+
+    def __init__(self, database: Database) -> None:
+        self.database = database
+        self._postgres = database.dialect == "postgresql"
+        self._connection: Any = None
+        self._lock = threading.Lock()
+        self.position = 0
+        #: PostgreSQL: ids already applied among the rows a later read may return again.
+        self._applied: dict[int, int] = {}
+
+    def start(self) -> int:
+        """Begin at the present: changes committed from now on will be read."""
+        if self._postgres:
+            rows = self._query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
+                               ())
+        else:
+            rows = self._query("SELECT max(id) FROM verdict_changes", ())
+        self.position = int(rows[0][0] or 0)
+        self._applied.clear()
+        return self.position
+
+    def read(self) -> list[Change]:
+        """The changes committed since the last read, oldest first."""
+        if not self._postgres:
+            rows = self._query("SELECT id, subject, subject_id, at FROM verdict_changes "
+                               "WHERE id > ? ORDER BY id", (self.position,))
+            changes = [_change(row) for row in rows]
+            if changes:
+                self.position = changes[-1][0]
+            return changes
+        rows = self._query(
+            "SELECT s.xmin, c.id, c.subject, c.subject_id, c.at, c.tx "
+            "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s "
+            "LEFT JOIN verdict_changes c ON c.tx >= %s ORDER BY c.id", (self.position,))
+        xmin = int(rows[0][0])
+        fresh: list[Change] = []
+        for row in rows:
+            if row[1] is None or row[1] in self._applied:
+                continue
+            self._applied[int(row[1])] = int(row[5])
+            fresh.append(_change(row[1:5]))
+        # Rows of transactions below the new xmin will not be returned again.
+        self._applied = {i: tx for i, tx in self._applied.items() if tx >= xmin}
+        self.position = max(self.position, xmin)
+        return fresh
+
+    def close(self) -> None:
+        with self._lock:
+            if self._connection is not None:
+                with contextlib.suppress(Exception):
+                    self._connection.close()
+                self._connection = None
+
+    def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
+        with self._lock:
+            if self._connection is None:
+                self._connection = self.database.raw_connection(autocommit=True)
+            try:
+                with store_errors():
+                    cursor = self._connection.cursor()
+                    try:
+                        cursor.execute(sql, params)
+                        return list(cursor.fetchall())
+                    finally:
+                        cursor.close()
+            except Exception:
+                with contextlib.suppress(Exception):
+                    self._connection.close()
+                self._connection = None
+                raise
+
+
+def _change(row: Any) -> Change:
+    return (int(row[0]), str(row[1]), str(row[2]), _posix(row[3]))
+
+
+def _posix(value: Any) -> float | None:
+    """A raw driver's timestamp (PostgreSQL: aware datetime; SQLite: UTC text) as POSIX
+    seconds."""
+    if isinstance(value, datetime):
+        return (value if value.tzinfo else value.replace(tzinfo=UTC)).timestamp()
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value).replace(tzinfo=UTC).timestamp()
+        except ValueError:
+            return None
+    return None
+
+
+def prune(database: Database, older_than: datetime) -> int:
+    """Drop feed rows nobody needs any more (every cache entry is far younger)."""
+    with database.transaction() as session:
+        result = session.execute(delete(VerdictChange).where(VerdictChange.at < older_than))
+        return int(getattr(result, "rowcount", 0) or 0)
