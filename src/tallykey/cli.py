@@ -22,9 +22,11 @@ from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User
+from tallykey.api.schemas import PropagationView
 from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
-from tallykey.errors import TallykeyError
+from tallykey.db.engine import store_outage
+from tallykey.errors import StoreUnavailable, TallykeyError
 from tallykey.logs import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
 from tallykey.runtime import Runtime
@@ -52,6 +54,8 @@ JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
 AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
 
 EXIT_ERROR = 1
+#: The store could not be reached: try again later (sysexits' EX_TEMPFAIL).
+EXIT_UNAVAILABLE = 75
 EXIT_NOT_FOUND = 3
 EXIT_FORBIDDEN = 4
 
@@ -69,16 +73,22 @@ def runtime() -> Iterator[Runtime]:
         rt = Runtime.build()
     except ValueError as error:  # settings validation
         fail(f"invalid settings: {error}")
+    except OSError as error:  # e.g. a data directory that cannot be created
+        fail(f"cannot open the store: {error.strerror or error} "
+             f"({error.filename or 'TALLYKEY_DATA_DIR'}).",
+             "Check TALLYKEY_DATA_DIR (it must be writable) or TALLYKEY_DATABASE_URL.")
     try:
         rt.ensure_schema()
         yield rt
+    except StoreUnavailable as error:
+        fail(error.message, error.hint, EXIT_UNAVAILABLE)
     except TallykeyError as error:
         code = {404: EXIT_NOT_FOUND, 403: EXIT_FORBIDDEN}.get(error.status, EXIT_ERROR)
         fail(error.message, error.hint, code)
     except OperationalError as error:
-        fail(f"cannot reach the database ({error.orig.__class__.__name__}: "
-             f"{str(error.orig).strip().splitlines()[0] if error.orig else error}).",
-             "Check TALLYKEY_DATABASE_URL or TALLYKEY_DATA_DIR.")
+        outage = store_outage(error)
+        fail(outage.message if outage else "the database refused the command.",
+             "Check TALLYKEY_DATABASE_URL or TALLYKEY_DATA_DIR.", EXIT_UNAVAILABLE)
     finally:
         rt.close()
 
@@ -392,27 +402,33 @@ def users_list(account: AccountOption, as_json: JsonOption = False) -> None:
     out.print(table)
 
 
-def _update_user(account: str, email: str, **changes: Any) -> User:
+def _update_user(account: str, email: str, verb: str, as_json: bool,
+                 **changes: Any) -> None:
+    """Change a user, wait until every node applied it, and say so."""
     with runtime() as rt:
         account_id = rt.accounts.find_account(account).id
         user = rt.accounts.find_user(account_id, email)
-        return rt.accounts.update_user(Actor.operator(account_id), user.id, **changes)
+        user = rt.accounts.update_user(Actor.operator(account_id), user.id, **changes)
+        done = rt.settle(user.id)
+    if as_json:
+        emit_json({**user_dict(user),
+                   "propagation": PropagationView.of(done).model_dump(mode="json")})
+    else:
+        out.print(f"{verb} {user.email}: {done.summary()}", highlight=False)
 
 
 @users_app.command("deactivate")
 def users_deactivate(account: AccountOption, email: Annotated[str, typer.Option()],
                      as_json: JsonOption = False) -> None:
     """Deactivate a user: their personal tokens stop working at once."""
-    user = _update_user(account, email, active=False)
-    emit_json(user_dict(user)) if as_json else out.print(f"deactivated {user.email}")
+    _update_user(account, email, "deactivated", as_json, active=False)
 
 
 @users_app.command("activate")
 def users_activate(account: AccountOption, email: Annotated[str, typer.Option()],
                    as_json: JsonOption = False) -> None:
     """Reactivate a user."""
-    user = _update_user(account, email, active=True)
-    emit_json(user_dict(user)) if as_json else out.print(f"activated {user.email}")
+    _update_user(account, email, "activated", as_json, active=True)
 
 
 @users_app.command("set-role")
@@ -420,8 +436,7 @@ def users_set_role(account: AccountOption, email: Annotated[str, typer.Option()]
                    role: Annotated[str, typer.Option(help="admin or member.")],
                    as_json: JsonOption = False) -> None:
     """Make a user an admin or a member."""
-    user = _update_user(account, email, role=role)
-    emit_json(user_dict(user)) if as_json else out.print(f"{user.email} is now {user.role}")
+    _update_user(account, email, f"role {role} for", as_json, role=role)
 
 
 # --- tokens -----------------------------------------------------------------------------
@@ -556,7 +571,8 @@ def tokens_update(
 def tokens_revoke(ref: TokenRef, account: OptionalAccount = None,
                   reason: Annotated[str, typer.Option()] = "",
                   as_json: JsonOption = False) -> None:
-    """Revoke a token: it stops working immediately. Irreversible."""
+    """Revoke a token: it stops working immediately. Irreversible. Answers once every
+    running node refuses it (or says which node has not confirmed, and by when it stops)."""
     _token_action(ref, account, as_json, "revoked",
                   lambda rt, actor, tid: rt.tokens.revoke(actor, tid, reason))
 
@@ -576,6 +592,9 @@ def tokens_rotate(
         actor, token_id = operator_for_token(rt, ref, account)
         issued = rt.tokens.rotate(actor, token_id, grace)
         view = IssuedTokenView.of_issued(issued, rt.clock.now())
+        done = rt.settle(token_id)
+    if grace == 0 and not quiet and not as_json:
+        err.print(f"the old secret {done.summary()}", highlight=False)
     if quiet:
         sys.stdout.write(view.token + "\n")
     elif as_json:
@@ -586,10 +605,16 @@ def tokens_rotate(
 
 def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
                   action: Callable[[Runtime, Actor, str], Any]) -> None:
+    """Change a token, wait until every node applied it, and say so."""
     with runtime() as rt:
         actor, token_id = operator_for_token(rt, ref, account)
         view = TokenView.of(action(rt, actor, token_id), rt.clock.now())
-    emit_json(view) if as_json else out.print(f"{verb} {view.prefix} ({view.name})")
+        done = rt.settle(token_id)
+    if as_json:
+        emit_json({**view.model_dump(mode="json"),
+                   "propagation": PropagationView.of(done).model_dump(mode="json")})
+    else:
+        out.print(f"{verb} {view.prefix} ({view.name}): {done.summary()}", highlight=False)
 
 
 @tokens_app.command("secret")

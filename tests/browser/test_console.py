@@ -172,7 +172,7 @@ def test_edit_rotate_and_revoke_a_token(site: Site, new_context: Any) -> None:
     site.screenshot(page, "revoke-confirm")
     page.get_by_label("Reason").fill("Payroll moved to the new system")
     page.get_by_role("button", name="Revoke token").click()
-    page.wait_for_url("**/console/tokens/inactive?done=revoked")
+    page.wait_for_url("**/console/tokens/inactive?done=revoked*")
     revoked = page.locator("table").first.inner_text()
     assert "Payroll sync (prod)" in revoked and "Payroll moved to the new system" in revoked
     assert ADMIN_EMAIL in revoked

@@ -8,10 +8,12 @@ everything else goes through FastAPI.
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
 from fastapi import FastAPI, Response
+from fastapi.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -22,6 +24,7 @@ from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
+from tallykey.errors import StoreUnavailable
 from tallykey.monitor import metrics
 from tallykey.monitor.access_log import AccessLog
 from tallykey.notify.worker import start_background_worker
@@ -82,10 +85,23 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
                         media_type=metrics.CONTENT_TYPE)
 
     @api.get("/healthz", tags=["health"])
-    def healthz() -> dict[str, str]:
-        with runtime.database.reading() as session:
-            session.connection().exec_driver_sql("SELECT 1")
-        return {"status": "ok", "region": runtime.settings.region}
+    def healthz() -> JSONResponse:
+        """`ok` (200) with the store reachable; `degraded` (200) while the store is
+        unreachable but cached tokens still verify (TALLYKEY_STALE_IF_ERROR); 503 once
+        this node can verify nothing. Never waits longer than the connect timeout."""
+        store = "ok"
+        try:
+            with runtime.database.reading() as session:
+                session.connection().exec_driver_sql("SELECT 1")
+        except StoreUnavailable:
+            store = "unavailable"
+        follower = verifier.follower
+        serving = store == "ok" or follower.within_stale_window()
+        body = {"status": "ok" if store == "ok" else "degraded" if serving else "down",
+                "region": runtime.settings.region, "store": store,
+                "feed_age_seconds": round(time.monotonic() - follower.read_at, 3)}
+        return JSONResponse(body, status_code=200 if serving else 503,
+                            headers={} if serving else {"Retry-After": "2"})
 
     return api
 

@@ -48,7 +48,7 @@ from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
 router = APIRouter(prefix="/api/v1",
-                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429))
+                   responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503))
 PROPAGATION_HEADER = "Tallykey-Propagation"
 
 

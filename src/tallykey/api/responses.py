@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from tallykey.api.schemas import ErrorBody
 from tallykey.auth.verdict import Verdict
+from tallykey.db.engine import store_outage
 from tallykey.errors import AuthenticationError, TallykeyError
 
 log = logging.getLogger(__name__)
@@ -28,7 +29,8 @@ ERROR_STATUSES: dict[int, str] = {
     415: "The body's Content-Type is not supported",
     422: "A field was rejected; `field` names it and the message says why",
     429: "Too many failed attempts from this address; see Retry-After",
-    503: "Not available on this deployment as configured (e.g. no leak-report keys)",
+    503: "The token store cannot be reached (`store_unavailable`, with Retry-After), or "
+         "not available on this deployment as configured (e.g. no leak-report keys)",
 }
 _CHALLENGE = {"WWW-Authenticate": {"description": "RFC 6750 Bearer challenge",
                                    "schema": {"type": "string"}}}
@@ -42,7 +44,7 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
         entry: dict[str, Any] = {"model": ErrorBody, "description": ERROR_STATUSES[status]}
         if status == 401:
             entry["headers"] = _CHALLENGE
-        elif status == 429:
+        elif status in (429, 503):
             entry["headers"] = _RETRY
         documented[status] = entry
     return documented
@@ -63,7 +65,7 @@ def verdict_response(verdict: Verdict) -> JSONResponse:
 def error_response(error: TallykeyError) -> JSONResponse:
     if isinstance(error, AuthenticationError):
         return verdict_response(Verdict.refused(error))
-    return JSONResponse(error.as_dict(), status_code=error.status)
+    return JSONResponse(error.as_dict(), status_code=error.status, headers=error.headers())
 
 
 def served_routes(app: Any) -> list[Any]:
@@ -124,6 +126,9 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> Response:
+        outage = store_outage(error)
+        if outage is not None:  # a database error raised outside a unit of work
+            return error_response(outage)
         log.exception("unhandled error")
         return JSONResponse({"error": "internal_error",
                              "message": "Something went wrong on our side; it has been logged."},

@@ -22,7 +22,7 @@ from tallykey.auth.verifier import Verifier
 from tallykey.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["verification"],
-                   responses=error_responses(400, 413, 422))
+                   responses=error_responses(400, 413, 422, 503))
 
 SCOPES_HEADER = b"tallykey-required-scopes"
 

@@ -19,6 +19,8 @@ from tallykey.console.web import (
     FormDep,
     RuntimeDep,
     ViewerDep,
+    propagation_notice,
+    propagation_query,
     redirect,
     render,
 )
@@ -124,7 +126,7 @@ def user_page(request: Request, user_id: str, viewer: AdminDep,
                   granted={g.workspace_id: set(g.scopes) for g in user.grants},
                   workspaces=runtime.accounts.workspaces(viewer.actor.account_id),
                   member_scopes=MEMBER_SCOPES, roles=ROLES, error="",
-                  notice=NOTICES.get(done, ""))
+                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request)}".strip())
 
 
 @router.post("/users/{user_id}")
@@ -145,7 +147,8 @@ def update_user(request: Request, user_id: str, viewer: AdminDep, form: FormDep,
                       error=error.message + (f" {error.hint}" if error.hint else ""))
     if not active:
         runtime.sessions.close_all_for(user_id)
-    return redirect(f"{PREFIX}/users/{user_id}?done=saved")
+    done = runtime.settle(user_id)
+    return redirect(f"{PREFIX}/users/{user_id}?done=saved&{propagation_query(done)}")
 
 
 # --- account policies ---------------------------------------------------------------
@@ -161,7 +164,8 @@ def policies_page(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
                   done: str = "") -> Response:
     account = _account(runtime, viewer.actor.account_id)
     return render(request, "policies.html", account=account, values=None, error="",
-                  error_field="", notice=NOTICES.get(done, ""))
+                  error_field="",
+                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request)}".strip())
 
 
 def _days(raw: str, name: str) -> int:
@@ -189,7 +193,7 @@ def update_policies(request: Request, viewer: AdminDep, form: FormDep,
             retrievable_application_tokens=text(form, "retrievable") == "on",
             ip_allowlist=split_lines(text(form, "ip_allowlist")),
             new_network_alerts=text(form, "new_network_alerts") == "on")
-        runtime.accounts.update_policies(viewer.actor, changes)
+        account = runtime.accounts.update_policies(viewer.actor, changes)
     except ValidationFailed as error:
         values = {k: text(form, k) for k in ("max_validity_days", "reminder_days",
                                              "ip_allowlist", "retrievable",
@@ -198,7 +202,8 @@ def update_policies(request: Request, viewer: AdminDep, form: FormDep,
                       account=_account(runtime, viewer.actor.account_id), values=values,
                       error=error.message + (f" {error.hint}" if error.hint else ""),
                       error_field=str(error.details.get("field", "")), notice="")
-    return redirect(f"{PREFIX}/account?done=saved")
+    done = runtime.settle(account.id)
+    return redirect(f"{PREFIX}/account?done=saved&{propagation_query(done)}")
 
 
 # --- outbox -------------------------------------------------------------------------

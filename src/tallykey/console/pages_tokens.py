@@ -19,6 +19,8 @@ from tallykey.console.web import (
     RuntimeDep,
     Viewer,
     ViewerDep,
+    propagation_notice,
+    propagation_query,
     redirect,
     render,
 )
@@ -34,7 +36,7 @@ PAGE_SIZE = 50
 STATUS_CHOICES = {"active": ACTIVE, "expired": EXPIRED, "revoked": REVOKED, "all": None}
 NOTICES = {
     "saved": "Changes saved.",
-    "revoked": "The token was revoked. It stopped working everywhere at once.",
+    "revoked": "The token was revoked.",
 }
 
 
@@ -65,8 +67,11 @@ def token_graveyard(request: Request, viewer: ViewerDep, runtime: RuntimeDep, q:
         status=REVOKED, search=search, after=revoked_after or None, limit=PAGE_SIZE))
     expired = runtime.tokens.list_tokens(viewer.actor, TokenQuery(
         status=EXPIRED, search=search, after=expired_after or None, limit=PAGE_SIZE))
+    notice = NOTICES.get(done, "")
+    if notice:
+        notice = f"{notice} {propagation_notice(request)}".strip()
     return render(request, "inactive.html", revoked=revoked, expired=expired, q=q,
-                  now=runtime.clock.now(), notice=NOTICES.get(done, ""))
+                  now=runtime.clock.now(), notice=notice)
 
 
 # --- create -------------------------------------------------------------------------
@@ -221,4 +226,5 @@ def revoke_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         return render(request, "token_revoke.html", status_code=409, token=token,
                       now=runtime.clock.now(), state=token.status_at(runtime.clock.now()),
                       error=error.message)
-    return redirect(f"{PREFIX}/tokens/inactive?done=revoked")
+    done = runtime.settle(token_id)
+    return redirect(f"{PREFIX}/tokens/inactive?done=revoked&{propagation_query(done)}")

@@ -8,7 +8,7 @@ from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import quote
+from urllib.parse import quote, urlencode
 
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
@@ -21,7 +21,8 @@ from tallykey.accounts.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.console import views
-from tallykey.errors import NotFound, PermissionDenied, TallykeyError
+from tallykey.errors import NotFound, PermissionDenied, StoreUnavailable, TallykeyError
+from tallykey.feed.nodes import Propagation
 from tallykey.runtime import Runtime
 
 PREFIX = "/console"
@@ -157,6 +158,10 @@ class ConsoleRoute(APIRoute):
                 response = error_page(request, 404, "Not found", error.message, error.hint)
             except PermissionDenied as error:
                 response = error_page(request, 403, "Not allowed", error.message, error.hint)
+            except StoreUnavailable as error:
+                response = error_page(request, 503, "tallykey cannot reach its store",
+                                      error.message, error.hint)
+                response.headers.update(error.headers())
             except TallykeyError as error:
                 response = error_page(request, error.status, "That did not work",
                                       error.message, error.hint)
@@ -164,6 +169,33 @@ class ConsoleRoute(APIRoute):
             return response
 
         return console_handler
+
+
+def propagation_query(done: Propagation) -> str:
+    """Query parameters that carry a change's propagation to the page redirected to."""
+    total = len(done.confirmed) + len(done.unconfirmed)
+    params = [("nodes", f"{len(done.confirmed)}/{total}")]
+    params += [("late", node.label) for node in done.unconfirmed]
+    if done.unconfirmed:
+        latest = max(node.stops_by for node in done.unconfirmed)
+        params.append(("by", latest.isoformat(timespec="seconds")))
+    return urlencode(params)
+
+
+def propagation_notice(request: Request) -> str:
+    """The sentence for people that says how far a change has reached (SPEC §10)."""
+    confirmed, _, total = request.query_params.get("nodes", "").partition("/")
+    if not (confirmed.isdigit() and total.isdigit()):
+        return ""
+    if int(total) == 0:
+        return "No verification node was running."
+    said = f"It stopped on {int(confirmed)} of {int(total)} nodes"
+    late = request.query_params.getlist("late")[:10]
+    if not late:
+        return said + "."
+    by = request.query_params.get("by", "")
+    return (f"{said}; not yet confirmed by {', '.join(late)}, which will stop by "
+            f"{by or 'the end of the stale window'} at the latest.")
 
 
 def error_page(request: Request, status: int, title: str, message: str,

@@ -40,7 +40,7 @@ from tallykey.runtime import Runtime
 from tallykey.tokens.policy import clean_name
 
 router = APIRouter(prefix="/core/v3", tags=["demo platform"],
-                   responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429))
+                   responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503))
 MAX_BODY = 64 * 1024
 
 

@@ -3,12 +3,13 @@
 Services announce a change in the same transaction as the change itself. Readers must
 never skip a committed change, yet ids are handed out before commit, so two writers can
 commit out of id order. On PostgreSQL each change therefore records its transaction id,
-and a reader takes, in one statement, the new rows *and* its snapshot's `xmin` (every
-transaction below it has finished): the next read asks for rows of transactions at or
-above that `xmin`, so a change that commits late is still read. A node's position is
-the `xmin` it has applied; a change is applied by a node whose position is above the
-change's transaction id. SQLite has one writer at a time (`BEGIN IMMEDIATE`), so ids
-follow commit order and the position is simply the newest id read.
+and a reader takes, in one statement, the new rows *and* its snapshot (`xmin`: every
+transaction below it has finished; `xmax` and the transactions in progress): the next
+read asks for rows of transactions at or above that `xmin`, so a change that commits
+late is still read. A node reports the snapshot of its last read; a change is applied by
+a node whose snapshot sees the change's transaction (`applied`). SQLite has one writer at
+a time (`BEGIN IMMEDIATE`), so ids follow commit order and the position is simply the
+newest id read.
 """
 
 from __future__ import annotations
@@ -50,24 +51,39 @@ def announce(session: Session, subject: str, subject_id: str, at: datetime) -> N
 
 
 def position_of(database: Database, subject_id: str) -> int:
-    """The feed position a node must have reached to have applied the newest change
-    about `subject_id` (0 when there is none)."""
+    """What identifies the newest change about `subject_id` for `applied`: its
+    transaction id on PostgreSQL, its id on SQLite (0 when there is none)."""
     with database.reading() as session:
         if database.dialect == "postgresql":
             tx = session.scalar(select(func.max(VerdictChange.tx))
                                 .where(VerdictChange.subject_id == subject_id))
-            return int(tx) + 1 if tx is not None else 0
+            return int(tx) if tx is not None else 0
         found = session.scalar(select(func.max(VerdictChange.id))
                                .where(VerdictChange.subject_id == subject_id))
         return int(found or 0)
+
+
+def applied(postgres: bool, position: int, snapshot: str | None, change: int) -> bool:
+    """Has a node whose last read was at `position` (with PostgreSQL `snapshot`,
+    `xmin:xmax:xip,…`) applied `change` (from `position_of`)?"""
+    if change <= 0:
+        return True
+    if not postgres:
+        return position >= change
+    if position > change:  # the change's transaction had finished before that read
+        return True
+    if not snapshot:
+        return False
+    _, xmax, in_progress = snapshot.split(":")
+    return change < int(xmax) and str(change) not in in_progress.split(",")
 
 
 class FeedReader:
     """Reads the feed on one raw autocommit connection of its own: a poll costs
     microseconds, so every node can poll often without loading the database.
 
-    `position` says how far this reader is; `read()` returns the changes committed
-    since the previous read (each change once) and advances the position."""
+    `position` and `snapshot` say how far this reader is (see `applied`); `read()`
+    returns the changes committed since the previous read (each change once)."""
 
     def __init__(self, database: Database) -> None:
         self.database = database
@@ -75,19 +91,25 @@ class FeedReader:
         self._connection: Any = None
         self._lock = threading.Lock()
         self.position = 0
+        self.snapshot: str | None = None
         #: PostgreSQL: ids already applied among the rows a later read may return again.
         self._applied: dict[int, int] = {}
 
     def start(self) -> int:
-        """Begin at the present: changes committed from now on will be read."""
+        """Begin at the present: changes committed from now on will be read (what is
+        committed already is in the store, which an empty cache reads anyway)."""
         if self._postgres:
-            rows = self._query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint",
-                               ())
-        else:
-            rows = self._query("SELECT max(id) FROM verdict_changes", ())
+            self.position, self.snapshot = 0, None
+            self._applied.clear()
+            self.position = self._read_postgres(self._first_xmin())
+            return self.position
+        rows = self._query("SELECT max(id) FROM verdict_changes", ())
         self.position = int(rows[0][0] or 0)
-        self._applied.clear()
         return self.position
+
+    def _first_xmin(self) -> int:
+        rows = self._query("SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint", ())
+        return int(rows[0][0])
 
     def read(self) -> list[Change]:
         """The changes committed since the last read, oldest first."""
@@ -98,21 +120,30 @@ class FeedReader:
             if changes:
                 self.position = changes[-1][0]
             return changes
-        rows = self._query(
-            "SELECT s.xmin, c.id, c.subject, c.subject_id, c.at, c.tx "
-            "FROM (SELECT pg_snapshot_xmin(pg_current_snapshot())::text::bigint AS xmin) s "
-            "LEFT JOIN verdict_changes c ON c.tx >= %s ORDER BY c.id", (self.position,))
-        xmin = int(rows[0][0])
         fresh: list[Change] = []
+        self._read_postgres(self.position, fresh)
+        return fresh
+
+    def _read_postgres(self, since: int, fresh: list[Change] | None = None) -> int:
+        """One statement, one snapshot: the rows of transactions from `since` on, and
+        that snapshot. Rows not seen before go to `fresh` (or are only remembered)."""
+        rows = self._query(
+            "SELECT s.snap::text, pg_snapshot_xmin(s.snap)::text::bigint, "
+            "c.id, c.subject, c.subject_id, c.at, c.tx "
+            "FROM (SELECT pg_current_snapshot() AS snap) s "
+            "LEFT JOIN verdict_changes c ON c.tx >= %s ORDER BY c.id", (since,))
+        snapshot, xmin = str(rows[0][0]), int(rows[0][1])
         for row in rows:
-            if row[1] is None or row[1] in self._applied:
+            if row[2] is None or row[2] in self._applied:
                 continue
-            self._applied[int(row[1])] = int(row[5])
-            fresh.append(_change(row[1:5]))
+            self._applied[int(row[2])] = int(row[6])
+            if fresh is not None:
+                fresh.append(_change(row[2:6]))
         # Rows of transactions below the new xmin will not be returned again.
         self._applied = {i: tx for i, tx in self._applied.items() if tx >= xmin}
         self.position = max(self.position, xmin)
-        return fresh
+        self.snapshot = snapshot
+        return self.position
 
     def close(self) -> None:
         with self._lock:

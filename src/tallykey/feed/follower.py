@@ -110,7 +110,8 @@ class FeedFollower:
         self.reader.start()
         self._read_succeeded(began)
         self.clock.calibrate(quiet=True)
-        self.presence.report(self.reader.position, self.synced_at, self._offset())
+        self.presence.report(self.reader.position, self.reader.snapshot, self.synced_at,
+                                 self._offset())
 
     def sync(self) -> int:
         """Apply what is new in the feed now; returns how many changes were applied.
@@ -128,7 +129,8 @@ class FeedFollower:
             self._read_succeeded(began, synced_at)
             if batch:
                 with contextlib.suppress(StoreUnavailable):  # the heartbeat says it later
-                    self.presence.acknowledge(self.reader.position, self.synced_at)
+                    self.presence.acknowledge(self.reader.position, self.reader.snapshot,
+                                              self.synced_at)
             return len(batch)
 
     def _read_succeeded(self, began: float, synced_at: datetime | None = None) -> None:
@@ -189,7 +191,8 @@ class FeedFollower:
             return
         try:
             self.clock.calibrate()
-            self.presence.report(self.reader.position, self.synced_at, self._offset())
+            self.presence.report(self.reader.position, self.reader.snapshot, self.synced_at,
+                                 self._offset())
             if time.monotonic() - self._last_prune > PRUNE_EVERY_SECONDS:
                 self._last_prune = time.monotonic()
                 changes.prune(self.database, self._now() - changes.RETENTION)

@@ -39,5 +39,7 @@ class Node(Base):
     started_at: Mapped[datetime] = mapped_column(UTCDateTime())
     heartbeat_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     applied_change: Mapped[int] = mapped_column(BigInteger, default=0)
+    #: PostgreSQL: the snapshot of its last feed read (`xmin:xmax:xip,…`).
+    feed_snapshot: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     clock_offset_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

@@ -57,6 +57,8 @@ class Propagation:
     def summary(self) -> str:
         """One sentence for people: the console, the CLI and the API header say this."""
         total = len(self.confirmed) + len(self.unconfirmed)
+        if total == 0:
+            return "no verification node is running"
         if self.complete:
             return f"stopped on {total} of {total} nodes"
         late = "; ".join(f"{node.label} unconfirmed, stops by "
@@ -77,13 +79,15 @@ class NodePresence:
         self._insert = pg_insert if database.dialect == "postgresql" else sqlite_insert
         self._started = clock.now()
 
-    def report(self, position: int, synced_at: datetime | None,
+    def report(self, position: int, snapshot: str | None, synced_at: datetime | None,
                clock_offset: float = 0.0) -> None:
-        """Heartbeat: alive now, applied the feed up to `position`, last read the feed
-        successfully at `synced_at`. Also forgets nodes silent for long."""
+        """Heartbeat: alive now, applied the feed up to `position` (and PostgreSQL
+        `snapshot`, see `changes.applied`), last read the feed successfully at
+        `synced_at`. Also forgets nodes silent for long."""
         now = self.clock.now()
         values = {"label": self.label, "heartbeat_at": now, "applied_change": position,
-                  "synced_at": synced_at, "clock_offset_ms": int(clock_offset * 1000)}
+                  "feed_snapshot": snapshot, "synced_at": synced_at,
+                  "clock_offset_ms": int(clock_offset * 1000)}
         statement = self._insert(Node).values(id=self.id, started_at=self._started, **values)
         with self.database.transaction() as session:
             session.execute(statement.on_conflict_do_update(index_elements=["id"],
@@ -91,11 +95,12 @@ class NodePresence:
             session.execute(delete(Node).where(Node.heartbeat_at < now - FORGET_AFTER,
                                                Node.id != self.id))
 
-    def acknowledge(self, position: int, synced_at: datetime | None) -> None:
-        """Say at once that this node applied the feed up to `position`."""
+    def acknowledge(self, position: int, snapshot: str | None,
+                    synced_at: datetime | None) -> None:
+        """Say at once that this node applied the feed up to `position`/`snapshot`."""
         with self.database.transaction() as session:
             session.execute(update(Node).where(Node.id == self.id).values(
-                applied_change=position, synced_at=synced_at))
+                applied_change=position, feed_snapshot=snapshot, synced_at=synced_at))
 
     def leave(self) -> None:
         """Remove this node's own row (and only it)."""
@@ -103,24 +108,27 @@ class NodePresence:
             session.execute(delete(Node).where(Node.id == self.id))
 
 
-def wait_for(database: Database, clock: Clock, position: int, timeout: float,
+def wait_for(database: Database, clock: Clock, change: int, timeout: float,
              stale_if_error: float) -> Propagation:
-    """Block until every live node has applied the feed up to `position`, or `timeout`
-    seconds pass. Liveness and "stops by" are judged on the database's clock."""
+    """Block until every live node has applied `change` (from `changes.position_of`),
+    or `timeout` seconds pass. Liveness and "stops by" follow the database's clock."""
     started = time.monotonic()
     committed = clock.now()
+    postgres = database.dialect == "postgresql"
     while True:
         now = clock.now()
         with database.reading() as session:
-            rows = session.execute(select(Node.label, Node.applied_change)
-                                   .where(Node.heartbeat_at >= now - LIVE_WINDOW)).all()
-        confirmed = sorted(label for label, applied in rows if applied >= position)
+            rows = session.execute(
+                select(Node.label, Node.applied_change, Node.feed_snapshot)
+                .where(Node.heartbeat_at >= now - LIVE_WINDOW)).all()
+        confirmed = sorted(label for label, position, snapshot in rows
+                           if changes.applied(postgres, position, snapshot, change))
         waited = time.monotonic() - started
         if len(confirmed) == len(rows) or waited >= timeout:
             stops_by = committed + timedelta(seconds=stale_if_error)
-            unconfirmed = sorted(Unconfirmed(label, stops_by)
-                                 for label, applied in rows if applied < position)
-            return Propagation(position, confirmed, unconfirmed, round(waited * 1000, 1))
+            unconfirmed = sorted(Unconfirmed(label, stops_by) for label, _, _ in rows
+                                 if label not in confirmed)
+            return Propagation(change, confirmed, unconfirmed, round(waited * 1000, 1))
         time.sleep(WAIT_STEP_SECONDS)
 
 

@@ -25,6 +25,7 @@ def upgrade() -> None:
     with op.batch_alter_table('nodes', schema=None) as batch_op:
         batch_op.alter_column('applied_change', existing_type=sa.Integer(),
                               type_=sa.BigInteger(), existing_nullable=False)
+        batch_op.add_column(sa.Column('feed_snapshot', sa.String(length=2000), nullable=True))
         batch_op.add_column(sa.Column('synced_at', tallykey.db.base.UTCDateTime(timezone=True),
                                       nullable=True))
         batch_op.add_column(sa.Column('clock_offset_ms', sa.Integer(), nullable=False,
@@ -35,6 +36,7 @@ def downgrade() -> None:
     with op.batch_alter_table('nodes', schema=None) as batch_op:
         batch_op.drop_column('clock_offset_ms')
         batch_op.drop_column('synced_at')
+        batch_op.drop_column('feed_snapshot')
         batch_op.alter_column('applied_change', existing_type=sa.BigInteger(),
                               type_=sa.Integer(), existing_nullable=False)
     with op.batch_alter_table('verdict_changes', schema=None) as batch_op:
