@@ -173,6 +173,7 @@ def serve(
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     with runtime() as rt:  # settings, schema and keys are checked before any worker starts
         rt.check_keys()
+        rt.check_writable()
         region = rt.settings.region
         chosen_format = rt.settings.log_format
         print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")

@@ -15,7 +15,7 @@ from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.errors import TallykeyError
 from tallykey.feed.clock import DatabaseClock
-from tallykey.feed.nodes import Propagation, settle
+from tallykey.feed.nodes import NodePresence, Propagation, settle
 from tallykey.keys.keyring import KeyConfigError, load_keyring
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
@@ -91,6 +91,13 @@ class Runtime:
                 f"{needing} account(s) keep application tokens retrievable, but no "
                 "key-encryption key is configured.",
                 "Set TALLYKEY_KEK or TALLYKEY_KEK_FILE to the key in use.")
+
+    def check_writable(self) -> None:
+        """Refuse to start on a store that cannot take writes (full disk, read-only data
+        directory): write and remove a node row, as every heartbeat will."""
+        probe = NodePresence(self.database, self.database_clock, "startup check")
+        probe.report(0, None, None)
+        probe.leave()
 
     def ensure_schema(self) -> None:
         """Migrate the embedded SQLite store on demand; a shared PostgreSQL is migrated

@@ -5,7 +5,6 @@ without a restart, and time comes from the database, not from this machine's clo
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 

@@ -47,13 +47,19 @@ def store_outage(error: BaseException) -> StoreUnavailable | None:
     if not outage:
         return None
     text = str(cause).lower()
-    if (isinstance(cause, psycopg.errors.DiskFull) or "disk is full" in text
-            or "no space left" in text or getattr(cause, "errno", None) == errno.ENOSPC):
+    sqlite_error = str(getattr(cause, "sqlite_errorname", ""))
+    if sqlite_error == "SQLITE_CANTOPEN":
+        return StoreUnavailable(
+            "The token store is read-only or cannot be opened, so nothing can be changed "
+            "right now.", "Check that the data directory exists and is writable "
+            "(TALLYKEY_DATA_DIR). Try again in 30 seconds.", retry_after=30)
+    if (isinstance(cause, psycopg.errors.DiskFull) or sqlite_error == "SQLITE_FULL"
+            or "disk is full" in text or "no space left" in text or getattr(cause, "errno", None) == errno.ENOSPC):
         return StoreUnavailable(
             "The token store is out of disk space, so nothing can be changed right now.",
             "Ask the operator to free disk space; verification of known tokens goes on. "
             "Try again in 30 seconds.", retry_after=30)
-    if ("readonly" in text or "read-only" in text
+    if (sqlite_error.startswith("SQLITE_READONLY") or "read-only" in text
             or isinstance(cause, psycopg.errors.ReadOnlySqlTransaction)
             or getattr(cause, "errno", None) in (errno.EROFS, errno.EACCES)):
         return StoreUnavailable(
