@@ -54,7 +54,8 @@ def store_outage(error: BaseException) -> StoreUnavailable | None:
             "right now.", "Check that the data directory exists and is writable "
             "(TALLYKEY_DATA_DIR). Try again in 30 seconds.", retry_after=30)
     if (isinstance(cause, psycopg.errors.DiskFull) or sqlite_error == "SQLITE_FULL"
-            or "disk is full" in text or "no space left" in text or getattr(cause, "errno", None) == errno.ENOSPC):
+            or "disk is full" in text or "no space left" in text
+            or getattr(cause, "errno", None) == errno.ENOSPC):
         return StoreUnavailable(
             "The token store is out of disk space, so nothing can be changed right now.",
             "Ask the operator to free disk space; verification of known tokens goes on. "
