@@ -145,6 +145,8 @@ def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
     return {"host": host, "port": port, "workers": workers,
             "access_log": access_log and not json_logs,  # JSON mode logs requests itself
             "log_level": "info", "proxy_headers": False, "server_header": False,
+            # SIGTERM: in-flight requests get 5 s (each is bounded by the store timeouts)
+            "timeout_graceful_shutdown": 5,
             "log_config": uvicorn_log_config(log_format)}
 
 

@@ -41,7 +41,9 @@ log = logging.getLogger(__name__)
 DEFAULT_MAX_ATTEMPTS = 12
 RETRY_BASE = timedelta(minutes=1)
 RETRY_CAP = timedelta(hours=4)
-LEASE = timedelta(minutes=5)
+#: A claim lasts this long unless its worker extends it (it does, every third of it,
+#: while the delivery runs): a crashed worker delays its batch by at most this much.
+LEASE = timedelta(seconds=30)
 MAX_ERROR_LENGTH = 500
 REDACTED = "[redacted token]"
 
@@ -183,6 +185,17 @@ def claim(database: Database, *, worker: str, now: datetime, channels: Sequence[
                                     .execution_options(populate_existing=True)))
         session.expunge_all()
         return rows
+
+
+def extend(database: Database, *, worker: str, now: datetime,
+           lease: timedelta = LEASE) -> int:
+    """Extend the claims `worker` still holds (a long delivery keeps its rows)."""
+    with database.transaction() as session:
+        result = session.execute(
+            update(OutboxMessage).where(OutboxMessage.status == SENDING,
+                                        OutboxMessage.claimed_by == worker)
+            .values(lease_until=now + lease).execution_options(synchronize_session=False))
+    return int(getattr(result, "rowcount", 0) or 0)
 
 
 def retry_delay(attempts: int) -> timedelta:

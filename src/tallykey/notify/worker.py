@@ -69,6 +69,7 @@ class Worker:
         batch_size: int = DEFAULT_BATCH,
         name: str | None = None,
         usage_retention_days: int | None = None,
+        lease: timedelta = outbox.LEASE,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -86,6 +87,8 @@ class Worker:
         #: Per-hour usage older than this many days is pruned (None: kept).
         self.usage_retention_days = usage_retention_days
         self._purged_at: datetime | None = None
+        #: How long a claim lasts without being extended (see `LeaseKeeper`).
+        self.lease = lease
 
     @classmethod
     def from_settings(cls, database: Database, clock: Clock, settings: Settings,
@@ -114,9 +117,15 @@ class Worker:
             if self.usage_retention_days is not None:
                 prune_usage(self.database, now, self.usage_retention_days)
             self._purged_at = now
+        with LeaseKeeper(self.database, self.name, self.clock, self.lease):
+            self._deliver_due(now, fixed, report)
+        return report
+
+    def _deliver_due(self, now: datetime, fixed: datetime | None, report: PassReport) -> None:
         for _ in range(MAX_BATCHES_PER_PASS):
             batch = outbox.claim(self.database, worker=self.name, now=now,
-                                 channels=list(self.channels), limit=self.batch_size)
+                                 channels=list(self.channels), limit=self.batch_size,
+                                 lease=self.lease)
             if not batch:
                 break
             by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
@@ -139,7 +148,6 @@ class Worker:
                         report.errors.append(f"{message.id}: {error}")
             if not delivered:
                 break  # everything failed (server down?): leave the rest for the next pass
-        return report
 
     def run(self, stop: threading.Event, interval: float = 5.0) -> None:
         """Pass after pass until `stop` is set; a failing pass is logged, never fatal."""
@@ -160,6 +168,34 @@ class Worker:
         self.webhooks.close()
 
 
+class LeaseKeeper:
+    """While a pass delivers, extend this worker's claims every third of the lease, so a
+    slow delivery keeps its rows and a crashed worker's rows come back within one lease."""
+
+    def __init__(self, database: Database, worker: str, clock: Clock,
+                 lease: timedelta) -> None:
+        self.database, self.worker, self.clock, self.lease = database, worker, clock, lease
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="tallykey-lease",
+                                        daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.lease.total_seconds() / 3):
+            try:
+                outbox.extend(self.database, worker=self.worker, now=self.clock.now(),
+                              lease=self.lease)
+            except Exception:  # the claim may lapse; at worst a mail goes twice
+                log.warning("could not extend the outbox claims of %s", self.worker)
+
+    def __enter__(self) -> LeaseKeeper:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+
 class BackgroundWorker:
     """A `Worker` looping in a daemon thread (the embedded server's default)."""
 
@@ -178,7 +214,7 @@ class BackgroundWorker:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def stop(self, timeout: float = 30.0) -> None:
+    def stop(self, timeout: float = 5.0) -> None:
         """Ask the loop to finish its pass and wait for it (at most `timeout` seconds)."""
         self._stop.set()
         if self._thread.is_alive():
