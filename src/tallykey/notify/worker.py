@@ -18,6 +18,7 @@ from datetime import datetime, timedelta
 
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
+from tallykey.errors import StoreUnavailable
 from tallykey.monitor.retention import prune_usage
 from tallykey.notify import outbox
 from tallykey.notify.models import DEAD, EMAIL, PENDING, SENT, WEBHOOK, OutboxMessage
@@ -159,6 +160,8 @@ class Worker:
                 if report.sent or report.dead or report.retrying:
                     log.info("outbox: %d sent, %d to retry, %d dead", report.sent,
                              report.retrying, report.dead)
+            except StoreUnavailable as error:
+                log.warning("notification worker: %s Trying again.", error.message)
             except Exception:
                 log.exception("notification worker pass failed; trying again")
             stop.wait(interval)
