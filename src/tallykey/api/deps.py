@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.actor import Actor
 from tallykey.api.responses import VerdictRefused
-from tallykey.auth.client_ip import client_ip
+from tallykey.auth.client_ip import scope_client_ip
 from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.middleware import TOKEN_ID_STATE, token_in_url
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
@@ -45,10 +45,7 @@ def login_limiter(request: Request) -> FailureLimiter:
 
 
 def ip_of(request: Request) -> str:
-    runtime = runtime_of(request)
-    peer = request.client.host if request.client else None
-    return client_ip(peer, request.headers.get("x-forwarded-for"),
-                     runtime.settings.trusted_proxy_networks)
+    return scope_client_ip(request.scope, runtime_of(request).settings.trusted_proxy_networks)
 
 
 async def management_actor(request: Request) -> Actor:

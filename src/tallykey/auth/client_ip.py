@@ -1,10 +1,15 @@
 """The client's IP: the socket peer, or `X-Forwarded-For` only when the peer is a trusted
-proxy — so a forged header can never get past an allow-list."""
+proxy — so a forged header can never get past an allow-list.
+
+Every surface (management API, verify, `/auth/request`, the middleware, the console, the
+throttles, audit entries, the access log) asks `scope_client_ip`, so they cannot disagree.
+"""
 
 from __future__ import annotations
 
 import ipaddress
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -27,6 +32,21 @@ def _canonical(address: str) -> str:
 def is_trusted(address: str, trusted: Sequence[IpNetwork]) -> bool:
     parsed = _parse(address)
     return parsed is not None and any(parsed in network for network in trusted)
+
+
+def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
+    """Every `X-Forwarded-For` line, joined in order: several lines of a header are one
+    comma-separated list (RFC 9110 §5.3), so a proxy that adds its own line (HAProxy's
+    `option forwardfor`) puts the address it saw last, where the walk starts."""
+    lines = [value.decode("latin-1") for name, value in headers if name == b"x-forwarded-for"]
+    return ",".join(lines) if lines else None
+
+
+def scope_client_ip(scope: Any, trusted: Sequence[IpNetwork]) -> str:
+    """The client IP of an ASGI request scope (the one function every surface uses)."""
+    peer = scope["client"][0] if scope.get("client") else None
+    forwarded = forwarded_for(scope.get("headers") or ()) if trusted else None
+    return client_ip(peer, forwarded, trusted)
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IpNetwork]) -> str:
