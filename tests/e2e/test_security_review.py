@@ -3,6 +3,7 @@ each test attacks the way the review did and fails on the code before the fix.""
 
 from __future__ import annotations
 
+import base64
 from typing import Any
 
 import httpx
@@ -64,3 +65,40 @@ def test_two_forwarded_for_lines_are_one_list_on_every_surface(server: Server) -
     entries = admin(server, "GET", "/api/v1/audit",
                     params={"target_id": created.json()["id"]}).json()["items"]
     assert entries and {entry["ip"] for entry in entries} == {allowed_ip}
+
+
+# --- 7. no secret in any error --------------------------------------------------------
+
+
+def test_no_error_echoes_a_secret(server: Server) -> None:
+    token = server.seeded["member"]["token"]
+    secret = token[-40:]  # secret material, well past the public prefix
+    encoded = base64.b64encode(f"{token}:".encode()).decode()
+    hostile = [f"{token} x", f"{token}", f"x{token}", f"Bearer {token}x", f"Bearer {token} x",
+               f"Bearer x{token}", f"Token {token}", f"Basic {encoded}", f"Bearer {token[:-1]}",
+               f"Bearer  {token}", f"Bearer {token},{token}", f"Basic {token}:"]
+    for value in hostile:
+        for path in ("/core/v3/info", "/auth/request", "/api/v1/tokens"):
+            response = send(server, "GET", path, [("Authorization", value)])
+            assert response.status_code in (400, 401), (value[:10], path, response.text)
+            shown = response.text + response.headers.get("www-authenticate", "")
+            assert secret not in shown and token[-12:] not in shown, (value[:10], path, shown)
+        verified = send(server, "POST", "/api/v1/verify", json={"authorization": value})
+        assert verified.json()["allowed"] is False
+        assert secret not in verified.text and token[-12:] not in verified.text, value[:10]
+    for body in ({"token": token + "x"}, {"token": "x" + token}, {"token": token[:-2]}):
+        verified = send(server, "POST", "/api/v1/verify", json=body)
+        assert verified.status_code in (200, 422) and secret not in verified.text, verified.text
+
+
+def test_the_cli_never_prints_a_secret_it_was_given(server: Server) -> None:
+    token = server.seeded["member"]["token"]
+    secret = token[-40:]
+    shown = server.cli("tokens", "show", token, check=False)
+    assert shown.returncode == 0, shown.stderr  # a pasted token finds its record
+    assert secret not in shown.stdout + shown.stderr
+    assert token[:20] in shown.stdout
+    damaged = server.cli("tokens", "show", token[:-1] + "x", check=False)
+    assert secret not in damaged.stdout + damaged.stderr
+    unknown = server.cli("tokens", "show", token[:8] + "Z" * (len(token) - 8), check=False)
+    assert unknown.returncode != 0 and "Z" * 20 not in unknown.stdout + unknown.stderr

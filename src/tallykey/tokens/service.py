@@ -186,7 +186,8 @@ class TokenService:
     def locate(self, ref: str) -> tuple[str, str]:
         """Operator look-up: (account id, token id) for a token id or its public prefix."""
         ref = ref.strip()
-        public_id = ref.rsplit("_", 1)[-1] if ref.startswith(token_format.PRODUCT_PREFIX) else ""
+        public_id = (ref.rsplit("_", 1)[-1][:token_format.PUBLIC_ID_LENGTH]
+                     if ref.startswith(token_format.PRODUCT_PREFIX) else "")
         with self.database.reading() as session:
             row = session.execute(select(Token.account_id, Token.id).where(
                 or_(Token.id == ref, Token.public_id == public_id))).first()
