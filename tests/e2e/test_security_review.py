@@ -4,6 +4,7 @@ each test attacks the way the review did and fails on the code before the fix.""
 from __future__ import annotations
 
 import base64
+import re
 from typing import Any
 
 import httpx
@@ -102,3 +103,71 @@ def test_the_cli_never_prints_a_secret_it_was_given(server: Server) -> None:
     assert secret not in damaged.stdout + damaged.stderr
     unknown = server.cli("tokens", "show", token[:8] + "Z" * (len(token) - 8), check=False)
     assert unknown.returncode != 0 and "Z" * 20 not in unknown.stdout + unknown.stderr
+
+
+# --- 13. inputs that answered 500 -------------------------------------------------------
+
+FORM_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
+
+
+def console_client(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.base_url, timeout=15, follow_redirects=False)
+
+
+def console_sign_in(client: httpx.Client, email: str, password: str) -> httpx.Response:
+    page = client.get("/console/login")
+    found = FORM_FIELD.search(page.text)
+    assert found, page.text
+    return client.post("/console/login", data={"csrf_token": found.group(1), "email": email,
+                                               "password": password, "next": ""})
+
+
+def page_csrf(client: httpx.Client, path: str = "/console/tokens") -> str:
+    found = FORM_FIELD.search(client.get(path).text)
+    assert found
+    return found.group(1)
+
+
+def test_a_chunked_body_over_the_limit_is_413_not_500(server: Server) -> None:
+    def chunks() -> Any:
+        for _ in range(40):
+            yield b"x" * 8192
+
+    for path in ("/api/v1/leaks", "/console/login", "/api/v1/tokens", "/api/v1/verify"):
+        with console_client(server) as client:
+            client.get("/console/login")
+            response = client.post(path, content=chunks(), headers={
+                "Content-Type": "application/x-www-form-urlencoded"})
+        assert response.status_code == 413, (path, response.status_code, response.text[:200])
+
+
+def test_out_of_range_dates_are_refused_not_500(server: Server) -> None:
+    for value in ("9999-12-31", "0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00",
+                  "0001-01-01"):
+        response = admin(server, "POST", "/api/v1/tokens",
+                         json={"name": "far", "expires_at": value})
+        assert response.status_code == 422, (value, response.text)
+        assert response.json()["field"] == "expires_at"
+    made = new_token(server)
+    for value in ("0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-05:00"):
+        response = admin(server, "PATCH", f"/api/v1/tokens/{made['id']}",
+                         json={"expires_at": value})
+        assert response.status_code == 422, (value, response.text)
+    for params in ({"since": "0001-01-01T00:00:00+01:00"}, {"until": "9999-12-31T23:59:59-05:00"},
+                   {"before": "1000000000000000000000000000000"}, {"before": "-5"}):
+        response = admin(server, "GET", "/api/v1/audit", params=params)
+        assert response.status_code == 422, (params, response.text)
+    with console_client(server) as client:
+        assert console_sign_in(client, server.seeded["admin"]["email"],
+                               server.seeded["admin"]["password"]).status_code == 303
+        csrf = page_csrf(client, "/console/tokens/new")
+        for day in ("9999-12-31", "0001-01-01"):
+            response = client.post("/console/tokens/new", data={
+                "csrf_token": csrf, "name": "far console", "kind": "personal",
+                "expiry": "date", "expires_on": day})
+            assert response.status_code == 422, (day, response.status_code)
+            assert "expiry" in response.text.lower()
+        for expiry in ("²", "٣٠"):
+            response = client.post("/console/tokens/new", data={
+                "csrf_token": csrf, "name": "odd digits", "kind": "personal", "expiry": expiry})
+            assert response.status_code == 422, (expiry, response.status_code)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 256 * 1024
@@ -18,8 +19,17 @@ NO_STORE = (b"cache-control", b"no-store")
 CACHEABLE_PREFIXES = ("/console/static/",)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while streaming a body past the limit. An HTTP exception, so the framework's
+    one error mapping answers 413 (not a 500) when an endpoint was reading the body."""
+
+    def __init__(self, max_body: int) -> None:
+        super().__init__(413, _too_large_message(max_body))
+
+
+def _too_large_message(max_body: int) -> str:
+    return (f"The request body is larger than {max_body} bytes "
+            "(or its Content-Length is invalid).")
 
 
 class RequestLimits:
@@ -48,7 +58,7 @@ class RequestLimits:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body)
             return message
 
         async def secured_send(message: Message) -> None:
@@ -75,8 +85,7 @@ class RequestLimits:
     async def _too_large(self, send: Send) -> None:
         body = json.dumps({
             "error": "payload_too_large",
-            "message": f"The request body is larger than {self.max_body} bytes "
-                       "(or its Content-Length is invalid).",
+            "message": _too_large_message(self.max_body),
             "hint": "Send a smaller body."}).encode()
         await send({"type": "http.response.start", "status": 413, "headers": [
             (b"content-type", b"application/json"),

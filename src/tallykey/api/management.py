@@ -225,7 +225,8 @@ def list_audit(
     since: str | None = None,
     until: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(description="cursor: entries older than this id")]
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                        description="cursor: entries older than this id")]
     = None,
 ) -> AuditList:
     """The account's audit trail, newest first. Administrators only."""

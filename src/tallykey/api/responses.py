@@ -121,6 +121,8 @@ def install_error_handlers(app: FastAPI) -> None:
         body = {"error": code, "message": mask_secrets(str(error.detail))}
         if error.status_code == 400:
             body["hint"] = "Send a well-formed JSON body with Content-Type: application/json."
+        elif error.status_code == 413:
+            body["hint"] = "Send a smaller body."
         return JSONResponse(body, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(Exception)

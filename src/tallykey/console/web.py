@@ -19,6 +19,7 @@ from starlette.responses import HTMLResponse, RedirectResponse
 
 from tallykey.accounts.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
+from tallykey.api.limits import BodyTooLarge
 from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.console import views
 from tallykey.errors import NotFound, PermissionDenied, TallykeyError
@@ -148,6 +149,9 @@ class ConsoleRoute(APIRoute):
                 target = request.url.path + (f"?{request.url.query}" if request.url.query
                                              else "")
                 response = redirect(f"{PREFIX}/login?next={quote(target, safe='')}")
+            except BodyTooLarge as error:
+                response = error_page(request, 413, "That was too much", str(error.detail),
+                                      "Send a shorter form.")
             except CsrfRefused:
                 response = error_page(request, 403, "This form has expired",
                                       "The form's security token is missing or does not "

@@ -193,17 +193,21 @@ def resolve_expiry(
     if isinstance(expires_at, datetime):
         if expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= now:
+            raise _in_the_past(expires_at.isoformat())
+        if expires_at > limit:
+            raise too_far
         moment = expires_at.astimezone(UTC)
         if moment <= now:
             raise _in_the_past(moment.isoformat())
         if moment > limit:
             raise too_far
         return moment
+    if expires_at > limit.date():  # first: the day after 9999-12-31 does not exist
+        raise too_far
     day_end = datetime.combine(expires_at + timedelta(days=1), time(0), tzinfo=UTC)
     if day_end <= now:
         raise _in_the_past(expires_at.isoformat())
-    if expires_at > limit.date():
-        raise too_far
     return min(day_end, limit)
 
 
