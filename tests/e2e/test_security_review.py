@@ -171,3 +171,48 @@ def test_out_of_range_dates_are_refused_not_500(server: Server) -> None:
             response = client.post("/console/tokens/new", data={
                 "csrf_token": csrf, "name": "odd digits", "kind": "personal", "expiry": expiry})
             assert response.status_code == 422, (expiry, response.status_code)
+
+
+# --- 3. an administrator never obtains another user's personal token ------------------
+
+
+def token_id_of(server: Server, token: str) -> str:
+    listed = admin(server, "GET", "/api/v1/tokens", params={"limit": 200}).json()["items"]
+    return next(item["id"] for item in listed if token.startswith(item["prefix"]))
+
+
+def test_an_admin_cannot_rotate_a_members_personal_token(server: Server) -> None:
+    member_token = server.seeded["member"]["token"]
+    member_id = token_id_of(server, member_token)
+    response = admin(server, "POST", f"/api/v1/tokens/{member_id}/rotate",
+                     json={"grace_seconds": 604800})
+    assert response.status_code == 403, response.text
+    assert "token" not in response.json() and "owner" in response.json()["message"]
+    with console_client(server) as client:
+        console_sign_in(client, server.seeded["admin"]["email"],
+                        server.seeded["admin"]["password"])
+        csrf = page_csrf(client, f"/console/tokens/{member_id}")
+        page = client.post(f"/console/tokens/{member_id}/rotate",
+                           data={"csrf_token": csrf, "grace": "7"})
+        assert page.status_code == 403, page.status_code
+        assert "tlk_" not in page.text.replace(member_token[:20], "")
+    # the owner notices nothing: the one secret still works, nothing was rotated
+    info = send(server, "GET", "/core/v3/info", [("Authorization", f"Bearer {member_token}")])
+    assert info.status_code == 200
+    rotations = admin(server, "GET", "/api/v1/audit",
+                      params={"target_id": member_id, "action": "token.rotated"}).json()
+    assert rotations["items"] == []
+    # the owner may rotate their own personal token; the admin may revoke it
+    with console_client(server) as client:
+        signed = client.post("/api/v1/session", json={
+            "email": server.seeded["member"]["email"],
+            "password": server.seeded["member"]["password"]})
+        csrf_header = [("X-CSRF-Token", signed.json()["csrf_token"])]
+        made = client.post("/api/v1/tokens", headers=csrf_header,
+                           json={"name": "member own", "expires_in_days": 7})
+        assert made.status_code == 201, made.text
+        own = client.post(f"/api/v1/tokens/{made.json()['id']}/rotate", headers=csrf_header,
+                          json={"grace_seconds": 0})
+        assert own.status_code == 200 and own.json()["token"] != made.json()["token"]
+    revoked = admin(server, "POST", f"/api/v1/tokens/{made.json()['id']}/revoke")
+    assert revoked.status_code == 200, revoked.text

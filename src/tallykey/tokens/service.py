@@ -271,11 +271,21 @@ class TokenService:
 
     def rotate(self, actor: Actor, token_id: str, grace_seconds: int = 0) -> IssuedToken:
         """Give the token a new secret; the current one keeps working for `grace_seconds`
-        (0 to 7 days). Secrets already in their grace period keep their own end."""
+        (0 to 7 days). Secrets already in their grace period keep their own end.
+
+        A personal token is rotated only by its owner: the caller receives the new secret,
+        and an administrator may revoke another user's token, never obtain a copy of it."""
         grace = policy.check_grace(grace_seconds)
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            if token.kind == PERSONAL and not actor.is_operator \
+                    and token.owner_id != actor.user_id:
+                raise PermissionDenied(
+                    "Only its owner can rotate a personal token: a rotation hands the new "
+                    "secret to whoever asks for it.",
+                    "Revoke the token instead, or ask its owner to rotate it.",
+                    reason="not_owner")
             self._require_live(token, now, "rotated")
             retire_at = now + timedelta(seconds=grace)
             generation = 1
