@@ -182,7 +182,7 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): None,
     ("POST", "/api/v1/tokens/{token_id}/revoke"): {"reason": "taken over"},
     ("POST", "/api/v1/tokens/{token_id}/rotate"): {"grace_seconds": 0},
-    ("GET", "/api/v1/tokens/{token_id}/secret"): None,
+    ("POST", "/api/v1/tokens/{token_id}/secret"): None,
     ("GET", "/api/v1/tokens/{token_id}/usage"): None,
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "member", "active": False},
     ("GET", "/console/tokens/{token_id}"): None,

@@ -189,12 +189,13 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     return IssuedTokenView.of_issued(issued, runtime.clock.now())
 
 
-@router.get("/tokens/{token_id}/secret", response_model=SecretView, tags=["tokens"])
+@router.post("/tokens/{token_id}/secret", response_model=SecretView, tags=["tokens"])
 def retrieve_secret(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
                     response: Response) -> SecretView:
     """An application token's username and password, when the account keeps them
     retrievable. Administrators only; every retrieval is audited and the other
-    administrators are told."""
+    administrators are told. A POST (with `X-CSRF-Token` when a console session calls),
+    so no link or image on another site can trigger one."""
     issued = runtime.tokens.retrieve_secret(actor, token_id)
     response.headers["Cache-Control"] = "no-store"
     return SecretView(id=issued.token.id, prefix=issued.secret.prefix,
