@@ -216,3 +216,42 @@ def test_an_admin_cannot_rotate_a_members_personal_token(server: Server) -> None
         assert own.status_code == 200 and own.json()["token"] != made.json()["token"]
     revoked = admin(server, "POST", f"/api/v1/tokens/{made.json()['id']}/revoke")
     assert revoked.status_code == 200, revoked.text
+
+
+# --- 11. an owner tightens an administrator's restrictions, never loosens them ---------
+
+
+def test_a_member_cannot_loosen_an_allow_list_an_admin_set(server: Server) -> None:
+    with console_client(server) as member:
+        signed = member.post("/api/v1/session", json={
+            "email": server.seeded["member"]["email"],
+            "password": server.seeded["member"]["password"]})
+        csrf = [("X-CSRF-Token", signed.json()["csrf_token"])]
+        made = member.post("/api/v1/tokens", headers=csrf,
+                           json={"name": "member sheet", "expires_in_days": 7}).json()
+        url = f"/api/v1/tokens/{made['id']}"
+        pinned = admin(server, "PATCH", url, json={"ip_allowlist": ["203.0.113.0/24"]})
+        assert pinned.status_code == 200, pinned.text
+        for wider in ([], ["198.51.100.0/24"], ["203.0.0.0/16"], ["::/0"]):
+            refused = member.patch(url, headers=csrf, json={"ip_allowlist": wider})
+            assert refused.status_code == 403, (wider, refused.text)
+            assert refused.json()["field"] == "ip_allowlist"
+        # the console's edit form is refused the same way
+        page = member.get(f"/console/tokens/{made['id']}")
+        form_csrf = FORM_FIELD.search(page.text)
+        assert form_csrf
+        cleared = member.post(f"/console/tokens/{made['id']}", data={
+            "csrf_token": form_csrf.group(1), "name": "member sheet", "description": "",
+            "ip_allowlist": "", "target": ""})
+        assert cleared.status_code in (403, 422), cleared.status_code
+        narrower = member.patch(url, headers=csrf, json={"ip_allowlist": ["203.0.113.7/32"]})
+        assert narrower.status_code == 200 and narrower.json()["ip_allowlist"] == [
+            "203.0.113.7/32"]
+        back = member.patch(url, headers=csrf, json={"ip_allowlist": ["203.0.113.0/24"]})
+        assert back.status_code == 200, back.text
+        renamed = member.patch(url, headers=csrf, json={"name": "renamed sheet"})
+        assert renamed.status_code == 200
+    shown = admin(server, "GET", url).json()
+    assert shown["ip_allowlist"] == ["203.0.113.0/24"]
+    # the administrator may loosen what they set
+    assert admin(server, "PATCH", url, json={"ip_allowlist": []}).status_code == 200

@@ -2,7 +2,14 @@
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditChainHead, AuditEvent
-from tallykey.auth.models import AuthFailure, Node, TokenUsage, VerdictChange
+from tallykey.auth.models import (
+    AuthFailure,
+    Node,
+    ServerKey,
+    SignInFailure,
+    TokenUsage,
+    VerdictChange,
+)
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
@@ -23,6 +30,8 @@ __all__ = [
     "Employee",
     "Node",
     "OutboxMessage",
+    "ServerKey",
+    "SignInFailure",
     "Token",
     "TokenClientIp",
     "TokenNetwork",

@@ -242,6 +242,9 @@ class TokenService:
     def update(self, actor: Actor, token_id: str, changes: TokenChanges) -> Token:
         """Edit name, description, allow-list, target, scopes, or shorten the expiry.
 
+        An allow-list or scopes an administrator set on another user's personal token are
+        that token's limits: its owner may narrow them, never widen them (`PermissionDenied`).
+
         Raises `ValidationFailed` if the expiry would move later ("expiry cannot be
         extended") and `Conflict` for a revoked or expired token.
         """
@@ -254,12 +257,26 @@ class TokenService:
                 token.name = policy.clean_name(changes.name)
             if changes.description is not None:
                 token.description = policy.clean_description(changes.description)
+            imposed = token.kind == PERSONAL and token.owner_id != actor.user_id
+            limits = dict(token.admin_limits or {})
             if changes.ip_allowlist is not None:
-                token.ip_allowlist = policy.clean_allowlist(changes.ip_allowlist)
+                allowlist = policy.clean_allowlist(changes.ip_allowlist)
+                if imposed:
+                    limits["ip_allowlist"] = allowlist
+                elif not actor.is_admin and "ip_allowlist" in limits:
+                    policy.check_allowlist_within(allowlist, limits["ip_allowlist"])
+                token.ip_allowlist = allowlist
             if changes.target is not None:
                 token.target = policy.clean_target(changes.target, self.targets)
             if changes.scopes is not None:
-                token.scopes = self._changed_scopes(session, actor, token, changes.scopes)
+                scopes = self._changed_scopes(session, actor, token, changes.scopes)
+                if imposed:
+                    limits["scopes"] = scopes
+                elif not actor.is_admin and "scopes" in limits:
+                    policy.check_scopes_within(scopes, limits["scopes"])
+                token.scopes = scopes
+            if imposed and limits != (token.admin_limits or {}):
+                token.admin_limits = limits
             if changes.expires_at is not None:
                 token.expires_at = _shortened_expiry(token, changes.expires_at, now)
             after = _editable_snapshot(token)
