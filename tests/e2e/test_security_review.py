@@ -4,12 +4,19 @@ each test attacks the way the review did and fails on the code before the fix.""
 from __future__ import annotations
 
 import base64
+import json
 import re
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
+from pathlib import Path
 from typing import Any
 
 import httpx
+import pytest
 
-from .conftest import Server
+from ..conftest import fresh_postgres_database
+from .conftest import Server, free_port, server_env
 
 
 def send(server: Server, method: str, path: str, headers: list[tuple[str, str]] | None = None,
@@ -255,3 +262,46 @@ def test_a_member_cannot_loosen_an_allow_list_an_admin_set(server: Server) -> No
     assert shown["ip_allowlist"] == ["203.0.113.0/24"]
     # the administrator may loosen what they set
     assert admin(server, "PATCH", url, json={"ip_allowlist": []}).status_code == 200
+
+
+# --- 8. the setup link is spent once, however many submissions race ---------------------
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_the_setup_link_makes_one_account_under_concurrency(
+        backend: str, tmp_path: Path) -> None:
+    with ExitStack() as stack:
+        url = stack.enter_context(fresh_postgres_database()) if backend == "postgresql" else None
+        fresh = Server(env=server_env(tmp_path, url), port=free_port(),
+                       log_path=tmp_path / "server.log")
+        if url:
+            fresh.cli("migrate")
+        fresh.start()
+        stack.callback(fresh.stop)
+        found = re.search(r"(/console/setup/[A-Za-z0-9_-]+)", fresh.log_path.read_text())
+        assert found, fresh.log_path.read_text()
+        path = found.group(1)
+        clients = [stack.enter_context(console_client(fresh)) for _ in range(8)]
+        keys = []
+        for client in clients:
+            page = client.get(path)
+            assert page.status_code == 200
+            form = FORM_FIELD.search(page.text)
+            assert form
+            keys.append(form.group(1))
+        barrier = threading.Barrier(len(clients))
+
+        def submit(number: int) -> int:
+            barrier.wait()
+            return clients[number].post(path, data={
+                "csrf_token": keys[number], "account_name": f"Race {number}",
+                "email": f"boss{number}@race.test",
+                "password": "a long enough password"}).status_code
+
+        with ThreadPoolExecutor(len(clients)) as pool:
+            statuses = list(pool.map(submit, range(len(clients))))
+        assert statuses.count(303) == 1, statuses
+        assert all(status in (303, 410, 422) for status in statuses), statuses
+        listed = fresh.cli("accounts", "list", "--json")
+        assert len(json.loads(listed.stdout)) == 1, listed.stdout
