@@ -173,9 +173,11 @@ class TooManyAttempts(AuthenticationError):
     status = 429
     code = "too_many_attempts"
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int,
+                 message: str = "Too many failed authentication attempts from this address."
+                 ) -> None:
         super().__init__(
-            "Too many failed authentication attempts from this address.",
+            message,
             f"Wait {retry_after} seconds before trying again.",
             retry_after=retry_after,
         )

@@ -7,6 +7,8 @@ import base64
 import json
 import re
 import threading
+import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import ExitStack
 from pathlib import Path
@@ -16,7 +18,7 @@ import httpx
 import pytest
 
 from ..conftest import fresh_postgres_database
-from .conftest import Server, free_port, server_env
+from .conftest import Server, free_port, running_server, server_env
 
 
 def send(server: Server, method: str, path: str, headers: list[tuple[str, str]] | None = None,
@@ -305,3 +307,102 @@ def test_the_setup_link_makes_one_account_under_concurrency(
         assert all(status in (303, 410, 422) for status in statuses), statuses
         listed = fresh.cli("accounts", "list", "--json")
         assert len(json.loads(listed.stdout)) == 1, listed.stdout
+
+
+# --- 5 and #20.19. sign-in limits per account and per network; failures audited --------
+
+
+def fresh_minute() -> None:
+    """The per-network limit counts per clock minute: start well inside one."""
+    into = time.time() % 60
+    if into > 45:
+        time.sleep(60 - into + 0.2)
+
+
+def api_sign_in(server: Server, email: str, password: str, source: str = "127.0.0.1",
+                forwarded: str | None = None) -> httpx.Response:
+    headers = [("X-Forwarded-For", forwarded)] if forwarded else []
+    return send(server, "POST", "/api/v1/session", headers, source=source,
+                json={"email": email, "password": password})
+
+
+def form_sign_in(server: Server, email: str, password: str, source: str) -> httpx.Response:
+    transport = httpx.HTTPTransport(local_address=source)
+    with httpx.Client(base_url=server.base_url, transport=transport, timeout=15) as client:
+        return console_sign_in(client, email, password)
+
+
+def test_distributed_guessing_of_one_account_is_slowed_and_audited(server: Server) -> None:
+    password = "the victim's long password"
+    created = admin(server, "POST", "/api/v1/users", json={
+        "email": "victim@demo.example", "role": "member", "password": password})
+    assert created.status_code == 201, created.text
+    victim = created.json()["id"]
+    statuses = []
+    for attempt in range(12):  # every attempt from another address, console and API
+        source = f"127.0.0.{10 + attempt}"
+        answer = (form_sign_in(server, "victim@demo.example", "guess", source)
+                  if attempt % 2 else api_sign_in(server, "Victim@demo.example", "guess", source))
+        statuses.append(answer.status_code)
+    assert statuses[:5] == [401] * 5 and 429 in statuses, statuses
+    right = api_sign_in(server, "victim@demo.example", password, "127.0.0.40")
+    assert right.status_code == 429, right.text  # blocked: not even the right password
+    assert int(right.headers["retry-after"]) >= 1
+    assert "e-mail address" in right.json()["message"]
+    deadline = time.monotonic() + 90  # a back-off, not a lockout: it ends by itself
+    while right.status_code == 429 and time.monotonic() < deadline:
+        time.sleep(min(int(right.headers["retry-after"]), 5))
+        right = api_sign_in(server, "victim@demo.example", password, "127.0.0.41")
+    assert right.status_code == 200, right.text
+    failed = admin(server, "GET", "/api/v1/audit", params={
+        "action": "user.login_failed", "target_id": victim, "limit": 100}).json()["items"]
+    assert len(failed) == statuses.count(401)
+    assert {entry["details"]["via"] for entry in failed} == {"api", "console"}
+    assert {entry["ip"] for entry in failed} >= {"127.0.0.10", "127.0.0.11"}
+    assert all(entry["details"]["reason"] == "wrong_password" for entry in failed)
+    assert any("blocked_seconds" in entry["details"] for entry in failed)
+    logins = admin(server, "GET", "/api/v1/audit", params={
+        "action": "user.login", "target_id": victim}).json()["items"]
+    assert [entry["ip"] for entry in logins] == ["127.0.0.41"]  # API sign-ins audited too
+    assert "guess" not in json.dumps(failed) and password not in json.dumps(failed)
+
+
+def test_every_address_of_an_ipv6_64_shares_one_sign_in_budget(server: Server) -> None:
+    fresh_minute()
+    statuses = [api_sign_in(server, f"nobody{n}@demo.example", "guess", "127.0.0.2",
+                            f"2001:db8:1:2::{n + 1:x}").status_code for n in range(11)]
+    assert statuses[:10] == [401] * 10 and statuses[10] == 429, statuses
+    elsewhere = api_sign_in(server, "nobody@demo.example", "guess", "127.0.0.2",
+                            "2001:db8:1:3::1")
+    assert elsewhere.status_code == 401
+
+
+# --- 15. the failed-authentication throttle per network; valid cached tokens pass -------
+
+
+@pytest.fixture(scope="module",
+                params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def throttled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+              ) -> Iterator[Server]:
+    tmp = tmp_path_factory.mktemp(f"throttled-{request.param}")
+    with running_server(tmp, request.param, TALLYKEY_AUTH_FAIL_LIMIT="5",
+                        TALLYKEY_TRUSTED_PROXIES="127.0.0.2/32") as live:
+        yield live
+
+
+def test_the_auth_throttle_counts_per_network_and_lets_valid_tokens_pass(
+        throttled: Server) -> None:
+    valid = throttled.seeded["member"]["token"]
+    wrong = valid[:-8] + ("A" * 8 if not valid.endswith("A" * 8) else "B" * 8)
+
+    def info(token: str, client: str) -> int:
+        return send(throttled, "GET", "/core/v3/info",
+                    [("Authorization", f"Bearer {token}"), ("X-Forwarded-For", client)],
+                    source="127.0.0.2").status_code
+
+    fresh_minute()
+    assert info(valid, "2001:db8:5:5::1") == 200  # now cached on this node
+    statuses = [info(wrong, f"2001:db8:5:5::{n:x}") for n in range(2, 9)]
+    assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429], statuses
+    assert info(valid, "2001:db8:5:5::99") == 200  # the shared network's valid token passes
+    assert info(wrong, "2001:db8:5:6::1") == 401  # another /64 has its own budget

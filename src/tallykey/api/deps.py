@@ -9,6 +9,7 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
 from tallykey.api.responses import VerdictRefused
 from tallykey.auth.client_ip import scope_client_ip
 from tallykey.auth.limiter import FailureLimiter
@@ -20,7 +21,6 @@ from tallykey.runtime import Runtime
 from tallykey.tokens.models import PERSONAL
 
 MANAGE_SCOPE = "tokens:manage"
-LOGIN_FAILURES_PER_MINUTE = 10
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -35,11 +35,11 @@ def verifier_of(request: Request) -> Verifier:
 
 
 def login_limiter(request: Request) -> FailureLimiter:
-    """Failed sign-ins per client IP and minute, shared by the console form and the
+    """Failed sign-ins per client network and minute, shared by the console form and the
     session API (one limiter per app), so neither is a way around the other."""
     limiter: FailureLimiter | None = getattr(request.app.state, "login_limiter", None)
     if limiter is None:
-        limiter = FailureLimiter(LOGIN_FAILURES_PER_MINUTE)
+        limiter = FailureLimiter(NETWORK_FAILURES_PER_MINUTE)
         request.app.state.login_limiter = limiter
     return limiter
 

@@ -11,6 +11,7 @@ from sqlalchemy import select
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
+from tallykey.accounts.sign_in import sign_in
 from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
@@ -34,14 +35,13 @@ from tallykey.api.schemas import (
     UserView,
     parse_moment,
 )
+from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
 from tallykey.auth import changes
 from tallykey.auth.nodes import Propagation, wait_for
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
     PermissionDenied,
-    TooManyAttempts,
-    Unauthenticated,
     ValidationFailed,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
@@ -322,15 +322,13 @@ def login(body: LoginRequest, request: Request, response: Response,
     """Sign in with e-mail and password; sets the session cookie and returns the CSRF token
     to send in `X-CSRF-Token` on every state-changing request."""
     ip = ip_of(request)
-    limiter = login_limiter(request)
-    wait = limiter.retry_after(ip)
-    if wait is not None:
-        raise TooManyAttempts(wait)
-    user = runtime.accounts.check_login(body.email, body.password)
-    if user is None:
-        limiter.failed(ip)
-        raise Unauthenticated("The e-mail or password is wrong, or the user is deactivated.")
+    user = sign_in(runtime, login_limiter(request), body.email, body.password, ip, "api")
     opened = runtime.sessions.open(user, ip)
+    with runtime.database.transaction() as session:
+        trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,
+                                          "api"),
+                     action="user.login", at=runtime.clock.now(), target_type="user",
+                     target_id=user.id)
     response.set_cookie(SESSION_COOKIE, opened.cookie, max_age=int(
         SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
         secure=request.url.scheme == "https", path="/")

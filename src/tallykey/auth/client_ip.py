@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import ipaddress
 from collections.abc import Iterable, Sequence
+from functools import lru_cache
 from typing import Any
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -68,3 +69,17 @@ def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IpN
         if not any(address in network for network in trusted):
             return current
     return current
+
+
+@lru_cache(maxsize=65_536)
+def network_key(address: str) -> str:
+    """What the throttles count by: an IPv4 address itself, an IPv6 address's /64 (one
+    subscriber gets a whole /64, so counting single IPv6 addresses gives 2^64 budgets)."""
+    if ":" not in address:
+        return address
+    parsed = _parse(address)
+    if parsed is None:
+        return address
+    if parsed.version == 4:  # IPv4-mapped
+        return str(parsed)
+    return str(ipaddress.ip_network(f"{parsed}/64", strict=False))

@@ -13,6 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
+from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
 from tallykey.api.deps import ip_of, login_limiter
 from tallykey.audit import trail
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
@@ -32,13 +33,12 @@ from tallykey.console.web import (
     render,
     safe_next,
 )
-from tallykey.errors import ValidationFailed
+from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
 
 FORM_COOKIE = "tallykey_form_key"
-BAD_CREDENTIALS = "The e-mail or password is wrong, or this user is deactivated."
 
 
 def with_form_key(request: Request, response: Response, key: str) -> Response:
@@ -83,18 +83,16 @@ def login_page(request: Request, next: str = "") -> Response:
 @router.post("/login")
 async def login(request: Request, runtime: RuntimeDep) -> Response:
     fields = await pre_session_form(request)
-    limiter = login_limiter(request)
-    ip = ip_of(request)
-    wait = limiter.retry_after(ip)
-    if wait is not None:
+    try:
+        user = await run_in_threadpool(sign_in, runtime, login_limiter(request),
+                                       fields.get("email", ""), fields.get("password", ""),
+                                       ip_of(request), "console")
+    except TooManyAttempts as refused:
+        wait = refused.retry_after
         return render(request, "error.html", status_code=429, headers={"Retry-After": str(wait)},
-                      title="Too many sign-in attempts",
-                      message="There were too many failed sign-ins from your network.",
+                      title="Too many sign-in attempts", message=refused.message,
                       hint=f"Wait {wait} seconds, then try again.")
-    user = await run_in_threadpool(runtime.accounts.check_login, fields.get("email", ""),
-                                   fields.get("password", ""))
-    if user is None:
-        limiter.failed(ip)
+    except Unauthenticated:
         key = new_form_key()
         page = render(request, "login.html", status_code=401, form_key=key,
                       next=safe_next(fields.get("next")), email=fields.get("email", ""),
