@@ -406,3 +406,26 @@ def test_the_auth_throttle_counts_per_network_and_lets_valid_tokens_pass(
     assert statuses[:5] == [401] * 5 and statuses[5:] == [429, 429], statuses
     assert info(valid, "2001:db8:5:5::99") == 200  # the shared network's valid token passes
     assert info(wrong, "2001:db8:5:6::1") == 401  # another /64 has its own budget
+
+
+# --- 14. the sign-in form's anti-CSRF pair must be one the server issued ----------------
+
+
+def test_a_planted_form_key_pair_is_refused(server: Server) -> None:
+    genuine = FORM_FIELD.search(httpx.get(f"{server.base_url}/console/login").text)
+    assert genuine
+    made_up = ["attacker-chosen-value", f"{int(time.time())}.attackernonce.{'0' * 64}"]
+    parts = genuine.group(1).split(".")
+    if len(parts) == 3:  # a genuine signature moved onto another nonce
+        made_up.append(f"{parts[0]}.{parts[1][::-1]}.{parts[2]}")
+    for planted in made_up:
+        with console_client(server) as client:
+            client.cookies.set("tallykey_form_key", planted, path="/console")
+            answer = client.post("/console/login", data={
+                "csrf_token": planted, "email": server.seeded["admin"]["email"],
+                "password": server.seeded["admin"]["password"], "next": ""})
+            assert answer.status_code == 403, (planted, answer.status_code)
+            assert "tallykey_session" not in answer.headers.get("set-cookie", "")
+    with console_client(server) as client:  # the server's own pair still signs in
+        assert console_sign_in(client, server.seeded["admin"]["email"],
+                               server.seeded["admin"]["password"]).status_code == 303

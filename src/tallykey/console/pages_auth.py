@@ -1,7 +1,8 @@
 """Signing in and out, and the first-run setup page.
 
-These forms come before any session, so their CSRF token is a random value set both in a
-short-lived cookie and in the form (double submit), compared in constant time.
+These forms come before any session, so their CSRF token is a value the server signed
+(`web.new_form_key`), set both in a cookie and in the form (double submit): the two must
+be equal (compared in constant time) and the signature and age must check out.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from tallykey.console.web import (
     RuntimeDep,
     ViewerDep,
     error_page,
+    form_key_is_genuine,
     new_form_key,
     redirect,
     render,
@@ -54,6 +56,8 @@ async def pre_session_form(request: Request) -> dict[str, str]:
     expected = request.cookies.get(FORM_COOKIE, "")
     if not presented or not secrets.compare_digest(presented.encode(), expected.encode()):
         raise CsrfRefused
+    if not await run_in_threadpool(form_key_is_genuine, request, presented):
+        raise CsrfRefused  # an equal pair the server never issued (or issued long ago)
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
@@ -75,7 +79,7 @@ def start_session(request: Request, runtime: Runtime, user: User, target: str) -
 
 @router.get("/login")
 def login_page(request: Request, next: str = "") -> Response:
-    key = new_form_key()
+    key = new_form_key(request)
     return with_form_key(request, render(request, "login.html", form_key=key,
                                          next=safe_next(next), email="", error=""), key)
 
@@ -93,7 +97,7 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
                       title="Too many sign-in attempts", message=refused.message,
                       hint=f"Wait {wait} seconds, then try again.")
     except Unauthenticated:
-        key = new_form_key()
+        key = new_form_key(request)
         page = render(request, "login.html", status_code=401, form_key=key,
                       next=safe_next(fields.get("next")), email=fields.get("email", ""),
                       error=BAD_CREDENTIALS)
@@ -119,7 +123,7 @@ def home() -> Response:
 def setup_page(request: Request, key: str, runtime: RuntimeDep) -> Response:
     if not setup.link_is_valid(runtime, key):
         return used_link(request)
-    form_key = new_form_key()
+    form_key = new_form_key(request)
     return with_form_key(request, render(request, "setup.html", form_key=form_key, key=key,
                                          values={}, error="", error_field=""), form_key)
 
@@ -135,7 +139,7 @@ async def setup_submit(request: Request, key: str, runtime: RuntimeDep) -> Respo
     try:
         user = await run_in_threadpool(setup.complete, runtime, key, draft, ip_of(request))
     except ValidationFailed as error:
-        form_key = new_form_key()
+        form_key = new_form_key(request)
         values = {k: v for k, v in fields.items() if k != "password"}
         page = render(request, "setup.html", status_code=422, form_key=form_key, key=key,
                       values=values, error=error.message + (f" {error.hint}" if error.hint
