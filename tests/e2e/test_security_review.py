@@ -382,21 +382,23 @@ def test_every_address_of_an_ipv6_64_shares_one_sign_in_budget(server: Server) -
 
 @pytest.fixture(scope="module",
                 params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def throttled(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
-              ) -> Iterator[Server]:
-    tmp = tmp_path_factory.mktemp(f"throttled-{request.param}")
+def hardened(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
+             ) -> Iterator[Server]:
+    """A server configured the careful way: auth-failure limit on, an https public URL."""
+    tmp = tmp_path_factory.mktemp(f"hardened-{request.param}")
     with running_server(tmp, request.param, TALLYKEY_AUTH_FAIL_LIMIT="5",
-                        TALLYKEY_TRUSTED_PROXIES="127.0.0.2/32") as live:
+                        TALLYKEY_TRUSTED_PROXIES="127.0.0.2/32",
+                        TALLYKEY_PUBLIC_URL="https://tallykey.example") as live:
         yield live
 
 
 def test_the_auth_throttle_counts_per_network_and_lets_valid_tokens_pass(
-        throttled: Server) -> None:
-    valid = throttled.seeded["member"]["token"]
+        hardened: Server) -> None:
+    valid = hardened.seeded["member"]["token"]
     wrong = valid[:-8] + ("A" * 8 if not valid.endswith("A" * 8) else "B" * 8)
 
     def info(token: str, client: str) -> int:
-        return send(throttled, "GET", "/core/v3/info",
+        return send(hardened, "GET", "/core/v3/info",
                     [("Authorization", f"Bearer {token}"), ("X-Forwarded-For", client)],
                     source="127.0.0.2").status_code
 
@@ -429,3 +431,37 @@ def test_a_planted_form_key_pair_is_refused(server: Server) -> None:
     with console_client(server) as client:  # the server's own pair still signs in
         assert console_sign_in(client, server.seeded["admin"]["email"],
                                server.seeded["admin"]["password"]).status_code == 303
+
+
+# --- 4. Secure cookies and HSTS whenever the client came over HTTPS ---------------------
+
+
+def test_https_behind_a_trusted_proxy_gets_secure_cookies_and_hsts(server: Server) -> None:
+    admin_login = {"email": server.seeded["admin"]["email"],
+                   "password": server.seeded["admin"]["password"]}
+    proxied = send(server, "POST", "/api/v1/session", [("X-Forwarded-Proto", "https")],
+                   source="127.0.0.2", json=admin_login)
+    assert proxied.status_code == 200
+    assert "secure" in proxied.headers["set-cookie"].lower()
+    assert proxied.headers["strict-transport-security"].startswith("max-age=")
+    page = send(server, "GET", "/console/login", [("X-Forwarded-Proto", "https")],
+                source="127.0.0.2")
+    assert "secure" in page.headers["set-cookie"].lower()
+    assert "strict-transport-security" in page.headers
+    # the header means nothing from anyone but a trusted proxy
+    forged = send(server, "POST", "/api/v1/session", [("X-Forwarded-Proto", "https")],
+                  json=admin_login)
+    assert "secure" not in forged.headers["set-cookie"].lower()
+    assert "strict-transport-security" not in forged.headers
+    plain = send(server, "POST", "/api/v1/session", source="127.0.0.2", json=admin_login)
+    assert "secure" not in plain.headers["set-cookie"].lower()
+
+
+def test_an_https_public_url_makes_cookies_secure_and_sends_hsts(hardened: Server) -> None:
+    signed = send(hardened, "POST", "/api/v1/session", json={
+        "email": hardened.seeded["admin"]["email"],
+        "password": hardened.seeded["admin"]["password"]})
+    assert "secure" in signed.headers["set-cookie"].lower()
+    for path in ("/healthz", "/console/login", "/api/v1/tokens"):
+        response = send(hardened, "GET", path)
+        assert response.headers["strict-transport-security"].startswith("max-age="), path

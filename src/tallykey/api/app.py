@@ -20,6 +20,7 @@ from tallykey.api import leaks, management, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
+from tallykey.auth.client_ip import served_over_https
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
 from tallykey.monitor import metrics
@@ -100,7 +101,9 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
                         clock=runtime.clock, background=False)
     api = build_api(runtime, verifier)
     fast_path = AuthRequestEndpoint(verifier, runtime.settings)
-    app: ASGIApp = RequestLimits(Dispatcher(fast_path, api))
+    settings = runtime.settings
+    app: ASGIApp = RequestLimits(Dispatcher(fast_path, api), https=lambda scope: (
+        served_over_https(scope, settings.trusted_proxy_networks, settings.public_url)))
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
     return app

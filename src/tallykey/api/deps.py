@@ -11,7 +11,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
 from tallykey.api.responses import VerdictRefused
-from tallykey.auth.client_ip import scope_client_ip
+from tallykey.auth.client_ip import scope_client_ip, served_over_https
 from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.middleware import TOKEN_ID_STATE, token_in_url
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
@@ -46,6 +46,14 @@ def login_limiter(request: Request) -> FailureLimiter:
 
 def ip_of(request: Request) -> str:
     return scope_client_ip(request.scope, runtime_of(request).settings.trusted_proxy_networks)
+
+
+def is_https(request: Request) -> bool:
+    """Served over HTTPS (directly, via a trusted proxy, or per `TALLYKEY_PUBLIC_URL`):
+    then cookies are `Secure`."""
+    settings = runtime_of(request).settings
+    return served_over_https(request.scope, settings.trusted_proxy_networks,
+                             settings.public_url)
 
 
 async def management_actor(request: Request) -> Actor:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -36,9 +37,12 @@ class RequestLimits:
     """Refuse bodies over `max_body` with 413 (by Content-Length up front, or while
     streaming), and add security headers to every response."""
 
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES,
+                 https: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        #: Whether a request came over HTTPS (then HSTS is sent); by default the scheme.
+        self.https = https or (lambda scope: scope.get("scheme") == "https")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
@@ -71,7 +75,7 @@ class RequestLimits:
                 if not scope["path"].startswith(CACHEABLE_PREFIXES):
                     extra.append(NO_STORE)
                 message["headers"] = headers + [h for h in extra if h[0] not in present]
-                if scope.get("scheme") == "https" and b"strict-transport-security" not in present:
+                if b"strict-transport-security" not in present and self.https(scope):
                     message["headers"].append(
                         (b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
             await send(message)

@@ -12,7 +12,7 @@ from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
 from tallykey.accounts.sign_in import sign_in
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, is_https, login_limiter
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
@@ -331,7 +331,7 @@ def login(body: LoginRequest, request: Request, response: Response,
                      target_id=user.id)
     response.set_cookie(SESSION_COOKIE, opened.cookie, max_age=int(
         SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
-        secure=request.url.scheme == "https", path="/")
+        secure=is_https(request), path="/")
     return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
                        expires_at=opened.expires_at)
 

@@ -83,3 +83,18 @@ def network_key(address: str) -> str:
     if parsed.version == 4:  # IPv4-mapped
         return str(parsed)
     return str(ipaddress.ip_network(f"{parsed}/64", strict=False))
+
+
+def served_over_https(scope: Any, trusted: Sequence[IpNetwork], public_url: str | None) -> bool:
+    """Whether the client reached us over HTTPS: directly (the ASGI scheme), through a
+    trusted proxy that says so in `X-Forwarded-Proto` (its own, rightmost value), or
+    because the deployment's public URL (`TALLYKEY_PUBLIC_URL`) is https. Decides the
+    session cookie's `Secure` flag and HSTS."""
+    if scope.get("scheme") == "https" or (public_url or "").lower().startswith("https://"):
+        return True
+    peer = scope["client"][0] if scope.get("client") else ""
+    if not trusted or not is_trusted(peer, trusted):
+        return False
+    values = [value.decode("latin-1") for name, value in scope.get("headers") or ()
+              if name == b"x-forwarded-proto"]
+    return bool(values) and ",".join(values).split(",")[-1].strip().lower() == "https"

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
-from tallykey.api.deps import ip_of, login_limiter
+from tallykey.api.deps import ip_of, is_https, login_limiter
 from tallykey.audit import trail
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.console import setup
@@ -45,7 +45,7 @@ FORM_COOKIE = "tallykey_form_key"
 
 def with_form_key(request: Request, response: Response, key: str) -> Response:
     response.set_cookie(FORM_COOKIE, key, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path=PREFIX)
+                        secure=is_https(request), path=PREFIX)
     return response
 
 
@@ -72,7 +72,7 @@ def start_session(request: Request, runtime: Runtime, user: User, target: str) -
     response = redirect(safe_next(target))
     response.set_cookie(SESSION_COOKIE, opened.cookie,
                         max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https", path="/")
+                        samesite="lax", secure=is_https(request), path="/")
     response.delete_cookie(FORM_COOKIE, path=PREFIX)
     return response
 
