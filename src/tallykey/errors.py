@@ -12,7 +12,7 @@ from typing import Any, ClassVar
 
 #: Anything shaped like a tallykey token, whole or damaged (a typo, extra characters):
 #: region, then the 12-character public id, then secret material.
-_SECRET_SHAPED = re.compile(r"(tlk_[0-9A-Za-z]{0,8}_[0-9A-Za-z]{1,12})[0-9A-Za-z]+")
+_SECRET_SHAPED = re.compile(r"(tlk_[0-9A-Za-z]{0,8}_[0-9A-Za-z]{12})[0-9A-Za-z]+")
 
 
 def mask_secrets(text: str) -> str:

@@ -154,6 +154,8 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("GET", "/console/tokens"): [({}, None), ({"q": t.a_prefix, "status": "all"}, None),
                                      ({"q": "acme private", "status": "all"}, None)],
         ("GET", "/console/tokens/inactive"): [({}, None), ({"q": "acme"}, None)],
+        ("POST", "/console/tokens"): [({}, {"q": t.a_prefix, "status": "all"})],
+        ("POST", "/console/tokens/inactive"): [({}, {"q": t.a_prefix})],
         ("GET", "/console/tokens/new"): [({}, None)],
         ("POST", "/console/tokens/new"): [
             ({}, {"name": "cross", "expiry": "30", "kind": "personal", "workspace": a_ws}),

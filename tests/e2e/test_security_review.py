@@ -465,3 +465,30 @@ def test_an_https_public_url_makes_cookies_secure_and_sends_hsts(hardened: Serve
     for path in ("/healthz", "/console/login", "/api/v1/tokens"):
         response = send(hardened, "GET", path)
         assert response.headers["strict-transport-security"].startswith("max-age="), path
+
+
+# --- 12. searching by a pasted token never puts it in a URL ------------------------------
+
+
+def test_searching_by_a_pasted_token_keeps_it_out_of_urls(server: Server) -> None:
+    token = server.seeded["member"]["token"]
+    prefix = token[:len("tlk_eu1_") + 12]
+    with console_client(server) as client:
+        console_sign_in(client, server.seeded["admin"]["email"],
+                        server.seeded["admin"]["password"])
+        page = client.get("/console/tokens")
+        assert 'method="post" action="/console/tokens"' in page.text  # the search form
+        searched = client.post("/console/tokens", data={
+            "csrf_token": page_csrf(client), "q": token, "status": "all"})
+        assert searched.status_code == 303
+        location = searched.headers["location"]
+        assert token[len(prefix):][:10] not in location and prefix in location
+        results = client.get(location)
+        assert "Demo member token" in results.text and token not in results.text
+        forged = client.post("/console/tokens", data={"q": token})
+        assert forged.status_code == 403  # a CSRF-checked form like every other
+        typed = client.get("/console/tokens", params={"q": token})
+        assert typed.status_code == 303 and token not in typed.headers["location"]
+        for path in ("/console/tokens/inactive",):
+            answer = client.post(path, data={"csrf_token": page_csrf(client), "q": token})
+            assert answer.status_code == 303 and token not in answer.headers["location"]
