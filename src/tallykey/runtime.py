@@ -58,7 +58,8 @@ class Runtime:
                                 listeners=[notifier.on_token_event], vault=vault),
             sessions=SessionStore(database, clock),
             notifier=notifier,
-            webhooks=WebhookService(database, clock),
+            webhooks=WebhookService(database, clock,
+                                    allow_private=settings.webhook_private_targets),
             vault=vault,
         )
 
