@@ -16,6 +16,7 @@ from typing import Any
 
 import httpx
 import pytest
+from defusedxml import ElementTree as SafeElementTree
 
 from ..conftest import fresh_postgres_database
 from .conftest import Server, free_port, running_server, server_env
@@ -377,6 +378,8 @@ def test_every_address_of_an_ipv6_64_shares_one_sign_in_budget(server: Server) -
     assert elsewhere.status_code == 401
 
 
+METRICS_TOKEN = "scrape-credential-for-tests"
+
 # --- 15. the failed-authentication throttle per network; valid cached tokens pass -------
 
 
@@ -388,7 +391,8 @@ def hardened(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFa
     tmp = tmp_path_factory.mktemp(f"hardened-{request.param}")
     with running_server(tmp, request.param, TALLYKEY_AUTH_FAIL_LIMIT="5",
                         TALLYKEY_TRUSTED_PROXIES="127.0.0.2/32",
-                        TALLYKEY_PUBLIC_URL="https://tallykey.example") as live:
+                        TALLYKEY_PUBLIC_URL="https://tallykey.example",
+                        TALLYKEY_METRICS_TOKEN=METRICS_TOKEN) as live:
         yield live
 
 
@@ -492,3 +496,51 @@ def test_searching_by_a_pasted_token_keeps_it_out_of_urls(server: Server) -> Non
         for path in ("/console/tokens/inactive",):
             answer = client.post(path, data={"csrf_token": page_csrf(client), "q": token})
             assert answer.status_code == 303 and token not in answer.headers["location"]
+
+
+# --- 16. the rest: webhooks, header limits, /metrics, XML -------------------------------
+
+
+def test_webhooks_to_private_addresses_are_refused(server: Server) -> None:
+    account = server.seeded["account"]
+    for url in ("http://127.0.0.1:5432/", "http://169.254.169.254/latest/meta-data/"):
+        added = server.cli("webhooks", "add", "-a", account, "--url", url, check=False)
+        assert added.returncode != 0 and "TALLYKEY_WEBHOOK_PRIVATE_TARGETS" in added.stderr
+    listed = server.cli("webhooks", "list", "-a", account, "--json")
+    assert json.loads(listed.stdout) == []
+
+
+def test_header_floods_are_refused(server: Server) -> None:
+    many = [(f"X-Filler-{n}", "x") for n in range(150)]
+    assert send(server, "GET", "/healthz", many).status_code == 431
+    huge = [("X-Filler", "x" * 200_000)]
+    with httpx.Client(base_url=server.base_url, timeout=15) as client:
+        try:
+            status = client.get("/healthz", headers=huge).status_code
+        except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
+            status = 0  # the connection was dropped: refused as well
+    assert status in (0, 400, 413, 431), status
+    assert send(server, "GET", "/healthz").status_code == 200
+
+
+def test_metrics_need_the_scrape_credential_when_one_is_set(hardened: Server) -> None:
+    assert send(hardened, "GET", "/metrics").status_code == 401
+    wrong = send(hardened, "GET", "/metrics", [("Authorization", "Bearer guess")])
+    assert wrong.status_code == 401 and METRICS_TOKEN not in wrong.text
+    scraped = send(hardened, "GET", "/metrics",
+                   [("Authorization", f"Bearer {METRICS_TOKEN}")])
+    assert scraped.status_code == 200 and "tallykey_" in scraped.text
+
+
+def test_xml_answers_survive_control_characters(server: Server) -> None:
+    created = admin(server, "POST", "/core/v3/employees", json={
+        "name": "Control Person", "email": "control@employees.example",
+        "job_title": "Ops\x0b\x1bLead", "workspace": "hq"})
+    assert created.status_code == 201, created.text
+    token = server.seeded["admin"]["token"]
+    answer = send(server, "GET", "/core/v3/employees", [
+        ("Authorization", f"Bearer {token}"), ("Accept", "application/xml")])
+    assert answer.status_code == 200
+    document = SafeElementTree.fromstring(answer.content)  # a parser accepts it
+    titles = [element.text for element in document.iter("job_title")]
+    assert "Ops\ufffd\ufffdLead" in titles

@@ -7,11 +7,13 @@ everything else goes through FastAPI.
 
 from __future__ import annotations
 
+import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
+from fastapi.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
@@ -76,8 +78,18 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
 
     @api.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
-        """Prometheus text format (see `tallykey.monitor.metrics`)."""
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format (see `tallykey.monitor.metrics`). With
+        `TALLYKEY_METRICS_TOKEN` set, only `Authorization: Bearer <that value>` is served."""
+        expected = runtime.settings.metrics_token
+        if expected:
+            presented = request.headers.get("authorization", "")
+            if not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
+                return JSONResponse(
+                    {"error": "unauthenticated",
+                     "message": "The metrics need the scrape credential.",
+                     "hint": "Send Authorization: Bearer <TALLYKEY_METRICS_TOKEN>."},
+                    status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         verifier.publish_metrics()
         return Response(metrics.exposition(runtime.database),
                         media_type=metrics.CONTENT_TYPE)

@@ -9,6 +9,9 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 256 * 1024
+#: The whole header section (uvicorn's h11 limit, `tallykey serve`) and its line count.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_COUNT = 100
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -47,6 +50,12 @@ class RequestLimits:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if len(scope["headers"]) > MAX_HEADER_COUNT:
+            await self._refuse(send, 431, "request_header_fields_too_large",
+                               f"The request has {len(scope['headers'])} header lines; at "
+                               f"most {MAX_HEADER_COUNT} are accepted.",
+                               "Send fewer headers.")
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit()
@@ -87,11 +96,13 @@ class RequestLimits:
                 await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps({
-            "error": "payload_too_large",
-            "message": _too_large_message(self.max_body),
-            "hint": "Send a smaller body."}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
+        await self._refuse(send, 413, "payload_too_large", _too_large_message(self.max_body),
+                           "Send a smaller body.")
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str, hint: str) -> None:
+        body = json.dumps({"error": code, "message": message, "hint": hint}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
+            (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS, NO_STORE]})
         await send({"type": "http.response.body", "body": body})
