@@ -50,6 +50,8 @@ class Settings(BaseSettings):
     leak_report_keys: str = ""
     #: Let webhooks go to private, loopback and link-local addresses (internal receivers).
     webhook_private_targets: bool = False
+    #: Ed25519 private key (PEM, or a path to one) that signs `tallykey audit heads --sign`.
+    audit_signing_key: str | None = Field(default=None, repr=False)
     #: When set, `/metrics` answers only `Authorization: Bearer <this value>`.
     metrics_token: str | None = Field(default=None, repr=False)
     targets: str = (

@@ -16,7 +16,14 @@ from typing import Any
 
 import httpx
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric.ed25519 import Ed25519PrivateKey
 from defusedxml import ElementTree as SafeElementTree
+from sqlalchemy import select, update
+
+from tallykey.audit.models import AuditChainHead, AuditEvent
+from tallykey.db.engine import Database
+from tallykey.settings import normalise_database_url
 
 from ..conftest import fresh_postgres_database
 from .conftest import Server, free_port, running_server, server_env
@@ -544,3 +551,54 @@ def test_xml_answers_survive_control_characters(server: Server) -> None:
     document = SafeElementTree.fromstring(answer.content)  # a parser accepts it
     titles = [element.text for element in document.iter("job_title")]
     assert "Ops\ufffd\ufffdLead" in titles
+
+
+# --- 9. audit heads: saved (and signed) elsewhere, they reveal a cut or rewritten chain --
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgresql",
+                                                            marks=pytest.mark.postgres)])
+def test_saved_heads_reveal_a_truncated_audit_chain(backend: str, tmp_path: Path) -> None:
+    key = Ed25519PrivateKey.generate()
+    pem = key.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8,
+                            serialization.NoEncryption()).decode()
+    with ExitStack() as stack:
+        url = stack.enter_context(fresh_postgres_database()) if backend == "postgresql" else None
+        store = Server(env=server_env(tmp_path, url, TALLYKEY_AUDIT_SIGNING_KEY=pem), port=0,
+                       log_path=tmp_path / "cli.log")
+        if url:
+            store.cli("migrate")
+        seeded = json.loads(store.cli("demo", "--seed-only", "--json").stdout)
+        table = store.cli("audit", "heads").stdout
+        assert seeded["account"] in table
+        saved = tmp_path / "heads.json"
+        saved.write_text(store.cli("audit", "heads", "--sign").stdout)
+        document = json.loads(saved.read_text())
+        assert document["signature"]["alg"] == "Ed25519"
+        [head] = [h for h in document["heads"] if h["account"] == seeded["account"]]
+        assert head["seq"] >= 2
+        assert store.cli("audit", "verify", "--heads", str(saved)).returncode == 0
+
+        # the review's attack: delete the newest entry and reset the head to the one before
+        database = Database(normalise_database_url(
+            url or f"sqlite:///{tmp_path / 'data' / 'tallykey.db'}"))
+        stack.callback(database.dispose)
+        with database.transaction() as session:
+            last = session.scalar(select(AuditEvent).where(
+                AuditEvent.chain == head["chain"], AuditEvent.seq == head["seq"]))
+            assert last is not None
+            session.execute(update(AuditChainHead).where(
+                AuditChainHead.chain == head["chain"]).values(seq=last.seq - 1,
+                                                              hash=last.prev_hash))
+            session.delete(last)
+        assert store.cli("audit", "verify").returncode == 0  # the chain alone cannot tell
+        anchored = store.cli("audit", "verify", "--heads", str(saved), check=False)
+        assert anchored.returncode == 1 and "is gone" in anchored.stderr, anchored.stderr
+
+        # a saved document edited to match the cut chain fails its signature
+        document["heads"] = [dict(h, seq=h["seq"] - 1) if h["chain"] == head["chain"] else h
+                             for h in document["heads"]]
+        edited = tmp_path / "edited.json"
+        edited.write_text(json.dumps(document))
+        forged = store.cli("audit", "verify", "--heads", str(edited), check=False)
+        assert forged.returncode == 1 and "signature" in forged.stderr, forged.stderr
