@@ -22,6 +22,7 @@ from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User
+from tallykey.api.limits import MAX_HEADER_BYTES
 from tallykey.api.schemas import PropagationView
 from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
@@ -140,13 +141,18 @@ def migrate() -> None:
 
 def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
                     log_format: str = "text") -> dict[str, Any]:
-    """uvicorn's settings; every log record passes the secret-redacting filter."""
+    """uvicorn's settings; every log record passes the secret-redacting filter. h11 is the
+    HTTP implementation that bounds a request's header section (`MAX_HEADER_BYTES`; the
+    httptools one has no limit at all), so a node exposed directly cannot be made to
+    buffer megabytes of headers; `RequestLimits` also refuses more than
+    `MAX_HEADER_COUNT` header lines."""
     json_logs = log_format == "json"
     return {"host": host, "port": port, "workers": workers,
             "access_log": access_log and not json_logs,  # JSON mode logs requests itself
             "log_level": "info", "proxy_headers": False, "server_header": False,
             # SIGTERM: in-flight requests get 5 s (each is bounded by the store timeouts)
             "timeout_graceful_shutdown": 5,
+            "http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
             "log_config": uvicorn_log_config(log_format)}
 
 

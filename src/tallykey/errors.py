@@ -6,8 +6,19 @@ prints `message` (and `hint`) as one line. Messages never contain a token secret
 
 from __future__ import annotations
 
+import re
 from datetime import datetime
 from typing import Any, ClassVar
+
+#: Anything shaped like a tallykey token, whole or damaged (a typo, extra characters):
+#: region, then the 12-character public id, then secret material.
+_SECRET_SHAPED = re.compile(r"(tlk_[0-9A-Za-z]{0,8}_[0-9A-Za-z]{12})[0-9A-Za-z]+")
+
+
+def mask_secrets(text: str) -> str:
+    """`text` with the secret part of every token-shaped string cut off (`tlk_eu1_<id>…`):
+    an error may name a token by its public prefix, never carry its secret."""
+    return _SECRET_SHAPED.sub(r"\1…", text) if "tlk_" in text else text
 
 
 class TallykeyError(Exception):
@@ -17,10 +28,12 @@ class TallykeyError(Exception):
     code: ClassVar[str] = "invalid_request"
 
     def __init__(self, message: str, hint: str = "", **details: Any) -> None:
+        message, hint = mask_secrets(message), mask_secrets(hint)
         super().__init__(message)
         self.message = message
         self.hint = hint
-        self.details = details
+        self.details = {key: mask_secrets(value) if isinstance(value, str) else value
+                        for key, value in details.items()}
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"error": self.code, "message": self.message}
@@ -179,9 +192,11 @@ class TooManyAttempts(AuthenticationError):
     status = 429
     code = "too_many_attempts"
 
-    def __init__(self, retry_after: int) -> None:
+    def __init__(self, retry_after: int,
+                 message: str = "Too many failed authentication attempts from this address."
+                 ) -> None:
         super().__init__(
-            "Too many failed authentication attempts from this address.",
+            message,
             f"Wait {retry_after} seconds before trying again.",
             retry_after=retry_after,
         )

@@ -64,7 +64,8 @@ class Runtime:
                                 listeners=[notifier.on_token_event], vault=vault),
             sessions=SessionStore(database, clock),
             notifier=notifier,
-            webhooks=WebhookService(database, clock),
+            webhooks=WebhookService(database, clock,
+                                    allow_private=settings.webhook_private_targets),
             database_clock=database_clock,
             vault=vault,
         )

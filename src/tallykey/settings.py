@@ -55,6 +55,12 @@ class Settings(BaseSettings):
     #: Public keys that sign leaked-token reports (`POST /api/v1/leaks`): a path to a JSON
     #: file, or the JSON itself; see `tallykey.leaks.signatures`. Empty: reports refused.
     leak_report_keys: str = ""
+    #: Let webhooks go to private, loopback and link-local addresses (internal receivers).
+    webhook_private_targets: bool = False
+    #: Ed25519 private key (PEM, or a path to one) that signs `tallykey audit heads --sign`.
+    audit_signing_key: str | None = Field(default=None, repr=False)
+    #: When set, `/metrics` answers only `Authorization: Bearer <this value>`.
+    metrics_token: str | None = Field(default=None, repr=False)
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

@@ -154,6 +154,8 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("GET", "/console/tokens"): [({}, None), ({"q": t.a_prefix, "status": "all"}, None),
                                      ({"q": "acme private", "status": "all"}, None)],
         ("GET", "/console/tokens/inactive"): [({}, None), ({"q": "acme"}, None)],
+        ("POST", "/console/tokens"): [({}, {"q": t.a_prefix, "status": "all"})],
+        ("POST", "/console/tokens/inactive"): [({}, {"q": t.a_prefix})],
         ("GET", "/console/tokens/new"): [({}, None)],
         ("POST", "/console/tokens/new"): [
             ({}, {"name": "cross", "expiry": "30", "kind": "personal", "workspace": a_ws}),
@@ -182,7 +184,7 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): None,
     ("POST", "/api/v1/tokens/{token_id}/revoke"): {"reason": "taken over"},
     ("POST", "/api/v1/tokens/{token_id}/rotate"): {"grace_seconds": 0},
-    ("GET", "/api/v1/tokens/{token_id}/secret"): None,
+    ("POST", "/api/v1/tokens/{token_id}/secret"): None,
     ("GET", "/api/v1/tokens/{token_id}/usage"): None,
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "member", "active": False},
     ("GET", "/console/tokens/{token_id}"): None,

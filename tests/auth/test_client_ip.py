@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from tallykey.auth.client_ip import client_ip
+from tallykey.auth.client_ip import client_ip, forwarded_for, scope_client_ip
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 
@@ -31,3 +31,12 @@ def test_garbage_hops_stop_the_walk_at_the_last_trusted_address() -> None:
 def test_ipv4_mapped_ipv6_peers_are_normalised() -> None:
     assert client_ip("::ffff:10.0.0.2", "203.0.113.1", TRUSTED) == "203.0.113.1"
     assert client_ip("::ffff:198.51.100.4", None, ()) == "198.51.100.4"
+
+
+def test_every_forwarded_for_line_counts_in_order() -> None:
+    scope = {"client": ("10.0.0.2", 5000), "headers": [
+        (b"x-forwarded-for", b"203.0.113.1"), (b"user-agent", b"x"),
+        (b"x-forwarded-for", b"198.51.100.9, 10.0.0.3")]}
+    assert forwarded_for(scope["headers"]) == "203.0.113.1,198.51.100.9, 10.0.0.3"
+    assert scope_client_ip(scope, TRUSTED) == "198.51.100.9"
+    assert scope_client_ip(scope, ()) == "10.0.0.2"

@@ -31,3 +31,16 @@ def test_zero_turns_it_off() -> None:
     for _ in range(1000):
         limiter.failed("198.51.100.1")
     assert limiter.retry_after("198.51.100.1") is None
+
+
+def test_ipv6_addresses_count_per_64_and_ipv4_per_address() -> None:
+    limiter = FailureLimiter(2, monotonic=Ticker())
+    limiter.failed("2001:db8:1:2::1")
+    limiter.failed("2001:db8:1:2:ffff::9")
+    assert limiter.retry_after("2001:db8:1:2::abcd") is not None
+    assert limiter.tracks("2001:db8:1:2::77") and not limiter.tracks("2001:db8:1:3::1")
+    assert limiter.retry_after("2001:db8:1:3::1") is None
+    limiter.failed("198.51.100.1")
+    limiter.failed("198.51.100.1")
+    assert limiter.retry_after("198.51.100.1") is not None
+    assert limiter.retry_after("198.51.100.2") is None

@@ -203,3 +203,24 @@ def test_tokens_never_reach_the_log(server: Server,
     log = server.log_path.read_text()
     assert made["token"] not in log and made["token"][-20:] not in log
     assert "leaked token reported" in log
+
+
+def test_a_valid_report_revokes_whatever_its_url_holds(
+        server: Server, signing_key: ec.EllipticCurvePrivateKey) -> None:
+    """The url is the reporter's free text: a token in it (often the leaked one), control
+    characters or bidi overrides must never turn a valid report into a 422."""
+    bystander = new_token(server)["token"]
+    hostile_urls = ["https://gist.example/raw?t={token}", "https://x.example/\x00\x1b[31m",
+                    "https://x.example/a\nb\u202e", f"https://x.example/{bystander}"]
+    for url in hostile_urls:
+        made = new_token(server)
+        response = report(server, signing_key, [entry(made["token"],
+                                                      url.replace("{token}", made["token"]))])
+        assert response.status_code == 200, (url[:30], response.text)
+        assert response.json()[0]["label"] == "true_positive"
+        assert info_status(server, made["token"]) == 401
+        revoked = audit(server, made["id"], "token.revoked")
+        reported = audit(server, made["id"], "token.leak_reported")
+        kept = revoked[0]["details"]["reason"] + reported[0]["details"]["url"]
+        assert made["token"] not in kept and bystander not in kept and "\x00" not in kept
+        assert reported[0]["details"]["outcome"] == "revoked"

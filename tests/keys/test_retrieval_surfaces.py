@@ -5,9 +5,11 @@ from __future__ import annotations
 from collections.abc import Iterator
 
 import pytest
+from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from tallykey.api.app import create_app
+from tallykey.audit.models import AuditEvent
 from tallykey.runtime import Runtime
 from tallykey.tokens.service import TokenDraft
 
@@ -28,14 +30,14 @@ def test_the_api_hands_credentials_to_admins_only(kworld: World, client: TestCli
     manage = kworld.rt.tokens.issue(kworld.as_admin, TokenDraft(
         name="m", expires_in_days=7, scopes=["tokens:manage"])).value
     issued = app_token(kworld)
-    answer = client.get(f"/api/v1/tokens/{issued.token.id}/secret",
+    answer = client.post(f"/api/v1/tokens/{issued.token.id}/secret",
                         headers={"Authorization": f"Bearer {manage}"})
     assert answer.status_code == 200 and answer.headers["cache-control"] == "no-store"
     assert answer.json()["username"] + answer.json()["password"] == issued.value
     counts = client.get("/api/v1/targets", headers={"Authorization": f"Bearer {manage}"})
     assert {"target": "Excel", "active": 1, "total": 1} in counts.json()
     member_csrf = sign_in(client, "member@acme.test", "member password 1")
-    refused = client.get(f"/api/v1/tokens/{issued.token.id}/secret",
+    refused = client.post(f"/api/v1/tokens/{issued.token.id}/secret",
                          headers={"X-CSRF-Token": member_csrf})
     assert refused.status_code in (403, 404)
 
@@ -53,3 +55,22 @@ def test_the_edit_page_shows_them_after_a_post_with_csrf(kworld: World,  # noqa:
     assert shown.status_code == 200 and issued.secret.password in shown.text
     assert shown.headers["cache-control"] == "no-store"
     assert "recorded in the audit log" in shown.text
+
+
+def test_a_cross_site_link_cannot_retrieve_a_secret(kworld: World,  # noqa: F811
+                                                    client: TestClient) -> None:
+    """A signed-in admin's browser follows a link (GET, SameSite=Lax sends the cookie) or
+    submits a forged form without the session's CSRF token: nothing is retrieved."""
+    issued = app_token(kworld)
+    csrf = sign_in(client, "admin@acme.test", "correct horse battery")
+    url = f"/api/v1/tokens/{issued.token.id}/secret"
+    followed = client.get(url)
+    assert followed.status_code == 405 and issued.secret.password not in followed.text
+    forged = client.post(url)
+    assert forged.status_code == 403 and forged.json()["reason"] == "csrf"
+    with kworld.rt.database.reading() as session:
+        retrievals = session.scalars(select(AuditEvent).where(
+            AuditEvent.action == "token.secret_retrieved")).all()
+    assert retrievals == []
+    shown = client.post(url, headers={"X-CSRF-Token": csrf})
+    assert shown.status_code == 200 and shown.json()["password"] == issued.secret.password

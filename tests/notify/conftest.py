@@ -11,6 +11,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from email.message import EmailMessage
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -21,6 +22,7 @@ from tallykey.notify.models import OutboxMessage
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
 from tallykey.notify.worker import Worker
 from tallykey.runtime import Runtime
+from tallykey.settings import Settings
 
 MAIL_FROM = "tallykey@keys.acme.test"
 
@@ -123,6 +125,7 @@ def smtp_down(smtp_port: int) -> Iterator[SmtpServer]:
 
 def make_worker(rt: Runtime, smtp: SmtpServer | None, **options: Any) -> Worker:
     mailer = SmtpMailer(SmtpConfig.parse(smtp.url), MAIL_FROM) if smtp else None
+    options.setdefault("private_webhook_targets", rt.settings.webhook_private_targets)
     return Worker(rt.database, rt.clock, notifier=rt.notifier, mailer=mailer, **options)
 
 
@@ -177,3 +180,10 @@ def http_receiver() -> Iterator[HttpReceiver]:
     yield receiver
     receiver.server.shutdown()
     receiver.server.server_close()
+
+
+@pytest.fixture
+def settings(database_url: str, tmp_path: Path) -> Settings:
+    """The receivers here listen on localhost: private webhook targets are allowed."""
+    return Settings(database_url=database_url, data_dir=tmp_path / "data", region="eu1",
+                    webhook_private_targets=True)

@@ -19,6 +19,7 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> C
     monkeypatch.setenv("TALLYKEY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TALLYKEY_PUBLIC_URL", "https://keys.acme.test")
     monkeypatch.delenv("TALLYKEY_SMTP_URL", raising=False)
+    monkeypatch.setenv("TALLYKEY_WEBHOOK_PRIVATE_TARGETS", "true")  # the receiver is local
     runner = CliRunner()
     for args in (["accounts", "create", "acme", "--name", "Acme"],
                  ["users", "create", "-a", "acme", "--email", "admin@acme.test",

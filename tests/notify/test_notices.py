@@ -110,7 +110,7 @@ def test_revoke_and_rotate_tell_the_creator(world: World, smtp_server: SmtpServe
     worker = make_worker(world.rt, smtp_server)
     worker.run_once()
     before = len(smtp_server.received)
-    world.rt.tokens.rotate(world.as_admin, issued.token.id, grace_seconds=3600)
+    world.rt.tokens.rotate(world.as_member, issued.token.id, grace_seconds=3600)
     world.rt.tokens.revoke(world.as_admin, issued.token.id, reason="left <b>the</b> team")
     assert worker.run_once().sent == 2
     new = smtp_server.received[before:]

@@ -10,7 +10,7 @@ import pytest
 from tallykey.accounts.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.errors import PermissionDenied, ValidationFailed
-from tallykey.notify.webhooks import SignatureInvalid, sign, verify_signature
+from tallykey.notify.webhooks import SignatureInvalid, WebhookService, sign, verify_signature
 from tallykey.tokens.format import TOKEN_PATTERN
 from tallykey.tokens.service import TokenChanges, TokenDraft
 
@@ -146,3 +146,51 @@ def test_verify_signature_refuses_tampering_staleness_and_garbage(clock: FrozenC
     for secret, value, text, moment, reason in cases:
         with pytest.raises(SignatureInvalid, match=reason):
             verify_signature(secret, value, text, moment)
+
+
+def test_private_targets_are_refused_unless_the_operator_allows_them(
+        world: World, clock: FrozenClock, http_receiver: HttpReceiver) -> None:
+    strict = WebhookService(world.rt.database, clock)
+    operator = Actor.operator(world.acme_id)
+    for target in ("http://127.0.0.1:5432/", "http://169.254.169.254/latest/meta-data",
+                   "http://[::1]:8080/", "http://localhost./x", "https://10.1.2.3/hook",
+                   "http://[::ffff:127.0.0.1]/", "http://0.0.0.0:80/", "http://[fe80::1]/"):
+        with pytest.raises(ValidationFailed) as refused:
+            strict.add(operator, target)
+        assert "TALLYKEY_WEBHOOK_PRIVATE_TARGETS" in refused.value.hint, target
+    assert strict.add(operator, "https://hooks.example.com/tallykey")[0].active
+    # a name that resolves to a private address is refused when the delivery is made
+    local_name = http_receiver.url.replace("127.0.0.1", "localhost")
+    world.rt.webhooks.add(operator, local_name)  # this runtime allows private targets
+    world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                     scopes=["employees:read"]))
+    worker = make_worker(world.rt, None, private_webhook_targets=False)
+    worker.run_once()
+    assert http_receiver.requests == []
+    failed = [row for row in outbox_rows(world.rt) if row.recipient.startswith(
+        local_name.split("/hooks")[0])]
+    assert failed and all("non-public" in (row.last_error or "") for row in failed)
+    assert all(row.status == "dead" for row in failed)
+
+
+def test_the_delivery_id_is_signed_and_query_strings_stay_hidden(
+        world: World, clock: FrozenClock, http_receiver: HttpReceiver) -> None:
+    secret = add_endpoint(world, http_receiver.url + "?key=receiver-credential")
+    world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                     scopes=["employees:read"]))
+    assert make_worker(world.rt, None).run_once().sent == 1
+    [request] = http_receiver.requests
+    assert request.path == "/hooks/tallykey?key=receiver-credential"
+    delivery = request.headers["Tallykey-Delivery"]
+    signature = request.headers["Tallykey-Signature"]
+    assert f"d={delivery}," in signature
+    verify_signature(secret, signature, request.body, clock.now(), delivery=delivery)
+    with pytest.raises(SignatureInvalid):  # the body replayed as another delivery
+        verify_signature(secret, signature, request.body, clock.now(),
+                         delivery=delivery[:-1] + ("0" if delivery[-1] != "0" else "1"))
+    forged = signature.replace(f"d={delivery}", "d=another-delivery")
+    with pytest.raises(SignatureInvalid):
+        verify_signature(secret, forged, request.body, clock.now(),
+                         delivery="another-delivery")
+    rows = [row for row in outbox_rows(world.rt) if row.channel == "webhook"]
+    assert rows and all("receiver-credential" not in row.recipient for row in rows)

@@ -267,3 +267,19 @@ def test_times_are_aware_utc(world: World) -> None:
     fetched = world.rt.tokens.get(world.as_admin, token.id)
     assert fetched.created_at.tzinfo is not None
     assert fetched.expires_at == datetime(2030, 1, 31, 12, 0, tzinfo=UTC)
+
+
+def test_an_owner_cannot_widen_scopes_an_admin_narrowed(world: World) -> None:
+    tokens = world.rt.tokens
+    world.rt.accounts.update_user(world.as_admin, world.member.id, role=None, active=None,
+                                  grants={world.sales.id: ["employees:read",
+                                                           "employees:write"]})
+    issued = tokens.issue(world.as_member, TokenDraft(
+        name="Two scopes", expires_in_days=7, workspace="sales",
+        scopes=["employees:read", "employees:write"]))
+    tokens.update(world.as_admin, issued.token.id, TokenChanges(scopes=["employees:read"]))
+    with pytest.raises(PermissionDenied) as refused:
+        tokens.update(world.as_member, issued.token.id,
+                      TokenChanges(scopes=["employees:read", "employees:write"]))
+    assert "employees:write" in refused.value.message
+    assert tokens.get(world.as_member, issued.token.id).scopes == ["employees:read"]

@@ -7,12 +7,13 @@ everything else goes through FastAPI.
 
 from __future__ import annotations
 
+import hmac
 import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-from fastapi import FastAPI, Response
+from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -22,6 +23,7 @@ from tallykey.api import leaks, management, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
+from tallykey.auth.client_ip import served_over_https
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
 from tallykey.errors import StoreUnavailable
@@ -78,8 +80,18 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
 
     @api.get("/metrics", include_in_schema=False)
-    def prometheus_metrics() -> Response:
-        """Prometheus text format (see `tallykey.monitor.metrics`)."""
+    def prometheus_metrics(request: Request) -> Response:
+        """Prometheus text format (see `tallykey.monitor.metrics`). With
+        `TALLYKEY_METRICS_TOKEN` set, only `Authorization: Bearer <that value>` is served."""
+        expected = runtime.settings.metrics_token
+        if expected:
+            presented = request.headers.get("authorization", "")
+            if not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
+                return JSONResponse(
+                    {"error": "unauthenticated",
+                     "message": "The metrics need the scrape credential.",
+                     "hint": "Send Authorization: Bearer <TALLYKEY_METRICS_TOKEN>."},
+                    status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         verifier.publish_metrics()
         return Response(metrics.exposition(runtime.database),
                         media_type=metrics.CONTENT_TYPE)
@@ -116,7 +128,9 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
                         clock=runtime.clock, background=False)
     api = build_api(runtime, verifier)
     fast_path = AuthRequestEndpoint(verifier, runtime.settings)
-    app: ASGIApp = RequestLimits(Dispatcher(fast_path, api))
+    settings = runtime.settings
+    app: ASGIApp = RequestLimits(Dispatcher(fast_path, api), https=lambda scope: (
+        served_over_https(scope, settings.trusted_proxy_networks, settings.public_url)))
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
     return app

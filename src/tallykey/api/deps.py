@@ -9,8 +9,9 @@ from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
 from tallykey.api.responses import VerdictRefused
-from tallykey.auth.client_ip import client_ip
+from tallykey.auth.client_ip import scope_client_ip, served_over_https
 from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.middleware import TOKEN_ID_STATE, token_in_url
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
@@ -20,7 +21,6 @@ from tallykey.runtime import Runtime
 from tallykey.tokens.models import PERSONAL
 
 MANAGE_SCOPE = "tokens:manage"
-LOGIN_FAILURES_PER_MINUTE = 10
 SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
 
 
@@ -35,20 +35,25 @@ def verifier_of(request: Request) -> Verifier:
 
 
 def login_limiter(request: Request) -> FailureLimiter:
-    """Failed sign-ins per client IP and minute, shared by the console form and the
+    """Failed sign-ins per client network and minute, shared by the console form and the
     session API (one limiter per app), so neither is a way around the other."""
     limiter: FailureLimiter | None = getattr(request.app.state, "login_limiter", None)
     if limiter is None:
-        limiter = FailureLimiter(LOGIN_FAILURES_PER_MINUTE)
+        limiter = FailureLimiter(NETWORK_FAILURES_PER_MINUTE)
         request.app.state.login_limiter = limiter
     return limiter
 
 
 def ip_of(request: Request) -> str:
-    runtime = runtime_of(request)
-    peer = request.client.host if request.client else None
-    return client_ip(peer, request.headers.get("x-forwarded-for"),
-                     runtime.settings.trusted_proxy_networks)
+    return scope_client_ip(request.scope, runtime_of(request).settings.trusted_proxy_networks)
+
+
+def is_https(request: Request) -> bool:
+    """Served over HTTPS (directly, via a trusted proxy, or per `TALLYKEY_PUBLIC_URL`):
+    then cookies are `Secure`."""
+    settings = runtime_of(request).settings
+    return served_over_https(request.scope, settings.trusted_proxy_networks,
+                             settings.public_url)
 
 
 async def management_actor(request: Request) -> Actor:

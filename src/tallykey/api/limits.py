@@ -3,10 +3,15 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 
+from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 256 * 1024
+#: The whole header section (uvicorn's h11 limit, `tallykey serve`) and its line count.
+MAX_HEADER_BYTES = 32 * 1024
+MAX_HEADER_COUNT = 100
 
 SECURITY_HEADERS = [
     (b"x-content-type-options", b"nosniff"),
@@ -18,21 +23,39 @@ NO_STORE = (b"cache-control", b"no-store")
 CACHEABLE_PREFIXES = ("/console/static/",)
 
 
-class BodyTooLarge(Exception):
-    pass
+class BodyTooLarge(HTTPException):
+    """Raised while streaming a body past the limit. An HTTP exception, so the framework's
+    one error mapping answers 413 (not a 500) when an endpoint was reading the body."""
+
+    def __init__(self, max_body: int) -> None:
+        super().__init__(413, _too_large_message(max_body))
+
+
+def _too_large_message(max_body: int) -> str:
+    return (f"The request body is larger than {max_body} bytes "
+            "(or its Content-Length is invalid).")
 
 
 class RequestLimits:
     """Refuse bodies over `max_body` with 413 (by Content-Length up front, or while
     streaming), and add security headers to every response."""
 
-    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES) -> None:
+    def __init__(self, app: ASGIApp, max_body: int = MAX_BODY_BYTES,
+                 https: Callable[[Scope], bool] | None = None) -> None:
         self.app = app
         self.max_body = max_body
+        #: Whether a request came over HTTPS (then HSTS is sent); by default the scheme.
+        self.https = https or (lambda scope: scope.get("scheme") == "https")
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        if len(scope["headers"]) > MAX_HEADER_COUNT:
+            await self._refuse(send, 431, "request_header_fields_too_large",
+                               f"The request has {len(scope['headers'])} header lines; at "
+                               f"most {MAX_HEADER_COUNT} are accepted.",
+                               "Send fewer headers.")
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit()
@@ -48,7 +71,7 @@ class RequestLimits:
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_body:
-                    raise BodyTooLarge
+                    raise BodyTooLarge(self.max_body)
             return message
 
         async def secured_send(message: Message) -> None:
@@ -61,7 +84,7 @@ class RequestLimits:
                 if not scope["path"].startswith(CACHEABLE_PREFIXES):
                     extra.append(NO_STORE)
                 message["headers"] = headers + [h for h in extra if h[0] not in present]
-                if scope.get("scheme") == "https" and b"strict-transport-security" not in present:
+                if b"strict-transport-security" not in present and self.https(scope):
                     message["headers"].append(
                         (b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
             await send(message)
@@ -73,12 +96,13 @@ class RequestLimits:
                 await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        body = json.dumps({
-            "error": "payload_too_large",
-            "message": f"The request body is larger than {self.max_body} bytes "
-                       "(or its Content-Length is invalid).",
-            "hint": "Send a smaller body."}).encode()
-        await send({"type": "http.response.start", "status": 413, "headers": [
+        await self._refuse(send, 413, "payload_too_large", _too_large_message(self.max_body),
+                           "Send a smaller body.")
+
+    @staticmethod
+    async def _refuse(send: Send, status: int, code: str, message: str, hint: str) -> None:
+        body = json.dumps({"error": code, "message": message, "hint": hint}).encode()
+        await send({"type": "http.response.start", "status": status, "headers": [
             (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS]})
+            (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS, NO_STORE]})
         await send({"type": "http.response.body", "body": body})

@@ -11,7 +11,8 @@ from sqlalchemy import select
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter
+from tallykey.accounts.sign_in import sign_in
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, is_https, login_limiter
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
@@ -34,12 +35,11 @@ from tallykey.api.schemas import (
     UserView,
     parse_moment,
 )
+from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
     PermissionDenied,
-    TooManyAttempts,
-    Unauthenticated,
     ValidationFailed,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
@@ -183,12 +183,13 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     return IssuedTokenView.of_issued(issued, runtime.clock.now())
 
 
-@router.get("/tokens/{token_id}/secret", response_model=SecretView, tags=["tokens"])
+@router.post("/tokens/{token_id}/secret", response_model=SecretView, tags=["tokens"])
 def retrieve_secret(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
                     response: Response) -> SecretView:
     """An application token's username and password, when the account keeps them
     retrievable. Administrators only; every retrieval is audited and the other
-    administrators are told."""
+    administrators are told. A POST (with `X-CSRF-Token` when a console session calls),
+    so no link or image on another site can trigger one."""
     issued = runtime.tokens.retrieve_secret(actor, token_id)
     response.headers["Cache-Control"] = "no-store"
     return SecretView(id=issued.token.id, prefix=issued.secret.prefix,
@@ -219,7 +220,8 @@ def list_audit(
     since: str | None = None,
     until: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(description="cursor: entries older than this id")]
+    before: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+                                        description="cursor: entries older than this id")]
     = None,
 ) -> AuditList:
     """The account's audit trail, newest first. Administrators only."""
@@ -314,18 +316,16 @@ def login(body: LoginRequest, request: Request, response: Response,
     """Sign in with e-mail and password; sets the session cookie and returns the CSRF token
     to send in `X-CSRF-Token` on every state-changing request."""
     ip = ip_of(request)
-    limiter = login_limiter(request)
-    wait = limiter.retry_after(ip)
-    if wait is not None:
-        raise TooManyAttempts(wait)
-    user = runtime.accounts.check_login(body.email, body.password)
-    if user is None:
-        limiter.failed(ip)
-        raise Unauthenticated("The e-mail or password is wrong, or the user is deactivated.")
+    user = sign_in(runtime, login_limiter(request), body.email, body.password, ip, "api")
     opened = runtime.sessions.open(user, ip)
+    with runtime.database.transaction() as session:
+        trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,
+                                          "api"),
+                     action="user.login", at=runtime.clock.now(), target_type="user",
+                     target_id=user.id)
     response.set_cookie(SESSION_COOKIE, opened.cookie, max_age=int(
         SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
-        secure=request.url.scheme == "https", path="/")
+        secure=is_https(request), path="/")
     return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
                        expires_at=opened.expires_at)
 

@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse, Response
 from tallykey.api.schemas import ErrorBody
 from tallykey.auth.verdict import Verdict
 from tallykey.db.engine import store_outage
-from tallykey.errors import AuthenticationError, TallykeyError
+from tallykey.errors import AuthenticationError, TallykeyError, mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,8 @@ def _describe(errors: list[Any]) -> tuple[str, list[dict[str, str]]]:
     described = []
     for item in errors:
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
-        described.append({"field": location or "body", "message": str(item.get("msg", ""))})
+        described.append({"field": location or "body",
+                          "message": mask_secrets(str(item.get("msg", "")))})
     first = described[0] if described else {"field": "body", "message": "invalid"}
     return f"{first['field']}: {first['message']}", described
 
@@ -119,9 +120,11 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(error.headers or {})
         if error.status_code == 405:
             headers["Allow"] = _allowed_methods(request)
-        body = {"error": code, "message": str(error.detail)}
+        body = {"error": code, "message": mask_secrets(str(error.detail))}
         if error.status_code == 400:
             body["hint"] = "Send a well-formed JSON body with Content-Type: application/json."
+        elif error.status_code == 413:
+            body["hint"] = "Send a smaller body."
         return JSONResponse(body, status_code=error.status_code, headers=headers)
 
     @app.exception_handler(Exception)

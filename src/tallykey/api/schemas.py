@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
@@ -234,8 +234,14 @@ def parse_moment(value: str, field: str) -> datetime | date:
         if len(text) == 10:
             return date.fromisoformat(text)
         moment = datetime.fromisoformat(text)
+        if moment.tzinfo is not None:
+            moment.astimezone(UTC)  # 0001-01-01T00:00:00+01:00 has no UTC equivalent
     except ValueError:
         raise ValidationFailed(
             f"{field} {value!r} is not an ISO 8601 date or date-time.",
             "Write e.g. 2027-03-31 or 2027-03-31T18:00:00+01:00.", field=field) from None
+    except OverflowError:
+        raise ValidationFailed(
+            f"{field} {value!r} is outside the range of dates tallykey can store.",
+            "Write a date between the years 2 and 9998.", field=field) from None
     return moment

@@ -1,14 +1,16 @@
-"""`tallykey audit export` and `tallykey audit verify`. `register(app)` adds them."""
+"""`tallykey audit export|verify|heads`. `register(app)` adds them."""
 
 from __future__ import annotations
 
+import json
 import sys
 from datetime import UTC, date, datetime, time
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tallykey.audit import chain, export
+from tallykey.audit import anchor, chain, export
 
 audit_app = typer.Typer(help="The audit trail: export it, check its hash chain.",
                         no_args_is_help=True)
@@ -60,22 +62,78 @@ def audit_export(
     sys.stdout.flush()
 
 
+@audit_app.command("heads")
+def audit_heads(
+    account: Annotated[str | None, typer.Option("--account", "-a",
+                                                help="Only this account's chain.")] = None,
+    sign: Annotated[bool, typer.Option(
+        "--sign", help="Sign with the Ed25519 key in TALLYKEY_AUDIT_SIGNING_KEY.")] = False,
+    as_json: Annotated[bool, typer.Option(
+        "--json", help="Print the heads document to save (for audit verify --heads).")]
+    = False,
+) -> None:
+    """Print each chain's head (position and hash). Save them somewhere the database's
+    administrators cannot write; `tallykey audit verify --heads FILE` later proves that
+    nothing was cut off or rewritten since."""
+    from tallykey.cli import emit_json, fail, out, runtime
+
+    with runtime() as rt:
+        key = None
+        if sign:
+            if not rt.settings.audit_signing_key:
+                fail("--sign needs TALLYKEY_AUDIT_SIGNING_KEY (an Ed25519 private key).",
+                     "Make one with: openssl genpkey -algorithm ed25519")
+            try:
+                key = anchor.load_private_key(rt.settings.audit_signing_key)
+            except anchor.AnchorError as error:
+                fail(str(error))
+        account_id = rt.accounts.find_account(account).id if account else None
+        document = anchor.heads_document(rt.database, rt.clock.now(), key, account_id)
+    if as_json or sign:
+        emit_json(document)
+        return
+    for head in document["heads"]:
+        out.print(f"{head['account']}\t{head['seq']}\t{head['hash']}", highlight=False)
+
+
 @audit_app.command("verify")
 def audit_verify(
     account: Annotated[str | None, typer.Option("--account", "-a",
                                                 help="Only this account's chain.")] = None,
+    saved_heads: Annotated[Path | None, typer.Option(
+        "--heads", help="A document from 'audit heads --json': every head in it must "
+        "still be in the store, unchanged.")] = None,
+    public_key: Annotated[str | None, typer.Option(
+        "--public-key", help="PEM Ed25519 public key (or file) the saved heads must be "
+        "signed with; default: the key in TALLYKEY_AUDIT_SIGNING_KEY, if set.")] = None,
 ) -> None:
     """Check the hash chains. Exit 0 and the number of entries when intact; exit 1 and the
     first broken entry's id otherwise."""
-    from tallykey.cli import err, out, runtime
+    from tallykey.cli import err, fail, out, runtime
 
     with runtime() as rt:
         account_id = rt.accounts.find_account(account).id if account else None
         report = chain.verify(rt.database, account_id)
+        anchored: list[str] = []
+        if saved_heads is not None:
+            try:
+                document = json.loads(saved_heads.read_text())
+                key_text = public_key or rt.settings.audit_signing_key
+                key = anchor.load_public_key(key_text) if key_text else None
+                anchored = anchor.check_against(rt.database, document, key)
+            except (OSError, ValueError) as error:
+                fail(f"--heads {str(saved_heads)!r} cannot be used: {error}")
+    for problem in anchored:
+        err.print(f"audit trail differs from the saved heads: {problem}", highlight=False,
+                  soft_wrap=True)
     first = report.first
+    if first is None and anchored:
+        raise typer.Exit(EXIT_BROKEN)
     if first is None:
         out.print(f"audit trail intact: {report.entries} entries in {report.chains} "
-                  f"chain{'s' if report.chains != 1 else ''}", highlight=False)
+                  f"chain{'s' if report.chains != 1 else ''}"
+                  + (", every saved head present and unchanged" if saved_heads else ""),
+                  highlight=False)
         return
     assert report.breaks is not None
     for broken in sorted(report.breaks, key=lambda b: b.entry_id or 0):

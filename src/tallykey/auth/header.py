@@ -17,6 +17,7 @@ from tallykey.errors import MalformedHeader, MissingCredentials
 from tallykey.tokens.format import PRODUCT_PREFIX
 
 MAX_CREDENTIALS_LENGTH = 1024
+MAX_SCHEME_SHOWN = 20  # longer "schemes" are not echoed: they may be a secret
 BEARER_FORM = "Authorization: Bearer <token>"
 BASIC_FORM = "Authorization: Basic <token> or Basic base64(<username>:<password>)"
 EXPECTED_FORMS = f"{BEARER_FORM}, or {BASIC_FORM}"
@@ -40,7 +41,11 @@ def extract_token(authorization: str | None) -> str:
     if not space:
         return _without_space(authorization)
     if lowered not in ("bearer", "basic"):
-        raise _malformed(f"Unsupported authorization scheme {scheme!r}.")
+        if scheme.isascii() and scheme.isalpha() and len(scheme) <= MAX_SCHEME_SHOWN:
+            raise _malformed(f"Unsupported authorization scheme {scheme!r}.")
+        # not a scheme name at all (a token or password before a space): never echoed
+        raise _malformed("The Authorization header does not start with a scheme "
+                         "(Bearer or Basic).")
     if credentials == "" or credentials.startswith((" ", "\t")) or "  " in authorization:
         raise _malformed(f"Exactly one space must separate {scheme!r} from the token.")
     if any(ch.isspace() for ch in credentials) or "," in credentials:

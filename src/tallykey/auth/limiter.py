@@ -1,7 +1,10 @@
-"""Failed-authentication throttle per client IP (`TALLYKEY_AUTH_FAIL_LIMIT` per minute).
+"""Failed-authentication throttle per client network (`TALLYKEY_AUTH_FAIL_LIMIT` per
+minute): an IPv4 address, or an IPv6 /64 (`client_ip.network_key`).
 
-Only the offending address is throttled: a token's legitimate holder on another IP is
-never locked out. Memory is bounded: the oldest tracked addresses are forgotten first.
+Only the offending network is throttled: a token's legitimate holder elsewhere is never
+locked out, and on a throttled network a valid token the node has cached still passes
+(the verifier asks `tracks` on its hot path). Memory is bounded: the oldest tracked
+networks are forgotten first.
 With several nodes, each one shares its own counts through the store about once a second
 (`auth.shared_limits`) and learns the totals, so the limit holds across nodes.
 """
@@ -12,6 +15,8 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
+from tallykey.auth.client_ip import network_key
+
 WINDOW_SECONDS = 60
 MAX_TRACKED = 100_000
 
@@ -20,20 +25,24 @@ class FailureLimiter:
     def __init__(self, limit: int, monotonic: Callable[[], float] = time.time) -> None:
         self.limit = limit
         self._clock = monotonic
-        #: ip -> (window, failures seen anywhere); the hot path only asks `ip in failures`.
+        #: network -> (window, failures seen anywhere); the hot path only asks `tracks`.
         self.failures: dict[str, tuple[int, int]] = {}
-        #: ip -> (window, failures seen by this node): what this node shares.
+        #: network -> (window, failures seen by this node): what this node shares.
         self.own: dict[str, tuple[int, int]] = {}
         self._lock = threading.Lock()
 
     def window(self) -> int:
         return int(self._clock() // WINDOW_SECONDS)
 
+    def tracks(self, ip: str) -> bool:
+        """Whether `ip`'s network failed recently (cheap; for the hot path)."""
+        return bool(self.failures) and network_key(ip) in self.failures
+
     def retry_after(self, ip: str) -> int | None:
-        """Seconds until `ip` may try again, or None when it is not throttled."""
+        """Seconds until `ip`'s network may try again, or None when it is not throttled."""
         if self.limit <= 0:
             return None
-        entry = self.failures.get(ip)
+        entry = self.failures.get(network_key(ip))
         if entry is None:
             return None
         now = self._clock()
@@ -46,13 +55,14 @@ class FailureLimiter:
         if self.limit <= 0:
             return
         window = self.window()
+        key = network_key(ip)
         with self._lock:
             for table in (self.own, self.failures):
-                entry = table.pop(ip, None)
+                entry = table.pop(key, None)
                 count = entry[1] + 1 if entry and entry[0] == window else 1
                 if len(table) >= MAX_TRACKED:
                     table.pop(next(iter(table)))
-                table[ip] = (window, count)
+                table[key] = (window, count)
 
     def own_counts(self, window: int) -> dict[str, int]:
         with self._lock:

@@ -17,7 +17,7 @@ from urllib.parse import parse_qsl
 from starlette.requests import Request
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tallykey.auth.client_ip import IpNetwork, client_ip
+from tallykey.auth.client_ip import IpNetwork, scope_client_ip
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
@@ -30,16 +30,13 @@ TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
 def _request_facts(scope: Scope, trusted: Sequence[IpNetwork]
                    ) -> tuple[list[str], str, str | None]:
     authorizations: list[str] = []
-    forwarded = agent = None
+    agent = None
     for name, value in scope["headers"]:
         if name == b"authorization":
             authorizations.append(value.decode("latin-1"))
-        elif name == b"x-forwarded-for":
-            forwarded = value.decode("latin-1")
         elif name == b"user-agent":
             agent = value.decode("latin-1")
-    peer = scope["client"][0] if scope.get("client") else None
-    return authorizations, client_ip(peer, forwarded, trusted), agent
+    return authorizations, scope_client_ip(scope, trusted), agent
 
 
 def token_in_url(query_string: bytes) -> Verdict | None:

@@ -236,15 +236,17 @@ class Verifier:
                     required_scopes: Iterable[str], user_agent: str | None) -> Verdict | None:
         """The hot path: a plainly formed header whose token is cached. None otherwise
         (and then the full path runs, with its precise diagnostics)."""
-        if (authorization is None or client_ip in self.limiter.failures
-                or _monotonic() - self.follower.read_at >= self._lease):
-            return None  # the full path applies the throttle, or renews the lease
+        if authorization is None or _monotonic() - self.follower.read_at >= self._lease:
+            return None  # the full path, or a lease renewal first
         shaped = _PLAIN_HEADER.fullmatch(authorization)
         if shaped is None:
             return None
         entry = self.cache.get(token_digest(shaped.group(1)))
         if entry is None:
             return None
+        if self.limiter.tracks(client_ip) and _refusal(
+                entry[1], self.clock.timestamp(), client_ip, required_scopes) is not None:
+            return None  # a throttled network: only a valid cached token passes; else 429
         return self._decide(entry, client_ip, required_scopes, user_agent)
 
     def _begin(self, authorization: str | None, client_ip: str,

@@ -61,7 +61,8 @@ class TokenForm:
             except ValueError:
                 raise ValidationFailed("Pick the expiry date (YYYY-MM-DD).",
                                        field="expires_at") from None
-        elif self.expiry.isdigit() and int(self.expiry) in EXPIRY_PRESET_DAYS:
+        elif (self.expiry.isascii() and self.expiry.isdigit()
+              and int(self.expiry) in EXPIRY_PRESET_DAYS):
             days = int(self.expiry)
         else:
             raise ValidationFailed("Choose how long the token is valid.", field="expires_at")
@@ -80,7 +81,7 @@ def token_changes(form: FormData) -> TokenChanges:
 
 def grace_seconds(form: FormData) -> int:
     raw = text(form, "grace_days") or "0"
-    if not raw.isdigit() or int(raw) * 86400 > MAX_GRACE_SECONDS:
+    if not (raw.isascii() and raw.isdigit()) or int(raw) * 86400 > MAX_GRACE_SECONDS:
         raise ValidationFailed("The grace period is 0 to 7 days.", field="grace_seconds")
     return int(raw) * 86400
 

@@ -169,7 +169,7 @@ def policies_page(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
 
 
 def _days(raw: str, name: str) -> int:
-    if not raw.strip().isdigit():
+    if not (raw.strip().isascii() and raw.strip().isdigit()):
         raise ValidationFailed(f"{name} must be a whole number of days.",
                                field="max_validity_days")
     return int(raw)
@@ -177,7 +177,7 @@ def _days(raw: str, name: str) -> int:
 
 def _reminder_days(raw: str) -> list[int]:
     parts = [p.strip() for p in raw.replace(";", ",").split(",") if p.strip()]
-    if not all(p.isdigit() for p in parts):
+    if not all(p.isascii() and p.isdigit() for p in parts):
         raise ValidationFailed("Reminder days are whole numbers separated by commas, e.g. 7, 2.",
                                field="reminder_days")
     return [int(p) for p in parts]

@@ -1,7 +1,8 @@
 """Signing in and out, and the first-run setup page.
 
-These forms come before any session, so their CSRF token is a random value set both in a
-short-lived cookie and in the form (double submit), compared in constant time.
+These forms come before any session, so their CSRF token is a value the server signed
+(`web.new_form_key`), set both in a cookie and in the form (double submit): the two must
+be equal (compared in constant time) and the signature and age must check out.
 """
 
 from __future__ import annotations
@@ -13,7 +14,8 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
-from tallykey.api.deps import ip_of, login_limiter
+from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
+from tallykey.api.deps import ip_of, is_https, login_limiter
 from tallykey.audit import trail
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.console import setup
@@ -27,23 +29,23 @@ from tallykey.console.web import (
     RuntimeDep,
     ViewerDep,
     error_page,
+    form_key_is_genuine,
     new_form_key,
     redirect,
     render,
     safe_next,
 )
-from tallykey.errors import ValidationFailed
+from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
 
 FORM_COOKIE = "tallykey_form_key"
-BAD_CREDENTIALS = "The e-mail or password is wrong, or this user is deactivated."
 
 
 def with_form_key(request: Request, response: Response, key: str) -> Response:
     response.set_cookie(FORM_COOKIE, key, httponly=True, samesite="strict",
-                        secure=request.url.scheme == "https", path=PREFIX)
+                        secure=is_https(request), path=PREFIX)
     return response
 
 
@@ -54,6 +56,8 @@ async def pre_session_form(request: Request) -> dict[str, str]:
     expected = request.cookies.get(FORM_COOKIE, "")
     if not presented or not secrets.compare_digest(presented.encode(), expected.encode()):
         raise CsrfRefused
+    if not await run_in_threadpool(form_key_is_genuine, request, presented):
+        raise CsrfRefused  # an equal pair the server never issued (or issued long ago)
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
@@ -68,14 +72,14 @@ def start_session(request: Request, runtime: Runtime, user: User, target: str) -
     response = redirect(safe_next(target))
     response.set_cookie(SESSION_COOKIE, opened.cookie,
                         max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https", path="/")
+                        samesite="lax", secure=is_https(request), path="/")
     response.delete_cookie(FORM_COOKIE, path=PREFIX)
     return response
 
 
 @router.get("/login")
 def login_page(request: Request, next: str = "") -> Response:
-    key = new_form_key()
+    key = new_form_key(request)
     return with_form_key(request, render(request, "login.html", form_key=key,
                                          next=safe_next(next), email="", error=""), key)
 
@@ -83,19 +87,17 @@ def login_page(request: Request, next: str = "") -> Response:
 @router.post("/login")
 async def login(request: Request, runtime: RuntimeDep) -> Response:
     fields = await pre_session_form(request)
-    limiter = login_limiter(request)
-    ip = ip_of(request)
-    wait = limiter.retry_after(ip)
-    if wait is not None:
+    try:
+        user = await run_in_threadpool(sign_in, runtime, login_limiter(request),
+                                       fields.get("email", ""), fields.get("password", ""),
+                                       ip_of(request), "console")
+    except TooManyAttempts as refused:
+        wait = refused.retry_after
         return render(request, "error.html", status_code=429, headers={"Retry-After": str(wait)},
-                      title="Too many sign-in attempts",
-                      message="There were too many failed sign-ins from your network.",
+                      title="Too many sign-in attempts", message=refused.message,
                       hint=f"Wait {wait} seconds, then try again.")
-    user = await run_in_threadpool(runtime.accounts.check_login, fields.get("email", ""),
-                                   fields.get("password", ""))
-    if user is None:
-        limiter.failed(ip)
-        key = new_form_key()
+    except Unauthenticated:
+        key = new_form_key(request)
         page = render(request, "login.html", status_code=401, form_key=key,
                       next=safe_next(fields.get("next")), email=fields.get("email", ""),
                       error=BAD_CREDENTIALS)
@@ -121,7 +123,7 @@ def home() -> Response:
 def setup_page(request: Request, key: str, runtime: RuntimeDep) -> Response:
     if not setup.link_is_valid(runtime, key):
         return used_link(request)
-    form_key = new_form_key()
+    form_key = new_form_key(request)
     return with_form_key(request, render(request, "setup.html", form_key=form_key, key=key,
                                          values={}, error="", error_field=""), form_key)
 
@@ -137,7 +139,7 @@ async def setup_submit(request: Request, key: str, runtime: RuntimeDep) -> Respo
     try:
         user = await run_in_threadpool(setup.complete, runtime, key, draft, ip_of(request))
     except ValidationFailed as error:
-        form_key = new_form_key()
+        form_key = new_form_key(request)
         values = {k: v for k, v in fields.items() if k != "password"}
         page = render(request, "setup.html", status_code=422, form_key=form_key, key=key,
                       values=values, error=error.message + (f" {error.hint}" if error.hint

@@ -4,6 +4,7 @@ create, the show-once page, a token's detail (edit, rotate, revoke, history, usa
 from __future__ import annotations
 
 from typing import Any
+from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
 
@@ -12,6 +13,7 @@ from tallykey.accounts.permissions import SCOPES
 from tallykey.accounts.service import permissions_of
 from tallykey.audit import trail
 from tallykey.console import chart, forms
+from tallykey.console.forms import text
 from tallykey.console.web import (
     PREFIX,
     ConsoleRoute,
@@ -24,7 +26,13 @@ from tallykey.console.web import (
     redirect,
     render,
 )
-from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from tallykey.errors import (
+    Conflict,
+    NotFound,
+    PermissionDenied,
+    ValidationFailed,
+    mask_secrets,
+)
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import ACTIVE, APPLICATION, EXPIRED, KINDS, REVOKED, Token
 from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, LONG_VALIDITY_WARNING_DAYS
@@ -44,10 +52,30 @@ def _choice(value: str | None, allowed: object) -> str | None:
     return value if value and value in allowed else None  # type: ignore[operator]
 
 
+def _searchable(q: str) -> str:
+    """A search term fit for a URL: a pasted token is cut to its public prefix."""
+    return mask_secrets(q).replace("…", "")
+
+
+def _search_url(path: str, q: str, **filters: str) -> str:
+    query = {"q": _searchable(q)[:200], **{k: v for k, v in filters.items() if v}}
+    return f"{PREFIX}{path}?" + urlencode({k: v for k, v in query.items() if v})
+
+
+@router.post("/tokens")
+def token_search(viewer: ViewerDep, form: FormDep) -> Response:
+    """The search form posts (so a pasted token never lands in a URL or the browser's
+    history) and is redirected to the list, searching by the token's public prefix."""
+    return redirect(_search_url("/tokens", text(form, "q"), status=text(form, "status"),
+                                kind=text(form, "kind")))
+
+
 @router.get("/tokens")
 def token_list(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
                q: str = "", status: str = "active", kind: str = "", after: str = "",
                done: str = "") -> Response:
+    if _searchable(q) != q:  # a token typed into the address bar: never shown back
+        return redirect(_search_url("/tokens", q, status=status, kind=kind))
     status = status if status in STATUS_CHOICES else "active"
     page = runtime.tokens.list_tokens(viewer.actor, TokenQuery(
         status=STATUS_CHOICES[status], search=q[:200] or None, kind=_choice(kind, KINDS),
@@ -57,11 +85,18 @@ def token_list(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
                   now=runtime.clock.now(), notice=NOTICES.get(done, ""))
 
 
+@router.post("/tokens/inactive")
+def token_graveyard_search(viewer: ViewerDep, form: FormDep) -> Response:
+    return redirect(_search_url("/tokens/inactive", text(form, "q")))
+
+
 @router.get("/tokens/inactive")
 def token_graveyard(request: Request, viewer: ViewerDep, runtime: RuntimeDep, q: str = "",
                     revoked_after: str = "", expired_after: str = "",
                     done: str = "") -> Response:
     """Expired & Revoked: who revoked what, when and why; what ran out and when."""
+    if _searchable(q) != q:
+        return redirect(_search_url("/tokens/inactive", q))
     search = q[:200] or None
     revoked = runtime.tokens.list_tokens(viewer.actor, TokenQuery(
         status=REVOKED, search=search, after=revoked_after or None, limit=PAGE_SIZE))

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import exists, select
+from sqlalchemy.orm import Session
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User
@@ -57,18 +58,37 @@ def issue_link(runtime: Runtime, base_url: str) -> str | None:
 
 def link_is_valid(runtime: Runtime, key: str) -> bool:
     """The newest link, unused, not too old, and still no admin in the store."""
-    if not key or len(key) > 100 or not needs_setup(runtime):
+    if not key or len(key) > 100:
         return False
     with runtime.database.reading() as session:
-        latest = session.scalar(select(AuditEvent).where(
-            AuditEvent.account_id.is_(None), AuditEvent.action.in_((LINK_ISSUED, LINK_USED)))
-            .order_by(AuditEvent.id.desc()).limit(1))
+        return _valid_link(session, runtime, key) is not None
+
+
+def _valid_link(session: Session, runtime: Runtime, key: str, *, lock: bool = False
+                ) -> AuditEvent | None:
+    """The link's issue entry if `key` is still good. With `lock`, the entry's row stays
+    locked until the transaction ends (PostgreSQL; SQLite's write transactions hold the
+    whole store), so two submissions cannot both find the link unused."""
+    if session.scalar(select(exists().where(User.role == ADMIN))):
+        return None
+    latest = session.scalar(select(AuditEvent).where(
+        AuditEvent.account_id.is_(None), AuditEvent.action.in_((LINK_ISSUED, LINK_USED)))
+        .order_by(AuditEvent.id.desc()).limit(1))
     if latest is None or latest.action != LINK_ISSUED:
-        return False
+        return None
+    if lock:
+        session.scalar(select(AuditEvent.id).where(AuditEvent.id == latest.id)
+                       .with_for_update())
+        # whoever held the lock before us may have spent the link or made an admin
+        if session.scalar(select(exists().where(
+                AuditEvent.account_id.is_(None), AuditEvent.action == LINK_USED,
+                AuditEvent.id > latest.id))) or session.scalar(
+                select(exists().where(User.role == ADMIN))):
+            return None
     if latest.occurred_at + LINK_LIFETIME < runtime.clock.now():
-        return False
+        return None
     stored = str(latest.details.get("link_sha256", ""))
-    return secrets.compare_digest(stored.encode(), _hash(key).encode())
+    return latest if secrets.compare_digest(stored.encode(), _hash(key).encode()) else None
 
 
 @dataclass(frozen=True)
@@ -112,10 +132,10 @@ def complete(runtime: Runtime, key: str, draft: FirstAdmin, ip: str | None) -> U
         while session.scalar(select(exists().where(Account.slug == slug))):
             number += 1
             slug = f"{base}-{number}"
-    if not link_is_valid(runtime, key):
-        raise ValidationFailed("This setup link has been used or has expired.",
-                               "Restart 'tallykey serve' to print a new one.")
-    with runtime.database.transaction() as session:
+    with runtime.database.transaction() as session:  # check and spend: one transaction
+        if not key or len(key) > 100 or _valid_link(session, runtime, key, lock=True) is None:
+            raise ValidationFailed("This setup link has been used or has expired.",
+                                   "Restart 'tallykey serve' to print a new one.")
         session.add(AuditEvent(account_id=None, occurred_at=runtime.clock.now(),
                                action=LINK_USED, actor_type="operator",
                                actor_label=email, ip=ip, details={"account": slug}))

@@ -3,6 +3,8 @@ and product errors turned into HTML pages instead of JSON."""
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 import secrets
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass
@@ -19,6 +21,8 @@ from starlette.responses import HTMLResponse, RedirectResponse
 
 from tallykey.accounts.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
+from tallykey.api.limits import BodyTooLarge
+from tallykey.auth.server_keys import server_key
 from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.console import views
 from tallykey.errors import NotFound, PermissionDenied, StoreUnavailable, TallykeyError
@@ -132,8 +136,36 @@ def runtime_dep(request: Request) -> Runtime:
 RuntimeDep = Annotated[Runtime, Depends(runtime_dep)]
 
 
-def new_form_key() -> str:
-    return secrets.token_urlsafe(32)
+#: How long a form shown before any session (sign-in, setup) can be submitted.
+FORM_KEY_LIFETIME_SECONDS = 2 * 3600
+_FORM_KEY_NAME = "console_form"
+
+
+def new_form_key(request: Request) -> str:
+    """The anti-CSRF value of a form shown before any session exists: a random nonce and
+    the time, signed with a key only the server holds. It goes in a cookie and in the
+    form; a pair an attacker made up (or planted) fails the signature."""
+    runtime = runtime_of(request)
+    body = f"{int(runtime.clock.now().timestamp())}.{secrets.token_urlsafe(24)}"
+    return f"{body}.{_form_mac(runtime, body)}"
+
+
+def form_key_is_genuine(request: Request, value: str) -> bool:
+    """Signed by this deployment, and issued within `FORM_KEY_LIFETIME_SECONDS`."""
+    runtime = runtime_of(request)
+    body, _, mac = value.rpartition(".")
+    issued = body.partition(".")[0]
+    if not mac or not issued.isascii() or not issued.isdigit() or len(issued) > 12:
+        return False
+    age = runtime.clock.now().timestamp() - int(issued)
+    if not -60 <= age <= FORM_KEY_LIFETIME_SECONDS:
+        return False
+    return hmac.compare_digest(mac.encode(), _form_mac(runtime, body).encode())
+
+
+def _form_mac(runtime: Runtime, body: str) -> str:
+    key = server_key(runtime.database, runtime.clock, _FORM_KEY_NAME)
+    return hmac.new(key, body.encode(), hashlib.sha256).hexdigest()
 
 
 class ConsoleRoute(APIRoute):
@@ -149,6 +181,9 @@ class ConsoleRoute(APIRoute):
                 target = request.url.path + (f"?{request.url.query}" if request.url.query
                                              else "")
                 response = redirect(f"{PREFIX}/login?next={quote(target, safe='')}")
+            except BodyTooLarge as error:
+                response = error_page(request, 413, "That was too much", str(error.detail),
+                                      "Send a shorter form.")
             except CsrfRefused:
                 response = error_page(request, 403, "This form has expired",
                                       "The form's security token is missing or does not "

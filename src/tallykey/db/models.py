@@ -2,7 +2,7 @@
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditChainHead, AuditEvent
-from tallykey.auth.models import AuthFailure, TokenUsage
+from tallykey.auth.models import AuthFailure, ServerKey, SignInFailure, TokenUsage
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
@@ -24,6 +24,8 @@ __all__ = [
     "Employee",
     "Node",
     "OutboxMessage",
+    "ServerKey",
+    "SignInFailure",
     "Token",
     "TokenClientIp",
     "TokenNetwork",

@@ -9,6 +9,7 @@ answers in XML when asked with `Accept: application/xml`.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
@@ -95,8 +96,14 @@ def _to_xml(tag: str, value: Any) -> ElementTree.Element:
         for item in value:
             element.append(_to_xml(child_tag, item))
     elif value is not None:
-        element.text = str(value).lower() if isinstance(value, bool) else str(value)
+        element.text = _XML_INVALID.sub(
+            "\ufffd", str(value).lower() if isinstance(value, bool) else str(value))
     return element
+
+
+#: Characters XML 1.0 cannot carry at all (control characters, lone surrogates): shown
+#: as U+FFFD, so stored text never makes a document no parser accepts.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _moment(value: datetime, zone: ZoneInfo | None, fallback: str) -> str:

@@ -14,6 +14,7 @@ their public prefix is.
 from __future__ import annotations
 
 import logging
+import unicodedata
 from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime
@@ -25,7 +26,7 @@ from tallykey.audit import trail
 from tallykey.errors import Conflict, TokenFormatError
 from tallykey.notify.notices import LEAK_REPORT
 from tallykey.runtime import Runtime
-from tallykey.tokens.format import parse
+from tallykey.tokens.format import TOKEN_PATTERN, parse
 from tallykey.tokens.models import Token, TokenSecret
 
 log = logging.getLogger(__name__)
@@ -105,19 +106,21 @@ class LeakReports:
             return false_positive
         actor = replace(Actor.operator(found.account_id), label="Secret scanning",
                         via=LEAK_REPORT, ip=reporter_ip)
-        outcome = self._stop(found, actor, item.url)
+        url = shown_url(item.url)
+        outcome = self._stop(found, actor, url)
         with self.runtime.database.transaction() as session:
             trail.record(session, actor=actor, action=TOKEN_LEAK_REPORTED,
                          at=self.runtime.clock.now(), target_type="token",
                          target_id=found.token_id,
-                         details={"prefix": found.prefix, "url": item.url[:2048],
+                         details={"prefix": found.prefix, "url": url,
                                   "source": item.source[:200], "type": item.type[:200],
                                   "reporter": reporter[:200], "outcome": outcome})
-        log.warning("leaked token reported: %s at %s: %s", found.prefix, item.url[:2048],
-                    outcome)
+        log.warning("leaked token reported: %s at %s: %s", found.prefix, url, outcome)
         return Label(item.token, item.type, TRUE_POSITIVE, found.token_id, outcome)
 
     def _stop(self, found: _Found, actor: Actor, url: str) -> str:
+        """Revoke the reported token. `url` is already safe to keep (see `shown_url`):
+        nothing in a report's free text may stop a valid report from revoking."""
         now = self.runtime.clock.now()
         if found.revoked_at is not None:
             return ALREADY_REVOKED
@@ -145,3 +148,11 @@ class LeakReports:
         token_id, account_id, region, public_id, revoked_at, expires_at, retires_at = row
         return _Found(token_id, account_id, f"tlk_{region}_{public_id}", revoked_at,
                       expires_at, retires_at)
+
+
+def shown_url(url: str) -> str:
+    """The report's `url` as it may be kept and shown: token-shaped strings (the leaked
+    secret itself, often) redacted, control characters replaced, at most 2,048 characters."""
+    text = TOKEN_PATTERN.sub("[redacted token]", url)
+    text = "".join("?" if unicodedata.category(ch) in ("Cc", "Cf") else ch for ch in text)
+    return text.strip()[:2048]

@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tallykey.auth.client_ip import IpNetwork, client_ip
+from tallykey.auth.client_ip import IpNetwork, scope_client_ip
 from tallykey.auth.middleware import TOKEN_ID_STATE
 from tallykey.tokens.format import TOKEN_PATTERN
 
@@ -73,14 +73,9 @@ class AccessLog:
             self._log(scope, status, time.perf_counter() - started)
 
     def _log(self, scope: Scope, status: int, seconds: float) -> None:
-        forwarded = None
-        for name, value in scope.get("headers", ()):
-            if name == b"x-forwarded-for":
-                forwarded = value.decode("latin-1")
-        peer = scope["client"][0] if scope.get("client") else None
         state = scope.get("state") or {}
         log.info("%s %s %d", scope.get("method", ""), scope.get("path", ""), status, extra={
             "method": scope.get("method", ""), "path": scope.get("path", ""),
             "status": status, "duration_ms": round(seconds * 1000, 3),
-            "client_ip": client_ip(peer, forwarded, self.trusted),
+            "client_ip": scope_client_ip(scope, self.trusted),
             "token_id": state.get(TOKEN_ID_STATE)})

@@ -1,19 +1,29 @@
 """Signed webhooks: an account's endpoints, the JSON event bodies, the signature, and the
 HTTP channel that delivers outbox rows of kind `webhook`.
 
-Every request carries `Tallykey-Signature: t=<unix seconds>,v1=<hex>` where the hex is
-HMAC-SHA256, keyed with the endpoint's secret (the whole `whsec_…` string, UTF-8), over
-`f"{t}.{body}"`. Receivers recompute it, compare in constant time and refuse a `t` more
-than a few minutes old (`verify_signature` does all three). The timestamp is taken at
-each attempt, so a retried delivery is signed afresh; `Tallykey-Delivery` stays the same.
+Every request carries `Tallykey-Signature: t=<unix seconds>,d=<delivery id>,v1=<hex>`
+where the hex is HMAC-SHA256, keyed with the endpoint's secret (the whole `whsec_…`
+string, UTF-8), over `f"{t}.{d}.{body}"`: the delivery id (also sent as
+`Tallykey-Delivery`, the receiver's de-duplication key) is signed with the body, so a
+replayed body cannot pose as a new delivery. Receivers recompute it, compare in constant
+time and refuse a `t` more than a few minutes old (`verify_signature` does all three and
+checks the `Tallykey-Delivery` header against `d`). The timestamp is taken at each
+attempt, so a retried delivery is signed afresh; `Tallykey-Delivery` stays the same.
+
+Endpoints on private, loopback, link-local or otherwise non-public addresses (a database
+port, a cloud metadata service) are refused when added and again when a delivery is made
+(names are resolved then), unless the operator allows them
+(`TALLYKEY_WEBHOOK_PRIVATE_TARGETS=true`).
 """
 
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
+import socket
 from collections.abc import Iterator, Sequence
 from datetime import datetime
 from typing import Any
@@ -51,15 +61,21 @@ class SignatureInvalid(ValueError):
     """A webhook request whose signature header is missing, malformed, stale or wrong."""
 
 
-def sign(secret: str, body: str, timestamp: int) -> str:
-    """The `Tallykey-Signature` header value for `body` sent at `timestamp`."""
-    digest = hmac.new(secret.encode(), f"{timestamp}.{body}".encode(), hashlib.sha256)
-    return f"t={timestamp},v1={digest.hexdigest()}"
+def sign(secret: str, body: str, timestamp: int, delivery: str | None = None) -> str:
+    """The `Tallykey-Signature` header value for `body` sent at `timestamp` as
+    `delivery` (the delivery id is signed too)."""
+    signed = f"{timestamp}.{body}" if delivery is None else f"{timestamp}.{delivery}.{body}"
+    digest = hmac.new(secret.encode(), signed.encode(), hashlib.sha256)
+    if delivery is None:
+        return f"t={timestamp},v1={digest.hexdigest()}"
+    return f"t={timestamp},d={delivery},v1={digest.hexdigest()}"
 
 
 def verify_signature(secret: str, header: str, body: str | bytes, now: datetime,
-                     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS) -> None:
-    """Check a received webhook; raises `SignatureInvalid` saying what is wrong."""
+                     tolerance_seconds: int = DEFAULT_TOLERANCE_SECONDS,
+                     delivery: str | None = None) -> None:
+    """Check a received webhook; raises `SignatureInvalid` saying what is wrong. Pass the
+    `Tallykey-Delivery` header as `delivery`: it must be the one the signature covers."""
     text = body.decode() if isinstance(body, bytes) else body
     fields: dict[str, list[str]] = {}
     for part in header.split(","):
@@ -76,7 +92,11 @@ def verify_signature(secret: str, header: str, body: str | bytes, now: datetime,
     if abs(now.timestamp() - timestamp) > tolerance_seconds:
         raise SignatureInvalid(f"the signature timestamp is more than {tolerance_seconds} "
                                "seconds away from now (replayed or clock skew)")
-    expected = sign(secret, text, timestamp).rpartition("v1=")[2]
+    signed_delivery = fields.get("d", [None])[0]
+    if delivery is not None and (signed_delivery is None or not hmac.compare_digest(
+            delivery.encode(), signed_delivery.encode())):
+        raise SignatureInvalid("the Tallykey-Delivery header is not the signed delivery id")
+    expected = sign(secret, text, timestamp, signed_delivery).rpartition("v1=")[2]
     if not any(hmac.compare_digest(expected, candidate) for candidate in candidates):
         raise SignatureInvalid("the signature does not match the body")
 
@@ -119,12 +139,12 @@ def drafts_for(session: Session, token: Token, *, notice: str, event: str,
         body = body or event_body(notice=notice, event=event, occurred_at=occurred_at,
                                   token=token, actor=actor, details=details)
         drafts.append(Draft(channel=WEBHOOK, event=event, notice=notice,
-                            recipient=endpoint.url, body=body, subject=event,
+                            recipient=shown_url(endpoint.url), body=body, subject=event,
                             token_id=token.id, endpoint_id=endpoint.id))
     return drafts
 
 
-def clean_url(url: str) -> str:
+def clean_url(url: str, allow_private: bool = False) -> str:
     url = url.strip()
     parts = urlsplit(url)
     if parts.scheme not in ("https", "http") or not parts.hostname:
@@ -133,20 +153,64 @@ def clean_url(url: str) -> str:
     if len(url) > MAX_URL_LENGTH:
         raise ValidationFailed(f"A webhook URL is at most {MAX_URL_LENGTH} characters.",
                                field="url")
+    if not allow_private and _names_a_private_host(parts.hostname):
+        raise ValidationFailed(
+            f"Webhook URL {shown_url(url)!r} points at a private, loopback or link-local "
+            "address; webhooks go to public endpoints only.",
+            "Use a public https:// URL, or have the operator set "
+            "TALLYKEY_WEBHOOK_PRIVATE_TARGETS=true for internal receivers.", field="url")
     return url
+
+
+def shown_url(url: str) -> str:
+    """A webhook URL as lists and logs show it: without its query string or fragment
+    (receivers often put a credential there)."""
+    cut = min((i for i in (url.find("?"), url.find("#")) if i >= 0), default=len(url))
+    return url[:cut] + ("?…" if cut < len(url) else "")
+
+
+def _is_public(address: str) -> bool:
+    try:
+        parsed = ipaddress.ip_address(address.split("%", 1)[0])
+    except ValueError:
+        return False
+    if isinstance(parsed, ipaddress.IPv6Address) and parsed.ipv4_mapped is not None:
+        parsed = parsed.ipv4_mapped
+    return parsed.is_global and not parsed.is_multicast
+
+
+def _names_a_private_host(host: str) -> bool:
+    """An IP literal that is not public, or a name that is local by definition."""
+    host = host.rstrip(".").lower()
+    if host == "localhost" or host.endswith(".localhost"):
+        return True
+    try:
+        ipaddress.ip_address(host.split("%", 1)[0])
+    except ValueError:
+        return False  # a name: resolved and checked when a delivery is made
+    return not _is_public(host)
+
+
+def private_addresses(host: str, port: int) -> list[str]:
+    """The non-public addresses `host` resolves to now (empty when all are public).
+    Raises `OSError` when it does not resolve."""
+    infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    return sorted({str(info[4][0]) for info in infos if not _is_public(str(info[4][0]))})
 
 
 class WebhookService:
     """Verbs on an account's webhook endpoints (admins only, audited)."""
 
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(self, database: Database, clock: Clock, *, allow_private: bool = False
+                 ) -> None:
         self.database = database
         self.clock = clock
+        self.allow_private = allow_private
 
     def add(self, actor: Actor, url: str) -> tuple[WebhookEndpoint, str]:
         """Register an endpoint; returns it with its signing secret (shown this once)."""
         _require_admin(actor)
-        url = clean_url(url)
+        url = clean_url(url, self.allow_private)
         secret = SECRET_PREFIX + secrets.token_urlsafe(32)
         now = self.clock.now()
         with self.database.transaction() as session:
@@ -156,7 +220,7 @@ class WebhookService:
             session.flush()
             trail.record(session, actor=actor, action="webhook.created", at=now,
                          target_type="webhook", target_id=endpoint.id,
-                         details={"url": url.split("?", 1)[0]})
+                         details={"url": shown_url(url)})
             return endpoint, secret
 
     def list(self, actor: Actor) -> list[WebhookEndpoint]:
@@ -190,9 +254,10 @@ class WebhookChannel:
     """Delivers outbox rows of kind `webhook` with httpx; any 2xx is success."""
 
     def __init__(self, database: Database, clock: Clock,
-                 client: httpx.Client | None = None) -> None:
+                 client: httpx.Client | None = None, *, allow_private: bool = False) -> None:
         self.database = database
         self.clock = clock
+        self.allow_private = allow_private
         self.client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False,
                                              headers={"User-Agent": "tallykey-webhooks/1"})
 
@@ -210,10 +275,13 @@ class WebhookChannel:
             yield message, self._post(endpoint, message)
 
     def _post(self, endpoint: WebhookEndpoint, message: OutboxMessage) -> DeliveryError | None:
+        refused = None if self.allow_private else self._refused_target(endpoint.url)
+        if refused is not None:
+            return refused
         timestamp = int(self.clock.now().timestamp())
         headers = {
             "Content-Type": "application/json",
-            SIGNATURE_HEADER: sign(endpoint.secret, message.body, timestamp),
+            SIGNATURE_HEADER: sign(endpoint.secret, message.body, timestamp, message.id),
             "Tallykey-Event": message.event,
             "Tallykey-Delivery": message.id,
         }
@@ -227,6 +295,20 @@ class WebhookChannel:
         # 410 Gone: the receiver says this endpoint is no more.
         return DeliveryError(f"HTTP {response.status_code}",
                              permanent=response.status_code == 410)
+
+    @staticmethod
+    def _refused_target(url: str) -> DeliveryError | None:
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+            private = private_addresses(host, port)
+        except (OSError, ValueError) as error:
+            return DeliveryError(f"cannot resolve {host}: {error.__class__.__name__}")
+        if private or _names_a_private_host(host):
+            return DeliveryError(f"{host} resolves to a non-public address "
+                                 f"({', '.join(private) or host}); refused", permanent=True)
+        return None
 
     def close(self) -> None:
         self.client.close()

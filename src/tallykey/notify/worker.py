@@ -71,6 +71,7 @@ class Worker:
         name: str | None = None,
         usage_retention_days: int | None = None,
         lease: timedelta = outbox.LEASE,
+        private_webhook_targets: bool = False,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -80,7 +81,8 @@ class Worker:
         self.channels: dict[str, outbox.Channel] = {}
         if mailer is not None:
             self.channels[EMAIL] = mailer
-        self.webhooks = webhooks or WebhookChannel(database, clock)
+        self.webhooks = webhooks or WebhookChannel(database, clock,
+                                                   allow_private=private_webhook_targets)
         self.channels[WEBHOOK] = self.webhooks
         self.max_attempts = max_attempts
         self.batch_size = batch_size
@@ -101,7 +103,8 @@ class Worker:
         return cls(database, clock,
                    notifier=notifier or Notifier(public_url=settings.public_url),
                    mailer=mailer, max_attempts=settings.outbox_max_attempts,
-                   usage_retention_days=settings.usage_retention_days)
+                   usage_retention_days=settings.usage_retention_days,
+                   private_webhook_targets=settings.webhook_private_targets)
 
     @property
     def sends_mail(self) -> bool:

@@ -36,6 +36,9 @@ class Token(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
     target: Mapped[str | None] = mapped_column(String(100), nullable=True)
     ip_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list)
+    #: Restrictions an administrator put on another user's personal token
+    #: (`ip_allowlist`, `scopes`): the owner may tighten them, never loosen them.
+    admin_limits: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

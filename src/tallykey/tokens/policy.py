@@ -9,7 +9,7 @@ from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
 from tallykey.accounts.permissions import SCOPES, unknown_scopes
-from tallykey.errors import ValidationFailed
+from tallykey.errors import PermissionDenied, ValidationFailed
 from tallykey.tokens.format import TOKEN_PATTERN
 
 MAX_NAME_LENGTH = 100
@@ -193,17 +193,21 @@ def resolve_expiry(
     if isinstance(expires_at, datetime):
         if expires_at.tzinfo is None:
             expires_at = expires_at.replace(tzinfo=UTC)
+        if expires_at <= now:
+            raise _in_the_past(expires_at.isoformat())
+        if expires_at > limit:
+            raise too_far
         moment = expires_at.astimezone(UTC)
         if moment <= now:
             raise _in_the_past(moment.isoformat())
         if moment > limit:
             raise too_far
         return moment
+    if expires_at > limit.date():  # first: the day after 9999-12-31 does not exist
+        raise too_far
     day_end = datetime.combine(expires_at + timedelta(days=1), time(0), tzinfo=UTC)
     if day_end <= now:
         raise _in_the_past(expires_at.isoformat())
-    if expires_at > limit.date():
-        raise too_far
     return min(day_end, limit)
 
 
@@ -230,3 +234,37 @@ def _in_the_past(shown: str) -> ValidationFailed:
     return ValidationFailed(
         f"The expiry {shown} is in the past.", "Pick a date in the future.", field="expires_at"
     )
+
+
+def check_allowlist_within(wanted: list[str], limit: list[str]) -> None:
+    """An owner's new allow-list must lie inside the one an administrator set (an empty
+    list allows every address, so it is wider than any limit)."""
+    if not limit:
+        return
+    bounds = [ipaddress.ip_network(entry) for entry in limit]
+    outside = [entry for entry in wanted if not _inside(ipaddress.ip_network(entry), bounds)]
+    if not wanted or outside:
+        raise PermissionDenied(
+            "An administrator restricted this token to " + ", ".join(limit) + "; you can "
+            "narrow that allow-list, not widen or clear it"
+            + (f" ({', '.join(outside)} is outside it)." if outside else "."),
+            "Ask an administrator to change the token's allow-list.",
+            field="ip_allowlist", reason="admin_limit")
+
+
+def check_scopes_within(wanted: list[str], limit: list[str]) -> None:
+    """An owner may drop scopes an administrator left on the token, never add others."""
+    beyond = sorted(set(wanted) - set(limit))
+    if beyond:
+        raise PermissionDenied(
+            "An administrator limited this token to the scopes " + ", ".join(limit)
+            + "; you cannot add " + ", ".join(beyond) + ".",
+            "Ask an administrator to change the token's scopes.",
+            field="scopes", reason="admin_limit", refused=beyond)
+
+
+def _inside(network: ipaddress.IPv4Network | ipaddress.IPv6Network,
+            bounds: list[ipaddress.IPv4Network | ipaddress.IPv6Network]) -> bool:
+    return any(network.version == bound.version
+               and network.subnet_of(bound)  # type: ignore[arg-type]
+               for bound in bounds)

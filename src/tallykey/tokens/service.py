@@ -186,7 +186,8 @@ class TokenService:
     def locate(self, ref: str) -> tuple[str, str]:
         """Operator look-up: (account id, token id) for a token id or its public prefix."""
         ref = ref.strip()
-        public_id = ref.rsplit("_", 1)[-1] if ref.startswith(token_format.PRODUCT_PREFIX) else ""
+        public_id = (ref.rsplit("_", 1)[-1][:token_format.PUBLIC_ID_LENGTH]
+                     if ref.startswith(token_format.PRODUCT_PREFIX) else "")
         with self.database.reading() as session:
             row = session.execute(select(Token.account_id, Token.id).where(
                 or_(Token.id == ref, Token.public_id == public_id))).first()
@@ -241,6 +242,9 @@ class TokenService:
     def update(self, actor: Actor, token_id: str, changes: TokenChanges) -> Token:
         """Edit name, description, allow-list, target, scopes, or shorten the expiry.
 
+        An allow-list or scopes an administrator set on another user's personal token are
+        that token's limits: its owner may narrow them, never widen them (`PermissionDenied`).
+
         Raises `ValidationFailed` if the expiry would move later ("expiry cannot be
         extended") and `Conflict` for a revoked or expired token.
         """
@@ -253,12 +257,26 @@ class TokenService:
                 token.name = policy.clean_name(changes.name)
             if changes.description is not None:
                 token.description = policy.clean_description(changes.description)
+            imposed = token.kind == PERSONAL and token.owner_id != actor.user_id
+            limits = dict(token.admin_limits or {})
             if changes.ip_allowlist is not None:
-                token.ip_allowlist = policy.clean_allowlist(changes.ip_allowlist)
+                allowlist = policy.clean_allowlist(changes.ip_allowlist)
+                if imposed:
+                    limits["ip_allowlist"] = allowlist
+                elif not actor.is_admin and "ip_allowlist" in limits:
+                    policy.check_allowlist_within(allowlist, limits["ip_allowlist"])
+                token.ip_allowlist = allowlist
             if changes.target is not None:
                 token.target = policy.clean_target(changes.target, self.targets)
             if changes.scopes is not None:
-                token.scopes = self._changed_scopes(session, actor, token, changes.scopes)
+                scopes = self._changed_scopes(session, actor, token, changes.scopes)
+                if imposed:
+                    limits["scopes"] = scopes
+                elif not actor.is_admin and "scopes" in limits:
+                    policy.check_scopes_within(scopes, limits["scopes"])
+                token.scopes = scopes
+            if imposed and limits != (token.admin_limits or {}):
+                token.admin_limits = limits
             if changes.expires_at is not None:
                 token.expires_at = _shortened_expiry(token, changes.expires_at, now)
             after = _editable_snapshot(token)
@@ -270,11 +288,21 @@ class TokenService:
 
     def rotate(self, actor: Actor, token_id: str, grace_seconds: int = 0) -> IssuedToken:
         """Give the token a new secret; the current one keeps working for `grace_seconds`
-        (0 to 7 days). Secrets already in their grace period keep their own end."""
+        (0 to 7 days). Secrets already in their grace period keep their own end.
+
+        A personal token is rotated only by its owner: the caller receives the new secret,
+        and an administrator may revoke another user's token, never obtain a copy of it."""
         grace = policy.check_grace(grace_seconds)
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            if token.kind == PERSONAL and not actor.is_operator \
+                    and token.owner_id != actor.user_id:
+                raise PermissionDenied(
+                    "Only its owner can rotate a personal token: a rotation hands the new "
+                    "secret to whoever asks for it.",
+                    "Revoke the token instead, or ask its owner to rotate it.",
+                    reason="not_owner")
             self._require_live(token, now, "rotated")
             retire_at = now + timedelta(seconds=grace)
             generation = 1
