@@ -189,6 +189,7 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/console/tokens/{token_id}"): {"name": "taken over", "description": "",
                                              "ip_allowlist": "", "target": ""},
     ("POST", "/console/tokens/{token_id}/rotate"): {"grace": "0"},
+    ("GET", "/console/tokens/{token_id}/once"): None,
     ("POST", "/console/tokens/{token_id}/secret"): {},
     ("GET", "/console/tokens/{token_id}/revoke"): None,
     ("POST", "/console/tokens/{token_id}/revoke"): {"reason": "taken over"},

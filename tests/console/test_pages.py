@@ -23,10 +23,14 @@ SECRET = re.compile(r'id="secret" class="secret" type="text" readonly value="([^
 
 
 def create(client: TestClient, csrf: str, **fields: object) -> object:
+    """Post the create form; a success is followed to the one-time view it redirects to."""
     data: dict[str, object] = {"csrf_token": csrf, "name": "console token", "expiry": "30",
                                "kind": "personal"}
     data.update(fields)
-    return client.post("/console/tokens/new", data=data)
+    answer = client.post("/console/tokens/new", data=data)
+    if answer.status_code == 303 and "/once?view=" in answer.headers["location"]:
+        return client.get(answer.headers["location"])
+    return answer
 
 
 def test_pages_need_a_session_and_send_the_login_page_back_to_them(
@@ -120,7 +124,7 @@ def test_create_shows_the_secret_once_never_cached_and_never_in_a_url(
     client, csrf = admin
     made = create(client, csrf, kind="application", scopes=["employees:read"], expiry="365",
                   target="Excel", ip_allowlist="203.0.113.0/24\n2001:db8::/32")
-    assert made.status_code == 201
+    assert made.status_code == 200
     assert "no-store" in made.headers["cache-control"]
     secret = SECRET.search(made.text).group(1)  # type: ignore[union-attr]
     assert secret.startswith("tlk_eu1_")
@@ -163,7 +167,7 @@ def test_members_see_only_their_own_tokens_and_no_admin_pages(
     made = create(admin_client, admin_csrf, name="Admins only")
     admin_token = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
     mine = create(member_client, member_csrf, name="Member token", scopes=["employees:read"])
-    assert mine.status_code == 201
+    assert mine.status_code == 200
     listing = member_client.get("/console/tokens?status=all")
     assert "Member token" in listing.text and "Admins only" not in listing.text
     assert member_client.get(f"/console/tokens/{admin_token}").status_code == 404
@@ -198,6 +202,8 @@ def test_edit_rotate_revoke_and_the_expired_and_revoked_section(
     assert "cannot be extended" in detail.text
     rotated = client.post(f"/console/tokens/{token_id}/rotate",
                           data={"csrf_token": csrf, "grace_days": "2"})
+    assert rotated.status_code == 303
+    rotated = client.get(rotated.headers["location"])
     assert rotated.status_code == 200 and SECRET.search(rotated.text)
     too_long = client.post(f"/console/tokens/{token_id}/rotate",
                            data={"csrf_token": csrf, "grace_days": "8"})
@@ -300,3 +306,95 @@ def test_usage_chart_and_outbox_page(admin: tuple[TestClient, str], world: World
     assert "<svg" in detail.text and "198.51.100.1" in detail.text
     outbox = client.get("/console/outbox")
     assert outbox.status_code == 200 and "Outbox" in outbox.text
+
+
+def _tokens_named(world: World, name: str) -> list[object]:
+    from tallykey.tokens.service import TokenQuery
+
+    page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())  # type: ignore[arg-type]
+    return [t for t in page.items if t.name == name]
+
+
+def _outbox_count(world: World) -> int:
+    from sqlalchemy import func, select
+
+    from tallykey.notify.models import OutboxMessage
+
+    with world.rt.database.reading() as session:
+        return int(session.scalar(select(func.count()).select_from(OutboxMessage)) or 0)
+
+
+def test_create_redirects_to_a_one_time_view_and_a_repost_creates_nothing(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    form = client.get("/console/tokens/new").text
+    key = re.search(r'name="issue_key" value="([^"]+)"', form)
+    assert key, "the create form carries an idempotency key"
+    data = {"csrf_token": csrf, "issue_key": key.group(1), "name": "Twice clicked",
+            "expiry": "30", "kind": "personal"}
+    first = client.post("/console/tokens/new", data=data)
+    assert first.status_code == 303 and "/once?view=" in first.headers["location"]
+    assert "tlk_" not in first.headers["location"]
+    mails = _outbox_count(world)
+    again = client.post("/console/tokens/new", data=data)  # double click / re-post
+    assert again.status_code == 303 and again.headers["location"] == first.headers["location"]
+    assert len(_tokens_named(world, "Twice clicked")) == 1
+    assert _outbox_count(world) == mails, "no second mail to the admins"
+
+    shown = client.get(first.headers["location"])
+    assert shown.status_code == 200 and "no-store" in shown.headers["cache-control"]
+    secret = SECRET.search(shown.text).group(1)  # type: ignore[union-attr]
+    assert "Done — go to the token’s page" in shown.text
+    assert f"Bearer {secret}" in shown.text and 'data-copy="curl-example"' in shown.text
+    reloaded = client.get(first.headers["location"])
+    assert reloaded.status_code == 410 and secret not in reloaded.text
+    assert "shown only once" in reloaded.text and "rotate the token" in reloaded.text
+    third = client.post("/console/tokens/new", data=data)  # re-post after it was shown
+    assert third.headers["location"] == first.headers["location"]
+    assert len(_tokens_named(world, "Twice clicked")) == 1
+
+    changed = client.post("/console/tokens/new", data={**data, "name": "Another one"})
+    assert changed.status_code == 409
+    assert "already used to create a token" in changed.text
+    assert 'value="Another one"' in changed.text
+    assert _tokens_named(world, "Another one") == []
+
+
+def test_the_one_time_view_belongs_to_its_session(
+        admin: tuple[TestClient, str], world: World, new_client: Browser) -> None:
+    client, csrf = admin
+    first = client.post("/console/tokens/new", data={
+        "csrf_token": csrf, "issue_key": "k1", "name": "Mine", "expiry": "30"})
+    other = new_client()
+    sign_in(other, "admin@acme.test", "correct horse battery")  # same user, other session
+    peek = other.get(first.headers["location"])
+    assert peek.status_code == 410 and not SECRET.search(peek.text)
+    shown = client.get(first.headers["location"])  # the peek did not use it up
+    assert shown.status_code == 200 and SECRET.search(shown.text)
+    assert client.get(first.headers["location"]).status_code == 410
+
+
+def test_a_failed_create_keeps_the_key_usable_and_rotate_reposts_rotate_once(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    data = {"csrf_token": csrf, "issue_key": "form-1", "name": "  ", "expiry": "30"}
+    refused = client.post("/console/tokens/new", data=data)
+    assert refused.status_code == 422 and 'value="form-1"' in refused.text
+    made = client.post("/console/tokens/new", data={**data, "name": "Fixed"})
+    assert made.status_code == 303
+    token_id = made.headers["location"].split("/")[3]
+    detail = client.get(f"/console/tokens/{token_id}").text
+    rotate_key = re.search(r'name="issue_key" value="([^"]+)"', detail).group(1)  # type: ignore[union-attr]
+    rotate = {"csrf_token": csrf, "issue_key": rotate_key, "grace_days": "1"}
+    first = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
+    second = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    with world.rt.database.reading() as session:
+        from sqlalchemy import select
+
+        from tallykey.tokens.models import TokenSecret
+
+        generations = session.scalars(select(TokenSecret.generation).where(
+            TokenSecret.token_id == token_id)).all()
+    assert sorted(generations) == [1, 2]

@@ -15,6 +15,8 @@ from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
 from tallykey.tokens.service import TokenChanges, TokenDraft
 
 CUSTOM_EXPIRY = "date"
+#: The hidden field that makes a create or rotate form idempotent (one token per form).
+ISSUE_KEY_FIELD = "issue_key"
 DEFAULT_PRESET = "30"
 
 
@@ -40,6 +42,7 @@ class TokenForm:
     ip_allowlist: str = ""
     expiry: str = DEFAULT_PRESET
     expires_on: str = ""
+    issue_key: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
     @classmethod
@@ -49,7 +52,15 @@ class TokenForm:
                    scopes=texts(form, "scopes"), target=text(form, "target"),
                    ip_allowlist=text(form, "ip_allowlist"),
                    expiry=text(form, "expiry") or DEFAULT_PRESET,
-                   expires_on=text(form, "expires_on"))
+                   expires_on=text(form, "expires_on"),
+                   issue_key=text(form, ISSUE_KEY_FIELD))
+
+    def fields(self) -> dict[str, object]:
+        """What the form asks for (not its key, not its errors): repeats must match."""
+        return {"name": self.name, "description": self.description, "kind": self.kind,
+                "workspace": self.workspace, "scopes": sorted(self.scopes),
+                "target": self.target, "ip_allowlist": self.ip_allowlist,
+                "expiry": self.expiry, "expires_on": self.expires_on}
 
     def draft(self) -> TokenDraft:
         """The service's input; `ValidationFailed` if the expiry choice is unreadable."""

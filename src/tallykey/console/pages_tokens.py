@@ -19,11 +19,20 @@ from tallykey.console.web import (
     RuntimeDep,
     Viewer,
     ViewerDep,
+    new_form_key,
     redirect,
     render,
 )
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.runtime import Runtime
+from tallykey.tokens import format as token_format
+from tallykey.tokens.idempotency import (
+    Claim,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    Replay,
+    fingerprint,
+)
 from tallykey.tokens.models import ACTIVE, APPLICATION, EXPIRED, KINDS, REVOKED, Token
 from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, LONG_VALIDITY_WARNING_DAYS
 from tallykey.tokens.service import IssuedToken, TokenQuery
@@ -99,32 +108,89 @@ def _form_context(viewer: Viewer, runtime: Runtime) -> dict[str, Any]:
 
 @router.get("/tokens/new")
 def new_token_page(request: Request, viewer: ViewerDep, runtime: RuntimeDep) -> Response:
-    return render(request, "token_new.html", form=forms.TokenForm(),
+    return render(request, "token_new.html", form=forms.TokenForm(issue_key=new_form_key()),
                   **_form_context(viewer, runtime))
 
 
 @router.post("/tokens/new")
 def create_token(request: Request, viewer: ViewerDep, form: FormDep,
                  runtime: RuntimeDep) -> Response:
+    """Create, then redirect to the one-time view (POST → redirect → GET): a reload, a
+    double click or a re-posted form answers with the same token, never a second one."""
     values = forms.TokenForm.parse(form)
+    store, actor = _replays(runtime), _actor_key(viewer)
+    try:
+        started = store.begin(viewer.actor.account_id, actor, values.issue_key or
+                              new_form_key(), "console:create",
+                              fingerprint("console:create", values.fields()),
+                              viewer.session.cookie)
+    except IdempotencyKeyReused:
+        values.issue_key = new_form_key()
+        values.errors["form"] = ("This form was already used to create a token. Check the "
+                                 "values below and submit again to create another one.")
+        return render(request, "token_new.html", status_code=409, form=values,
+                      **_form_context(viewer, runtime))
+    if isinstance(started, Replay):
+        return redirect(_once_url(started))
     try:
         issued = runtime.tokens.issue(viewer.actor, values.draft())
     except (ValidationFailed, PermissionDenied) as error:
+        store.abandon(started)
         values.errors[forms.error_field(error)] = error.message + (
             f" {error.hint}" if error.hint else "")
         return render(request, "token_new.html", status_code=422, form=values,
                       **_form_context(viewer, runtime))
-    return show_once(request, runtime, issued, "created")
+    return _remember(store, viewer, started, issued, "created", 201)
+
+
+def _replays(runtime: Runtime) -> IdempotencyStore:
+    return IdempotencyStore(runtime.database, runtime.clock)
+
+
+def _actor_key(viewer: Viewer) -> str:
+    return f"user:{viewer.actor.user_id}"
+
+
+def _once_url(replay: Replay | Claim, token_id: str | None = None) -> str:
+    token = token_id or (replay.token_id if isinstance(replay, Replay) else None)
+    return f"{PREFIX}/tokens/{token}/once?view={replay.id}"
+
+
+def _remember(store: IdempotencyStore, viewer: Viewer, claim: Claim, issued: IssuedToken,
+              what: str, status: int) -> Response:
+    """Keep the secret sealed under the session cookie until the one-time view shows it."""
+    store.finish(claim, viewer.session.cookie, status, issued.token.id,
+                 {"what": what, "secret": issued.value, "warnings": issued.warnings})
+    return redirect(_once_url(claim, issued.token.id))
+
+
+@router.get("/tokens/{token_id}/once")
+def once_page(request: Request, token_id: str, viewer: ViewerDep, runtime: RuntimeDep,
+              view: str = "") -> Response:
+    """The one-time view: the secret the first time this page is opened, then never
+    again (a reload says so and leads to the token)."""
+    token = runtime.tokens.get(viewer.actor, token_id)
+    shown = _replays(runtime).reveal(viewer.actor.account_id, _actor_key(viewer),
+                                     view[:36], viewer.session.cookie)
+    if shown is not None and shown.token_id != token.id:
+        raise NotFound("This page is not available.", "Open the token from the token list.")
+    if shown is None or shown.answer is None:
+        return render(request, "token_issued.html", status_code=410,
+                      headers={"Cache-Control": "no-store"}, token=token, secret=None,
+                      what="gone", warnings=[], username=None, password=None, base_url="")
+    issued = IssuedToken(token, token_format.parse(str(shown.answer["secret"])),
+                         [str(w) for w in shown.answer.get("warnings", [])])
+    return show_once(request, runtime, issued, str(shown.answer["what"]))
 
 
 def show_once(request: Request, runtime: Runtime, issued: IssuedToken, what: str) -> Response:
-    """The one page that carries the full secret: rendered in the POST's answer (never a
-    URL), never cached."""
+    """The one page that carries the full secret: the one-time view (or the answer to a
+    retrieval), never cached, the secret never in a URL."""
     token = issued.token
     base_url = (runtime.settings.base_url_for(token.region) or runtime.settings.public_url
                 or str(request.base_url)).rstrip("/")
     application = token.kind == APPLICATION
-    return render(request, "token_issued.html", status_code=201 if what == "created" else 200,
+    return render(request, "token_issued.html",
                   headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
                   token=token, secret=issued.value, what=what,
                   username=issued.secret.prefix if application else None,
@@ -147,7 +213,7 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
                   state=token.status_at(now), history=history,
                   usage_chart=chart.usage_svg(usage), targets=runtime.settings.target_list,
                   errors=errors or {}, values=values, notice=notice,
-                  workspace_name=_workspace_name(token.workspace))
+                  workspace_name=_workspace_name(token.workspace), rotate_key=new_form_key())
 
 
 def _workspace_name(workspace: Workspace | None) -> str:
@@ -179,13 +245,29 @@ def update_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
 @router.post("/tokens/{token_id}/rotate")
 def rotate_token(request: Request, token_id: str, viewer: ViewerDep, form: FormDep,
                  runtime: RuntimeDep) -> Response:
+    """Rotate, then redirect to the one-time view; a re-posted form rotates once."""
+    token = runtime.tokens.get(viewer.actor, token_id)
+    store, operation = _replays(runtime), f"console:rotate:{token.id}"
     try:
-        issued = runtime.tokens.rotate(viewer.actor, token_id, forms.grace_seconds(form))
-    except (ValidationFailed, Conflict) as error:
-        token = runtime.tokens.get(viewer.actor, token_id)
+        grace = forms.grace_seconds(form)
+        started = store.begin(viewer.actor.account_id, _actor_key(viewer),
+                              forms.text(form, forms.ISSUE_KEY_FIELD) or new_form_key(),
+                              operation, fingerprint(operation, grace), viewer.session.cookie)
+    except ValidationFailed as error:
+        if isinstance(error, IdempotencyKeyReused):
+            error.message = ("This rotation form was already used with another grace "
+                             "period. Pick the grace period again and rotate.")
         return _detail(request, viewer, runtime, token, status=422,
                        errors={"rotate": error.message})
-    return show_once(request, runtime, issued, "rotated")
+    if isinstance(started, Replay):
+        return redirect(_once_url(started))
+    try:
+        issued = runtime.tokens.rotate(viewer.actor, token_id, grace)
+    except (ValidationFailed, Conflict) as error:
+        store.abandon(started)
+        return _detail(request, viewer, runtime, token, status=422,
+                       errors={"rotate": error.message})
+    return _remember(store, viewer, started, issued, "rotated", 200)
 
 
 @router.post("/tokens/{token_id}/secret")

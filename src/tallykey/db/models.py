@@ -9,6 +9,7 @@ from tallykey.demo.models import Employee
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
+from tallykey.tokens.idempotency import IdempotentRequest
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
@@ -21,6 +22,7 @@ __all__ = [
     "AuthFailure",
     "ConsoleSession",
     "Employee",
+    "IdempotentRequest",
     "Node",
     "OutboxMessage",
     "Token",
