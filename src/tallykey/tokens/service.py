@@ -33,6 +33,7 @@ from tallykey.events import (
     Listener,
     TokenEvent,
 )
+from tallykey.keys.keyring import KeyConfigError
 from tallykey.keys.vault import SecretVault
 from tallykey.tokens import format as token_format
 from tallykey.tokens import policy
@@ -334,6 +335,12 @@ class TokenService:
             self._require_live(token, now, "retrieved")
             current = session.scalar(select(TokenSecret).where(
                 TokenSecret.token_id == token.id, TokenSecret.retires_at.is_(None)))
+            if current is not None and current.ciphertext is not None and self.vault is None:
+                raise KeyConfigError(
+                    "This token's secret is kept, but no key-encryption key is configured "
+                    "here to open it.",
+                    "Set TALLYKEY_KEK (or TALLYKEY_KEK_FILE) to the key in use, then run "
+                    "'tallykey keys check'. Do not rotate the token: its secret is intact.")
             if current is None or current.ciphertext is None or self.vault is None:
                 raise NotFound(
                     "This token's secret was not kept: it was created or rotated while "
