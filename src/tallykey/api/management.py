@@ -44,11 +44,11 @@ from tallykey.errors import (
     PermissionDenied,
     TooManyAttempts,
     Unauthenticated,
-    ValidationFailed,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
+from tallykey.tokens.policy import end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
@@ -187,12 +187,12 @@ def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
     """Edit name, description, IP allow-list, target or scopes. Expiry can only be moved
     earlier: extending it is refused."""
     expires_at = None
-    if body.expires_at is not None:
+    if body.expires_at is not None:  # read as on create: a date, or a date-time (UTC if bare)
         moment = parse_moment(body.expires_at, "expires_at")
         if not isinstance(moment, datetime):
-            raise ValidationFailed("expires_at must be a date-time with offset when editing.",
-                                   field="expires_at")
-        expires_at = moment
+            expires_at = end_of_day(moment)
+        else:
+            expires_at = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     token = runtime.tokens.update(actor, token_id, TokenChanges(
         name=body.name, description=body.description, ip_allowlist=body.ip_allowlist,
         target=body.target, scopes=body.scopes, expires_at=expires_at))

@@ -199,12 +199,17 @@ def resolve_expiry(
         if moment > limit:
             raise too_far
         return moment
-    day_end = datetime.combine(expires_at + timedelta(days=1), time(0), tzinfo=UTC)
+    day_end = end_of_day(expires_at)
     if day_end <= now:
         raise _in_the_past(expires_at.isoformat())
     if expires_at > limit.date():
         raise too_far
     return min(day_end, limit)
+
+
+def end_of_day(day: date) -> datetime:
+    """A bare date as an expiry: valid through that day (UTC), so the next midnight."""
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
 
 
 def validity_warnings(now: datetime, expires_at: datetime) -> list[str]:
