@@ -106,3 +106,22 @@ def test_platform_errors_come_in_xml_when_xml_was_asked_for(
     assert api.get("/core/v3/info").headers["content-type"].startswith("application/json")
     assert api.get("/api/v1/tokens", headers=xml).headers["content-type"].startswith(
         "application/json")  # the management API is JSON only
+
+
+def test_rotate_says_when_the_old_secret_stops_and_end_grace_stops_it(
+        api: TestClient, admin: dict[str, str]) -> None:
+    made = api.post("/api/v1/tokens", json={"name": "g", "expires_in_days": 7},
+                    headers=admin).json()
+    assert made["previous_secret_expires_at"] is None
+    rotated = api.post(f"/api/v1/tokens/{made['id']}/rotate", json={"grace_seconds": 3600},
+                       headers=admin).json()
+    assert rotated["previous_secret_expires_at"] == "2030-01-01T13:00:00+00:00"
+    old = {"Authorization": f"Bearer {made['token']}"}
+    assert api.get("/core/v3/info", headers=old).status_code == 200
+    ended = api.post(f"/api/v1/tokens/{made['id']}/end-grace", headers=admin)
+    assert ended.status_code == 200, ended.text
+    assert api.get("/core/v3/info", headers=old).status_code == 401
+    assert api.get("/core/v3/info", headers={
+        "Authorization": f"Bearer {rotated['token']}"}).status_code == 200
+    again = api.post(f"/api/v1/tokens/{made['id']}/end-grace", headers=admin)
+    assert again.status_code == 409 and "No previous secret" in again.json()["message"]

@@ -190,6 +190,8 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
                                              "ip_allowlist": "", "target": ""},
     ("POST", "/console/tokens/{token_id}/rotate"): {"grace": "0"},
     ("GET", "/console/tokens/{token_id}/once"): None,
+    ("POST", "/console/tokens/{token_id}/end-grace"): {},
+    ("POST", "/api/v1/tokens/{token_id}/end-grace"): None,
     ("POST", "/console/tokens/{token_id}/secret"): {},
     ("GET", "/console/tokens/{token_id}/revoke"): None,
     ("POST", "/console/tokens/{token_id}/revoke"): {"reason": "taken over"},

@@ -398,3 +398,40 @@ def test_a_failed_create_keeps_the_key_usable_and_rotate_reposts_rotate_once(
         generations = session.scalars(select(TokenSecret.generation).where(
             TokenSecret.token_id == token_id)).all()
     assert sorted(generations) == [1, 2]
+
+
+def test_the_grace_end_is_shown_after_a_rotation_and_can_be_ended_now(
+        admin: tuple[TestClient, str], world: World) -> None:
+    from tallykey.auth.verifier import Verifier
+
+    client, csrf = admin
+    made = create(client, csrf, name="Graced")
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    old = SECRET.search(made.text).group(1)  # type: ignore[union-attr]
+    assert 'id="grace-end"' not in client.get(f"/console/tokens/{token_id}").text
+    rotated = client.post(f"/console/tokens/{token_id}/rotate",
+                          data={"csrf_token": csrf, "grace_days": "2"})
+    shown = client.get(rotated.headers["location"])
+    assert "The previous secret keeps working until 2030-01-03 12:00 UTC (in 2 days)" \
+        in re.sub(r"<[^>]+>", "", shown.text)
+    detail = client.get(f"/console/tokens/{token_id}").text
+    assert "still works until" in detail and "2030-01-03 12:00 UTC" in detail
+    assert "End grace now" in detail
+    verifier = Verifier(settings=world.rt.settings, clock=world.rt.clock, background=False)
+    try:
+        assert verifier.verify(f"Bearer {old}", "127.0.0.1").allowed
+        ended = client.post(f"/console/tokens/{token_id}/end-grace", data={"csrf_token": csrf})
+        assert ended.status_code == 303
+        page = client.get(ended.headers["location"]).text
+        assert "The previous secret stopped working" in page and 'id="grace-end"' not in page
+        refused = Verifier(settings=world.rt.settings, clock=world.rt.clock,
+                           background=False)
+        try:
+            assert not refused.verify(f"Bearer {old}", "127.0.0.1").allowed
+        finally:
+            refused.close()
+    finally:
+        verifier.close()
+    again = client.post(f"/console/tokens/{token_id}/end-grace", data={"csrf_token": csrf})
+    assert again.status_code == 409 and "No previous secret" in again.text
+    assert "previous_secret_expires_at" in client.get(f"/console/tokens/{token_id}").text

@@ -241,6 +241,16 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
                        200, issue)
 
 
+@router.post("/tokens/{token_id}/end-grace", response_model=TokenView, tags=["tokens"])
+def end_grace(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+              response: Response) -> TokenView:
+    """Stop the previous secret now instead of at the end of the rotation's grace period
+    (the current secret keeps working). 409 when no previous secret is in grace."""
+    token = runtime.tokens.end_grace(actor, token_id)
+    settle(runtime, token.id, response)
+    return TokenView.of(token, runtime.clock.now())
+
+
 @router.get("/tokens/{token_id}/secret", response_model=SecretView, tags=["tokens"])
 def retrieve_secret(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
                     response: Response) -> SecretView:

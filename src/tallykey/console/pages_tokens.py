@@ -3,6 +3,7 @@ create, the show-once page, a token's detail (edit, rotate, revoke, history, usa
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -44,6 +45,7 @@ STATUS_CHOICES = {"active": ACTIVE, "expired": EXPIRED, "revoked": REVOKED, "all
 NOTICES = {
     "saved": "Changes saved.",
     "revoked": "The token was revoked. It stopped working everywhere at once.",
+    "grace_ended": "The previous secret stopped working. Only the current secret works.",
 }
 
 
@@ -159,8 +161,10 @@ def _once_url(replay: Replay | Claim, token_id: str | None = None) -> str:
 def _remember(store: IdempotencyStore, viewer: Viewer, claim: Claim, issued: IssuedToken,
               what: str, status: int) -> Response:
     """Keep the secret sealed under the session cookie until the one-time view shows it."""
+    previous = issued.previous_secret_expires_at
     store.finish(claim, viewer.session.cookie, status, issued.token.id,
-                 {"what": what, "secret": issued.value, "warnings": issued.warnings})
+                 {"what": what, "secret": issued.value, "warnings": issued.warnings,
+                  "previous_secret_expires_at": previous.isoformat() if previous else None})
     return redirect(_once_url(claim, issued.token.id))
 
 
@@ -178,8 +182,10 @@ def once_page(request: Request, token_id: str, viewer: ViewerDep, runtime: Runti
         return render(request, "token_issued.html", status_code=410,
                       headers={"Cache-Control": "no-store"}, token=token, secret=None,
                       what="gone", warnings=[], username=None, password=None, base_url="")
+    previous = shown.answer.get("previous_secret_expires_at")
     issued = IssuedToken(token, token_format.parse(str(shown.answer["secret"])),
-                         [str(w) for w in shown.answer.get("warnings", [])])
+                         [str(w) for w in shown.answer.get("warnings", [])],
+                         datetime.fromisoformat(previous) if previous else None)
     return show_once(request, runtime, issued, str(shown.answer["what"]))
 
 
@@ -195,7 +201,8 @@ def show_once(request: Request, runtime: Runtime, issued: IssuedToken, what: str
                   token=token, secret=issued.value, what=what,
                   username=issued.secret.prefix if application else None,
                   password=issued.secret.password if application else None,
-                  warnings=issued.warnings, base_url=base_url)
+                  warnings=issued.warnings, base_url=base_url, now=runtime.clock.now(),
+                  previous_until=issued.previous_secret_expires_at)
 
 
 # --- one token ----------------------------------------------------------------------
@@ -209,7 +216,10 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
         history = trail.entries_for(session, viewer.actor.account_id, target_id=token.id,
                                     limit=50)
         usage = chart.daily_usage(session, token.id, now)
+    grace_end = (runtime.tokens.grace_ends_at(viewer.actor, token.id)
+                 if token.rotated_at else None)
     return render(request, "token_detail.html", status_code=status, token=token, now=now,
+                  grace_end=grace_end,
                   state=token.status_at(now), history=history,
                   usage_chart=chart.usage_svg(usage), targets=runtime.settings.target_list,
                   errors=errors or {}, values=values, notice=notice,
@@ -268,6 +278,19 @@ def rotate_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         return _detail(request, viewer, runtime, token, status=422,
                        errors={"rotate": error.message})
     return _remember(store, viewer, started, issued, "rotated", 200)
+
+
+@router.post("/tokens/{token_id}/end-grace")
+def end_grace(request: Request, token_id: str, viewer: ViewerDep, _: FormDep,
+              runtime: RuntimeDep) -> Response:
+    """Stop the previous secret now rather than at the end of its grace period."""
+    try:
+        runtime.tokens.end_grace(viewer.actor, token_id)
+    except Conflict as error:
+        token = runtime.tokens.get(viewer.actor, token_id)
+        return _detail(request, viewer, runtime, token, status=409,
+                       errors={"form": error.message})
+    return redirect(f"{PREFIX}/tokens/{token_id}?done=grace_ended")
 
 
 @router.post("/tokens/{token_id}/secret")
