@@ -28,6 +28,7 @@ from tallykey.errors import TallykeyError
 from tallykey.logs import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
 from tallykey.runtime import Runtime
+from tallykey.settings import load_settings
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
@@ -69,6 +70,8 @@ def runtime() -> Iterator[Runtime]:
         rt = Runtime.build()
     except ValueError as error:  # settings validation
         fail(f"invalid settings: {error}")
+    except TallykeyError as error:  # e.g. an unreadable key-encryption key
+        fail(error.message, error.hint)
     try:
         rt.ensure_schema()
         yield rt
@@ -183,25 +186,74 @@ def demo(
     = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Seed the demo account (idempotent) and serve it."""
+    """Seed the demo account (idempotent) and serve it.
+
+    The demo keeps demo-only files in the data dir: the tokens it printed (a second run
+    prints the same ones, never rotating them), its URL (for `tallykey connect`) and a
+    key-encryption key of its own, so retrievable application tokens can be shown."""
     import uvicorn
 
     from tallykey.api.app import create_app
+    from tallykey.demo import local
     from tallykey.demo.seed import seed
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base_url = f"http://{shown_host}:{port}"
+    if not seed_only and _port_in_use(host, port):  # before seeding touches anything
+        fail(f"port {port} on {host} is already in use (is a demo already running?).",
+             "Stop the other process, or pass --port with a free port.")
+    try:
+        settings = load_settings()
+    except ValueError as error:
+        fail(f"invalid settings: {error}")
+    demo_kek = None
+    if not settings.kek and not settings.kek_file:
+        existing = local.kek_path(settings.data_dir)
+        if not seed_only or existing.exists():
+            demo_kek = local.ensure_kek(settings.data_dir).resolve()
+            os.environ["TALLYKEY_KEK_FILE"] = str(demo_kek)  # this process and its server
     with runtime() as rt:
-        seeded = seed(rt, base_url)
+        rt.check_keys()
+        seeded = seed(rt, base_url, data_dir=rt.settings.data_dir,
+                      retrievable=demo_kek is not None and not seed_only,
+                      register=not seed_only)
+        env_prefix = ("" if rt.settings.database_url else
+                      f"TALLYKEY_DATA_DIR={rt.settings.data_dir.resolve()} ")
     if as_json:
         emit_json(seeded)
     else:
-        print_demo_welcome(seeded)
+        print_demo_welcome(seeded, env_prefix + _command_name(), demo_kek)
     if seed_only:
         return
     server = uvicorn.Server(uvicorn.Config(create_app(), **_uvicorn_config(
         host, port, 1, False)))
     server.run()
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _command_name() -> str:
+    """How to run this same `tallykey` from another terminal: `tallykey` when that is on
+    the PATH, else this executable's absolute path (e.g. a virtualenv's)."""
+    import shutil
+    from pathlib import Path
+
+    me = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("tallykey")
+    if (on_path and Path(on_path).resolve() == me) or me.name != "tallykey":
+        return "tallykey"
+    return str(me)
 
 
 def print_setup_link(rt: Runtime, base_url: str) -> None:
@@ -215,8 +267,10 @@ def print_setup_link(rt: Runtime, base_url: str) -> None:
         sys.stdout.flush()
 
 
-def print_demo_welcome(seeded: dict[str, Any]) -> None:
+def print_demo_welcome(seeded: dict[str, Any], command: str, demo_kek: Any = None) -> None:
     base, admin, member = seeded["base_url"], seeded["admin"], seeded["member"]
+    kek_line = (f"\n  Demo-only key-encryption key (retrievable application tokens): "
+                f"{demo_kek}\n  Never use it outside this demo.\n" if demo_kek else "")
     out.print(f"""
 [bold]tallykey demo[/] — region {seeded['region']}, account {seeded['account']!r}
 
@@ -231,9 +285,9 @@ def print_demo_welcome(seeded: dict[str, Any]) -> None:
   Try it:
     curl -H "Authorization: Bearer {admin['token']}" {base}/core/v3/info
 
-  Revoke it from another terminal, then run the curl again (401):
-    .venv/bin/tallykey tokens revoke {admin['token'][:20]}
-""", highlight=False, soft_wrap=True)
+  Revoke it from another terminal (any directory), then run the curl again (401):
+    {command} tokens revoke {admin['token'][:20]}
+{kek_line}""", highlight=False, soft_wrap=True)
 
 
 # --- connect (the integration-hub flow, over the network) ------------------------------
