@@ -29,6 +29,7 @@ from tallykey.logs import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
 from tallykey.runtime import Runtime
 from tallykey.settings import load_settings
+from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
@@ -43,13 +44,30 @@ app.add_typer(tokens_app, name="tokens")
 keys_app = typer.Typer(help="Key-encryption keys for retrievable secrets.",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"tallykey {version('tallykey')}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", metavar="", help="Print the version and exit.", is_eager=True,
+        callback=_show_version)] = False) -> None:
+    """tallykey: named, expiring API tokens."""
+
+
 register_notify_commands(app)  # outbox, webhooks, worker
 register_audit_commands(app)  # audit export, audit verify
 
 out = Console()
 err = Console(stderr=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
 
 EXIT_ERROR = 1
@@ -84,6 +102,24 @@ def runtime() -> Iterator[Runtime]:
              "Check TALLYKEY_DATABASE_URL or TALLYKEY_DATA_DIR.")
     finally:
         rt.close()
+
+
+def print_table(headers: list[str], rows: list[list[str]], *,
+                keep: tuple[str, ...] = ("prefix", "id")) -> None:
+    """Rows for a person at a terminal (aligned; the `keep` columns, ids and prefixes,
+    are never cut), or, in a pipe or file, tab-separated with every value in full."""
+    if not out.is_terminal:
+        for row in [headers, *rows]:
+            sys.stdout.write("\t".join(cell.replace("\t", " ") for cell in row) + "\n")
+        return
+    table = Table()
+    for number, header in enumerate(headers):
+        widest = max([len(header), *(len(row[number]) for row in rows)])
+        table.add_column(header, no_wrap=header in keep,
+                         min_width=widest if header in keep else None)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def emit_json(value: Any) -> None:
@@ -146,7 +182,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+    access_log: Annotated[bool, typer.Option(metavar="", help="Log every request line.")] = False,
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="text (default) or json: one JSON line per request and per "
         "log record (also TALLYKEY_LOG_FORMAT).")] = None,
@@ -182,7 +218,7 @@ def serve(
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    seed_only: Annotated[bool, typer.Option("--seed-only", help="Seed, print, exit.")]
+    seed_only: Annotated[bool, typer.Option("--seed-only", metavar="", help="Seed, print, exit.")]
     = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -304,7 +340,7 @@ def connect(
         "--token-env", metavar="NAME", help="Read the token from this environment variable.")]
     = None,
     token_stdin: Annotated[bool, typer.Option(
-        "--token-stdin", help="Read the token from standard input.")] = False,
+        "--token-stdin", metavar="", help="Read the token from standard input.")] = False,
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="API base URL (default: the region's, from TALLYKEY_REGIONS).")]
     = None,
@@ -383,10 +419,8 @@ def accounts_list(as_json: JsonOption = False) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("slug", "name", "region", "id")
-    for row in rows:
-        table.add_row(row["slug"], row["name"], row["region"], row["id"])
-    out.print(table)
+    print_table(["slug", "name", "region", "id"],
+                [[row["slug"], row["name"], row["region"], row["id"]] for row in rows])
 
 
 # --- users ------------------------------------------------------------------------------
@@ -405,7 +439,8 @@ def users_create(
     role: Annotated[str, typer.Option(help="admin or member.")] = "member",
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the console password from standard input.")] = False,
+        "--password-stdin", metavar="",
+                help="Read the console password from standard input.")] = False,
     grant: Annotated[list[str] | None, typer.Option(
         help="WORKSPACE=SCOPE[,SCOPE…]: a workspace the user sees and what they may do.")] = None,
     as_json: JsonOption = False,
@@ -440,10 +475,21 @@ def users_list(account: AccountOption, as_json: JsonOption = False) -> None:
     if as_json:
         emit_json([user_dict(u) for u in users])
         return
-    table = Table("email", "role", "active", "id")
-    for user in users:
-        table.add_row(user.email, user.role, "yes" if user.active else "no", user.id)
-    out.print(table)
+    print_table(["email", "role", "active", "id"],
+                [[u.email, u.role, "yes" if u.active else "no", u.id] for u in users])
+
+
+#: One convention for references: the object a command acts on is its argument (a token
+#: id or prefix, a user's e-mail); `--email` is still accepted for scripts.
+UserRef = Annotated[str | None, typer.Argument(help="The user's e-mail.", show_default=False)]
+EmailOption = Annotated[str | None, typer.Option(
+    "--email", help="The user's e-mail (same as the argument).", show_default=False)]
+
+
+def _one_email(argument: str | None, option: str | None) -> str:
+    if (argument is None) == (option is None):
+        fail("name the user once: tallykey users … EMAIL (or --email EMAIL).", code=2)
+    return str(argument if argument is not None else option)
 
 
 def _update_user(account: str, email: str, **changes: Any) -> User:
@@ -454,27 +500,28 @@ def _update_user(account: str, email: str, **changes: Any) -> User:
 
 
 @users_app.command("deactivate")
-def users_deactivate(account: AccountOption, email: Annotated[str, typer.Option()],
-                     as_json: JsonOption = False) -> None:
+def users_deactivate(account: AccountOption, email: UserRef = None,
+                     email_option: EmailOption = None, as_json: JsonOption = False) -> None:
     """Deactivate a user: their personal tokens stop working at once."""
-    user = _update_user(account, email, active=False)
+    user = _update_user(account, _one_email(email, email_option), active=False)
     emit_json(user_dict(user)) if as_json else out.print(f"deactivated {user.email}")
 
 
 @users_app.command("activate")
-def users_activate(account: AccountOption, email: Annotated[str, typer.Option()],
-                   as_json: JsonOption = False) -> None:
+def users_activate(account: AccountOption, email: UserRef = None,
+                   email_option: EmailOption = None, as_json: JsonOption = False) -> None:
     """Reactivate a user."""
-    user = _update_user(account, email, active=True)
+    user = _update_user(account, _one_email(email, email_option), active=True)
     emit_json(user_dict(user)) if as_json else out.print(f"activated {user.email}")
 
 
 @users_app.command("set-role")
-def users_set_role(account: AccountOption, email: Annotated[str, typer.Option()],
+def users_set_role(account: AccountOption,
                    role: Annotated[str, typer.Option(help="admin or member.")],
+                   email: UserRef = None, email_option: EmailOption = None,
                    as_json: JsonOption = False) -> None:
     """Make a user an admin or a member."""
-    user = _update_user(account, email, role=role)
+    user = _update_user(account, _one_email(email, email_option), role=role)
     emit_json(user_dict(user)) if as_json else out.print(f"{user.email} is now {user.role}")
 
 
@@ -502,9 +549,9 @@ def tokens_create(
     ip: Annotated[list[str] | None, typer.Option(help="Allowed CIDR; repeat for more.")]
     = None,
     workspace: Annotated[str | None, typer.Option(help="Workspace slug or id.")] = None,
-    description: Annotated[str, typer.Option()] = "",
+    description: Annotated[str, typer.Option(help="What the token is for.")] = "",
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the token.")]
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the token.")]
     = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -541,8 +588,8 @@ def tokens_list(
     account: AccountOption,
     status: Annotated[str | None, typer.Option(help="active, expired or revoked.")] = None,
     search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
-    kind: Annotated[str | None, typer.Option()] = None,
-    target: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[str | None, typer.Option(help="personal or application.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target software.")] = None,
     limit: Annotated[int, typer.Option(help="Page size.")] = 50,
     after: Annotated[str | None, typer.Option(help="Cursor of the next page.")] = None,
     as_json: JsonOption = False,
@@ -558,20 +605,19 @@ def tokens_list(
         emit_json({"items": [v.model_dump(mode="json") for v in views],
                    "next_cursor": page.next_cursor})
         return
-    table = Table("prefix", "name", "kind", "status", "created", "expires", "last used",
-                  "creator")
-    for v in views:
-        table.add_row(v.prefix, v.name, v.kind, v.status, f"{v.created_at:%Y-%m-%d}",
-                      f"{v.expires_at:%Y-%m-%d}",
-                      f"{v.last_used_at:%Y-%m-%d %H:%M} {v.last_used_ip or ''}"
-                      if v.last_used_at else "never", v.created_by or "")
-    out.print(table)
+    print_table(["prefix", "name", "kind", "status", "created", "expires", "last used",
+                 "creator", "id"],
+                [[v.prefix, v.name, v.kind, v.status, f"{v.created_at:%Y-%m-%d}",
+                  f"{v.expires_at:%Y-%m-%d}",
+                  f"{v.last_used_at:%Y-%m-%d %H:%M} {v.last_used_ip or ''}".strip()
+                  if v.last_used_at else "never", v.created_by or "", v.id] for v in views])
     if page.next_cursor:
         out.print(f"more: --after {page.next_cursor}")
 
 
 TokenRef = Annotated[str, typer.Argument(help="Token id or prefix (tlk_…).")]
-OptionalAccount = Annotated[str | None, typer.Option("--account", "-a")]
+OptionalAccount = Annotated[str | None, typer.Option(
+    "--account", "-a", help="Refuse unless the token belongs to this account (slug or id).")]
 
 
 @tokens_app.command("show")
@@ -592,11 +638,12 @@ def tokens_show(ref: TokenRef, account: OptionalAccount = None,
 def tokens_update(
     ref: TokenRef,
     account: OptionalAccount = None,
-    name: Annotated[str | None, typer.Option()] = None,
-    description: Annotated[str | None, typer.Option()] = None,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
     ip: Annotated[list[str] | None, typer.Option(help="Replace the allow-list.")] = None,
-    clear_ips: Annotated[bool, typer.Option("--clear-ips", help="Allow every IP.")] = False,
-    target: Annotated[str | None, typer.Option()] = None,
+    clear_ips: Annotated[bool, typer.Option("--clear-ips", metavar="",
+            help="Allow every IP.")] = False,
+    target: Annotated[str | None, typer.Option(help="A new target software.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Edit a token's name, description, allow-list or target (expiry cannot be extended)."""
@@ -608,7 +655,8 @@ def tokens_update(
 
 @tokens_app.command("revoke")
 def tokens_revoke(ref: TokenRef, account: OptionalAccount = None,
-                  reason: Annotated[str, typer.Option()] = "",
+                  reason: Annotated[str, typer.Option(
+                      help="Why (shown in Expired & Revoked and the audit log).")] = "",
                   as_json: JsonOption = False) -> None:
     """Revoke a token: it stops working immediately. Irreversible."""
     _token_action(ref, account, as_json, "revoked",
@@ -619,9 +667,11 @@ def tokens_revoke(ref: TokenRef, account: OptionalAccount = None,
 def tokens_rotate(
     ref: TokenRef,
     account: OptionalAccount = None,
-    grace: Annotated[int, typer.Option(help="Seconds the old secret keeps working (0-604800).")]
-    = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new token.")]
+    grace: Annotated[int, typer.Option(
+        help="Seconds the old secret keeps working (0-604800); the console's default too.")]
+    = DEFAULT_GRACE_SECONDS,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
+            help="Print only the new token.")]
     = False,
     as_json: JsonOption = False,
 ) -> None:

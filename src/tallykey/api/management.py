@@ -48,7 +48,7 @@ from tallykey.errors import (
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
-from tallykey.tokens.policy import end_of_day
+from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
@@ -229,7 +229,7 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
                  idempotency_key: IdempotencyKey = None) -> IssuedTokenView | JSONResponse:
     """A new secret for the same token; the old one works for `grace_seconds` (0-604800).
     Send `Idempotency-Key` to make a retry safe: it never rotates twice."""
-    grace = body.grace_seconds if body else 0
+    grace = body.grace_seconds if body else DEFAULT_GRACE_SECONDS
 
     def issue() -> IssuedTokenView:
         issued = runtime.tokens.rotate(actor, token_id, grace)

@@ -11,7 +11,7 @@ from starlette.datastructures import FormData
 from tallykey.console.views import split_lines
 from tallykey.errors import ValidationFailed
 from tallykey.tokens.models import PERSONAL
-from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
+from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
 from tallykey.tokens.service import TokenChanges, TokenDraft
 
 CUSTOM_EXPIRY = "date"
@@ -90,7 +90,7 @@ def token_changes(form: FormData) -> TokenChanges:
 
 
 def grace_seconds(form: FormData) -> int:
-    raw = text(form, "grace_days") or "0"
+    raw = text(form, "grace_days") or str(DEFAULT_GRACE_SECONDS // 86400)
     if not raw.isdigit() or int(raw) * 86400 > MAX_GRACE_SECONDS:
         raise ValidationFailed("The grace period is 0 to 7 days.", field="grace_seconds")
     return int(raw) * 86400

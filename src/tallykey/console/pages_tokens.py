@@ -35,7 +35,11 @@ from tallykey.tokens.idempotency import (
     fingerprint,
 )
 from tallykey.tokens.models import ACTIVE, APPLICATION, EXPIRED, KINDS, REVOKED, Token
-from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, LONG_VALIDITY_WARNING_DAYS
+from tallykey.tokens.policy import (
+    DEFAULT_GRACE_SECONDS,
+    EXPIRY_PRESET_DAYS,
+    LONG_VALIDITY_WARNING_DAYS,
+)
 from tallykey.tokens.service import IssuedToken, TokenQuery
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -223,7 +227,8 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
                   state=token.status_at(now), history=history,
                   usage_chart=chart.usage_svg(usage), targets=runtime.settings.target_list,
                   errors=errors or {}, values=values, notice=notice,
-                  workspace_name=_workspace_name(token.workspace), rotate_key=new_form_key())
+                  workspace_name=_workspace_name(token.workspace), rotate_key=new_form_key(),
+                  default_grace=DEFAULT_GRACE_SECONDS)
 
 
 def _workspace_name(workspace: Workspace | None) -> str:

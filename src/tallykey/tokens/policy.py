@@ -222,6 +222,11 @@ def validity_warnings(now: datetime, expires_at: datetime) -> list[str]:
     return []
 
 
+#: The rotation grace period when none is given: one day, in the console, the CLI and the
+#: API alike.
+DEFAULT_GRACE_SECONDS = 86_400
+
+
 def check_grace(grace_seconds: int) -> int:
     if isinstance(grace_seconds, bool) or not 0 <= grace_seconds <= MAX_GRACE_SECONDS:
         raise ValidationFailed(
