@@ -435,3 +435,24 @@ def test_the_grace_end_is_shown_after_a_rotation_and_can_be_ended_now(
     again = client.post(f"/console/tokens/{token_id}/end-grace", data={"csrf_token": csrf})
     assert again.status_code == 409 and "No previous secret" in again.text
     assert "previous_secret_expires_at" in client.get(f"/console/tokens/{token_id}").text
+
+
+def test_the_create_form_reports_every_field_in_a_persons_words(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    refused = create(client, csrf, name=" ", ip_allowlist="10.0.0.1/8\nnot-an-ip\n::1/128",
+                     expiry="date", expires_on="2099-01-01", target="NoSuchTool",
+                     scopes=["employees:read", "made:up"])
+    assert refused.status_code == 422
+    page = refused.text
+    assert "5 things need fixing" in page
+    assert "The name is required" in page
+    assert "Line 1: &#39;10.0.0.1/8&#39; has host bits set" in page
+    assert "Did you mean 10.0.0.0/8?" in page
+    assert "Line 2: &#39;not-an-ip&#39; is not an IP address or an address block" in page
+    assert "does not appear to be" not in page  # no Python internals
+    assert "beyond this account&#39;s maximum validity" in page
+    assert "Unknown target software" in page and "Unknown scope(s): made:up" in page
+    for field in ("name", "ip_allowlist", "expires_at", "target", "scopes"):
+        assert f'id="{field}-error"' in page, field
+    assert _tokens_named(world, " ") == [] and _outbox_count(world) == 0

@@ -3,13 +3,15 @@ the service refuses it (the user's own input plus the error)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import date
+from datetime import date, datetime
 
 from starlette.datastructures import FormData
 
 from tallykey.console.views import split_lines
 from tallykey.errors import ValidationFailed
+from tallykey.tokens import policy
 from tallykey.tokens.models import PERSONAL
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
 from tallykey.tokens.service import TokenChanges, TokenDraft
@@ -62,6 +64,39 @@ class TokenForm:
                 "target": self.target, "ip_allowlist": self.ip_allowlist,
                 "expiry": self.expiry, "expires_on": self.expires_on}
 
+    def problems(self, *, targets: list[str], max_validity_days: int,
+                 now: datetime) -> dict[str, str]:
+        """Every field's problem at once, in a person's words (the service checks again
+        when the token is issued; this is so the form can say everything in one go)."""
+        errors: dict[str, str] = {}
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("name", lambda: policy.clean_name(self.name)),
+            ("description", lambda: policy.clean_description(self.description)),
+            ("target", lambda: policy.clean_target(self.target or None, targets)),
+            ("scopes", lambda: policy.clean_scopes(self.scopes)),
+            ("expires_at", lambda: self._expiry(now, max_validity_days)),
+        ]
+        for name, check in checks:
+            try:
+                check()
+            except ValidationFailed as error:
+                errors[name] = said(error)
+        bad = []
+        for number, line in enumerate(split_lines(self.ip_allowlist), 1):
+            try:
+                policy.parse_cidr(line)
+            except ValidationFailed as error:
+                bad.append(f"Line {number}: {said(error)}")
+        if bad:
+            errors["ip_allowlist"] = " ".join(bad)
+        return errors
+
+    def _expiry(self, now: datetime, max_validity_days: int) -> datetime:
+        draft = self.draft()
+        return policy.resolve_expiry(now, expires_at=draft.expires_at,
+                                     expires_in_days=draft.expires_in_days,
+                                     max_validity_days=max_validity_days)
+
     def draft(self) -> TokenDraft:
         """The service's input; `ValidationFailed` if the expiry choice is unreadable."""
         expires_at: date | None = None
@@ -94,6 +129,13 @@ def grace_seconds(form: FormData) -> int:
     if not raw.isdigit() or int(raw) * 86400 > MAX_GRACE_SECONDS:
         raise ValidationFailed("The grace period is 0 to 7 days.", field="grace_seconds")
     return int(raw) * 86400
+
+
+def said(error: ValidationFailed | Exception) -> str:
+    """An error's message and what to do about it, as one sentence pair."""
+    message = getattr(error, "message", str(error))
+    hint = getattr(error, "hint", "")
+    return f"{message} {hint}".strip()
 
 
 def error_field(error: ValidationFailed | Exception) -> str:

@@ -124,6 +124,12 @@ def create_token(request: Request, viewer: ViewerDep, form: FormDep,
     """Create, then redirect to the one-time view (POST → redirect → GET): a reload, a
     double click or a re-posted form answers with the same token, never a second one."""
     values = forms.TokenForm.parse(form)
+    context = _form_context(viewer, runtime)
+    values.errors = values.problems(targets=runtime.settings.target_list,
+                                    max_validity_days=context["max_days"],
+                                    now=runtime.clock.now())
+    if values.errors:  # every field's problem at once; nothing is created
+        return render(request, "token_new.html", status_code=422, form=values, **context)
     store, actor = _replays(runtime), _actor_key(viewer)
     try:
         started = store.begin(viewer.actor.account_id, actor, values.issue_key or

@@ -105,12 +105,12 @@ def parse_cidr(entry: str) -> IpNetwork:
         )
     try:
         return ipaddress.ip_network(text, strict=True)
-    except ValueError as strict_error:
+    except ValueError:
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
             raise ValidationFailed(
-                f"{text!r} is not a valid IP address or CIDR block ({strict_error}).",
+                f"{text!r} is not an IP address or an address block.",
                 "Write an IPv4 or IPv6 address or a block such as 203.0.113.0/24 or "
                 "2001:db8::/32.",
                 field="ip_allowlist",
