@@ -46,7 +46,7 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 #: forms before any session, static files, the unauthenticated verify endpoint).
 PUBLIC = {
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"), ("GET", "/healthz"), ("POST", "/api/v1/verify"),
+    ("MOUNT", "/docs/assets"), ("GET", "/healthz"), ("POST", "/api/v1/verify"),
     ("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/"),
     ("GET", "/console/setup/{key}"), ("POST", "/console/setup/{key}"),
     ("MOUNT", "/console/static"), ("GET", "/auth/request"),
