@@ -171,7 +171,18 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("POST", "/console/account"): [({}, {"max_validity_days": "180",
                                              "reminder_days": "7, 2", "ip_allowlist": ""})],
         ("GET", "/console/outbox"): [({}, None)],
+        ("GET", "/console/outbox/message"): [({"id": m}, None) for m in _a_messages(t)],
     }
+
+
+def _a_messages(t: Tenants) -> list[str]:
+    from tallykey.notify.models import OutboxMessage
+
+    with t.world.rt.database.reading() as session:
+        ids = list(session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.account_id == t.world.acme_id)))
+    assert ids, "account A has outbox messages to try"
+    return ids[:2]
 
 
 #: Bodies for the routes with an id: enough to pass validation, so that only the

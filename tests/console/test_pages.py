@@ -456,3 +456,19 @@ def test_the_create_form_reports_every_field_in_a_persons_words(
     for field in ("name", "ip_allowlist", "expires_at", "target", "scopes"):
         assert f'id="{field}-error"' in page, field
     assert _tokens_named(world, " ") == [] and _outbox_count(world) == 0
+
+
+def test_an_outbox_message_opens_with_its_text(admin: tuple[TestClient, str],
+                                               world: World, new_client: Browser) -> None:
+    client, csrf = admin
+    create(client, csrf, name="Mailed")
+    listing = client.get("/console/outbox").text
+    link = re.search(r'href="(/console/outbox/message\?id=[0-9a-f-]{36})"', listing)
+    assert link, listing
+    message = client.get(link.group(1).replace("&amp;", "&"))
+    assert message.status_code == 200
+    assert "If you do not recognise this, revoke it" in message.text
+    assert "admin@acme.test" in message.text
+    assert client.get("/console/outbox/message?id=nope").status_code == 404
+    policies = client.get("/console/account").text
+    assert '<fieldset class="stack">' in policies and 'rows="5"' in policies

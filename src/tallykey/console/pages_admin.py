@@ -209,3 +209,14 @@ def outbox_page(request: Request, viewer: AdminDep, runtime: RuntimeDep) -> Resp
     messages = outbox.recent(runtime, viewer.actor.account_id)
     return render(request, "outbox.html", configured=messages is not None,
                   messages=messages or [], smtp=bool(runtime.settings.smtp_url))
+
+
+@router.get("/outbox/message")
+def outbox_message(request: Request, viewer: AdminDep, runtime: RuntimeDep,
+                   id: str = "") -> Response:
+    """One message as it was (or will be) sent: the mail's text or the webhook's JSON."""
+    found = outbox.one(runtime, viewer.actor.account_id, id)
+    if found is None:
+        raise NotFound("No such message in this account's outbox.",
+                       "Open it from the Outbox page.")
+    return render(request, "outbox_message.html", message=found.row, body=found.body)
