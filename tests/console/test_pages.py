@@ -472,3 +472,20 @@ def test_an_outbox_message_opens_with_its_text(admin: tuple[TestClient, str],
     assert client.get("/console/outbox/message?id=nope").status_code == 404
     policies = client.get("/console/account").text
     assert '<fieldset class="stack">' in policies and 'rows="5"' in policies
+
+
+def test_history_and_audit_details_read_for_people(admin: tuple[TestClient, str],
+                                                   world: World) -> None:
+    client, csrf = admin
+    made = create(client, csrf, name="Readable", scopes=["employees:read"])
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    client.post(f"/console/tokens/{token_id}", data={
+        "csrf_token": csrf, "name": "Readable 2", "description": "",
+        "ip_allowlist": "10.0.0.0/8", "target": ""})
+    history = client.get(f"/console/tokens/{token_id}").text.split("<h2>History</h2>")[1]
+    assert "Readable → Readable 2" in history and "none → 10.0.0.0/8" in history
+    assert "[&#39;" not in history and "None" not in history
+    audit = client.get("/console/audit").text
+    login = re.search(r"<td>user\.login</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", audit)
+    assert login and login.group(2) == "admin@acme.test", audit[-3000:]
+    assert "user " + world.admin.id not in audit

@@ -47,9 +47,10 @@ def audit_page(request: Request, viewer: AdminDep, runtime: RuntimeDep, actor: s
         error = ""
     except ValidationFailed as failed:
         events, older, error = [], None, failed.message
+    users = runtime.accounts.list_users(viewer.actor)
     return render(request, "audit.html", status_code=422 if error else 200, events=events,
-                  older=older, flt=flt, error=error, params=flt.as_params(),
-                  users=runtime.accounts.list_users(viewer.actor),
+                  older=older, flt=flt, error=error, params=flt.as_params(), users=users,
+                  people={u.id: u.email for u in users},
                   actions=audit_query.actions(runtime.database, account_id))
 
 

@@ -44,7 +44,7 @@ templates = Environment(
     auto_reload=False,
 )
 templates.filters.update(views.FILTERS)
-templates.globals.update(prefix=PREFIX, static=STATIC_PATH)
+templates.globals.update(prefix=PREFIX, static=STATIC_PATH, describe=views.describe)
 
 
 class LoginRequired(Exception):
