@@ -434,7 +434,7 @@ def test_the_grace_end_is_shown_after_a_rotation_and_can_be_ended_now(
         verifier.close()
     again = client.post(f"/console/tokens/{token_id}/end-grace", data={"csrf_token": csrf})
     assert again.status_code == 409 and "No previous secret" in again.text
-    assert "previous_secret_expires_at" in client.get(f"/console/tokens/{token_id}").text
+    assert "previous secret expires at" in client.get(f"/console/tokens/{token_id}").text
 
 
 def test_the_create_form_reports_every_field_in_a_persons_words(
