@@ -489,3 +489,39 @@ def test_history_and_audit_details_read_for_people(admin: tuple[TestClient, str]
     login = re.search(r"<td>user\.login</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", audit)
     assert login and login.group(2) == "admin@acme.test", audit[-3000:]
     assert "user " + world.admin.id not in audit
+
+
+def test_token_list_has_scopes_a_revoke_per_row_and_cards_markup(
+        admin: tuple[TestClient, str]) -> None:
+    client, csrf = admin
+    made = create(client, csrf, name="Listed", scopes=["employees:read"])
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    listing = client.get("/console/tokens").text
+    assert '<th scope="col">Scopes</th>' in listing
+    assert '<td data-label="Scopes" class="scopes"><code>employees:read</code>' in listing
+    assert f'href="/console/tokens/{token_id}/revoke" aria-label="Revoke Listed"' in listing
+    assert 'class="cards"' in listing and 'data-label="Expires"' in listing
+    assert ">in 30 days<" in listing  # a new 30-day token, not "in 29 days"
+
+
+def test_usage_chart_per_hour_and_an_honest_empty_state(admin: tuple[TestClient, str],
+                                                        world: World) -> None:
+    from tallykey.auth.usage import UsageRecorder
+
+    client, csrf = admin
+    made = create(client, csrf, name="Charted", kind="application", scopes=["employees:read"])
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    empty = client.get(f"/console/tokens/{token_id}").text
+    assert "No requests in the last 30 days" in empty
+    assert empty.count('fill="#555">0</text>') == 1  # one zero, not two
+    assert "Show username and password" not in empty  # nothing retrievable is kept
+    recorder = UsageRecorder(world.rt.database)
+    recorder.record(token_id, world.rt.clock.now().timestamp(), "198.51.100.1", "curl",
+                    "allowed")
+    recorder.flush()
+    hourly = client.get(f"/console/tokens/{token_id}?usage=hourly").text
+    assert "Requests per hour" in hourly and "over the last 48 hours" in hourly
+    assert "1 allowed and 0 denied" in hourly and "12:00" in hourly
+    assert 'text-anchor="end" font-size="10" fill="#555">12:00</text>' in hourly
+    daily = client.get(f"/console/tokens/{token_id}").text
+    assert "Requests per day" in daily and 'href="?usage=hourly"' in daily

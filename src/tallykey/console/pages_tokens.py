@@ -7,6 +7,8 @@ from datetime import datetime
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.permissions import SCOPES
@@ -34,7 +36,15 @@ from tallykey.tokens.idempotency import (
     Replay,
     fingerprint,
 )
-from tallykey.tokens.models import ACTIVE, APPLICATION, EXPIRED, KINDS, REVOKED, Token
+from tallykey.tokens.models import (
+    ACTIVE,
+    APPLICATION,
+    EXPIRED,
+    KINDS,
+    REVOKED,
+    Token,
+    TokenSecret,
+)
 from tallykey.tokens.policy import (
     DEFAULT_GRACE_SECONDS,
     EXPIRY_PRESET_DAYS,
@@ -220,21 +230,37 @@ def show_once(request: Request, runtime: Runtime, issued: IssuedToken, what: str
 
 def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
             status: int = 200, errors: dict[str, str] | None = None,
-            values: dict[str, str] | None = None, notice: str = "") -> Response:
+            values: dict[str, str] | None = None, notice: str = "",
+            usage_unit: str = chart.DAILY) -> Response:
     now = runtime.clock.now()
     with runtime.database.reading() as session:
         history = trail.entries_for(session, viewer.actor.account_id, target_id=token.id,
                                     limit=50)
-        usage = chart.daily_usage(session, token.id, now)
+        usage = (chart.hourly_usage(session, token.id, now) if usage_unit == chart.HOURLY
+                 else chart.daily_usage(session, token.id, now))
+        retrievable = _retrievable(session, token)
     grace_end = (runtime.tokens.grace_ends_at(viewer.actor, token.id)
                  if token.rotated_at else None)
     return render(request, "token_detail.html", status_code=status, token=token, now=now,
                   grace_end=grace_end,
                   state=token.status_at(now), history=history,
-                  usage_chart=chart.usage_svg(usage), targets=runtime.settings.target_list,
+                  usage_chart=chart.usage_svg(usage, usage_unit), usage_unit=usage_unit,
+                  retrievable=retrievable, targets=runtime.settings.target_list,
                   errors=errors or {}, values=values, notice=notice,
                   workspace_name=_workspace_name(token.workspace), rotate_key=new_form_key(),
                   default_grace=DEFAULT_GRACE_SECONDS)
+
+
+def _retrievable(session: Session, token: Token) -> bool:
+    """Whether the token's current secret is kept (sealed) for administrators to see."""
+    if token.kind != APPLICATION:
+        return False
+    account = session.get_one(Account, token.account_id)
+    if not account.retrievable_application_tokens:
+        return False
+    return session.scalar(select(TokenSecret.id).where(
+        TokenSecret.token_id == token.id, TokenSecret.retires_at.is_(None),
+        TokenSecret.ciphertext.is_not(None))) is not None
 
 
 def _workspace_name(workspace: Workspace | None) -> str:
@@ -243,9 +269,10 @@ def _workspace_name(workspace: Workspace | None) -> str:
 
 @router.get("/tokens/{token_id}")
 def token_detail(request: Request, token_id: str, viewer: ViewerDep, runtime: RuntimeDep,
-                 done: str = "") -> Response:
+                 done: str = "", usage: str = chart.DAILY) -> Response:
     token = runtime.tokens.get(viewer.actor, token_id)
-    return _detail(request, viewer, runtime, token, notice=NOTICES.get(done, ""))
+    return _detail(request, viewer, runtime, token, notice=NOTICES.get(done, ""),
+                   usage_unit=chart.HOURLY if usage == chart.HOURLY else chart.DAILY)
 
 
 @router.post("/tokens/{token_id}")

@@ -30,8 +30,8 @@ def relative(moment: datetime | None, now: datetime) -> str:
         amount, unit = max(1, round(span / 60)), "minute"
     elif span < 2 * 86400:
         amount, unit = round(span / 3600), "hour"
-    else:
-        amount, unit = int(span // 86400), "day"
+    else:  # nearest whole day: a new 30-day token reads "in 30 days", not 29
+        amount, unit = round(span / 86400), "day"
     text = f"{amount} {unit}{'' if amount == 1 else 's'}"
     return f"in {text}" if ahead else f"{text} ago"
 
