@@ -1,6 +1,6 @@
 """The API documentation at `/docs`: Swagger UI served from the installed
-`swagger-ui-bundle` package (no CDN, so it works offline), and an OpenAPI document that
-declares how to authenticate, so "Authorize" takes a tallykey token."""
+`swagger-ui-bundle-v2` package (Swagger UI 5, Apache-2.0; no CDN, so it works offline),
+and an OpenAPI document that declares how to authenticate, so "Authorize" takes a token."""
 
 from __future__ import annotations
 
