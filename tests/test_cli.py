@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from typer.testing import CliRunner
@@ -105,3 +106,75 @@ def test_users_commands(cli) -> None:  # type: ignore[no-untyped-def]
 def test_migrate_is_idempotent(cli) -> None:  # type: ignore[no-untyped-def]
     result = cli("migrate")
     assert result.exit_code == 0 and "already up to date" in result.stdout
+
+
+def _commands(command: Any, path: tuple[str, ...] = ()) -> list[tuple[tuple[str, ...], Any]]:
+    found: list[tuple[tuple[str, ...], Any]] = [(path, command)]
+    for name, sub in getattr(command, "commands", {}).items():
+        found += _commands(sub, (*path, name))
+    return found
+
+
+def test_every_option_has_help_and_no_flag_shows_a_type() -> None:
+    import typer
+    from typer.core import TyperOption
+
+    root = typer.main.get_command(app)
+    missing = []
+    for path, command in _commands(root):
+        for param in command.params:
+            if isinstance(param, TyperOption) and not (param.help or "").strip():
+                missing.append(f"tallykey {' '.join(path)} {param.opts[0]}")
+        if path:
+            shown = runner.invoke(app, [*path, "--help"], env={"COLUMNS": "200"}).output
+            flag_lines = [line for line in shown.splitlines()
+                          if "<bool>" in line and "--help" not in line]
+            assert not flag_lines, (path, flag_lines)
+    assert not missing, f"options without help text: {missing}"
+
+
+def test_version() -> None:
+    from importlib.metadata import version
+
+    result = runner.invoke(app, ["--version"])
+    assert result.exit_code == 0 and result.stdout.strip() == f"tallykey {version('tallykey')}"
+
+
+def test_tables_in_a_pipe_print_full_values(cli) -> None:  # type: ignore[no-untyped-def]
+    made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
+                          "--name", "A rather long token name for a narrow table", "--days",
+                          "30", "--json").stdout)
+    listed = cli("tokens", "list", "-a", "acme")
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split("\t")[0] == "prefix"
+    cells = row.split("\t")
+    assert cells[0] == made["prefix"] and cells[-1] == made["id"]
+    assert "…" not in listed.stdout
+    users = cli("users", "list", "-a", "acme").stdout.splitlines()
+    assert users[1].split("\t")[0] == "boss@acme.test" and len(users[1].split("\t")[-1]) == 36
+
+
+def test_users_are_named_like_tokens_by_argument(cli) -> None:  # type: ignore[no-untyped-def]
+    assert cli("users", "create", "-a", "acme", "--email", "m@acme.test").exit_code == 0
+    off = cli("users", "deactivate", "m@acme.test", "-a", "acme", "--json")
+    assert off.exit_code == 0 and json.loads(off.stdout)["active"] is False
+    on = cli("users", "activate", "-a", "acme", "--email", "m@acme.test", "--json")
+    assert json.loads(on.stdout)["active"] is True  # --email still works for scripts
+    role = cli("users", "set-role", "m@acme.test", "-a", "acme", "--role", "admin", "--json")
+    assert json.loads(role.stdout)["role"] == "admin"
+    both = cli("users", "deactivate", "m@acme.test", "-a", "acme", "--email", "m@acme.test")
+    assert both.exit_code == 2 and "name the user once" in both.stderr
+
+
+def test_rotate_keeps_the_old_secret_for_a_day_by_default_as_the_console_does(
+        cli) -> None:  # type: ignore[no-untyped-def]
+    made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
+                          "--name", "g", "--days", "30", "--json").stdout)
+    rotated = json.loads(cli("tokens", "rotate", made["id"], "--json").stdout)
+    created = made["created_at"]
+    from datetime import datetime, timedelta
+
+    ends = datetime.fromisoformat(rotated["previous_secret_expires_at"])
+    assert timedelta(hours=23) < ends - datetime.fromisoformat(created) < timedelta(hours=25)
+    help_text = cli("tokens", "rotate", "--help").output
+    assert "86400" in help_text

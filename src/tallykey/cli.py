@@ -31,6 +31,8 @@ from tallykey.errors import StoreUnavailable, TallykeyError
 from tallykey.logs import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
 from tallykey.runtime import Runtime
+from tallykey.settings import load_settings
+from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
@@ -45,13 +47,30 @@ app.add_typer(tokens_app, name="tokens")
 keys_app = typer.Typer(help="Key-encryption keys for retrievable secrets.",
                        no_args_is_help=True)
 app.add_typer(keys_app, name="keys")
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"tallykey {version('tallykey')}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", metavar="", help="Print the version and exit.", is_eager=True,
+        callback=_show_version)] = False) -> None:
+    """tallykey: named, expiring API tokens."""
+
+
 register_notify_commands(app)  # outbox, webhooks, worker
 register_audit_commands(app)  # audit export, audit verify
 
 out = Console()
 err = Console(stderr=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
 
 EXIT_ERROR = 1
@@ -78,6 +97,8 @@ def runtime() -> Iterator[Runtime]:
         fail(f"cannot open the store: {error.strerror or error} "
              f"({error.filename or 'TALLYKEY_DATA_DIR'}).",
              "Check TALLYKEY_DATA_DIR (it must be writable) or TALLYKEY_DATABASE_URL.")
+    except TallykeyError as error:  # e.g. an unreadable key-encryption key
+        fail(error.message, error.hint)
     try:
         rt.ensure_schema()
         yield rt
@@ -92,6 +113,24 @@ def runtime() -> Iterator[Runtime]:
              "Check TALLYKEY_DATABASE_URL or TALLYKEY_DATA_DIR.", EXIT_UNAVAILABLE)
     finally:
         rt.close()
+
+
+def print_table(headers: list[str], rows: list[list[str]], *,
+                keep: tuple[str, ...] = ("prefix", "id")) -> None:
+    """Rows for a person at a terminal (aligned; the `keep` columns, ids and prefixes,
+    are never cut), or, in a pipe or file, tab-separated with every value in full."""
+    if not out.is_terminal:
+        for row in [headers, *rows]:
+            sys.stdout.write("\t".join(cell.replace("\t", " ") for cell in row) + "\n")
+        return
+    table = Table()
+    for number, header in enumerate(headers):
+        widest = max([len(header), *(len(row[number]) for row in rows)])
+        table.add_column(header, no_wrap=header in keep,
+                         min_width=widest if header in keep else None)
+    for row in rows:
+        table.add_row(*row)
+    out.print(table)
 
 
 def emit_json(value: Any) -> None:
@@ -161,7 +200,7 @@ def serve(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    access_log: Annotated[bool, typer.Option(help="Log every request line.")] = False,
+    access_log: Annotated[bool, typer.Option(metavar="", help="Log every request line.")] = False,
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="text (default) or json: one JSON line per request and per "
         "log record (also TALLYKEY_LOG_FORMAT).")] = None,
@@ -198,29 +237,78 @@ def serve(
 def demo(
     host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    seed_only: Annotated[bool, typer.Option("--seed-only", help="Seed, print, exit.")]
+    seed_only: Annotated[bool, typer.Option("--seed-only", metavar="", help="Seed, print, exit.")]
     = False,
     as_json: JsonOption = False,
 ) -> None:
-    """Seed the demo account (idempotent) and serve it."""
+    """Seed the demo account (idempotent) and serve it.
+
+    The demo keeps demo-only files in the data dir: the tokens it printed (a second run
+    prints the same ones, never rotating them), its URL (for `tallykey connect`) and a
+    key-encryption key of its own, so retrievable application tokens can be shown."""
     import uvicorn
 
     from tallykey.api.app import create_app
+    from tallykey.demo import local
     from tallykey.demo.seed import seed
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base_url = f"http://{shown_host}:{port}"
+    if not seed_only and _port_in_use(host, port):  # before seeding touches anything
+        fail(f"port {port} on {host} is already in use (is a demo already running?).",
+             "Stop the other process, or pass --port with a free port.")
+    try:
+        settings = load_settings()
+    except ValueError as error:
+        fail(f"invalid settings: {error}")
+    demo_kek = None
+    if not settings.kek and not settings.kek_file:
+        existing = local.kek_path(settings.data_dir)
+        if not seed_only or existing.exists():
+            demo_kek = local.ensure_kek(settings.data_dir).resolve()
+            os.environ["TALLYKEY_KEK_FILE"] = str(demo_kek)  # this process and its server
     with runtime() as rt:
-        seeded = seed(rt, base_url)
+        rt.check_keys()
+        seeded = seed(rt, base_url, data_dir=rt.settings.data_dir,
+                      retrievable=demo_kek is not None and not seed_only,
+                      register=not seed_only)
+        env_prefix = ("" if rt.settings.database_url else
+                      f"TALLYKEY_DATA_DIR={rt.settings.data_dir.resolve()} ")
     if as_json:
         emit_json(seeded)
     else:
-        print_demo_welcome(seeded)
+        print_demo_welcome(seeded, env_prefix + _command_name(), demo_kek)
     if seed_only:
         return
     server = uvicorn.Server(uvicorn.Config(create_app(), **_uvicorn_config(
         host, port, 1, False)))
     server.run()
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _command_name() -> str:
+    """How to run this same `tallykey` from another terminal: `tallykey` when that is on
+    the PATH, else this executable's absolute path (e.g. a virtualenv's)."""
+    import shutil
+    from pathlib import Path
+
+    me = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("tallykey")
+    if (on_path and Path(on_path).resolve() == me) or me.name != "tallykey":
+        return "tallykey"
+    return str(me)
 
 
 def print_setup_link(rt: Runtime, base_url: str) -> None:
@@ -234,8 +322,10 @@ def print_setup_link(rt: Runtime, base_url: str) -> None:
         sys.stdout.flush()
 
 
-def print_demo_welcome(seeded: dict[str, Any]) -> None:
+def print_demo_welcome(seeded: dict[str, Any], command: str, demo_kek: Any = None) -> None:
     base, admin, member = seeded["base_url"], seeded["admin"], seeded["member"]
+    kek_line = (f"\n  Demo-only key-encryption key (retrievable application tokens): "
+                f"{demo_kek}\n  Never use it outside this demo.\n" if demo_kek else "")
     out.print(f"""
 [bold]tallykey demo[/] — region {seeded['region']}, account {seeded['account']!r}
 
@@ -250,9 +340,9 @@ def print_demo_welcome(seeded: dict[str, Any]) -> None:
   Try it:
     curl -H "Authorization: Bearer {admin['token']}" {base}/core/v3/info
 
-  Revoke it from another terminal, then run the curl again (401):
-    .venv/bin/tallykey tokens revoke {admin['token'][:20]}
-""", highlight=False, soft_wrap=True)
+  Revoke it from another terminal (any directory), then run the curl again (401):
+    {command} tokens revoke {admin['token'][:20]}
+{kek_line}""", highlight=False, soft_wrap=True)
 
 
 # --- connect (the integration-hub flow, over the network) ------------------------------
@@ -269,7 +359,7 @@ def connect(
         "--token-env", metavar="NAME", help="Read the token from this environment variable.")]
     = None,
     token_stdin: Annotated[bool, typer.Option(
-        "--token-stdin", help="Read the token from standard input.")] = False,
+        "--token-stdin", metavar="", help="Read the token from standard input.")] = False,
     base_url: Annotated[str | None, typer.Option(
         "--base-url", help="API base URL (default: the region's, from TALLYKEY_REGIONS).")]
     = None,
@@ -348,10 +438,8 @@ def accounts_list(as_json: JsonOption = False) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("slug", "name", "region", "id")
-    for row in rows:
-        table.add_row(row["slug"], row["name"], row["region"], row["id"])
-    out.print(table)
+    print_table(["slug", "name", "region", "id"],
+                [[row["slug"], row["name"], row["region"], row["id"]] for row in rows])
 
 
 # --- users ------------------------------------------------------------------------------
@@ -370,7 +458,8 @@ def users_create(
     role: Annotated[str, typer.Option(help="admin or member.")] = "member",
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     password_stdin: Annotated[bool, typer.Option(
-        "--password-stdin", help="Read the console password from standard input.")] = False,
+        "--password-stdin", metavar="",
+                help="Read the console password from standard input.")] = False,
     grant: Annotated[list[str] | None, typer.Option(
         help="WORKSPACE=SCOPE[,SCOPE…]: a workspace the user sees and what they may do.")] = None,
     as_json: JsonOption = False,
@@ -405,10 +494,21 @@ def users_list(account: AccountOption, as_json: JsonOption = False) -> None:
     if as_json:
         emit_json([user_dict(u) for u in users])
         return
-    table = Table("email", "role", "active", "id")
-    for user in users:
-        table.add_row(user.email, user.role, "yes" if user.active else "no", user.id)
-    out.print(table)
+    print_table(["email", "role", "active", "id"],
+                [[u.email, u.role, "yes" if u.active else "no", u.id] for u in users])
+
+
+#: One convention for references: the object a command acts on is its argument (a token
+#: id or prefix, a user's e-mail); `--email` is still accepted for scripts.
+UserRef = Annotated[str | None, typer.Argument(help="The user's e-mail.", show_default=False)]
+EmailOption = Annotated[str | None, typer.Option(
+    "--email", help="The user's e-mail (same as the argument).", show_default=False)]
+
+
+def _one_email(argument: str | None, option: str | None) -> str:
+    if (argument is None) == (option is None):
+        fail("name the user once: tallykey users … EMAIL (or --email EMAIL).", code=2)
+    return str(argument if argument is not None else option)
 
 
 def _update_user(account: str, email: str, verb: str, as_json: bool,
@@ -427,25 +527,29 @@ def _update_user(account: str, email: str, verb: str, as_json: bool,
 
 
 @users_app.command("deactivate")
-def users_deactivate(account: AccountOption, email: Annotated[str, typer.Option()],
-                     as_json: JsonOption = False) -> None:
+def users_deactivate(account: AccountOption, email: UserRef = None,
+                     email_option: EmailOption = None, as_json: JsonOption = False) -> None:
     """Deactivate a user: their personal tokens stop working at once."""
-    _update_user(account, email, "deactivated", as_json, active=False)
+    _update_user(account, _one_email(email, email_option), "deactivated", as_json,
+                 active=False)
 
 
 @users_app.command("activate")
-def users_activate(account: AccountOption, email: Annotated[str, typer.Option()],
-                   as_json: JsonOption = False) -> None:
+def users_activate(account: AccountOption, email: UserRef = None,
+                   email_option: EmailOption = None, as_json: JsonOption = False) -> None:
     """Reactivate a user."""
-    _update_user(account, email, "activated", as_json, active=True)
+    _update_user(account, _one_email(email, email_option), "activated", as_json,
+                 active=True)
 
 
 @users_app.command("set-role")
-def users_set_role(account: AccountOption, email: Annotated[str, typer.Option()],
+def users_set_role(account: AccountOption,
                    role: Annotated[str, typer.Option(help="admin or member.")],
+                   email: UserRef = None, email_option: EmailOption = None,
                    as_json: JsonOption = False) -> None:
     """Make a user an admin or a member."""
-    _update_user(account, email, f"role {role} for", as_json, role=role)
+    _update_user(account, _one_email(email, email_option), f"role {role} for", as_json,
+                 role=role)
 
 
 # --- tokens -----------------------------------------------------------------------------
@@ -472,9 +576,9 @@ def tokens_create(
     ip: Annotated[list[str] | None, typer.Option(help="Allowed CIDR; repeat for more.")]
     = None,
     workspace: Annotated[str | None, typer.Option(help="Workspace slug or id.")] = None,
-    description: Annotated[str, typer.Option()] = "",
+    description: Annotated[str, typer.Option(help="What the token is for.")] = "",
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the token.")]
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the token.")]
     = False,
     as_json: JsonOption = False,
 ) -> None:
@@ -511,8 +615,8 @@ def tokens_list(
     account: AccountOption,
     status: Annotated[str | None, typer.Option(help="active, expired or revoked.")] = None,
     search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
-    kind: Annotated[str | None, typer.Option()] = None,
-    target: Annotated[str | None, typer.Option()] = None,
+    kind: Annotated[str | None, typer.Option(help="personal or application.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target software.")] = None,
     limit: Annotated[int, typer.Option(help="Page size.")] = 50,
     after: Annotated[str | None, typer.Option(help="Cursor of the next page.")] = None,
     as_json: JsonOption = False,
@@ -528,20 +632,19 @@ def tokens_list(
         emit_json({"items": [v.model_dump(mode="json") for v in views],
                    "next_cursor": page.next_cursor})
         return
-    table = Table("prefix", "name", "kind", "status", "created", "expires", "last used",
-                  "creator")
-    for v in views:
-        table.add_row(v.prefix, v.name, v.kind, v.status, f"{v.created_at:%Y-%m-%d}",
-                      f"{v.expires_at:%Y-%m-%d}",
-                      f"{v.last_used_at:%Y-%m-%d %H:%M} {v.last_used_ip or ''}"
-                      if v.last_used_at else "never", v.created_by or "")
-    out.print(table)
+    print_table(["prefix", "name", "kind", "status", "created", "expires", "last used",
+                 "creator", "id"],
+                [[v.prefix, v.name, v.kind, v.status, f"{v.created_at:%Y-%m-%d}",
+                  f"{v.expires_at:%Y-%m-%d}",
+                  f"{v.last_used_at:%Y-%m-%d %H:%M} {v.last_used_ip or ''}".strip()
+                  if v.last_used_at else "never", v.created_by or "", v.id] for v in views])
     if page.next_cursor:
         out.print(f"more: --after {page.next_cursor}")
 
 
 TokenRef = Annotated[str, typer.Argument(help="Token id or prefix (tlk_…).")]
-OptionalAccount = Annotated[str | None, typer.Option("--account", "-a")]
+OptionalAccount = Annotated[str | None, typer.Option(
+    "--account", "-a", help="Refuse unless the token belongs to this account (slug or id).")]
 
 
 @tokens_app.command("show")
@@ -562,11 +665,12 @@ def tokens_show(ref: TokenRef, account: OptionalAccount = None,
 def tokens_update(
     ref: TokenRef,
     account: OptionalAccount = None,
-    name: Annotated[str | None, typer.Option()] = None,
-    description: Annotated[str | None, typer.Option()] = None,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
     ip: Annotated[list[str] | None, typer.Option(help="Replace the allow-list.")] = None,
-    clear_ips: Annotated[bool, typer.Option("--clear-ips", help="Allow every IP.")] = False,
-    target: Annotated[str | None, typer.Option()] = None,
+    clear_ips: Annotated[bool, typer.Option("--clear-ips", metavar="",
+            help="Allow every IP.")] = False,
+    target: Annotated[str | None, typer.Option(help="A new target software.")] = None,
     as_json: JsonOption = False,
 ) -> None:
     """Edit a token's name, description, allow-list or target (expiry cannot be extended)."""
@@ -578,7 +682,8 @@ def tokens_update(
 
 @tokens_app.command("revoke")
 def tokens_revoke(ref: TokenRef, account: OptionalAccount = None,
-                  reason: Annotated[str, typer.Option()] = "",
+                  reason: Annotated[str, typer.Option(
+                      help="Why (shown in Expired & Revoked and the audit log).")] = "",
                   as_json: JsonOption = False) -> None:
     """Revoke a token: it stops working immediately. Irreversible. Answers once every
     running node refuses it (or says which node has not confirmed, and by when it stops)."""
@@ -590,9 +695,11 @@ def tokens_revoke(ref: TokenRef, account: OptionalAccount = None,
 def tokens_rotate(
     ref: TokenRef,
     account: OptionalAccount = None,
-    grace: Annotated[int, typer.Option(help="Seconds the old secret keeps working (0-604800).")]
-    = 0,
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the new token.")]
+    grace: Annotated[int, typer.Option(
+        help="Seconds the old secret keeps working (0-604800); the console's default too.")]
+    = DEFAULT_GRACE_SECONDS,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
+            help="Print only the new token.")]
     = False,
     as_json: JsonOption = False,
 ) -> None:

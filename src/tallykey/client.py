@@ -232,9 +232,13 @@ class _Target:
 
 
 def region_map() -> dict[str, str]:
-    """This machine's `TALLYKEY_REGIONS`, the same mapping the server uses."""
+    """This machine's `TALLYKEY_REGIONS`, the same mapping the server uses, plus the URL a
+    local `tallykey demo` registered in this machine's data dir (for regions not named)."""
+    from tallykey.demo.local import registered_regions
+
     try:
-        return dict(Settings().region_urls)
+        settings = Settings()
+        return {**registered_regions(settings.data_dir), **settings.region_urls}
     except ValueError as error:
         raise ClientMisconfigured(f"The TALLYKEY_* settings cannot be read: {error}",
                                   "Write TALLYKEY_REGIONS as eu1=https://…,us1=https://….",

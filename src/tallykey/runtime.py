@@ -13,6 +13,7 @@ from tallykey.auth.sessions import SessionStore
 from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
+from tallykey.demo.local import kek_path as demo_kek_path
 from tallykey.errors import TallykeyError
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import NodePresence, Propagation, settle
@@ -88,10 +89,13 @@ class Runtime:
                 Account.retrievable_application_tokens.is_(True)))
             wrapped = session.scalar(select(func.count()).select_from(AccountKey))
         if needing or wrapped:
+            demo_key = demo_kek_path(self.settings.data_dir)
             raise KeyConfigError(
                 f"{needing} account(s) keep application tokens retrievable, but no "
                 "key-encryption key is configured.",
-                "Set TALLYKEY_KEK or TALLYKEY_KEK_FILE to the key in use.")
+                "Set TALLYKEY_KEK or TALLYKEY_KEK_FILE to the key in use"
+                + (f" (the demo's is TALLYKEY_KEK_FILE={demo_key.resolve()})."
+                   if demo_key.exists() else "."))
 
     def check_writable(self) -> None:
         """Refuse to start on a store that cannot take writes (full disk, read-only data

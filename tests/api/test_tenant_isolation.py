@@ -46,7 +46,7 @@ CSRF_FIELD = re.compile(r'name="csrf_token" value="([^"]+)"')
 #: forms before any session, static files, the unauthenticated verify endpoint).
 PUBLIC = {
     ("GET", "/openapi.json"), ("GET", "/docs"), ("GET", "/docs/oauth2-redirect"),
-    ("GET", "/redoc"), ("GET", "/healthz"), ("POST", "/api/v1/verify"),
+    ("MOUNT", "/docs/assets"), ("GET", "/healthz"), ("POST", "/api/v1/verify"),
     ("GET", "/console/login"), ("POST", "/console/login"), ("GET", "/console/"),
     ("GET", "/console/setup/{key}"), ("POST", "/console/setup/{key}"),
     ("MOUNT", "/console/static"), ("GET", "/auth/request"),
@@ -173,7 +173,18 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("POST", "/console/account"): [({}, {"max_validity_days": "180",
                                              "reminder_days": "7, 2", "ip_allowlist": ""})],
         ("GET", "/console/outbox"): [({}, None)],
+        ("GET", "/console/outbox/message"): [({"id": m}, None) for m in _a_messages(t)],
     }
+
+
+def _a_messages(t: Tenants) -> list[str]:
+    from tallykey.notify.models import OutboxMessage
+
+    with t.world.rt.database.reading() as session:
+        ids = list(session.scalars(select(OutboxMessage.id).where(
+            OutboxMessage.account_id == t.world.acme_id)))
+    assert ids, "account A has outbox messages to try"
+    return ids[:2]
 
 
 #: Bodies for the routes with an id: enough to pass validation, so that only the
@@ -191,6 +202,9 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/console/tokens/{token_id}"): {"name": "taken over", "description": "",
                                              "ip_allowlist": "", "target": ""},
     ("POST", "/console/tokens/{token_id}/rotate"): {"grace": "0"},
+    ("GET", "/console/tokens/{token_id}/once"): None,
+    ("POST", "/console/tokens/{token_id}/end-grace"): {},
+    ("POST", "/api/v1/tokens/{token_id}/end-grace"): None,
     ("POST", "/console/tokens/{token_id}/secret"): {},
     ("GET", "/console/tokens/{token_id}/revoke"): None,
     ("POST", "/console/tokens/{token_id}/revoke"): {"reason": "taken over"},

@@ -23,6 +23,8 @@ def b64(text: str) -> str:
 @pytest.mark.parametrize("header", [
     f"Bearer {TOKEN}", f"bearer {TOKEN}", f"BEARER {TOKEN}", f"Basic {TOKEN}",
     f"Basic {b64(PARSED.prefix + ':' + PARSED.password)}", f"basic {b64(TOKEN)}",
+    f"Basic {b64(TOKEN + ':')}",  # curl -u tlk_…:  (Stripe's habit)
+    f"Basic {b64(':' + TOKEN)}",  # curl -u :tlk_…
 ])
 def test_accepted_forms_yield_the_token(header: str) -> None:
     assert extract_token(header) == TOKEN
@@ -50,6 +52,7 @@ def test_absent_header_is_missing_credentials(header: str | None) -> None:
     ("Basic ###", "neither a tallykey token nor valid base64"),
     (f"Basic {b64('plain')}", "no ':'"),
     (f"Basic {b64('user:')}", "empty username or password"),
+    (f"Basic {b64(':')}", "empty username or password"),
     (f"Basic {b64('someone:secret')}", "not a tallykey token username"),
     ("Bearer " + "a" * 5000, "far shorter"),
 ])
@@ -67,3 +70,16 @@ def test_any_header_value_gives_a_token_or_our_own_error(value: str) -> None:
         extract_token(value)
     except AuthenticationError as error:
         assert error.status in (400, 401)
+
+
+def test_a_token_in_another_header_is_named_with_the_form_to_use() -> None:
+    from tallykey.auth.header import missing_header, token_headers_present
+
+    found = token_headers_present(["host", "x-api-key", "user-agent"])
+    assert found == ["X-API-Key"]
+    error = missing_header(found)
+    assert error.status == 401 and error.code == ""
+    assert "X-API-Key" in error.message and "reads only the Authorization header" in \
+        error.message
+    assert error.hint.endswith("Authorization: Bearer <token>")
+    assert missing_header([]).message == "The Authorization header is missing."

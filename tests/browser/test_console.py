@@ -122,7 +122,7 @@ def test_tokens_of_each_kind_are_copied_from_the_show_once_page_and_work(
     site.screenshot(page, "show-once-application")
     application = copied(page, "secret")
     username, password = copied(page, "basic-username"), copied(page, "basic-password")
-    assert "/core/v3/info" in page.locator("#curl-example").inner_text()
+    assert "/core/v3/info" in page.locator("#curl-example").input_value()
     assert info(site, headers=bearer(application)).status_code == 200
     answer = info(site, auth=(username, password))
     assert answer.status_code == 200, answer.text

@@ -23,10 +23,14 @@ SECRET = re.compile(r'id="secret" class="secret" type="text" readonly value="([^
 
 
 def create(client: TestClient, csrf: str, **fields: object) -> object:
+    """Post the create form; a success is followed to the one-time view it redirects to."""
     data: dict[str, object] = {"csrf_token": csrf, "name": "console token", "expiry": "30",
                                "kind": "personal"}
     data.update(fields)
-    return client.post("/console/tokens/new", data=data)
+    answer = client.post("/console/tokens/new", data=data)
+    if answer.status_code == 303 and "/once?view=" in answer.headers["location"]:
+        return client.get(answer.headers["location"])
+    return answer
 
 
 def test_pages_need_a_session_and_send_the_login_page_back_to_them(
@@ -120,7 +124,7 @@ def test_create_shows_the_secret_once_never_cached_and_never_in_a_url(
     client, csrf = admin
     made = create(client, csrf, kind="application", scopes=["employees:read"], expiry="365",
                   target="Excel", ip_allowlist="203.0.113.0/24\n2001:db8::/32")
-    assert made.status_code == 201
+    assert made.status_code == 200
     assert "no-store" in made.headers["cache-control"]
     secret = SECRET.search(made.text).group(1)  # type: ignore[union-attr]
     assert secret.startswith("tlk_eu1_")
@@ -163,7 +167,7 @@ def test_members_see_only_their_own_tokens_and_no_admin_pages(
     made = create(admin_client, admin_csrf, name="Admins only")
     admin_token = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
     mine = create(member_client, member_csrf, name="Member token", scopes=["employees:read"])
-    assert mine.status_code == 201
+    assert mine.status_code == 200
     listing = member_client.get("/console/tokens?status=all")
     assert "Member token" in listing.text and "Admins only" not in listing.text
     assert member_client.get(f"/console/tokens/{admin_token}").status_code == 404
@@ -198,6 +202,8 @@ def test_edit_rotate_revoke_and_the_expired_and_revoked_section(
     assert "cannot be extended" in detail.text
     rotated = client.post(f"/console/tokens/{token_id}/rotate",
                           data={"csrf_token": csrf, "grace_days": "2"})
+    assert rotated.status_code == 303
+    rotated = client.get(rotated.headers["location"])
     assert rotated.status_code == 200 and SECRET.search(rotated.text)
     too_long = client.post(f"/console/tokens/{token_id}/rotate",
                            data={"csrf_token": csrf, "grace_days": "8"})
@@ -300,3 +306,222 @@ def test_usage_chart_and_outbox_page(admin: tuple[TestClient, str], world: World
     assert "<svg" in detail.text and "198.51.100.1" in detail.text
     outbox = client.get("/console/outbox")
     assert outbox.status_code == 200 and "Outbox" in outbox.text
+
+
+def _tokens_named(world: World, name: str) -> list[object]:
+    from tallykey.tokens.service import TokenQuery
+
+    page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())  # type: ignore[arg-type]
+    return [t for t in page.items if t.name == name]
+
+
+def _outbox_count(world: World) -> int:
+    from sqlalchemy import func, select
+
+    from tallykey.notify.models import OutboxMessage
+
+    with world.rt.database.reading() as session:
+        return int(session.scalar(select(func.count()).select_from(OutboxMessage)) or 0)
+
+
+def test_create_redirects_to_a_one_time_view_and_a_repost_creates_nothing(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    form = client.get("/console/tokens/new").text
+    key = re.search(r'name="issue_key" value="([^"]+)"', form)
+    assert key, "the create form carries an idempotency key"
+    data = {"csrf_token": csrf, "issue_key": key.group(1), "name": "Twice clicked",
+            "expiry": "30", "kind": "personal"}
+    first = client.post("/console/tokens/new", data=data)
+    assert first.status_code == 303 and "/once?view=" in first.headers["location"]
+    assert "tlk_" not in first.headers["location"]
+    mails = _outbox_count(world)
+    again = client.post("/console/tokens/new", data=data)  # double click / re-post
+    assert again.status_code == 303 and again.headers["location"] == first.headers["location"]
+    assert len(_tokens_named(world, "Twice clicked")) == 1
+    assert _outbox_count(world) == mails, "no second mail to the admins"
+
+    shown = client.get(first.headers["location"])
+    assert shown.status_code == 200 and "no-store" in shown.headers["cache-control"]
+    secret = SECRET.search(shown.text).group(1)  # type: ignore[union-attr]
+    assert "Done — go to the token’s page" in shown.text
+    assert f"Bearer {secret}" in shown.text and 'data-copy="curl-example"' in shown.text
+    reloaded = client.get(first.headers["location"])
+    assert reloaded.status_code == 410 and secret not in reloaded.text
+    assert "shown only once" in reloaded.text and "rotate the token" in reloaded.text
+    third = client.post("/console/tokens/new", data=data)  # re-post after it was shown
+    assert third.headers["location"] == first.headers["location"]
+    assert len(_tokens_named(world, "Twice clicked")) == 1
+
+    changed = client.post("/console/tokens/new", data={**data, "name": "Another one"})
+    assert changed.status_code == 409
+    assert "already used to create a token" in changed.text
+    assert 'value="Another one"' in changed.text
+    assert _tokens_named(world, "Another one") == []
+
+
+def test_the_one_time_view_belongs_to_its_session(
+        admin: tuple[TestClient, str], world: World, new_client: Browser) -> None:
+    client, csrf = admin
+    first = client.post("/console/tokens/new", data={
+        "csrf_token": csrf, "issue_key": "k1", "name": "Mine", "expiry": "30"})
+    other = new_client()
+    sign_in(other, "admin@acme.test", "correct horse battery")  # same user, other session
+    peek = other.get(first.headers["location"])
+    assert peek.status_code == 410 and not SECRET.search(peek.text)
+    shown = client.get(first.headers["location"])  # the peek did not use it up
+    assert shown.status_code == 200 and SECRET.search(shown.text)
+    assert client.get(first.headers["location"]).status_code == 410
+
+
+def test_a_failed_create_keeps_the_key_usable_and_rotate_reposts_rotate_once(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    data = {"csrf_token": csrf, "issue_key": "form-1", "name": "  ", "expiry": "30"}
+    refused = client.post("/console/tokens/new", data=data)
+    assert refused.status_code == 422 and 'value="form-1"' in refused.text
+    made = client.post("/console/tokens/new", data={**data, "name": "Fixed"})
+    assert made.status_code == 303
+    token_id = made.headers["location"].split("/")[3]
+    detail = client.get(f"/console/tokens/{token_id}").text
+    rotate_key = re.search(r'name="issue_key" value="([^"]+)"', detail).group(1)  # type: ignore[union-attr]
+    rotate = {"csrf_token": csrf, "issue_key": rotate_key, "grace_days": "1"}
+    first = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
+    second = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
+    assert first.status_code == second.status_code == 303
+    assert first.headers["location"] == second.headers["location"]
+    with world.rt.database.reading() as session:
+        from sqlalchemy import select
+
+        from tallykey.tokens.models import TokenSecret
+
+        generations = session.scalars(select(TokenSecret.generation).where(
+            TokenSecret.token_id == token_id)).all()
+    assert sorted(generations) == [1, 2]
+
+
+def test_the_grace_end_is_shown_after_a_rotation_and_can_be_ended_now(
+        admin: tuple[TestClient, str], world: World) -> None:
+    from tallykey.auth.verifier import Verifier
+
+    client, csrf = admin
+    made = create(client, csrf, name="Graced")
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    old = SECRET.search(made.text).group(1)  # type: ignore[union-attr]
+    assert 'id="grace-end"' not in client.get(f"/console/tokens/{token_id}").text
+    rotated = client.post(f"/console/tokens/{token_id}/rotate",
+                          data={"csrf_token": csrf, "grace_days": "2"})
+    shown = client.get(rotated.headers["location"])
+    assert "The previous secret keeps working until 2030-01-03 12:00 UTC (in 2 days)" \
+        in re.sub(r"<[^>]+>", "", shown.text)
+    detail = client.get(f"/console/tokens/{token_id}").text
+    assert "still works until" in detail and "2030-01-03 12:00 UTC" in detail
+    assert "End grace now" in detail
+    verifier = Verifier(settings=world.rt.settings, clock=world.rt.clock, background=False)
+    try:
+        assert verifier.verify(f"Bearer {old}", "127.0.0.1").allowed
+        ended = client.post(f"/console/tokens/{token_id}/end-grace", data={"csrf_token": csrf})
+        assert ended.status_code == 303
+        page = client.get(ended.headers["location"]).text
+        assert "The previous secret stopped working" in page and 'id="grace-end"' not in page
+        refused = Verifier(settings=world.rt.settings, clock=world.rt.clock,
+                           background=False)
+        try:
+            assert not refused.verify(f"Bearer {old}", "127.0.0.1").allowed
+        finally:
+            refused.close()
+    finally:
+        verifier.close()
+    again = client.post(f"/console/tokens/{token_id}/end-grace", data={"csrf_token": csrf})
+    assert again.status_code == 409 and "No previous secret" in again.text
+    assert "previous secret expires at" in client.get(f"/console/tokens/{token_id}").text
+
+
+def test_the_create_form_reports_every_field_in_a_persons_words(
+        admin: tuple[TestClient, str], world: World) -> None:
+    client, csrf = admin
+    refused = create(client, csrf, name=" ", ip_allowlist="10.0.0.1/8\nnot-an-ip\n::1/128",
+                     expiry="date", expires_on="2099-01-01", target="NoSuchTool",
+                     scopes=["employees:read", "made:up"])
+    assert refused.status_code == 422
+    page = refused.text
+    assert "5 things need fixing" in page
+    assert "The name is required" in page
+    assert "Line 1: &#39;10.0.0.1/8&#39; has host bits set" in page
+    assert "Did you mean 10.0.0.0/8?" in page
+    assert "Line 2: &#39;not-an-ip&#39; is not an IP address or an address block" in page
+    assert "does not appear to be" not in page  # no Python internals
+    assert "beyond this account&#39;s maximum validity" in page
+    assert "Unknown target software" in page and "Unknown scope(s): made:up" in page
+    for field in ("name", "ip_allowlist", "expires_at", "target", "scopes"):
+        assert f'id="{field}-error"' in page, field
+    assert _tokens_named(world, " ") == [] and _outbox_count(world) == 0
+
+
+def test_an_outbox_message_opens_with_its_text(admin: tuple[TestClient, str],
+                                               world: World, new_client: Browser) -> None:
+    client, csrf = admin
+    create(client, csrf, name="Mailed")
+    listing = client.get("/console/outbox").text
+    link = re.search(r'href="(/console/outbox/message\?id=[0-9a-f-]{36})"', listing)
+    assert link, listing
+    message = client.get(link.group(1).replace("&amp;", "&"))
+    assert message.status_code == 200
+    assert "If you do not recognise this, revoke it" in message.text
+    assert "admin@acme.test" in message.text
+    assert client.get("/console/outbox/message?id=nope").status_code == 404
+    policies = client.get("/console/account").text
+    assert '<fieldset class="stack">' in policies and 'rows="5"' in policies
+
+
+def test_history_and_audit_details_read_for_people(admin: tuple[TestClient, str],
+                                                   world: World) -> None:
+    client, csrf = admin
+    made = create(client, csrf, name="Readable", scopes=["employees:read"])
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    client.post(f"/console/tokens/{token_id}", data={
+        "csrf_token": csrf, "name": "Readable 2", "description": "",
+        "ip_allowlist": "10.0.0.0/8", "target": ""})
+    history = client.get(f"/console/tokens/{token_id}").text.split("<h2>History</h2>")[1]
+    assert "Readable → Readable 2" in history and "none → 10.0.0.0/8" in history
+    assert "[&#39;" not in history and "None" not in history
+    audit = client.get("/console/audit").text
+    login = re.search(r"<td>user\.login</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", audit)
+    assert login and login.group(2) == "admin@acme.test", audit[-3000:]
+    assert "user " + world.admin.id not in audit
+
+
+def test_token_list_has_scopes_a_revoke_per_row_and_cards_markup(
+        admin: tuple[TestClient, str]) -> None:
+    client, csrf = admin
+    made = create(client, csrf, name="Listed", scopes=["employees:read"])
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    listing = client.get("/console/tokens").text
+    assert '<th scope="col">Scopes</th>' in listing
+    assert '<td data-label="Scopes" class="scopes"><code>employees:read</code>' in listing
+    assert f'href="/console/tokens/{token_id}/revoke" aria-label="Revoke Listed"' in listing
+    assert 'class="cards"' in listing and 'data-label="Expires"' in listing
+    assert ">in 30 days<" in listing  # a new 30-day token, not "in 29 days"
+
+
+def test_usage_chart_per_hour_and_an_honest_empty_state(admin: tuple[TestClient, str],
+                                                        world: World) -> None:
+    from tallykey.auth.usage import UsageRecorder
+
+    client, csrf = admin
+    made = create(client, csrf, name="Charted", kind="application", scopes=["employees:read"])
+    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    empty = client.get(f"/console/tokens/{token_id}").text
+    assert "No requests in the last 30 days" in empty
+    assert empty.count('fill="#555">0</text>') == 1  # one zero, not two
+    assert "Show username and password" not in empty  # nothing retrievable is kept
+    recorder = UsageRecorder(world.rt.database)
+    recorder.record(token_id, world.rt.clock.now().timestamp(), "198.51.100.1", "curl",
+                    "allowed")
+    recorder.flush()
+    hourly = client.get(f"/console/tokens/{token_id}?usage=hourly").text
+    assert "Requests per hour" in hourly and "over the last 48 hours" in hourly
+    assert "1 allowed and 0 denied" in hourly and "12:00" in hourly
+    assert 'text-anchor="end" font-size="10" fill="#555">12:00</text>' in hourly
+    daily = client.get(f"/console/tokens/{token_id}").text
+    assert "Requests per day" in daily and 'href="?usage=hourly"' in daily

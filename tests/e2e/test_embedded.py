@@ -55,7 +55,9 @@ def test_the_middleware_and_the_dependency_protect_the_app(store: Server, exampl
     assert missing.status_code == 401 and missing.headers["www-authenticate"]
     assert httpx.get(example + "/reports", headers=member).status_code == 200
     export = httpx.post(example + "/reports/export", headers=member)
-    assert export.status_code == 403 and export.json()["detail"]["scope"] == "employees:write"
+    assert export.status_code == 403 and export.json()["scope"] == "employees:write"
+    assert export.json()["error"] == "insufficient_scope" and "detail" not in export.json()
+    assert 'error="insufficient_scope"' in export.headers["www-authenticate"]
     assert httpx.post(example + "/reports/export", headers=admin).status_code == 200
 
 

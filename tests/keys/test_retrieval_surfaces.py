@@ -11,6 +11,7 @@ from starlette.testclient import TestClient
 from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
 from tallykey.runtime import Runtime
+from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World
@@ -74,3 +75,24 @@ def test_a_cross_site_link_cannot_retrieve_a_secret(kworld: World,  # noqa: F811
     assert retrievals == []
     shown = client.post(url, headers={"X-CSRF-Token": csrf})
     assert shown.status_code == 200 and shown.json()["password"] == issued.secret.password
+
+
+def test_the_cli_without_the_key_says_the_key_is_missing_not_to_rotate(
+        kworld: World, settings: Settings, monkeypatch: pytest.MonkeyPatch) -> None:  # noqa: F811
+    from typer.testing import CliRunner
+
+    from tallykey.cli import app
+
+    issued = app_token(kworld)
+    monkeypatch.delenv("TALLYKEY_KEK", raising=False)
+    monkeypatch.delenv("TALLYKEY_KEK_FILE", raising=False)
+    monkeypatch.setenv("TALLYKEY_DATABASE_URL", settings.resolved_database_url)
+    result = CliRunner().invoke(app, ["tokens", "secret", issued.token.prefix])
+    assert result.exit_code != 0
+    assert "no key-encryption key is configured" in result.stderr
+    assert "TALLYKEY_KEK" in result.stderr and "Do not rotate" in result.stderr
+    assert "was not kept" not in result.stderr and "Traceback" not in result.output
+    assert len(result.stderr.strip().splitlines()) <= 3
+    monkeypatch.setenv("TALLYKEY_KEK", kworld.rt.settings.kek or "")
+    shown = CliRunner().invoke(app, ["tokens", "secret", issued.token.prefix, "--json"])
+    assert shown.exit_code == 0, shown.output

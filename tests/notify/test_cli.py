@@ -83,3 +83,17 @@ def test_worker_refuses_a_malformed_smtp_url(cli: CliRunner,
 def test_outbox_list_checks_the_status(cli: CliRunner) -> None:
     result = cli.invoke(app, ["outbox", "list", "--status", "lost"])
     assert result.exit_code == 1 and "Unknown outbox status" in result.stderr
+
+
+def test_outbox_show_takes_the_id_as_listed_even_shortened(cli: CliRunner) -> None:
+    listed = cli.invoke(app, ["outbox", "list"])  # a pipe: full values, tab-separated
+    header, row = listed.stdout.splitlines()[:2]
+    assert header.split("\t")[-1] == "id"
+    message_id = row.split("\t")[-1]
+    assert len(message_id) == 36
+    for ref in (message_id, message_id[:8], message_id[:8] + "…"):
+        shown = cli.invoke(app, ["outbox", "show", ref])
+        assert shown.exit_code == 0, shown.output
+        assert "token.created" in shown.stdout
+    too_short = cli.invoke(app, ["outbox", "show", message_id[:3]])
+    assert too_short.exit_code == 3 and "No outbox message" in too_short.stderr

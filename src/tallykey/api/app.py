@@ -19,7 +19,7 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallykey import console
-from tallykey.api import leaks, management, verify
+from tallykey.api import docs, leaks, management, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
@@ -68,6 +68,8 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
         version="0.1.0",
         description="Named, expiring API tokens: management, verification, demo platform.",
         lifespan=lifespan,
+        docs_url=None,  # served below from the package's own Swagger UI files (no CDN)
+        redoc_url=None,
     )
     api.state.runtime = runtime
     api.state.verifier = verifier
@@ -78,6 +80,7 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(platform.router)
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
+    docs.install(api)
 
     @api.get("/metrics", include_in_schema=False)
     def prometheus_metrics(request: Request) -> Response:

@@ -12,9 +12,11 @@ from tallykey.accounts.actor import Actor
 from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
 from tallykey.api.responses import VerdictRefused
 from tallykey.auth.client_ip import scope_client_ip, served_over_https
+from tallykey.auth.header import missing_header
 from tallykey.auth.limiter import FailureLimiter
-from tallykey.auth.middleware import TOKEN_ID_STATE, token_in_url
+from tallykey.auth.middleware import TOKEN_ID_STATE, misplaced_token_headers, token_in_url
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
+from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import PermissionDenied, Unauthenticated
 from tallykey.runtime import Runtime
@@ -77,6 +79,9 @@ async def management_actor(request: Request) -> Actor:
                                    reason="csrf")
         user = session.user
         return Actor(user.account_id, user.id, user.role, user.email, ip, "console")
+    elsewhere = misplaced_token_headers(request.scope) if authorization is None else []
+    if elsewhere:
+        raise VerdictRefused(Verdict.refused(missing_header(elsewhere)))
     verdict = await verifier_of(request).averify(
         authorization, ip, (MANAGE_SCOPE,), request.headers.get("user-agent"))
     if verdict.token_id is not None:

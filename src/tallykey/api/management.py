@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, date, datetime, time
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import APIRouter, Query, Request, Response
+from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
+from starlette.responses import JSONResponse
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
@@ -40,10 +42,11 @@ from tallykey.audit.models import AuditEvent
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
     PermissionDenied,
-    ValidationFailed,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.runtime import Runtime
+from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
+from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 
@@ -76,17 +79,57 @@ def _workspace_ref(runtime: Runtime, actor: Actor, ref: str | None) -> str | Non
 # --- tokens ---------------------------------------------------------------------------
 
 
+IdempotencyKey = Annotated[str | None, Header(
+    alias="Idempotency-Key", max_length=255,
+    description="Any unique value (e.g. a UUID). A repeat of the same request with the same "
+    "key, by the same user, within 24 hours, gets the first answer again (with "
+    "`Idempotent-Replayed: true`) instead of issuing another secret; the same key with a "
+    "different request is refused (422).")]
+
+
+def _idempotent(request: Request, runtime: Runtime, actor: Actor, key: str | None,
+                operation: str, body: Any, status_code: int,
+                issue: Callable[[], IssuedTokenView]) -> IssuedTokenView | JSONResponse:
+    """Run `issue` once per Idempotency-Key (scoped to the account and the user); the
+    stored answer is sealed under the caller's own credential (see tokens/idempotency)."""
+    if key is None:
+        return issue()
+    credential = request.headers.get("authorization") or request.cookies.get(
+        SESSION_COOKIE) or ""
+    store = IdempotencyStore(runtime.database, runtime.clock)
+    started = store.begin(actor.account_id, f"user:{actor.user_id}", key, operation,
+                          fingerprint(operation, body), credential)
+    if isinstance(started, Replay):
+        return JSONResponse(started.answer or {}, status_code=started.status_code,
+                            headers={"Idempotent-Replayed": "true",
+                                     "Cache-Control": "no-store"})
+    try:
+        view = issue()
+    except BaseException:
+        store.abandon(started)
+        raise
+    store.finish(started, credential, status_code, view.id, view.model_dump(mode="json"))
+    return view
+
+
 @router.post("/tokens", status_code=201, response_model=IssuedTokenView, tags=["tokens"])
-def create_token(body: TokenCreate, actor: ManagementActor, runtime: RuntimeDep
-                 ) -> IssuedTokenView:
-    """Create a token. The answer carries the full token: it is shown this once only."""
-    draft = TokenDraft(
-        name=body.name, description=body.description, kind=body.kind,
-        workspace=body.workspace, scopes=body.scopes, ip_allowlist=body.ip_allowlist,
-        target=body.target, expires_in_days=body.expires_in_days,
-        expires_at=parse_moment(body.expires_at, "expires_at") if body.expires_at else None)
-    issued = runtime.tokens.issue(actor, draft)
-    return IssuedTokenView.of_issued(issued, runtime.clock.now())
+def create_token(body: TokenCreate, actor: ManagementActor, runtime: RuntimeDep,
+                 request: Request, idempotency_key: IdempotencyKey = None
+                 ) -> IssuedTokenView | JSONResponse:
+    """Create a token. The answer carries the full token: it is shown this once only.
+    Send `Idempotency-Key` to make a retry safe: it never creates a second token."""
+    def issue() -> IssuedTokenView:
+        draft = TokenDraft(
+            name=body.name, description=body.description, kind=body.kind,
+            workspace=body.workspace, scopes=body.scopes, ip_allowlist=body.ip_allowlist,
+            target=body.target, expires_in_days=body.expires_in_days,
+            expires_at=parse_moment(body.expires_at, "expires_at") if body.expires_at
+            else None)
+        return IssuedTokenView.of_issued(runtime.tokens.issue(actor, draft),
+                                         runtime.clock.now())
+
+    return _idempotent(request, runtime, actor, idempotency_key, "POST /api/v1/tokens",
+                       body.model_dump(), 201, issue)
 
 
 @router.get("/tokens", response_model=TokenList, tags=["tokens"])
@@ -138,12 +181,12 @@ def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
     """Edit name, description, IP allow-list, target or scopes. Expiry can only be moved
     earlier: extending it is refused."""
     expires_at = None
-    if body.expires_at is not None:
+    if body.expires_at is not None:  # read as on create: a date, or a date-time (UTC if bare)
         moment = parse_moment(body.expires_at, "expires_at")
         if not isinstance(moment, datetime):
-            raise ValidationFailed("expires_at must be a date-time with offset when editing.",
-                                   field="expires_at")
-        expires_at = moment
+            expires_at = end_of_day(moment)
+        else:
+            expires_at = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     token = runtime.tokens.update(actor, token_id, TokenChanges(
         name=body.name, description=body.description, ip_allowlist=body.ip_allowlist,
         target=body.target, scopes=body.scopes, expires_at=expires_at))
@@ -176,11 +219,30 @@ def _revoke(runtime: Runtime, actor: Actor, token_id: str, reason: str,
 
 @router.post("/tokens/{token_id}/rotate", response_model=IssuedTokenView, tags=["tokens"])
 def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
-                 response: Response, body: RotateRequest | None = None) -> IssuedTokenView:
-    """A new secret for the same token; the old one works for `grace_seconds` (0-604800)."""
-    issued = runtime.tokens.rotate(actor, token_id, body.grace_seconds if body else 0)
-    settle(runtime, issued.token.id, response)
-    return IssuedTokenView.of_issued(issued, runtime.clock.now())
+                 request: Request, response: Response, body: RotateRequest | None = None,
+                 idempotency_key: IdempotencyKey = None) -> IssuedTokenView | JSONResponse:
+    """A new secret for the same token; the old one works for `grace_seconds` (0-604800).
+    Send `Idempotency-Key` to make a retry safe: it never rotates twice."""
+    grace = body.grace_seconds if body else DEFAULT_GRACE_SECONDS
+
+    def issue() -> IssuedTokenView:
+        issued = runtime.tokens.rotate(actor, token_id, grace)
+        settle(runtime, issued.token.id, response)
+        return IssuedTokenView.of_issued(issued, runtime.clock.now())
+
+    return _idempotent(request, runtime, actor, idempotency_key,
+                       f"POST /api/v1/tokens/{token_id}/rotate", {"grace_seconds": grace},
+                       200, issue)
+
+
+@router.post("/tokens/{token_id}/end-grace", response_model=TokenView, tags=["tokens"])
+def end_grace(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+              response: Response) -> TokenView:
+    """Stop the previous secret now instead of at the end of the rotation's grace period
+    (the current secret keeps working). 409 when no previous secret is in grace."""
+    token = runtime.tokens.end_grace(actor, token_id)
+    settle(runtime, token.id, response)
+    return TokenView.of(token, runtime.clock.now())
 
 
 @router.post("/tokens/{token_id}/secret", response_model=SecretView, tags=["tokens"])

@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import logging
+import re
+from collections.abc import Mapping
 from typing import Any
+from xml.etree import ElementTree
 
 import fastapi.routing
 from fastapi import FastAPI, Request
@@ -58,6 +61,54 @@ class VerdictRefused(Exception):
         self.verdict = verdict
 
 
+#: The platform API answers in XML when asked (`Accept: application/xml`), errors too.
+PLATFORM_PREFIX = "/core/"
+
+
+def wants_xml(request: Request) -> bool:
+    accept = request.headers.get("accept", "")
+    return "application/xml" in accept and "application/json" not in accept
+
+
+def xml_element(tag: str, value: Any) -> ElementTree.Element:
+    """A JSON-like value as XML: objects become child elements, lists repeat a child
+    named after the singular of `tag` (or `item`), booleans are `true`/`false`."""
+    element = ElementTree.Element(tag)
+    if isinstance(value, Mapping):
+        for key, item in value.items():
+            element.append(xml_element(key, item))
+    elif isinstance(value, list | tuple):
+        child_tag = tag[:-1] if tag.endswith("s") else "item"
+        for item in value:
+            element.append(xml_element(child_tag, item))
+    elif value is not None:
+        element.text = _XML_INVALID.sub(
+            "\ufffd", str(value).lower() if isinstance(value, bool) else str(value))
+    return element
+
+
+#: Characters XML 1.0 cannot carry at all (control characters, lone surrogates): shown
+#: as U+FFFD, so stored text never makes a document no parser accepts.
+_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
+
+
+def xml_response(root: str, payload: Any, status: int,
+                 headers: Mapping[str, str] | None = None) -> Response:
+    body = ElementTree.tostring(xml_element(root, payload), encoding="utf-8",
+                                xml_declaration=True)
+    return Response(body, status_code=status, media_type="application/xml",
+                    headers=dict(headers or {}))
+
+
+def negotiated(request: Request, body: dict[str, Any], status: int,
+               headers: Mapping[str, str] | None = None) -> Response:
+    """An error body as JSON, or as XML (`<error>…</error>`) for a platform API request
+    that asked for XML."""
+    if request.url.path.startswith(PLATFORM_PREFIX) and wants_xml(request):
+        return xml_response("error", body, status, headers)
+    return JSONResponse(body, status_code=status, headers=dict(headers or {}))
+
+
 def verdict_response(verdict: Verdict) -> JSONResponse:
     return JSONResponse(verdict.body(), status_code=verdict.status, headers=verdict.headers())
 
@@ -87,31 +138,58 @@ def _allowed_methods(request: Request) -> str:
     return ", ".join(sorted(methods))
 
 
-def _describe(errors: list[Any]) -> tuple[str, list[dict[str, str]]]:
+def _not_json(item: Any, body: Any) -> dict[str, str]:
+    """A JSON syntax error, located as a person would look for it (line and column)."""
+    position = item.get("loc", ("body", 0))[-1]
+    reason = str((item.get("ctx") or {}).get("error", "malformed"))
+    where = f"at character {position}"
+    if isinstance(position, int) and isinstance(body, str | bytes):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        line = text.count("\n", 0, position) + 1
+        column = position - (text.rfind("\n", 0, position) + 1) + 1
+        where = f"at line {line}, column {column} (character {position})"
+    return {"field": "body",
+            "message": f"The request body is not valid JSON: {reason.lower()} {where}."}
+
+
+def _describe(errors: list[Any], body: Any = None) -> tuple[str, list[dict[str, str]]]:
     described = []
     for item in errors:
+        if item.get("type") == "json_invalid":
+            described.append(_not_json(item, body))
+            continue
         location = ".".join(str(part) for part in item.get("loc", ()) if part != "body")
         described.append({"field": location or "body",
                           "message": mask_secrets(str(item.get("msg", "")))})
     first = described[0] if described else {"field": "body", "message": "invalid"}
+    if first["field"] == "body" and first["message"].startswith("The request body"):
+        return first["message"], described
     return f"{first['field']}: {first['message']}", described
+
+
+def _verdict(request: Request, verdict: Verdict) -> Response:
+    return negotiated(request, verdict.body(), verdict.status, verdict.headers())
 
 
 def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(TallykeyError)
-    async def _product_error(_: Request, error: TallykeyError) -> Response:
-        return error_response(error)
+    async def _product_error(request: Request, error: TallykeyError) -> Response:
+        if isinstance(error, AuthenticationError):
+            return _verdict(request, Verdict.refused(error))
+        return negotiated(request, error.as_dict(), error.status)
 
     @app.exception_handler(VerdictRefused)
-    async def _refused(_: Request, error: VerdictRefused) -> Response:
-        return verdict_response(error.verdict)
+    async def _refused(request: Request, error: VerdictRefused) -> Response:
+        return _verdict(request, error.verdict)
 
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, error: RequestValidationError) -> Response:
-        message, details = _describe(list(error.errors()))
-        return JSONResponse({"error": "validation_failed", "message": message,
-                             "hint": "Fix the field named and send the request again.",
-                             "errors": details}, status_code=422)
+    async def _invalid(request: Request, error: RequestValidationError) -> Response:
+        message, details = _describe(list(error.errors()), error.body)
+        not_json = any(e.get("type") == "json_invalid" for e in error.errors())
+        hint = ("Send a well-formed JSON body with Content-Type: application/json."
+                if not_json else "Fix the field named and send the request again.")
+        return negotiated(request, {"error": "validation_failed", "message": message,
+                                    "hint": hint, "errors": details}, 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> Response:
@@ -125,7 +203,7 @@ def install_error_handlers(app: FastAPI) -> None:
             body["hint"] = "Send a well-formed JSON body with Content-Type: application/json."
         elif error.status_code == 413:
             body["hint"] = "Send a smaller body."
-        return JSONResponse(body, status_code=error.status_code, headers=headers)
+        return negotiated(request, body, error.status_code, headers)
 
     @app.exception_handler(Exception)
     async def _unexpected(_: Request, error: Exception) -> Response:

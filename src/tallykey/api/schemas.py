@@ -11,6 +11,7 @@ from tallykey.accounts.models import Account, User
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import ValidationFailed
 from tallykey.feed.nodes import Propagation
+from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
 from tallykey.tokens.schemas import Timestamp, TokenView
 
 
@@ -55,7 +56,9 @@ class TokenUpdate(Strict):
 
 
 class RotateRequest(Strict):
-    grace_seconds: int = 0
+    grace_seconds: int = Field(
+        default=DEFAULT_GRACE_SECONDS, description="0 to 604800; default one day (86400), "
+        "as in the console and the CLI")
 
 
 class RevokeRequest(Strict):

@@ -4,6 +4,8 @@ malformed form (RFC 6750 `invalid_request`, status 400) and a 401 challenge when
 Accepted forms:
     Bearer <token>
     Basic base64(<username>:<password>)   (application tokens: username + password = token)
+    Basic base64(<token>:)                (`curl -u tlk_…:`: the token as username, Stripe's
+                                           habit; `:<token>` works too)
     Basic <token>                         (the raw token in the Basic scheme)
 Scheme names are case-insensitive (RFC 7235).
 """
@@ -56,6 +58,30 @@ def extract_token(authorization: str | None) -> str:
     return _from_basic(credentials)
 
 
+#: Headers other APIs read a key from; tallykey reads only `Authorization`.
+OTHER_TOKEN_HEADERS = {name.lower(): name for name in (
+    "X-API-Key", "API-Key", "ApiKey", "X-Auth-Token", "X-Access-Token", "X-Token", "Token",
+    "Access-Token", "X-Tallykey-Token")}
+
+
+def missing_header(other_headers: list[str]) -> MissingCredentials:
+    """No Authorization header. When the token came in another header (`X-API-Key`…),
+    say so: tallykey reads only `Authorization`, and give its exact form."""
+    if other_headers:
+        return MissingCredentials(
+            f"The token was sent in the {other_headers[0]} header; tallykey reads only the "
+            "Authorization header.",
+            f"Send the same token as: {BEARER_FORM}")
+    return MissingCredentials("The Authorization header is missing.",
+                              f"Send the token on every request: {BEARER_FORM}")
+
+
+def token_headers_present(header_names: list[str]) -> list[str]:
+    """The usual spelling of each header that looks like a misplaced token header."""
+    return [OTHER_TOKEN_HEADERS[name.lower()] for name in header_names
+            if name.lower() in OTHER_TOKEN_HEADERS]
+
+
 def _without_space(authorization: str) -> str:
     lowered = authorization.lower()
     for scheme in ("Bearer", "Basic"):
@@ -83,6 +109,10 @@ def _from_basic(credentials: str) -> str:
             return decoded  # base64 of the bare token: accepted as well
         raise _malformed("The decoded Basic credentials have no ':' between username and "
                          "password.")
+    if username.startswith(PRODUCT_PREFIX) and not password:
+        return username  # `curl -u tlk_…:`: the whole token as the username
+    if password.startswith(PRODUCT_PREFIX) and not username:
+        return password  # `curl -u :tlk_…`: the whole token as the password
     if not username or not password:
         raise _malformed("The Basic credentials have an empty username or password.")
     if not username.startswith(PRODUCT_PREFIX):

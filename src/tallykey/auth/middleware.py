@@ -1,5 +1,5 @@
 """Protect any ASGI app with tallykey, in-process: `TallykeyMiddleware` (pure ASGI) and
-`TallykeyAuth` (a FastAPI dependency, per route).
+`TallykeyAuth` (a FastAPI dependency, per route). Both answer a refusal the same way.
 
     app = TallykeyMiddleware(app, verifier=Verifier(), required_scopes=["employees:read"])
 
@@ -15,9 +15,11 @@ from collections.abc import Iterable, Sequence
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tallykey.auth.client_ip import IpNetwork, scope_client_ip
+from tallykey.auth.header import missing_header, token_headers_present
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
@@ -54,6 +56,12 @@ def token_in_url(query_string: bytes) -> Verdict | None:
     return None
 
 
+def misplaced_token_headers(scope: Scope) -> list[str]:
+    """Headers such as `X-API-Key` that other APIs read a token from (looked for only when
+    the Authorization header is absent, so the hot path never pays for it)."""
+    return token_headers_present([name.decode("latin-1") for name, _ in scope["headers"]])
+
+
 async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
                        trusted: Sequence[IpNetwork]) -> Verdict:
     """Verify the request described by an ASGI scope."""
@@ -65,6 +73,10 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
         return Verdict.refused(MalformedHeader(
             "More than one Authorization header was sent.", "Send exactly one."))
     authorization = authorizations[0] if authorizations else None
+    if authorization is None:
+        elsewhere = misplaced_token_headers(scope)
+        if elsewhere:
+            return Verdict.refused(missing_header(elsewhere))
     verdict = verifier.verify_cached(authorization, ip, required_scopes, agent)
     if verdict is None:  # a hit needs no coroutine round trip
         verdict = await verifier.averify(authorization, ip, required_scopes, agent)
@@ -112,11 +124,36 @@ class TallykeyMiddleware:
         await self.app(scope, receive, send_with_expiry)
 
 
+class TallykeyRefused(Exception):
+    """A request refused by `TallykeyAuth`; answered with the same JSON body, status and
+    RFC 6750 challenge as `TallykeyMiddleware` (no FastAPI `{"detail": …}` wrapper)."""
+
+    def __init__(self, verdict: Verdict) -> None:
+        super().__init__(verdict.message)
+        self.verdict = verdict
+
+
+async def answer_refusal(_: Request, error: Exception) -> Response:
+    """The exception handler for `TallykeyRefused` (installed by `TallykeyAuth` itself)."""
+    assert isinstance(error, TallykeyRefused)
+    verdict = error.verdict
+    return JSONResponse(verdict.body(), status_code=verdict.status, headers=verdict.headers())
+
+
+def _install_handler(request: Request) -> None:
+    """Register `answer_refusal` with the app's exception middleware on first use, so an
+    app that only adds `Depends(TallykeyAuth(...))` gets the right answers with no setup.
+    Starlette keeps the handlers of a running app in the request scope."""
+    handlers = request.scope.get("starlette.exception_handlers")
+    if handlers and TallykeyRefused not in handlers[0]:
+        handlers[0][TallykeyRefused] = answer_refusal
+
+
 class TallykeyAuth:
     """FastAPI dependency: `verdict: Verdict = Depends(TallykeyAuth(verifier, ["x:read"]))`.
 
-    A refusal raises `TallykeyRefused` (an `HTTPException` whose detail is the JSON body
-    and whose headers carry the RFC 6750 challenge)."""
+    A refusal is answered exactly as `TallykeyMiddleware` answers it: the status, the
+    RFC 6750 challenge and the top-level JSON error body (`{"error", "message", …}`)."""
 
     def __init__(self, verifier: Verifier, required_scopes: Iterable[str] = (),
                  trusted_proxies: Sequence[IpNetwork] | None = None) -> None:
@@ -126,12 +163,10 @@ class TallykeyAuth:
                         if trusted_proxies is None else tuple(trusted_proxies))
 
     async def __call__(self, request: Request) -> Verdict:
-        from fastapi import HTTPException
-
         verdict = await verify_scope(self.verifier, request.scope, self.required_scopes,
                                      self.trusted)
         if not verdict.allowed:
-            raise HTTPException(verdict.status, detail=verdict.body(),
-                                headers=verdict.headers())
+            _install_handler(request)
+            raise TallykeyRefused(verdict)
         request.state.tallykey = verdict
         return verdict

@@ -17,6 +17,7 @@ RECENT = 100
 
 @dataclass(frozen=True)
 class OutboxRow:
+    id: str
     created_at: datetime
     channel: str
     event: str
@@ -46,7 +47,30 @@ def recent(runtime: Runtime, account_id: str) -> list[OutboxRow] | None:
     with runtime.database.reading() as session:
         rows = session.scalars(select(model).where(model.account_id == account_id)
                                .order_by(model.created_at.desc()).limit(RECENT))
-        return [OutboxRow(created_at=r.created_at, channel=r.channel, event=r.event,
+        return [OutboxRow(id=r.id, created_at=r.created_at, channel=r.channel, event=r.event,
                           recipient=r.recipient, subject=r.subject, status=r.status,
                           attempts=r.attempts, sent_at=r.sent_at, last_error=r.last_error)
                 for r in rows]
+
+
+@dataclass(frozen=True)
+class OutboxText:
+    row: OutboxRow
+    body: str
+
+
+def one(runtime: Runtime, account_id: str, message_id: str) -> OutboxText | None:
+    """One of the account's messages with its text (plain-text mail or webhook JSON), or
+    None when it is not this account's (or there is no outbox)."""
+    model = _model()
+    if model is None or not message_id:
+        return None
+    with runtime.database.reading() as session:
+        r = session.scalar(select(model).where(model.account_id == account_id,
+                                               model.id == message_id[:36]))
+        if r is None:
+            return None
+        return OutboxText(OutboxRow(id=r.id, created_at=r.created_at, channel=r.channel,
+                                    event=r.event, recipient=r.recipient, subject=r.subject,
+                                    status=r.status, attempts=r.attempts, sent_at=r.sent_at,
+                                    last_error=r.last_error), r.body)

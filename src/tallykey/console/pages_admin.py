@@ -49,9 +49,10 @@ def audit_page(request: Request, viewer: AdminDep, runtime: RuntimeDep, actor: s
         error = ""
     except ValidationFailed as failed:
         events, older, error = [], None, failed.message
+    users = runtime.accounts.list_users(viewer.actor)
     return render(request, "audit.html", status_code=422 if error else 200, events=events,
-                  older=older, flt=flt, error=error, params=flt.as_params(),
-                  users=runtime.accounts.list_users(viewer.actor),
+                  older=older, flt=flt, error=error, params=flt.as_params(), users=users,
+                  people={u.id: u.email for u in users},
                   actions=audit_query.actions(runtime.database, account_id))
 
 
@@ -214,3 +215,14 @@ def outbox_page(request: Request, viewer: AdminDep, runtime: RuntimeDep) -> Resp
     messages = outbox.recent(runtime, viewer.actor.account_id)
     return render(request, "outbox.html", configured=messages is not None,
                   messages=messages or [], smtp=bool(runtime.settings.smtp_url))
+
+
+@router.get("/outbox/message")
+def outbox_message(request: Request, viewer: AdminDep, runtime: RuntimeDep,
+                   id: str = "") -> Response:
+    """One message as it was (or will be) sent: the mail's text or the webhook's JSON."""
+    found = outbox.one(runtime, viewer.actor.account_id, id)
+    if found is None:
+        raise NotFound("No such message in this account's outbox.",
+                       "Open it from the Outbox page.")
+    return render(request, "outbox_message.html", message=found.row, body=found.body)

@@ -3,10 +3,13 @@ create, the show-once page, a token's detail (edit, rotate, revoke, history, usa
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
 
 from fastapi import APIRouter, Request, Response
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.permissions import SCOPES
@@ -21,6 +24,7 @@ from tallykey.console.web import (
     RuntimeDep,
     Viewer,
     ViewerDep,
+    new_issue_key,
     propagation_notice,
     propagation_query,
     redirect,
@@ -34,8 +38,28 @@ from tallykey.errors import (
     mask_secrets,
 )
 from tallykey.runtime import Runtime
-from tallykey.tokens.models import ACTIVE, APPLICATION, EXPIRED, KINDS, REVOKED, Token
-from tallykey.tokens.policy import EXPIRY_PRESET_DAYS, LONG_VALIDITY_WARNING_DAYS
+from tallykey.tokens import format as token_format
+from tallykey.tokens.idempotency import (
+    Claim,
+    IdempotencyKeyReused,
+    IdempotencyStore,
+    Replay,
+    fingerprint,
+)
+from tallykey.tokens.models import (
+    ACTIVE,
+    APPLICATION,
+    EXPIRED,
+    KINDS,
+    REVOKED,
+    Token,
+    TokenSecret,
+)
+from tallykey.tokens.policy import (
+    DEFAULT_GRACE_SECONDS,
+    EXPIRY_PRESET_DAYS,
+    LONG_VALIDITY_WARNING_DAYS,
+)
 from tallykey.tokens.service import IssuedToken, TokenQuery
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -45,6 +69,7 @@ STATUS_CHOICES = {"active": ACTIVE, "expired": EXPIRED, "revoked": REVOKED, "all
 NOTICES = {
     "saved": "Changes saved.",
     "revoked": "The token was revoked.",
+    "grace_ended": "The previous secret stopped working. Only the current secret works.",
 }
 
 
@@ -139,37 +164,105 @@ def _form_context(viewer: Viewer, runtime: Runtime) -> dict[str, Any]:
 
 @router.get("/tokens/new")
 def new_token_page(request: Request, viewer: ViewerDep, runtime: RuntimeDep) -> Response:
-    return render(request, "token_new.html", form=forms.TokenForm(),
+    return render(request, "token_new.html", form=forms.TokenForm(issue_key=new_issue_key()),
                   **_form_context(viewer, runtime))
 
 
 @router.post("/tokens/new")
 def create_token(request: Request, viewer: ViewerDep, form: FormDep,
                  runtime: RuntimeDep) -> Response:
+    """Create, then redirect to the one-time view (POST → redirect → GET): a reload, a
+    double click or a re-posted form answers with the same token, never a second one."""
     values = forms.TokenForm.parse(form)
+    context = _form_context(viewer, runtime)
+    values.errors = values.problems(targets=runtime.settings.target_list,
+                                    max_validity_days=context["max_days"],
+                                    now=runtime.clock.now())
+    if values.errors:  # every field's problem at once; nothing is created
+        return render(request, "token_new.html", status_code=422, form=values, **context)
+    store, actor = _replays(runtime), _actor_key(viewer)
+    try:
+        started = store.begin(viewer.actor.account_id, actor, values.issue_key or
+                              new_issue_key(), "console:create",
+                              fingerprint("console:create", values.fields()),
+                              viewer.session.cookie)
+    except IdempotencyKeyReused:
+        values.issue_key = new_issue_key()
+        values.errors["form"] = ("This form was already used to create a token. Check the "
+                                 "values below and submit again to create another one.")
+        return render(request, "token_new.html", status_code=409, form=values,
+                      **_form_context(viewer, runtime))
+    if isinstance(started, Replay):
+        return redirect(_once_url(started))
     try:
         issued = runtime.tokens.issue(viewer.actor, values.draft())
     except (ValidationFailed, PermissionDenied) as error:
+        store.abandon(started)
         values.errors[forms.error_field(error)] = error.message + (
             f" {error.hint}" if error.hint else "")
         return render(request, "token_new.html", status_code=422, form=values,
                       **_form_context(viewer, runtime))
-    return show_once(request, runtime, issued, "created")
+    return _remember(store, viewer, started, issued, "created", 201)
+
+
+def _replays(runtime: Runtime) -> IdempotencyStore:
+    return IdempotencyStore(runtime.database, runtime.clock)
+
+
+def _actor_key(viewer: Viewer) -> str:
+    return f"user:{viewer.actor.user_id}"
+
+
+def _once_url(replay: Replay | Claim, token_id: str | None = None) -> str:
+    token = token_id or (replay.token_id if isinstance(replay, Replay) else None)
+    return f"{PREFIX}/tokens/{token}/once?view={replay.id}"
+
+
+def _remember(store: IdempotencyStore, viewer: Viewer, claim: Claim, issued: IssuedToken,
+              what: str, status: int) -> Response:
+    """Keep the secret sealed under the session cookie until the one-time view shows it."""
+    previous = issued.previous_secret_expires_at
+    store.finish(claim, viewer.session.cookie, status, issued.token.id,
+                 {"what": what, "secret": issued.value, "warnings": issued.warnings,
+                  "previous_secret_expires_at": previous.isoformat() if previous else None})
+    return redirect(_once_url(claim, issued.token.id))
+
+
+@router.get("/tokens/{token_id}/once")
+def once_page(request: Request, token_id: str, viewer: ViewerDep, runtime: RuntimeDep,
+              view: str = "") -> Response:
+    """The one-time view: the secret the first time this page is opened, then never
+    again (a reload says so and leads to the token)."""
+    token = runtime.tokens.get(viewer.actor, token_id)
+    shown = _replays(runtime).reveal(viewer.actor.account_id, _actor_key(viewer),
+                                     view[:36], viewer.session.cookie)
+    if shown is not None and shown.token_id != token.id:
+        raise NotFound("This page is not available.", "Open the token from the token list.")
+    if shown is None or shown.answer is None:
+        return render(request, "token_issued.html", status_code=410,
+                      headers={"Cache-Control": "no-store"}, token=token, secret=None,
+                      what="gone", warnings=[], username=None, password=None, base_url="")
+    previous = shown.answer.get("previous_secret_expires_at")
+    issued = IssuedToken(token, token_format.parse(str(shown.answer["secret"])),
+                         [str(w) for w in shown.answer.get("warnings", [])],
+                         datetime.fromisoformat(previous) if previous else None)
+    return show_once(request, runtime, issued, str(shown.answer["what"]))
 
 
 def show_once(request: Request, runtime: Runtime, issued: IssuedToken, what: str) -> Response:
-    """The one page that carries the full secret: rendered in the POST's answer (never a
-    URL), never cached."""
+    """The one page that carries the full secret: the one-time view (or the answer to a
+    retrieval), never cached, the secret never in a URL."""
     token = issued.token
     base_url = (runtime.settings.base_url_for(token.region) or runtime.settings.public_url
                 or str(request.base_url)).rstrip("/")
     application = token.kind == APPLICATION
-    return render(request, "token_issued.html", status_code=201 if what == "created" else 200,
+    return render(request, "token_issued.html",
                   headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
                   token=token, secret=issued.value, what=what,
                   username=issued.secret.prefix if application else None,
                   password=issued.secret.password if application else None,
-                  warnings=issued.warnings, base_url=base_url)
+                  warnings=issued.warnings, base_url=base_url, now=runtime.clock.now(),
+                  previous_until=issued.previous_secret_expires_at)
 
 
 # --- one token ----------------------------------------------------------------------
@@ -177,17 +270,37 @@ def show_once(request: Request, runtime: Runtime, issued: IssuedToken, what: str
 
 def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
             status: int = 200, errors: dict[str, str] | None = None,
-            values: dict[str, str] | None = None, notice: str = "") -> Response:
+            values: dict[str, str] | None = None, notice: str = "",
+            usage_unit: str = chart.DAILY) -> Response:
     now = runtime.clock.now()
     with runtime.database.reading() as session:
         history = trail.entries_for(session, viewer.actor.account_id, target_id=token.id,
                                     limit=50)
-        usage = chart.daily_usage(session, token.id, now)
+        usage = (chart.hourly_usage(session, token.id, now) if usage_unit == chart.HOURLY
+                 else chart.daily_usage(session, token.id, now))
+        retrievable = _retrievable(session, token)
+    grace_end = (runtime.tokens.grace_ends_at(viewer.actor, token.id)
+                 if token.rotated_at else None)
     return render(request, "token_detail.html", status_code=status, token=token, now=now,
+                  grace_end=grace_end,
                   state=token.status_at(now), history=history,
-                  usage_chart=chart.usage_svg(usage), targets=runtime.settings.target_list,
+                  usage_chart=chart.usage_svg(usage, usage_unit), usage_unit=usage_unit,
+                  retrievable=retrievable, targets=runtime.settings.target_list,
                   errors=errors or {}, values=values, notice=notice,
-                  workspace_name=_workspace_name(token.workspace))
+                  workspace_name=_workspace_name(token.workspace), rotate_key=new_issue_key(),
+                  default_grace=DEFAULT_GRACE_SECONDS)
+
+
+def _retrievable(session: Session, token: Token) -> bool:
+    """Whether the token's current secret is kept (sealed) for administrators to see."""
+    if token.kind != APPLICATION:
+        return False
+    account = session.get_one(Account, token.account_id)
+    if not account.retrievable_application_tokens:
+        return False
+    return session.scalar(select(TokenSecret.id).where(
+        TokenSecret.token_id == token.id, TokenSecret.retires_at.is_(None),
+        TokenSecret.ciphertext.is_not(None))) is not None
 
 
 def _workspace_name(workspace: Workspace | None) -> str:
@@ -196,9 +309,10 @@ def _workspace_name(workspace: Workspace | None) -> str:
 
 @router.get("/tokens/{token_id}")
 def token_detail(request: Request, token_id: str, viewer: ViewerDep, runtime: RuntimeDep,
-                 done: str = "") -> Response:
+                 done: str = "", usage: str = chart.DAILY) -> Response:
     token = runtime.tokens.get(viewer.actor, token_id)
-    return _detail(request, viewer, runtime, token, notice=NOTICES.get(done, ""))
+    return _detail(request, viewer, runtime, token, notice=NOTICES.get(done, ""),
+                   usage_unit=chart.HOURLY if usage == chart.HOURLY else chart.DAILY)
 
 
 @router.post("/tokens/{token_id}")
@@ -219,13 +333,42 @@ def update_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
 @router.post("/tokens/{token_id}/rotate")
 def rotate_token(request: Request, token_id: str, viewer: ViewerDep, form: FormDep,
                  runtime: RuntimeDep) -> Response:
+    """Rotate, then redirect to the one-time view; a re-posted form rotates once."""
+    token = runtime.tokens.get(viewer.actor, token_id)
+    store, operation = _replays(runtime), f"console:rotate:{token.id}"
     try:
-        issued = runtime.tokens.rotate(viewer.actor, token_id, forms.grace_seconds(form))
-    except (ValidationFailed, Conflict) as error:
-        token = runtime.tokens.get(viewer.actor, token_id)
+        grace = forms.grace_seconds(form)
+        started = store.begin(viewer.actor.account_id, _actor_key(viewer),
+                              forms.text(form, forms.ISSUE_KEY_FIELD) or new_issue_key(),
+                              operation, fingerprint(operation, grace), viewer.session.cookie)
+    except ValidationFailed as error:
+        if isinstance(error, IdempotencyKeyReused):
+            error.message = ("This rotation form was already used with another grace "
+                             "period. Pick the grace period again and rotate.")
         return _detail(request, viewer, runtime, token, status=422,
                        errors={"rotate": error.message})
-    return show_once(request, runtime, issued, "rotated")
+    if isinstance(started, Replay):
+        return redirect(_once_url(started))
+    try:
+        issued = runtime.tokens.rotate(viewer.actor, token_id, grace)
+    except (ValidationFailed, Conflict) as error:
+        store.abandon(started)
+        return _detail(request, viewer, runtime, token, status=422,
+                       errors={"rotate": error.message})
+    return _remember(store, viewer, started, issued, "rotated", 200)
+
+
+@router.post("/tokens/{token_id}/end-grace")
+def end_grace(request: Request, token_id: str, viewer: ViewerDep, _: FormDep,
+              runtime: RuntimeDep) -> Response:
+    """Stop the previous secret now rather than at the end of its grace period."""
+    try:
+        runtime.tokens.end_grace(viewer.actor, token_id)
+    except Conflict as error:
+        token = runtime.tokens.get(viewer.actor, token_id)
+        return _detail(request, viewer, runtime, token, status=409,
+                       errors={"form": error.message})
+    return redirect(f"{PREFIX}/tokens/{token_id}?done=grace_ended")
 
 
 @router.post("/tokens/{token_id}/secret")

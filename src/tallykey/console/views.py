@@ -30,8 +30,8 @@ def relative(moment: datetime | None, now: datetime) -> str:
         amount, unit = max(1, round(span / 60)), "minute"
     elif span < 2 * 86400:
         amount, unit = round(span / 3600), "hour"
-    else:
-        amount, unit = int(span // 86400), "day"
+    else:  # nearest whole day: a new 30-day token reads "in 30 days", not 29
+        amount, unit = round(span / 86400), "day"
     text = f"{amount} {unit}{'' if amount == 1 else 's'}"
     return f"in {text}" if ahead else f"{text} ago"
 
@@ -43,6 +43,57 @@ def lines(values: Iterable[str] | None) -> str:
 
 def split_lines(text: str | None) -> list[str]:
     return [line.strip() for line in (text or "").splitlines() if line.strip()]
+
+
+#: Audit actions whose details map a field to `[before, after]`.
+CHANGE_ACTIONS = frozenset({"token.updated", "user.updated"})
+HIDDEN_DETAILS = frozenset({"prefix"})
+
+
+def shown(value: Any) -> str:
+    """A detail value for a person: no Python `None`, `True` or `['a', 'b']`."""
+    if value is None or value == "":
+        return "—"
+    if isinstance(value, bool):
+        return "yes" if value else "no"
+    if isinstance(value, list | tuple):
+        return ", ".join(shown(item) for item in value) if value else "none"
+    if isinstance(value, dict):
+        return "; ".join(f"{label(k)}: {shown(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, str) and len(value) >= 19 and value[4] == "-" and value[10] == "T":
+        try:
+            return when(datetime.fromisoformat(value))
+        except ValueError:
+            return value
+    return str(value)
+
+
+def label(key: str) -> str:
+    return key.replace("_", " ")
+
+
+def change(pair: Any) -> str:
+    before, after = pair
+    return f"{shown(before)} → {shown(after)}"
+
+
+def describe(action: str, details: dict[str, Any] | None) -> list[tuple[str, str]]:
+    """An audit entry's details as (label, text) pairs: changes as "old → new", lists as
+    words, times as dates, nothing in Python's own notation."""
+    details = details or {}
+    if action == "account.policy_changed" and isinstance(details.get("before"), dict):
+        before, after = details["before"], details.get("after") or {}
+        return [(label(k), change((before.get(k), after.get(k))))
+                for k in after if before.get(k) != after.get(k)]
+    items = []
+    for key, value in details.items():
+        if key in HIDDEN_DETAILS:
+            continue
+        if action in CHANGE_ACTIONS and isinstance(value, list | tuple) and len(value) == 2:
+            items.append((label(key), change(value)))
+        else:
+            items.append((label(key), shown(value)))
+    return items
 
 
 FILTERS: dict[str, Callable[..., Any]] = {

@@ -49,7 +49,7 @@ templates = Environment(
     auto_reload=False,
 )
 templates.filters.update(views.FILTERS)
-templates.globals.update(prefix=PREFIX, static=STATIC_PATH)
+templates.globals.update(prefix=PREFIX, static=STATIC_PATH, describe=views.describe)
 
 
 class LoginRequired(Exception):
@@ -139,6 +139,12 @@ RuntimeDep = Annotated[Runtime, Depends(runtime_dep)]
 #: How long a form shown before any session (sign-in, setup) can be submitted.
 FORM_KEY_LIFETIME_SECONDS = 2 * 3600
 _FORM_KEY_NAME = "console_form"
+
+
+def new_issue_key() -> str:
+    """A random key that makes one create or rotate form idempotent (a double click or a
+    re-post issues once)."""
+    return secrets.token_urlsafe(32)
 
 
 def new_form_key(request: Request) -> str:

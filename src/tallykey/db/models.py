@@ -10,6 +10,7 @@ from tallykey.feed.models import Node, VerdictChange
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
+from tallykey.tokens.idempotency import IdempotentRequest
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
@@ -22,6 +23,7 @@ __all__ = [
     "AuthFailure",
     "ConsoleSession",
     "Employee",
+    "IdempotentRequest",
     "Node",
     "OutboxMessage",
     "ServerKey",

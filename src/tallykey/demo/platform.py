@@ -9,11 +9,9 @@ answers in XML when asked with `Accept: application/xml`.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Mapping
 from datetime import datetime
 from typing import Annotated, Any
-from xml.etree import ElementTree
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from defusedxml import ElementTree as SafeElementTree
@@ -26,7 +24,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.service import normalise_email, permissions_of
 from tallykey.api.deps import runtime_of
-from tallykey.api.responses import VerdictRefused, error_responses
+from tallykey.api.responses import VerdictRefused, error_responses, wants_xml, xml_response
 from tallykey.auth.middleware import verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.demo.models import Employee
@@ -71,39 +69,11 @@ def requested_zone(request: Request) -> ZoneInfo | None:
 Zone = Annotated[ZoneInfo | None, Depends(requested_zone)]
 
 
-def wants_xml(request: Request) -> bool:
-    accept = request.headers.get("accept", "")
-    return "application/xml" in accept and "application/json" not in accept
-
-
 def render(request: Request, root: str, payload: Any, status: int = 200,
            headers: Mapping[str, str] | None = None) -> Response:
     if wants_xml(request):
-        element = _to_xml(root, payload)
-        body = ElementTree.tostring(element, encoding="utf-8", xml_declaration=True)
-        return Response(body, status_code=status, media_type="application/xml",
-                        headers=dict(headers or {}))
+        return xml_response(root, payload, status, headers)
     return JSONResponse(payload, status_code=status, headers=dict(headers or {}))
-
-
-def _to_xml(tag: str, value: Any) -> ElementTree.Element:
-    element = ElementTree.Element(tag)
-    if isinstance(value, Mapping):
-        for key, item in value.items():
-            element.append(_to_xml(key, item))
-    elif isinstance(value, list | tuple):
-        child_tag = tag[:-1] if tag.endswith("s") else "item"
-        for item in value:
-            element.append(_to_xml(child_tag, item))
-    elif value is not None:
-        element.text = _XML_INVALID.sub(
-            "\ufffd", str(value).lower() if isinstance(value, bool) else str(value))
-    return element
-
-
-#: Characters XML 1.0 cannot carry at all (control characters, lone surrogates): shown
-#: as U+FFFD, so stored text never makes a document no parser accepts.
-_XML_INVALID = re.compile("[^\t\n\r\x20-\ud7ff\ue000-\ufffd\U00010000-\U0010ffff]")
 
 
 def _moment(value: datetime, zone: ZoneInfo | None, fallback: str) -> str:

@@ -1,14 +1,18 @@
 """Seed the demo: an account in this region with two workspaces, an admin and a member
 who sees fewer employees, a dozen employees, and a second tenant for isolation checks.
 
-Idempotent: existing data is reused. Secrets are only ever stored hashed, so each run
-gives the demo tokens a fresh secret by rotation; earlier secrets keep working for a day.
+Idempotent: existing data is reused. The store keeps token secrets only hashed, so the
+demo remembers the tokens it printed in its data dir (`demo/local.py`, demo-only): a
+second run prints the same live tokens and never rotates them under a running demo; a
+demo token it cannot find there (or that stopped working) is replaced by a new one.
 """
 
 from __future__ import annotations
 
+import hmac
 from dataclasses import dataclass
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import select
@@ -16,14 +20,16 @@ from sqlalchemy import select
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.permissions import SCOPES
+from tallykey.accounts.service import PolicyChanges
+from tallykey.demo import local
 from tallykey.demo.models import Employee
-from tallykey.errors import NotFound
+from tallykey.errors import NotFound, TokenFormatError
 from tallykey.runtime import Runtime
-from tallykey.tokens.models import Token
+from tallykey.tokens import format as token_format
+from tallykey.tokens.models import Token, TokenSecret
 from tallykey.tokens.service import IssuedToken, TokenDraft
 
 DEMO_TOKEN_DAYS = 30
-ROTATION_GRACE = timedelta(days=1)
 
 
 @dataclass(frozen=True)
@@ -48,24 +54,39 @@ EMPLOYEES = (
 )
 
 
-def seed(runtime: Runtime, base_url: str) -> dict[str, Any]:
-    """Seed (or reuse) the demo data; returns SPEC §9's JSON object."""
+def seed(runtime: Runtime, base_url: str, *, data_dir: Path | None = None,
+         retrievable: bool = False, register: bool = True) -> dict[str, Any]:
+    """Seed (or reuse) the demo data; returns SPEC §9's JSON object.
+
+    With `data_dir`, the printed tokens and the demo's URL are kept there (demo-only) and
+    reused next time. With `retrievable` (the demo has its own key-encryption key), the
+    demo account keeps application tokens retrievable. `register` records `base_url` as
+    this region's local URL (only a demo that serves it should)."""
     region = runtime.settings.region
+    known = local.known_tokens(data_dir) if data_dir else {}
     demo = _account(runtime, "demo", "Demo Company", region)
     operator = Actor.operator(demo.id)
+    if retrievable and not demo.retrievable_application_tokens:
+        runtime.accounts.update_policies(operator, PolicyChanges(
+            retrievable_application_tokens=True))
     workspaces = {slug: _workspace(runtime, demo.id, slug, name, tz)
                   for slug, name, tz in WORKSPACES}
     admin = _user(runtime, operator, ADMIN, {})
     member = _user(runtime, operator, MEMBER, {workspaces["hq"].id: ["employees:read"]})
     _employees(runtime, demo.id, workspaces)
-    admin_token = _demo_token(runtime, admin, "Demo admin token", list(SCOPES))
-    member_token = _demo_token(runtime, member, "Demo member token", ["employees:read"])
+    admin_token = _demo_token(runtime, admin, "Demo admin token", list(SCOPES), known)
+    member_token = _demo_token(runtime, member, "Demo member token", ["employees:read"],
+                               known)
 
     other = _account(runtime, "other", "Other Company", region)
     other_workspace = _workspace(runtime, other.id, "main", "Main", "UTC")
     other_admin = _user(runtime, Actor.operator(other.id), OTHER_ADMIN, {})
     _employees(runtime, other.id, {"hq": other_workspace, "field": other_workspace}, limit=2)
-    other_token = _demo_token(runtime, other_admin, "Other admin token", list(SCOPES))
+    other_token = _demo_token(runtime, other_admin, "Other admin token", list(SCOPES), known)
+    if data_dir is not None:
+        local.save_state(data_dir, base_url=base_url if register else None, region=region,
+                         tokens={
+            t.token.id: t.value for t in (admin_token, member_token, other_token)})
     return {
         "base_url": base_url,
         "region": region,
@@ -118,7 +139,10 @@ def _employees(runtime: Runtime, account_id: str, workspaces: dict[str, Workspac
                                  created_at=runtime.clock.now()))
 
 
-def _demo_token(runtime: Runtime, user: User, name: str, scopes: list[str]) -> IssuedToken:
+def _demo_token(runtime: Runtime, user: User, name: str, scopes: list[str],
+                known: dict[str, str]) -> IssuedToken:
+    """The demo token printed last time while it still works, else a new one (never a
+    rotation: a running demo's integrations keep working)."""
     actor = Actor(user.account_id, user.id, user.role, user.email, None, "demo")
     now = runtime.clock.now()
     with runtime.database.reading() as session:
@@ -126,9 +150,17 @@ def _demo_token(runtime: Runtime, user: User, name: str, scopes: list[str]) -> I
             Token.account_id == user.account_id, Token.owner_id == user.id, Token.name == name,
             Token.revoked_at.is_(None), Token.expires_at > now + timedelta(days=1)
         ).order_by(Token.created_at.desc()))
-    if existing is not None:
-        return runtime.tokens.rotate(actor, existing.id,
-                                     int(ROTATION_GRACE.total_seconds()))
+        current = session.scalar(select(TokenSecret.secret_hash).where(
+            TokenSecret.token_id == existing.id, TokenSecret.retires_at.is_(None))
+        ) if existing is not None else None
+    value = known.get(existing.id) if existing is not None else None
+    if existing is not None and value and current:
+        try:
+            parsed = token_format.parse(value)
+        except TokenFormatError:
+            parsed = None
+        if parsed is not None and hmac.compare_digest(parsed.secret_hash, current):
+            return IssuedToken(existing, parsed)
     return runtime.tokens.issue(actor, TokenDraft(
         name=name, expires_in_days=DEMO_TOKEN_DAYS, scopes=scopes,
         description="Created by `tallykey demo`."))

@@ -15,13 +15,14 @@ from tallykey.auth.models import TokenUsage
 from tallykey.auth.usage import ALLOWED
 from tallykey.monitor import recent_ips
 from tallykey.tokens.models import Token
+from tallykey.tokens.schemas import Timestamp
 
 MAX_HOURS = 24 * 14
 MAX_DAYS = 400
 
 
 class UsagePoint(BaseModel):
-    start: datetime
+    start: Timestamp
     allowed: int
     denied: int
     denied_by_reason: dict[str, int]
@@ -29,12 +30,12 @@ class UsagePoint(BaseModel):
 
 class ClientIpView(BaseModel):
     ip: str
-    last_seen_at: datetime
+    last_seen_at: Timestamp
 
 
 class UsageReport(BaseModel):
     token_id: str
-    last_used_at: datetime | None
+    last_used_at: Timestamp | None
     last_used_ip: str | None
     last_used_agent: str | None
     recent_ips: list[ClientIpView]

@@ -11,7 +11,6 @@ from types import FrameType
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 
 from tallykey.accounts.actor import Actor
 from tallykey.notify import outbox
@@ -22,7 +21,7 @@ outbox_app = typer.Typer(help="The notification outbox: mails and webhook calls 
                          no_args_is_help=True)
 webhooks_app = typer.Typer(help="Signed webhooks of an account.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
 
 
@@ -54,12 +53,13 @@ def message_dict(message: OutboxMessage) -> dict[str, Any]:
 def outbox_list(
     status: Annotated[str | None, typer.Option(
         help="pending, sending, sent or dead.")] = None,
-    account: Annotated[str | None, typer.Option("--account", "-a")] = None,
+    account: Annotated[str | None, typer.Option(
+        "--account", "-a", help="Only this account's messages (slug or id).")] = None,
     limit: Annotated[int, typer.Option(help="At most this many, newest first.")] = 100,
     as_json: JsonOption = False,
 ) -> None:
     """List outbox messages, newest first (mails wait here while SMTP is not configured)."""
-    from tallykey.cli import emit_json, err, out, runtime
+    from tallykey.cli import emit_json, err, print_table, runtime
 
     with runtime() as rt:
         account_id = rt.accounts.find_account(account).id if account else None
@@ -69,11 +69,9 @@ def outbox_list(
     if as_json:
         emit_json(rows)
         return
-    table = Table("created", "channel", "event", "recipient", "status", "tries", "id")
-    for row in rows:
-        table.add_row(row["created_at"][:16], row["channel"], row["event"], row["recipient"],
-                      row["status"], str(row["attempts"]), row["id"])
-    out.print(table)
+    print_table(["created", "channel", "event", "recipient", "status", "tries", "id"],
+                [[row["created_at"][:16], row["channel"], row["event"], row["recipient"],
+                  row["status"], str(row["attempts"]), row["id"]] for row in rows])
     if not smtp and any(r["channel"] == "email" and r["status"] == "pending" for r in rows):
         err.print("note: TALLYKEY_SMTP_URL is not set; mails stay in the outbox until it is.")
 
@@ -99,7 +97,8 @@ def outbox_show(message_id: Annotated[str, typer.Argument(help="Outbox message i
 @outbox_app.command("retry")
 def outbox_retry(
     message_id: Annotated[str | None, typer.Argument(help="Outbox message id.")] = None,
-    dead: Annotated[bool, typer.Option("--dead", help="Retry every dead message.")] = False,
+    dead: Annotated[bool, typer.Option("--dead", metavar="",
+            help="Retry every dead message.")] = False,
 ) -> None:
     """Send a dead or waiting message again now (attempts start over)."""
     from tallykey.cli import fail, out, runtime
@@ -116,7 +115,8 @@ def outbox_retry(
 
 
 def worker(
-    once: Annotated[bool, typer.Option("--once", help="Run one pass, then exit.")] = False,
+    once: Annotated[bool, typer.Option("--once", metavar="",
+            help="Run one pass, then exit.")] = False,
     interval: Annotated[float | None, typer.Option(
         help="Seconds between passes (default TALLYKEY_WORKER_INTERVAL).")] = None,
 ) -> None:
@@ -177,7 +177,7 @@ def webhooks_add(account: AccountOption,
 @webhooks_app.command("list")
 def webhooks_list(account: AccountOption, as_json: JsonOption = False) -> None:
     """List an account's webhook endpoints (never their secrets)."""
-    from tallykey.cli import emit_json, out, runtime
+    from tallykey.cli import emit_json, print_table, runtime
 
     with runtime() as rt:
         endpoints = rt.webhooks.list(Actor.operator(rt.accounts.find_account(account).id))
@@ -185,10 +185,8 @@ def webhooks_list(account: AccountOption, as_json: JsonOption = False) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("url", "active", "id")
-    for row in rows:
-        table.add_row(row["url"], "yes" if row["active"] else "no", row["id"])
-    out.print(table)
+    print_table(["url", "active", "id"],
+                [[row["url"], "yes" if row["active"] else "no", row["id"]] for row in rows])
 
 
 @webhooks_app.command("disable")

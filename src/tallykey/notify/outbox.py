@@ -277,9 +277,24 @@ def list_messages(database: Database, *, status: str | None = None,
         return list(session.scalars(statement.limit(limit)))
 
 
+MIN_ID_PREFIX = 6
+
+
 def get_message(database: Database, message_id: str) -> OutboxMessage:
+    """A message by its id, or by the start of it (at least 6 characters, as a table
+    may show it) when that names exactly one message."""
+    message_id = message_id.strip().rstrip("…")
     with database.reading() as session:
         message = session.get(OutboxMessage, message_id)
+        if message is None and len(message_id) >= MIN_ID_PREFIX:
+            escaped = message_id.replace("\\", "\\\\").replace("%", "\\%").replace(
+                "_", "\\_")
+            found = list(session.scalars(select(OutboxMessage).where(
+                OutboxMessage.id.like(escaped + "%", escape="\\")).limit(2)))
+            if len(found) > 1:
+                raise NotFound(f"{message_id!r} starts more than one outbox message id.",
+                               "Give more of the id.")
+            message = found[0] if found else None
     if message is None:
         raise NotFound(f"No outbox message {message_id!r}.",
                        "List them with 'tallykey outbox list'.")

@@ -105,12 +105,12 @@ def parse_cidr(entry: str) -> IpNetwork:
         )
     try:
         return ipaddress.ip_network(text, strict=True)
-    except ValueError as strict_error:
+    except ValueError:
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
             raise ValidationFailed(
-                f"{text!r} is not a valid IP address or CIDR block ({strict_error}).",
+                f"{text!r} is not an IP address or an address block.",
                 "Write an IPv4 or IPv6 address or a block such as 203.0.113.0/24 or "
                 "2001:db8::/32.",
                 field="ip_allowlist",
@@ -205,10 +205,15 @@ def resolve_expiry(
         return moment
     if expires_at > limit.date():  # first: the day after 9999-12-31 does not exist
         raise too_far
-    day_end = datetime.combine(expires_at + timedelta(days=1), time(0), tzinfo=UTC)
+    day_end = end_of_day(expires_at)
     if day_end <= now:
         raise _in_the_past(expires_at.isoformat())
     return min(day_end, limit)
+
+
+def end_of_day(day: date) -> datetime:
+    """A bare date as an expiry: valid through that day (UTC), so the next midnight."""
+    return datetime.combine(day + timedelta(days=1), time(0), tzinfo=UTC)
 
 
 def validity_warnings(now: datetime, expires_at: datetime) -> list[str]:
@@ -219,6 +224,11 @@ def validity_warnings(now: datetime, expires_at: datetime) -> list[str]:
             "are discouraged: prefer shorter lifetimes and rotate regularly."
         ]
     return []
+
+
+#: The rotation grace period when none is given: one day, in the console, the CLI and the
+#: API alike.
+DEFAULT_GRACE_SECONDS = 86_400
 
 
 def check_grace(grace_seconds: int) -> int:

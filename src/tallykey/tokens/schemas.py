@@ -60,12 +60,14 @@ class TokenView(BaseModel):
 
 
 class IssuedTokenView(TokenView):
-    """The create/rotate answer: the one time the full secret leaves the server."""
+    """The create/rotate answer: the one time the full secret leaves the server. After a
+    rotation, `previous_secret_expires_at` says when the old secret stops working."""
 
     token: str
     username: str | None = None
     password: str | None = None
     warnings: list[str] = []
+    previous_secret_expires_at: Timestamp | None = None
 
     @classmethod
     def of_issued(cls, issued: IssuedToken, now: datetime) -> IssuedTokenView:
@@ -77,4 +79,5 @@ class IssuedTokenView(TokenView):
             username=issued.secret.prefix if application else None,
             password=issued.secret.password if application else None,
             warnings=issued.warnings,
+            previous_secret_expires_at=issued.previous_secret_expires_at,
         )

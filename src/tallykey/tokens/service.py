@@ -33,6 +33,7 @@ from tallykey.events import (
     TokenEvent,
 )
 from tallykey.feed import changes
+from tallykey.keys.keyring import KeyConfigError
 from tallykey.keys.vault import SecretVault
 from tallykey.tokens import format as token_format
 from tallykey.tokens import policy
@@ -86,6 +87,8 @@ class IssuedToken:
     token: Token
     secret: token_format.ParsedToken
     warnings: list[str] = field(default_factory=list)
+    #: After a rotation: when the previous secret stops working.
+    previous_secret_expires_at: datetime | None = None
 
     @property
     def value(self) -> str:
@@ -321,7 +324,36 @@ class TokenService:
             self._announce(session, TokenEvent(TOKEN_ROTATED, token, actor, now, {
                 "grace_seconds": grace, "old_secret_retires_at": retire_at.isoformat(),
                 "generation": generation}))
-            return IssuedToken(token, secret)
+            return IssuedToken(token, secret, previous_secret_expires_at=retire_at)
+
+    def grace_ends_at(self, actor: Actor, token_id: str) -> datetime | None:
+        """When the last previous secret still in its grace period stops working, or None
+        when no previous secret works any more."""
+        now = self.clock.now()
+        with self.database.reading() as session:
+            token = self._visible_token(session, actor, token_id)
+            return session.scalar(select(func.max(TokenSecret.retires_at)).where(
+                TokenSecret.token_id == token.id, TokenSecret.retires_at > now))
+
+    def end_grace(self, actor: Actor, token_id: str) -> Token:
+        """Stop every previous secret now (the current one keeps working). Audited as an
+        update; `Conflict` when no previous secret is in its grace period."""
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_live(token, now, "changed")
+            graced = list(session.scalars(select(TokenSecret).where(
+                TokenSecret.token_id == token.id, TokenSecret.retires_at > now)))
+            if not graced:
+                raise Conflict("No previous secret of this token is in a grace period.",
+                               "Nothing to end: only the current secret works.")
+            ended = max(s.retires_at for s in graced if s.retires_at is not None)
+            for old in graced:
+                old.retires_at = now
+            token.updated_at = now
+            self._announce(session, TokenEvent(TOKEN_UPDATED, token, actor, now, {
+                "previous_secret_expires_at": [ended.isoformat(), now.isoformat()]}))
+            return token
 
     def revoke(self, actor: Actor, token_id: str, reason: str = "") -> Token:
         """Stop the token at once; irreversible. `Conflict` if it was revoked already."""
@@ -362,6 +394,12 @@ class TokenService:
             self._require_live(token, now, "retrieved")
             current = session.scalar(select(TokenSecret).where(
                 TokenSecret.token_id == token.id, TokenSecret.retires_at.is_(None)))
+            if current is not None and current.ciphertext is not None and self.vault is None:
+                raise KeyConfigError(
+                    "This token's secret is kept, but no key-encryption key is configured "
+                    "here to open it.",
+                    "Set TALLYKEY_KEK (or TALLYKEY_KEK_FILE) to the key in use, then run "
+                    "'tallykey keys check'. Do not rotate the token: its secret is intact.")
             if current is None or current.ciphertext is None or self.vault is None:
                 raise NotFound(
                     "This token's secret was not kept: it was created or rotated while "

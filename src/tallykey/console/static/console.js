@@ -51,7 +51,26 @@ function watchExpiry() {
   update();
 }
 
+// A create or rotate form is sent once, even on a double click (the server also answers
+// a repeated form with the first result: see tokens/idempotency.py).
+function submitOnce(form) {
+  form.addEventListener("submit", function (event) {
+    if (form.getAttribute("data-submitted")) { event.preventDefault(); return; }
+    form.setAttribute("data-submitted", "true");
+    form.querySelectorAll("button[type=submit]").forEach(function (button) {
+      button.setAttribute("aria-disabled", "true");
+    });
+  });
+  window.addEventListener("pageshow", function () {
+    form.removeAttribute("data-submitted");
+    form.querySelectorAll("button[type=submit]").forEach(function (button) {
+      button.removeAttribute("aria-disabled");
+    });
+  });
+}
+
 document.addEventListener("DOMContentLoaded", function () {
+  document.querySelectorAll("form[data-submit-once]").forEach(submitOnce);
   document.querySelectorAll("button[data-copy]").forEach(function (button) {
     button.addEventListener("click", function () { copyFrom(button); });
   });

@@ -1,0 +1,90 @@
+"""`TallykeyMiddleware` and `TallykeyAuth` in-process, over a real store: both answer a
+refusal with the same top-level JSON body and challenge, a token in `X-API-Key` is told
+to move to `Authorization`, and `curl -u tlk_…:` passes."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from fastapi import Depends, FastAPI
+from starlette.testclient import TestClient
+
+from tallykey import TallykeyAuth, TallykeyMiddleware, Verdict, Verifier
+from tallykey.runtime import Runtime
+from tallykey.settings import Settings
+from tallykey.tokens.service import TokenDraft
+
+from ..conftest import World
+
+
+@pytest.fixture
+def verifier(settings: Settings, rt: Runtime) -> Iterator[Verifier]:
+    made = Verifier(settings=settings, clock=rt.clock, background=False)
+    yield made
+    made.close()
+
+
+def protected(verifier: Verifier) -> tuple[TestClient, TestClient]:
+    routed = FastAPI()
+
+    auth = TallykeyAuth(verifier, ["employees:write"])
+
+    @routed.get("/write")
+    def write(verdict: Verdict = Depends(auth)) -> dict[str, Any]:
+        return {"token": verdict.token_id}
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    wrapped = TallykeyMiddleware(plain, verifier=verifier, required_scopes=["employees:write"])
+    return TestClient(routed), TestClient(wrapped)
+
+
+def test_dependency_and_middleware_refuse_with_the_same_body(world: World,
+                                                             verifier: Verifier) -> None:
+    member = world.rt.tokens.issue(world.as_member, TokenDraft(  # type: ignore[arg-type]
+        name="reader", expires_in_days=7, scopes=["employees:read"])).value
+    routed, wrapped = protected(verifier)
+    for headers in ({"Authorization": f"Bearer {member}"}, {}, {"X-API-Key": member},
+                    {"Authorization": "Bearer nope"}):
+        by_dependency = routed.get("/write", headers=headers)
+        by_middleware = wrapped.get("/write", headers=headers)
+        assert by_dependency.status_code == by_middleware.status_code >= 400
+        assert by_dependency.json() == by_middleware.json()
+        assert "detail" not in by_dependency.json() and by_dependency.json()["error"]
+        assert by_dependency.headers["www-authenticate"] == \
+            by_middleware.headers["www-authenticate"]
+    assert routed.get("/write", headers={"Authorization": f"Bearer {member}"}
+                      ).json()["error"] == "insufficient_scope"
+
+
+def test_a_token_in_x_api_key_is_told_where_it_belongs(world: World,
+                                                       verifier: Verifier) -> None:
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+        name="writer", expires_in_days=7)).value
+    _, wrapped = protected(verifier)
+    answer = wrapped.get("/", headers={"X-API-Key": token})
+    assert answer.status_code == 401
+    body = answer.json()
+    assert "X-API-Key" in body["message"] and "only the Authorization header" in body["message"]
+    assert body["hint"] == "Send the same token as: Authorization: Bearer <token>"
+    assert token not in answer.text
+    assert wrapped.get("/", auth=(token, "")).status_code == 200  # curl -u tlk_…:
+    assert wrapped.get("/", headers={"Authorization": f"Bearer {token}",
+                                     "X-API-Key": "x"}).status_code == 200
+
+
+def test_the_management_api_names_a_misplaced_header_too(world: World, rt: Runtime) -> None:
+    from tallykey.api.app import create_app
+
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+        name="manager", expires_in_days=7, scopes=["tokens:manage"])).value
+    with TestClient(create_app(rt)) as client:
+        answer = client.get("/api/v1/tokens", headers={"X-Api-Key": token})
+        assert answer.status_code == 401 and "X-API-Key" in answer.json()["message"]
+        assert client.get("/api/v1/tokens", auth=(token, "")).status_code == 200
+        info = client.get("/core/v3/info", headers={"X-API-Key": token})
+        assert info.status_code == 401 and "X-API-Key" in info.json()["message"]
