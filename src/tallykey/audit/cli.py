@@ -67,9 +67,11 @@ def audit_heads(
     account: Annotated[str | None, typer.Option("--account", "-a",
                                                 help="Only this account's chain.")] = None,
     sign: Annotated[bool, typer.Option(
-        "--sign", help="Sign with the Ed25519 key in TALLYKEY_AUDIT_SIGNING_KEY.")] = False,
+        "--sign", metavar="",
+        help="Sign with the Ed25519 key in TALLYKEY_AUDIT_SIGNING_KEY.")] = False,
     as_json: Annotated[bool, typer.Option(
-        "--json", help="Print the heads document to save (for audit verify --heads).")]
+        "--json", metavar="",
+        help="Print the heads document to save (for audit verify --heads).")]
     = False,
 ) -> None:
     """Print each chain's head (position and hash). Save them somewhere the database's
