@@ -176,7 +176,7 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _product_error(request: Request, error: TallykeyError) -> Response:
         if isinstance(error, AuthenticationError):
             return _verdict(request, Verdict.refused(error))
-        return negotiated(request, error.as_dict(), error.status)
+        return negotiated(request, error.as_dict(), error.status, error.headers())
 
     @app.exception_handler(VerdictRefused)
     async def _refused(request: Request, error: VerdictRefused) -> Response:
