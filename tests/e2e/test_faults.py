@@ -149,7 +149,6 @@ def test_a_database_outage_never_answers_500_or_hangs_and_recovers(tmp_path: Pat
                 time.sleep(0.05)
             during = len(load.results)
             cluster.start()
-            restarted = time.monotonic()
             recovered = wait_until(lambda: httpx.get(
                 f"{node.base_url}/api/v1/tokens", headers=bearer(admin),
                 timeout=HANG).status_code == 200, timeout=30)
@@ -160,9 +159,9 @@ def test_a_database_outage_never_answers_500_or_hangs_and_recovers(tmp_path: Pat
         errors = [r for r in load.results if r[1] == 500]
         print(f"\noutage {OUTAGE_SECONDS:g} s: {len(outage)} requests, "
               f"{len(errors)} answered 500, {len(hangs)} over 2 s or unanswered; "
-              f"SIGTERM exit {stop_seconds:.2f} s; management recovered {recovered:.2f} s "
-              f"and cache misses verified {recovered + verifying:.2f} s after "
-              f"({time.monotonic() - restarted:.2f} s after pg_ctl start returned)")
+              f"SIGTERM exit {stop_seconds:.2f} s; after pg_ctl start returned, the "
+              f"management API answered again in {recovered:.2f} s and cache misses "
+              f"verified again in {recovered + verifying:.2f} s")
         print(sorted(outcomes.items()))
         assert not errors, errors[:3]
         assert not hangs, hangs[:3]
