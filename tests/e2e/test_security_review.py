@@ -526,7 +526,7 @@ def test_header_floods_are_refused(server: Server) -> None:
             status = client.get("/healthz", headers=huge).status_code
         except (httpx.RemoteProtocolError, httpx.ReadError, httpx.WriteError):
             status = 0  # the connection was dropped: refused as well
-    assert status in (0, 400, 413, 431), status
+    assert status in (0, 431), status
     assert send(server, "GET", "/healthz").status_code == 200
 
 
