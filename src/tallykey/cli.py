@@ -22,7 +22,6 @@ from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User
-from tallykey.api.limits import MAX_HEADER_BYTES
 from tallykey.api.schemas import PropagationView
 from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
@@ -180,18 +179,19 @@ def migrate() -> None:
 
 def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
                     log_format: str = "text") -> dict[str, Any]:
-    """uvicorn's settings; every log record passes the secret-redacting filter. h11 is the
-    HTTP implementation that bounds a request's header section (`MAX_HEADER_BYTES`; the
-    httptools one has no limit at all), so a node exposed directly cannot be made to
-    buffer megabytes of headers; `RequestLimits` also refuses more than
-    `MAX_HEADER_COUNT` header lines."""
+    """uvicorn's settings; every log record passes the secret-redacting filter. The HTTP
+    protocol is uvicorn's httptools one with a bound on a request's header section
+    (`BoundedHttpToolsProtocol`), so a node exposed directly cannot be made to buffer
+    megabytes of headers; `RequestLimits` also refuses more than 100 header lines."""
+    from tallykey.api.http_limits import BoundedHttpToolsProtocol
+
     json_logs = log_format == "json"
     return {"host": host, "port": port, "workers": workers,
             "access_log": access_log and not json_logs,  # JSON mode logs requests itself
             "log_level": "info", "proxy_headers": False, "server_header": False,
             # SIGTERM: in-flight requests get 5 s (each is bounded by the store timeouts)
             "timeout_graceful_shutdown": 5,
-            "http": "h11", "h11_max_incomplete_event_size": MAX_HEADER_BYTES,
+            "http": BoundedHttpToolsProtocol,
             "log_config": uvicorn_log_config(log_format)}
 
 

@@ -28,7 +28,8 @@ THREADS = 4
 def server(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
            ) -> Iterator[Server]:
     tmp = tmp_path_factory.mktemp(f"monitoring-{request.param}")
-    with running_server(tmp, request.param, serve_args=("--log-format", "json")) as live:
+    with running_server(tmp, request.param, serve_args=("--log-format", "json"),
+                        TALLYKEY_TRUSTED_PROXIES="127.0.0.2/32") as live:
         yield live
 
 
@@ -168,6 +169,25 @@ def test_json_request_logs_parse_and_hold_no_secret(server: Server) -> None:
     assert not TOKEN_PATTERN.search(text)
     assert "authorization" not in text.lower()
     assert any("[redacted token]" in r["path"] for r in requests)
+
+
+def test_the_access_log_names_the_client_every_other_surface_sees(server: Server) -> None:
+    """Two `X-Forwarded-For` lines (an outer proxy's, then the trusted inner proxy's own):
+    the access log, like every other surface, walks all of them from the right (issue
+    #15, item 1); the last line alone would name the proxy."""
+    transport = httpx.HTTPTransport(local_address="127.0.0.2")
+    with httpx.Client(base_url=server.base_url, transport=transport, timeout=10) as client:
+        answer = client.get("/healthz", headers=[("X-Forwarded-For", "203.0.113.7"),
+                                                 ("X-Forwarded-For", "127.0.0.2")])
+    assert answer.status_code == 200
+    deadline = time.monotonic() + 5
+    seen: set[str] = set()
+    while time.monotonic() < deadline and "203.0.113.7" not in seen:
+        seen = {json.loads(line).get("client_ip", "")
+                for line in Path(server.log_path).read_text().splitlines()
+                if line.startswith("{") and '"/healthz"' in line}
+        time.sleep(0.05)
+    assert "203.0.113.7" in seen and "127.0.0.2" not in seen
 
 
 def test_metrics_cover_every_worker_process(tmp_path: Path) -> None:

@@ -9,7 +9,7 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 256 * 1024
-#: The whole header section (uvicorn's h11 limit, `tallykey serve`) and its line count.
+#: The whole header section (`api.http_limits`, under `tallykey serve`) and its line count.
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_COUNT = 100
 
