@@ -390,6 +390,10 @@ def test_a_failed_create_keeps_the_key_usable_and_rotate_reposts_rotate_once(
     second = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] == second.headers["location"]
+    other_grace = client.post(f"/console/tokens/{token_id}/rotate",
+                              data={**rotate, "grace_days": "3"})
+    assert other_grace.status_code == 422
+    assert "already used with another grace period" in other_grace.text
     with world.rt.database.reading() as session:
         from sqlalchemy import select
 
