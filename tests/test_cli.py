@@ -178,3 +178,21 @@ def test_rotate_keeps_the_old_secret_for_a_day_by_default_as_the_console_does(
     assert timedelta(hours=23) < ends - datetime.fromisoformat(created) < timedelta(hours=25)
     help_text = cli("tokens", "rotate", "--help").output
     assert "86400" in help_text
+
+
+def test_a_terminal_table_never_cuts_the_prefix_at_80_columns(
+        cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    import io
+
+    from rich.console import Console
+
+    import tallykey.cli as cli_module
+
+    made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
+                          "--name", "A name long enough to squeeze an eighty column table",
+                          "--days", "30", "--json").stdout)
+    screen = io.StringIO()
+    monkeypatch.setattr(cli_module, "out", Console(file=screen, force_terminal=True,
+                                                   width=80, color_system=None))
+    assert cli("tokens", "list", "-a", "acme").exit_code == 0
+    assert made["prefix"] in screen.getvalue()

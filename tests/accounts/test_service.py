@@ -72,7 +72,7 @@ def test_policy_changes_are_validated_and_audited(world: World) -> None:
     for changes, fragment in ((PolicyChanges(reminder_days=[0]), "reminder_days"),
                               (PolicyChanges(reminder_days=list(range(1, 12))),
                                "reminder_days"),
-                              (PolicyChanges(ip_allowlist=["10.0.0.1/40"]), "not a valid"),
+                              (PolicyChanges(ip_allowlist=["10.0.0.1/40"]), "prefix length /40"),
                               (PolicyChanges(max_validity_days=0), "between 1 and 365")):
         with pytest.raises(ValidationFailed, match=fragment):
             accounts.update_policies(world.as_admin, changes)

@@ -390,6 +390,10 @@ def test_a_failed_create_keeps_the_key_usable_and_rotate_reposts_rotate_once(
     second = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
     assert first.status_code == second.status_code == 303
     assert first.headers["location"] == second.headers["location"]
+    other_grace = client.post(f"/console/tokens/{token_id}/rotate",
+                              data={**rotate, "grace_days": "3"})
+    assert other_grace.status_code == 422
+    assert "already used with another grace period" in other_grace.text
     with world.rt.database.reading() as session:
         from sqlalchemy import select
 
@@ -499,7 +503,8 @@ def test_token_list_has_scopes_a_revoke_per_row_and_cards_markup(
     listing = client.get("/console/tokens").text
     assert '<th scope="col">Scopes</th>' in listing
     assert '<td data-label="Scopes" class="scopes"><code>employees:read</code>' in listing
-    assert f'href="/console/tokens/{token_id}/revoke" aria-label="Revoke Listed"' in listing
+    assert f'href="/console/tokens/{token_id}/revoke" aria-describedby="name-{token_id}"' \
+        in listing and f'id="name-{token_id}">Listed</a>' in listing
     assert 'class="cards"' in listing and 'data-label="Expires"' in listing
     assert ">in 30 days<" in listing  # a new 30-day token, not "in 29 days"
 

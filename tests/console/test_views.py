@@ -22,3 +22,10 @@ def test_changes_read_old_to_new_and_values_read_as_words() -> None:
     }) == [("max validity days", "365 → 30")]
     for value in (None, True, ["a"], {"k": None}):
         assert not any(bit in shown(value) for bit in ("None", "True", "[", "{"))
+
+
+def test_durations_read_as_days_and_hours() -> None:
+    assert describe("token.rotated", {"grace_seconds": 86400, "generation": 2}) == [
+        ("grace", "1 day"), ("generation", "2")]
+    assert describe("token.rotated", {"grace_seconds": 0}) == [("grace", "none")]
+    assert describe("token.rotated", {"grace_seconds": 7200}) == [("grace", "2 hours")]

@@ -82,7 +82,7 @@ def test_status_filter_and_pagination(server: Server, admin: dict[str, str]) -> 
     ({"name": "", "expires_in_days": 7}, "name is required"),
     ({"name": "n" * 10_000, "expires_in_days": 7}, "at most 100"),
     ({"name": "🚀 launch", "expires_in_days": 7}, "emoji"),
-    ({"name": "x", "expires_in_days": 7, "ip_allowlist": ["10.0.0.300/8"]}, "not a valid"),
+    ({"name": "x", "expires_in_days": 7, "ip_allowlist": ["10.0.0.300/8"]}, "not an IP address"),
     ({"name": "x", "expires_in_days": 7, "scopes": ["root"]}, "Unknown scope"),
     ({"name": "x", "expires_in_days": 7, "colour": "blue"}, "colour"),
     ({"name": "x", "expires_in_days": "soon"}, "expires_in_days"),

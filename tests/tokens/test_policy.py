@@ -42,12 +42,13 @@ def test_cidrs_are_canonical(entry: str, expected: str) -> None:
 
 
 @pytest.mark.parametrize(("entry", "fragment"), [
-    ("10.0.0.1/33", "not a valid"),
-    ("10.0.0.256", "not a valid"),
+    ("10.0.0.1/33", "has the prefix length /33; an IPv4 block allows /0 to /32"),
+    ("10.0.0.256", "not an IP address"),
     ("10.0.0.5/24", "Did you mean 10.0.0.0/24"),
     ("2001:db8::1/32", "Did you mean 2001:db8::/32"),
     ("", "empty"),
-    ("localhost", "not a valid"),
+    ("localhost", "not an IP address"),
+    ("2001:db8::/200", "an IPv6 block allows /0 to /128"),
 ])
 def test_cidr_typos_get_specific_errors(entry: str, fragment: str) -> None:
     with pytest.raises(ValidationFailed) as caught:

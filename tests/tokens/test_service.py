@@ -78,7 +78,7 @@ def test_only_admins_issue_application_tokens(world: World) -> None:
     ({"name": ""}, ValidationFailed, "name is required"),
     ({"name": "x" * 10_000}, ValidationFailed, "at most 100"),
     ({"name": "Robot 🤖"}, ValidationFailed, "emoji"),
-    ({"ip_allowlist": ["10.0.0.0/33"]}, ValidationFailed, "not a valid"),
+    ({"ip_allowlist": ["10.0.0.0/33"]}, ValidationFailed, "prefix length /33"),
     ({"scopes": ["employees:destroy"]}, ValidationFailed, "Unknown scope"),
     ({"kind": "robot"}, ValidationFailed, "Unknown token kind"),
     ({"workspace": "nowhere"}, NotFound, "No workspace"),

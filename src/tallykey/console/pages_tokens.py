@@ -341,10 +341,11 @@ def rotate_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         started = store.begin(viewer.actor.account_id, _actor_key(viewer),
                               forms.text(form, forms.ISSUE_KEY_FIELD) or new_issue_key(),
                               operation, fingerprint(operation, grace), viewer.session.cookie)
+    except IdempotencyKeyReused:
+        return _detail(request, viewer, runtime, token, status=422, errors={
+            "rotate": "This rotation form was already used with another grace period. "
+                      "Pick the grace period again and rotate."})
     except ValidationFailed as error:
-        if isinstance(error, IdempotencyKeyReused):
-            error.message = ("This rotation form was already used with another grace "
-                             "period. Pick the grace period again and rotate.")
         return _detail(request, viewer, runtime, token, status=422,
                        errors={"rotate": error.message})
     if isinstance(started, Replay):

@@ -68,6 +68,15 @@ def shown(value: Any) -> str:
     return str(value)
 
 
+def duration(seconds: int) -> str:
+    """`86400` -> "1 day", `7200` -> "2 hours", `0` -> "none"."""
+    for size, unit in ((86400, "day"), (3600, "hour"), (60, "minute"), (1, "second")):
+        if seconds >= size and seconds % size == 0:
+            amount = seconds // size
+            return f"{amount} {unit}{'' if amount == 1 else 's'}"
+    return "none" if seconds == 0 else f"{seconds} seconds"
+
+
 def label(key: str) -> str:
     return key.replace("_", " ")
 
@@ -91,6 +100,8 @@ def describe(action: str, details: dict[str, Any] | None) -> list[tuple[str, str
             continue
         if action in CHANGE_ACTIONS and isinstance(value, list | tuple) and len(value) == 2:
             items.append((label(key), change(value)))
+        elif key.endswith("_seconds") and isinstance(value, int) and not isinstance(value, bool):
+            items.append((label(key[:-len("_seconds")]), duration(value)))
         else:
             items.append((label(key), shown(value)))
     return items

@@ -3,6 +3,7 @@ with a message that says what to fix. Nothing here touches the database."""
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import unicodedata
 from collections.abc import Iterable
@@ -109,17 +110,30 @@ def parse_cidr(entry: str) -> IpNetwork:
         try:
             loose = ipaddress.ip_network(text, strict=False)
         except ValueError:
-            raise ValidationFailed(
-                f"{text!r} is not an IP address or an address block.",
-                "Write an IPv4 or IPv6 address or a block such as 203.0.113.0/24 or "
-                "2001:db8::/32.",
-                field="ip_allowlist",
-            ) from None
+            raise _unreadable_cidr(text) from None
         raise ValidationFailed(
             f"{text!r} has host bits set after the prefix length.",
             f"Did you mean {loose.with_prefixlen}?",
             field="ip_allowlist",
         ) from None
+
+
+def _unreadable_cidr(text: str) -> ValidationFailed:
+    """What is wrong with an entry Python cannot read, said without Python's words."""
+    address, slash, length = text.partition("/")
+    version: int = 0
+    with contextlib.suppress(ValueError):
+        version = ipaddress.ip_address(address).version
+    if slash and version:
+        longest = 32 if version == 4 else 128
+        return ValidationFailed(
+            f"{text!r} has the prefix length /{length}; an IPv{version} block allows /0 to "
+            f"/{longest}.", f"Write e.g. {address}/{24 if version == 4 else 64}.",
+            field="ip_allowlist")
+    return ValidationFailed(
+        f"{text!r} is not an IP address or an address block.",
+        "Write an IPv4 or IPv6 address or a block such as 203.0.113.0/24 or 2001:db8::/32.",
+        field="ip_allowlist")
 
 
 def clean_allowlist(entries: Iterable[str] | None) -> list[str]:
