@@ -543,11 +543,14 @@ def tokens_update(
     ip: Annotated[list[str] | None, typer.Option(help="Replace the allow-list.")] = None,
     clear_ips: Annotated[bool, typer.Option("--clear-ips", help="Allow every IP.")] = False,
     target: Annotated[str | None, typer.Option()] = None,
+    scope: Annotated[list[str] | None, typer.Option(
+        help="Replace the scopes; repeat for more (see `tallykey scopes`).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Edit a token's name, description, allow-list or target (expiry cannot be extended)."""
+    """Edit a token's name, description, allow-list, target or scopes (expiry cannot be
+    extended)."""
     changes = TokenChanges(name=name, description=description,
-                           ip_allowlist=[] if clear_ips else ip, target=target)
+                           ip_allowlist=[] if clear_ips else ip, target=target, scopes=scope)
     _token_action(ref, account, as_json, "updated",
                   lambda rt, actor, tid: rt.tokens.update(actor, tid, changes))
 
@@ -606,6 +609,22 @@ def tokens_secret(ref: TokenRef, account: OptionalAccount = None,
     else:
         out.print(f"username: {result['username']}\npassword: {result['password']}",
                   highlight=False)
+
+
+@app.command("scopes")
+def scopes_list(as_json: JsonOption = False) -> None:
+    """The scope catalog (TALLYKEY_SCOPES_FILE, or the demo's): what each scope allows."""
+    with runtime() as rt:
+        catalog = rt.catalog
+    if as_json:
+        emit_json([{"name": s.name, "description": s.description, "admin_only": s.admin_only}
+                   for s in catalog.scopes()])
+        return
+    table = Table("scope", "description", "who", title=f"Scopes ({catalog.source})")
+    for scope in catalog.scopes():
+        table.add_row(scope.name, scope.description,
+                      "admins only" if scope.admin_only else "grantable per workspace")
+    out.print(table)
 
 
 @keys_app.command("check")

@@ -3,11 +3,12 @@ server, the CLI, the worker and the embedded verifier alike."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
 from tallykey.accounts.models import Account
+from tallykey.accounts.scopes import ScopeCatalog, load_catalog
 from tallykey.accounts.service import AccountService
 from tallykey.auth.sessions import SessionStore
 from tallykey.clock import Clock, SystemClock
@@ -39,11 +40,13 @@ class Runtime:
     notifier: Notifier
     webhooks: WebhookService
     vault: SecretVault | None = None
+    catalog: ScopeCatalog = field(default_factory=lambda: load_catalog(None))
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
         settings = settings or load_settings()
         clock = clock or SystemClock()
+        catalog = load_catalog(settings.scopes_file)  # a bad file stops here, one line
         database = Database(settings.resolved_database_url)
         keyring = load_keyring(settings.kek, settings.kek_file)
         vault = SecretVault(database, clock, keyring) if keyring else None
@@ -52,14 +55,17 @@ class Runtime:
             settings=settings,
             database=database,
             clock=clock,
-            accounts=AccountService(database, clock, keys_configured=vault is not None),
+            accounts=AccountService(database, clock, keys_configured=vault is not None,
+                                    catalog=catalog),
             tokens=TokenService(database, clock, region=settings.region,
                                 targets=settings.target_list,
-                                listeners=[notifier.on_token_event], vault=vault),
+                                listeners=[notifier.on_token_event], vault=vault,
+                                catalog=catalog),
             sessions=SessionStore(database, clock),
             notifier=notifier,
             webhooks=WebhookService(database, clock),
             vault=vault,
+            catalog=catalog,
         )
 
     def check_keys(self) -> None:

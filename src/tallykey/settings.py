@@ -48,6 +48,10 @@ class Settings(BaseSettings):
     #: Public keys that sign leaked-token reports (`POST /api/v1/leaks`): a path to a JSON
     #: file, or the JSON itself; see `tallykey.leaks.signatures`. Empty: reports refused.
     leak_report_keys: str = ""
+    #: A TOML scope catalog (SPEC §11, `tallykey.accounts.scopes`); unset: the demo's.
+    scopes_file: Path | None = None
+    #: What the console calls a workspace ("Project", "Team"...): singular, capitalised.
+    workspace_label: str = Field(default="Workspace", min_length=1, max_length=40)
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

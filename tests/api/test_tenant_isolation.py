@@ -137,6 +137,7 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": a_ws}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": "sales"})],
         ("GET", "/api/v1/targets"): [({}, None)],
+        ("GET", "/api/v1/scopes"): [({}, None)],
         ("GET", "/metrics"): [({}, None)],
         ("GET", "/api/v1/audit"): [({}, None), ({"target_id": a_token}, None),
                                    ({"actor_id": a_user}, None)],

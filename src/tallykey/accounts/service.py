@@ -14,7 +14,8 @@ from sqlalchemy.orm import Session
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.accounts.passwords import check_password, hash_password
-from tallykey.accounts.permissions import ADMIN, MEMBER_SCOPES, ROLES, Permissions
+from tallykey.accounts.permissions import ADMIN, ROLES, Permissions
+from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.audit import trail
 from tallykey.auth import changes as change_feed
 from tallykey.clock import Clock
@@ -36,12 +37,13 @@ def normalise_email(value: str) -> str:
     return result.normalized.lower()
 
 
-def permissions_of(user: User) -> Permissions:
+def permissions_of(user: User, catalog: ScopeCatalog = DEMO_CATALOG) -> Permissions:
     """The user's permissions as of now (grants are loaded with the user)."""
     return Permissions(
         role=user.role,
         active=user.active,
         by_workspace={grant.workspace_id: frozenset(grant.scopes) for grant in user.grants},
+        everything=catalog.all,
     )
 
 
@@ -57,11 +59,12 @@ class PolicyChanges:
 class AccountService:
     """Verbs on accounts and users. Each change is audited in its own transaction."""
 
-    def __init__(self, database: Database, clock: Clock, *, keys_configured: bool = False
-                 ) -> None:
+    def __init__(self, database: Database, clock: Clock, *, keys_configured: bool = False,
+                 catalog: ScopeCatalog = DEMO_CATALOG) -> None:
         self.database = database
         self.clock = clock
         self.keys_configured = keys_configured
+        self.catalog = catalog
 
     # --- accounts and workspaces ---------------------------------------------------
 
@@ -268,12 +271,22 @@ class AccountService:
             if workspace_id not in known:
                 raise NotFound(f"No workspace {workspace_id!r} in this account.",
                                field="workspace")
+            if isinstance(scopes, str):
+                raise ValidationFailed("Each workspace's grant is a list of scopes.",
+                                       field="workspaces")
             wanted = sorted(set(scopes))
-            refused = [s for s in wanted if s not in MEMBER_SCOPES]
+            unknown = self.catalog.unknown(wanted)
+            if unknown:
+                raise ValidationFailed(
+                    "Unknown scope(s): " + ", ".join(unknown) + ".",
+                    "Known scopes: " + ", ".join(self.catalog.names) + " (GET /api/v1/scopes).",
+                    field="workspaces", unknown=unknown)
+            refused = [s for s in wanted if s not in self.catalog.member_scopes]
             if refused:
                 raise ValidationFailed(
-                    "Workspace grants can only hold: " + ", ".join(MEMBER_SCOPES) + ".",
-                    field="grants", refused=refused)
+                    "Only administrators hold " + ", ".join(refused) + "; workspace grants "
+                    "can hold: " + ", ".join(self.catalog.member_scopes) + ".",
+                    field="workspaces", refused=refused)
             cleaned[workspace_id] = wanted
         user.grants = [WorkspaceGrant(workspace_id=ws, scopes=scopes)
                        for ws, scopes in cleaned.items()]

@@ -10,12 +10,14 @@ from __future__ import annotations
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Response
 from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallykey import console
+from tallykey.accounts.scopes import ScopeCatalog
 from tallykey.api import leaks, management, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
@@ -73,6 +75,14 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(platform.router)
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
+    framework_openapi = api.openapi
+
+    def openapi_with_catalog() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            describe_catalog(framework_openapi(), runtime.catalog)
+        return api.openapi_schema  # type: ignore[return-value]
+
+    api.openapi = openapi_with_catalog  # type: ignore[method-assign]
 
     @api.get("/metrics", include_in_schema=False)
     def prometheus_metrics() -> Response:
@@ -88,6 +98,31 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
         return {"status": "ok", "region": runtime.settings.region}
 
     return api
+
+
+#: Request bodies whose scope lists take the catalog's scopes.
+_SCOPE_FIELDS = {"TokenCreate": "scopes", "TokenUpdate": "scopes",
+                 "VerifyRequest": "required_scopes"}
+
+
+def describe_catalog(schema: dict[str, Any], catalog: ScopeCatalog) -> None:
+    """Put the deployment's scope catalog (names and descriptions) into the OpenAPI
+    document, so `/docs` shows this platform's permissions, not the demo's."""
+    listing = "; ".join(f"`{s.name}`: {s.description}" + (" (admins only)" if s.admin_only
+                                                           else "")
+                        for s in catalog.scopes())
+    components = schema.get("components", {}).get("schemas", {})
+    for model, field_name in _SCOPE_FIELDS.items():
+        prop = components.get(model, {}).get("properties", {}).get(field_name)
+        if prop is None:
+            continue
+        target = next((option for option in prop.get("anyOf", [])
+                       if option.get("type") == "array"), prop)
+        target["items"] = {"type": "string", "enum": list(catalog.names)}
+        prop["description"] = "Scopes from the catalog: " + listing
+    schema.setdefault("info", {})["description"] = (
+        schema.get("info", {}).get("description", "") + "\n\n**Scope catalog** ("
+        + catalog.source + "): " + listing)
 
 
 def create_app(runtime: Runtime | None = None) -> ASGIApp:

@@ -23,6 +23,7 @@ from tallykey.api.schemas import (
     RevokedTokenView,
     RevokeRequest,
     RotateRequest,
+    ScopeView,
     SecretView,
     SessionView,
     TargetCount,
@@ -210,6 +211,14 @@ def count_targets(actor: ManagementActor, runtime: RuntimeDep) -> list[TargetCou
                         total=counts.get(name, (0, 0))[1])
             for name in [*runtime.settings.target_list,
                          *sorted(set(counts) - set(runtime.settings.target_list))]]
+
+
+@router.get("/scopes", response_model=list[ScopeView], tags=["tokens"])
+def list_scopes(actor: ManagementActor, runtime: RuntimeDep) -> list[ScopeView]:
+    """The scope catalog: every scope a token may carry, with what it allows. Admin-only
+    scopes are held by administrators only and cannot be granted per workspace."""
+    return [ScopeView(name=s.name, description=s.description, admin_only=s.admin_only)
+            for s in runtime.catalog.scopes()]
 
 
 # --- audit ----------------------------------------------------------------------------

@@ -96,6 +96,14 @@ class TokenList(BaseModel):
     next_cursor: str | None
 
 
+class ScopeView(BaseModel):
+    """One scope of the catalog (`TALLYKEY_SCOPES_FILE`, SPEC §11)."""
+
+    name: str
+    description: str
+    admin_only: bool
+
+
 class UserView(BaseModel):
     id: str
     email: str

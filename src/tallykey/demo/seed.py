@@ -15,7 +15,6 @@ from sqlalchemy import select
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
-from tallykey.accounts.permissions import SCOPES
 from tallykey.demo.models import Employee
 from tallykey.errors import NotFound
 from tallykey.runtime import Runtime
@@ -58,14 +57,15 @@ def seed(runtime: Runtime, base_url: str) -> dict[str, Any]:
     admin = _user(runtime, operator, ADMIN, {})
     member = _user(runtime, operator, MEMBER, {workspaces["hq"].id: ["employees:read"]})
     _employees(runtime, demo.id, workspaces)
-    admin_token = _demo_token(runtime, admin, "Demo admin token", list(SCOPES))
+    admin_token = _demo_token(runtime, admin, "Demo admin token", list(runtime.catalog.names))
     member_token = _demo_token(runtime, member, "Demo member token", ["employees:read"])
 
     other = _account(runtime, "other", "Other Company", region)
     other_workspace = _workspace(runtime, other.id, "main", "Main", "UTC")
     other_admin = _user(runtime, Actor.operator(other.id), OTHER_ADMIN, {})
     _employees(runtime, other.id, {"hq": other_workspace, "field": other_workspace}, limit=2)
-    other_token = _demo_token(runtime, other_admin, "Other admin token", list(SCOPES))
+    other_token = _demo_token(runtime, other_admin, "Other admin token",
+                              list(runtime.catalog.names))
     return {
         "base_url": base_url,
         "region": region,
