@@ -207,6 +207,11 @@ class VerifyRequest(Strict):
                                   description="Honoured only from trusted proxies")
     required_scopes: list[str] = Field(default_factory=list, max_length=50)
     user_agent: str | None = Field(default=None, max_length=1000)
+    workspace: str | None = Field(
+        default=None, max_length=64,
+        description="The workspace (id or slug) the request is for: the scopes must be "
+        "held there. Without it a scope passes only if held in every workspace the token "
+        "sees.")
 
 
 class VerifyResponse(BaseModel):
@@ -221,6 +226,9 @@ class VerifyResponse(BaseModel):
     scopes: list[str]
     expires_at: Timestamp | None
     client_ip: str
+    workspace: str | None = Field(description="The workspace id the verdict answers for")
+    workspaces: dict[str, list[str]] = Field(
+        description="Per workspace id the token sees: its effective scopes there")
 
 
 def parse_moment(value: str, field: str) -> datetime | date:

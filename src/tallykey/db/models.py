@@ -9,6 +9,7 @@ from tallykey.demo.models import Employee
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
+from tallykey.operators.models import OperatorToken
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
@@ -22,6 +23,7 @@ __all__ = [
     "ConsoleSession",
     "Employee",
     "Node",
+    "OperatorToken",
     "OutboxMessage",
     "Token",
     "TokenClientIp",
