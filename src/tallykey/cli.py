@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.cli import register as register_workspace_commands
 from tallykey.accounts.models import Account, User
 from tallykey.audit.cli import register as register_audit_commands
 from tallykey.db import migrate as migrations
@@ -44,6 +45,7 @@ keys_app = typer.Typer(help="Key-encryption keys for retrievable secrets.",
 app.add_typer(keys_app, name="keys")
 register_notify_commands(app)  # outbox, webhooks, worker
 register_audit_commands(app)  # audit export, audit verify
+register_workspace_commands(app)  # workspaces list|create|rename|archive
 
 out = Console()
 err = Console(stderr=True)

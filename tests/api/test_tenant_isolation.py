@@ -138,6 +138,10 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": "sales"})],
         ("GET", "/api/v1/targets"): [({}, None)],
         ("GET", "/api/v1/scopes"): [({}, None)],
+        ("GET", "/api/v1/workspaces"): [({}, None), ({"archived": "true"}, None)],
+        ("POST", "/api/v1/workspaces"): [({}, {"slug": "sales", "name": "Cross"})],
+        ("GET", "/console/workspaces"): [({}, None)],
+        ("POST", "/console/workspaces"): [({}, {"slug": "sales", "name": "Cross"})],
         ("GET", "/metrics"): [({}, None)],
         ("GET", "/api/v1/audit"): [({}, None), ({"target_id": a_token}, None),
                                    ({"actor_id": a_user}, None)],
@@ -186,6 +190,12 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", "/api/v1/tokens/{token_id}/secret"): None,
     ("GET", "/api/v1/tokens/{token_id}/usage"): None,
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "member", "active": False},
+    ("GET", "/api/v1/workspaces/{workspace_id}"): None,
+    ("PATCH", "/api/v1/workspaces/{workspace_id}"): {"name": "taken over"},
+    ("DELETE", "/api/v1/workspaces/{workspace_id}"): None,
+    ("POST", "/console/workspaces/{workspace_id}"): {"name": "taken over"},
+    ("GET", "/console/workspaces/{workspace_id}/archive"): None,
+    ("POST", "/console/workspaces/{workspace_id}/archive"): {},
     ("GET", "/console/tokens/{token_id}"): None,
     ("POST", "/console/tokens/{token_id}"): {"name": "taken over", "description": "",
                                              "ip_allowlist": "", "target": ""},
@@ -318,7 +328,7 @@ def test_every_route_is_probed(app: Any, tenants: Tenants) -> None:
     assert not stale, f"probes for routes that no longer exist: {sorted(stale)}"
     for method, path in served - PUBLIC:
         parameters = set(re.findall(r"{(\w+)}", path))
-        assert parameters <= {"token_id", "user_id"}, (
+        assert parameters <= {"token_id", "user_id", "workspace_id"}, (
             f"{method} {path}: this test does not know how to fill {parameters}")
 
 
@@ -327,6 +337,8 @@ def _ids_for(path: str, t: Tenants) -> list[str]:
         return t.a_token_ids
     if "{user_id}" in path:
         return t.a_user_ids
+    if "{workspace_id}" in path:
+        return [t.a_workspace_id, t.world.ops.id]
     raise AssertionError(f"{path}: no ids of A to try")
 
 
@@ -382,7 +394,7 @@ def test_account_b_can_neither_read_nor_change_anything_of_account_a(
 
 
 def _fill(path: str, value: str) -> str:
-    return re.sub(r"{(token_id|user_id)}", value, path)
+    return re.sub(r"{(token_id|user_id|workspace_id)}", value, path)
 
 
 def test_b_sees_its_own_objects_through_the_same_routes(

@@ -7,7 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tallykey.accounts.models import Account, User
+from tallykey.accounts.models import Account, User, Workspace
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import ValidationFailed
 from tallykey.tokens.schemas import Timestamp, TokenView
@@ -75,6 +75,14 @@ class RevokedTokenView(TokenView):
     propagation: PropagationView
 
 
+class ArchivedWorkspaceView(BaseModel):
+    """An archived workspace: how many tokens stopped, and on which nodes for sure."""
+
+    workspace: WorkspaceView
+    tokens_stopped: int
+    propagation: PropagationView
+
+
 class SecretView(BaseModel):
     """A retrievable application token's credentials (admins only; audited)."""
 
@@ -104,6 +112,33 @@ class ScopeView(BaseModel):
     admin_only: bool
 
 
+class WorkspaceView(BaseModel):
+    """A part of an account (the platform may call it a project or a team)."""
+
+    id: str
+    slug: str
+    name: str
+    timezone: str
+    archived_at: Timestamp | None
+
+    @classmethod
+    def of(cls, workspace: Workspace) -> WorkspaceView:
+        return cls(id=workspace.id, slug=workspace.slug, name=workspace.name,
+                   timezone=workspace.timezone, archived_at=workspace.archived_at)
+
+
+class WorkspaceCreate(Strict):
+    slug: str = Field(max_length=63, description="lowercase letters, digits and dashes")
+    name: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64, description="IANA time zone")
+
+
+class WorkspaceUpdate(Strict):
+    slug: str | None = Field(default=None, max_length=63)
+    name: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
+
+
 class UserView(BaseModel):
     id: str
     email: str
@@ -130,7 +165,9 @@ class UserCreate(Strict):
 class UserUpdate(Strict):
     role: Literal["admin", "member"] | None = None
     active: bool | None = None
-    workspaces: dict[str, list[str]] | None = None
+    workspaces: dict[str, list[str]] | None = Field(
+        default=None, description="workspace id (or slug) -> the scopes held there; "
+        "replaces every grant")
 
 
 class AccountView(BaseModel):

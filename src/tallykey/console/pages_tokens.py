@@ -157,7 +157,9 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
 
 
 def _workspace_name(workspace: Workspace | None) -> str:
-    return workspace.name if workspace else "All workspaces"
+    if workspace is None:
+        return ""
+    return workspace.name + (" (archived)" if workspace.archived_at else "")
 
 
 @router.get("/tokens/{token_id}")

@@ -418,10 +418,11 @@ class TokenService:
         if ref is None or not ref.strip():
             return None
         workspace = session.scalar(select(Workspace).where(
-            Workspace.account_id == account_id,
+            Workspace.account_id == account_id, Workspace.archived_at.is_(None),
             or_(Workspace.id == ref.strip(), Workspace.slug == ref.strip())))
         if workspace is None:
-            raise NotFound(f"No workspace {ref!r} in this account.", field="workspace")
+            raise NotFound(f"No workspace {ref[:64]!r} in use in this account.",
+                           field="workspace")
         return workspace.id
 
     def _acting_user(self, session: Session, actor: Actor, what: str) -> User:
