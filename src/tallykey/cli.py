@@ -28,6 +28,7 @@ from tallykey.db import migrate as migrations
 from tallykey.errors import TallykeyError
 from tallykey.logs import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
+from tallykey.operators.cli import register as register_operator_commands
 from tallykey.runtime import Runtime
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
@@ -46,6 +47,7 @@ app.add_typer(keys_app, name="keys")
 register_notify_commands(app)  # outbox, webhooks, worker
 register_audit_commands(app)  # audit export, audit verify
 register_workspace_commands(app)  # workspaces list|create|rename|archive
+register_operator_commands(app)  # operator-tokens create|list|revoke
 
 out = Console()
 err = Console(stderr=True)

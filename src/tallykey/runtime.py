@@ -20,6 +20,7 @@ from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
+from tallykey.operators.service import OperatorService
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
 
@@ -41,6 +42,11 @@ class Runtime:
     webhooks: WebhookService
     vault: SecretVault | None = None
     catalog: ScopeCatalog = field(default_factory=lambda: load_catalog(None))
+    operators: OperatorService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.operators = OperatorService(self.database, self.clock, self.accounts,
+                                         self.settings.region)
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:

@@ -54,6 +54,14 @@ PUBLIC = {
     # reporter has seen in the wild
     ("POST", "/api/v1/leaks"),
 }
+#: The operator API: cross-tenant by design, for the platform's operator token only;
+#: `test_account_credentials_never_open_the_operator_api` probes it with B's credentials.
+OPERATOR = {
+    ("GET", "/api/v1/operator/accounts"), ("POST", "/api/v1/operator/accounts"),
+    ("GET", "/api/v1/operator/accounts/{slug}"), ("PATCH", "/api/v1/operator/accounts/{slug}"),
+    ("POST", "/api/v1/operator/accounts/{slug}/users"),
+    ("POST", "/api/v1/operator/accounts/{slug}/workspaces"),
+}
 #: Sign-in and sign-out of the JSON API: the session mode of this test runs through them.
 SESSION_ROUTES = {("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"),
                   ("POST", "/console/logout")}
@@ -227,7 +235,8 @@ def app_routes(app: Any) -> set[tuple[str, str]]:
 
 
 def known_routes(t: Tenants) -> set[tuple[str, str]]:
-    return PUBLIC | SESSION_ROUTES | set(collection_probes(t)) | set(OBJECT_BODIES)
+    return (PUBLIC | SESSION_ROUTES | OPERATOR | set(collection_probes(t))
+            | set(OBJECT_BODIES))
 
 
 # --- the three ways B comes in ------------------------------------------------------
@@ -326,10 +335,23 @@ def test_every_route_is_probed(app: Any, tenants: Tenants) -> None:
         "PUBLIC, collection_probes or OBJECT_BODIES in this file.")
     stale = known_routes(tenants) - served
     assert not stale, f"probes for routes that no longer exist: {sorted(stale)}"
-    for method, path in served - PUBLIC:
+    for method, path in served - PUBLIC - OPERATOR:
         parameters = set(re.findall(r"{(\w+)}", path))
         assert parameters <= {"token_id", "user_id", "workspace_id"}, (
             f"{method} {path}: this test does not know how to fill {parameters}")
+
+
+def test_account_credentials_never_open_the_operator_api(
+        rt: Runtime, tenants: Tenants, callers: list[Caller]) -> None:
+    before = rows_of(rt, tenants.a_ids)
+    for caller in callers[:2]:
+        for method, path in sorted(OPERATOR):
+            body = {"slug": "taken", "email": "x@globex.test", "name": "x", "active": False}
+            answer = caller.send(method, path.replace("{slug}", "acme"), {},
+                                 None if method == "GET" else body)
+            assert answer.status_code in (401, 429), (caller.name, method, path, answer.text)
+            assert not _leaks(answer.text, tenants)
+    assert rows_of(rt, tenants.a_ids) == before
 
 
 def _ids_for(path: str, t: Tenants) -> list[str]:

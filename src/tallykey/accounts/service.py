@@ -312,7 +312,10 @@ class AccountService:
         with self.database.reading() as session:
             user = session.scalar(select(User).where(func.lower(User.email) == email))
             ok = check_password(user.password_hash if user else None, password)
-            return user if ok and user is not None and user.active else None
+            if not ok or user is None or not user.active:
+                return None
+            account = session.get(Account, user.account_id)
+            return user if account is not None and account.active else None
 
     # --- internals -----------------------------------------------------------------
 

@@ -18,7 +18,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallykey import console
 from tallykey.accounts.scopes import ScopeCatalog
-from tallykey.api import leaks, management, verify
+from tallykey.api import leaks, management, operator, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
@@ -65,6 +65,12 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
         version="0.1.0",
         description="Named, expiring API tokens: management, verification, demo platform.",
         lifespan=lifespan,
+        openapi_tags=[{"name": "operator", "description": (
+            "For the platform that runs tallykey: provision tenants (accounts), their "
+            "first users and their workspaces from your own back office. Authenticate "
+            "with an operator token (`tallykey operator-tokens create --name N --days D`), "
+            "never an account's token. Every change is audited in the account it touches, "
+            "naming the operator token.")}],
     )
     api.state.runtime = runtime
     api.state.verifier = verifier
@@ -72,6 +78,7 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(management.router)
     api.include_router(verify.router)
     api.include_router(leaks.router)
+    api.include_router(operator.router)
     api.include_router(platform.router)
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
