@@ -181,6 +181,10 @@ def test_only_operator_tokens_open_the_operator_api(
                               ).exit_code == 0
     revoked = client.get("/api/v1/operator/accounts", headers=bearer(cli_token))
     assert revoked.status_code == 401 and "revoked" in revoked.json()["message"]
+    # 6 failures so far; after the 10th in a minute one address is refused with 429
+    statuses = [client.get("/api/v1/operator/accounts", headers=bearer(tenant_admin)
+                           ).status_code for _ in range(5)]
+    assert statuses == [401, 401, 401, 401, 429]
 
 
 def test_the_operator_api_has_its_own_openapi_section(client: TestClient) -> None:
