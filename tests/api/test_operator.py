@@ -95,8 +95,12 @@ def test_provision_a_tenant_its_admin_and_workspaces(rt: Runtime, client: TestCl
     listed = client.get("/api/v1/workspaces",
                         headers={"X-CSRF-Token": login.json()["csrf_token"]}).json()
     assert [w["slug"] for w in listed] == ["north", "south"]
+    named = client.post("/api/v1/operator/accounts/shop-42/workspaces", headers=op,
+                        json={"name": "Zürich Store"})
+    assert named.status_code == 201 and named.json()["slug"] == "zurich-store"
     for body, status in [({"slug": "shop-42"}, 422), ({"slug": "Bad Slug"}, 422),
-                         ({"slug": "x", "max_validity_days": 999}, 422)]:
+                         ({"slug": "x", "max_validity_days": 999}, 422),
+                         ({"slug": "y", "region": "us1"}, 422)]:
         assert client.post("/api/v1/operator/accounts", headers=op, json=body
                            ).status_code == status, body
     assert client.post("/api/v1/operator/accounts/nope/users", headers=op, json={

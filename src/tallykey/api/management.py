@@ -328,7 +328,7 @@ def create_workspace(body: WorkspaceCreate, actor: ManagementActor,
                      runtime: RuntimeDep) -> WorkspaceView:
     """Add a workspace (administrators). Grant members permissions in it with
     `PATCH /api/v1/users/{id}`."""
-    return WorkspaceView.of(runtime.accounts.add_workspace(actor, body.slug, body.name,
+    return WorkspaceView.of(runtime.accounts.add_workspace(actor, body.chosen_slug, body.name,
                                                            body.timezone))
 
 

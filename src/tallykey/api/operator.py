@@ -18,7 +18,7 @@ from tallykey.api.management import settle
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import Strict, UserView, WorkspaceCreate, WorkspaceView
 from tallykey.auth.limiter import FailureLimiter
-from tallykey.errors import TooManyAttempts, Unauthenticated
+from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.operators.models import OperatorToken
 from tallykey.tokens.schemas import Timestamp
 
@@ -62,6 +62,9 @@ class Policies(Strict):
 class OperatorAccountCreate(Policies):
     slug: str = Field(max_length=64, description="lowercase letters, digits and dashes")
     name: str = Field(default="", max_length=200)
+    region: str | None = Field(default=None, max_length=8,
+                               description="this deployment's region (the default); "
+                               "another region's accounts are created there")
 
 
 class OperatorAccountUpdate(Policies):
@@ -119,6 +122,11 @@ class OperatorUserCreate(Strict):
 def create_account(body: OperatorAccountCreate, token: OperatorDep, request: Request,
                    runtime: RuntimeDep) -> OperatorAccountView:
     """Create a tenant in this region, optionally with its policies."""
+    if body.region is not None and body.region != runtime.settings.region:
+        raise ValidationFailed(
+            f"This deployment serves region {runtime.settings.region!r}, not "
+            f"{body.region!r}.", f"Create the account on the {body.region} deployment.",
+            field="region")
     return OperatorAccountView.of(runtime.operators.create_account(
         token, ip_of(request), body.slug, body.name, body.changes()))
 
@@ -176,4 +184,4 @@ def create_workspace(slug: str, body: WorkspaceCreate, token: OperatorDep, reque
                      runtime: RuntimeDep) -> WorkspaceView:
     """Add a workspace to a tenant."""
     return WorkspaceView.of(runtime.operators.add_workspace(
-        token, ip_of(request), slug, body.slug, body.name, body.timezone))
+        token, ip_of(request), slug, body.chosen_slug, body.name, body.timezone))

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import date, datetime
 from typing import Any, Literal
 
@@ -128,9 +130,21 @@ class WorkspaceView(BaseModel):
 
 
 class WorkspaceCreate(Strict):
-    slug: str = Field(max_length=63, description="lowercase letters, digits and dashes")
+    slug: str | None = Field(default=None, max_length=63,
+                             description="lowercase letters, digits and dashes; "
+                             "default: made from the name")
     name: str = Field(max_length=200)
     timezone: str = Field(default="UTC", max_length=64, description="IANA time zone")
+
+    @property
+    def chosen_slug(self) -> str:
+        return self.slug if self.slug is not None else slug_of(self.name)
+
+
+def slug_of(name: str) -> str:
+    """A slug made from a display name: "North Shop" -> "north-shop"."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:63].rstrip("-")
 
 
 class WorkspaceUpdate(Strict):
