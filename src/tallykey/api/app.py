@@ -107,9 +107,8 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     return api
 
 
-#: Request bodies whose scope lists take the catalog's scopes.
-_SCOPE_FIELDS = {"TokenCreate": "scopes", "TokenUpdate": "scopes",
-                 "VerifyRequest": "required_scopes"}
+#: Request bodies whose scope lists take the catalog's scopes (and refuse others: 422).
+_SCOPE_FIELDS = {"TokenCreate": "scopes", "TokenUpdate": "scopes"}
 
 
 def describe_catalog(schema: dict[str, Any], catalog: ScopeCatalog) -> None:
