@@ -129,6 +129,9 @@ def test_archiving_stops_the_workspace_tokens_and_its_grants(rt: Runtime, world:
         assert regrant.status_code == 404
         rename = client.patch("/api/v1/workspaces/ops", headers=admin, json={"name": "x"})
         assert rename.status_code == 409
+        reused = client.post("/api/v1/workspaces", headers=admin,
+                             json={"slug": "ops", "name": "Ops again"})
+        assert reused.status_code == 409 and "archived workspaces keep" in reused.text
         audit = client.get("/api/v1/audit", params={"action": "workspace.archived"},
                            headers=admin).json()["items"]
         assert audit[0]["details"]["tokens_stopped"] == 1
@@ -230,3 +233,29 @@ def test_the_cli_manages_workspaces(rt: Runtime, world: World, database_url: str
     assert "lab" in {w["slug"] for w in everything}
     unknown = run("workspaces", "archive", "-a", "acme", "nope")
     assert unknown.exit_code == 3 and "No such workspace" in unknown.stderr
+
+
+def test_the_console_edits_grants_per_workspace(rt: Runtime, world: World, api) -> None:  # type: ignore[no-untyped-def]
+    client, _ = api
+    verifier = Verifier(settings=rt.settings, database=rt.database, clock=rt.clock,
+                        background=False)
+    try:
+        token = rt.tokens.issue(world.as_member, TokenDraft(  # type: ignore[arg-type]
+            name="member", expires_in_days=30, scopes=["employees:read"])).value
+        csrf = _sign_in(client, "admin@acme.test", "correct horse battery")
+        page = client.get(f"/console/users/{world.member.id}").text
+        assert f'name="grant:{world.ops.id}"' in page
+        saved = client.post(f"/console/users/{world.member.id}", data={
+            "csrf_token": csrf, "role": "member", "active": "yes",
+            f"grant:{world.sales.id}": ["employees:write"],
+            f"grant:{world.ops.id}": ["employees:read"]})
+        assert saved.status_code == 303, saved.text
+        user = rt.accounts.get_user(world.as_admin, world.member.id)  # type: ignore[arg-type]
+        assert {g.workspace_id: g.scopes for g in user.grants} == {
+            world.sales.id: ["employees:write"], world.ops.id: ["employees:read"]}
+        verifier.sync()
+        header = f"Bearer {token}"
+        assert verifier.verify(header, IP, ["employees:read"], workspace="ops").allowed
+        assert verifier.verify(header, IP, ["employees:read"], workspace="sales").status == 403
+    finally:
+        verifier.close()
