@@ -43,7 +43,7 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
     if authorization is None and body.token is not None:
         authorization = f"Bearer {body.token}"
     verdict = await verifier_of(request).averify(authorization, ip, body.required_scopes,
-                                                 body.user_agent, body.workspace)
+                                                 body.user_agent, body.workspace or None)
     if verdict.token_id is not None:
         setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     return VerifyResponse(

@@ -58,6 +58,7 @@ class RecordLookup:
         self._sqlite = database.dialect == "sqlite"
         self._sql = _SQL.format(param="?" if self._sqlite else "%s")
         self._shared = Shared()
+        self._maps: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = queue.Queue[None](maxsize=connections)
         for _ in range(connections):
@@ -127,13 +128,21 @@ class RecordLookup:
             secret_retires_at=self._time(retires_at),
             token_networks=share(networks(self._json(token_ips))),
             account_networks=share(networks(self._json(account_ips))),
-            scopes=scopes, token_scopes=own_scopes, workspaces=by_workspace,
+            scopes=scopes, token_scopes=own_scopes,
+            workspaces=self._shared_map(by_workspace),
             owner_id=share(owner_id), owner_email=share(owner_email),
             owner_active=bool(owner_active) if owner_id is not None else True,
-            workspace_slugs={live[ws]: ws for ws in by_workspace},
+            workspace_slugs=self._shared_map({live[ws]: ws for ws in by_workspace}),
             workspace_archived=archived,
             account_active=bool(account_active) if account_active is not None else True,
         )
+
+    def _shared_map(self, mapping: dict[str, Any]) -> dict[str, Any]:
+        """One instance per equal mapping (tokens of one account or owner share theirs);
+        never mutated once shared."""
+        if len(self._maps) > MAX_SHARED:
+            self._maps.clear()
+        return self._maps.setdefault(tuple(sorted(mapping.items())), mapping)
 
     def _json(self, value: Any) -> list[str]:
         if value is None:
