@@ -21,6 +21,7 @@ from sqlalchemy import select
 from sqlalchemy.exc import OperationalError
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.cli import register as register_workspace_commands
 from tallykey.accounts.models import Account, User
 from tallykey.api.schemas import PropagationView
 from tallykey.audit.cli import register as register_audit_commands
@@ -29,6 +30,7 @@ from tallykey.db.engine import store_outage
 from tallykey.errors import StoreUnavailable, TallykeyError
 from tallykey.logs import uvicorn_log_config
 from tallykey.notify.cli import register as register_notify_commands
+from tallykey.operators.cli import register as register_operator_commands
 from tallykey.runtime import Runtime
 from tallykey.settings import load_settings
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
@@ -65,6 +67,8 @@ def _main(version: Annotated[bool, typer.Option(
 
 register_notify_commands(app)  # outbox, webhooks, worker
 register_audit_commands(app)  # audit export, audit verify
+register_workspace_commands(app)  # workspaces list|create|rename|archive
+register_operator_commands(app)  # operator-tokens create|list|revoke
 
 out = Console()
 err = Console(stderr=True)
@@ -671,11 +675,14 @@ def tokens_update(
     clear_ips: Annotated[bool, typer.Option("--clear-ips", metavar="",
             help="Allow every IP.")] = False,
     target: Annotated[str | None, typer.Option(help="A new target software.")] = None,
+    scope: Annotated[list[str] | None, typer.Option(
+        help="Replace the scopes; repeat for more (see `tallykey scopes`).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Edit a token's name, description, allow-list or target (expiry cannot be extended)."""
+    """Edit a token's name, description, allow-list, target or scopes (expiry cannot be
+    extended)."""
     changes = TokenChanges(name=name, description=description,
-                           ip_allowlist=[] if clear_ips else ip, target=target)
+                           ip_allowlist=[] if clear_ips else ip, target=target, scopes=scope)
     _token_action(ref, account, as_json, "updated",
                   lambda rt, actor, tid: rt.tokens.update(actor, tid, changes))
 
@@ -747,6 +754,22 @@ def tokens_secret(ref: TokenRef, account: OptionalAccount = None,
     else:
         out.print(f"username: {result['username']}\npassword: {result['password']}",
                   highlight=False)
+
+
+@app.command("scopes")
+def scopes_list(as_json: JsonOption = False) -> None:
+    """The scope catalog (TALLYKEY_SCOPES_FILE, or the demo's): what each scope allows."""
+    with runtime() as rt:
+        catalog = rt.catalog
+    if as_json:
+        emit_json([{"name": s.name, "description": s.description, "admin_only": s.admin_only}
+                   for s in catalog.scopes()])
+        return
+    table = Table("scope", "description", "who", title=f"Scopes ({catalog.source})")
+    for scope in catalog.scopes():
+        table.add_row(scope.name, scope.description,
+                      "admins only" if scope.admin_only else "grantable per workspace")
+    out.print(table)
 
 
 @keys_app.command("check")

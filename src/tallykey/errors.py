@@ -179,13 +179,28 @@ class InsufficientScope(AuthenticationError):
     status = 403
     code = "insufficient_scope"
 
-    def __init__(self, scope: str, message: str = "") -> None:
+    def __init__(self, scope: str, message: str = "", hint: str = "", **details: Any) -> None:
         super().__init__(
             message or f"This request needs the scope {scope!r}, which the token does not grant.",
-            f"Use a token that has the {scope!r} scope.",
-            scope=scope,
+            hint or f"Use a token that has the {scope!r} scope.",
+            scope=scope, **details,
         )
         self.scope = scope
+
+
+class WorkspaceNotAllowed(AuthenticationError):
+    """The token sees nothing in the workspace the request is for (SPEC §11)."""
+
+    status = 403
+    code = "workspace_not_allowed"
+
+
+class WorkspaceArchived(AuthenticationError):
+    """The token belongs to a workspace that was archived: it stopped with it."""
+
+
+class AccountSuspended(AuthenticationError):
+    """The token's account was suspended by the platform's operator."""
 
 
 class TooManyAttempts(AuthenticationError):

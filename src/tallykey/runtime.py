@@ -3,11 +3,12 @@ server, the CLI, the worker and the embedded verifier alike."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
 from tallykey.accounts.models import Account
+from tallykey.accounts.scopes import ScopeCatalog, load_catalog
 from tallykey.accounts.service import AccountService
 from tallykey.auth.sessions import SessionStore
 from tallykey.clock import Clock
@@ -22,6 +23,7 @@ from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
+from tallykey.operators.service import OperatorService
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
 
@@ -44,10 +46,17 @@ class Runtime:
     #: The database's clock: heartbeats, liveness and propagation follow it.
     database_clock: DatabaseClock
     vault: SecretVault | None = None
+    catalog: ScopeCatalog = field(default_factory=lambda: load_catalog(None))
+    operators: OperatorService = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.operators = OperatorService(self.database, self.clock, self.accounts,
+                                         self.settings.region)
 
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
         settings = settings or load_settings()
+        catalog = load_catalog(settings.scopes_file)  # a bad file stops here, one line
         database = Database(settings.resolved_database_url, settings.db_connect_timeout,
                             settings.db_statement_timeout)
         database_clock = DatabaseClock(database)
@@ -59,16 +68,19 @@ class Runtime:
             settings=settings,
             database=database,
             clock=clock,
-            accounts=AccountService(database, clock, keys_configured=vault is not None),
+            accounts=AccountService(database, clock, keys_configured=vault is not None,
+                                    catalog=catalog),
             tokens=TokenService(database, clock, region=settings.region,
                                 targets=settings.target_list,
-                                listeners=[notifier.on_token_event], vault=vault),
+                                listeners=[notifier.on_token_event], vault=vault,
+                                catalog=catalog),
             sessions=SessionStore(database, clock),
             notifier=notifier,
             webhooks=WebhookService(database, clock,
                                     allow_private=settings.webhook_private_targets),
             database_clock=database_clock,
             vault=vault,
+            catalog=catalog,
         )
 
     def settle(self, subject_id: str) -> Propagation:

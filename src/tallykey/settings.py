@@ -61,6 +61,10 @@ class Settings(BaseSettings):
     audit_signing_key: str | None = Field(default=None, repr=False)
     #: When set, `/metrics` answers only `Authorization: Bearer <this value>`.
     metrics_token: str | None = Field(default=None, repr=False)
+    #: A TOML scope catalog (SPEC §11, `tallykey.accounts.scopes`); unset: the demo's.
+    scopes_file: Path | None = None
+    #: What the console calls a workspace ("Project", "Team"...): singular, capitalised.
+    workspace_label: str = Field(default="Workspace", min_length=1, max_length=40)
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

@@ -54,6 +54,14 @@ PUBLIC = {
     # reporter has seen in the wild
     ("POST", "/api/v1/leaks"),
 }
+#: The operator API: cross-tenant by design, for the platform's operator token only;
+#: `test_account_credentials_never_open_the_operator_api` probes it with B's credentials.
+OPERATOR = {
+    ("GET", "/api/v1/operator/accounts"), ("POST", "/api/v1/operator/accounts"),
+    ("GET", "/api/v1/operator/accounts/{slug}"), ("PATCH", "/api/v1/operator/accounts/{slug}"),
+    ("POST", "/api/v1/operator/accounts/{slug}/users"),
+    ("POST", "/api/v1/operator/accounts/{slug}/workspaces"),
+}
 #: Sign-in and sign-out of the JSON API: the session mode of this test runs through them.
 SESSION_ROUTES = {("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"),
                   ("POST", "/console/logout")}
@@ -137,6 +145,11 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": a_ws}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": "sales"})],
         ("GET", "/api/v1/targets"): [({}, None)],
+        ("GET", "/api/v1/scopes"): [({}, None)],
+        ("GET", "/api/v1/workspaces"): [({}, None), ({"archived": "true"}, None)],
+        ("POST", "/api/v1/workspaces"): [({}, {"slug": "sales", "name": "Cross"})],
+        ("GET", "/console/workspaces"): [({}, None)],
+        ("POST", "/console/workspaces"): [({}, {"slug": "sales", "name": "Cross"})],
         ("GET", "/metrics"): [({}, None)],
         ("GET", "/api/v1/audit"): [({}, None), ({"target_id": a_token}, None),
                                    ({"actor_id": a_user}, None)],
@@ -198,6 +211,12 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/api/v1/tokens/{token_id}/secret"): None,
     ("GET", "/api/v1/tokens/{token_id}/usage"): None,
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "member", "active": False},
+    ("GET", "/api/v1/workspaces/{workspace_id}"): None,
+    ("PATCH", "/api/v1/workspaces/{workspace_id}"): {"name": "taken over"},
+    ("DELETE", "/api/v1/workspaces/{workspace_id}"): None,
+    ("POST", "/console/workspaces/{workspace_id}"): {"name": "taken over"},
+    ("GET", "/console/workspaces/{workspace_id}/archive"): None,
+    ("POST", "/console/workspaces/{workspace_id}/archive"): {},
     ("GET", "/console/tokens/{token_id}"): None,
     ("POST", "/console/tokens/{token_id}"): {"name": "taken over", "description": "",
                                              "ip_allowlist": "", "target": ""},
@@ -232,7 +251,8 @@ def app_routes(app: Any) -> set[tuple[str, str]]:
 
 
 def known_routes(t: Tenants) -> set[tuple[str, str]]:
-    return PUBLIC | SESSION_ROUTES | set(collection_probes(t)) | set(OBJECT_BODIES)
+    return (PUBLIC | SESSION_ROUTES | OPERATOR | set(collection_probes(t))
+            | set(OBJECT_BODIES))
 
 
 # --- the three ways B comes in ------------------------------------------------------
@@ -331,10 +351,23 @@ def test_every_route_is_probed(app: Any, tenants: Tenants) -> None:
         "PUBLIC, collection_probes or OBJECT_BODIES in this file.")
     stale = known_routes(tenants) - served
     assert not stale, f"probes for routes that no longer exist: {sorted(stale)}"
-    for method, path in served - PUBLIC:
+    for method, path in served - PUBLIC - OPERATOR:
         parameters = set(re.findall(r"{(\w+)}", path))
-        assert parameters <= {"token_id", "user_id"}, (
+        assert parameters <= {"token_id", "user_id", "workspace_id"}, (
             f"{method} {path}: this test does not know how to fill {parameters}")
+
+
+def test_account_credentials_never_open_the_operator_api(
+        rt: Runtime, tenants: Tenants, callers: list[Caller]) -> None:
+    before = rows_of(rt, tenants.a_ids)
+    for caller in callers[:2]:
+        for method, path in sorted(OPERATOR):
+            body = {"slug": "taken", "email": "x@globex.test", "name": "x", "active": False}
+            answer = caller.send(method, path.replace("{slug}", "acme"), {},
+                                 None if method == "GET" else body)
+            assert answer.status_code in (401, 429), (caller.name, method, path, answer.text)
+            assert not _leaks(answer.text, tenants)
+    assert rows_of(rt, tenants.a_ids) == before
 
 
 def _ids_for(path: str, t: Tenants) -> list[str]:
@@ -342,6 +375,8 @@ def _ids_for(path: str, t: Tenants) -> list[str]:
         return t.a_token_ids
     if "{user_id}" in path:
         return t.a_user_ids
+    if "{workspace_id}" in path:
+        return [t.a_workspace_id, t.world.ops.id]
     raise AssertionError(f"{path}: no ids of A to try")
 
 
@@ -397,7 +432,7 @@ def test_account_b_can_neither_read_nor_change_anything_of_account_a(
 
 
 def _fill(path: str, value: str) -> str:
-    return re.sub(r"{(token_id|user_id)}", value, path)
+    return re.sub(r"{(token_id|user_id|workspace_id)}", value, path)
 
 
 def test_b_sees_its_own_objects_through_the_same_routes(

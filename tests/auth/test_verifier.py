@@ -147,7 +147,8 @@ def test_personal_tokens_follow_their_owner(world: World, verifier: Verifier) ->
 
 def test_a_deactivated_owner_stops_the_token(world: World, verifier: Verifier) -> None:
     token = issue(world, world.as_member)
-    assert verifier.verify(f"Bearer {token}", IP).workspaces == {world.sales.id}
+    assert verifier.verify(f"Bearer {token}", IP).workspaces == {
+        world.sales.id: frozenset({"employees:read"})}
     world.rt.accounts.update_user(Actor.operator(world.acme_id), world.member.id, active=False)
     verdict = verifier.verify(f"Bearer {token}", IP)
     assert verdict.status == 401 and "no longer active" in verdict.message

@@ -267,3 +267,22 @@ def test_throttled_clients_get_429_with_retry_after(proxy: str, upstream: Upstre
 def test_the_verification_location_is_internal(proxy: str, tallykey: Server) -> None:
     response = get(proxy, "/_tallykey/auth", tallykey.seeded["admin"]["token"])
     assert response.status_code == 404
+
+
+def test_a_location_names_the_workspace_and_the_client_cannot(
+        proxy: str, tallykey: Server, upstream: Upstream) -> None:
+    """The demo member reads employees only in `hq`: the location's workspace (from the
+    path) decides, never a Tallykey-Workspace header the client sends."""
+    member = tallykey.seeded["member"]["token"]
+    hq = httpx.post(f"{tallykey.base_url}/api/v1/verify", timeout=10,
+                    json={"token": member, "workspace": "hq"}).json()["workspace"]
+    allowed = get(proxy, "/workspaces/hq/employees", member, Tallykey_Workspace="field")
+    assert allowed.status_code == 200, allowed.text
+    assert allowed.json()["tallykey-workspace"] == hq
+    assert allowed.json()["tallykey-scopes"] == "employees:read"
+    refused = get(proxy, "/workspaces/field/employees", member, Tallykey_Workspace="hq")
+    assert refused.status_code == 403
+    assert upstream.hits("/workspaces/field/employees") == []
+    forged = get(proxy, "/plain-area", member, Tallykey_Workspace="no-such-workspace")
+    assert forged.status_code == 200, forged.text  # the client's header never reaches
+    assert "tallykey-workspace" not in forged.json()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String
+from sqlalchemy import JSON, Boolean, ForeignKey, Integer, String, true
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tallykey.db.base import Base, UTCDateTime, new_id
@@ -27,6 +27,8 @@ class Account(Base):
     retrievable_application_tokens: Mapped[bool] = mapped_column(Boolean, default=False)
     ip_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list)
     new_network_alerts: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: A suspended account (operator API): its tokens stop and its users cannot sign in.
+    active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     workspaces: Mapped[list[Workspace]] = relationship(back_populates="account")
@@ -40,6 +42,8 @@ class Workspace(Base):
     slug: Mapped[str] = mapped_column(String(64))
     name: Mapped[str] = mapped_column(String(200))
     timezone: Mapped[str] = mapped_column(String(64), default="UTC")
+    #: Archived workspaces keep their history; their tokens and grants stop working.
+    archived_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
     account: Mapped[Account] = relationship(back_populates="workspaces")
 

@@ -5,43 +5,45 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from tallykey.accounts.scopes import BUILT_IN, DEMO_CATALOG
+
 ADMIN = "admin"
 MEMBER = "member"
 ROLES = (ADMIN, MEMBER)
 
-#: Every scope a token can carry, with what it allows.
-SCOPES: dict[str, str] = {
-    "employees:read": "Read employees of the workspaces the token can see",
-    "employees:write": "Create and change employees",
-    "audit:read": "Read the account's audit log",
-    "tokens:manage": "Manage tokens, users and policies through the management API",
-}
-#: Scopes only administrators hold, whatever their workspace grants say.
-ADMIN_ONLY_SCOPES = frozenset({"audit:read", "tokens:manage"})
-MEMBER_SCOPES = tuple(scope for scope in SCOPES if scope not in ADMIN_ONLY_SCOPES)
+#: The default (demo) catalog's scopes with what they allow; a deployment's own catalog
+#: is `Runtime.catalog` (see `accounts.scopes`).
+SCOPES: dict[str, str] = DEMO_CATALOG.descriptions()
+#: Scopes only administrators hold, whatever their workspace grants say (built in).
+ADMIN_ONLY_SCOPES = frozenset(s.name for s in BUILT_IN)
+MEMBER_SCOPES = DEMO_CATALOG.member_scopes
 
 
 @dataclass(frozen=True, slots=True)
 class Permissions:
     """What one user may do right now: per workspace, the scopes they hold there.
 
-    Admins see every workspace of their account with every scope.
+    Admins see every workspace of their account with every scope of the catalog
+    (`everything`).
     """
 
     role: str
     active: bool
     by_workspace: dict[str, frozenset[str]]
+    everything: frozenset[str] = DEMO_CATALOG.all
 
     @property
     def is_admin(self) -> bool:
         return self.role == ADMIN
 
     def scopes_in(self, workspace_id: str | None) -> frozenset[str]:
-        """Scopes held in one workspace, or across all of them when `workspace_id` is None."""
+        """Scopes held in one workspace, or in at least one of them when `workspace_id`
+        is None (what a new personal token may ask for; it is checked per workspace on
+        every request)."""
         if not self.active:
             return frozenset()
         if self.is_admin:
-            return frozenset(SCOPES)
+            return self.everything
         if workspace_id is None:
             held: set[str] = set()
             for scopes in self.by_workspace.values():
@@ -55,7 +57,3 @@ class Permissions:
         if self.is_admin:
             return frozenset(all_workspaces)
         return frozenset(self.by_workspace)
-
-
-def unknown_scopes(scopes: Iterable[str]) -> list[str]:
-    return sorted(set(scopes) - set(SCOPES))

@@ -6,6 +6,7 @@ import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
@@ -14,11 +15,12 @@ from sqlalchemy.orm import Session
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.accounts.passwords import check_password, hash_password
-from tallykey.accounts.permissions import ADMIN, MEMBER_SCOPES, ROLES, Permissions
+from tallykey.accounts.permissions import ADMIN, ROLES, Permissions
+from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
-from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
+from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes as change_feed
 from tallykey.keys.vault import destroy_ciphertexts
 from tallykey.tokens.policy import MAX_VALIDITY_CEILING_DAYS, clean_allowlist, clean_name
@@ -36,12 +38,13 @@ def normalise_email(value: str) -> str:
     return result.normalized.lower()
 
 
-def permissions_of(user: User) -> Permissions:
+def permissions_of(user: User, catalog: ScopeCatalog = DEMO_CATALOG) -> Permissions:
     """The user's permissions as of now (grants are loaded with the user)."""
     return Permissions(
         role=user.role,
         active=user.active,
         by_workspace={grant.workspace_id: frozenset(grant.scopes) for grant in user.grants},
+        everything=catalog.all,
     )
 
 
@@ -57,11 +60,12 @@ class PolicyChanges:
 class AccountService:
     """Verbs on accounts and users. Each change is audited in its own transaction."""
 
-    def __init__(self, database: Database, clock: Clock, *, keys_configured: bool = False
-                 ) -> None:
+    def __init__(self, database: Database, clock: Clock, *, keys_configured: bool = False,
+                 catalog: ScopeCatalog = DEMO_CATALOG) -> None:
         self.database = database
         self.clock = clock
         self.keys_configured = keys_configured
+        self.catalog = catalog
 
     # --- accounts and workspaces ---------------------------------------------------
 
@@ -90,18 +94,82 @@ class AccountService:
 
     def create_workspace(self, account_id: str, slug: str, name: str,
                          timezone: str = "UTC") -> Workspace:
+        """Operator verb (seed, CLI, operator API): a new workspace, not audited."""
+        return self._add_workspace(None, account_id, slug, name, timezone)
+
+    def add_workspace(self, actor: Actor, slug: str, name: str,
+                      timezone: str = "UTC") -> Workspace:
+        """An administrator (or the operator) adds a workspace to the account (audited)."""
+        _require_admin(actor, "create workspaces")
+        return self._add_workspace(actor, actor.account_id, slug, name, timezone)
+
+    def workspaces(self, account_id: str, *, archived: bool = False) -> list[Workspace]:
+        """The account's workspaces in use (with `archived`: the archived ones too)."""
+        statement = select(Workspace).where(Workspace.account_id == account_id)
+        if not archived:
+            statement = statement.where(Workspace.archived_at.is_(None))
+        with self.database.reading() as session:
+            return list(session.scalars(statement.order_by(Workspace.name, Workspace.slug)))
+
+    def get_workspace(self, actor: Actor, ref: str) -> Workspace:
+        """A workspace of the actor's account by id or slug, or `NotFound`."""
+        with self.database.reading() as session:
+            return self._workspace_in_account(session, actor.account_id, ref)
+
+    def update_workspace(self, actor: Actor, ref: str, *, name: str | None = None,
+                         slug: str | None = None, timezone: str | None = None) -> Workspace:
+        """Rename a workspace (name, slug) or change its time zone (audited)."""
+        _require_admin(actor, "change workspaces")
         with self.database.transaction() as session:
-            workspace = Workspace(account_id=account_id, slug=slug, name=clean_name(name),
-                                  timezone=timezone)
-            session.add(workspace)
+            workspace = self._workspace_in_account(session, actor.account_id, ref)
+            if workspace.archived_at is not None:
+                raise Conflict("This workspace is archived and cannot be changed.",
+                               status="archived")
+            before = _workspace_snapshot(workspace)
+            if name is not None:
+                workspace.name = clean_name(name, "workspace name")
+            if timezone is not None:
+                workspace.timezone = _check_timezone(timezone)
+            if slug is not None and slug != workspace.slug:
+                self._check_workspace_slug(session, actor.account_id, slug)
+                workspace.slug = slug
+                # requests may name workspaces by slug: cached verdicts must learn the new one
+                change_feed.announce(session, change_feed.ACCOUNT, actor.account_id,
+                                     self.clock.now())
+            after = _workspace_snapshot(workspace)
+            if after != before:
+                trail.record(session, actor=actor, action="workspace.updated",
+                             at=self.clock.now(), target_type="workspace",
+                             target_id=workspace.id,
+                             details={k: [before[k], after[k]] for k in after
+                                      if after[k] != before[k]})
             return workspace
 
-    def workspaces(self, account_id: str) -> list[Workspace]:
+    def tokens_stopped_by_archiving(self, actor: Actor, ref: str) -> int:
+        """How many live tokens belong to the workspace (they stop when it is archived)."""
         with self.database.reading() as session:
-            return list(session.scalars(
-                select(Workspace).where(Workspace.account_id == account_id)
-                .order_by(Workspace.name)
-            ))
+            workspace = self._workspace_in_account(session, actor.account_id, ref)
+            return self._live_tokens_in(session, workspace)
+
+    def archive_workspace(self, actor: Actor, ref: str) -> tuple[Workspace, int]:
+        """Archive a workspace: its tokens stop on every node (announced on the change feed
+        like a revocation) and grants in it no longer count. Returns the workspace and how
+        many live tokens stopped. `Conflict` if it was archived already."""
+        _require_admin(actor, "archive workspaces")
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            workspace = self._workspace_in_account(session, actor.account_id, ref,
+                                                   for_update=True)
+            if workspace.archived_at is not None:
+                raise Conflict(f"This workspace was already archived at "
+                               f"{workspace.archived_at.isoformat()}.", status="archived")
+            stopped = self._live_tokens_in(session, workspace)
+            workspace.archived_at = now
+            change_feed.announce(session, change_feed.ACCOUNT, actor.account_id, now)
+            trail.record(session, actor=actor, action="workspace.archived", at=now,
+                         target_type="workspace", target_id=workspace.id,
+                         details={"slug": workspace.slug, "tokens_stopped": stopped})
+            return workspace, stopped
 
     def update_policies(self, actor: Actor, changes: PolicyChanges) -> Account:
         _require_admin(actor, "change account policies")
@@ -244,9 +312,60 @@ class AccountService:
         with self.database.reading() as session:
             user = session.scalar(select(User).where(func.lower(User.email) == email))
             ok = check_password(user.password_hash if user else None, password)
-            return user if ok and user is not None and user.active else None
+            if not ok or user is None or not user.active:
+                return None
+            account = session.get(Account, user.account_id)
+            return user if account is not None and account.active else None
 
     # --- internals -----------------------------------------------------------------
+
+    def _add_workspace(self, actor: Actor | None, account_id: str, slug: str, name: str,
+                       timezone: str) -> Workspace:
+        with self.database.transaction() as session:
+            if session.get(Account, account_id) is None:
+                raise NotFound("No such account.", field="account")
+            self._check_workspace_slug(session, account_id, slug)
+            workspace = Workspace(account_id=account_id, slug=slug,
+                                  name=clean_name(name, "workspace name"),
+                                  timezone=_check_timezone(timezone))
+            session.add(workspace)
+            session.flush()
+            if actor is not None:
+                trail.record(session, actor=actor, action="workspace.created",
+                             at=self.clock.now(), target_type="workspace",
+                             target_id=workspace.id, details=_workspace_snapshot(workspace))
+            return workspace
+
+    def _check_workspace_slug(self, session: Session, account_id: str, slug: str) -> None:
+        if not isinstance(slug, str) or not _SLUG.fullmatch(slug):
+            raise ValidationFailed(
+                f"Workspace slug {slug!r} must be lowercase letters, digits and dashes "
+                "(at most 63), starting with a letter or digit.", field="slug")
+        if session.scalar(select(Workspace.id).where(Workspace.account_id == account_id,
+                                                     Workspace.slug == slug)):
+            raise Conflict(f"A workspace {slug!r} exists already in this account (archived "
+                           "workspaces keep their slug).", field="slug")
+
+    def _workspace_in_account(self, session: Session, account_id: str, ref: str,
+                              *, for_update: bool = False) -> Workspace:
+        statement = select(Workspace).where(Workspace.account_id == account_id,
+                                            (Workspace.id == ref) | (Workspace.slug == ref))
+        if for_update:
+            statement = statement.with_for_update()
+        workspace = session.scalar(statement)
+        if workspace is None:
+            raise NotFound("No such workspace in this account.",
+                           "Name it by its id or slug (GET /api/v1/workspaces).",
+                           field="workspace")
+        return workspace
+
+    def _live_tokens_in(self, session: Session, workspace: Workspace) -> int:
+        from tallykey.tokens.models import Token  # tokens depend on accounts, not back
+
+        now = self.clock.now()
+        return int(session.scalar(select(func.count()).select_from(Token).where(
+            Token.workspace_id == workspace.id, Token.revoked_at.is_(None),
+            Token.expires_at > now)) or 0)
 
     def _user_in_account(self, session: Session, actor: Actor, user_id: str) -> User:
         user = session.get(User, user_id)
@@ -261,19 +380,33 @@ class AccountService:
 
     def _apply_grants(self, session: Session, user: User,
                       grants: Mapping[str, Iterable[str]]) -> dict[str, list[str]]:
-        known = set(session.scalars(
-            select(Workspace.id).where(Workspace.account_id == user.account_id)))
+        known = {slug: ws_id for ws_id, slug in session.execute(
+            select(Workspace.id, Workspace.slug).where(Workspace.account_id == user.account_id,
+                                                       Workspace.archived_at.is_(None)))}
+        known.update({ws_id: ws_id for ws_id in list(known.values())})
         cleaned: dict[str, list[str]] = {}
-        for workspace_id, scopes in grants.items():
-            if workspace_id not in known:
-                raise NotFound(f"No workspace {workspace_id!r} in this account.",
-                               field="workspace")
+        for ref, scopes in grants.items():
+            workspace_id = known.get(ref)
+            if workspace_id is None:
+                raise NotFound(f"No workspace {ref[:64]!r} in this account.",
+                               "Name a workspace in use by its id or slug "
+                               "(GET /api/v1/workspaces).", field="workspace")
+            if isinstance(scopes, str):
+                raise ValidationFailed("Each workspace's grant is a list of scopes.",
+                                       field="workspaces")
             wanted = sorted(set(scopes))
-            refused = [s for s in wanted if s not in MEMBER_SCOPES]
+            unknown = self.catalog.unknown(wanted)
+            if unknown:
+                raise ValidationFailed(
+                    "Unknown scope(s): " + ", ".join(unknown) + ".",
+                    "Known scopes: " + ", ".join(self.catalog.names) + " (GET /api/v1/scopes).",
+                    field="workspaces", unknown=unknown)
+            refused = [s for s in wanted if s not in self.catalog.member_scopes]
             if refused:
                 raise ValidationFailed(
-                    "Workspace grants can only hold: " + ", ".join(MEMBER_SCOPES) + ".",
-                    field="grants", refused=refused)
+                    "Only administrators hold " + ", ".join(refused) + "; workspace grants "
+                    "can hold: " + ", ".join(self.catalog.member_scopes) + ".",
+                    field="workspaces", refused=refused)
             cleaned[workspace_id] = wanted
         user.grants = [WorkspaceGrant(workspace_id=ws, scopes=scopes)
                        for ws, scopes in cleaned.items()]
@@ -289,6 +422,20 @@ def _check_role(role: str) -> None:
     if role not in ROLES:
         raise ValidationFailed(f"Unknown role {role!r}.", "Use 'admin' or 'member'.",
                                field="role")
+
+
+def _check_timezone(name: str) -> str:
+    try:
+        ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, TypeError):
+        raise ValidationFailed(f"Unknown time zone {name!r}.",
+                               "Use an IANA name such as Europe/Berlin or UTC.",
+                               field="timezone") from None
+    return name
+
+
+def _workspace_snapshot(workspace: Workspace) -> dict[str, Any]:
+    return {"slug": workspace.slug, "name": workspace.name, "timezone": workspace.timezone}
 
 
 def _clean_reminder_days(days: Iterable[int]) -> list[int]:

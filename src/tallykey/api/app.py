@@ -12,6 +12,7 @@ import logging
 import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.responses import JSONResponse
@@ -19,7 +20,8 @@ from starlette.staticfiles import StaticFiles
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallykey import console
-from tallykey.api import docs, leaks, management, verify
+from tallykey.accounts.scopes import ScopeCatalog
+from tallykey.api import docs, leaks, management, operator, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
@@ -70,6 +72,12 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
         lifespan=lifespan,
         docs_url=None,  # served below from the package's own Swagger UI files (no CDN)
         redoc_url=None,
+        openapi_tags=[{"name": "operator", "description": (
+            "For the platform that runs tallykey: provision tenants (accounts), their "
+            "first users and their workspaces from your own back office. Authenticate "
+            "with an operator token (`tallykey operator-tokens create --name N --days D`), "
+            "never an account's token. Every change is audited in the account it touches, "
+            "naming the operator token.")}],
     )
     api.state.runtime = runtime
     api.state.verifier = verifier
@@ -77,10 +85,19 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(management.router)
     api.include_router(verify.router)
     api.include_router(leaks.router)
+    api.include_router(operator.router)
     api.include_router(platform.router)
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
     docs.install(api)
+    framework_openapi = api.openapi
+
+    def openapi_with_catalog() -> dict[str, Any]:
+        if api.openapi_schema is None:
+            describe_catalog(framework_openapi(), runtime.catalog)
+        return api.openapi_schema  # type: ignore[return-value]
+
+    api.openapi = openapi_with_catalog  # type: ignore[method-assign]
 
     @api.get("/metrics", include_in_schema=False)
     def prometheus_metrics(request: Request) -> Response:
@@ -119,6 +136,30 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
                             headers={} if serving else {"Retry-After": "2"})
 
     return api
+
+
+#: Request bodies whose scope lists take the catalog's scopes (and refuse others: 422).
+_SCOPE_FIELDS = {"TokenCreate": "scopes", "TokenUpdate": "scopes"}
+
+
+def describe_catalog(schema: dict[str, Any], catalog: ScopeCatalog) -> None:
+    """Put the deployment's scope catalog (names and descriptions) into the OpenAPI
+    document, so `/docs` shows this platform's permissions, not the demo's."""
+    listing = "; ".join(f"`{s.name}`: {s.description}" + (" (admins only)" if s.admin_only
+                                                           else "")
+                        for s in catalog.scopes())
+    components = schema.get("components", {}).get("schemas", {})
+    for model, field_name in _SCOPE_FIELDS.items():
+        prop = components.get(model, {}).get("properties", {}).get(field_name)
+        if prop is None:
+            continue
+        target = next((option for option in prop.get("anyOf", [])
+                       if option.get("type") == "array"), prop)
+        target["items"] = {"type": "string", "enum": list(catalog.names)}
+        prop["description"] = "Scopes from the catalog: " + listing
+    schema.setdefault("info", {})["description"] = (
+        schema.get("info", {}).get("description", "") + "\n\n**Scope catalog** ("
+        + catalog.source + "): " + listing)
 
 
 def create_app(runtime: Runtime | None = None) -> ASGIApp:

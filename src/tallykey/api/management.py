@@ -19,6 +19,7 @@ from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
     AccountView,
+    ArchivedWorkspaceView,
     AuditList,
     AuditView,
     LoginRequest,
@@ -26,6 +27,7 @@ from tallykey.api.schemas import (
     RevokedTokenView,
     RevokeRequest,
     RotateRequest,
+    ScopeView,
     SecretView,
     SessionView,
     TargetCount,
@@ -35,12 +37,16 @@ from tallykey.api.schemas import (
     UserCreate,
     UserUpdate,
     UserView,
+    WorkspaceCreate,
+    WorkspaceUpdate,
+    WorkspaceView,
     parse_moment,
 )
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
 from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
+    NotFound,
     PermissionDenied,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
@@ -269,6 +275,14 @@ def count_targets(actor: ManagementActor, runtime: RuntimeDep) -> list[TargetCou
                          *sorted(set(counts) - set(runtime.settings.target_list))]]
 
 
+@router.get("/scopes", response_model=list[ScopeView], tags=["tokens"])
+def list_scopes(actor: ManagementActor, runtime: RuntimeDep) -> list[ScopeView]:
+    """The scope catalog: every scope a token may carry, with what it allows. Admin-only
+    scopes are held by administrators only and cannot be granted per workspace."""
+    return [ScopeView(name=s.name, description=s.description, admin_only=s.admin_only)
+            for s in runtime.catalog.scopes()]
+
+
 # --- audit ----------------------------------------------------------------------------
 
 
@@ -347,6 +361,72 @@ def update_user(user_id: str, body: UserUpdate, actor: ManagementActor,
     if body.active is False:
         runtime.sessions.close_all_for(user_id)
     return UserView.of(runtime.accounts.get_user(actor, user_id))
+
+
+# --- workspaces -----------------------------------------------------------------------
+
+
+@router.get("/workspaces", response_model=list[WorkspaceView], tags=["workspaces"])
+def list_workspaces(actor: ManagementActor, runtime: RuntimeDep,
+                    archived: bool = False) -> list[WorkspaceView]:
+    """The account's workspaces in use (`archived=true`: archived ones too). A member
+    sees the workspaces they hold permissions in."""
+    found = runtime.accounts.workspaces(actor.account_id, archived=archived)
+    if not actor.is_admin:
+        assert actor.user_id is not None
+        user = runtime.accounts.get_user(actor, actor.user_id)
+        mine = {g.workspace_id for g in user.grants}
+        found = [w for w in found if w.id in mine]
+    return [WorkspaceView.of(w) for w in found]
+
+
+@router.post("/workspaces", status_code=201, response_model=WorkspaceView,
+             tags=["workspaces"])
+def create_workspace(body: WorkspaceCreate, actor: ManagementActor,
+                     runtime: RuntimeDep) -> WorkspaceView:
+    """Add a workspace (administrators). Grant members permissions in it with
+    `PATCH /api/v1/users/{id}`."""
+    return WorkspaceView.of(runtime.accounts.add_workspace(actor, body.chosen_slug, body.name,
+                                                           body.timezone))
+
+
+@router.get("/workspaces/{workspace_id}", response_model=WorkspaceView, tags=["workspaces"])
+def get_workspace(workspace_id: str, actor: ManagementActor,
+                  runtime: RuntimeDep) -> WorkspaceView:
+    workspace = runtime.accounts.get_workspace(actor, workspace_id)
+    if not actor.is_admin:
+        assert actor.user_id is not None
+        user = runtime.accounts.get_user(actor, actor.user_id)
+        if workspace.id not in {g.workspace_id for g in user.grants}:
+            raise NotFound("No such workspace in this account.",
+                           "Name it by its id or slug (GET /api/v1/workspaces).",
+                           field="workspace")  # the same answer as for an unknown one
+    return WorkspaceView.of(workspace)
+
+
+@router.patch("/workspaces/{workspace_id}", response_model=WorkspaceView,
+              tags=["workspaces"])
+def update_workspace(workspace_id: str, body: WorkspaceUpdate, actor: ManagementActor,
+                     runtime: RuntimeDep, response: Response) -> WorkspaceView:
+    """Rename a workspace (name, slug) or change its time zone."""
+    workspace = runtime.accounts.update_workspace(actor, workspace_id, name=body.name,
+                                                  slug=body.slug, timezone=body.timezone)
+    if body.slug is not None:
+        settle(runtime, actor.account_id, response)
+    return WorkspaceView.of(workspace)
+
+
+@router.delete("/workspaces/{workspace_id}", response_model=ArchivedWorkspaceView,
+               tags=["workspaces"])
+def archive_workspace(workspace_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                      response: Response) -> ArchivedWorkspaceView:
+    """Archive a workspace: its tokens stop at once on every node (the answer comes when
+    every live node has applied it, like a revocation's) and permissions in it no longer
+    count. Its history stays; archiving cannot be undone."""
+    workspace, stopped = runtime.accounts.archive_workspace(actor, workspace_id)
+    propagation = settle(runtime, actor.account_id, response)
+    return ArchivedWorkspaceView(workspace=WorkspaceView.of(workspace),
+                                 tokens_stopped=stopped, propagation=propagation)
 
 
 # --- account --------------------------------------------------------------------------

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import re
+import unicodedata
 from datetime import UTC, date, datetime
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tallykey.accounts.models import Account, User
+from tallykey.accounts.models import Account, User, Workspace
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import ValidationFailed
 from tallykey.feed.nodes import Propagation
@@ -90,6 +92,14 @@ class RevokedTokenView(TokenView):
     propagation: PropagationView
 
 
+class ArchivedWorkspaceView(BaseModel):
+    """An archived workspace: how many tokens stopped, and on which nodes for sure."""
+
+    workspace: WorkspaceView
+    tokens_stopped: int
+    propagation: PropagationView
+
+
 class SecretView(BaseModel):
     """A retrievable application token's credentials (admins only; audited)."""
 
@@ -109,6 +119,53 @@ class TargetCount(BaseModel):
 class TokenList(BaseModel):
     items: list[TokenView]
     next_cursor: str | None
+
+
+class ScopeView(BaseModel):
+    """One scope of the catalog (`TALLYKEY_SCOPES_FILE`, SPEC §11)."""
+
+    name: str
+    description: str
+    admin_only: bool
+
+
+class WorkspaceView(BaseModel):
+    """A part of an account (the platform may call it a project or a team)."""
+
+    id: str
+    slug: str
+    name: str
+    timezone: str
+    archived_at: Timestamp | None
+
+    @classmethod
+    def of(cls, workspace: Workspace) -> WorkspaceView:
+        return cls(id=workspace.id, slug=workspace.slug, name=workspace.name,
+                   timezone=workspace.timezone, archived_at=workspace.archived_at)
+
+
+class WorkspaceCreate(Strict):
+    slug: str | None = Field(default=None, max_length=63,
+                             description="lowercase letters, digits and dashes; "
+                             "default: made from the name")
+    name: str = Field(max_length=200)
+    timezone: str = Field(default="UTC", max_length=64, description="IANA time zone")
+
+    @property
+    def chosen_slug(self) -> str:
+        return self.slug if self.slug is not None else slug_of(self.name)
+
+
+def slug_of(name: str) -> str:
+    """A slug made from a display name: "North Shop" -> "north-shop"."""
+    ascii_name = unicodedata.normalize("NFKD", name).encode("ascii", "ignore").decode()
+    return re.sub(r"[^a-z0-9]+", "-", ascii_name.lower()).strip("-")[:63].rstrip("-")
+
+
+class WorkspaceUpdate(Strict):
+    slug: str | None = Field(default=None, max_length=63)
+    name: str | None = Field(default=None, max_length=200)
+    timezone: str | None = Field(default=None, max_length=64)
 
 
 class UserView(BaseModel):
@@ -137,7 +194,9 @@ class UserCreate(Strict):
 class UserUpdate(Strict):
     role: Literal["admin", "member"] | None = None
     active: bool | None = None
-    workspaces: dict[str, list[str]] | None = None
+    workspaces: dict[str, list[str]] | None = Field(
+        default=None, description="workspace id (or slug) -> the scopes held there; "
+        "replaces every grant")
 
 
 class AccountView(BaseModel):
@@ -214,6 +273,11 @@ class VerifyRequest(Strict):
                                   description="Honoured only from trusted proxies")
     required_scopes: list[str] = Field(default_factory=list, max_length=50)
     user_agent: str | None = Field(default=None, max_length=1000)
+    workspace: str | None = Field(
+        default=None, max_length=64,
+        description="The workspace (id or slug) the request is for: the scopes must be "
+        "held there. Without it a scope passes only if held in every workspace the token "
+        "sees.")
 
 
 class VerifyResponse(BaseModel):
@@ -228,6 +292,9 @@ class VerifyResponse(BaseModel):
     scopes: list[str]
     expires_at: Timestamp | None
     client_ip: str
+    workspace: str | None = Field(description="The workspace id the verdict answers for")
+    workspaces: dict[str, list[str]] = Field(
+        description="Per workspace id the token sees: its effective scopes there")
 
 
 def parse_moment(value: str, field: str) -> datetime | date:

@@ -19,12 +19,14 @@ from tallykey.auth.client_ip import is_trusted
 from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
+from tallykey.errors import MalformedHeader
 from tallykey.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["verification"],
                    responses=error_responses(400, 413, 422, 503))
 
 SCOPES_HEADER = b"tallykey-required-scopes"
+WORKSPACE_HEADER = b"tallykey-workspace"
 
 
 @router.post("/verify", response_model=VerifyResponse)
@@ -41,14 +43,16 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
     if authorization is None and body.token is not None:
         authorization = f"Bearer {body.token}"
     verdict = await verifier_of(request).averify(authorization, ip, body.required_scopes,
-                                                 body.user_agent)
+                                                 body.user_agent, body.workspace or None)
     if verdict.token_id is not None:
         setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     return VerifyResponse(
         allowed=verdict.allowed, status=verdict.status, error=verdict.error or None,
         message=verdict.message or None, hint=verdict.hint or None,
         token_id=verdict.token_id, account=verdict.account, kind=verdict.kind,
-        scopes=sorted(verdict.scopes), expires_at=verdict.expires_at, client_ip=ip)
+        scopes=sorted(verdict.scopes), expires_at=verdict.expires_at, client_ip=ip,
+        workspace=verdict.workspace,
+        workspaces={ws: sorted(held) for ws, held in verdict.workspaces.items()})
 
 
 def identity_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
@@ -61,26 +65,46 @@ def identity_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
     ]
     if verdict.owner_id:
         headers.append((b"tallykey-user-id", verdict.owner_id.encode()))
+    if verdict.workspace:
+        headers.append((b"tallykey-workspace", verdict.workspace.encode()))
     return headers
 
 
 class AuthRequestEndpoint:
     """`GET /auth/request`: 204 with identity headers, or the refusal with its status,
     RFC 6750 challenge and JSON body. Required scopes come from `?scope=` (repeatable)
-    or a `Tallykey-Required-Scopes` header (space separated)."""
+    or a `Tallykey-Required-Scopes` header (space separated); the workspace they must be
+    held in from a `Tallykey-Workspace` header or `?workspace=` (id or slug). Without a
+    workspace a scope passes only if the token holds it in every workspace it sees."""
 
     def __init__(self, verifier: Verifier, settings: Settings) -> None:
         self.verifier = verifier
         self.trusted = settings.trusted_proxy_networks
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        scopes: list[str] = [
-            part for name, value in scope["headers"] if name == SCOPES_HEADER
-            for part in value.decode("latin-1").split()]
+        scopes: list[str] = []
+        workspaces: list[str] = []
+        for name, value in scope["headers"]:
+            if name == SCOPES_HEADER:
+                scopes.extend(value.decode("latin-1").split())
+            elif name == WORKSPACE_HEADER:
+                workspaces.append(value.decode("latin-1").strip())
         if scope.get("query_string"):
             query = scope["query_string"].decode("latin-1")
-            scopes.extend(v for k, v in parse_qsl(query) if k == "scope")
-        verdict = await verify_scope(self.verifier, scope, scopes, self.trusted)
+            for key, value in parse_qsl(query):
+                if key == "scope":
+                    scopes.append(value)
+                elif key == "workspace":
+                    workspaces.append(value.strip())
+        named = {w for w in workspaces if w}
+        if len(named) > 1:
+            await send_refusal(Verdict.refused(MalformedHeader(
+                "The request names more than one workspace.",
+                "Send one Tallykey-Workspace header or one ?workspace=, not both "
+                "with different values.")), send)
+            return
+        verdict = await verify_scope(self.verifier, scope, scopes, self.trusted,
+                                     named.pop() if named else None)
         if not verdict.allowed:
             await send_refusal(verdict, send)
             return

@@ -2,7 +2,8 @@
 
 The ORM costs milliseconds per load; verification must cost microseconds, so a miss runs
 one hand-written SELECT (the secret hash's unique index, joined to its token, account,
-owner and the owner's grants) on a small pool of raw DBAPI connections of its own.
+owner, the account's live workspaces and the owner's grants in each) on a small pool of
+raw DBAPI connections of its own.
 
 Connections are in autocommit mode: a read needs no transaction, and psycopg keeps its
 prepared statements (a ROLLBACK would discard them, re-planning the join on every miss).
@@ -29,12 +30,14 @@ from tallykey.tokens.models import APPLICATION
 _SQL = """
 SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        t.revoked_at, t.ip_allowlist, t.scopes, t.owner_id, a.slug, a.ip_allowlist,
-       u.email, u.role, u.active, g.workspace_id, g.scopes
+       u.email, u.role, u.active, w.id, w.slug, g.scopes, a.active
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
 LEFT JOIN users u ON u.id = t.owner_id
-LEFT JOIN workspace_grants g ON g.user_id = t.owner_id
+LEFT JOIN workspaces w ON w.account_id = t.account_id AND w.archived_at IS NULL
+     AND (t.workspace_id IS NULL OR w.id = t.workspace_id)
+LEFT JOIN workspace_grants g ON g.user_id = t.owner_id AND g.workspace_id = w.id
 WHERE s.secret_hash = {param}
 """
 
@@ -63,6 +66,7 @@ class RecordLookup:
         self._sqlite = database.dialect == "sqlite"
         self._sql = _SQL.format(param="?" if self._sqlite else "%s")
         self._shared = Shared()
+        self._maps: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
         self._slots = queue.Queue[None](maxsize=connections)
         for _ in range(connections):
@@ -121,17 +125,24 @@ class RecordLookup:
         share = self._shared
         (retires_at, token_id, account_id, kind, workspace_id, expires_at, revoked_at,
          token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
-         owner_active, *_grant) = rows[0]
+         owner_active, *_workspace, account_active) = rows[0]
         own_scopes = share(frozenset(self._json(token_scopes)))
-        grants = {row[15]: frozenset(self._json(row[16])) for row in rows if row[15]}
-        pinned = share(frozenset({workspace_id})) if workspace_id else None
-        scopes, workspaces = own_scopes, pinned
+        live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
+        grants = {row[15]: frozenset(self._json(row[17])) for row in rows
+                  if row[15] and row[17] is not None}
+        archived = workspace_id is not None and workspace_id not in live
         if kind != APPLICATION and owner_id is not None:
             permissions = Permissions(owner_role, bool(owner_active), grants)
-            scopes = share(own_scopes & permissions.scopes_in(workspace_id))
-            if not permissions.is_admin:
-                visible = frozenset(grants)
-                workspaces = share(visible & pinned if pinned is not None else visible)
+            if permissions.is_admin:
+                by_workspace = dict.fromkeys(live, own_scopes)
+            else:
+                by_workspace = {ws: share(own_scopes & held) for ws, held in grants.items()}
+            flat = _held_everywhere(own_scopes, by_workspace, workspace_id,
+                                    unrestricted=permissions.is_admin)
+            scopes = share(flat if permissions.active else frozenset())
+        else:
+            by_workspace = dict.fromkeys(live, own_scopes)
+            scopes = own_scopes
         return TokenRecord(
             token_id=token_id, account_id=share(account_id), account_slug=share(slug),
             kind=share(kind), workspace_id=share(workspace_id),
@@ -139,10 +150,21 @@ class RecordLookup:
             secret_retires_at=self._time(retires_at),
             token_networks=share(networks(self._json(token_ips))),
             account_networks=share(networks(self._json(account_ips))),
-            scopes=scopes, token_scopes=own_scopes, workspaces=workspaces,
+            scopes=scopes, token_scopes=own_scopes,
+            workspaces=self._shared_map(by_workspace),
             owner_id=share(owner_id), owner_email=share(owner_email),
             owner_active=bool(owner_active) if owner_id is not None else True,
+            workspace_slugs=self._shared_map({live[ws]: ws for ws in by_workspace}),
+            workspace_archived=archived,
+            account_active=bool(account_active) if account_active is not None else True,
         )
+
+    def _shared_map(self, mapping: dict[str, Any]) -> dict[str, Any]:
+        """One instance per equal mapping (tokens of one account or owner share theirs);
+        never mutated once shared."""
+        if len(self._maps) > MAX_SHARED:
+            self._maps.clear()
+        return self._maps.setdefault(tuple(sorted(mapping.items())), mapping)
 
     def _json(self, value: Any) -> list[str]:
         if value is None:
@@ -155,6 +177,21 @@ class RecordLookup:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+def _held_everywhere(own: frozenset[str], by_workspace: dict[str, frozenset[str]],
+                     pinned: str | None, *, unrestricted: bool) -> frozenset[str]:
+    """The scopes a personal token passes with when a request names no workspace: those
+    its owner holds in every workspace the token sees (never the union: a scope held in
+    one workspace must not pass for another). An administrator holds every scope
+    everywhere, the admin-only account scopes included."""
+    if unrestricted:
+        return own
+    if pinned is not None:
+        return by_workspace.get(pinned, frozenset())
+    if not by_workspace:
+        return frozenset()
+    return frozenset.intersection(*by_workspace.values())
 
 
 def _close_quietly(connection: Any) -> None:

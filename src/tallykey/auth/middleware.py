@@ -6,12 +6,24 @@
 A passing request carries its `Verdict` in `scope["state"]["tallykey"]` (Starlette:
 `request.state.tallykey`) and its response gets the `Tallykey-Token-Expires` header.
 A refused one is answered here: status, RFC 6750 challenge, JSON body.
+
+Permissions are per workspace (SPEC §11): pass `workspace=`, a function of the request
+that returns the workspace (id or slug) it is for, or None when it names none:
+
+    app = TallykeyMiddleware(app, verifier=Verifier(), required_scopes=["orders:read"],
+                             workspace=lambda request: request.headers.get("x-project"))
+
+(`TallykeyAuth` runs after routing, so its resolver may read `request.path_params`.)
+
+Then a scope passes only if the token holds it in that workspace. Without a workspace,
+a scope passes only if the token holds it in every workspace it sees.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -27,6 +39,17 @@ from tallykey.errors import MalformedHeader
 STATE_KEY = "tallykey"
 #: `scope["state"]` key naming the token that authenticated a request (for request logs).
 TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
+#: A function of the request naming the workspace it is for (id or slug), or None.
+WorkspaceResolver = Callable[[Request], "str | Awaitable[str | None] | None"]
+
+
+async def resolve_workspace(resolver: WorkspaceResolver | None, scope: Scope) -> str | None:
+    if resolver is None:
+        return None
+    found = resolver(Request(scope))
+    if inspect.isawaitable(found):
+        found = await found
+    return found or None
 
 
 def _request_facts(scope: Scope, trusted: Sequence[IpNetwork]
@@ -63,8 +86,8 @@ def misplaced_token_headers(scope: Scope) -> list[str]:
 
 
 async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
-                       trusted: Sequence[IpNetwork]) -> Verdict:
-    """Verify the request described by an ASGI scope."""
+                       trusted: Sequence[IpNetwork], workspace: str | None = None) -> Verdict:
+    """Verify the request described by an ASGI scope, for `workspace` if it names one."""
     in_url = token_in_url(scope.get("query_string", b""))
     if in_url is not None:
         return in_url
@@ -77,9 +100,10 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
         elsewhere = misplaced_token_headers(scope)
         if elsewhere:
             return Verdict.refused(missing_header(elsewhere))
-    verdict = verifier.verify_cached(authorization, ip, required_scopes, agent)
+    verdict = verifier.verify_cached(authorization, ip, required_scopes, agent, workspace)
     if verdict is None:  # a hit needs no coroutine round trip
-        verdict = await verifier.averify(authorization, ip, required_scopes, agent)
+        verdict = await verifier.averify(authorization, ip, required_scopes, agent,
+                                         workspace)
     if verdict.token_id is not None:
         scope.setdefault("state", {})[TOKEN_ID_STATE] = verdict.token_id
     return verdict
@@ -97,10 +121,12 @@ async def send_refusal(verdict: Verdict, send: Send) -> None:
 class TallykeyMiddleware:
     def __init__(self, app: ASGIApp, verifier: Verifier,
                  required_scopes: Iterable[str] = (),
-                 trusted_proxies: Sequence[IpNetwork] | None = None) -> None:
+                 trusted_proxies: Sequence[IpNetwork] | None = None,
+                 workspace: WorkspaceResolver | None = None) -> None:
         self.app = app
         self.verifier = verifier
         self.required_scopes = tuple(required_scopes)
+        self.workspace = workspace
         self.trusted = (verifier.settings.trusted_proxy_networks
                         if trusted_proxies is None else tuple(trusted_proxies))
 
@@ -108,7 +134,9 @@ class TallykeyMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        verdict = await verify_scope(self.verifier, scope, self.required_scopes, self.trusted)
+        workspace = await resolve_workspace(self.workspace, scope)
+        verdict = await verify_scope(self.verifier, scope, self.required_scopes, self.trusted,
+                                     workspace)
         if not verdict.allowed:
             await send_refusal(verdict, send)
             return
@@ -156,15 +184,18 @@ class TallykeyAuth:
     RFC 6750 challenge and the top-level JSON error body (`{"error", "message", …}`)."""
 
     def __init__(self, verifier: Verifier, required_scopes: Iterable[str] = (),
-                 trusted_proxies: Sequence[IpNetwork] | None = None) -> None:
+                 trusted_proxies: Sequence[IpNetwork] | None = None,
+                 workspace: WorkspaceResolver | None = None) -> None:
         self.verifier = verifier
         self.required_scopes = tuple(required_scopes)
+        self.workspace = workspace
         self.trusted = (verifier.settings.trusted_proxy_networks
                         if trusted_proxies is None else tuple(trusted_proxies))
 
     async def __call__(self, request: Request) -> Verdict:
+        workspace = await resolve_workspace(self.workspace, request.scope)
         verdict = await verify_scope(self.verifier, request.scope, self.required_scopes,
-                                     self.trusted)
+                                     self.trusted, workspace)
         if not verdict.allowed:
             _install_handler(request)
             raise TallykeyRefused(verdict)

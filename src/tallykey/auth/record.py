@@ -8,6 +8,7 @@ without touching the database.
 from __future__ import annotations
 
 import ipaddress
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,14 +27,21 @@ class TokenRecord:
     secret_retires_at: datetime | None
     token_networks: tuple[IpNetwork, ...]
     account_networks: tuple[IpNetwork, ...]
-    #: Effective scopes: the token's scopes ∩ the owner's current permissions.
+    #: Scopes that pass when a request names no workspace: held in every workspace the
+    #: token sees (a pinned token: its workspace), plus admin-only account scopes.
     scopes: frozenset[str]
     token_scopes: frozenset[str]
-    #: Workspaces whose data the token may see; None means all of the account's.
-    workspaces: frozenset[str] | None
+    #: Per live workspace the token sees: its effective scopes there (SPEC §11). A scope
+    #: held in one workspace never passes for another.
+    workspaces: Mapping[str, frozenset[str]]
     owner_id: str | None
     owner_email: str | None
     owner_active: bool
+    #: Slugs of the workspaces in `workspaces`, so a request may name one either way.
+    workspace_slugs: Mapping[str, str] = field(default_factory=dict)
+    #: The token is pinned to a workspace that was archived: it stopped with it.
+    workspace_archived: bool = False
+    account_active: bool = True
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
@@ -47,13 +55,20 @@ class TokenRecord:
                            if self.secret_retires_at is not None else None)
         object.__setattr__(self, "plain", self.revoked_at is None
                            and self.secret_retires_at is None and self.owner_active
-                           and not self.token_networks and not self.account_networks)
+                           and not self.token_networks and not self.account_networks
+                           and self.account_active and not self.workspace_archived)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         for networks in (self.token_networks, self.account_networks):
             if networks and not any(address in network for network in networks):
                 return False
         return True
+
+    def workspace_of(self, ref: str) -> str | None:
+        """The id of the workspace `ref` (an id or a slug) names, if the token sees it."""
+        if ref in self.workspaces:
+            return ref
+        return self.workspace_slugs.get(ref)
 
 
 def networks(entries: list[str]) -> tuple[IpNetwork, ...]:

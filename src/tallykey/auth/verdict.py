@@ -3,7 +3,8 @@ respond (status, RFC 6750 challenge, message) or to authorise (account, scopes, 
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Mapping
+from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
@@ -23,8 +24,13 @@ class Verdict:
     account_id: str | None = None
     account: str | None = None
     kind: str | None = None
+    #: The scopes that pass: in `workspace` when the request named one, else those held
+    #: in every workspace the token sees (plus admin-only account scopes).
     scopes: frozenset[str] = frozenset()
-    workspaces: frozenset[str] | None = None
+    #: Per workspace id the token sees: its effective scopes there (SPEC §11).
+    workspaces: Mapping[str, frozenset[str]] = field(default_factory=dict)
+    #: The workspace (id) this verdict answers for, when the request named one.
+    workspace: str | None = None
     owner_id: str | None = None
     owner_email: str | None = None
     expires_at: datetime | None = None
@@ -40,6 +46,16 @@ class Verdict:
         expires_at: datetime = fields["expires_at"]
         return cls(allowed=True, status=200, expires_iso=expires_at.isoformat(),
                    scopes_text=" ".join(sorted(fields["scopes"])), **fields)
+
+    def for_workspace(self, workspace_id: str) -> Verdict:
+        """This allowed verdict as it answers for one workspace."""
+        scopes = self.workspaces.get(workspace_id, frozenset())
+        return replace(self, scopes=scopes, scopes_text=" ".join(sorted(scopes)),
+                       workspace=workspace_id)
+
+    def scopes_in(self, workspace_id: str) -> frozenset[str]:
+        """The token's scopes in one workspace (empty if it does not see it)."""
+        return self.workspaces.get(workspace_id, frozenset())
 
     @classmethod
     def refused(cls, error: TallykeyError) -> Verdict:

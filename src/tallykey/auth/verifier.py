@@ -36,6 +36,7 @@ from tallykey.auth.verdict import Verdict
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import (
+    AccountSuspended,
     AuthenticationError,
     ExpiredToken,
     InsufficientScope,
@@ -45,6 +46,8 @@ from tallykey.errors import (
     StoreUnavailable,
     TooManyAttempts,
     UnknownToken,
+    WorkspaceArchived,
+    WorkspaceNotAllowed,
     WrongRegion,
 )
 from tallykey.feed import changes
@@ -131,21 +134,26 @@ class Verifier:
     # --- public API --------------------------------------------------------------------
 
     def verify(self, authorization: str | None, client_ip: str,
-               required_scopes: Iterable[str] = (), user_agent: str | None = None) -> Verdict:
-        """Verify one request. Never raises for bad input: a refusal is a `Verdict`."""
-        first = self._begin(authorization, client_ip, required_scopes, user_agent)
+               required_scopes: Iterable[str] = (), user_agent: str | None = None,
+               workspace: str | None = None) -> Verdict:
+        """Verify one request. Never raises for bad input: a refusal is a `Verdict`.
+
+        With `workspace` (an id or slug) the scopes are checked, and the verdict answers,
+        for that workspace alone (SPEC §11); without it a scope passes only if the token
+        holds it in every workspace it sees."""
+        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace)
         if isinstance(first, Verdict):
             return first
         key, started = first
         return self._finish(self._resolve(key), started, client_ip, required_scopes,
-                            user_agent)
+                            user_agent, workspace)
 
     async def averify(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
-                      user_agent: str | None = None) -> Verdict:
+                      user_agent: str | None = None, workspace: str | None = None) -> Verdict:
         """As `verify`, but a cache miss queries the store in a worker thread, so the
         event loop never blocks."""
-        first = self._begin(authorization, client_ip, required_scopes, user_agent)
+        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace)
         if isinstance(first, Verdict):
             return first
         key, started = first
@@ -154,19 +162,22 @@ class Verifier:
             found = self.cache.get(key)
         if found is None:
             found = await to_thread.run_sync(self._resolve, key)
-        return self._finish(found, started, client_ip, required_scopes, user_agent)
+        return self._finish(found, started, client_ip, required_scopes, user_agent, workspace)
 
     def verify_cached(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
-                      user_agent: str | None = None) -> Verdict | None:
+                      user_agent: str | None = None,
+                      workspace: str | None = None) -> Verdict | None:
         """The hot path alone: the verdict for a plainly formed header whose token is
         cached, or None (then `verify`/`averify` run the full path, with its precise
         diagnostics). Never touches the database. One call in 64 is timed."""
         self.calls += 1
         if self.calls & _SAMPLE_MASK:
-            return self._from_cache(authorization, client_ip, required_scopes, user_agent)
+            return self._from_cache(authorization, client_ip, required_scopes, user_agent,
+                                    workspace)
         started = time.perf_counter()
-        verdict = self._from_cache(authorization, client_ip, required_scopes, user_agent)
+        verdict = self._from_cache(authorization, client_ip, required_scopes, user_agent,
+                                   workspace)
         if verdict is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
@@ -233,7 +244,8 @@ class Verifier:
     # --- the steps -------------------------------------------------------------------------
 
     def _from_cache(self, authorization: str | None, client_ip: str,
-                    required_scopes: Iterable[str], user_agent: str | None) -> Verdict | None:
+                    required_scopes: Iterable[str], user_agent: str | None,
+                    workspace: str | None = None) -> Verdict | None:
         """The hot path: a plainly formed header whose token is cached. None otherwise
         (and then the full path runs, with its precise diagnostics)."""
         if authorization is None or _monotonic() - self.follower.read_at >= self._lease:
@@ -245,16 +257,18 @@ class Verifier:
         if entry is None:
             return None
         if self.limiter.tracks(client_ip) and _refusal(
-                entry[1], self.clock.timestamp(), client_ip, required_scopes) is not None:
+                entry[1], self.clock.timestamp(), client_ip, required_scopes,
+                workspace) is not None:
             return None  # a throttled network: only a valid cached token passes; else 429
-        return self._decide(entry, client_ip, required_scopes, user_agent)
+        return self._decide(entry, client_ip, required_scopes, user_agent, workspace)
 
     def _begin(self, authorization: str | None, client_ip: str,
-               required_scopes: Iterable[str], user_agent: str | None
-               ) -> Verdict | tuple[bytes, float | None]:
+               required_scopes: Iterable[str], user_agent: str | None,
+               workspace: str | None = None) -> Verdict | tuple[bytes, float | None]:
         """A verdict already (cache hit, or refused offline), or the digest to look up
         and, for one slow call in 64, when timing started."""
-        hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent)
+        hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent,
+                                 workspace)
         if hit is not None:
             return hit
         self.slow_calls += 1
@@ -265,10 +279,11 @@ class Verifier:
         return token_digest(str(first)), started
 
     def _finish(self, found: Entry | Verdict | None, started: float | None, client_ip: str,
-                required_scopes: Iterable[str], user_agent: str | None) -> Verdict:
+                required_scopes: Iterable[str], user_agent: str | None,
+                workspace: str | None = None) -> Verdict:
         if isinstance(found, Verdict):
             return found
-        verdict = self._decide(found, client_ip, required_scopes, user_agent)
+        verdict = self._decide(found, client_ip, required_scopes, user_agent, workspace)
         if started is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
@@ -328,7 +343,7 @@ class Verifier:
         return self.cache.put(key, record, generation)
 
     def _decide(self, entry: Entry | None, client_ip: str, required_scopes: Iterable[str],
-                user_agent: str | None) -> Verdict:
+                user_agent: str | None, workspace: str | None = None) -> Verdict:
         if entry is None:
             return self._refuse(UnknownToken(
                 "The token is not recognised.",
@@ -336,18 +351,21 @@ class Verifier:
                 f"({self.region}); copy it again from the console."), client_ip)
         _, record, allowed = entry
         now = self.clock.timestamp()
-        if record.plain and now < record.expires_ts and record.scopes.issuperset(
+        workspace_id = None if workspace is None else record.workspace_of(workspace)
+        held = record.scopes if workspace is None else record.workspaces.get(
+            workspace_id or "")
+        if record.plain and now < record.expires_ts and held is not None and held.issuperset(
                 required_scopes):
             self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
-            return allowed
-        error = _refusal(record, now, client_ip, required_scopes)
+            return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
+        error = _refusal(record, now, client_ip, required_scopes, workspace)
         if error is not None:
             self.usage.deny(record, now, client_ip, _outcome(error))
             return self._refuse(error, client_ip)
         self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
         if record.retires_ts is not None:  # a rotated-out secret in its grace period
             self.usage.old_secret_used(record, now, client_ip)
-        return allowed
+        return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:
@@ -395,10 +413,18 @@ class Verifier:
 
 
 def _refusal(record: TokenRecord, now: float, client_ip: str,
-             required_scopes: Iterable[str]) -> AuthenticationError | None:
+             required_scopes: Iterable[str], workspace: str | None = None
+             ) -> AuthenticationError | None:
     """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3."""
     if record.revoked_at is not None:
         return RevokedToken(record.revoked_at)
+    if not record.account_active:
+        return AccountSuspended("The account this token belongs to is suspended.",
+                                "Ask the platform's support to reactivate the account.")
+    if record.workspace_archived:
+        return WorkspaceArchived("The workspace this token belongs to was archived, so the "
+                                 "token no longer works.", "Create a token for a workspace "
+                                 "that is in use.", reason="workspace_archived")
     if record.expires_ts <= now:
         return ExpiredToken(record.expires_at)
     if record.retires_ts is not None and record.retires_ts <= now:
@@ -416,13 +442,46 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
             f"Requests from {client_ip or 'an unknown address'} are not allowed for this "
             "token.", "Call from an address in the token's IP allow-list, or ask an "
             "administrator to add this one.", ip=client_ip)
+    if workspace is not None:
+        return _workspace_refusal(record, workspace, required_scopes)
     for scope in required_scopes:
         if scope not in record.scopes:
+            slugs = sorted(slug for slug, ws in record.workspace_slugs.items()
+                           if scope in record.workspaces.get(ws, ()))
+            if slugs:
+                return InsufficientScope(
+                    scope, f"The token holds {scope!r} only in some workspaces "
+                    f"({', '.join(slugs)}), and this request names none.",
+                    "Name the workspace: send the Tallykey-Workspace header (or "
+                    "?workspace=) with its id or slug.", workspaces=slugs)
             if scope in record.token_scopes:
                 return InsufficientScope(scope, f"The token's owner does not hold the "
                                          f"permission {scope!r} (any more), so the token "
                                          "cannot use it.")
             return InsufficientScope(scope)
+    return None
+
+
+def _workspace_refusal(record: TokenRecord, workspace: str,
+                       required_scopes: Iterable[str]) -> AuthenticationError | None:
+    """Why the record does not pass for one workspace (an id or slug), or None."""
+    workspace_id = record.workspace_of(workspace)
+    if workspace_id is None:
+        return WorkspaceNotAllowed(
+            f"The token has no access to workspace {workspace[:64]!r}.",
+            "Use a token of a user who may work in that workspace, or one made for it.",
+            workspace=workspace[:64])
+    held = record.workspaces[workspace_id]
+    for scope in required_scopes:
+        if scope not in held:
+            if scope in record.token_scopes:
+                return InsufficientScope(
+                    scope, f"The token's owner does not hold {scope!r} in workspace "
+                    f"{workspace[:64]!r}, so the token cannot use it there.",
+                    "Ask an administrator for that permission in this workspace.",
+                    workspace=workspace[:64])
+            return InsufficientScope(scope, f"This request needs the scope {scope!r}, which "
+                                     "the token does not grant.", workspace=workspace[:64])
     return None
 
 

@@ -120,9 +120,11 @@ class TokenForm:
 
 
 def token_changes(form: FormData) -> TokenChanges:
+    """The edit form's changes; scopes only when the form showed them (`scopes_shown`)."""
     return TokenChanges(name=text(form, "name"), description=text(form, "description"),
                         ip_allowlist=split_lines(text(form, "ip_allowlist")),
-                        target=text(form, "target"))
+                        target=text(form, "target"),
+                        scopes=texts(form, "scopes") if text(form, "scopes_shown") else None)
 
 
 def grace_seconds(form: FormData) -> int:

@@ -7,7 +7,7 @@ from fastapi import APIRouter, Request, Response
 from starlette.responses import StreamingResponse
 
 from tallykey.accounts.models import Account
-from tallykey.accounts.permissions import MEMBER_SCOPES, ROLES
+from tallykey.accounts.permissions import ROLES
 from tallykey.accounts.service import PolicyChanges
 from tallykey.console import audit_query, outbox
 from tallykey.console.forms import text, texts
@@ -81,6 +81,11 @@ def audit_jsonl(viewer: AdminDep, runtime: RuntimeDep, actor: str = "", token: s
 # --- users --------------------------------------------------------------------------
 
 
+def _member_scopes(runtime: Runtime) -> dict[str, str]:
+    """What a workspace grant may hold, with the catalog's descriptions."""
+    return runtime.catalog.descriptions(runtime.catalog.member_scopes)
+
+
 def _grants(form_values: dict[str, list[str]], workspace_ids: list[str]
             ) -> dict[str, list[str]]:
     return {ws: scopes for ws in workspace_ids if (scopes := form_values.get(ws))}
@@ -92,7 +97,8 @@ def _users_page(request: Request, viewer: AdminDep, runtime: Runtime, status: in
     return render(request, "users.html", status_code=status,
                   users=runtime.accounts.list_users(viewer.actor),
                   workspaces=runtime.accounts.workspaces(viewer.actor.account_id),
-                  member_scopes=MEMBER_SCOPES, roles=ROLES, error=error, values=values or {},
+                  member_scopes=_member_scopes(runtime), roles=ROLES, error=error,
+                  values=values or {},
                   notice=notice)
 
 
@@ -126,7 +132,7 @@ def user_page(request: Request, user_id: str, viewer: AdminDep,
     return render(request, "user_edit.html", user=user,
                   granted={g.workspace_id: set(g.scopes) for g in user.grants},
                   workspaces=runtime.accounts.workspaces(viewer.actor.account_id),
-                  member_scopes=MEMBER_SCOPES, roles=ROLES, error="",
+                  member_scopes=_member_scopes(runtime), roles=ROLES, error="",
                   notice=f"{NOTICES.get(done, '')} {propagation_notice(request)}".strip())
 
 
@@ -144,7 +150,7 @@ def update_user(request: Request, user_id: str, viewer: AdminDep, form: FormDep,
         return render(request, "user_edit.html", status_code=422, user=user,
                       granted={g.workspace_id: set(g.scopes) for g in user.grants},
                       workspaces=runtime.accounts.workspaces(viewer.actor.account_id),
-                      member_scopes=MEMBER_SCOPES, roles=ROLES, notice="",
+                      member_scopes=_member_scopes(runtime), roles=ROLES, notice="",
                       error=error.message + (f" {error.hint}" if error.hint else ""))
     if not active:
         runtime.sessions.close_all_for(user_id)

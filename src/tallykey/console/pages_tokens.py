@@ -12,7 +12,6 @@ from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account, Workspace
-from tallykey.accounts.permissions import SCOPES
 from tallykey.accounts.service import permissions_of
 from tallykey.audit import trail
 from tallykey.console import chart, forms
@@ -141,18 +140,15 @@ def _form_context(viewer: Viewer, runtime: Runtime) -> dict[str, Any]:
     """What the viewer may choose: workspaces they see, scopes they may grant, kinds."""
     user = viewer.session.user
     workspaces = runtime.accounts.workspaces(viewer.actor.account_id)
-    if viewer.is_admin:
-        grantable = list(SCOPES)
-    else:
-        held = permissions_of(user)
-        grantable = [s for s in SCOPES if s in held.scopes_in(None)]
+    if not viewer.is_admin:
+        held = permissions_of(user, runtime.catalog)
         workspaces = [w for w in workspaces if w.id in held.by_workspace]
     with runtime.database.reading() as session:
         account = session.get_one(Account, viewer.actor.account_id)
         max_days = account.max_validity_days
     return {
         "workspaces": workspaces,
-        "scopes": {s: SCOPES[s] for s in grantable},
+        "scopes": _grantable(viewer, runtime),
         "kinds": KINDS if viewer.is_admin else ("personal",),
         "targets": runtime.settings.target_list,
         "presets": [d for d in EXPIRY_PRESET_DAYS],
@@ -160,6 +156,14 @@ def _form_context(viewer: Viewer, runtime: Runtime) -> dict[str, Any]:
         "warn_days": LONG_VALIDITY_WARNING_DAYS,
         "today": runtime.clock.now().date(),
     }
+
+
+def _grantable(viewer: Viewer, runtime: Runtime) -> dict[str, str]:
+    """Scope -> description (the catalog's) for the scopes the viewer may put on a token."""
+    if viewer.is_admin:
+        return runtime.catalog.descriptions()
+    held = permissions_of(viewer.session.user, runtime.catalog).scopes_in(None)
+    return runtime.catalog.descriptions(held)
 
 
 @router.get("/tokens/new")
@@ -270,7 +274,7 @@ def show_once(request: Request, runtime: Runtime, issued: IssuedToken, what: str
 
 def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
             status: int = 200, errors: dict[str, str] | None = None,
-            values: dict[str, str] | None = None, notice: str = "",
+            values: dict[str, Any] | None = None, notice: str = "",
             usage_unit: str = chart.DAILY) -> Response:
     now = runtime.clock.now()
     with runtime.database.reading() as session:
@@ -288,7 +292,9 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
                   retrievable=retrievable, targets=runtime.settings.target_list,
                   errors=errors or {}, values=values, notice=notice,
                   workspace_name=_workspace_name(token.workspace), rotate_key=new_issue_key(),
-                  default_grace=DEFAULT_GRACE_SECONDS)
+                  default_grace=DEFAULT_GRACE_SECONDS,
+                  scope_choices=_grantable(viewer, runtime) | runtime.catalog.descriptions(
+                      token.scopes), catalog=runtime.catalog)
 
 
 def _retrievable(session: Session, token: Token) -> bool:
@@ -304,7 +310,9 @@ def _retrievable(session: Session, token: Token) -> bool:
 
 
 def _workspace_name(workspace: Workspace | None) -> str:
-    return workspace.name if workspace else "All workspaces"
+    if workspace is None:
+        return ""
+    return workspace.name + (" (archived)" if workspace.archived_at else "")
 
 
 @router.get("/tokens/{token_id}")
@@ -320,10 +328,11 @@ def update_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
                  runtime: RuntimeDep) -> Response:
     try:
         runtime.tokens.update(viewer.actor, token_id, forms.token_changes(form))
-    except (ValidationFailed, Conflict) as error:
+    except (ValidationFailed, Conflict, PermissionDenied) as error:
         token = runtime.tokens.get(viewer.actor, token_id)
-        values = {k: forms.text(form, k)
-                  for k in ("name", "description", "ip_allowlist", "target")}
+        values: dict[str, Any] = {k: forms.text(form, k)
+                                  for k in ("name", "description", "ip_allowlist", "target")}
+        values["scopes"] = forms.texts(form, "scopes")
         message = error.message + (f" {error.hint}" if error.hint else "")
         return _detail(request, viewer, runtime, token, status=422, values=values,
                        errors={forms.error_field(error): message})

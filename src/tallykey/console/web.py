@@ -75,10 +75,20 @@ class Viewer:
 def render(request: Request, template: str, *, status_code: int = 200,
            headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
     viewer: Viewer | None = getattr(request.state, "viewer", None)
+    label = request.app.state.runtime.settings.workspace_label  # TALLYKEY_WORKSPACE_LABEL
     body = templates.get_template(template).render(
         request=request, viewer=viewer, csrf=viewer.session.csrf_token if viewer else "",
-        path=request.url.path, **context)
+        path=request.url.path, ws_label=label, ws_label_plural=plural(label), **context)
     return HTMLResponse(body, status_code=status_code, headers=headers)
+
+
+def plural(word: str) -> str:
+    """English plural of the workspace label ("Project" -> "Projects")."""
+    if word.endswith(("s", "x", "ch", "sh")):
+        return word + "es"
+    if word.endswith("y") and len(word) > 1 and word[-2] not in "aeiou":
+        return word[:-1] + "ies"
+    return word + "s"
 
 
 def redirect(url: str) -> RedirectResponse:

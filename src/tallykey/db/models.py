@@ -10,6 +10,7 @@ from tallykey.feed.models import Node, VerdictChange
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
+from tallykey.operators.models import OperatorToken
 from tallykey.tokens.idempotency import IdempotentRequest
 from tallykey.tokens.models import Token, TokenSecret
 
@@ -25,6 +26,7 @@ __all__ = [
     "Employee",
     "IdempotentRequest",
     "Node",
+    "OperatorToken",
     "OutboxMessage",
     "ServerKey",
     "SignInFailure",

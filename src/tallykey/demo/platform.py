@@ -1,15 +1,19 @@
 """The demo platform API (`/core/v3`), protected by tallykey: what an integration calls.
 
 `GET /core/v3/info` verifies the token and says whose it is; `GET /core/v3/employees`
-shows only what the token may see (a personal token sees what its owner sees);
-`POST /core/v3/employees` needs `employees:write`. Honours the `Timezone` header and
-answers in XML when asked with `Accept: application/xml`.
+shows the employees of the workspaces where the token may read them (a personal token:
+where its owner holds `employees:read`), or of one workspace (`?workspace=` or the
+`Tallykey-Workspace` header); `POST /core/v3/employees` needs `employees:write` in the
+workspace it writes to. Permissions are checked per workspace, never flattened (SPEC
+§11). Honours the `Timezone` header and answers in XML when asked with
+`Accept: application/xml`.
 """
 
 from __future__ import annotations
 
 import json
 from collections.abc import Mapping
+from dataclasses import replace
 from datetime import datetime
 from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -21,8 +25,8 @@ from pydantic import BaseModel, Field, ValidationError
 from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.accounts.models import Account, User, Workspace
-from tallykey.accounts.service import normalise_email, permissions_of
+from tallykey.accounts.models import Account, Workspace
+from tallykey.accounts.service import normalise_email
 from tallykey.api.deps import runtime_of
 from tallykey.api.responses import VerdictRefused, error_responses, wants_xml, xml_response
 from tallykey.auth.middleware import verify_scope
@@ -43,10 +47,20 @@ router = APIRouter(prefix="/core/v3", tags=["demo platform"],
 MAX_BODY = 64 * 1024
 
 
-def platform_token(*scopes: str) -> Any:
+def requested_workspace(request: Request) -> str | None:
+    """The workspace a request names: `Tallykey-Workspace` header or `?workspace=`."""
+    return (request.headers.get("tallykey-workspace")
+            or request.query_params.get("workspace") or None)
+
+
+def platform_token(*scopes: str, per_workspace: bool = True) -> Any:
+    """The verified token; with `per_workspace`, the scopes must be held in the workspace
+    the request names (when it names one)."""
     async def dependency(request: Request) -> Verdict:
+        workspace = requested_workspace(request) if per_workspace else None
         verdict = await verify_scope(request.app.state.verifier, request.scope, scopes,
-                                     runtime_of(request).settings.trusted_proxy_networks)
+                                     runtime_of(request).settings.trusted_proxy_networks,
+                                     workspace)
         if not verdict.allowed:
             raise VerdictRefused(verdict)
         return verdict
@@ -106,7 +120,18 @@ def _account(runtime: Runtime, verdict: Verdict) -> Account:
 
 @router.get("/employees")
 async def list_employees(request: Request, zone: Zone,
-                         verdict: Verdict = platform_token("employees:read")) -> Response:
+                         verdict: Verdict = platform_token()) -> Response:
+    """Employees of the workspace the request names, or of every workspace where the
+    token may read them."""
+    readable = [ws for ws, held in verdict.workspaces.items() if "employees:read" in held]
+    if verdict.workspace is not None:
+        readable = [verdict.workspace] if verdict.workspace in readable else []
+    if not readable:
+        raise InsufficientScope(
+            "employees:read", "The token may not read employees"
+            + (" in this workspace." if verdict.workspace else " in any workspace."),
+            "Use a token whose owner holds employees:read in the workspace.")
+    verdict = replace(verdict, workspaces={ws: verdict.workspaces[ws] for ws in readable})
     runtime = runtime_of(request)
     rows = await run_in_threadpool(_visible_employees, runtime, verdict)
     payload = {"employees": [_employee(e, ws, zone) for e, ws in rows], "count": len(rows)}
@@ -116,8 +141,7 @@ async def list_employees(request: Request, zone: Zone,
 def _visible_employees(runtime: Runtime, verdict: Verdict) -> list[tuple[Employee, Workspace]]:
     statement = (select(Employee, Workspace).join(Workspace, Workspace.id == Employee.workspace_id)
                  .where(Employee.account_id == verdict.account_id))
-    if verdict.workspaces is not None:
-        statement = statement.where(Employee.workspace_id.in_(sorted(verdict.workspaces)))
+    statement = statement.where(Employee.workspace_id.in_(sorted(verdict.workspaces)))
     with runtime.database.reading() as session:
         return [(row[0], row[1]) for row in session.execute(
             statement.order_by(Employee.name, Employee.id))]
@@ -144,7 +168,8 @@ EMPLOYEE_BODY = {"requestBody": {"required": True, "content": {
 
 @router.post("/employees", status_code=201, openapi_extra=EMPLOYEE_BODY)
 async def create_employee(request: Request, zone: Zone,
-                          verdict: Verdict = platform_token("employees:write")) -> Response:
+                          verdict: Verdict = platform_token(per_workspace=False)
+                          ) -> Response:
     """Create an employee in a workspace the token can see and write to (JSON or XML)."""
     raw = await request.body()
     if len(raw) > MAX_BODY:
@@ -188,15 +213,13 @@ def _create_employee(runtime: Runtime, verdict: Verdict, body: EmployeeIn
         workspace = session.scalar(select(Workspace).where(
             Workspace.account_id == verdict.account_id,
             (Workspace.slug == body.workspace) | (Workspace.id == body.workspace)))
-        if workspace is None or (verdict.workspaces is not None
-                                 and workspace.id not in verdict.workspaces):
+        if workspace is None or workspace.id not in verdict.workspaces:
             raise NotFound(f"No workspace {body.workspace!r} visible to this token.",
                            field="workspace")
-        if verdict.owner_id is not None:
-            owner = session.get_one(User, verdict.owner_id)
-            if "employees:write" not in permissions_of(owner).scopes_in(workspace.id):
-                raise InsufficientScope("employees:write", "The token's owner may not write "
-                                        f"in workspace {workspace.slug!r}.")
+        if "employees:write" not in verdict.scopes_in(workspace.id):
+            raise InsufficientScope("employees:write", "The token may not write in "
+                                    f"workspace {workspace.slug!r}.",
+                                    "Use a token whose owner holds employees:write there.")
         employee = Employee(account_id=verdict.account_id, workspace_id=workspace.id,
                             name=name, email=email, job_title=body.job_title.strip(),
                             created_at=runtime.clock.now())

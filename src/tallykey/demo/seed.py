@@ -19,7 +19,6 @@ from sqlalchemy import select
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
-from tallykey.accounts.permissions import SCOPES
 from tallykey.accounts.service import PolicyChanges
 from tallykey.demo import local
 from tallykey.demo.models import Employee
@@ -74,7 +73,8 @@ def seed(runtime: Runtime, base_url: str, *, data_dir: Path | None = None,
     admin = _user(runtime, operator, ADMIN, {})
     member = _user(runtime, operator, MEMBER, {workspaces["hq"].id: ["employees:read"]})
     _employees(runtime, demo.id, workspaces)
-    admin_token = _demo_token(runtime, admin, "Demo admin token", list(SCOPES), known)
+    admin_token = _demo_token(runtime, admin, "Demo admin token",
+                              list(runtime.catalog.names), known)
     member_token = _demo_token(runtime, member, "Demo member token", ["employees:read"],
                                known)
 
@@ -82,7 +82,8 @@ def seed(runtime: Runtime, base_url: str, *, data_dir: Path | None = None,
     other_workspace = _workspace(runtime, other.id, "main", "Main", "UTC")
     other_admin = _user(runtime, Actor.operator(other.id), OTHER_ADMIN, {})
     _employees(runtime, other.id, {"hq": other_workspace, "field": other_workspace}, limit=2)
-    other_token = _demo_token(runtime, other_admin, "Other admin token", list(SCOPES), known)
+    other_token = _demo_token(runtime, other_admin, "Other admin token",
+                              list(runtime.catalog.names), known)
     if data_dir is not None:
         local.save_state(data_dir, base_url=base_url if register else None, region=region,
                          tokens={

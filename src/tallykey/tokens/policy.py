@@ -9,7 +9,7 @@ import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
 
-from tallykey.accounts.permissions import SCOPES, unknown_scopes
+from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.errors import PermissionDenied, ValidationFailed
 from tallykey.tokens.format import TOKEN_PATTERN
 
@@ -152,14 +152,16 @@ def clean_allowlist(entries: Iterable[str] | None) -> list[str]:
     return canonical
 
 
-def clean_scopes(scopes: Iterable[str] | None) -> list[str]:
+def clean_scopes(scopes: Iterable[str] | None,
+                 catalog: ScopeCatalog = DEMO_CATALOG) -> list[str]:
+    """Sorted, de-duplicated scopes; any scope outside the catalog is refused by name."""
     wanted = sorted({s.strip() for s in scopes or [] if isinstance(s, str) and s.strip()})
-    unknown = unknown_scopes(wanted)
+    unknown = catalog.unknown(wanted)
     if unknown:
         raise ValidationFailed(
             "Unknown scope(s): " + ", ".join(unknown) + ".",
-            "Known scopes: " + ", ".join(SCOPES) + ".",
-            field="scopes",
+            "Known scopes: " + ", ".join(catalog.names) + " (GET /api/v1/scopes).",
+            field="scopes", unknown=unknown,
         )
     return wanted
 

@@ -16,7 +16,7 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
-from tallykey.accounts.permissions import ADMIN_ONLY_SCOPES
+from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.accounts.service import permissions_of
 from tallykey.audit import trail
 from tallykey.clock import Clock
@@ -123,8 +123,10 @@ class TokenService:
         targets: Sequence[str] = (),
         listeners: Sequence[Listener] = (),
         vault: SecretVault | None = None,
+        catalog: ScopeCatalog = DEMO_CATALOG,
     ) -> None:
         self.database = database
+        self.catalog = catalog
         self.clock = clock
         self.region = region
         self.targets = list(targets)
@@ -148,7 +150,7 @@ class TokenService:
         description = policy.clean_description(draft.description)
         allowlist = policy.clean_allowlist(draft.ip_allowlist)
         target = policy.clean_target(draft.target, self.targets)
-        scopes = policy.clean_scopes(draft.scopes)
+        scopes = policy.clean_scopes(draft.scopes, self.catalog)
         if draft.kind == APPLICATION and not actor.is_admin:
             raise PermissionDenied("Only account administrators can create application tokens.",
                                    "Ask an administrator to create the token for you.")
@@ -482,10 +484,11 @@ class TokenService:
         if ref is None or not ref.strip():
             return None
         workspace = session.scalar(select(Workspace).where(
-            Workspace.account_id == account_id,
+            Workspace.account_id == account_id, Workspace.archived_at.is_(None),
             or_(Workspace.id == ref.strip(), Workspace.slug == ref.strip())))
         if workspace is None:
-            raise NotFound(f"No workspace {ref!r} in this account.", field="workspace")
+            raise NotFound(f"No workspace {ref[:64]!r} in use in this account.",
+                           field="workspace")
         return workspace.id
 
     def _acting_user(self, session: Session, actor: Actor, what: str) -> User:
@@ -501,14 +504,14 @@ class TokenService:
     def _personal_scopes(self, owner: User, workspace_id: str | None,
                          requested: list[str]) -> list[str]:
         """A personal token's scopes must lie within its owner's own permissions."""
-        held = permissions_of(owner).scopes_in(workspace_id)
+        held = permissions_of(owner, self.catalog).scopes_in(workspace_id)
         if workspace_id is not None and not held:
             raise PermissionDenied("You have no access to this workspace.", field="workspace")
         if not requested:
             return sorted(held)
         beyond = sorted(set(requested) - held)
         if beyond:
-            admin_only = [s for s in beyond if s in ADMIN_ONLY_SCOPES]
+            admin_only = [s for s in beyond if s in self.catalog.admin_only]
             hint = ("Only administrators hold " + ", ".join(admin_only) + "."
                     if admin_only else "Ask an administrator for more permissions.")
             raise PermissionDenied(
@@ -518,7 +521,7 @@ class TokenService:
 
     def _changed_scopes(self, session: Session, actor: Actor, token: Token,
                         wanted: Sequence[str]) -> list[str]:
-        scopes = policy.clean_scopes(wanted)
+        scopes = policy.clean_scopes(wanted, self.catalog)
         if not scopes:
             raise ValidationFailed("A token needs at least one scope.", field="scopes")
         if token.kind == PERSONAL:
