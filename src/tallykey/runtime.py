@@ -19,6 +19,8 @@ from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
+from tallykey.people.resets import PasswordResets
+from tallykey.people.twofactor import TwoFactor
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
 
@@ -38,6 +40,8 @@ class Runtime:
     sessions: SessionStore
     notifier: Notifier
     webhooks: WebhookService
+    resets: PasswordResets
+    two_factor: TwoFactor
     vault: SecretVault | None = None
 
     @classmethod
@@ -59,6 +63,8 @@ class Runtime:
             sessions=SessionStore(database, clock),
             notifier=notifier,
             webhooks=WebhookService(database, clock),
+            resets=PasswordResets(database, clock, settings.public_url),
+            two_factor=TwoFactor(database, clock),
             vault=vault,
         )
 

@@ -27,6 +27,9 @@ class Account(Base):
     retrievable_application_tokens: Mapped[bool] = mapped_column(Boolean, default=False)
     ip_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list)
     new_network_alerts: Mapped[bool] = mapped_column(Boolean, default=True)
+    #: Who must sign in with a second factor: `off`, `admins` or `everyone`.
+    two_factor_policy: Mapped[str] = mapped_column(String(16), default="off",
+                                                   server_default="off")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     workspaces: Mapped[list[Workspace]] = relationship(back_populates="account")

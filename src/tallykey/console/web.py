@@ -18,6 +18,7 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.console import views
@@ -44,7 +45,8 @@ templates = Environment(
     auto_reload=False,
 )
 templates.filters.update(views.FILTERS)
-templates.globals.update(prefix=PREFIX, static=STATIC_PATH)
+templates.globals.update(prefix=PREFIX, static=STATIC_PATH,
+                         min_password_length=MIN_PASSWORD_LENGTH)
 
 
 class LoginRequired(Exception):

@@ -9,6 +9,7 @@ from tallykey.demo.models import Employee
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
+from tallykey.people.models import PasswordReset, RecoveryCode, SecondFactor
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
@@ -23,6 +24,9 @@ __all__ = [
     "Employee",
     "Node",
     "OutboxMessage",
+    "PasswordReset",
+    "RecoveryCode",
+    "SecondFactor",
     "Token",
     "TokenClientIp",
     "TokenNetwork",
