@@ -277,6 +277,18 @@ class AccountService:
                          details={"sessions_ended": ended})
             return ended
 
+    def end_sessions_of(self, actor: Actor, user_id: str) -> int:
+        """An administrator signs a user of their account out everywhere (audited)."""
+        if actor.user_id != user_id:
+            _require_admin(actor, "end another user's sessions")
+        with self.database.transaction() as session:
+            user = self._user_in_account(session, actor, user_id)
+            ended = end_sessions(session, user.id)
+            trail.record(session, actor=actor, action="user.sessions_ended",
+                         at=self.clock.now(), target_type="user", target_id=user.id,
+                         details={"sessions_ended": ended})
+            return ended
+
     def check_login(self, email: str, password: str) -> User | None:
         """The active user with these credentials, or None (same timing either way)."""
         try:

@@ -23,6 +23,7 @@ from tallykey.api.deps import ip_of, runtime_of
 from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.console import views
 from tallykey.errors import NotFound, PermissionDenied, TallykeyError
+from tallykey.people.policy import AWAITING_CODE
 from tallykey.runtime import Runtime
 
 PREFIX = "/console"
@@ -55,6 +56,15 @@ class LoginRequired(Exception):
 
 class CsrfRefused(Exception):
     """A state-changing request without the session's CSRF token."""
+
+
+class SecondFactorPending(Exception):
+    """The session passed the password but still awaits its second factor (a code, or
+    setting one up where the account requires it): only that page is usable."""
+
+    def __init__(self, awaiting: str) -> None:
+        super().__init__(awaiting)
+        self.awaiting = awaiting
 
 
 @dataclass(frozen=True)
@@ -93,10 +103,12 @@ def safe_next(target: str | None) -> str:
 
 async def current_viewer(request: Request) -> Viewer:
     runtime = runtime_of(request)
-    session = await run_in_threadpool(runtime.sessions.find,
+    session = await run_in_threadpool(runtime.sessions.find_any,
                                       request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise LoginRequired
+    if session.awaiting is not None:
+        raise SecondFactorPending(session.awaiting)
     user = session.user
     viewer = Viewer(session, Actor(user.account_id, user.id, user.role, user.email,
                                    ip_of(request), "console"))
@@ -150,6 +162,10 @@ class ConsoleRoute(APIRoute):
                 target = request.url.path + (f"?{request.url.query}" if request.url.query
                                              else "")
                 response = redirect(f"{PREFIX}/login?next={quote(target, safe='')}")
+            except SecondFactorPending as pending:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query
+                                             else "")
+                response = redirect(second_step_url(pending.awaiting, target))
             except CsrfRefused:
                 response = error_page(request, 403, "This form has expired",
                                       "The form's security token is missing or does not "
@@ -166,6 +182,13 @@ class ConsoleRoute(APIRoute):
             return response
 
         return console_handler
+
+
+def second_step_url(awaiting: str, target: str = "") -> str:
+    """Where a session awaiting its second factor goes: the code page, or the page that
+    sets up an authenticator; `target` is where it goes afterwards."""
+    page = "/login/code" if awaiting == AWAITING_CODE else "/me/two-factor"
+    return f"{PREFIX}{page}?next={quote(safe_next(target), safe='')}"
 
 
 def error_page(request: Request, status: int, title: str, message: str,
