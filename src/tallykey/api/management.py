@@ -307,6 +307,9 @@ def update_account(body: AccountUpdate, actor: ManagementActor,
         max_validity_days=body.max_validity_days, reminder_days=body.reminder_days,
         retrievable_application_tokens=body.retrievable_application_tokens,
         ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts))
+    if body.two_factor_policy is not None:
+        runtime.two_factor.set_policy(actor, body.two_factor_policy)
+        account = runtime.accounts.find_account(account.id)
     settle(runtime, account.id, response)
     return AccountView.of(account)
 
@@ -328,12 +331,12 @@ def login(body: LoginRequest, request: Request, response: Response,
     if user is None:
         limiter.failed(ip)
         raise Unauthenticated("The e-mail or password is wrong, or the user is deactivated.")
-    opened = runtime.sessions.open(user, ip)
+    opened = runtime.sessions.open(user, ip, request.headers.get("user-agent"))
     response.set_cookie(SESSION_COOKIE, opened.cookie, max_age=int(
         SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
         secure=request.url.scheme == "https", path="/")
     return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
-                       expires_at=opened.expires_at)
+                       expires_at=opened.expires_at, awaiting=opened.awaiting)
 
 
 @router.delete("/session", status_code=204, tags=["session"])
