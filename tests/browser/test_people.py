@@ -12,6 +12,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 from typing import Any
 
+import pyotp
 import pytest
 
 from ..conftest import fresh_postgres_database
@@ -135,3 +136,73 @@ def test_the_password_is_changed_on_your_account_page(site: MailSite,
     site.screenshot(page, "your-account")
     elsewhere.goto("/console/tokens")
     elsewhere.wait_for_url("**/console/login?next=*")  # signed out there
+
+
+def test_two_factor_sign_in_goes_password_then_code_then_tokens(site: MailSite,
+                                                                new_context: Any) -> None:
+    page = new_context().new_page()
+    sign_in_with_password(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.wait_for_url("**/console/tokens")
+    page.goto("/console/me")
+    page.get_by_role("link", name="Set up two-factor sign-in").click()
+    page.wait_for_url("**/console/me/two-factor*")
+    qr = page.get_by_role("img", name="QR code for your authenticator app")
+    qr.wait_for()
+    assert page.evaluate("document.querySelector('img.qr').naturalWidth") > 100  # CSP allows it
+    site.screenshot(page, "two-factor-enrol")
+    totp = pyotp.TOTP(page.locator("#totp-secret").inner_text())
+    page.get_by_label("Code from the app").fill(totp.now())
+    page.get_by_role("button", name="Turn on two-factor sign-in").click()
+    page.get_by_text("Save these recovery codes now").wait_for()
+    assert page.locator("#recovery-codes li").count() == 10
+    site.notes["recovery"] = page.locator("#recovery-codes code").all_inner_texts()
+    page.get_by_role("link", name="I saved them, continue").click()
+    page.wait_for_url("**/console/me")
+    assert "You have 10 unused recovery codes" in page.content()
+    page.get_by_role("button", name="Sign out").click()
+    page.wait_for_url("**/console/login")
+
+    sign_in_with_password(page, ADMIN_EMAIL, ADMIN_PASSWORD)
+    page.wait_for_url("**/console/login/code*")
+    page.goto("/console/tokens")  # nothing else is usable before the code
+    page.wait_for_url("**/console/login/code*")
+    page.get_by_label("Code").fill("000000" if totp.now() != "000000" else "111111")
+    page.get_by_role("button", name="Verify").click()
+    assert "The code is wrong" in page.get_by_role("alert").inner_text()
+    site.screenshot(page, "two-factor-code")
+    page.get_by_label("Code").fill(totp.at(time.time() + 30))  # the next step: never replayed
+    page.get_by_role("button", name="Verify").click()
+    page.wait_for_url("**/console/tokens")
+    assert page.get_by_role("heading", name="API tokens").is_visible()
+
+
+def test_a_policy_requiring_two_factor_sends_a_member_to_set_it_up(site: MailSite,
+                                                                   new_context: Any) -> None:
+    admin = new_context().new_page()
+    sign_in_with_password(admin, ADMIN_EMAIL, ADMIN_PASSWORD)
+    admin.wait_for_url("**/console/login/code*")
+    admin.get_by_label("Code").fill(site.notes["recovery"][0])  # a recovery code, once
+    admin.get_by_role("button", name="Verify").click()
+    admin.wait_for_url("**/console/tokens")
+    admin.goto("/console/users")
+    admin.get_by_label("E-mail").fill(MEMBER_EMAIL)
+    admin.get_by_label("Console password").fill(MEMBER_PASSWORD)
+    admin.get_by_role("button", name="Add user").click()
+    admin.wait_for_url("**/console/users?done=added")
+    admin.goto("/console/account")
+    admin.get_by_label("Everyone").check()
+    admin.get_by_role("button", name="Save two-factor policy").click()
+    admin.wait_for_url("**/console/account?done=policy")
+
+    member = new_context().new_page()
+    sign_in_with_password(member, MEMBER_EMAIL, MEMBER_PASSWORD)
+    member.wait_for_url("**/console/me/two-factor*")
+    assert "requires two-factor sign-in" in member.content()
+    member.goto("/console/tokens/new")
+    member.wait_for_url("**/console/me/two-factor*")
+    totp = pyotp.TOTP(member.locator("#totp-secret").inner_text())
+    member.get_by_label("Code from the app").fill(totp.now())
+    member.get_by_role("button", name="Turn on two-factor sign-in").click()
+    member.get_by_role("link", name="I saved them, continue").click()
+    member.wait_for_url("**/console/tokens/new")
+    assert member.get_by_role("button", name="Create token").is_visible()

@@ -32,6 +32,7 @@ from tallykey.console.web import (
     LoginRequired,
     RuntimeDep,
     SecondFactorPending,
+    Viewer,
     ViewerDep,
     error_page,
     new_form_key,
@@ -70,6 +71,8 @@ async def _session(request: Request, *allowed: str | None) -> OpenSession:
         raise LoginRequired
     if session.awaiting is not None and session.awaiting not in allowed:
         raise SecondFactorPending(session.awaiting)
+    if session.awaiting is None:  # a signed-in user: the page shows the navigation
+        request.state.viewer = Viewer(session, _actor(runtime, session, request))
     return session
 
 
