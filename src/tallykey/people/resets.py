@@ -105,13 +105,13 @@ class PasswordResets:
         """An administrator has a reset link mailed to a user of their account."""
         if not actor.is_admin:
             raise PermissionDenied("Only account administrators can send reset links.")
-        if not self.available:
-            raise ValidationFailed("Reset links need the console's public address.",
-                                   "Set TALLYKEY_PUBLIC_URL on the server.")
         with self.database.transaction() as session:
             user = session.get(User, user_id)
             if user is None or user.account_id != actor.account_id:
                 raise NotFound("No such user in this account.", field="user")
+            if not self.available:
+                raise ValidationFailed("Reset links need the console's public address.",
+                                       "Set TALLYKEY_PUBLIC_URL on the server.")
             if not user.active:
                 raise ValidationFailed(f"{user.email} is deactivated.",
                                        "Reactivate the user first.")
