@@ -3,6 +3,7 @@ minutes, spent once (also under concurrent use), audited when refused."""
 
 from __future__ import annotations
 
+import logging
 import re
 import threading
 from datetime import timedelta
@@ -15,9 +16,11 @@ from tallykey.audit.models import AuditEvent
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.clock import FrozenClock
 from tallykey.errors import LinkRefused, NotFound, PermissionDenied, ValidationFailed
+from tallykey.logs import redact
+from tallykey.monitor.access_log import JsonFormatter
 from tallykey.notify.models import OutboxMessage
 from tallykey.people.models import PasswordReset
-from tallykey.people.resets import RESET_LIFETIME
+from tallykey.people.resets import RESET_LIFETIME, PasswordResets
 
 from ..conftest import World
 from ..notify.conftest import SmtpServer, make_worker
@@ -189,3 +192,22 @@ def test_an_admin_mails_a_reset_link_to_a_user_of_their_account(
         world.rt.resets.send_for(world.as_other_admin, world.member.id)
     with pytest.raises(NotFound):
         world.rt.resets.send_for(Actor.operator(world.globex_id), world.member.id)
+
+
+def test_without_a_public_url_no_link_is_built(world: World, clock: FrozenClock) -> None:
+    """Links are built from TALLYKEY_PUBLIC_URL only, never from a request's Host."""
+    resets = PasswordResets(world.rt.database, clock, None)
+    assert resets.available is False
+    assert resets.request("member@acme.test", None) is False
+    with pytest.raises(ValidationFailed, match="public address"):
+        resets.send_for(world.as_admin, world.member.id)  # type: ignore[arg-type]
+    with world.rt.database.reading() as session:
+        assert session.scalars(select(OutboxMessage)).all() == []
+
+
+def test_reset_links_are_redacted_in_logs() -> None:
+    line = 'GET /console/reset/Zq3_x-9AbC HTTP/1.1" 200'
+    assert redact(line) == 'GET /console/reset/[redacted] HTTP/1.1" 200'
+    formatted = JsonFormatter().format(logging.makeLogRecord(
+        {"msg": "request", "path": "/console/reset/Zq3_x-9AbC"}))
+    assert "Zq3_x-9AbC" not in formatted and "/console/reset/[redacted]" in formatted
