@@ -20,6 +20,7 @@ from tallykey.keys.vault import SecretVault
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
 from tallykey.people.resets import PasswordResets
+from tallykey.people.sso import SingleSignOn
 from tallykey.people.twofactor import TwoFactor
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
@@ -42,6 +43,7 @@ class Runtime:
     webhooks: WebhookService
     resets: PasswordResets
     two_factor: TwoFactor
+    sso: SingleSignOn
     vault: SecretVault | None = None
 
     @classmethod
@@ -65,6 +67,7 @@ class Runtime:
             webhooks=WebhookService(database, clock),
             resets=PasswordResets(database, clock, settings.public_url),
             two_factor=TwoFactor(database, clock),
+            sso=SingleSignOn(database, clock, settings),
             vault=vault,
         )
 

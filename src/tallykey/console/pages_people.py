@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
+from starlette.responses import RedirectResponse
 
 from tallykey.accounts.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
@@ -21,7 +22,7 @@ from tallykey.auth.sessions import (
     end_sessions,
 )
 from tallykey.console.forms import text
-from tallykey.console.pages_auth import pre_session_form, with_form_key
+from tallykey.console.pages_auth import pre_session_form, start_session, with_form_key
 from tallykey.console.web import (
     CSRF_FIELD,
     PREFIX,
@@ -42,6 +43,7 @@ from tallykey.console.web import (
 )
 from tallykey.errors import LinkRefused, SecondFactorRefused, ValidationFailed
 from tallykey.people.policy import AWAITING_CODE, AWAITING_ENROLMENT
+from tallykey.people.sso import CALLBACK_PATH, SignOnRefused
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -348,3 +350,47 @@ def reset_two_factor(user_id: str, viewer: AdminDep, _: FormDep, runtime: Runtim
 def set_two_factor_policy(viewer: AdminDep, form: FormDep, runtime: RuntimeDep) -> Response:
     runtime.two_factor.set_policy(viewer.actor, text(form, "two_factor_policy"))
     return redirect(f"{PREFIX}/account?done=policy")
+
+
+# --- single sign-on -----------------------------------------------------------------------
+
+OIDC_COOKIE = "tallykey_oidc_state"
+
+
+def _callback_url(request: Request, runtime: Runtime) -> str:
+    base = runtime.settings.public_url or str(request.base_url)
+    return base.rstrip("/") + CALLBACK_PATH
+
+
+@router.get("/oidc/start")
+async def sso_start(request: Request, runtime: RuntimeDep, next: str = "") -> Response:
+    if not runtime.sso.enabled:
+        return error_page(request, 404, "Single sign-on is not set up",
+                          "This server has no identity provider configured.",
+                          "Sign in with your e-mail and password.")
+    started = await run_in_threadpool(runtime.sso.begin, _callback_url(request, runtime),
+                                      safe_next(next))
+    response = RedirectResponse(started.url, status_code=303)
+    response.set_cookie(OIDC_COOKIE, started.state, max_age=600, httponly=True,
+                        samesite="lax", secure=request.url.scheme == "https",
+                        path=f"{PREFIX}/oidc")
+    return response
+
+
+@router.get("/oidc/callback")
+async def sso_callback(request: Request, runtime: RuntimeDep, state: str = "",
+                       code: str | None = None, error: str | None = None) -> Response:
+    try:
+        user, target = await run_in_threadpool(
+            lambda: runtime.sso.finish(state=state[:200],
+                                       browser_state=request.cookies.get(OIDC_COOKIE),
+                                       code=code, error=error,
+                                       redirect_uri=_callback_url(request, runtime),
+                                       ip=ip_of(request)))
+    except SignOnRefused as refused:
+        response: Response = error_page(request, 401, "Single sign-on did not work",
+                                        refused.message, refused.hint)
+    else:
+        response = await run_in_threadpool(start_session, request, runtime, user, target)
+    response.delete_cookie(OIDC_COOKIE, path=f"{PREFIX}/oidc")
+    return response

@@ -9,7 +9,7 @@ from tallykey.demo.models import Employee
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
-from tallykey.people.models import PasswordReset, RecoveryCode, SecondFactor
+from tallykey.people.models import OidcSignIn, PasswordReset, RecoveryCode, SecondFactor
 from tallykey.tokens.models import Token, TokenSecret
 
 metadata = Base.metadata
@@ -23,6 +23,7 @@ __all__ = [
     "ConsoleSession",
     "Employee",
     "Node",
+    "OidcSignIn",
     "OutboxMessage",
     "PasswordReset",
     "RecoveryCode",

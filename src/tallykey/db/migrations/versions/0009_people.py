@@ -1,4 +1,4 @@
-"""people: password resets, second factors, recovery codes, richer console sessions
+"""people: password resets, second factors, recovery codes, single sign-on, richer console sessions
 
 Revision ID: people
 Revises: 0008
@@ -53,6 +53,18 @@ def upgrade() -> None:
     with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
         batch_op.create_index(batch_op.f('ix_recovery_codes_user_id'), ['user_id'], unique=False)
 
+    op.create_table('oidc_sign_ins',
+    sa.Column('state_hash', sa.String(length=64), nullable=False),
+    sa.Column('nonce', sa.String(length=100), nullable=False),
+    sa.Column('code_verifier', sa.String(length=128), nullable=False),
+    sa.Column('next_path', sa.String(length=500), nullable=False),
+    sa.Column('created_at', tallykey.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.Column('expires_at', tallykey.db.base.UTCDateTime(timezone=True), nullable=False),
+    sa.PrimaryKeyConstraint('state_hash', name=op.f('pk_oidc_sign_ins'))
+    )
+    with op.batch_alter_table('oidc_sign_ins', schema=None) as batch_op:
+        batch_op.create_index(batch_op.f('ix_oidc_sign_ins_expires_at'), ['expires_at'], unique=False)
+
     with op.batch_alter_table('accounts', schema=None) as batch_op:
         batch_op.add_column(sa.Column('two_factor_policy', sa.String(length=16), server_default='off', nullable=False))
 
@@ -75,6 +87,9 @@ def downgrade() -> None:
         batch_op.drop_column('public_id')
     with op.batch_alter_table('accounts', schema=None) as batch_op:
         batch_op.drop_column('two_factor_policy')
+    with op.batch_alter_table('oidc_sign_ins', schema=None) as batch_op:
+        batch_op.drop_index(batch_op.f('ix_oidc_sign_ins_expires_at'))
+    op.drop_table('oidc_sign_ins')
     with op.batch_alter_table('recovery_codes', schema=None) as batch_op:
         batch_op.drop_index(batch_op.f('ix_recovery_codes_user_id'))
     op.drop_table('recovery_codes')
