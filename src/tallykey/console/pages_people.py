@@ -379,14 +379,15 @@ async def sso_start(request: Request, runtime: RuntimeDep, next: str = "") -> Re
 
 @router.get("/oidc/callback")
 async def sso_callback(request: Request, runtime: RuntimeDep, state: str = "",
-                       code: str | None = None, error: str | None = None) -> Response:
+                       code: str | None = None, error: str | None = None,
+                       iss: str | None = None) -> Response:
     try:
         user, target = await run_in_threadpool(
             lambda: runtime.sso.finish(state=state[:200],
                                        browser_state=request.cookies.get(OIDC_COOKIE),
                                        code=code, error=error,
                                        redirect_uri=_callback_url(request, runtime),
-                                       ip=ip_of(request)))
+                                       ip=ip_of(request), issuer=iss))
     except SignOnRefused as refused:
         response: Response = error_page(request, 401, "Single sign-on did not work",
                                         refused.message, refused.hint)

@@ -145,9 +145,11 @@ class SingleSignOn:
         return Started(str(url), state)
 
     def finish(self, *, state: str, browser_state: str | None, code: str | None,
-               error: str | None, redirect_uri: str, ip: str | None) -> tuple[User, str]:
+               error: str | None, redirect_uri: str, ip: str | None,
+               issuer: str | None = None) -> tuple[User, str]:
         """Spend the sign-in named by `state` (it must be the browser's own), exchange the
-        code and accept the ID token. Returns the user and where to go next."""
+        code and accept the ID token. Returns the user and where to go next. `issuer` is
+        the authorization response's `iss` (RFC 9207), when the provider sends one."""
         if not state or not browser_state or not secrets.compare_digest(
                 state.encode(), browser_state.encode()):
             self._refuse("state", ip, {"why": "not this browser's sign-in"})
@@ -159,6 +161,8 @@ class SingleSignOn:
             self._refuse("state", ip, {"why": "unknown, used or expired"})
         if error or not code:
             self._refuse("provider", ip, {"error": (error or "no code")[:100]})
+        if issuer is not None and issuer != self.settings.oidc_issuer:  # RFC 9207 mix-up
+            self._refuse("issuer", ip, {"iss": issuer[:200]})
         try:
             with self._client(redirect_uri) as client:
                 tokens = client.fetch_token(self.metadata()["token_endpoint"], code=code,
