@@ -18,6 +18,7 @@ import pytest
 from ..conftest import fresh_postgres_database
 from ..e2e.conftest import Server, free_port, server_env
 from ..notify.conftest import Recorder, SmtpServer
+from ..people.openid import CLIENT_SECRET, client, new_signing_key, running_provider
 from .conftest import Site, _read_setup_link
 
 ADMIN_EMAIL = "owner@hooli.example"
@@ -25,6 +26,7 @@ ADMIN_PASSWORD = "hooli owner password"
 NEW_PASSWORD = "violet harbour engine"
 MEMBER_EMAIL = "dinesh@hooli.example"
 MEMBER_PASSWORD = "dinesh member password"
+SSO_EMAIL = "gilfoyle@hooli.example"
 
 
 @dataclass
@@ -60,9 +62,18 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         url = (stack.enter_context(fresh_postgres_database())
                if request.param == "postgresql" else None)
         port = free_port()
+        provider = stack.enter_context(running_provider(
+            [client("tallykey", f"http://127.0.0.1:{port}/console/oidc/callback")],
+            {"gilfoyle": {"email": SSO_EMAIL, "email_verified": True, "name": "Gilfoyle"}},
+            [new_signing_key("browser-1")], tmp / "provider.log"))
         server = Server(env=server_env(tmp, url, TALLYKEY_SMTP_URL=smtp.url,
                                        TALLYKEY_PUBLIC_URL=f"http://127.0.0.1:{port}",
-                                       TALLYKEY_WORKER_INTERVAL="0.2"),
+                                       TALLYKEY_WORKER_INTERVAL="0.2",
+                                       TALLYKEY_OIDC_ISSUER=provider.issuer,
+                                       TALLYKEY_OIDC_CLIENT_ID="tallykey",
+                                       TALLYKEY_OIDC_CLIENT_SECRET=CLIENT_SECRET,
+                                       TALLYKEY_OIDC_NAME="Hooli ID",
+                                       TALLYKEY_OIDC_DOMAINS="hooli.example=hooli"),
                         port=port, log_path=tmp / "server.log")
         if url:
             server.cli("migrate")
@@ -206,3 +217,29 @@ def test_a_policy_requiring_two_factor_sends_a_member_to_set_it_up(site: MailSit
     member.get_by_role("link", name="I saved them, continue").click()
     member.wait_for_url("**/console/tokens/new")
     assert member.get_by_role("button", name="Create token").is_visible()
+
+
+def test_single_sign_on_goes_provider_then_tokens_page(site: MailSite,
+                                                       new_context: Any) -> None:
+    """The policy of the test before requires two-factor sign-in of everyone: a user
+    created by single sign-on sets it up too, then reaches the page they asked for."""
+    context = new_context()
+    # the provider's development sign-in page links a web font; nothing leaves this machine
+    context.route(re.compile(r"^https?://(?!127\.0\.0\.1[:/])"),
+                  lambda route: route.fulfill(status=204, body=""))
+    page = context.new_page()
+    page.goto("/console/tokens/new")
+    page.wait_for_url("**/console/login?next=*")
+    page.get_by_role("link", name="Sign in with Hooli ID").click()
+    page.locator("input[name=login]").fill("gilfoyle")
+    page.locator("input[name=password]").fill("any password")
+    site.screenshot(page, "sso-provider")
+    page.locator("button[type=submit]").first.click()
+    page.wait_for_url("**/console/me/two-factor*")
+    totp = pyotp.TOTP(page.locator("#totp-secret").inner_text())
+    page.get_by_label("Code from the app").fill(totp.now())
+    page.get_by_role("button", name="Turn on two-factor sign-in").click()
+    page.get_by_role("link", name="I saved them, continue").click()
+    page.wait_for_url("**/console/tokens/new")
+    assert page.get_by_role("link", name=SSO_EMAIL).is_visible()
+    site.screenshot(page, "sso-signed-in")
