@@ -12,6 +12,7 @@ from urllib.parse import parse_qs, urlsplit
 
 import pytest
 from authlib.integrations.httpx_client import OAuth2Client
+from joserfc.jwk import KeySet
 from sqlalchemy import select
 
 from tallykey.audit.models import AuditEvent
@@ -188,3 +189,23 @@ def test_id_tokens_with_a_wrong_audience_issuer_nonce_or_signature_are_refused(
         rt.sso.accept(genuine, "the-nonce", None)
     assert refusals(rt) == ["nonce", "audience", "issuer", "signature", "signature",
                             "signature", "expired"]
+
+
+def test_a_sign_in_left_for_more_than_ten_minutes_is_refused(
+        world: World, clock: FrozenClock, providers: dict[str, Provider]) -> None:
+    state, callback = sign_in(world.rt, providers["trusted"], "alice")
+    clock.advance(timedelta(minutes=10, seconds=1))
+    with pytest.raises(SignOnRefused, match="took too long"):
+        finish(world.rt, state, callback)
+
+
+def test_keys_the_provider_rotated_in_are_read_again(world: World,
+                                                     providers: dict[str, Provider]) -> None:
+    """A cached key set that lacks the token's key (the provider rotated) is read once
+    more before the token is refused."""
+    stale = new_signing_key("retired-1")
+    public = {k: v for k, v in stale.items() if k not in {"d", "p", "q", "dp", "dq", "qi"}}
+    world.rt.sso._keys = KeySet.import_key_set({"keys": [public]})
+    token = id_token(providers["trusted"], "tallykey", REDIRECT, "alice", nonce="n")
+    assert world.rt.sso.accept(token, "n", None).email == "alice@acme.test"
+    assert world.rt.sso.keys().get_by_kid("trusted-1") is not None
