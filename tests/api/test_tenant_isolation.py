@@ -57,6 +57,8 @@ PUBLIC = {
     # secret (tests/people prove a link only ever reaches its own user)
     ("GET", "/console/forgot"), ("POST", "/console/forgot"), ("POST", "/api/v1/password-reset"),
     ("GET", "/console/reset/{token}"), ("POST", "/console/reset/{token}"),
+    # single sign-on: the provider's answer names the user (tests/people/test_sso.py)
+    ("GET", "/console/oidc/start"), ("GET", "/console/oidc/callback"),
 }
 #: Sign-in and sign-out of the JSON API: the session mode of this test runs through them.
 SESSION_ROUTES = {("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"),

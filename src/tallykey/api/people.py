@@ -16,7 +16,7 @@ from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
 from tallykey.audit import trail
 from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, csrf_matches
-from tallykey.errors import NotFound, PermissionDenied, Unauthenticated
+from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
 from tallykey.people.policy import AWAITING_CODE
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"],
@@ -85,7 +85,7 @@ async def second_factor(body: SecondFactorRequest, request: Request, response: R
     actor = Actor(user.account_id, user.id, user.role, user.email, ip_of(request), "api")
     try:
         method = await run_in_threadpool(runtime.two_factor.verify, actor, body.code)
-    except Exception:
+    except SecondFactorRefused:
         await run_in_threadpool(runtime.sessions.code_failed, pending)
         raise
 

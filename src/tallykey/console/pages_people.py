@@ -58,7 +58,7 @@ FORGOT_ANSWER = ("If that address belongs to a tallykey user, a link to set a ne
                  "is on its way. It works once, for 30 minutes.")
 
 
-def _actor(runtime: Runtime, session: OpenSession, request: Request) -> Actor:
+def _actor(session: OpenSession, request: Request) -> Actor:
     user = session.user
     return Actor(user.account_id, user.id, user.role, user.email, ip_of(request), "console")
 
@@ -74,7 +74,7 @@ async def _session(request: Request, *allowed: str | None) -> OpenSession:
     if session.awaiting is not None and session.awaiting not in allowed:
         raise SecondFactorPending(session.awaiting)
     if session.awaiting is None:  # a signed-in user: the page shows the navigation
-        request.state.viewer = Viewer(session, _actor(runtime, session, request))
+        request.state.viewer = Viewer(session, _actor(session, request))
     return session
 
 
@@ -113,7 +113,7 @@ def _finish(runtime: Runtime, request: Request, pending: OpenSession, method: st
     """Swap the pending session for a full one and record the completed sign-in."""
     with runtime.database.transaction() as session:
         opened = runtime.sessions.complete(session, pending)
-        trail.record(session, actor=_actor(runtime, pending, request),
+        trail.record(session, actor=_actor(pending, request),
                      action="user.login_second_factor", at=runtime.clock.now(),
                      target_type="user", target_id=pending.user.id,
                      details={"method": method})
@@ -138,7 +138,7 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
     target = safe_next(fields.get("next"))
     if pending.awaiting is None:
         return redirect(target)
-    actor = _actor(runtime, pending, request)
+    actor = _actor(pending, request)
     try:
         method = await run_in_threadpool(runtime.two_factor.verify, actor,
                                          fields.get("code", ""))
@@ -176,7 +176,7 @@ def enrol_page(request: Request, session: EnrollingSession, runtime: RuntimeDep,
 async def enrol_submit(request: Request, session: EnrollingSession, runtime: RuntimeDep
                        ) -> Response:
     fields = await _form_of(request, session)
-    actor = _actor(runtime, session, request)
+    actor = _actor(session, request)
     try:
         codes = await run_in_threadpool(runtime.two_factor.confirm, actor,
                                         fields.get("code", ""))
