@@ -138,3 +138,21 @@ def test_an_admin_resets_a_members_second_factor_from_the_user_page(
     assert reset.status_code == 303
     assert "Two-factor sign-in: off" in admin.get(reset.headers["location"]).text
     assert world.rt.two_factor.status(world.member.id) == (False, 0)
+
+
+def test_enrolling_in_one_browser_sends_another_waiting_browser_to_sign_in_again(
+        world: World, clock: FrozenClock, new_client: Browser) -> None:
+    world.rt.two_factor.set_policy(world.as_admin, "everyone")  # type: ignore[arg-type]
+    first, second = new_client(), new_client()
+    for client in (first, second):
+        assert password_step(client, "member@acme.test", "member password 1").startswith(
+            "/console/me/two-factor")
+    page = first.get("/console/me/two-factor")
+    secret = SECRET.search(page.text)
+    assert secret
+    first.post("/console/me/two-factor", data={
+        "csrf_token": csrf_of(page.text), "code": pyotp.TOTP(secret.group(1)).at(clock.now())})
+    assert first.get("/console/tokens").status_code == 200
+    again = second.get("/console/me/two-factor")
+    assert again.status_code == 303 and again.headers["location"].startswith("/console/login")
+    assert second.get("/console/tokens").headers["location"].startswith("/console/login?")

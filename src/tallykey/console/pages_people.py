@@ -5,6 +5,7 @@ passwords and reset links, and the administrators' actions on another user's sig
 from __future__ import annotations
 
 from typing import Annotated
+from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.background import BackgroundTask
@@ -164,8 +165,11 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
 def enrol_page(request: Request, session: EnrollingSession, runtime: RuntimeDep,
                next: str = "") -> Response:
     enrolled, _ = runtime.two_factor.status(session.user.id)
-    if enrolled:
+    if enrolled and session.awaiting is None:
         return redirect(f"{PREFIX}/me")
+    if enrolled:  # set up meanwhile in another browser: this sign-in starts over
+        runtime.sessions.close(session.cookie)
+        return redirect(f"{PREFIX}/login?next={quote(safe_next(next), safe='')}")
     enrolment = runtime.two_factor.begin(session.user)
     return render(request, "two_factor_enrol.html", form_key=session.csrf_token,
                   enrolment=enrolment, required=session.awaiting == AWAITING_ENROLMENT,
@@ -193,7 +197,10 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
     target = safe_next(fields.get("next")) if session.awaiting else f"{PREFIX}/me"
     page = render(request, "recovery_codes.html", codes=codes, target=target)
     if session.awaiting is not None:
-        opened = await run_in_threadpool(_finish, runtime, request, session, "enrolment")
+        try:
+            opened = await run_in_threadpool(_finish, runtime, request, session, "enrolment")
+        except LookupError:
+            raise LoginRequired from None
         return _with_session(request, page, opened)
     return page
 
