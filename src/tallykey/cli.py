@@ -556,6 +556,23 @@ def users_set_role(account: AccountOption,
                  role=role)
 
 
+@users_app.command("set-password")
+def users_set_password(account: AccountOption, email: Annotated[str, typer.Option()]) -> None:
+    """Set a user's console password, read from standard input (one line); the user is
+    signed out of every session."""
+    if sys.stdin.isatty():
+        err.print("Type the new password, then Enter:", highlight=False)
+    password = sys.stdin.readline().rstrip("\r\n")
+    if not password:
+        fail("no password on standard input.",
+             "Pipe it in, e.g. `printf '%s\\n' \"$PASSWORD\" | tallykey users set-password ...`.")
+    with runtime() as rt:
+        account_id = rt.accounts.find_account(account).id
+        user = rt.accounts.find_user(account_id, email)
+        rt.accounts.set_password(Actor.operator(account_id), user.id, password)
+    out.print(f"password set for {user.email}; their sessions were signed out")
+
+
 # --- tokens -----------------------------------------------------------------------------
 
 

@@ -216,3 +216,20 @@ class TooManyAttempts(AuthenticationError):
             retry_after=retry_after,
         )
         self.retry_after = retry_after
+
+
+# --- console sign-in (SPEC §12) -------------------------------------------------------
+
+
+class LinkRefused(TallykeyError):
+    """A password-reset link that is unknown, used, expired or for a deactivated user."""
+
+    status = 410
+    code = "link_refused"
+
+
+class SecondFactorRefused(TallykeyError):
+    """A wrong, replayed or too old authenticator code (or an unknown recovery code)."""
+
+    status = 401
+    code = "second_factor_refused"

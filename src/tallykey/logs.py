@@ -13,11 +13,17 @@ from uvicorn.config import LOGGING_CONFIG
 from tallykey.tokens.format import TOKEN_PATTERN
 
 _ACCESS_TOKEN = re.compile(r"(access_token=)[^&\s\"]+", re.IGNORECASE)
+#: One-time links (password reset) carry their secret in the path.
+_ONE_TIME_LINK = re.compile(r"(/console/reset/)[^/?#\s\"]+")
 REDACTED = "[redacted]"
 
 
+def redact_links(text: str) -> str:
+    return _ONE_TIME_LINK.sub(r"\1" + REDACTED, text)
+
+
 def redact(text: str) -> str:
-    return _ACCESS_TOKEN.sub(r"\1" + REDACTED, TOKEN_PATTERN.sub(REDACTED, text))
+    return redact_links(_ACCESS_TOKEN.sub(r"\1" + REDACTED, TOKEN_PATTERN.sub(REDACTED, text)))
 
 
 class RedactSecrets(logging.Filter):

@@ -24,6 +24,9 @@ from tallykey.keys.vault import SecretVault
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
 from tallykey.operators.service import OperatorService
+from tallykey.people.resets import PasswordResets
+from tallykey.people.sso import SingleSignOn
+from tallykey.people.twofactor import TwoFactor
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
 
@@ -45,6 +48,9 @@ class Runtime:
     webhooks: WebhookService
     #: The database's clock: heartbeats, liveness and propagation follow it.
     database_clock: DatabaseClock
+    resets: PasswordResets
+    two_factor: TwoFactor
+    sso: SingleSignOn
     vault: SecretVault | None = None
     catalog: ScopeCatalog = field(default_factory=lambda: load_catalog(None))
     operators: OperatorService = field(init=False)
@@ -79,6 +85,9 @@ class Runtime:
             webhooks=WebhookService(database, clock,
                                     allow_private=settings.webhook_private_targets),
             database_clock=database_clock,
+            resets=PasswordResets(database, clock, settings.public_url),
+            two_factor=TwoFactor(database, clock),
+            sso=SingleSignOn(database, clock, settings),
             vault=vault,
             catalog=catalog,
         )

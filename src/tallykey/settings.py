@@ -65,6 +65,20 @@ class Settings(BaseSettings):
     scopes_file: Path | None = None
     #: What the console calls a workspace ("Project", "Team"...): singular, capitalised.
     workspace_label: str = Field(default="Workspace", min_length=1, max_length=40)
+    #: Single sign-on with OpenID Connect (SPEC §12): the provider's issuer URL (its
+    #: discovery document is read from `<issuer>/.well-known/openid-configuration`).
+    oidc_issuer: str | None = None
+    oidc_client_id: str | None = None
+    oidc_client_secret: str | None = Field(default=None, repr=False)
+    #: The name on the sign-in button: "Sign in with <name>".
+    oidc_name: str = "single sign-on"
+    #: A claim naming the account (its slug) a new user is created in, e.g. `tallykey_account`.
+    oidc_account_claim: str = ""
+    #: `example.com=acme,…`: the account a new user is created in, by e-mail domain.
+    oidc_domains: str = ""
+    #: A claim whose value `admin` makes a new user an administrator (else: member).
+    oidc_role_claim: str = ""
+    oidc_scopes: str = "openid email profile"
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )
@@ -100,6 +114,16 @@ class Settings(BaseSettings):
     def target_list(self) -> list[str]:
         """The partner software a token can name as its target (`TALLYKEY_TARGETS`)."""
         return [name.strip() for name in self.targets.split(",") if name.strip()]
+
+    @property
+    def oidc_enabled(self) -> bool:
+        return bool(self.oidc_issuer and self.oidc_client_id and self.oidc_client_secret)
+
+    @cached_property
+    def oidc_domain_accounts(self) -> dict[str, str]:
+        """`TALLYKEY_OIDC_DOMAINS` (`example.com=acme,…`): e-mail domain to account slug."""
+        pairs = (part.partition("=") for part in self.oidc_domains.split(",") if part.strip())
+        return {domain.strip().lower(): slug.strip() for domain, _, slug in pairs}
 
     def base_url_for(self, region: str) -> str | None:
         return self.region_urls.get(region)

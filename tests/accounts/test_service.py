@@ -86,5 +86,5 @@ def test_policy_changes_are_validated_and_audited(world: World) -> None:
 
 
 def test_short_passwords_are_refused(world: World) -> None:
-    with pytest.raises(ValidationFailed, match="at least 10"):
+    with pytest.raises(ValidationFailed, match="at least 12"):
         world.rt.accounts.create_user(world.as_admin, "p@acme.test", password="short")

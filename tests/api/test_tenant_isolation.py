@@ -53,6 +53,12 @@ PUBLIC = {
     # secret-scanning reports: signed by the scanner, and they can only name tokens the
     # reporter has seen in the wild
     ("POST", "/api/v1/leaks"),
+    # forgotten passwords: the same answer for any address; reset links carry their own
+    # secret (tests/people prove a link only ever reaches its own user)
+    ("GET", "/console/forgot"), ("POST", "/console/forgot"), ("POST", "/api/v1/password-reset"),
+    ("GET", "/console/reset/{token}"), ("POST", "/console/reset/{token}"),
+    # single sign-on: the provider's answer names the user (tests/people/test_sso.py)
+    ("GET", "/console/oidc/start"), ("GET", "/console/oidc/callback"),
 }
 #: The operator API: cross-tenant by design, for the platform's operator token only;
 #: `test_account_credentials_never_open_the_operator_api` probes it with B's credentials.
@@ -64,7 +70,8 @@ OPERATOR = {
 }
 #: Sign-in and sign-out of the JSON API: the session mode of this test runs through them.
 SESSION_ROUTES = {("POST", "/api/v1/session"), ("DELETE", "/api/v1/session"),
-                  ("POST", "/console/logout")}
+                  ("POST", "/console/logout"), ("GET", "/console/login/code"),
+                  ("POST", "/console/login/code"), ("POST", "/api/v1/session/second-factor")}
 
 
 @dataclass
@@ -77,6 +84,7 @@ class Tenants:
     a_token_ids: list[str] = field(default_factory=list)
     a_user_ids: list[str] = field(default_factory=list)
     a_workspace_id: str = ""
+    a_session_ids: list[str] = field(default_factory=list)
     a_prefix: str = ""
     b_token: str = ""
     b_workspace: str = ""
@@ -108,7 +116,10 @@ def tenants(world: World, rt: Runtime) -> Tenants:
         session.add(Employee(account_id=world.acme_id, workspace_id=world.sales.id,
                              name="Acme Private Employee", email="private@acme.test",
                              job_title="Secret", created_at=rt.clock.now()))
-    t.a_ids = {world.acme_id, world.sales.id, world.ops.id, *t.a_user_ids, *t.a_token_ids}
+    t.a_session_ids = [rt.sessions.open(world.admin, "198.51.100.9").public_id,
+                       rt.sessions.open(world.member, "198.51.100.9").public_id]
+    t.a_ids = {world.acme_id, world.sales.id, world.ops.id, *t.a_user_ids, *t.a_token_ids,
+               *t.a_session_ids}
     t.a_markers = {*t.a_ids, *(i.token.public_id for i in issued), "acme private",
                    "acme member private", "admin@acme.test", "member@acme.test",
                    "Acme Private Employee", "private@acme.test"}
@@ -187,6 +198,18 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
                                              "reminder_days": "7, 2", "ip_allowlist": ""})],
         ("GET", "/console/outbox"): [({}, None)],
         ("GET", "/console/outbox/message"): [({"id": m}, None) for m in _a_messages(t)],
+        ("GET", "/api/v1/session/sessions"): [({}, None)],
+        ("POST", "/api/v1/session/password"): [
+            ({}, {"current_password": "not it", "new_password": "violet harbour engine"})],
+        ("GET", "/console/me"): [({}, None)],
+        ("POST", "/console/me/password"): [
+            ({}, {"current_password": "not it", "password": "violet harbour engine",
+                  "password_confirm": "violet harbour engine"})],
+        ("POST", "/console/me/sessions/end-others"): [({}, {})],
+        ("GET", "/console/me/two-factor"): [({}, None)],
+        ("POST", "/console/me/two-factor"): [({}, {"code": "000000"})],
+        ("POST", "/console/me/two-factor/disable"): [({}, {"password": "not it"})],
+        ("POST", "/console/account/two-factor"): [({}, {"two_factor_policy": "off"})],
     }
 
 
@@ -229,6 +252,14 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/console/tokens/{token_id}/revoke"): {"reason": "taken over"},
     ("GET", "/console/users/{user_id}"): None,
     ("POST", "/console/users/{user_id}"): {"role": "member", "active": ""},
+    ("DELETE", "/api/v1/users/{user_id}/sessions"): None,
+    ("DELETE", "/api/v1/users/{user_id}/two-factor"): None,
+    ("POST", "/api/v1/users/{user_id}/password-reset"): None,
+    ("POST", "/console/users/{user_id}/sessions/end"): {},
+    ("POST", "/console/users/{user_id}/two-factor/reset"): {},
+    ("POST", "/console/users/{user_id}/password-reset"): {},
+    ("DELETE", "/api/v1/session/sessions/{session_id}"): None,
+    ("POST", "/console/me/sessions/{public_id}/end"): {},
 }
 
 
@@ -353,7 +384,8 @@ def test_every_route_is_probed(app: Any, tenants: Tenants) -> None:
     assert not stale, f"probes for routes that no longer exist: {sorted(stale)}"
     for method, path in served - PUBLIC - OPERATOR:
         parameters = set(re.findall(r"{(\w+)}", path))
-        assert parameters <= {"token_id", "user_id", "workspace_id"}, (
+        assert parameters <= {"token_id", "user_id", "workspace_id", "session_id",
+                              "public_id"}, (
             f"{method} {path}: this test does not know how to fill {parameters}")
 
 
@@ -377,6 +409,8 @@ def _ids_for(path: str, t: Tenants) -> list[str]:
         return t.a_user_ids
     if "{workspace_id}" in path:
         return [t.a_workspace_id, t.world.ops.id]
+    if "{session_id}" in path or "{public_id}" in path:
+        return t.a_session_ids
     raise AssertionError(f"{path}: no ids of A to try")
 
 
@@ -432,7 +466,7 @@ def test_account_b_can_neither_read_nor_change_anything_of_account_a(
 
 
 def _fill(path: str, value: str) -> str:
-    return re.sub(r"{(token_id|user_id|workspace_id)}", value, path)
+    return re.sub(r"{(token_id|user_id|workspace_id|session_id|public_id)}", value, path)
 
 
 def test_b_sees_its_own_objects_through_the_same_routes(

@@ -29,6 +29,9 @@ class Account(Base):
     new_network_alerts: Mapped[bool] = mapped_column(Boolean, default=True)
     #: A suspended account (operator API): its tokens stop and its users cannot sign in.
     active: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
+    #: Who must sign in with a second factor: `off`, `admins` or `everyone`.
+    two_factor_policy: Mapped[str] = mapped_column(String(16), default="off",
+                                                   server_default="off")
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     workspaces: Mapped[list[Workspace]] = relationship(back_populates="account")

@@ -18,6 +18,7 @@ from tallykey.accounts.passwords import check_password, hash_password
 from tallykey.accounts.permissions import ADMIN, ROLES, Permissions
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.audit import trail
+from tallykey.auth.sessions import end_sessions
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -233,7 +234,8 @@ class AccountService:
             user = User(account_id=actor.account_id, email=email,
                         name=clean_name(name, "user name") if name.strip() else "",
                         role=role, active=True, created_at=self.clock.now(),
-                        password_hash=hash_password(password) if password else None)
+                        password_hash=hash_password(password, email=email) if password
+                        else None)
             session.add(user)
             session.flush()
             self._apply_grants(session, user, grants or {})
@@ -285,6 +287,8 @@ class AccountService:
                 diff["active"] = [user.active, active]
                 user.active = active
                 user.deactivated_at = None if active else now
+                if not active:
+                    diff["sessions_ended"] = end_sessions(session, user.id)
             if grants is not None:
                 diff["grants"] = self._apply_grants(session, user, grants)
             if diff:
@@ -294,13 +298,64 @@ class AccountService:
             return user
 
     def set_password(self, actor: Actor, user_id: str, password: str) -> None:
+        """Set a user's password (an admin, the operator, or the user themself); every
+        session of the user ends."""
         if actor.user_id != user_id:
             _require_admin(actor, "set another user's password")
+        with self.database.reading() as session:
+            email = self._user_in_account(session, actor, user_id).email
+        password_hash = hash_password(password, email=email)
         with self.database.transaction() as session:
             user = self._user_in_account(session, actor, user_id)
-            user.password_hash = hash_password(password)
+            user.password_hash = password_hash
+            ended = end_sessions(session, user.id)
             trail.record(session, actor=actor, action="user.password_set", at=self.clock.now(),
-                         target_type="user", target_id=user.id)
+                         target_type="user", target_id=user.id,
+                         details={"sessions_ended": ended})
+
+    def change_password(self, actor: Actor, current: str, new: str, *,
+                        keep_session: str | None = None) -> int:
+        """The signed-in user changes their own password, proving the current one. Every
+        other session of theirs ends (`keep_session`: the cookie of the one in use).
+        Returns how many sessions ended; a wrong current password is audited and refused."""
+        if actor.user_id is None:
+            raise PermissionDenied("Only a signed-in user can change their own password.",
+                                   "The operator sets passwords with "
+                                   "'tallykey users set-password'.")
+        with self.database.reading() as session:
+            user = self._user_in_account(session, actor, actor.user_id)
+        if not check_password(user.password_hash, current):
+            with self.database.transaction() as session:
+                trail.record(session, actor=actor, action="user.password_change_refused",
+                             at=self.clock.now(), target_type="user", target_id=user.id,
+                             details={"reason": "wrong current password"})
+            raise ValidationFailed("The current password is wrong.",
+                                   "Type the password you signed in with, or reset it by "
+                                   "e-mail from the sign-in page.", field="current_password")
+        if check_password(user.password_hash, new):
+            raise ValidationFailed("The new password is the same as the current one.",
+                                   field="password")
+        password_hash = hash_password(new, email=user.email)
+        with self.database.transaction() as session:
+            stored = self._user_in_account(session, actor, user.id)
+            stored.password_hash = password_hash
+            ended = end_sessions(session, user.id, keep_cookie=keep_session)
+            trail.record(session, actor=actor, action="user.password_changed",
+                         at=self.clock.now(), target_type="user", target_id=user.id,
+                         details={"sessions_ended": ended})
+            return ended
+
+    def end_sessions_of(self, actor: Actor, user_id: str) -> int:
+        """An administrator signs a user of their account out everywhere (audited)."""
+        if actor.user_id != user_id:
+            _require_admin(actor, "end another user's sessions")
+        with self.database.transaction() as session:
+            user = self._user_in_account(session, actor, user_id)
+            ended = end_sessions(session, user.id)
+            trail.record(session, actor=actor, action="user.sessions_ended",
+                         at=self.clock.now(), target_type="user", target_id=user.id,
+                         details={"sessions_ended": ended})
+            return ended
 
     def check_login(self, email: str, password: str) -> User | None:
         """The active user with these credentials, or None (same timing either way)."""

@@ -21,7 +21,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallykey import console
 from tallykey.accounts.scopes import ScopeCatalog
-from tallykey.api import docs, leaks, management, operator, verify
+from tallykey.api import docs, leaks, management, operator, people, verify
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
@@ -83,6 +83,7 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.state.verifier = verifier
     install_error_handlers(api)
     api.include_router(management.router)
+    api.include_router(people.router)
     api.include_router(verify.router)
     api.include_router(leaks.router)
     api.include_router(operator.router)

@@ -68,10 +68,15 @@ async def management_actor(request: Request) -> Actor:
     authorization = request.headers.get("authorization")
     cookie = request.cookies.get(SESSION_COOKIE)
     if authorization is None and cookie:
-        session = await run_in_threadpool(runtime.sessions.find, cookie)
+        session = await run_in_threadpool(runtime.sessions.find_any, cookie)
         if session is None:
             raise Unauthenticated("Your console session has expired or was signed out.",
                                   "Sign in again.")
+        if session.awaiting is not None:
+            raise Unauthenticated("This sign-in still needs its second factor.",
+                                  "Send the authenticator code to POST "
+                                  "/api/v1/session/second-factor.",
+                                  awaiting=session.awaiting)
         if request.method not in SAFE_METHODS and not csrf_matches(
                 session, request.headers.get(CSRF_HEADER)):
             raise PermissionDenied("The CSRF token is missing or wrong.",

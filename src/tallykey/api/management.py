@@ -445,6 +445,9 @@ def update_account(body: AccountUpdate, actor: ManagementActor,
         max_validity_days=body.max_validity_days, reminder_days=body.reminder_days,
         retrievable_application_tokens=body.retrievable_application_tokens,
         ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts))
+    if body.two_factor_policy is not None:
+        runtime.two_factor.set_policy(actor, body.two_factor_policy)
+        account = runtime.accounts.find_account(account.id)
     settle(runtime, account.id, response)
     return AccountView.of(account)
 
@@ -459,7 +462,7 @@ def login(body: LoginRequest, request: Request, response: Response,
     to send in `X-CSRF-Token` on every state-changing request."""
     ip = ip_of(request)
     user = sign_in(runtime, login_limiter(request), body.email, body.password, ip, "api")
-    opened = runtime.sessions.open(user, ip)
+    opened = runtime.sessions.open(user, ip, request.headers.get("user-agent"))
     with runtime.database.transaction() as session:
         trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,
                                           "api"),
@@ -469,7 +472,7 @@ def login(body: LoginRequest, request: Request, response: Response,
         SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
         secure=is_https(request), path="/")
     return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
-                       expires_at=opened.expires_at)
+                       expires_at=opened.expires_at, awaiting=opened.awaiting)
 
 
 @router.delete("/session", status_code=204, tags=["session"])

@@ -209,6 +209,7 @@ class AccountView(BaseModel):
     retrievable_application_tokens: bool
     ip_allowlist: list[str]
     new_network_alerts: bool
+    two_factor_policy: str = "off"
 
     @classmethod
     def of(cls, account: Account) -> AccountView:
@@ -217,7 +218,8 @@ class AccountView(BaseModel):
                    reminder_days=list(account.reminder_days),
                    retrievable_application_tokens=account.retrievable_application_tokens,
                    ip_allowlist=list(account.ip_allowlist),
-                   new_network_alerts=account.new_network_alerts)
+                   new_network_alerts=account.new_network_alerts,
+                   two_factor_policy=account.two_factor_policy)
 
 
 class AccountUpdate(Strict):
@@ -226,6 +228,7 @@ class AccountUpdate(Strict):
     retrievable_application_tokens: bool | None = None
     ip_allowlist: list[str] | None = Field(default=None, max_length=1000)
     new_network_alerts: bool | None = None
+    two_factor_policy: Literal["off", "admins", "everyone"] | None = None
 
 
 class AuditView(BaseModel):
@@ -262,6 +265,9 @@ class SessionView(BaseModel):
     user: UserView
     csrf_token: str
     expires_at: Timestamp
+    #: `code`: send the authenticator code to `POST /api/v1/session/second-factor` next;
+    #: `enrol`: the account requires two-factor sign-in, set it up in the console first.
+    awaiting: str | None = None
 
 
 class VerifyRequest(Strict):

@@ -1,5 +1,10 @@
 """Console sessions: a random cookie (stored only as its SHA-256) and a CSRF token per
-session, checked in constant time on every state-changing request."""
+session, checked in constant time on every state-changing request.
+
+A session opened after the password of a user who has (or must set up) a second factor
+is *awaiting* it: `find` does not return it, so no page or API call accepts it, until
+`complete` swaps it for a full session under a new cookie.
+"""
 
 from __future__ import annotations
 
@@ -8,28 +13,38 @@ import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, String, delete, select
-from sqlalchemy.orm import Mapped, mapped_column
+from sqlalchemy import ForeignKey, Integer, String, delete, select, update
+from sqlalchemy.orm import Mapped, Session, mapped_column
 
 from tallykey.accounts.models import User
 from tallykey.clock import Clock
-from tallykey.db.base import Base, UTCDateTime
+from tallykey.db.base import Base, UTCDateTime, new_id
 from tallykey.db.engine import Database
+from tallykey.people.policy import second_factor_stage
 
 SESSION_COOKIE = "tallykey_session"
 CSRF_HEADER = "X-CSRF-Token"
 SESSION_LIFETIME = timedelta(hours=12)
+#: A session awaiting its second factor lives this long, and allows this many wrong codes.
+PENDING_LIFETIME = timedelta(minutes=10)
+MAX_CODE_FAILURES = 5
 
 
 class ConsoleSession(Base):
     __tablename__ = "console_sessions"
 
     id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
+    #: Names the session on the "your sessions" page (the cookie's hash is never shown).
+    public_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
     user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
     csrf_token: Mapped[str] = mapped_column(String(64))
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
     ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
+    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    #: None for a full session; else what it still waits for (see `tallykey.people.policy`).
+    awaiting: Mapped[str | None] = mapped_column(String(16), nullable=True)
+    code_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 @dataclass(frozen=True)
@@ -38,10 +53,32 @@ class OpenSession:
     csrf_token: str
     user: User
     expires_at: datetime
+    public_id: str = ""
+    awaiting: str | None = None
+
+
+@dataclass(frozen=True)
+class SessionInfo:
+    """A live session as its user sees it in the list of their sessions."""
+
+    public_id: str
+    created_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
 
 
 def _hash(cookie: str) -> str:
     return hashlib.sha256(cookie.encode()).hexdigest()
+
+
+def end_sessions(session: Session, user_id: str, *, keep_cookie: str | None = None) -> int:
+    """Delete the user's sessions (but the one of `keep_cookie`) in the caller's
+    transaction; returns how many ended."""
+    statement = delete(ConsoleSession).where(ConsoleSession.user_id == user_id)
+    if keep_cookie:
+        statement = statement.where(ConsoleSession.id_hash != _hash(keep_cookie))
+    return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
 
 
 class SessionStore:
@@ -49,19 +86,30 @@ class SessionStore:
         self.database = database
         self.clock = clock
 
-    def open(self, user: User, ip: str | None) -> OpenSession:
-        """A fresh session (a new id on every login: no session fixation)."""
+    def open(self, user: User, ip: str | None, user_agent: str | None = None) -> OpenSession:
+        """A fresh session after the password (a new id on every login: no session
+        fixation). It awaits the second factor when the user has or needs one."""
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = self.clock.now()
+        public_id = new_id()
         with self.database.transaction() as session:
-            session.add(ConsoleSession(id_hash=_hash(cookie), user_id=user.id, csrf_token=csrf,
-                                       created_at=now, expires_at=now + SESSION_LIFETIME,
-                                       ip=ip))
-        return OpenSession(cookie, csrf, user, now + SESSION_LIFETIME)
+            awaiting = second_factor_stage(session, user)
+            lifetime = PENDING_LIFETIME if awaiting else SESSION_LIFETIME
+            session.add(ConsoleSession(id_hash=_hash(cookie), public_id=public_id,
+                                       user_id=user.id, csrf_token=csrf, created_at=now,
+                                       expires_at=now + lifetime, ip=ip,
+                                       user_agent=(user_agent or "")[:300] or None,
+                                       awaiting=awaiting))
+        return OpenSession(cookie, csrf, user, now + lifetime, public_id, awaiting)
 
     def find(self, cookie: str | None) -> OpenSession | None:
-        """The live session of an active user for this cookie, or None."""
+        """The live, complete session of an active user for this cookie, or None."""
+        found = self.find_any(cookie)
+        return found if found is not None and found.awaiting is None else None
+
+    def find_any(self, cookie: str | None) -> OpenSession | None:
+        """Like `find`, but also a session still awaiting its second factor."""
         if not cookie or len(cookie) > 100:
             return None
         with self.database.reading() as session:
@@ -73,15 +121,70 @@ class SessionStore:
         stored, user = row
         if stored.expires_at <= self.clock.now() or not user.active:
             return None
-        return OpenSession(cookie, stored.csrf_token, user, stored.expires_at)
+        return OpenSession(cookie, stored.csrf_token, user, stored.expires_at,
+                           stored.public_id, stored.awaiting)
+
+    def complete(self, session: Session, pending: OpenSession) -> OpenSession:
+        """Swap a session that passed its second factor for a full one under a new cookie,
+        in the caller's transaction. Raises `LookupError` if it ended meanwhile (so two
+        concurrent submissions of one pending session cannot both succeed)."""
+        stored = session.get(ConsoleSession, _hash(pending.cookie))
+        if stored is None or stored.awaiting is None:
+            raise LookupError("the session awaiting a second factor has ended")
+        ip, user_agent = stored.ip, stored.user_agent
+        gone = session.execute(delete(ConsoleSession).where(
+            ConsoleSession.id_hash == _hash(pending.cookie),
+            ConsoleSession.awaiting.is_not(None)))
+        if not gone.rowcount:  # type: ignore[attr-defined]
+            raise LookupError("the session awaiting a second factor has ended")
+        cookie = secrets.token_urlsafe(32)
+        csrf = secrets.token_urlsafe(32)
+        now = self.clock.now()
+        public_id = new_id()
+        session.add(ConsoleSession(id_hash=_hash(cookie), public_id=public_id,
+                                   user_id=pending.user.id, csrf_token=csrf, created_at=now,
+                                   expires_at=now + SESSION_LIFETIME, ip=ip,
+                                   user_agent=user_agent, awaiting=None))
+        return OpenSession(cookie, csrf, pending.user, now + SESSION_LIFETIME, public_id)
+
+    def code_failed(self, pending: OpenSession) -> int:
+        """Count a wrong code; past `MAX_CODE_FAILURES` the session ends (back to the
+        password). Returns the failures left."""
+        with self.database.transaction() as session:
+            session.execute(update(ConsoleSession).where(
+                ConsoleSession.id_hash == _hash(pending.cookie))
+                .values(code_failures=ConsoleSession.code_failures + 1))
+            failures = session.scalar(select(ConsoleSession.code_failures).where(
+                ConsoleSession.id_hash == _hash(pending.cookie))) or MAX_CODE_FAILURES
+            if failures >= MAX_CODE_FAILURES:
+                session.execute(delete(ConsoleSession).where(
+                    ConsoleSession.id_hash == _hash(pending.cookie)))
+        return max(0, MAX_CODE_FAILURES - failures)
+
+    def list_for(self, user_id: str) -> list[SessionInfo]:
+        """The user's live, complete sessions, newest first."""
+        with self.database.reading() as session:
+            rows = session.scalars(select(ConsoleSession).where(
+                ConsoleSession.user_id == user_id, ConsoleSession.awaiting.is_(None),
+                ConsoleSession.expires_at > self.clock.now())
+                .order_by(ConsoleSession.created_at.desc()))
+            return [SessionInfo(r.public_id, r.created_at, r.expires_at, r.ip, r.user_agent)
+                    for r in rows]
+
+    def end(self, user_id: str, public_id: str) -> bool:
+        """End one of the user's sessions; False if they have no such session."""
+        with self.database.transaction() as session:
+            gone = session.execute(delete(ConsoleSession).where(
+                ConsoleSession.user_id == user_id, ConsoleSession.public_id == public_id))
+            return bool(gone.rowcount)  # type: ignore[attr-defined]
 
     def close(self, cookie: str) -> None:
         with self.database.transaction() as session:
             session.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == _hash(cookie)))
 
-    def close_all_for(self, user_id: str) -> None:
+    def close_all_for(self, user_id: str) -> int:
         with self.database.transaction() as session:
-            session.execute(delete(ConsoleSession).where(ConsoleSession.user_id == user_id))
+            return end_sessions(session, user_id)
 
 
 def csrf_matches(session: OpenSession, presented: str | None) -> bool:

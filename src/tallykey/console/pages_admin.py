@@ -30,7 +30,12 @@ from tallykey.runtime import Runtime
 router = APIRouter(route_class=ConsoleRoute)
 
 AUDIT_PAGE_SIZE = 100
-NOTICES = {"saved": "Changes saved.", "added": "User added."}
+NOTICES = {"saved": "Changes saved.", "added": "User added.",
+           "reset-sent": "A password reset link was mailed to the user.",
+           "user-sessions": "The user was signed out of every session.",
+           "two-factor-reset": "The user's two-factor sign-in was reset; they were told by "
+                               "e-mail.",
+           "policy": "Two-factor policy saved."}
 
 
 # --- audit --------------------------------------------------------------------------
@@ -133,7 +138,8 @@ def user_page(request: Request, user_id: str, viewer: AdminDep,
                   granted={g.workspace_id: set(g.scopes) for g in user.grants},
                   workspaces=runtime.accounts.workspaces(viewer.actor.account_id),
                   member_scopes=_member_scopes(runtime), roles=ROLES, error="",
-                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request)}".strip())
+                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request)}".strip(),
+                  second_factor=runtime.two_factor.status(user.id)[0])
 
 
 @router.post("/users/{user_id}")

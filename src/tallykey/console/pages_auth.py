@@ -34,6 +34,7 @@ from tallykey.console.web import (
     redirect,
     render,
     safe_next,
+    second_step_url,
 )
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.runtime import Runtime
@@ -63,13 +64,15 @@ async def pre_session_form(request: Request) -> dict[str, str]:
 
 def start_session(request: Request, runtime: Runtime, user: User, target: str) -> Response:
     ip = ip_of(request)
-    opened = runtime.sessions.open(user, ip)
+    opened = runtime.sessions.open(user, ip, request.headers.get("user-agent"))
     with runtime.database.transaction() as session:
         trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,
                                           "console"),
                      action="user.login", at=runtime.clock.now(), target_type="user",
-                     target_id=user.id)
-    response = redirect(safe_next(target))
+                     target_id=user.id,
+                     details={"awaiting": opened.awaiting} if opened.awaiting else None)
+    response = redirect(second_step_url(opened.awaiting, target) if opened.awaiting
+                        else safe_next(target))
     response.set_cookie(SESSION_COOKIE, opened.cookie,
                         max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
                         samesite="lax", secure=is_https(request), path="/")

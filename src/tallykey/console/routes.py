@@ -4,7 +4,13 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from tallykey.console import pages_admin, pages_auth, pages_tokens, pages_workspaces
+from tallykey.console import (
+    pages_admin,
+    pages_auth,
+    pages_people,
+    pages_tokens,
+    pages_workspaces,
+)
 from tallykey.console.web import PREFIX, STATIC_DIR, STATIC_PATH, ConsoleRoute
 
 router = APIRouter(prefix=PREFIX, route_class=ConsoleRoute, include_in_schema=False)
@@ -12,5 +18,6 @@ router.include_router(pages_auth.router)
 router.include_router(pages_tokens.router)
 router.include_router(pages_admin.router)
 router.include_router(pages_workspaces.router)
+router.include_router(pages_people.router)
 
 __all__ = ["STATIC_DIR", "STATIC_PATH", "router"]

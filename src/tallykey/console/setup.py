@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User
+from tallykey.accounts.passwords import check_rules
 from tallykey.accounts.permissions import ADMIN
 from tallykey.accounts.service import normalise_email
 from tallykey.audit.models import AuditEvent
@@ -29,7 +30,6 @@ from tallykey.tokens.policy import clean_name
 LINK_ISSUED = "setup.link_issued"
 LINK_USED = "setup.completed"
 LINK_LIFETIME = timedelta(hours=24)
-MIN_PASSWORD_LENGTH = 12
 SETUP_PATH = "/console/setup/"
 
 
@@ -108,11 +108,7 @@ def check(draft: FirstAdmin) -> tuple[str, str]:
     """(account name, e-mail) cleaned, or `ValidationFailed` naming the field."""
     account_name = clean_name(draft.account_name, "account name")
     email = normalise_email(draft.email)
-    if len(draft.password) < MIN_PASSWORD_LENGTH:
-        raise ValidationFailed(
-            f"The password needs at least {MIN_PASSWORD_LENGTH} characters.",
-            "A few unrelated words make a long password that is easy to remember.",
-            field="password")
+    check_rules(draft.password, email=email)
     return account_name, email
 
 

@@ -20,6 +20,7 @@ from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.api.limits import BodyTooLarge
 from tallykey.auth.server_keys import server_key
@@ -27,6 +28,7 @@ from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.console import views
 from tallykey.errors import NotFound, PermissionDenied, StoreUnavailable, TallykeyError
 from tallykey.feed.nodes import Propagation
+from tallykey.people.policy import AWAITING_CODE
 from tallykey.runtime import Runtime
 
 PREFIX = "/console"
@@ -49,7 +51,8 @@ templates = Environment(
     auto_reload=False,
 )
 templates.filters.update(views.FILTERS)
-templates.globals.update(prefix=PREFIX, static=STATIC_PATH, describe=views.describe)
+templates.globals.update(prefix=PREFIX, static=STATIC_PATH, describe=views.describe,
+                         min_password_length=MIN_PASSWORD_LENGTH)
 
 
 class LoginRequired(Exception):
@@ -58,6 +61,15 @@ class LoginRequired(Exception):
 
 class CsrfRefused(Exception):
     """A state-changing request without the session's CSRF token."""
+
+
+class SecondFactorPending(Exception):
+    """The session passed the password but still awaits its second factor (a code, or
+    setting one up where the account requires it): only that page is usable."""
+
+    def __init__(self, awaiting: str) -> None:
+        super().__init__(awaiting)
+        self.awaiting = awaiting
 
 
 @dataclass(frozen=True)
@@ -106,10 +118,12 @@ def safe_next(target: str | None) -> str:
 
 async def current_viewer(request: Request) -> Viewer:
     runtime = runtime_of(request)
-    session = await run_in_threadpool(runtime.sessions.find,
+    session = await run_in_threadpool(runtime.sessions.find_any,
                                       request.cookies.get(SESSION_COOKIE))
     if session is None:
         raise LoginRequired
+    if session.awaiting is not None:
+        raise SecondFactorPending(session.awaiting)
     user = session.user
     viewer = Viewer(session, Actor(user.account_id, user.id, user.role, user.email,
                                    ip_of(request), "console"))
@@ -200,6 +214,10 @@ class ConsoleRoute(APIRoute):
             except BodyTooLarge as error:
                 response = error_page(request, 413, "That was too much", str(error.detail),
                                       "Send a shorter form.")
+            except SecondFactorPending as pending:
+                target = request.url.path + (f"?{request.url.query}" if request.url.query
+                                             else "")
+                response = redirect(second_step_url(pending.awaiting, target))
             except CsrfRefused:
                 response = error_page(request, 403, "This form has expired",
                                       "The form's security token is missing or does not "
@@ -247,6 +265,11 @@ def propagation_notice(request: Request) -> str:
     by = request.query_params.get("by", "")
     return (f"{said}; not yet confirmed by {', '.join(late)}, which will stop by "
             f"{by or 'the end of the stale window'} at the latest.")
+def second_step_url(awaiting: str, target: str = "") -> str:
+    """Where a session awaiting its second factor goes: the code page, or the page that
+    sets up an authenticator; `target` is where it goes afterwards."""
+    page = "/login/code" if awaiting == AWAITING_CODE else "/me/two-factor"
+    return f"{PREFIX}{page}?next={quote(safe_next(target), safe='')}"
 
 
 def error_page(request: Request, status: int, title: str, message: str,

@@ -11,6 +11,7 @@ from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import TokenClientIp, TokenNetwork
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.operators.models import OperatorToken
+from tallykey.people.models import OidcSignIn, PasswordReset, RecoveryCode, SecondFactor
 from tallykey.tokens.idempotency import IdempotentRequest
 from tallykey.tokens.models import Token, TokenSecret
 
@@ -26,8 +27,12 @@ __all__ = [
     "Employee",
     "IdempotentRequest",
     "Node",
+    "OidcSignIn",
     "OperatorToken",
     "OutboxMessage",
+    "PasswordReset",
+    "RecoveryCode",
+    "SecondFactor",
     "ServerKey",
     "SignInFailure",
     "Token",

@@ -20,6 +20,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tallykey.auth.client_ip import IpNetwork, scope_client_ip
 from tallykey.auth.middleware import TOKEN_ID_STATE
+from tallykey.logs import redact_links
 from tallykey.tokens.format import TOKEN_PATTERN
 
 ACCESS_LOGGER = "tallykey.access"
@@ -44,7 +45,7 @@ class JsonFormatter(logging.Formatter):
         if record.exc_info:
             line["exception"] = self.formatException(record.exc_info)
         text = json.dumps(line, default=str, ensure_ascii=False)
-        return TOKEN_PATTERN.sub(REDACTED, text)
+        return redact_links(TOKEN_PATTERN.sub(REDACTED, text))
 
 
 class AccessLog:

@@ -1,0 +1,169 @@
+"""Sign-in over the API (SPEC §12): the second factor after `POST /api/v1/session`, your
+password and your sessions, password-reset requests, and administrators' actions on a
+user's sign-in. Thin adapters over the account, session, reset and two-factor services."""
+
+from __future__ import annotations
+
+from datetime import datetime
+
+from fastapi import APIRouter, BackgroundTasks, Request, Response
+from pydantic import BaseModel, Field
+from starlette.concurrency import run_in_threadpool
+
+from tallykey.accounts.actor import Actor
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of
+from tallykey.api.responses import error_responses
+from tallykey.api.schemas import SessionView, Strict, UserView
+from tallykey.audit import trail
+from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, csrf_matches
+from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
+from tallykey.people.policy import AWAITING_CODE
+
+router = APIRouter(prefix="/api/v1", tags=["sign-in"],
+                   responses=error_responses(400, 401, 403, 404, 422))
+
+RESET_ANSWER = ("If that address belongs to a tallykey user, a link to set a new password "
+                "is on its way. It works once, for 30 minutes.")
+
+
+class SecondFactorRequest(Strict):
+    code: str = Field(max_length=40, description="Six digits from the app, or a recovery code")
+
+
+class PasswordChange(Strict):
+    current_password: str = Field(max_length=1000)
+    new_password: str = Field(max_length=1000)
+
+
+class PasswordChanged(BaseModel):
+    sessions_ended: int
+
+
+class ResetRequest(Strict):
+    email: str = Field(max_length=254)
+
+
+class Accepted(BaseModel):
+    message: str
+
+
+class SessionItem(BaseModel):
+    id: str
+    created_at: datetime
+    expires_at: datetime
+    ip: str | None
+    user_agent: str | None
+    current: bool
+
+
+class SessionsEnded(BaseModel):
+    sessions_ended: int
+
+
+def _user_id(actor: Actor) -> str:
+    if actor.user_id is None:
+        raise PermissionDenied("This needs a signed-in user.")
+    return actor.user_id
+
+
+@router.post("/session/second-factor", response_model=SessionView)
+async def second_factor(body: SecondFactorRequest, request: Request, response: Response,
+                        runtime: RuntimeDep) -> SessionView:
+    """After `POST /api/v1/session` answered `awaiting: "code"`: send the authenticator
+    code (or a recovery code) with the session's `X-CSRF-Token`. The answer sets a new
+    session cookie and carries a new CSRF token."""
+    pending = await run_in_threadpool(runtime.sessions.find_any,
+                                      request.cookies.get(SESSION_COOKIE))
+    if pending is None or pending.awaiting != AWAITING_CODE:
+        raise Unauthenticated("There is no sign-in waiting for a second factor.",
+                              "Sign in with POST /api/v1/session first.")
+    if not csrf_matches(pending, request.headers.get(CSRF_HEADER)):
+        raise PermissionDenied("The CSRF token is missing or wrong.",
+                               f"Send the session's CSRF token in the {CSRF_HEADER} header.",
+                               reason="csrf")
+    user = pending.user
+    actor = Actor(user.account_id, user.id, user.role, user.email, ip_of(request), "api")
+    try:
+        method = await run_in_threadpool(runtime.two_factor.verify, actor, body.code)
+    except SecondFactorRefused:
+        await run_in_threadpool(runtime.sessions.code_failed, pending)
+        raise
+
+    def finish() -> SessionView:
+        with runtime.database.transaction() as session:
+            try:
+                opened = runtime.sessions.complete(session, pending)
+            except LookupError:
+                raise Unauthenticated("This sign-in has ended.", "Sign in again.") from None
+            trail.record(session, actor=actor, action="user.login_second_factor",
+                         at=runtime.clock.now(), target_type="user", target_id=user.id,
+                         details={"method": method})
+        response.set_cookie(SESSION_COOKIE, opened.cookie,
+                            max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
+                            samesite="lax", secure=request.url.scheme == "https", path="/")
+        return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
+                           expires_at=opened.expires_at)
+
+    return await run_in_threadpool(finish)
+
+
+@router.post("/session/password", response_model=PasswordChanged)
+def change_password(body: PasswordChange, request: Request, actor: ManagementActor,
+                    runtime: RuntimeDep) -> PasswordChanged:
+    """Change your own password (the current one is required). Every other session of
+    yours ends; the one making this call (if it is a console session) stays."""
+    ended = runtime.accounts.change_password(actor, body.current_password, body.new_password,
+                                             keep_session=request.cookies.get(SESSION_COOKIE))
+    return PasswordChanged(sessions_ended=ended)
+
+
+@router.get("/session/sessions", response_model=list[SessionItem])
+def my_sessions(request: Request, actor: ManagementActor, runtime: RuntimeDep
+                ) -> list[SessionItem]:
+    """Your live console sessions, newest first."""
+    current = runtime.sessions.find(request.cookies.get(SESSION_COOKIE))
+    return [SessionItem(id=s.public_id, created_at=s.created_at, expires_at=s.expires_at,
+                        ip=s.ip, user_agent=s.user_agent,
+                        current=current is not None and current.public_id == s.public_id)
+            for s in runtime.sessions.list_for(_user_id(actor))]
+
+
+@router.delete("/session/sessions/{session_id}", status_code=204)
+def end_my_session(session_id: str, actor: ManagementActor, runtime: RuntimeDep) -> Response:
+    """Sign out one of your sessions."""
+    if not runtime.sessions.end(_user_id(actor), session_id):
+        raise NotFound("You have no such session.", "List them with GET "
+                       "/api/v1/session/sessions.")
+    return Response(status_code=204)
+
+
+@router.post("/password-reset", status_code=202, response_model=Accepted)
+def request_reset(body: ResetRequest, request: Request, background: BackgroundTasks,
+                  runtime: RuntimeDep) -> Accepted:
+    """Mail a one-time link (30 minutes) to set a new password. The answer is the same,
+    and as fast, whether or not the address belongs to anyone: the lookup and the mail
+    happen after it was sent."""
+    background.add_task(runtime.resets.request, body.email, ip_of(request))
+    return Accepted(message=RESET_ANSWER)
+
+
+@router.post("/users/{user_id}/password-reset", status_code=202, response_model=Accepted)
+def send_reset(user_id: str, actor: ManagementActor, runtime: RuntimeDep) -> Accepted:
+    """An administrator mails a user of the account a password-reset link."""
+    runtime.resets.send_for(actor, user_id)
+    return Accepted(message="A password reset link was mailed to the user.")
+
+
+@router.delete("/users/{user_id}/sessions", response_model=SessionsEnded)
+def end_user_sessions(user_id: str, actor: ManagementActor, runtime: RuntimeDep
+                      ) -> SessionsEnded:
+    """An administrator signs a user out of every console session."""
+    return SessionsEnded(sessions_ended=runtime.accounts.end_sessions_of(actor, user_id))
+
+
+@router.delete("/users/{user_id}/two-factor", status_code=204)
+def reset_two_factor(user_id: str, actor: ManagementActor, runtime: RuntimeDep) -> Response:
+    """An administrator removes a user's second factor (lost phone); the user is told by
+    e-mail and signed out everywhere."""
+    runtime.two_factor.reset_for(actor, user_id)
+    return Response(status_code=204)
