@@ -38,7 +38,7 @@ def openapi_with_security(api: FastAPI) -> dict[str, Any]:
     if api.openapi_schema:
         return api.openapi_schema
     schema = get_openapi(title=api.title, version=api.version, description=api.description,
-                         routes=api.routes)
+                         routes=api.routes, tags=api.openapi_tags)
     schema.setdefault("components", {})["securitySchemes"] = SECURITY_SCHEMES
     schema["security"] = [{"bearerToken": []}, {"basicToken": []}]
     for path, operations in schema.get("paths", {}).items():
