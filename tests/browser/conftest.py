@@ -17,22 +17,13 @@ from typing import Any
 
 import pytest
 
-from ..conftest import IN_CI, fresh_postgres_database
+from ..conftest import fresh_postgres_database
 from ..e2e.conftest import Server, free_port, server_env
 
-CHROMIUM = Path("/usr/bin/chromium")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                 "--disable-component-update", "--disable-sync", "--no-first-run"]
 ARTIFACTS = Path(__file__).resolve().parents[2] / "artifacts" / "browser"
 EXPECTED = re.compile(r"^Failed to load resource: the server responded with a status of "
                       r"(401|403|404|409|410|422)\b")
 SETUP_LINK = re.compile(r"(http://\S+/console/setup/[A-Za-z0-9_-]+)")
-
-
-def _unavailable(reason: str) -> None:
-    if IN_CI:
-        pytest.fail(f"browser tests must run in CI: {reason}")
-    pytest.skip(reason)
 
 
 @dataclass
@@ -80,21 +71,6 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         server.start()
         stack.callback(server.stop)
         yield Site(server, request.param, _read_setup_link(server))
-
-
-@pytest.fixture(scope="session")
-def browser() -> Iterator[Any]:
-    if not CHROMIUM.exists():
-        _unavailable(f"{CHROMIUM} is missing (apt-get install chromium)")
-    try:
-        from playwright.sync_api import sync_playwright
-    except ImportError:
-        _unavailable("the playwright package is not installed")
-    with sync_playwright() as playwright:
-        launched = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                              args=CHROMIUM_ARGS)
-        yield launched
-        launched.close()
 
 
 @pytest.fixture

@@ -21,14 +21,13 @@ from typing import Any
 import httpx
 import pytest
 
-from ..conftest import IN_CI, fresh_postgres_database
+from ..conftest import fresh_postgres_database
 from .conftest import Server, assert_no_secrets, free_port, server_env
 
 pytestmark = pytest.mark.postgres
 
 ROOT = Path(__file__).resolve().parents[2]
 CATALOG = ROOT / "examples" / "shop_scopes.toml"
-CHROMIUM = Path("/usr/bin/chromium")
 ADMIN = ("owner@acme-shop.example", "acme shop owner password")
 CLERK = ("clerk@acme-shop.example", "acme shop clerk password")
 
@@ -131,40 +130,30 @@ def test_2_tokens_over_the_api(platform: dict[str, Any]) -> None:
         platform["south_app_token"] = made.json()["token"]
 
 
-def test_3_a_token_created_in_the_console(platform: dict[str, Any]) -> None:
-    if not CHROMIUM.exists():
-        if IN_CI:
-            pytest.fail(f"{CHROMIUM} is required in CI")
-        pytest.skip(f"{CHROMIUM} is missing")
-    from playwright.sync_api import sync_playwright
-
-    from ..browser.conftest import CHROMIUM_ARGS
-
+def test_3_a_token_created_in_the_console(platform: dict[str, Any], browser: Any) -> None:
     node = platform["nodes"][0]
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True,
-                                             args=CHROMIUM_ARGS)
-        try:
-            page = browser.new_context(base_url=node.base_url).new_page()
-            page.set_default_timeout(10_000)
-            page.goto("/console/login")
-            page.get_by_label("E-mail").fill(ADMIN[0])
-            page.get_by_label("Password").fill(ADMIN[1])
-            page.get_by_role("button", name="Sign in").click()
-            page.wait_for_url("**/console/tokens")
-            page.goto("/console/workspaces")
-            assert "North Shop" in page.locator("#workspaces").inner_text()
-            page.goto("/console/tokens/new")
-            assert page.get_by_text("Read invoices and credit notes").is_visible()
-            page.get_by_label("Name (required)").fill("north reporting")
-            page.get_by_label("Workspace", exact=True).select_option("north")
-            page.locator("input[name=scopes][value='orders:read']").check()
-            page.get_by_label("30 days").first.check()
-            page.get_by_role("button", name="Create token").click()
-            page.get_by_text("it will not be shown again").wait_for()
-            platform["console_token"] = page.locator("#secret").input_value()
-        finally:
-            browser.close()
+    context = browser.new_context(base_url=node.base_url)
+    try:
+        page = context.new_page()
+        page.set_default_timeout(10_000)
+        page.goto("/console/login")
+        page.get_by_label("E-mail").fill(ADMIN[0])
+        page.get_by_label("Password").fill(ADMIN[1])
+        page.get_by_role("button", name="Sign in").click()
+        page.wait_for_url("**/console/tokens")
+        page.goto("/console/workspaces")
+        assert "North Shop" in page.locator("#workspaces").inner_text()
+        page.goto("/console/tokens/new")
+        assert page.get_by_text("Read invoices and credit notes").is_visible()
+        page.get_by_label("Name (required)").fill("north reporting")
+        page.get_by_label("Workspace", exact=True).select_option("north")
+        page.locator("input[name=scopes][value='orders:read']").check()
+        page.get_by_label("30 days").first.check()
+        page.get_by_role("button", name="Create token").click()
+        page.get_by_text("it will not be shown again").wait_for()
+        platform["console_token"] = page.locator("#secret").input_value()
+    finally:
+        context.close()
     assert platform["console_token"].startswith("tlk_eu1_")
 
 
