@@ -158,4 +158,4 @@ def test_the_fastapi_dependency_takes_a_workspace_resolver(
             "workspace": world.sales.id}
         refused = client.get("/ops/employees", headers=headers)
         assert refused.status_code == 403
-        assert refused.json()["detail"]["scope"] == READ
+        assert refused.json()["scope"] == READ
