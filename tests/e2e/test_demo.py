@@ -111,8 +111,8 @@ def test_the_demo_keeps_application_tokens_retrievable_with_its_own_key(demo: De
     made = httpx.post(demo.base_url + "/api/v1/tokens", headers=admin, timeout=10, json={
         "name": "Retrievable", "kind": "application", "scopes": ["employees:read"],
         "expires_in_days": 7}).json()
-    secret = httpx.get(f"{demo.base_url}/api/v1/tokens/{made['id']}/secret", headers=admin,
-                       timeout=10)
+    secret = httpx.post(f"{demo.base_url}/api/v1/tokens/{made['id']}/secret", headers=admin,
+                        timeout=10)
     assert secret.status_code == 200, secret.text
     assert secret.json()["token"] == made["token"]
 

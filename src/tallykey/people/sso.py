@@ -15,11 +15,17 @@ import hashlib
 import logging
 import secrets
 import time
+import warnings
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, NoReturn
 
 import httpx
+from authlib.deprecate import AuthlibDeprecationWarning
+
+# Authlib warns about its own httpx integration at import; no CLI line should carry that.
+warnings.filterwarnings("ignore", message="The httpx module is deprecated",
+                        category=AuthlibDeprecationWarning)
 from authlib.integrations.httpx_client import OAuth2Client
 from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
