@@ -46,7 +46,10 @@ class Traffic:
     def __enter__(self) -> Traffic:
         for thread in self._threads:
             thread.start()
-        time.sleep(0.3)
+        deadline = time.monotonic() + 30  # until every node has answered at least once
+        while (len({index for _, index, _ in list(self.samples)}) < len(self.nodes)
+               and time.monotonic() < deadline):
+            time.sleep(0.01)
         return self
 
     def __exit__(self, *_: object) -> None:

@@ -9,7 +9,8 @@ import pytest
 
 from tallykey.settings import Settings
 
-PUBLIC_URL = "https://keys.acme.test"
+# the test clients speak HTTP (an https public URL would make cookies Secure)
+PUBLIC_URL = "http://keys.acme.test"
 
 
 @pytest.fixture

@@ -31,7 +31,7 @@ def workspace_dict(workspace: Workspace) -> dict[str, Any]:
 @workspaces_app.command("list")
 def workspaces_list(account: AccountOption,
                     archived: Annotated[bool, typer.Option(
-                        "--archived", help="Include archived workspaces.")] = False,
+                        "--archived", metavar="", help="Include archived workspaces.")] = False,
                     as_json: JsonOption = False) -> None:
     """List the account's workspaces."""
     from rich.table import Table
