@@ -13,7 +13,7 @@ workspaces_app = typer.Typer(help="Workspaces of an account (the platform's proj
                              "teams).", no_args_is_help=True)
 
 AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 WorkspaceRef = Annotated[str, typer.Argument(help="Workspace id or slug.")]
 
 

@@ -9,6 +9,7 @@ from datetime import date, datetime
 
 from starlette.datastructures import FormData
 
+from tallykey.accounts.scopes import ScopeCatalog
 from tallykey.console.views import split_lines
 from tallykey.errors import ValidationFailed
 from tallykey.tokens import policy
@@ -64,8 +65,8 @@ class TokenForm:
                 "target": self.target, "ip_allowlist": self.ip_allowlist,
                 "expiry": self.expiry, "expires_on": self.expires_on}
 
-    def problems(self, *, targets: list[str], max_validity_days: int,
-                 now: datetime) -> dict[str, str]:
+    def problems(self, *, targets: list[str], max_validity_days: int, now: datetime,
+                 catalog: ScopeCatalog) -> dict[str, str]:
         """Every field's problem at once, in a person's words (the service checks again
         when the token is issued; this is so the form can say everything in one go)."""
         errors: dict[str, str] = {}
@@ -73,7 +74,7 @@ class TokenForm:
             ("name", lambda: policy.clean_name(self.name)),
             ("description", lambda: policy.clean_description(self.description)),
             ("target", lambda: policy.clean_target(self.target or None, targets)),
-            ("scopes", lambda: policy.clean_scopes(self.scopes)),
+            ("scopes", lambda: policy.clean_scopes(self.scopes, catalog)),
             ("expires_at", lambda: self._expiry(now, max_validity_days)),
         ]
         for name, check in checks:

@@ -181,7 +181,7 @@ def create_token(request: Request, viewer: ViewerDep, form: FormDep,
     context = _form_context(viewer, runtime)
     values.errors = values.problems(targets=runtime.settings.target_list,
                                     max_validity_days=context["max_days"],
-                                    now=runtime.clock.now())
+                                    now=runtime.clock.now(), catalog=runtime.catalog)
     if values.errors:  # every field's problem at once; nothing is created
         return render(request, "token_new.html", status_code=422, form=values, **context)
     store, actor = _replays(runtime), _actor_key(viewer)

@@ -12,7 +12,7 @@ operator_tokens_app = typer.Typer(
     "(/api/v1/operator), which provisions accounts, users and workspaces.",
     no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", help="Print JSON.")]
+JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -23,7 +23,7 @@ def register(app: typer.Typer) -> None:
 def operator_tokens_create(
     name: Annotated[str, typer.Option(help="What uses it, e.g. 'billing back office'.")],
     days: Annotated[int, typer.Option(help="Valid for D days (1-365).")],
-    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="Print only the token.")]
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the token.")]
     = False,
     as_json: JsonOption = False,
 ) -> None:
