@@ -557,7 +557,8 @@ def users_set_role(account: AccountOption,
 
 
 @users_app.command("set-password")
-def users_set_password(account: AccountOption, email: Annotated[str, typer.Option()]) -> None:
+def users_set_password(account: AccountOption, email: Annotated[str, typer.Option(
+        help="The user's e-mail (their login).")]) -> None:
     """Set a user's console password, read from standard input (one line); the user is
     signed out of every session."""
     if sys.stdin.isatty():
