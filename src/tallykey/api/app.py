@@ -1,8 +1,8 @@
 """The ASGI application `tallykey serve` runs: management API, verification endpoints,
 the demo platform API, health and docs.
 
-`/auth/request` is dispatched before the framework (it is on every proxied request);
-everything else goes through FastAPI.
+`/auth/request` is dispatched before the request-size layer and the framework (it is on
+every proxied request and reads no body); everything else goes through both.
 """
 
 from __future__ import annotations
@@ -39,7 +39,8 @@ AUTH_REQUEST_PATH = "/auth/request"
 
 
 class Dispatcher:
-    """Routes `/auth/request` straight to its endpoint; the rest to the framework."""
+    """Routes `/auth/request` straight to its endpoint (any method, as proxies send it);
+    the rest to the request-size layer and the framework."""
 
     def __init__(self, fast_path: ASGIApp, app: ASGIApp) -> None:
         self.fast_path = fast_path
@@ -172,10 +173,13 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
     verifier = Verifier(settings=runtime.settings, database=runtime.database,
                         clock=runtime.clock, background=False)
     api = build_api(runtime, verifier)
-    fast_path = AuthRequestEndpoint(verifier, runtime.settings)
     settings = runtime.settings
-    app: ASGIApp = RequestLimits(Dispatcher(fast_path, api), https=lambda scope: (
-        served_over_https(scope, settings.trusted_proxy_networks, settings.public_url)))
+
+    def https(scope: Scope) -> bool:
+        return served_over_https(scope, settings.trusted_proxy_networks, settings.public_url)
+
+    app: ASGIApp = Dispatcher(AuthRequestEndpoint(verifier, settings, https),
+                              RequestLimits(api, https=https))
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
     return app

@@ -19,6 +19,7 @@ SECURITY_HEADERS = [
     (b"referrer-policy", b"no-referrer"),
 ]
 NO_STORE = (b"cache-control", b"no-store")
+HSTS = (b"strict-transport-security", b"max-age=31536000; includeSubDomains")
 #: Static assets may be cached; everything else (tokens, pages, errors) may not.
 CACHEABLE_PREFIXES = ("/console/static/",)
 
@@ -52,10 +53,7 @@ class RequestLimits:
             await self.app(scope, receive, send)
             return
         if len(scope["headers"]) > MAX_HEADER_COUNT:
-            await self._refuse(send, 431, "request_header_fields_too_large",
-                               f"The request has {len(scope['headers'])} header lines; at "
-                               f"most {MAX_HEADER_COUNT} are accepted.",
-                               "Send fewer headers.")
+            await refuse_header_count(send, len(scope["headers"]))
             return
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit()
@@ -85,8 +83,7 @@ class RequestLimits:
                     extra.append(NO_STORE)
                 message["headers"] = headers + [h for h in extra if h[0] not in present]
                 if b"strict-transport-security" not in present and self.https(scope):
-                    message["headers"].append(
-                        (b"strict-transport-security", b"max-age=31536000; includeSubDomains"))
+                    message["headers"].append(HSTS)
             await send(message)
 
         try:
@@ -96,13 +93,20 @@ class RequestLimits:
                 await self._too_large(send)
 
     async def _too_large(self, send: Send) -> None:
-        await self._refuse(send, 413, "payload_too_large", _too_large_message(self.max_body),
-                           "Send a smaller body.")
+        await _refuse(send, 413, "payload_too_large", _too_large_message(self.max_body),
+                      "Send a smaller body.")
 
-    @staticmethod
-    async def _refuse(send: Send, status: int, code: str, message: str, hint: str) -> None:
-        body = json.dumps({"error": code, "message": message, "hint": hint}).encode()
-        await send({"type": "http.response.start", "status": status, "headers": [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS, NO_STORE]})
-        await send({"type": "http.response.body", "body": body})
+
+async def refuse_header_count(send: Send, count: int) -> None:
+    """431 for a request with more than `MAX_HEADER_COUNT` header lines."""
+    await _refuse(send, 431, "request_header_fields_too_large",
+                  f"The request has {count} header lines; at most {MAX_HEADER_COUNT} are "
+                  "accepted.", "Send fewer headers.")
+
+
+async def _refuse(send: Send, status: int, code: str, message: str, hint: str) -> None:
+    body = json.dumps({"error": code, "message": message, "hint": hint}).encode()
+    await send({"type": "http.response.start", "status": status, "headers": [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS, NO_STORE]})
+    await send({"type": "http.response.body", "body": body})

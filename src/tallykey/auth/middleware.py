@@ -52,16 +52,16 @@ async def resolve_workspace(resolver: WorkspaceResolver | None, scope: Scope) ->
     return found or None
 
 
-def _request_facts(scope: Scope, trusted: Sequence[IpNetwork]
-                   ) -> tuple[list[str], str, str | None]:
-    authorizations: list[str] = []
+def credentials(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], bytes | None]:
+    """Every `Authorization` header's value and the `User-Agent`, in one pass."""
+    authorizations: list[bytes] = []
     agent = None
-    for name, value in scope["headers"]:
+    for name, value in headers:
         if name == b"authorization":
-            authorizations.append(value.decode("latin-1"))
+            authorizations.append(value)
         elif name == b"user-agent":
-            agent = value.decode("latin-1")
-    return authorizations, scope_client_ip(scope, trusted), agent
+            agent = value
+    return authorizations, agent
 
 
 def token_in_url(query_string: bytes) -> Verdict | None:
@@ -88,45 +88,89 @@ def misplaced_token_headers(scope: Scope) -> list[str]:
 async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
                        trusted: Sequence[IpNetwork], workspace: str | None = None) -> Verdict:
     """Verify the request described by an ASGI scope, for `workspace` if it names one."""
-    in_url = token_in_url(scope.get("query_string", b""))
-    if in_url is not None:
-        return in_url
-    authorizations, ip, agent = _request_facts(scope, trusted)
-    if len(authorizations) > 1:
+    authorizations, agent = credentials(scope["headers"])
+    return await verify_credentials(verifier, scope, authorizations, agent, required_scopes,
+                                    trusted, workspace)
+
+
+async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: list[bytes],
+                             agent: bytes | None, required_scopes: Iterable[str],
+                             trusted: Sequence[IpNetwork],
+                             workspace: str | None = None) -> Verdict:
+    """`verify_scope` once the request's headers were read (`credentials`): the caller
+    may read other headers in the same pass. A cached token needs no coroutine round trip;
+    the plaintext token lives only in this call."""
+    query = scope.get("query_string")
+    if query:
+        in_url = token_in_url(query)
+        if in_url is not None:
+            return in_url
+    if len(authorizations) == 1:
+        authorization: str | None = authorizations[0].decode("latin-1")
+    elif authorizations:
         return Verdict.refused(MalformedHeader(
             "More than one Authorization header was sent.", "Send exactly one."))
-    authorization = authorizations[0] if authorizations else None
-    if authorization is None:
+    else:
         elsewhere = misplaced_token_headers(scope)
         if elsewhere:
             return Verdict.refused(missing_header(elsewhere))
-    verdict = verifier.verify_cached(authorization, ip, required_scopes, agent, workspace)
-    if verdict is None:  # a hit needs no coroutine round trip
-        verdict = await verifier.averify(authorization, ip, required_scopes, agent,
+        authorization = None
+    ip = scope_client_ip(scope, trusted)
+    user_agent = None if agent is None else agent.decode("latin-1")
+    verdict = verifier.verify_cached(authorization, ip, required_scopes, user_agent, workspace)
+    if verdict is None:
+        verdict = await verifier.averify(authorization, ip, required_scopes, user_agent,
                                          workspace)
     if verdict.token_id is not None:
-        scope.setdefault("state", {})[TOKEN_ID_STATE] = verdict.token_id
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state[TOKEN_ID_STATE] = verdict.token_id
     return verdict
 
 
-async def send_refusal(verdict: Verdict, send: Send) -> None:
+async def send_refusal(verdict: Verdict, send: Send,
+                       extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
+    """The refusal: status, RFC 6750 challenge, JSON body (and `extra` headers)."""
     body = json.dumps(verdict.body()).encode()
     headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
     headers += [(b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode())]
+                (b"content-length", str(len(body)).encode()), *extra]
     await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
 
+class _WithExpiry:
+    """`send` that adds `Tallykey-Token-Expires` to the response start. Not a coroutine
+    itself: it hands back the wrapped `send`'s awaitable, so each message costs one
+    plain call, not one more coroutine frame."""
+
+    __slots__ = ("header", "send")
+
+    def __init__(self, send: Send, header: tuple[bytes, bytes]) -> None:
+        self.send = send
+        self.header = header
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":
+            message["headers"] = [*message.get("headers", ()), self.header]
+        return self.send(message)
+
+
 class TallykeyMiddleware:
+    """Verify every HTTP request before `app` sees it; `expiry_header=False` leaves
+    `Tallykey-Token-Expires` off the responses (and the `send` wrapper with it)."""
+
     def __init__(self, app: ASGIApp, verifier: Verifier,
                  required_scopes: Iterable[str] = (),
                  trusted_proxies: Sequence[IpNetwork] | None = None,
-                 workspace: WorkspaceResolver | None = None) -> None:
+                 workspace: WorkspaceResolver | None = None,
+                 expiry_header: bool = True) -> None:
         self.app = app
         self.verifier = verifier
         self.required_scopes = tuple(required_scopes)
         self.workspace = workspace
+        self.expiry_header = expiry_header
         self.trusted = (verifier.settings.trusted_proxy_networks
                         if trusted_proxies is None else tuple(trusted_proxies))
 
@@ -134,22 +178,17 @@ class TallykeyMiddleware:
         if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
-        workspace = await resolve_workspace(self.workspace, scope)
-        verdict = await verify_scope(self.verifier, scope, self.required_scopes, self.trusted,
-                                     workspace)
+        workspace = (None if self.workspace is None
+                     else await resolve_workspace(self.workspace, scope))
+        authorizations, agent = credentials(scope["headers"])
+        verdict = await verify_credentials(self.verifier, scope, authorizations, agent,
+                                           self.required_scopes, self.trusted, workspace)
         if not verdict.allowed:
             await send_refusal(verdict, send)
             return
-        scope.setdefault("state", {})[STATE_KEY] = verdict
-        expiry = verdict.expires_iso.encode()
-
-        async def send_with_expiry(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                message["headers"] = [*message.get("headers", []),
-                                      (b"tallykey-token-expires", expiry)]
-            await send(message)
-
-        await self.app(scope, receive, send_with_expiry)
+        scope["state"][STATE_KEY] = verdict  # verify_credentials made the state
+        await self.app(scope, receive, _WithExpiry(send, verdict.expiry_header)
+                       if self.expiry_header else send)
 
 
 class TallykeyRefused(Exception):

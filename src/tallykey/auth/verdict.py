@@ -40,18 +40,38 @@ class Verdict:
     expires_iso: str = ""
     #: `scopes` sorted and space separated, as identity headers carry them.
     scopes_text: str = ""
+    #: The identity headers of an allowed answer (`/auth/request`) as raw ASGI pairs,
+    #: built once with the verdict: allowed verdicts are cached per token.
+    identity_headers: tuple[tuple[bytes, bytes], ...] = ()
+    #: `Tallykey-Token-Expires` as a raw ASGI pair (the embedded middleware adds it).
+    expiry_header: tuple[bytes, bytes] = (b"tallykey-token-expires", b"")
+    #: `for_workspace` answers, made once per workspace (bounded by the workspaces the
+    #: token sees; dropped with the cached verdict).
+    _per_workspace: dict[str, Verdict] = field(default_factory=dict, compare=False,
+                                               repr=False)
 
     @classmethod
     def allowing(cls, **fields: Any) -> Verdict:
         expires_at: datetime = fields["expires_at"]
-        return cls(allowed=True, status=200, expires_iso=expires_at.isoformat(),
-                   scopes_text=" ".join(sorted(fields["scopes"])), **fields)
+        expires_iso = expires_at.isoformat()
+        scopes_text = " ".join(sorted(fields["scopes"]))
+        return cls(allowed=True, status=200, expires_iso=expires_iso, scopes_text=scopes_text,
+                   identity_headers=_identity(fields, scopes_text, expires_iso),
+                   expiry_header=(b"tallykey-token-expires", expires_iso.encode()), **fields)
 
     def for_workspace(self, workspace_id: str) -> Verdict:
         """This allowed verdict as it answers for one workspace."""
+        known = self._per_workspace.get(workspace_id)
+        if known is not None:
+            return known
         scopes = self.workspaces.get(workspace_id, frozenset())
-        return replace(self, scopes=scopes, scopes_text=" ".join(sorted(scopes)),
-                       workspace=workspace_id)
+        scopes_text = " ".join(sorted(scopes))
+        fields = {"token_id": self.token_id, "account": self.account, "kind": self.kind,
+                  "owner_id": self.owner_id, "workspace": workspace_id}
+        answer = replace(self, scopes=scopes, scopes_text=scopes_text, workspace=workspace_id,
+                         identity_headers=_identity(fields, scopes_text, self.expires_iso),
+                         _per_workspace={})
+        return self._per_workspace.setdefault(workspace_id, answer)
 
     def scopes_in(self, workspace_id: str) -> frozenset[str]:
         """The token's scopes in one workspace (empty if it does not see it)."""
@@ -95,6 +115,23 @@ class Verdict:
         if self.error == "insufficient_scope" and "scope" in self.details:
             parts.append(f'scope="{self.details["scope"]}"')
         return ", ".join(parts)
+
+
+def _identity(fields: Mapping[str, Any], scopes_text: str, expires_iso: str
+              ) -> tuple[tuple[bytes, bytes], ...]:
+    """Who the request is, for the proxy to hand on (nginx `auth_request_set`)."""
+    headers = [
+        (b"tallykey-token-id", (fields.get("token_id") or "").encode()),
+        (b"tallykey-account", (fields.get("account") or "").encode()),
+        (b"tallykey-scopes", scopes_text.encode()),
+        (b"tallykey-token-expires", expires_iso.encode()),
+        (b"tallykey-token-kind", (fields.get("kind") or "").encode()),
+    ]
+    if fields.get("owner_id"):
+        headers.append((b"tallykey-user-id", fields["owner_id"].encode()))
+    if fields.get("workspace"):
+        headers.append((b"tallykey-workspace", fields["workspace"].encode()))
+    return tuple(headers)
 
 
 def _quoted(text: str) -> str:
