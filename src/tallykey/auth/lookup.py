@@ -7,6 +7,7 @@ raw DBAPI connections of its own.
 
 Connections are in autocommit mode: a read needs no transaction, and psycopg keeps its
 prepared statements (a ROLLBACK would discard them, re-planning the join on every miss).
+On PostgreSQL the statement is prepared on its first execution, with a generic plan.
 Every checkout is exception-safe and bounded in time: a failed connect returns its slot,
 and a caller waits for a free slot no longer than the connect timeout, so an outage
 turns into `StoreUnavailable`, never into a hang.
@@ -119,7 +120,21 @@ class RecordLookup:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
-            return self.database.raw_connection(autocommit=True)
+            pass
+        connection = self.database.raw_connection(autocommit=True)
+        if not self._sqlite:
+            # Prepared from the first miss, with the generic plan at once: the query is
+            # one unique-index probe whatever the hash, and planning its six-table join
+            # costs ten times its execution (PostgreSQL would otherwise plan it afresh
+            # for each of the statement's first five executions).
+            connection.prepare_threshold = 0
+            try:
+                with store_errors():
+                    connection.execute("SET plan_cache_mode = force_generic_plan")
+            except BaseException:
+                _close_quietly(connection)
+                raise
+        return connection
 
     def _record(self, rows: list[Any]) -> TokenRecord:
         share = self._shared
