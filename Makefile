@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench soak clean
+.PHONY: run test lint bench bench-quick soak clean
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -24,9 +24,14 @@ lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 
+# Side by side in one run (about 8 minutes; bench-quick about 3): see bench/run.py.
 bench: $(STAMP)
 	@command -v wrk >/dev/null || { apt-get install -y wrk || { echo "install wrk"; exit 1; }; }
 	$(BIN)/python bench/run.py
+
+bench-quick: $(STAMP)
+	@command -v wrk >/dev/null || { apt-get install -y wrk || { echo "install wrk"; exit 1; }; }
+	$(BIN)/python bench/run.py --quick
 
 # A bounded load run (60 s at 500 req/s on 127.0.0.1, stops by itself): errors and memory.
 soak: $(STAMP)

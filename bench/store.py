@@ -128,7 +128,8 @@ def build_postgres(server_url: str, data_dir: Path, total: int, real: int
                     " description, scopes, ip_allowlist, owner_id, created_by_id, created_at,"
                     " updated_at, expires_at) SELECT 'f' || lpad(g::text, 35, '0'), %s,"
                     " 'personal', 'eu1', 'f' || lpad(g::text, 15, '0'), 'bench ' || g, '',"
-                    " %s::json, '[]'::json, %s, %s, %s, %s, %s FROM generate_series(%s::int, %s::int) AS g",
+                    " %s::json, '[]'::json, %s, %s, %s, %s, %s"
+                    " FROM generate_series(%s::int, %s::int) AS g",
                     (account_id, SCOPES, user_id, user_id, now, now, expires, real + 1, total))
                 cursor.execute(
                     "INSERT INTO token_secrets (token_id, secret_hash, generation, created_at)"

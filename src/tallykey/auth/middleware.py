@@ -4,8 +4,11 @@
     app = TallykeyMiddleware(app, verifier=Verifier(), required_scopes=["employees:read"])
 
 A passing request carries its `Verdict` in `scope["state"]["tallykey"]` (Starlette:
-`request.state.tallykey`) and its response gets the `Tallykey-Token-Expires` header.
-A refused one is answered here: status, RFC 6750 challenge, JSON body.
+`request.state.tallykey`) and its response gets the `Tallykey-Token-Expires` header
+(`expiry_header=False` leaves it off, and with it the one per-request object the
+middleware makes). A refused one is answered here: status, RFC 6750 challenge, JSON
+body. The plaintext token lives only in the call that verifies it: nothing is cached by
+the raw header, only by the token's SHA-256 (`Verifier`).
 
 Permissions are per workspace (SPEC §11): pass `workspace=`, a function of the request
 that returns the workspace (id or slug) it is for, or None when it names none:
