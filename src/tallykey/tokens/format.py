@@ -119,7 +119,7 @@ def generate(region: str, public_id: str | None = None) -> ParsedToken:
 def parse(token: str) -> ParsedToken:
     """Check a token string offline and split it, or raise `TokenFormatError` saying why.
 
-    The error's `reason` is one of: empty, whitespace, prefix, region, characters,
+    The error's `problem` is one of: empty, whitespace, prefix, region, characters,
     length, checksum. Nothing else is ever raised, whatever the input.
     """
     shaped = _WELL_FORMED.fullmatch(token)
@@ -132,7 +132,7 @@ def parse(token: str) -> ParsedToken:
 
 
 def _diagnose(token: str) -> ParsedToken:
-    """The slow path for input that is not shaped like a token: find the precise reason."""
+    """The slow path for input that is not shaped like a token: find the precise problem."""
     if not token:
         raise _format_error("empty", "The token is empty.", "Send the whole token.")
     if any(ch.isspace() for ch in token):
@@ -188,5 +188,5 @@ def _checksum_of(region: str, public_id: str, secret: str) -> str:
     return checksum(f"{PRODUCT_PREFIX}{region}_{public_id}{secret}")
 
 
-def _format_error(reason: str, message: str, hint: str) -> TokenFormatError:
-    return TokenFormatError(message, hint, reason=reason)
+def _format_error(problem: str, message: str, hint: str) -> TokenFormatError:
+    return TokenFormatError(message, hint, problem=problem)
