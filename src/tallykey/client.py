@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tallykey.errors import TokenFormatError
-from tallykey.settings import Settings
+from tallykey.regions import local_region_map
 from tallykey.tokens.format import parse
 
 INFO_PATH = "/core/v3/info"
@@ -303,11 +303,8 @@ class _Target:
 def region_map() -> dict[str, str]:
     """This machine's `TALLYKEY_REGIONS`, the same mapping the server uses, plus the URL a
     local `tallykey demo` registered in this machine's data dir (for regions not named)."""
-    from tallykey.demo.local import registered_regions
-
     try:
-        settings = Settings()
-        return {**registered_regions(settings.data_dir), **settings.region_urls}
+        return local_region_map()
     except ValueError as error:
         raise ClientMisconfigured(f"The TALLYKEY_* settings cannot be read: {error}",
                                   "Write TALLYKEY_REGIONS as eu1=https://…,us1=https://….",

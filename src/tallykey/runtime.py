@@ -14,7 +14,7 @@ from tallykey.auth.sessions import SessionStore
 from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
-from tallykey.demo.local import kek_path as demo_kek_path
+from tallykey.demo_files import kek_path as demo_kek_path
 from tallykey.errors import TallykeyError
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import NodePresence, Propagation, settle

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tallykey.regions import parse_region_map
+
 DEFAULT_REGION = "eu1"
 
 
@@ -135,20 +137,6 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(plain):
             return "postgresql+psycopg://" + url[len(plain) :]
     return url
-
-
-def parse_region_map(text: str) -> dict[str, str]:
-    regions: dict[str, str] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        name, sep, url = part.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            raise ValueError(
-                f"TALLYKEY_REGIONS entry {part.strip()!r} is not of the form region=url"
-            )
-        regions[name.strip()] = url.strip().rstrip("/")
-    return regions
 
 
 def load_settings() -> Settings:

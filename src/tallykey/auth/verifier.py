@@ -59,6 +59,7 @@ from tallykey.monitor import metrics
 from tallykey.monitor.alerts import UsageMonitor
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
+from tallykey.tokens import format as token_format
 from tallykey.tokens.format import ParsedToken, parse, token_digest
 
 log = logging.getLogger(__name__)
@@ -69,7 +70,7 @@ _COUNTED = ("invalid_token", "invalid_request")
 _SAMPLE_MASK = metrics.LATENCY_SAMPLE_EVERY - 1
 #: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
 _PLAIN_HEADER = re.compile(r"(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]) "
-                           r"(tlk_[a-z0-9]{1,8}_[0-9A-Za-z]{61})")
+                           rf"({token_format.TOKEN_REGEX})")
 
 
 class Verifier:

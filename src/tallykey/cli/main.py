@@ -136,8 +136,8 @@ def demo(
     key-encryption key of its own, so retrievable application tokens can be shown."""
     import uvicorn
 
+    from tallykey import demo_files as local
     from tallykey.api.app import create_app
-    from tallykey.demo import local
     from tallykey.demo.seed import seed
 
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
@@ -315,7 +315,3 @@ def scopes_list(as_json: JsonOption = False) -> None:
         table.add_row(scope.name, scope.description,
                       "admins only" if scope.admin_only else "grantable per workspace")
     out.print(table)
-
-
-def main() -> None:  # pragma: no cover - console entry point
-    app()

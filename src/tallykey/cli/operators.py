@@ -9,6 +9,8 @@ import typer
 
 from tallykey.cli.context import runtime
 from tallykey.cli.output import JsonOption, emit_json, out
+from tallykey.operators.service import OPERATOR_REGION
+from tallykey.tokens import format as token_format
 
 operator_tokens_app = typer.Typer(
     help="Operator tokens: the platform's credential for the operator API "
@@ -52,7 +54,8 @@ def operator_tokens_list(as_json: JsonOption = False) -> None:
 
     with runtime() as rt:
         records = rt.operators.list_tokens()
-    rows = [{"id": r.id, "name": r.name, "prefix": f"tlk_operator_{r.public_id}",
+    rows = [{"id": r.id, "name": r.name,
+             "prefix": token_format.prefix(OPERATOR_REGION, r.public_id),
              "created_at": r.created_at.isoformat(), "expires_at": r.expires_at.isoformat(),
              "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
              "last_used_at": r.last_used_at.isoformat() if r.last_used_at else None}
