@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
+from tallykey.accounts import passwords
 from tallykey.accounts.models import Account
 from tallykey.accounts.scopes import ScopeCatalog, load_catalog
 from tallykey.accounts.service import AccountService
@@ -62,6 +63,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
         settings = settings or load_settings()
+        passwords.use_profile(settings.argon2_profile)
         catalog = load_catalog(settings.scopes_file)  # a bad file stops here, one line
         database = Database(settings.resolved_database_url, settings.db_connect_timeout,
                             settings.db_statement_timeout)

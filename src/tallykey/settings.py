@@ -52,6 +52,10 @@ class Settings(BaseSettings):
     alert_network_prefix_v6: int = Field(default=48, ge=16, le=128)
     #: Refused requests of one token in one hour that raise a "denied spike" alert (0: off).
     alert_denied_threshold: int = Field(default=100, ge=0)
+    #: argon2id parameters of console passwords (argon2-cffi's profiles). CHEAPEST is for
+    #: test suites only: it makes a stolen hash cheap to crack.
+    argon2_profile: Literal["RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"] = (
+        "RFC_9106_LOW_MEMORY")
     #: `text` (default) or `json`: one JSON line per request and per log record.
     log_format: Literal["text", "json"] = "text"
     #: Public keys that sign leaked-token reports (`POST /api/v1/leaks`): a path to a JSON
