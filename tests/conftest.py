@@ -24,8 +24,8 @@ from tallykey.accounts import passwords
 from tallykey.clock import FrozenClock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
-from tallykey.db.models import metadata
 from tallykey.runtime import Runtime
+from tallykey.schema.tables import metadata
 from tallykey.settings import Settings, normalise_database_url
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -44,9 +44,9 @@ def test_the_wheel_has_licence_metadata_typing_marker_and_data_files(wheel: Path
     assert "tallykey/py.typed" in names
     for needed in ("tallykey/console/templates/base.html", "tallykey/console/static/console.css",
                    "tallykey/notify/templates/token_created.txt",
-                   "tallykey/db/migrations/env.py"):
+                   "tallykey/schema/migrations/env.py"):
         assert needed in names, needed
-    assert any(n.startswith("tallykey/db/migrations/versions/0001") for n in names)
+    assert any(n.startswith("tallykey/schema/migrations/versions/0001") for n in names)
 
 
 def test_mypy_sees_the_installed_package_as_typed(wheel: Path, tmp_path: Path) -> None:
