@@ -31,7 +31,6 @@ from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
-from tallykey.auth.usage import ALLOWED, UsageRecorder
 from tallykey.auth.verdict import Verdict
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
@@ -57,6 +56,7 @@ from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.follower import FeedFollower
 from tallykey.monitor import metrics
 from tallykey.monitor.alerts import UsageMonitor
+from tallykey.monitor.usage import ALLOWED, UsageRecorder
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens import format as token_format
@@ -362,11 +362,12 @@ class Verifier:
             return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
         error = _refusal(record, now, client_ip, required_scopes, workspace)
         if error is not None:
-            self.usage.deny(record, now, client_ip, error.reason)
+            self.usage.deny(record.token_id, record.account_id, now, client_ip, error.reason)
             return self._refuse(error, client_ip)
         self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
         if record.retires_ts is not None:  # a rotated-out secret in its grace period
-            self.usage.old_secret_used(record, now, client_ip)
+            self.usage.old_secret_used(record.token_id, record.account_id,
+                                       record.retires_ts, now, client_ip)
         return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
