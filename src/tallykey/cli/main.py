@@ -92,14 +92,23 @@ def serve(
     log_format: Annotated[str | None, typer.Option(
         "--log-format", help="text (default) or json: one JSON line per request and per "
         "log record (also TALLYKEY_LOG_FORMAT).")] = None,
+    server: Annotated[str, typer.Option(
+        "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
+        "optional extra tallykey[granian].")] = "uvicorn",
 ) -> None:
     """Serve the management API, verification endpoints and the demo platform API."""
     import os
 
     import uvicorn
 
+    from tallykey.api import granian_server
     from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
 
+    if server not in ("uvicorn", "granian"):
+        fail(f"--server {server!r} is not supported.", "Use uvicorn or granian.")
+    if server == "granian" and not granian_server.available():
+        fail("granian is not installed.", "pip install 'tallykey[server,granian]', or "
+             "serve with uvicorn (the default).")
     if log_format is not None:
         if log_format not in ("text", "json"):
             fail(f"--log-format {log_format!r} is not supported.", "Use text or json.")
@@ -115,8 +124,11 @@ def serve(
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
     metrics_dir = prepare_multiprocess(workers)
     try:
-        uvicorn.run("tallykey.api.app:create_app", factory=True,
-                    **_uvicorn_config(host, port, workers, access_log, chosen_format))
+        if server == "granian":
+            granian_server.serve(host, port, workers, access_log, chosen_format)
+        else:
+            uvicorn.run("tallykey.api.app:create_app", factory=True,
+                        **_uvicorn_config(host, port, workers, access_log, chosen_format))
     finally:
         remove_multiprocess_dir(metrics_dir)
 
