@@ -46,7 +46,9 @@ def http_rows(http: dict[str, Any]) -> list[tuple[str, str, str]]:
              "auth_request": "/auth/request, tallykey serve (uvicorn)",
              "bare_app_granian": "bare ASGI app, granian",
              "auth_request_granian": "/auth/request, tallykey serve --server granian",
-             "nginx_204": "nginx `return 204`"}
+             "nginx_204": "nginx `return 204`",
+             "middleware_baseline": "TallykeyMiddleware, --baseline tree",
+             "auth_request_baseline": "/auth/request, --baseline tree"}
     targets = {"middleware": "≤ bare + 5 µs", "auth_request": "≤ 30 µs, ≥ 0.7× bare, "
                "p99 ≤ 1.5× bare"}
     rows = []
@@ -64,6 +66,8 @@ def http_rows(http: dict[str, Any]) -> list[tuple[str, str, str]]:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--quick", action="store_true", help="small sizes, short runs")
+    parser.add_argument("--baseline", help="another tree's src/ whose middleware and "
+                        "/auth/request run alongside (before/after figures)")
     args = parser.parse_args()
     large, seconds, rounds, hits, misses = ((100_000, 2, 2, 50_000, 2) if args.quick
                                             else (1_000_000, 5, 3, 200_000, 5))
@@ -75,7 +79,8 @@ def main() -> None:
         "peer": run_json([str(peer_python()), str(HERE / "peer_drf.py"), "--keys", str(keys),
                           "--rounds", "5000"]),
         "http": run_json([sys.executable, str(HERE / "throughput.py"), "--seconds",
-                          str(seconds), "--rounds", str(rounds)]),
+                          str(seconds), "--rounds", str(rounds),
+                          *(["--baseline", args.baseline] if args.baseline else [])]),
     }
     verification, peer, http = results["verification"], results["peer"], results["http"]
     hit = verification["hit"]["median_us"]

@@ -4,7 +4,7 @@ optional extra `tallykey[granian]`) instead of uvicorn.
 Kept equal to the uvicorn setup: HTTP/1.1 only, the header section bounded (hyper's read
 buffer, at `MAX_HEADER_BYTES`: a longer header section is answered 431), 5 s for
 in-flight requests on SIGTERM, every log record through the secret-redacting filter,
-and `--log-format json` writing the request lines itself (`monitor.access_log`).
+and `--log-format json` writing the request lines itself (`api.access_log`).
 """
 
 from __future__ import annotations
@@ -34,7 +34,7 @@ def log_config(log_format: str) -> dict[str, Any]:
 
     config: dict[str, Any] = copy.deepcopy(LOGGING_CONFIG)
     if log_format == "json":
-        config["formatters"] = {"json": {"()": "tallykey.monitor.access_log.JsonFormatter"}}
+        config["formatters"] = {"json": {"()": "tallykey.api.access_log.JsonFormatter"}}
         config["handlers"] = {"json": {"class": "logging.StreamHandler", "formatter": "json",
                                        "stream": "ext://sys.stderr"}}
         config["loggers"] = {
@@ -50,6 +50,12 @@ def log_config(log_format: str) -> dict[str, Any]:
 
 def serve(host: str, port: int, workers: int, access_log: bool, log_format: str) -> None:
     """Run the app under granian until SIGTERM/SIGINT."""
+    import multiprocessing
+
+    # Workers start as fresh interpreters (as uvicorn's do), not forks of this process:
+    # prometheus-client decides at import whether metrics are shared between workers,
+    # and here it was imported before `--workers N` chose the multiprocess mode.
+    multiprocessing.set_start_method("spawn", force=True)
     from granian.constants import HTTPModes, Interfaces, Loops
     from granian.http import HTTP1Settings
     from granian.log import LogLevels
