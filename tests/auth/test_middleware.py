@@ -88,3 +88,23 @@ def test_the_management_api_names_a_misplaced_header_too(world: World, rt: Runti
         assert client.get("/api/v1/tokens", auth=(token, "")).status_code == 200
         info = client.get("/core/v3/info", headers={"X-API-Key": token})
         assert info.status_code == 401 and "X-API-Key" in info.json()["message"]
+
+
+def test_the_expiry_header_is_on_unless_left_off(world: World, verifier: Verifier) -> None:
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+        name="embedded", expires_in_days=7)).value
+    seen: list[Verdict] = []
+
+    async def plain(scope: Any, receive: Any, send: Any) -> None:
+        seen.append(scope["state"]["tallykey"])
+        await send({"type": "http.response.start", "status": 200, "headers": []})
+        await send({"type": "http.response.body", "body": b"ok"})
+
+    bearer = {"Authorization": f"Bearer {token}"}
+    with_expiry = TestClient(TallykeyMiddleware(plain, verifier=verifier)).get("/",
+                                                                               headers=bearer)
+    assert with_expiry.headers["tallykey-token-expires"] == seen[0].expires_iso
+    without = TestClient(TallykeyMiddleware(plain, verifier=verifier, expiry_header=False)
+                         ).get("/", headers=bearer)
+    assert without.status_code == 200 and "tallykey-token-expires" not in without.headers
+    assert seen[1].expires_at is not None
