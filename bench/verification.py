@@ -115,6 +115,15 @@ def main() -> None:
         large = add("sqlite_large", build(Path(tmp) / "large", args.large, args.cache_size),
                     args.cache_size)
         result["sqlite_build_s"] = round(time.monotonic() - started, 1)
+        gc.collect()  # memory first, before the PostgreSQL stores share the process
+        before = rss_mb()
+        for token in stores["sqlite_large"][0]:
+            large.verify(f"Bearer {token}", IP)
+        large.usage.flush()
+        gc.collect()
+        result["memory"] = {"cache_entries": len(large.cache), "rss_mb_before_fill":
+                            round(before, 1), "rss_mb_cache_full": round(rss_mb(), 1)}
+        large.cache.clear()
         if args.postgres and postgres_reachable(args.postgres):
             started = time.monotonic()
             add("postgres_small", stack.enter_context(build_postgres(
@@ -127,16 +136,6 @@ def main() -> None:
         result["floor"] = floor(tokens, args.rounds)
         result["stores"] = {"small": args.small, "large": args.large}
         result["miss"] = miss_rounds(stores, 400, args.miss_rounds)
-        gc.collect()
-        before = rss_mb()
-        tokens = stores["sqlite_large"][0]
-        large.cache.clear()
-        for token in tokens:
-            large.verify(f"Bearer {token}", IP)
-        large.usage.flush()
-        gc.collect()
-        result["memory"] = {"cache_entries": len(large.cache), "rss_mb_before_fill":
-                            round(before, 1), "rss_mb_cache_full": round(rss_mb(), 1)}
     print(json.dumps(result))
 
 

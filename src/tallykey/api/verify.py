@@ -127,8 +127,8 @@ class AuthRequestEndpoint:
             return
         extra = self.extra_headers(scope, verdict)
         await send({"type": "http.response.start", "status": 204,
-                    "headers": verdict.identity_headers + _ALLOWED_TAIL if not extra
-                    else [*verdict.identity_headers, NO_STORE, *extra]})
+                    "headers": verdict.identity_headers() + _ALLOWED_TAIL if not extra
+                    else [*verdict.identity_headers(), NO_STORE, *extra]})
         await send({"type": "http.response.body", "body": b""})
 
     def extra_headers(self, scope: Scope, verdict: Verdict) -> list[tuple[bytes, bytes]]:

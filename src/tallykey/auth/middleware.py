@@ -190,7 +190,7 @@ class TallykeyMiddleware:
             await send_refusal(verdict, send)
             return
         scope["state"][STATE_KEY] = verdict  # verify_credentials made the state
-        await self.app(scope, receive, _WithExpiry(send, verdict.expiry_header)
+        await self.app(scope, receive, _WithExpiry(send, verdict.expiry_header())
                        if self.expiry_header else send)
 
 

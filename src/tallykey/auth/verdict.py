@@ -42,38 +42,63 @@ class Verdict:
     expires_iso: str = ""
     #: `scopes` sorted and space separated, as identity headers carry them.
     scopes_text: str = ""
-    #: The identity headers of an allowed answer (`/auth/request`) as raw ASGI pairs,
-    #: built once with the verdict: allowed verdicts are cached per token.
-    identity_headers: tuple[tuple[bytes, bytes], ...] = ()
-    #: `Tallykey-Token-Expires` as a raw ASGI pair (the embedded middleware adds it).
-    expiry_header: tuple[bytes, bytes] = (b"tallykey-token-expires", b"")
-    #: `for_workspace` answers, made once per workspace (bounded by the workspaces the
-    #: token sees; dropped with the cached verdict).
-    _per_workspace: dict[str, Verdict] = field(default_factory=dict, compare=False,
-                                               repr=False)
+    #: Made on first use and kept with the verdict, which is cached per token (a cache,
+    #: never a change of the answer; see `identity_headers`, `expiry_header`,
+    #: `for_workspace`). Left empty until then, so a cache of embedded verdicts that
+    #: never answer `/auth/request` holds no header bytes.
+    _identity: tuple[tuple[bytes, bytes], ...] | None = field(default=None, compare=False,
+                                                            repr=False)
+    _expiry: tuple[bytes, bytes] | None = field(default=None, compare=False, repr=False)
+    _per_workspace: dict[str, Verdict] | None = field(default=None, compare=False,
+                                                      repr=False)
 
     @classmethod
     def allowing(cls, **fields: Any) -> Verdict:
         expires_at: datetime = fields["expires_at"]
-        expires_iso = expires_at.isoformat()
-        scopes_text = " ".join(sorted(fields["scopes"]))
-        return cls(allowed=True, status=200, expires_iso=expires_iso, scopes_text=scopes_text,
-                   identity_headers=_identity(fields, scopes_text, expires_iso),
-                   expiry_header=(b"tallykey-token-expires", expires_iso.encode()), **fields)
+        return cls(allowed=True, status=200, expires_iso=expires_at.isoformat(),
+                   scopes_text=" ".join(sorted(fields["scopes"])), **fields)
 
     def for_workspace(self, workspace_id: str) -> Verdict:
-        """This allowed verdict as it answers for one workspace."""
-        known = self._per_workspace.get(workspace_id)
-        if known is not None:
-            return known
-        scopes = self.workspaces.get(workspace_id, frozenset())
-        scopes_text = " ".join(sorted(scopes))
-        fields = {"token_id": self.token_id, "account": self.account, "kind": self.kind,
-                  "owner_id": self.owner_id, "workspace": workspace_id}
-        answer = replace(self, scopes=scopes, scopes_text=scopes_text, workspace=workspace_id,
-                         identity_headers=_identity(fields, scopes_text, self.expires_iso),
-                         _per_workspace={})
-        return self._per_workspace.setdefault(workspace_id, answer)
+        """This allowed verdict as it answers for one workspace (made once per workspace
+        the token sees, then kept with this verdict)."""
+        known = self._per_workspace
+        if known is None:
+            known = {}
+            object.__setattr__(self, "_per_workspace", known)
+        answer = known.get(workspace_id)
+        if answer is None:
+            scopes = self.workspaces.get(workspace_id, frozenset())
+            answer = known.setdefault(workspace_id, replace(
+                self, scopes=scopes, scopes_text=" ".join(sorted(scopes)),
+                workspace=workspace_id, _identity=None, _expiry=None, _per_workspace=None))
+        return answer
+
+    def identity_headers(self) -> tuple[tuple[bytes, bytes], ...]:
+        """Who the request is, for a proxy (`/auth/request`, nginx `auth_request_set`),
+        as raw ASGI pairs: built on first use, then kept with the verdict."""
+        headers = self._identity
+        if headers is None:
+            expiry = self.expiry_header()
+            headers = (_pair(b"tallykey-token-id", self.token_id or "", shared=False),
+                       _pair(b"tallykey-account", self.account or ""),
+                       _pair(b"tallykey-scopes", self.scopes_text),
+                       expiry,
+                       _pair(b"tallykey-token-kind", self.kind or ""))
+            if self.owner_id:
+                headers += (_pair(b"tallykey-user-id", self.owner_id),)
+            if self.workspace:
+                headers += (_pair(b"tallykey-workspace", self.workspace),)
+            object.__setattr__(self, "_identity", headers)
+        return headers
+
+    def expiry_header(self) -> tuple[bytes, bytes]:
+        """`Tallykey-Token-Expires` as a raw ASGI pair (the embedded middleware adds it to
+        every allowed response): built on first use, then kept with the verdict."""
+        header = self._expiry
+        if header is None:
+            header = (b"tallykey-token-expires", self.expires_iso.encode())
+            object.__setattr__(self, "_expiry", header)
+        return header
 
     def scopes_in(self, workspace_id: str) -> frozenset[str]:
         """The token's scopes in one workspace (empty if it does not see it)."""
@@ -119,21 +144,20 @@ class Verdict:
         return ", ".join(parts)
 
 
-def _identity(fields: Mapping[str, Any], scopes_text: str, expires_iso: str
-              ) -> tuple[tuple[bytes, bytes], ...]:
-    """Who the request is, for the proxy to hand on (nginx `auth_request_set`)."""
-    headers = [
-        (b"tallykey-token-id", (fields.get("token_id") or "").encode()),
-        (b"tallykey-account", (fields.get("account") or "").encode()),
-        (b"tallykey-scopes", scopes_text.encode()),
-        (b"tallykey-token-expires", expires_iso.encode()),
-        (b"tallykey-token-kind", (fields.get("kind") or "").encode()),
-    ]
-    if fields.get("owner_id"):
-        headers.append((b"tallykey-user-id", fields["owner_id"].encode()))
-    if fields.get("workspace"):
-        headers.append((b"tallykey-workspace", fields["workspace"].encode()))
-    return tuple(headers)
+#: Header pairs many tokens share (an account, a scope set, an owner), one instance each.
+_SHARED_PAIRS: dict[tuple[bytes, str], tuple[bytes, bytes]] = {}
+_MAX_SHARED_PAIRS = 100_000
+
+
+def _pair(name: bytes, value: str, shared: bool = True) -> tuple[bytes, bytes]:
+    if not shared:
+        return (name, value.encode())
+    pair = _SHARED_PAIRS.get((name, value))
+    if pair is None:
+        if len(_SHARED_PAIRS) >= _MAX_SHARED_PAIRS:
+            _SHARED_PAIRS.clear()
+        pair = _SHARED_PAIRS.setdefault((name, value), (name, value.encode()))
+    return pair
 
 
 def _quoted(text: str) -> str:
