@@ -12,9 +12,9 @@ import pytest
 from sqlalchemy import select
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.console_sessions import ConsoleSession
 from tallykey.api.access_log import JsonFormatter
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.sessions import ConsoleSession
 from tallykey.clock import FrozenClock
 from tallykey.errors import LinkRefused, NotFound, PermissionDenied, ValidationFailed
 from tallykey.logs import redact

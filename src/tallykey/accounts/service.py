@@ -13,12 +13,12 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.actor import Actor
+from tallykey.accounts.console_sessions import end_sessions
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.accounts.passwords import check_password, hash_password
 from tallykey.accounts.permissions import ADMIN, ROLES, Permissions
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.audit import trail
-from tallykey.auth.sessions import end_sessions
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed

@@ -44,12 +44,12 @@ from tallykey.api.schemas import (
 )
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
     NotFound,
     PermissionDenied,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
+from tallykey.people.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
