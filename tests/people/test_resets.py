@@ -11,8 +11,8 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.console_sessions import ConsoleSession
+from tallykey.actor import Actor
 from tallykey.api.access_log import JsonFormatter
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock

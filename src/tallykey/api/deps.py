@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
+from tallykey.actor import Actor
 from tallykey.api.responses import VerdictRefused
 from tallykey.auth.header import missing_header
 from tallykey.auth.middleware import TOKEN_ID_STATE, misplaced_token_headers, token_in_url

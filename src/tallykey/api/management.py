@@ -10,10 +10,10 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
 from starlette.responses import JSONResponse
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
 from tallykey.accounts.sign_in import sign_in
+from tallykey.actor import Actor
 from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, is_https, login_limiter
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (

@@ -10,7 +10,7 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView

@@ -12,9 +12,9 @@ import secrets
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
+from tallykey.actor import Actor
 from tallykey.api.deps import ip_of, is_https, login_limiter
 from tallykey.audit import trail
 from tallykey.console import setup

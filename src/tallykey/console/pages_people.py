@@ -12,8 +12,8 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.console_sessions import end_sessions
+from tallykey.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.audit import trail
 from tallykey.console.forms import text

@@ -19,8 +19,8 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH
+from tallykey.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.api.limits import BodyTooLarge
 from tallykey.auth.server_keys import server_key
