@@ -18,7 +18,7 @@ from pathlib import Path
 import psycopg
 from sqlalchemy.engine import make_url
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.runtime import Runtime
