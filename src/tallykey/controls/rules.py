@@ -9,7 +9,7 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeGuard
 
 from tallykey.errors import ValidationFailed
 
@@ -159,5 +159,5 @@ def period_start(interval: str, period: int) -> datetime:
     return datetime(1970 + period // 12, period % 12 + 1, 1, tzinfo=UTC)
 
 
-def _whole(value: Any) -> bool:
+def _whole(value: Any) -> TypeGuard[int]:
     return isinstance(value, int) and not isinstance(value, bool)
