@@ -84,7 +84,7 @@ def test_a_refill_sets_the_credits_back_each_period_and_retry_after_names_it(
     view = TokenView.of(world.rt.tokens.get(world.as_admin, token_id), clock.now())
     assert view.credits is not None and view.credits.remaining == 3  # shown refilled
     assert verifier.verify(f"Bearer {token}", IP).credits_remaining == 2
-    monthly, monthly_id = costed(world, {"remaining": 0,
+    monthly, _ = costed(world, {"remaining": 0,
                                          "refill": {"amount": 10, "interval": "monthly"}})
     refused = verifier.verify(f"Bearer {monthly}", IP)
     assert refused.details["refill_at"] == "2026-12-01T00:00:00+00:00"
