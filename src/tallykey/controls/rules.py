@@ -113,7 +113,11 @@ def clean_metadata(value: Any) -> dict[str, Any] | None:
         raise ValidationFailed("metadata must be a JSON object ({...}).",
                                "Wrap the values in an object, e.g. {\"plan\": \"pro\"}.",
                                field="metadata")
-    size = len(serialise_metadata(value).encode())
+    try:
+        size = len(serialise_metadata(value).encode())
+    except (ValueError, TypeError, RecursionError):
+        raise ValidationFailed("metadata must be plain JSON: no NaN or Infinity, and not "
+                               "nested this deep.", field="metadata") from None
     if size > MAX_METADATA_BYTES:
         raise ValidationFailed(
             f"metadata is {size} bytes as JSON; at most {MAX_METADATA_BYTES} are allowed.",
@@ -122,7 +126,8 @@ def clean_metadata(value: Any) -> dict[str, Any] | None:
 
 
 def serialise_metadata(value: Mapping[str, Any]) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True)
+    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, sort_keys=True,
+                      allow_nan=False)
 
 
 def clean_external_id(value: str | None) -> str | None:
