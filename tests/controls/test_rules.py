@@ -55,3 +55,13 @@ def test_refill_periods_start_at_midnight_and_on_the_first_of_the_month() -> Non
     assert rules.period_start("monthly", month + 1) == datetime(2027, 1, 1, tzinfo=UTC)
     with pytest.raises(ValidationFailed, match="interval"):
         rules.clean_credits(5, {"amount": 5, "interval": "weekly"})
+
+
+def test_the_written_form_of_a_rate_limit_reads_back() -> None:
+    for text in ("default=100/60", "customer=1000/3600:external_id", "o=5/1:owner"):
+        assert rules.written_rate_limit(rules.parse_rate_limit(text)) == text
+    assert rules.parse_rate_limit(" 10/1 ") == {"name": "default", "limit": 10,
+                                               "per_seconds": 1, "shared": None}
+    for bad in ("100", "a=b/c", "x=1/2:account", "x=-1/60"):
+        with pytest.raises(ValidationFailed, match="NAME=LIMIT/SECONDS"):
+            rules.parse_rate_limit(bad)

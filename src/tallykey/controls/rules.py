@@ -26,6 +26,8 @@ MAX_EXTERNAL_ID = 255
 #: `Tallykey-Cost` on `/auth/request`: what one request costs in credits.
 MAX_COST = 1000
 _NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,31}")
+#: `NAME=LIMIT/SECONDS[:owner|:external_id]`, the written form (CLI, console).
+_WRITTEN = re.compile(r"(?:([^=\s]+)=)?(\d{1,10})/(\d{1,10})(?::(owner|external_id))?")
 
 
 @dataclass(frozen=True, slots=True)
@@ -86,6 +88,27 @@ def clean_rate_limits(entries: Sequence[Mapping[str, Any]]) -> list[RateRule]:
                 field="rate_limits")
         rules.append(RateRule(name, limit, per_seconds, shared))
     return rules
+
+
+def parse_rate_limit(text: str) -> dict[str, Any]:
+    """A rate limit written `NAME=LIMIT/SECONDS[:owner|:external_id]` (e.g.
+    `default=100/60`, `customer=1000/3600:external_id`; `NAME=` may be left out:
+    `default`), as `clean_rate_limits` takes it."""
+    found = _WRITTEN.fullmatch(text.strip())
+    if found is None:
+        raise ValidationFailed(
+            f"Rate limit {text.strip()[:60]!r} is not of the form NAME=LIMIT/SECONDS.",
+            "Write e.g. default=100/60 (100 requests per 60 seconds); add :owner or "
+            ":external_id to share it.", field="rate_limits")
+    name, limit, per_seconds, shared = found.groups()
+    return {"name": name or "default", "limit": int(limit), "per_seconds": int(per_seconds),
+            "shared": shared}
+
+
+def written_rate_limit(rule: Mapping[str, Any]) -> str:
+    """A rate limit in its written form (`parse_rate_limit` reads it back)."""
+    shared = f":{rule['shared']}" if rule.get("shared") else ""
+    return f"{rule['name']}={rule['limit']}/{rule['per_seconds']}{shared}"
 
 
 def clean_credits(remaining: Any, refill: Mapping[str, Any] | None) -> tuple[int, Refill | None]:
