@@ -417,15 +417,16 @@ class Verifier:
         except StoreUnavailable as error:
             self.follower.note_failure()
             outcome = error
+        if outcome.__class__ is Verdict:
+            self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
+            return outcome
         if isinstance(outcome, AuthenticationError):
             self.usage.deny(record, now, client_ip, outcome.code)
             return self._refuse(outcome, client_ip)
         if isinstance(outcome, TallykeyError):  # Redis (closed) or the store unreachable
             self._count_refusal(outcome.code)
             return Verdict.refused(outcome)
-        if outcome is not None:
-            self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
-        return outcome
+        return None
 
     def _allowed_verdict(self, record: TokenRecord) -> Verdict:
         return allowed_verdict(record, self.controls.rate_view(record))

@@ -64,7 +64,7 @@ class Bucket:
 
     def __init__(self, key: str) -> None:
         self.key = key
-        self.window = -1
+        self.window = -1.0
         self.ends = 0.0
         self.count = 0
         self.lease = 0
@@ -72,10 +72,11 @@ class Bucket:
         self.full = False
         self.local = True
 
-    def roll(self, window: int, per_seconds: int) -> None:
+    def roll(self, window: float, per_seconds: int) -> None:
+        """Start window `window` (`now // per_seconds`) unless it is the current one."""
         if window != self.window:
             self.window = window
-            self.ends = float((window + 1) * per_seconds)
+            self.ends = (window + 1) * per_seconds
             self.count = self.lease = self.seen = 0
             self.full = False
 
@@ -101,25 +102,25 @@ class RateView:
     """A token's limits and their buckets: cached with its verdict, read when a response
     is built (so `RateLimit-Remaining` is the count at that moment on this node)."""
 
-    __slots__ = ("buckets", "clock", "rules")
+    __slots__ = ("buckets", "clock", "pairs", "rules")
 
     def __init__(self, rules: tuple[RateRule, ...], buckets: tuple[Bucket, ...],
                  clock: Callable[[], float]) -> None:
         self.rules = rules
         self.buckets = buckets
+        self.pairs = tuple(zip(rules, buckets, strict=True))
         self.clock = clock
 
     def states(self) -> tuple[RateLimitState, ...]:
         now = self.clock()
         states = []
-        for rule, bucket in zip(self.rules, self.buckets, strict=True):
-            current = bucket.window == int(now // rule.per_seconds)
+        for rule, bucket in self.pairs:
+            window = now // rule.per_seconds
+            current = bucket.window == window
             states.append(RateLimitState(
                 rule.name, rule.limit, rule.per_seconds,
                 bucket.remaining(rule.limit) if current else rule.limit,
-                max(0, math.ceil((bucket.ends if current else
-                                  (int(now // rule.per_seconds) + 1) * rule.per_seconds)
-                                 - now))))
+                max(0, math.ceil((window + 1) * rule.per_seconds - now))))
         return tuple(states)
 
     def tightest(self) -> RateLimitState:
@@ -157,8 +158,8 @@ class RateCounter:
         assert self.link is not None
         taken: list[Bucket] = []
         refusal: TallykeyError | None = None
-        for rule, bucket in zip(view.rules, view.buckets, strict=True):
-            window = int(now // rule.per_seconds)
+        for rule, bucket in view.pairs:
+            window = now // rule.per_seconds
             with self._lock:
                 bucket.roll(window, rule.per_seconds)
                 if bucket.lease > 0:
@@ -168,7 +169,7 @@ class RateCounter:
                 if bucket.full:
                     refusal = _limited(rule, bucket, now)
                     break
-            answer = self.link.lease(f"tallykey:rate:{bucket.key}:{window}", rule.limit,
+            answer = self.link.lease(f"tallykey:rate:{bucket.key}:{int(window)}", rule.limit,
                                      rule.per_seconds + 1)
             with self._lock:
                 if answer is None:  # Redis failed: undo, then count as configured
@@ -194,26 +195,38 @@ class RateCounter:
         return refusal
 
     def _admit(self, view: RateView, now: float) -> TallykeyError | _NeedsLease | None:
-        shared = self.link is not None and self.link.up()
-        if self.link is not None and not shared and not self.fail_open:
-            return StoreUnavailable(
-                "The rate-limit store (Redis) cannot be reached, so this request cannot be "
-                "counted now.", "Try again in 1 second.", retry_after=1)
-        for rule, bucket in zip(view.rules, view.buckets, strict=True):
-            bucket.roll(int(now // rule.per_seconds), rule.per_seconds)
-            if shared:
-                if bucket.full:
+        if self.link is None:  # in process: count here (the hot path, kept short)
+            for rule, bucket in view.pairs:
+                window = now // rule.per_seconds
+                if bucket.window != window:
+                    bucket.roll(window, rule.per_seconds)
+                if bucket.count >= rule.limit:
                     return _limited(rule, bucket, now)
-                if bucket.lease <= 0:
-                    return NEEDS_LEASE
-            elif bucket.count >= rule.limit:
-                return _limited(rule, bucket, now)
-        for bucket in view.buckets:
-            if shared:
-                bucket.lease -= 1
-            else:
+            for bucket in view.buckets:
                 bucket.count += 1
-            bucket.local = not shared
+            return None
+        if not self.link.up():
+            if not self.fail_open:
+                return StoreUnavailable(
+                    "The rate-limit store (Redis) cannot be reached, so this request cannot "
+                    "be counted now.", "Try again in 1 second.", retry_after=1)
+            for rule, bucket in view.pairs:  # fail open: each node counts alone
+                bucket.roll(now // rule.per_seconds, rule.per_seconds)
+                if bucket.count >= rule.limit:
+                    return _limited(rule, bucket, now)
+            for bucket in view.buckets:
+                bucket.count += 1
+                bucket.local = True
+            return None
+        for rule, bucket in view.pairs:
+            bucket.roll(now // rule.per_seconds, rule.per_seconds)
+            if bucket.full:
+                return _limited(rule, bucket, now)
+            if bucket.lease <= 0:
+                return NEEDS_LEASE
+        for bucket in view.buckets:
+            bucket.lease -= 1
+            bucket.local = False
         return None
 
     def _bucket(self, key: str) -> Bucket:
