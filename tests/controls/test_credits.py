@@ -5,21 +5,25 @@ refused with 429 usage_exhausted at zero."""
 from __future__ import annotations
 
 import threading
+import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import anyio
 import pytest
 from sqlalchemy import select
 
 from tallykey.auth.verifier import Verifier
-from tallykey.clock import FrozenClock
+from tallykey.clock import FrozenClock, SystemClock
 from tallykey.runtime import Runtime
+from tallykey.settings import Settings
 from tallykey.tokens.models import Token
 from tallykey.tokens.schemas import TokenView
 from tallykey.tokens.service import TokenChanges, TokenDraft
 
 from ..conftest import World
+from ..pgcluster import postgres_cluster, wait_until
 from ..redisserver import RedisServer
 
 IP = "198.51.100.7"
@@ -158,3 +162,34 @@ def test_an_async_credit_spend_runs_off_the_event_loop(world: World,
         return [(await verifier.averify(f"Bearer {token}", IP, cost=1)).credits_remaining
                 for _ in range(2)]
     assert anyio.run(main) == [1, 0]
+
+
+@pytest.mark.postgres
+def test_a_costed_token_answers_503_while_the_store_is_down_then_recovers(
+        tmp_path: Path) -> None:
+    """A cached plain token keeps verifying during an outage; a costed one cannot be
+    spent, so it answers 503 store_unavailable (never a hang), and spends again after."""
+    with postgres_cluster() as cluster:
+        settings = Settings(database_url=cluster.url, data_dir=tmp_path, region="eu1",
+                            propagation_timeout=0.2)
+        rt = Runtime.build(settings, SystemClock())
+        world = World(rt)
+        plain = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+            name="plain", expires_in_days=3)).value
+        token, _ = costed(world, {"remaining": 10})
+        verifier = Verifier(settings=settings, database=rt.database, background=True)
+        try:
+            assert verifier.verify(f"Bearer {token}", IP).credits_remaining == 9
+            assert verifier.verify(f"Bearer {plain}", IP).allowed
+            cluster.stop()
+            started = time.monotonic()
+            refused = verifier.verify(f"Bearer {token}", IP)
+            assert time.monotonic() - started < 3
+            assert (refused.status, refused.error) == (503, "store_unavailable")
+            assert refused.headers()["Retry-After"].isdigit()
+            assert verifier.verify(f"Bearer {plain}", IP).allowed
+            cluster.start()
+            wait_until(lambda: verifier.verify(f"Bearer {token}", IP).allowed, timeout=10)
+        finally:
+            verifier.close()
+            rt.close()
