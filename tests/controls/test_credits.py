@@ -65,7 +65,7 @@ def test_each_request_spends_its_cost_and_zero_answers_usage_exhausted(
     assert verifier.verify(f"Bearer {token}", IP, cost=3).credits_remaining == 1
     refused = verifier.verify(f"Bearer {token}", IP, cost=2)  # 1 left: not enough
     assert refused.status == 429 and refused.error == "usage_exhausted"
-    assert refused.details["reason"] == "usage_exhausted" and refused.retry_after is None
+    assert refused.reason == "usage_exhausted" and refused.retry_after is None
     assert "Ask an administrator to add credits" in refused.hint
     assert verifier.verify(f"Bearer {token}", IP, cost=0).credits_remaining == 1
     assert verifier.verify(f"Bearer {token}", IP).credits_remaining == 0

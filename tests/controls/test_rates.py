@@ -57,7 +57,8 @@ def test_in_process_a_limit_admits_exactly_its_count_per_window(
     assert [v.status for v in answers] == [200, 200, 200, 429, 429]
     assert [s.remaining for s in answers[0].rate_limits] in ([2], [0])  # read when asked
     refused = answers[3]
-    assert refused.error == "rate_limited" and refused.details["reason"] == "rate_limited"
+    assert refused.error == "rate_limited" and refused.reason == "rate_limited"
+    assert refused.headers()["Tallykey-Reason"] == "rate_limited"
     assert refused.retry_after == 9 and refused.headers()["Retry-After"] == "9"
     assert "rate limit 'default' is reached: 3 requests per 10 seconds" in refused.message
     clock.advance(timedelta(seconds=9))  # the next window
@@ -208,13 +209,13 @@ def test_an_async_verification_never_blocks_the_event_loop_on_redis(
     import anyio
 
     node = make_verifier(rt, SystemClock(), redis_url=redis_server.url,
-                         redis_failure="closed", redis_timeout=0.5)
+                         redis_failure="closed", redis_timeout=1.0)
     token = limited(world, {"name": "default", "limit": 5, "per_seconds": 3600})
     ticks: list[float] = []
 
     async def main() -> None:
         async def ticker() -> None:
-            for _ in range(20):
+            for _ in range(40):
                 ticks.append(time.monotonic())
                 await anyio.sleep(0.02)
 
@@ -230,7 +231,7 @@ def test_an_async_verification_never_blocks_the_event_loop_on_redis(
         redis_server.thaw()
         node.close()
     gaps = [b - a for a, b in itertools.pairwise(ticks)]
-    assert max(gaps) < 0.3  # the 0.5 s Redis timeout ran in a worker thread
+    assert max(gaps) < 0.5  # the 1 s Redis timeout ran in a worker thread
 
 
 def test_three_nodes_hammered_by_many_clients_admit_no_more_than_the_limit(

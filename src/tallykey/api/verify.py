@@ -20,7 +20,7 @@ from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.controls.rules import parse_cost
-from tallykey.errors import MalformedHeader
+from tallykey.errors import InvalidCost, MalformedHeader
 from tallykey.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["verification"],
@@ -109,10 +109,10 @@ class AuthRequestEndpoint:
             elif name == COST_HEADER:
                 cost = parse_cost(value.decode("latin-1"))
         if cost is None:
-            await send_refusal(Verdict.refused(MalformedHeader(
+            await send_refusal(Verdict.refused(InvalidCost(
                 "The Tallykey-Cost header must be a whole number from 0 to 1000.",
                 "Send the credits this request costs, e.g. Tallykey-Cost: 5, or leave the "
-                "header out (cost 1).", header="Tallykey-Cost", reason="invalid_cost")), send)
+                "header out (cost 1).", header="Tallykey-Cost")), send)
             return
         if scope.get("query_string"):
             query = scope["query_string"].decode("latin-1")

@@ -45,6 +45,7 @@ from tallykey.errors import (
     IpNotAllowed,
     OwnerInactive,
     RevokedToken,
+    RotatedOut,
     StoreUnavailable,
     TallykeyError,
     TooManyAttempts,
@@ -61,6 +62,7 @@ from tallykey.monitor import metrics
 from tallykey.monitor.alerts import UsageMonitor
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
+from tallykey.tokens import format as token_format
 from tallykey.tokens.format import ParsedToken, parse, token_digest
 
 log = logging.getLogger(__name__)
@@ -71,7 +73,7 @@ _COUNTED = ("invalid_token", "invalid_request")
 _SAMPLE_MASK = metrics.LATENCY_SAMPLE_EVERY - 1
 #: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
 _PLAIN_HEADER = re.compile(r"(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]) "
-                           r"(tlk_[a-z0-9]{1,8}_[0-9A-Za-z]{61})")
+                           rf"({token_format.TOKEN_REGEX})")
 
 
 class Verifier:
@@ -112,7 +114,7 @@ class Verifier:
             self.database, self.settings, Notifier(public_url=self.settings.public_url)))
         #: Counters for metrics, kept as plain attributes (see `monitor.metrics`): calls
         #: (also the latency sampling clock), calls not answered from the cache, store
-        #: loads, and refusals by error code.
+        #: loads, and refusals by reason.
         self.calls = 0
         self.slow_calls = 0
         self.loads = 0
@@ -319,7 +321,7 @@ class Verifier:
         """Throttle, header and offline token checks: no database involved."""
         retry_after = self.limiter.retry_after(client_ip)
         if retry_after is not None:
-            self._count_refusal(TooManyAttempts.code)
+            self._count_refusal(TooManyAttempts.reason)
             return Verdict.refused(TooManyAttempts(retry_after))
         try:
             parsed = parse(extract_token(authorization))
@@ -355,7 +357,7 @@ class Verifier:
                 return entry
             if self.cache.known_unknown(key):
                 return None
-        self._count_refusal(StoreUnavailable.code)
+        self._count_refusal(StoreUnavailable.reason)
         return Verdict.refused(error or StoreUnavailable(
             "The token store cannot be reached, so this token cannot be checked now."))
 
@@ -392,7 +394,7 @@ class Verifier:
             return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
         error = _refusal(record, now, client_ip, required_scopes, workspace)
         if error is not None:
-            self.usage.deny(record, now, client_ip, _outcome(error))
+            self.usage.deny(record, now, client_ip, error.reason)
             return self._refuse(error, client_ip)
         if record.controlled:
             admitted = self._admit(record, allowed if workspace_id is None else
@@ -421,10 +423,10 @@ class Verifier:
             self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
             return outcome
         if isinstance(outcome, AuthenticationError):
-            self.usage.deny(record, now, client_ip, outcome.code)
+            self.usage.deny(record, now, client_ip, outcome.reason)
             return self._refuse(outcome, client_ip)
         if isinstance(outcome, TallykeyError):  # Redis (closed) or the store unreachable
-            self._count_refusal(outcome.code)
+            self._count_refusal(outcome.reason)
             return Verdict.refused(outcome)
         return None
 
@@ -434,12 +436,12 @@ class Verifier:
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:
             self.limiter.failed(client_ip)
-        self._count_refusal(error.code or "missing_credentials")
+        self._count_refusal(error.reason)
         return Verdict.refused(error)
 
-    def _count_refusal(self, code: str) -> None:
+    def _count_refusal(self, reason: str) -> None:
         with self._refusals_lock:
-            self.refusals[code] = self.refusals.get(code, 0) + 1
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def _wrong_region(self, region: str) -> WrongRegion:
         url = self.settings.base_url_for(region)
@@ -488,15 +490,12 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
     if record.workspace_archived:
         return WorkspaceArchived("The workspace this token belongs to was archived, so the "
                                  "token no longer works.", "Create a token for a workspace "
-                                 "that is in use.", reason="workspace_archived")
+                                 "that is in use.")
     if record.expires_ts <= now:
         return ExpiredToken(record.expires_at)
     if record.retires_ts is not None and record.retires_ts <= now:
         assert record.secret_retires_at is not None
-        return UnknownToken(
-            "This token was rotated: its old secret stopped working at "
-            f"{record.secret_retires_at.isoformat()}.",
-            "Use the new token issued by the rotation.", reason="rotated_out")
+        return RotatedOut(record.secret_retires_at)
     if not record.owner_active:
         return OwnerInactive("The token's owner is no longer active, so the token no longer "
                              "works.", "Ask an administrator for a token of an active user.")
@@ -555,13 +554,3 @@ def _ip_allowed(record: TokenRecord, client_ip: str) -> bool:
     except ValueError:
         return False
     return record.allows_ip(address)
-
-
-def _outcome(error: AuthenticationError) -> str:
-    if isinstance(error, RevokedToken):
-        return "revoked"
-    if isinstance(error, ExpiredToken):
-        return "expired"
-    if isinstance(error, UnknownToken):
-        return "rotated_out"
-    return error.code

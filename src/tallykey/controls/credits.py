@@ -15,7 +15,7 @@ import math
 from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.controls.rules import period_of, period_start
-from tallykey.errors import AuthenticationError
+from tallykey.errors import UsageExhausted
 
 #: Spend `cost` from the credits of the current period (refilled first if a new period
 #: began since the last spend), only if that many are left.
@@ -34,21 +34,6 @@ RETURNING credits_remaining
 """
 
 
-class UsageExhausted(AuthenticationError):
-    status = 429
-    code = "usage_exhausted"
-
-    def __init__(self, cost: int, retry_after: int | None, refill_at: str | None) -> None:
-        hint = (f"The credits refill at {refill_at} (Retry-After: {retry_after} s)."
-                if refill_at else "Ask an administrator to add credits to this token.")
-        super().__init__(
-            f"This token's usage credits are used up: this request costs {cost}.", hint,
-            reason="usage_exhausted", **({"retry_after": retry_after,
-                                          "refill_at": refill_at} if refill_at else {}))
-        if retry_after is not None:
-            self.retry_after = retry_after
-
-
 class CreditLedger:
     """Spends credits in the token store (one statement on the lookup's connections)."""
 
@@ -64,8 +49,12 @@ class CreditLedger:
                                            "token_id": record.token_id})
         if rows:
             return int(rows[0][0])
+        message = f"This token's usage credits are used up: this request costs {cost}."
         if record.refill is None:
-            return UsageExhausted(cost, None, None)
+            return UsageExhausted(message, "Ask an administrator to add credits to this "
+                                  "token.")
         refill_at = period_start(record.refill.interval, period + 1)
-        return UsageExhausted(cost, max(1, math.ceil(refill_at.timestamp() - now)),
-                              refill_at.isoformat())
+        wait = max(1, math.ceil(refill_at.timestamp() - now))
+        return UsageExhausted(message, f"The credits refill at {refill_at.isoformat()} "
+                              f"(Retry-After: {wait} s).", retry_after=wait,
+                              refill_at=refill_at.isoformat())

@@ -26,7 +26,7 @@ from typing import Final
 from tallykey.auth.record import TokenRecord
 from tallykey.controls.redis import RedisLink
 from tallykey.controls.rules import RateRule
-from tallykey.errors import AuthenticationError, StoreUnavailable, TallykeyError
+from tallykey.errors import RateLimited, StoreUnavailable, TallykeyError
 
 MAX_BUCKETS = 100_000
 
@@ -38,22 +38,6 @@ class _NeedsLease:
 
 #: `admit` cannot decide without Redis: call `admit_remote` (off the event loop).
 NEEDS_LEASE: Final = _NeedsLease()
-
-
-class RateLimited(AuthenticationError):
-    status = 429
-    code = "rate_limited"
-
-    def __init__(self, rule: RateRule, retry_after: int) -> None:
-        shared = {"owner": " (shared by every token of its owner)",
-                  "external_id": " (shared by every token with its external id)"}.get(
-                      rule.shared or "", "")
-        super().__init__(
-            f"This token's rate limit {rule.name!r} is reached: {rule.limit} requests per "
-            f"{rule.per_seconds} seconds{shared}.",
-            f"Wait {retry_after} seconds (Retry-After), or ask an administrator for a "
-            "higher limit.", reason="rate_limited", limit=rule.name, retry_after=retry_after)
-        self.retry_after = retry_after
 
 
 class Bucket:
@@ -73,8 +57,9 @@ class Bucket:
         self.local = True
 
     def roll(self, window: float, per_seconds: int) -> None:
-        """Start window `window` (`now // per_seconds`) unless it is the current one."""
-        if window != self.window:
+        """Start window `window` (`now // per_seconds`) if it is later than the current
+        one (a request that started in the previous window counts in this one)."""
+        if window > self.window:
             self.window = window
             self.ends = (window + 1) * per_seconds
             self.count = self.lease = self.seen = 0
@@ -156,15 +141,15 @@ class RateCounter:
         """As `admit`, leasing from Redis what is missing: at most one bounded call per
         limit. Blocks: call it off the event loop."""
         assert self.link is not None
-        taken: list[Bucket] = []
+        taken: list[tuple[Bucket, float]] = []  # allowances this request holds
         refusal: TallykeyError | None = None
         for rule, bucket in view.pairs:
-            window = now // rule.per_seconds
             with self._lock:
-                bucket.roll(window, rule.per_seconds)
+                bucket.roll(now // rule.per_seconds, rule.per_seconds)
+                window = bucket.window
                 if bucket.lease > 0:
                     bucket.lease -= 1
-                    taken.append(bucket)
+                    taken.append((bucket, window))
                     continue
                 if bucket.full:
                     refusal = _limited(rule, bucket, now)
@@ -173,32 +158,38 @@ class RateCounter:
                                      rule.per_seconds + 1)
             with self._lock:
                 if answer is None:  # Redis failed: undo, then count as configured
-                    for held in taken:
-                        held.lease += 1
+                    self._give_back(taken)
                     fallback = self._admit(view, now)  # the breaker is open: no lease asked
                     assert not isinstance(fallback, _NeedsLease)
                     return fallback
                 granted, seen = answer
-                bucket.roll(window, rule.per_seconds)
-                bucket.seen = max(bucket.seen, seen)
-                bucket.local = False
+                current = bucket.window == window  # else the window ended meanwhile
+                if current:
+                    bucket.seen = max(bucket.seen, seen)
+                    bucket.local = False
                 if granted == 0:
-                    bucket.full = True
+                    bucket.full = bucket.full or current
                     refusal = _limited(rule, bucket, now)
                     break
-                bucket.lease += granted - 1
-                taken.append(bucket)
+                if current:
+                    bucket.lease += granted - 1
+                taken.append((bucket, window))
         if refusal is not None:
             with self._lock:
-                for held in taken:
-                    held.lease += 1
+                self._give_back(taken)
         return refusal
+
+    def _give_back(self, taken: list[tuple[Bucket, float]]) -> None:
+        """Return allowances a refused request held, to windows still current."""
+        for bucket, window in taken:
+            if bucket.window == window:
+                bucket.lease += 1
 
     def _admit(self, view: RateView, now: float) -> TallykeyError | _NeedsLease | None:
         if self.link is None:  # in process: count here (the hot path, kept short)
             for rule, bucket in view.pairs:
                 window = now // rule.per_seconds
-                if bucket.window != window:
+                if window > bucket.window:
                     bucket.roll(window, rule.per_seconds)
                 if bucket.count >= rule.limit:
                     return _limited(rule, bucket, now)
@@ -220,10 +211,8 @@ class RateCounter:
             return None
         for rule, bucket in view.pairs:
             bucket.roll(now // rule.per_seconds, rule.per_seconds)
-            if bucket.full:
-                return _limited(rule, bucket, now)
-            if bucket.lease <= 0:
-                return NEEDS_LEASE
+            if bucket.lease <= 0:  # a lease granted meanwhile is spent before "full"
+                return _limited(rule, bucket, now) if bucket.full else NEEDS_LEASE
         for bucket in view.buckets:
             bucket.lease -= 1
             bucket.local = False
@@ -249,4 +238,12 @@ def _bucket_key(record: TokenRecord, rule: RateRule) -> str:
 
 
 def _limited(rule: RateRule, bucket: Bucket, now: float) -> RateLimited:
-    return RateLimited(rule, max(1, math.ceil(bucket.ends - now)))
+    retry_after = max(1, math.ceil(bucket.ends - now))
+    shared = {"owner": " (shared by every token of its owner)",
+              "external_id": " (shared by every token with its external id)"}.get(
+                  rule.shared or "", "")
+    return RateLimited(
+        f"This token's rate limit {rule.name!r} is reached: {rule.limit} requests per "
+        f"{rule.per_seconds} seconds{shared}.",
+        f"Wait {retry_after} seconds (Retry-After), or ask an administrator for a higher "
+        "limit.", limit=rule.name, retry_after=retry_after)

@@ -1,4 +1,4 @@
-"""Imports every table so the metadata is complete (for Alembic and for tests)."""
+"""Every table, imported so the metadata is complete (for Alembic and for tests)."""
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditChainHead, AuditEvent
