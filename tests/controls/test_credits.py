@@ -129,11 +129,11 @@ def hammer(verifiers: list[Verifier], token: str, clients: int, each: int) -> in
 
 def test_credits_never_go_below_zero_under_concurrency(
         world: World, rt: Runtime, clock: FrozenClock) -> None:
-    """Two nodes, 16 threads, 400 requests for 150 credits: exactly 150 pass."""
+    """Two nodes, 8 threads, 400 requests for 150 credits: exactly 150 pass."""
     nodes = [make_verifier(rt, clock) for _ in range(2)]
     try:
         token, token_id = costed(world, {"remaining": 150})
-        assert hammer(nodes, token, clients=16, each=25) == 150
+        assert hammer(nodes, token, clients=8, each=50) == 150
         assert remaining(rt, token_id) == 0
     finally:
         for node in nodes:
@@ -146,7 +146,7 @@ def test_credits_stay_exact_with_redis_sharing_the_rate_limits(
     try:
         token, token_id = costed(world, {"remaining": 120}, rate_limits=[
             {"name": "default", "limit": 100_000, "per_seconds": 3600}])
-        assert hammer(nodes, token, clients=12, each=20) == 120
+        assert hammer(nodes, token, clients=9, each=25) == 120
         assert remaining(rt, token_id) == 0
     finally:
         for node in nodes:

@@ -462,7 +462,7 @@ def login(body: LoginRequest, request: Request, response: Response,
     """Sign in with e-mail and password; sets the session cookie and returns the CSRF token
     to send in `X-CSRF-Token` on every state-changing request."""
     ip = ip_of(request)
-    user = sign_in(runtime, login_limiter(request), body.email, body.password, ip, "api")
+    user = sign_in(runtime.accounts, login_limiter(request), body.email, body.password, ip, "api")
     opened = runtime.sessions.open(user, ip, request.headers.get("user-agent"))
     with runtime.database.transaction() as session:
         trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,

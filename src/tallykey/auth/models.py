@@ -1,25 +1,14 @@
-"""Tables the verification path owns: per-hour usage counts flushed in batches from
-memory, and failed-authentication counts shared across nodes."""
+"""Tables the verification path owns: failed-authentication counts shared across nodes,
+and the server keys."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallykey.db.base import Base, UTCDateTime
-
-
-class TokenUsage(Base):
-    """Requests per token per hour per outcome (`allowed` or a denial reason)."""
-
-    __tablename__ = "token_usage"
-
-    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
-    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
-    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuthFailure(Base):
@@ -31,18 +20,6 @@ class AuthFailure(Base):
     window: Mapped[int] = mapped_column(Integer, primary_key=True)
     node_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class SignInFailure(Base):
-    """Consecutive failed console sign-ins per e-mail address (known or not), shared by
-    every node: the per-account limit with its back-off (`accounts.sign_in`)."""
-
-    __tablename__ = "sign_in_failures"
-
-    email: Mapped[str] = mapped_column(String(254), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ServerKey(Base):

@@ -28,11 +28,9 @@ from anyio import to_thread
 
 from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache, allowed_verdict
 from tallykey.auth.header import extract_token
-from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
-from tallykey.auth.usage import ALLOWED, UsageRecorder
 from tallykey.auth.verdict import Verdict
 from tallykey.clock import Clock
 from tallykey.controls.gate import KeyControls
@@ -60,6 +58,8 @@ from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.follower import FeedFollower
 from tallykey.monitor import metrics
 from tallykey.monitor.alerts import UsageMonitor
+from tallykey.monitor.usage import ALLOWED, UsageRecorder
+from tallykey.network.limiter import FailureLimiter
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens import format as token_format
@@ -394,7 +394,7 @@ class Verifier:
             return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
         error = _refusal(record, now, client_ip, required_scopes, workspace)
         if error is not None:
-            self.usage.deny(record, now, client_ip, error.reason)
+            self.usage.deny(record.token_id, record.account_id, now, client_ip, error.reason)
             return self._refuse(error, client_ip)
         if record.controlled:
             admitted = self._admit(record, allowed if workspace_id is None else
@@ -403,11 +403,13 @@ class Verifier:
             if admitted is None or not admitted.allowed:
                 return admitted
             if record.retires_ts is not None:
-                self.usage.old_secret_used(record, now, client_ip)
+                self.usage.old_secret_used(record.token_id, record.account_id,
+                                           record.retires_ts, now, client_ip)
             return admitted
         self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
         if record.retires_ts is not None:  # a rotated-out secret in its grace period
-            self.usage.old_secret_used(record, now, client_ip)
+            self.usage.old_secret_used(record.token_id, record.account_id,
+                                       record.retires_ts, now, client_ip)
         return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
 
     def _admit(self, record: TokenRecord, verdict: Verdict, now: float, client_ip: str,
@@ -423,7 +425,8 @@ class Verifier:
             self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
             return outcome
         if isinstance(outcome, AuthenticationError):
-            self.usage.deny(record, now, client_ip, outcome.reason)
+            self.usage.deny(record.token_id, record.account_id, now, client_ip,
+                            outcome.reason)
             return self._refuse(outcome, client_ip)
         if isinstance(outcome, TallykeyError):  # Redis (closed) or the store unreachable
             self._count_refusal(outcome.reason)

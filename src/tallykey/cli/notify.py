@@ -15,9 +15,9 @@ import typer
 from tallykey.accounts.actor import Actor
 from tallykey.cli.context import runtime
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
+from tallykey.jobs import Worker
 from tallykey.notify import outbox
 from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
-from tallykey.notify.worker import Worker
 
 outbox_app = typer.Typer(help="The notification outbox: mails and webhook calls to make.",
                          no_args_is_help=True)

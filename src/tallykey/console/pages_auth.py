@@ -91,7 +91,7 @@ def login_page(request: Request, next: str = "") -> Response:
 async def login(request: Request, runtime: RuntimeDep) -> Response:
     fields = await pre_session_form(request)
     try:
-        user = await run_in_threadpool(sign_in, runtime, login_limiter(request),
+        user = await run_in_threadpool(sign_in, runtime.accounts, login_limiter(request),
                                        fields.get("email", ""), fields.get("password", ""),
                                        ip_of(request), "console")
     except TooManyAttempts as refused:

@@ -28,10 +28,9 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account
 from tallykey.audit import trail
-from tallykey.auth.models import TokenUsage
-from tallykey.auth.usage import ALLOWED, Batch
 from tallykey.db.engine import Database
-from tallykey.monitor.models import TokenNetwork
+from tallykey.monitor.models import TokenNetwork, TokenUsage
+from tallykey.monitor.usage import ALLOWED, Batch
 from tallykey.notify import webhooks
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings
