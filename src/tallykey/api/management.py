@@ -10,10 +10,10 @@ from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
 from starlette.responses import JSONResponse
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
 from tallykey.accounts.sign_in import sign_in
+from tallykey.actor import Actor
 from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, is_https, login_limiter
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
@@ -44,12 +44,12 @@ from tallykey.api.schemas import (
 )
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
     NotFound,
     PermissionDenied,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
+from tallykey.people.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
