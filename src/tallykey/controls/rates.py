@@ -109,7 +109,10 @@ class RateView:
         return tuple(states)
 
     def tightest(self) -> RateLimitState:
-        return min(self.states(), key=lambda state: (state.remaining, -state.reset))
+        states = self.states()
+        if len(states) == 1:
+            return states[0]
+        return min(states, key=lambda state: (state.remaining, -state.reset))
 
 
 class RateCounter:
