@@ -81,6 +81,8 @@ def main() -> None:
         "http": run_json([sys.executable, str(HERE / "throughput.py"), "--seconds",
                           str(seconds), "--rounds", str(rounds),
                           *(["--baseline", args.baseline] if args.baseline else [])]),
+        "limits": run_json([sys.executable, str(HERE / "limits.py"), "--rounds", str(rounds),
+                            "--seconds", str(seconds)]),
     }
     verification, peer, http = results["verification"], results["peer"], results["http"]
     hit = verification["hit"]["median_us"]

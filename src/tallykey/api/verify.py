@@ -22,11 +22,12 @@ from tallykey.api.limits import (
     refuse_header_count,
 )
 from tallykey.api.responses import error_responses
-from tallykey.api.schemas import VerifyRequest, VerifyResponse
+from tallykey.api.schemas import RateLimitStateView, VerifyRequest, VerifyResponse
 from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_credentials
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
-from tallykey.errors import MalformedHeader
+from tallykey.controls.rules import parse_cost
+from tallykey.errors import InvalidCost, MalformedHeader
 from tallykey.network.client_ip import is_trusted
 from tallykey.settings import Settings
 
@@ -34,6 +35,7 @@ router = APIRouter(prefix="/api/v1", tags=["verification"],
                    responses=error_responses(400, 413, 422, 503))
 
 SCOPES_HEADER = b"tallykey-required-scopes"
+COST_HEADER = b"tallykey-cost"
 WORKSPACE_HEADER = b"tallykey-workspace"
 
 
@@ -51,7 +53,8 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
     if authorization is None and body.token is not None:
         authorization = f"Bearer {body.token}"
     verdict = await verifier_of(request).averify(authorization, ip, body.required_scopes,
-                                                 body.user_agent, body.workspace or None)
+                                                 body.user_agent, body.workspace or None,
+                                                 body.cost)
     if verdict.token_id is not None:
         setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     return VerifyResponse(
@@ -60,7 +63,15 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
         token_id=verdict.token_id, account=verdict.account, kind=verdict.kind,
         scopes=sorted(verdict.scopes), expires_at=verdict.expires_at, client_ip=ip,
         workspace=verdict.workspace,
-        workspaces={ws: sorted(held) for ws, held in verdict.workspaces.items()})
+        workspaces={ws: sorted(held) for ws, held in verdict.workspaces.items()},
+        retry_after=verdict.retry_after,
+        rate_limits=[RateLimitStateView(name=state.name, limit=state.limit,
+                                        per_seconds=state.per_seconds,
+                                        remaining=state.remaining, reset=state.reset)
+                     for state in verdict.rate_limits],
+        credits_remaining=verdict.credits_remaining,
+        metadata=dict(verdict.metadata) if verdict.metadata is not None else None,
+        external_id=verdict.external_id)
 
 
 class AuthRequestEndpoint:
@@ -96,6 +107,7 @@ class AuthRequestEndpoint:
         agent = None
         scopes: list[str] = []
         workspaces: list[str] = []
+        cost: int | None = 1
         for name, value in headers:  # one pass for everything this endpoint reads
             if name == b"authorization":
                 authorizations.append(value)
@@ -105,6 +117,14 @@ class AuthRequestEndpoint:
                 scopes.extend(value.decode("latin-1").split())
             elif name == WORKSPACE_HEADER:
                 workspaces.append(value.decode("latin-1").strip())
+            elif name == COST_HEADER:
+                cost = parse_cost(value.decode("latin-1"))
+        if cost is None:
+            await self.refuse(scope, send, Verdict.refused(InvalidCost(
+                "The Tallykey-Cost header must be a whole number from 0 to 1000.",
+                "Send the credits this request costs, e.g. Tallykey-Cost: 5, or leave the "
+                "header out (cost 1).", header="Tallykey-Cost")))
+            return
         query = scope.get("query_string")
         if query:
             for key, value in query_arguments(query):
@@ -121,7 +141,7 @@ class AuthRequestEndpoint:
             return
         verdict = await verify_credentials(self.verifier, scope, authorizations, agent,
                                            scopes, self.trusted,
-                                           named.pop() if named else None)
+                                           named.pop() if named else None, cost)
         if not verdict.allowed:
             await self.refuse(scope, send, verdict)
             return
@@ -132,10 +152,14 @@ class AuthRequestEndpoint:
         await send({"type": "http.response.body", "body": b""})
 
     def extra_headers(self, scope: Scope, verdict: Verdict) -> list[tuple[bytes, bytes]]:
-        """The hook for per-request headers of an allowed answer (rate limits, credits):
-        appended after the cached identity headers, which every request of the token
-        shares and which are never rebuilt. `[]` (the common case) adds nothing."""
-        return []
+        """The per-request headers of an allowed answer, appended after the cached
+        identity headers (which every request of the token shares and which are never
+        rebuilt): `RateLimit-*` as counted now, for a token with rate limits. `[]` (the
+        common case) adds nothing."""
+        if verdict.rates is None:
+            return []
+        return [(k.lower().encode(), v.encode())
+                for k, v in verdict.rate_limit_headers().items()]
 
     async def refuse(self, scope: Scope, send: Send, verdict: Verdict) -> None:
         security = [*SECURITY_HEADERS, NO_STORE]

@@ -89,17 +89,19 @@ def misplaced_token_headers(scope: Scope) -> list[str]:
 
 
 async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
-                       trusted: Sequence[IpNetwork], workspace: str | None = None) -> Verdict:
-    """Verify the request described by an ASGI scope, for `workspace` if it names one."""
+                       trusted: Sequence[IpNetwork], workspace: str | None = None,
+                       cost: int = 1) -> Verdict:
+    """Verify the request described by an ASGI scope, for `workspace` if it names one;
+    `cost` is what it spends of the token's usage credits."""
     authorizations, agent = credentials(scope["headers"])
     return await verify_credentials(verifier, scope, authorizations, agent, required_scopes,
-                                    trusted, workspace)
+                                    trusted, workspace, cost)
 
 
 async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: list[bytes],
                              agent: bytes | None, required_scopes: Iterable[str],
                              trusted: Sequence[IpNetwork],
-                             workspace: str | None = None) -> Verdict:
+                             workspace: str | None = None, cost: int = 1) -> Verdict:
     """`verify_scope` once the request's headers were read (`credentials`): the caller
     may read other headers in the same pass. A cached token needs no coroutine round trip;
     the plaintext token lives only in this call."""
@@ -120,10 +122,11 @@ async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: l
         authorization = None
     ip = scope_client_ip(scope, trusted)
     user_agent = None if agent is None else agent.decode("latin-1")
-    verdict = verifier.verify_cached(authorization, ip, required_scopes, user_agent, workspace)
+    verdict = verifier.verify_cached(authorization, ip, required_scopes, user_agent, workspace,
+                                     cost)
     if verdict is None:
         verdict = await verifier.averify(authorization, ip, required_scopes, user_agent,
-                                         workspace)
+                                         workspace, cost)
     if verdict.token_id is not None:
         state = scope.get("state")
         if state is None:
@@ -143,20 +146,30 @@ async def send_refusal(verdict: Verdict, send: Send,
     await send({"type": "http.response.body", "body": body})
 
 
-class _WithExpiry:
-    """`send` that adds `Tallykey-Token-Expires` to the response start. Not a coroutine
-    itself: it hands back the wrapped `send`'s awaitable, so each message costs one
-    plain call, not one more coroutine frame."""
+class _WithHeaders:
+    """`send` that adds the verdict's response headers to the response start:
+    `Tallykey-Token-Expires` (unless left off) and, for a token with rate limits, its
+    `RateLimit-*` as counted then. Not a coroutine itself: it hands back the wrapped
+    `send`'s awaitable, so each message costs one plain call, not one more coroutine
+    frame."""
 
-    __slots__ = ("header", "send")
+    __slots__ = ("expiry", "send", "verdict")
 
-    def __init__(self, send: Send, header: tuple[bytes, bytes]) -> None:
+    def __init__(self, send: Send, verdict: Verdict, expiry: bool) -> None:
         self.send = send
-        self.header = header
+        self.verdict = verdict
+        self.expiry = expiry
 
     def __call__(self, message: Message) -> Awaitable[None]:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", ()), self.header]
+            verdict = self.verdict
+            headers = [*message.get("headers", ())]
+            if self.expiry:
+                headers.append(verdict.expiry_header())
+            if verdict.rates is not None:  # RateLimit-* as counted now
+                headers += [(k.lower().encode(), v.encode())
+                            for k, v in verdict.rate_limit_headers().items()]
+            message["headers"] = headers
         return self.send(message)
 
 
@@ -190,8 +203,9 @@ class TallykeyMiddleware:
             await send_refusal(verdict, send)
             return
         scope["state"][STATE_KEY] = verdict  # verify_credentials made the state
-        await self.app(scope, receive, _WithExpiry(send, verdict.expiry_header())
-                       if self.expiry_header else send)
+        if self.expiry_header or verdict.rates is not None:
+            send = _WithHeaders(send, verdict, self.expiry_header)
+        await self.app(scope, receive, send)
 
 
 class TallykeyRefused(Exception):

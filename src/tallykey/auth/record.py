@@ -11,6 +11,9 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from tallykey.controls.rules import RateRule, Refill
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,12 +45,21 @@ class TokenRecord:
     #: The token is pinned to a workspace that was archived: it stopped with it.
     workspace_archived: bool = False
     account_active: bool = True
+    #: Key controls (SPEC §13): rate limits, whether it spends credits (and their refill),
+    #: metadata and external id, returned with every verdict.
+    rate_rules: tuple[RateRule, ...] = ()
+    has_credits: bool = False
+    refill: Refill | None = None
+    metadata: Mapping[str, Any] | None = None
+    external_id: str | None = None
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
     retires_ts: float | None = field(init=False)
     #: True when only expiry and scopes can refuse it (the common case, checked first).
     plain: bool = field(init=False)
+    #: True when a rate limit or credits must admit each request (`controls.gate`).
+    controlled: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expires_ts", self.expires_at.timestamp())
@@ -57,6 +69,7 @@ class TokenRecord:
                            and self.secret_retires_at is None and self.owner_active
                            and not self.token_networks and not self.account_networks
                            and self.account_active and not self.workspace_archived)
+        object.__setattr__(self, "controlled", bool(self.rate_rules) or self.has_credits)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         for networks in (self.token_networks, self.account_networks):
