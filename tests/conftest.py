@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -29,6 +29,9 @@ from tallykey.schema.tables import metadata
 from tallykey.settings import Settings, normalise_database_url
 
 from .redisserver import RedisServer, running_redis
+
+if TYPE_CHECKING:
+    from tallykey.actor import Actor
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -181,7 +184,7 @@ class World:
         self.other_admin = rt.accounts.create_user(Actor.operator(globex.id),
                                                    "admin@globex.test", role="admin")
 
-    def actor(self, user_email: str, ip: str | None = "198.51.100.7") -> object:
+    def actor(self, user_email: str, ip: str | None = "198.51.100.7") -> Actor:
         from tallykey.actor import Actor
 
         for user in (self.admin, self.member, self.other_admin):
@@ -191,15 +194,15 @@ class World:
         raise KeyError(user_email)
 
     @property
-    def as_admin(self):  # type: ignore[no-untyped-def]
+    def as_admin(self) -> Actor:
         return self.actor("admin@acme.test")
 
     @property
-    def as_member(self):  # type: ignore[no-untyped-def]
+    def as_member(self) -> Actor:
         return self.actor("member@acme.test")
 
     @property
-    def as_other_admin(self):  # type: ignore[no-untyped-def]
+    def as_other_admin(self) -> Actor:
         return self.actor("admin@globex.test")
 
 
