@@ -33,7 +33,7 @@ def client(settings: Settings, rt: Runtime) -> Iterator[TestClient]:
 
 def test_an_allowed_request_gets_identity_headers_and_no_store(world: World,
                                                                client: TestClient) -> None:
-    token = world.rt.tokens.issue(world.as_member, TokenDraft(  # type: ignore[arg-type]
+    token = world.rt.tokens.issue(world.as_member, TokenDraft(
         name="proxy", expires_in_days=7, scopes=["employees:read"])).value
     bearer = {"Authorization": f"Bearer {token}"}
     for _ in range(2):  # the second answer comes from the cached verdict's headers

@@ -91,7 +91,7 @@ def test_the_management_api_names_a_misplaced_header_too(world: World, rt: Runti
 
 
 def test_the_expiry_header_is_on_unless_left_off(world: World, verifier: Verifier) -> None:
-    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="embedded", expires_in_days=7)).value
     seen: list[Verdict] = []
 
