@@ -24,12 +24,14 @@ from tallykey.api.schemas import (
     AuditView,
     LoginRequest,
     PropagationView,
+    RenewRequest,
     RevokedTokenView,
     RevokeRequest,
     RotateRequest,
     ScopeView,
     SecretView,
     SessionView,
+    SuspensionView,
     TargetCount,
     TokenCreate,
     TokenList,
@@ -52,9 +54,10 @@ from tallykey.errors import (
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
+from tallykey.tokens.models import Token
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
-from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
+from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
 
 router = APIRouter(prefix="/api/v1",
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503))
@@ -239,6 +242,51 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     return _idempotent(request, runtime, actor, idempotency_key,
                        f"POST /api/v1/tokens/{token_id}/rotate", {"grace_seconds": grace},
                        200, issue)
+
+
+@router.post("/tokens/{token_id}/renew", status_code=201, response_model=IssuedTokenView,
+             tags=["tokens"])
+def renew_token(token_id: str, body: RenewRequest, actor: ManagementActor,
+                runtime: RuntimeDep, request: Request, response: Response,
+                idempotency_key: IdempotencyKey = None) -> IssuedTokenView | JSONResponse:
+    """A successor with a new expiry (`expires_at` or `expires_in_days`, within the
+    account's maximum validity) and every other setting of this token; the answer carries
+    its full token, once. This token's expiry is never extended: its secret works for
+    `grace_seconds` (0-604800) more, then stops (`previous_secret_expires_at`).
+    Send `Idempotency-Key` to make a retry safe: it never renews twice."""
+    def issue() -> IssuedTokenView:
+        issued = runtime.tokens.renew(actor, token_id, Renewal(
+            expires_at=parse_moment(body.expires_at, "expires_at") if body.expires_at
+            else None, expires_in_days=body.expires_in_days,
+            grace_seconds=body.grace_seconds))
+        settle(runtime, token_id, response)
+        return IssuedTokenView.of_issued(issued, runtime.clock.now())
+
+    return _idempotent(request, runtime, actor, idempotency_key,
+                       f"POST /api/v1/tokens/{token_id}/renew", body.model_dump(), 201, issue)
+
+
+@router.post("/tokens/{token_id}/suspend", response_model=SuspensionView, tags=["tokens"])
+def suspend_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                  response: Response) -> SuspensionView:
+    """Stop the token until it is resumed: it answers 401 `token_suspended`. The answer
+    comes when every live node refuses it (or after `TALLYKEY_PROPAGATION_TIMEOUT`,
+    naming the nodes that had not confirmed). 409 unless the token is active."""
+    return _suspension(runtime, runtime.tokens.suspend(actor, token_id), response)
+
+
+@router.post("/tokens/{token_id}/resume", response_model=SuspensionView, tags=["tokens"])
+def resume_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                 response: Response) -> SuspensionView:
+    """Let a suspended token work again, on every live node once answered. 409 unless the
+    token is suspended."""
+    return _suspension(runtime, runtime.tokens.resume(actor, token_id), response)
+
+
+def _suspension(runtime: Runtime, token: Token, response: Response) -> SuspensionView:
+    propagation = settle(runtime, token.id, response)
+    view = TokenView.of(token, runtime.clock.now())
+    return SuspensionView(**view.model_dump(), propagation=propagation)
 
 
 @router.post("/tokens/{token_id}/end-grace", response_model=TokenView, tags=["tokens"])

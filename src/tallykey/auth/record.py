@@ -42,6 +42,9 @@ class TokenRecord:
     #: The token is pinned to a workspace that was archived: it stopped with it.
     workspace_archived: bool = False
     account_active: bool = True
+    #: A suspended token is refused until resumed, naming who suspended it and when.
+    suspended_at: datetime | None = None
+    suspended_by: str | None = None
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
@@ -56,7 +59,8 @@ class TokenRecord:
         object.__setattr__(self, "plain", self.revoked_at is None
                            and self.secret_retires_at is None and self.owner_active
                            and not self.token_networks and not self.account_networks
-                           and self.account_active and not self.workspace_archived)
+                           and self.account_active and not self.workspace_archived
+                           and self.suspended_at is None)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         for networks in (self.token_networks, self.account_networks):

@@ -44,6 +44,7 @@ from tallykey.errors import (
     OwnerInactive,
     RevokedToken,
     StoreUnavailable,
+    TokenSuspended,
     TooManyAttempts,
     UnknownToken,
     WorkspaceArchived,
@@ -418,6 +419,9 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
     """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3."""
     if record.revoked_at is not None:
         return RevokedToken(record.revoked_at)
+    if record.suspended_at is not None:
+        assert record.suspended_by is not None
+        return TokenSuspended(record.suspended_at, record.suspended_by)
     if not record.account_active:
         return AccountSuspended("The account this token belongs to is suspended.",
                                 "Ask the platform's support to reactivate the account.")
@@ -500,4 +504,6 @@ def _outcome(error: AuthenticationError) -> str:
         return "expired"
     if isinstance(error, UnknownToken):
         return "rotated_out"
+    if isinstance(error, TokenSuspended):
+        return TokenSuspended.reason
     return error.code
