@@ -15,7 +15,7 @@ from tallykey.errors import ValidationFailed
 from tallykey.tokens import policy
 from tallykey.tokens.models import PERSONAL
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
-from tallykey.tokens.service import TokenChanges, TokenDraft
+from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft
 
 CUSTOM_EXPIRY = "date"
 #: The hidden field that makes a create or rotate form idempotent (one token per form).
@@ -100,24 +100,33 @@ class TokenForm:
 
     def draft(self) -> TokenDraft:
         """The service's input; `ValidationFailed` if the expiry choice is unreadable."""
-        expires_at: date | None = None
-        days: int | None = None
-        if self.expiry == CUSTOM_EXPIRY:
-            try:
-                expires_at = date.fromisoformat(self.expires_on)
-            except ValueError:
-                raise ValidationFailed("Pick the expiry date (YYYY-MM-DD).",
-                                       field="expires_at") from None
-        elif (self.expiry.isascii() and self.expiry.isdigit()
-              and int(self.expiry) in EXPIRY_PRESET_DAYS):
-            days = int(self.expiry)
-        else:
-            raise ValidationFailed("Choose how long the token is valid.", field="expires_at")
+        expires_at, days = expiry_choice(self.expiry, self.expires_on)
         return TokenDraft(name=self.name, description=self.description, kind=self.kind,
                           workspace=self.workspace or None, scopes=self.scopes,
                           ip_allowlist=split_lines(self.ip_allowlist),
                           target=self.target or None, expires_at=expires_at,
                           expires_in_days=days)
+
+
+def expiry_choice(expiry: str, expires_on: str) -> tuple[date | None, int | None]:
+    """The expiry fieldset's choice (a preset's days, or `date` and a day) as the services
+    take it: (expires_at, expires_in_days). `ValidationFailed` if it is unreadable."""
+    if expiry == CUSTOM_EXPIRY:
+        try:
+            return date.fromisoformat(expires_on), None
+        except ValueError:
+            raise ValidationFailed("Pick the expiry date (YYYY-MM-DD).",
+                                   field="expires_at") from None
+    if expiry.isascii() and expiry.isdigit() and int(expiry) in EXPIRY_PRESET_DAYS:
+        return None, int(expiry)
+    raise ValidationFailed("Choose how long the token is valid.", field="expires_at")
+
+
+def renewal(form: FormData) -> Renewal:
+    """The renew form: the successor's expiry and the grace of the renewed token's secret."""
+    expires_at, days = expiry_choice(text(form, "expiry"), text(form, "expires_on"))
+    return Renewal(expires_at=expires_at, expires_in_days=days,
+                   grace_seconds=grace_seconds(form))
 
 
 def token_changes(form: FormData) -> TokenChanges:
