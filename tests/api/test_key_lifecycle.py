@@ -239,3 +239,20 @@ def test_renewal_of_a_personal_token_is_for_its_owner(
     assert renewed.status_code == 201 and renewed.json()["owner"] == "member@acme.test"
     assert renewed.headers["tallykey-propagation"].startswith("confirmed=")
     assert api.post("/api/v1/verify", json={"token": mine["token"]}).json()["status"] == 401
+
+
+def test_a_repeated_renewal_with_the_same_idempotency_key_renews_once(
+        api: TestClient, world: World, rt: Runtime) -> None:
+    headers = {**management_token(world, world.as_admin), "Idempotency-Key": "renew-1"}
+    made = create(api, headers | {"Idempotency-Key": "create-1"})
+    body = {"expires_in_days": 60}
+    first = api.post(f"/api/v1/tokens/{made['id']}/renew", json=body, headers=headers)
+    again = api.post(f"/api/v1/tokens/{made['id']}/renew", json=body, headers=headers)
+    assert first.status_code == again.status_code == 201
+    assert again.headers["idempotent-replayed"] == "true" and again.json() == first.json()
+    other = api.post(f"/api/v1/tokens/{made['id']}/renew", json={"expires_in_days": 90},
+                     headers=headers)
+    assert other.status_code == 422 and other.json()["error"] == "idempotency_key_reused"
+    with rt.database.reading() as session:
+        assert session.scalars(select(Token.id).where(
+            Token.renewed_from_id == made["id"])).all() == [first.json()["id"]]
