@@ -256,3 +256,50 @@ def test_a_repeated_renewal_with_the_same_idempotency_key_renews_once(
     with rt.database.reading() as session:
         assert session.scalars(select(Token.id).where(
             Token.renewed_from_id == made["id"])).all() == [first.json()["id"]]
+
+
+def test_a_token_with_renew_self_renews_itself_within_the_account_maximum(
+        api: TestClient, world: World, rt: Runtime, clock: FrozenClock) -> None:
+    admin = management_token(world, world.as_admin)
+    made = create(api, admin, scopes=["employees:read", "tokens:renew_self"],
+                  expires_in_days=7)
+    own = {"Authorization": f"Bearer {made['token']}"}
+    before = lifecycle(rt)
+    too_long = api.post("/api/v1/tokens/self/renew", headers=own,
+                        json={"expires_in_days": 400})
+    assert too_long.status_code == 422 and "maximum validity" in too_long.text
+    assert lifecycle(rt) == before
+    renewed = api.post("/api/v1/tokens/self/renew", headers=own,
+                       json={"expires_in_days": 30, "grace_seconds": 60})
+    assert renewed.status_code == 201, renewed.text
+    successor = renewed.json()
+    assert successor["renewed_from_id"] == made["id"]
+    assert successor["scopes"] == ["employees:read", "tokens:renew_self"]
+    assert successor["expires_at"] == (clock.now() + timedelta(days=30)).isoformat()
+    assert renewed.headers["cache-control"] == "no-store"
+    again = api.post("/api/v1/tokens/self/renew", headers=own, json={"expires_in_days": 30})
+    assert again.status_code == 409 and again.json()["successor_id"] == successor["id"]
+    audit = api.get("/api/v1/audit", params={"target_id": made["id"],
+                                             "action": "token.renewed"}, headers=admin)
+    assert audit.json()["items"][0]["details"]["successor_id"] == successor["id"]
+    clock.advance(timedelta(seconds=61))
+    assert api.post("/api/v1/verify", json={"token": made["token"]}).json()["status"] == 401
+    assert api.post("/api/v1/verify", json={"token": successor["token"]}).json()["allowed"]
+
+
+def test_self_renewal_needs_the_scope_and_a_working_token(api: TestClient, world: World,
+                                                         rt: Runtime) -> None:
+    admin = management_token(world, world.as_admin)
+    plain = create(api, admin)
+    before = lifecycle(rt)
+    refused = api.post("/api/v1/tokens/self/renew", json={"expires_in_days": 30},
+                       headers={"Authorization": f"Bearer {plain['token']}"})
+    assert refused.status_code == 403 and refused.json()["scope"] == "tokens:renew_self"
+    assert api.post("/api/v1/tokens/self/renew",
+                    json={"expires_in_days": 30}).status_code == 401
+    assert lifecycle(rt) == before
+    paused = create(api, admin, name="paused", scopes=["tokens:renew_self"])
+    api.post(f"/api/v1/tokens/{paused['id']}/suspend", headers=admin)
+    suspended = api.post("/api/v1/tokens/self/renew", json={"expires_in_days": 30},
+                         headers={"Authorization": f"Bearer {paused['token']}"})
+    assert suspended.status_code == 401 and suspended.json()["error"] == "token_suspended"

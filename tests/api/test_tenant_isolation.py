@@ -57,6 +57,8 @@ PUBLIC = {
     # secret (tests/people prove a link only ever reaches its own user)
     ("GET", "/console/forgot"), ("POST", "/console/forgot"), ("POST", "/api/v1/password-reset"),
     ("GET", "/console/reset/{token}"), ("POST", "/console/reset/{token}"),
+    # a token renewing itself: authenticated by that token, it can name no other
+    ("POST", "/api/v1/tokens/self/renew"),
     # single sign-on: the provider's answer names the user (tests/people/test_sso.py)
     ("GET", "/console/oidc/start"), ("GET", "/console/oidc/callback"),
 }

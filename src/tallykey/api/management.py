@@ -8,14 +8,23 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
+from tallykey.accounts.permissions import ADMIN
 from tallykey.accounts.service import PolicyChanges
 from tallykey.accounts.sign_in import sign_in
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, is_https, login_limiter
-from tallykey.api.responses import error_responses
+from tallykey.api.deps import (
+    ManagementActor,
+    RuntimeDep,
+    ip_of,
+    is_https,
+    login_limiter,
+    verifier_of,
+)
+from tallykey.api.responses import VerdictRefused, error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
     AccountView,
@@ -62,6 +71,8 @@ from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuer
 router = APIRouter(prefix="/api/v1",
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503))
 PROPAGATION_HEADER = "Tallykey-Propagation"
+#: The scope a token needs to renew itself (`POST /api/v1/tokens/self/renew`).
+RENEW_SELF_SCOPE = "tokens:renew_self"
 
 
 def settle(runtime: Runtime, subject_id: str, response: Response) -> PropagationView:
@@ -242,6 +253,31 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     return _idempotent(request, runtime, actor, idempotency_key,
                        f"POST /api/v1/tokens/{token_id}/rotate", {"grace_seconds": grace},
                        200, issue)
+
+
+@router.post("/tokens/self/renew", status_code=201, response_model=IssuedTokenView,
+             tags=["tokens"])
+async def renew_self(body: RenewRequest, request: Request, response: Response,
+                     runtime: RuntimeDep) -> IssuedTokenView:
+    """The calling token renews itself: authenticated by that token alone, which needs
+    the `tokens:renew_self` scope. As `tokens/{id}/renew`: a successor within the
+    account's maximum validity, its secret in this answer only; the calling token's
+    secret stops after `grace_seconds`."""
+    verdict = await verifier_of(request).averify(
+        request.headers.get("authorization"), ip_of(request), (RENEW_SELF_SCOPE,),
+        request.headers.get("user-agent"))
+    if not verdict.allowed:
+        raise VerdictRefused(verdict)
+    assert verdict.token_id is not None and verdict.account_id is not None
+    actor = Actor(verdict.account_id, verdict.owner_id, ADMIN, f"token {verdict.token_id}",
+                  ip_of(request), "self-renew")
+    renewal = Renewal(expires_at=parse_moment(body.expires_at, "expires_at")
+                      if body.expires_at else None, expires_in_days=body.expires_in_days,
+                      grace_seconds=body.grace_seconds)
+    issued = await run_in_threadpool(runtime.tokens.renew, actor, verdict.token_id, renewal)
+    await run_in_threadpool(settle, runtime, verdict.token_id, response)
+    response.headers["Cache-Control"] = "no-store"
+    return IssuedTokenView.of_issued(issued, runtime.clock.now())
 
 
 @router.post("/tokens/{token_id}/renew", status_code=201, response_model=IssuedTokenView,
