@@ -20,11 +20,12 @@ import pytest
 from sqlalchemy import text
 from sqlalchemy.engine import make_url
 
+from tallykey.accounts import passwords
 from tallykey.clock import FrozenClock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
-from tallykey.db.models import metadata
 from tallykey.runtime import Runtime
+from tallykey.schema.tables import metadata
 from tallykey.settings import Settings, normalise_database_url
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -32,6 +33,12 @@ CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                  "--disable-component-update", "--disable-sync", "--no-first-run"]
 IN_CI = os.environ.get("CI", "").lower() in {"1", "true", "yes"}
+
+# Console passwords hashed with argon2-cffi's cheapest parameters, in this process and in
+# every server a test starts (they inherit the environment); production's are tested in
+# tests/accounts/test_passwords.py.
+os.environ.setdefault("TALLYKEY_ARGON2_PROFILE", "CHEAPEST")
+passwords.use_profile(os.environ["TALLYKEY_ARGON2_PROFILE"])
 
 
 def pg_server_url() -> str:

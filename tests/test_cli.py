@@ -186,7 +186,7 @@ def test_a_terminal_table_never_cuts_the_prefix_at_80_columns(
 
     from rich.console import Console
 
-    import tallykey.cli as cli_module
+    import tallykey.cli.output as cli_module
 
     made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
                           "--name", "A name long enough to squeeze an eighty column table",

@@ -13,6 +13,7 @@ import httpx
 import pytest
 
 from tallykey import client as sdk
+from tallykey import errors
 from tallykey.tokens import format as token_format
 
 from .e2e.conftest import Server, free_port, running_server
@@ -212,11 +213,31 @@ def test_refusal_bodies_map_to_their_classes() -> None:
                                 "retry_after": 42}, url)
     assert isinstance(limited, sdk.RateLimited) and limited.retry_after == 42
     assert isinstance(sdk.refusal(401, {"error": "invalid_token", "message": "m",
-                                        "reason": "checksum"}, url), sdk.TokenMalformed)
+                                        "reason": "malformed"}, url), sdk.TokenMalformed)
+    # the reason decides, never the message's wording
+    assert isinstance(sdk.refusal(401, {"error": "invalid_token", "message": "owner gone",
+                                        "reason": "revoked"}, url), sdk.TokenRevoked)
+    assert isinstance(sdk.refusal(401, {"error": "invalid_token", "message": "m",
+                                        "reason": "owner_inactive"}, url),
+                      sdk.TokenOwnerInactive)
+    unavailable = sdk.refusal(503, {"error": "store_unavailable", "message": "m",
+                                    "reason": "store_unavailable"}, url, "2")
+    assert isinstance(unavailable, sdk.ServiceUnavailable) and unavailable.retry_after == 2
     assert isinstance(sdk.refusal(403, {"error": "forbidden", "message": "m"}, url),
                       sdk.AccessDenied)
     assert isinstance(sdk.refusal(500, {"error": "internal_error", "message": "m"}, url),
                       sdk.UnexpectedResponse)
+
+
+def test_every_refusal_reason_of_the_server_has_its_client_exception() -> None:
+    def subclasses(kind: type[errors.TallykeyError]) -> list[type[errors.TallykeyError]]:
+        return [kind, *(sub for child in kind.__subclasses__() for sub in subclasses(child))]
+
+    refusals = [*subclasses(errors.AuthenticationError), errors.StoreUnavailable]
+    reasons = {kind.reason for kind in refusals if kind is not errors.AuthenticationError}
+    assert "" not in reasons  # every refusal says why
+    missing = reasons - set(sdk.REFUSALS) - {"missing", "malformed_header"}  # no token sent
+    assert not missing
 
 
 def test_the_client_never_shows_its_token(server: Server, regions: dict[str, str]) -> None:

@@ -44,9 +44,9 @@ def test_the_wheel_has_licence_metadata_typing_marker_and_data_files(wheel: Path
     assert "tallykey/py.typed" in names
     for needed in ("tallykey/console/templates/base.html", "tallykey/console/static/console.css",
                    "tallykey/notify/templates/token_created.txt",
-                   "tallykey/db/migrations/env.py"):
+                   "tallykey/schema/migrations/env.py"):
         assert needed in names, needed
-    assert any(n.startswith("tallykey/db/migrations/versions/0001") for n in names)
+    assert any(n.startswith("tallykey/schema/migrations/versions/0001") for n in names)
 
 
 def test_mypy_sees_the_installed_package_as_typed(wheel: Path, tmp_path: Path) -> None:
@@ -71,6 +71,50 @@ def test_mypy_sees_the_installed_package_as_typed(wheel: Path, tmp_path: Path) -
     assert 'Incompatible types in assignment (expression has type "str"' in checked.stdout
     assert "Found 1 error" in checked.stdout, checked.stdout
     assert sysconfig.get_paths()  # the test's own interpreter is untouched
+
+
+def test_the_client_installs_alone(wheel: Path, tmp_path: Path) -> None:
+    """`pip install tallykey` is for integrations: it requires httpx and nothing else, and
+    the client SDK runs in an environment that has no web framework, ORM or pydantic."""
+    with zipfile.ZipFile(wheel) as archive:
+        info = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        metadata = Parser().parsestr(archive.read(info).decode())
+    required = metadata.get_all("Requires-Dist") or []
+    unconditional = [r for r in required if "extra ==" not in r]
+    assert [re.split(r"[<>=\[ ]", r)[0] for r in unconditional] == ["httpx"]
+    assert any("fastapi" in r and 'extra == "server"' in r for r in required)
+
+    env = tmp_path / "venv"
+    venv.create(env, with_pip=False)  # no system site-packages: only what we put there
+    python = env / "bin" / "python"
+    site = Path(subprocess.run([str(python), "-c", "import sysconfig; print(sysconfig."
+                                "get_paths()['purelib'])"], capture_output=True, text=True,
+                               check=True).stdout.strip())
+    subprocess.run([sys.executable, "-m", "pip", "install", "--quiet", "--no-deps",
+                    "--target", str(site), str(wheel)], check=True, timeout=300)
+    ours = Path(sysconfig.get_paths()["purelib"])
+    for package in ("httpx", "httpcore", "h11", "anyio", "sniffio", "idna", "certifi",
+                    "typing_extensions.py"):  # httpx and what it requires
+        if (ours / package).exists():
+            (site / package).symlink_to(ours / package)
+    script = ("import sys\n"
+              "from tallykey.client import Client, TokenMalformed\n"
+              "try:\n"
+              "    Client('tlk_eu1_short', base_url='http://127.0.0.1:9').connect()\n"
+              "except TokenMalformed as error:\n"
+              "    print('refused offline:', error.message)\n"
+              "heavy = {'fastapi', 'starlette', 'sqlalchemy', 'psycopg', 'pydantic', 'typer'}\n"
+              "print('loaded:', sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n")
+    ran = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
+                         timeout=60, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "refused offline:" in ran.stdout and "loaded: []" in ran.stdout
+    # the server is not there, and the command says how to get it in one line
+    server = subprocess.run([str(python), "-c", "from tallykey.cli import main; main()"],
+                            capture_output=True, text=True, timeout=60, cwd=tmp_path)
+    assert server.returncode == 1
+    assert "pip install 'tallykey[server]'" in server.stderr
+    assert "Traceback" not in server.stderr
 
 
 def test_the_readme_stands_alone() -> None:

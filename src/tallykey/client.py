@@ -28,7 +28,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from tallykey.errors import TokenFormatError
-from tallykey.settings import Settings
+from tallykey.regions import local_region_map
 from tallykey.tokens.format import parse
 
 INFO_PATH = "/core/v3/info"
@@ -53,6 +53,11 @@ class ConnectFailed(Exception):
         self.url = url
         self.status = status
         self.details = details
+
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        """This error from a server's refusal: its message, hint and body (`facts`)."""
+        return cls(message, hint, **common)
 
     def as_dict(self) -> dict[str, Any]:
         body: dict[str, Any] = {"ok": False, "error": self.code, "message": self.message}
@@ -101,6 +106,11 @@ class WrongRegion(TokenRejected):
         self.region = region
         self.base_url = base_url
 
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        return cls(message, hint, region=str(facts.get("region", "")),
+                   base_url=facts.get("base_url"), **common)
+
 
 class TokenNotRecognised(TokenRejected):
     """Well formed, right region, but unknown here: deleted, or from another deployment."""
@@ -118,6 +128,10 @@ class TokenRevoked(TokenRejected):
         super().__init__(message, hint, **kwargs)
         self.revoked_at = revoked_at
 
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        return cls(message, hint, revoked_at=_when(facts.get("revoked_at")), **common)
+
 
 class TokenExpired(TokenRejected):
     exit_code = 25
@@ -128,10 +142,22 @@ class TokenExpired(TokenRejected):
         super().__init__(message, hint, **kwargs)
         self.expired_at = expired_at
 
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        return cls(message, hint, expired_at=_when(facts.get("expired_at")), **common)
+
 
 class TokenOwnerInactive(TokenRejected):
     exit_code = 26
     code = "owner_inactive"
+
+
+class TokenUnusable(TokenRejected):
+    """Known and valid, but stopped for now or for good by something other than its own
+    state: its account was suspended or its workspace archived."""
+
+    exit_code = 27
+    code = "token_unusable"
 
 
 class AccessDenied(ConnectFailed):
@@ -151,6 +177,11 @@ class IpNotAllowed(AccessDenied):
         super().__init__(message, hint, ip=ip, **kwargs)
         self.ip = ip
 
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        ip = facts.get("ip")
+        return cls(message, hint, ip=str(ip) if ip is not None else None, **common)
+
 
 class ScopeMissing(AccessDenied):
     exit_code = 32
@@ -160,6 +191,10 @@ class ScopeMissing(AccessDenied):
                  **kwargs: Any) -> None:
         super().__init__(message, hint, missing_scopes=scopes, **kwargs)
         self.scopes = scopes
+
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        return cls(message, hint, scopes=[str(facts.get("scope", ""))], **common)
 
 
 class RateLimited(ConnectFailed):
@@ -171,6 +206,12 @@ class RateLimited(ConnectFailed):
         super().__init__(message, hint, retry_after=retry_after, **kwargs)
         self.retry_after = retry_after
 
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        seconds = str(facts.get("retry_after") or "")
+        return cls(message, hint, retry_after=int(seconds) if seconds.isdigit() else None,
+                   **common)
+
 
 class ServerUnreachable(ConnectFailed):
     """No HTTP answer at all (DNS, refused, TLS, timeout); `url` is what was tried."""
@@ -179,11 +220,39 @@ class ServerUnreachable(ConnectFailed):
     code = "server_unreachable"
 
 
+class ServiceUnavailable(RateLimited):
+    """The server answered but cannot check tokens right now (its store is down);
+    `retry_after` says when to try again."""
+
+    exit_code = 52
+    code = "service_unavailable"
+
+
 class UnexpectedResponse(ConnectFailed):
     """An answer that is not tallykey's: wrong base URL, a proxy's error page, a 5xx."""
 
     exit_code = 51
     code = "unexpected_response"
+
+
+#: The server's refusal reasons (`reason` in every error body; `tallykey.errors`) and the
+#: exception each one becomes. A reason not listed here falls back to the HTTP status.
+REFUSALS: dict[str, type[ConnectFailed]] = {
+    "malformed": TokenMalformed,
+    "wrong_region": WrongRegion,
+    "unknown": TokenNotRecognised,
+    "rotated_out": TokenNotRecognised,
+    "revoked": TokenRevoked,
+    "expired": TokenExpired,
+    "owner_inactive": TokenOwnerInactive,
+    "account_suspended": TokenUnusable,
+    "workspace_archived": TokenUnusable,
+    "ip_not_allowed": IpNotAllowed,
+    "insufficient_scope": ScopeMissing,
+    "workspace_not_allowed": AccessDenied,
+    "too_many_attempts": RateLimited,
+    "store_unavailable": ServiceUnavailable,
+}
 
 
 # --- the answer ----------------------------------------------------------------------------
@@ -234,11 +303,8 @@ class _Target:
 def region_map() -> dict[str, str]:
     """This machine's `TALLYKEY_REGIONS`, the same mapping the server uses, plus the URL a
     local `tallykey demo` registered in this machine's data dir (for regions not named)."""
-    from tallykey.demo.local import registered_regions
-
     try:
-        settings = Settings()
-        return {**registered_regions(settings.data_dir), **settings.region_urls}
+        return local_region_map()
     except ValueError as error:
         raise ClientMisconfigured(f"The TALLYKEY_* settings cannot be read: {error}",
                                   "Write TALLYKEY_REGIONS as eu1=https://…,us1=https://….",
@@ -251,7 +317,7 @@ def resolve(token: str, region: str | None, base_url: str | None,
     try:
         parsed = parse(token)
     except TokenFormatError as error:
-        raise TokenMalformed(error.message, error.hint, reason=error.reason) from None
+        raise TokenMalformed(error.message, error.hint, problem=error.problem) from None
     known = dict(region_map() if regions is None else regions)
     region = region.strip().lower() if region is not None and region.strip() else None
     if region is not None and parsed.region != region:
@@ -326,39 +392,16 @@ def interpret(response: httpx.Response, base_url: str,
 
 def refusal(status: int, body: Mapping[str, Any], url: str,
             retry_after: str | None = None) -> ConnectFailed:
-    """Map a server's JSON error body (`{"error", "message", "hint", …}`) to an exception."""
-    error = str(body.get("error", ""))
+    """Map a server's JSON error body (`{"error", "message", "reason", "hint", …}`) to an
+    exception: by its `reason` through `REFUSALS`, else by the HTTP status."""
     message = str(body.get("message", "")) or f"The server refused the token (HTTP {status})."
     hint = str(body.get("hint", ""))
-    common: dict[str, Any] = {"url": url, "status": status}
-    if status == 429:
-        seconds = str(body.get("retry_after") or retry_after or "")
-        return RateLimited(message, hint, retry_after=int(seconds) if seconds.isdigit()
-                           else None, **common)
-    if status == 403:
-        if error == "ip_not_allowed":
-            return IpNotAllowed(message, hint, ip=body.get("ip"), **common)
-        if error == "insufficient_scope":
-            return ScopeMissing(message, hint, scopes=[str(body.get("scope", ""))], **common)
-        return AccessDenied(message, hint, **common)
-    if status == 401:
-        if "revoked_at" in body:
-            return TokenRevoked(message, hint, revoked_at=_when(body["revoked_at"]), **common)
-        if "expired_at" in body:
-            return TokenExpired(message, hint, expired_at=_when(body["expired_at"]), **common)
-        if "region" in body:
-            return WrongRegion(message, hint, region=str(body["region"]),
-                               base_url=body.get("base_url"), **common)
-        if body.get("reason") in ("checksum", "length", "characters", "whitespace", "prefix",
-                                  "region", "empty"):
-            return TokenMalformed(message, hint, **common)
-        if error == "invalid_token" and "owner" in message.lower():
-            return TokenOwnerInactive(message, hint, **common)
-        if error == "invalid_token":
-            return TokenNotRecognised(
-                message, hint or "Check that the token was not deleted or revoked in the "
-                "console, and copy it again.", **common)
-    return UnexpectedResponse(message, hint, **common)
+    kind = REFUSALS.get(str(body.get("reason", "")))
+    if kind is None:
+        kind = {401: TokenNotRecognised, 403: AccessDenied, 429: RateLimited}.get(
+            status, UnexpectedResponse)
+    facts = {**body, "retry_after": body.get("retry_after") or retry_after}
+    return kind.of(message, hint, facts, url=url, status=status)
 
 
 def _connection(body: Mapping[str, Any], base_url: str, url: str) -> ConnectionInfo:

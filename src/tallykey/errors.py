@@ -1,7 +1,12 @@
-"""Every error tallykey raises: each knows its HTTP status, its error code and what to fix.
+"""Every error tallykey raises: each knows its HTTP status, its error code, its reason and
+what to fix.
 
-Errors are mapped to responses in exactly one place (`tallykey.api.responses`); the CLI
-prints `message` (and `hint`) as one line. Messages never contain a token secret.
+`code` is the protocol's word (RFC 6750's `invalid_token`, or the API's `not_found`);
+`reason` is the stable, machine-readable why (`revoked`, `expired`, `rotated_out`, …) that
+every JSON body, the `Tallykey-Reason` header of `/auth/request`, the usage counters and
+the client SDK's exception table share. One renderer per medium turns an error into an
+answer: JSON (`as_dict`), HTML (the console's error page), an exit code (the CLI).
+Messages never contain a token secret.
 """
 
 from __future__ import annotations
@@ -21,11 +26,28 @@ def mask_secrets(text: str) -> str:
     return _SECRET_SHAPED.sub(r"\1…", text) if "tlk_" in text else text
 
 
+def error_body(code: str, message: str, hint: str = "", reason: str = "",
+               details: dict[str, Any] | None = None) -> dict[str, Any]:
+    """The one JSON error body of every surface: `{"error", "message", "reason", "hint",
+    …details}`; a request without credentials says `missing_token` (RFC 6750 gives it
+    no code)."""
+    body: dict[str, Any] = {"error": code or "missing_token", "message": message}
+    if reason:
+        body["reason"] = reason
+    if hint:
+        body["hint"] = hint
+    if details:
+        body.update(details)
+    return body
+
+
 class TallykeyError(Exception):
     """Base of every error the product raises on purpose."""
 
     status: ClassVar[int] = 400
     code: ClassVar[str] = "invalid_request"
+    #: Why, for machines; "" where `code` already says all (a management error).
+    reason: ClassVar[str] = ""
 
     def __init__(self, message: str, hint: str = "", **details: Any) -> None:
         message, hint = mask_secrets(message), mask_secrets(hint)
@@ -36,11 +58,8 @@ class TallykeyError(Exception):
                         for key, value in details.items()}
 
     def as_dict(self) -> dict[str, Any]:
-        body: dict[str, Any] = {"error": self.code, "message": self.message}
-        if self.hint:
-            body["hint"] = self.hint
-        body.update(self.details)
-        return body
+        """The JSON error body (see `error_body`)."""
+        return error_body(self.code, self.message, self.hint, self.reason, self.details)
 
     def headers(self) -> dict[str, str]:
         """Response headers every answer to this error carries (e.g. `Retry-After`)."""
@@ -53,6 +72,7 @@ class StoreUnavailable(TallykeyError):
 
     status = 503
     code = "store_unavailable"
+    reason = "store_unavailable"
 
     def __init__(self, message: str, hint: str = "", *, retry_after: int = 2) -> None:
         super().__init__(message, hint or f"Try again in {retry_after} seconds.")
@@ -120,35 +140,50 @@ class MissingCredentials(AuthenticationError):
     """No Authorization header: RFC 6750 §3.1 says the challenge carries no error code."""
 
     code = ""
-
-    def as_dict(self) -> dict[str, Any]:
-        body = super().as_dict()
-        body["error"] = "missing_token"
-        return body
+    reason = "missing"
 
 
 class MalformedHeader(AuthenticationError):
     status = 400
     code = "invalid_request"
+    reason = "malformed_header"
 
 
 class TokenFormatError(AuthenticationError):
-    """The token string itself is malformed (checksum, length, characters); no lookup made."""
+    """The token string itself is malformed; no lookup made. `problem` says how:
+    `checksum`, `length`, `characters`, `whitespace`, `prefix`, `region` or `empty`."""
 
-    def __init__(self, message: str, hint: str = "", *, reason: str) -> None:
-        super().__init__(message, hint, reason=reason)
-        self.reason = reason
+    reason = "malformed"
+
+    def __init__(self, message: str, hint: str = "", *, problem: str) -> None:
+        super().__init__(message, hint, problem=problem)
+        self.problem = problem
 
 
 class WrongRegion(AuthenticationError):
-    pass
+    reason = "wrong_region"
 
 
 class UnknownToken(AuthenticationError):
-    pass
+    """Well formed, but no such token here (or its secret does not match)."""
+
+    reason = "unknown"
+
+
+class RotatedOut(AuthenticationError):
+    """The secret was replaced by a rotation (or renewal) and its grace has ended."""
+
+    reason = "rotated_out"
+
+    def __init__(self, retired_at: datetime) -> None:
+        super().__init__(
+            f"This token was rotated: its old secret stopped working at "
+            f"{retired_at.isoformat()}.", "Use the new token issued by the rotation.")
 
 
 class RevokedToken(AuthenticationError):
+    reason = "revoked"
+
     def __init__(self, revoked_at: datetime) -> None:
         super().__init__(
             f"This token was revoked at {revoked_at.isoformat()} and can no longer be used.",
@@ -174,6 +209,8 @@ class TokenSuspended(AuthenticationError):
 
 
 class ExpiredToken(AuthenticationError):
+    reason = "expired"
+
     def __init__(self, expired_at: datetime) -> None:
         super().__init__(
             f"Token Expired: this token expired at {expired_at.isoformat()}.",
@@ -184,17 +221,19 @@ class ExpiredToken(AuthenticationError):
 
 
 class OwnerInactive(AuthenticationError):
-    pass
+    reason = "owner_inactive"
 
 
 class IpNotAllowed(AuthenticationError):
     status = 403
     code = "ip_not_allowed"
+    reason = "ip_not_allowed"
 
 
 class InsufficientScope(AuthenticationError):
     status = 403
     code = "insufficient_scope"
+    reason = "insufficient_scope"
 
     def __init__(self, scope: str, message: str = "", hint: str = "", **details: Any) -> None:
         super().__init__(
@@ -210,19 +249,25 @@ class WorkspaceNotAllowed(AuthenticationError):
 
     status = 403
     code = "workspace_not_allowed"
+    reason = "workspace_not_allowed"
 
 
 class WorkspaceArchived(AuthenticationError):
     """The token belongs to a workspace that was archived: it stopped with it."""
 
+    reason = "workspace_archived"
+
 
 class AccountSuspended(AuthenticationError):
     """The token's account was suspended by the platform's operator."""
+
+    reason = "account_suspended"
 
 
 class TooManyAttempts(AuthenticationError):
     status = 429
     code = "too_many_attempts"
+    reason = "too_many_attempts"
 
     def __init__(self, retry_after: int,
                  message: str = "Too many failed authentication attempts from this address."

@@ -42,14 +42,14 @@ class RedactSecrets(logging.Filter):
 
 def uvicorn_log_config(log_format: str = "text") -> dict[str, Any]:
     """uvicorn's `log_config`: its own text format, or one JSON object per line
-    (`tallykey.monitor.access_log` writes the request lines then); either way with the
+    (`tallykey.api.access_log` writes the request lines then); either way with the
     redacting filter on every handler."""
     if log_format == "json":
         handler = {"class": "logging.StreamHandler", "formatter": "json",
                    "stream": "ext://sys.stderr"}
         config: dict[str, Any] = {
             "version": 1, "disable_existing_loggers": False,
-            "formatters": {"json": {"()": "tallykey.monitor.access_log.JsonFormatter"}},
+            "formatters": {"json": {"()": "tallykey.api.access_log.JsonFormatter"}},
             "handlers": {"json": handler},
             "loggers": {
                 "uvicorn": {"handlers": ["json"], "level": "INFO", "propagate": False},

@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 
 from sqlalchemy import func, select
 
+from tallykey.accounts import passwords
 from tallykey.accounts.models import Account
 from tallykey.accounts.scopes import ScopeCatalog, load_catalog
 from tallykey.accounts.service import AccountService
@@ -14,7 +15,7 @@ from tallykey.auth.sessions import SessionStore
 from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
-from tallykey.demo.local import kek_path as demo_kek_path
+from tallykey.demo_files import kek_path as demo_kek_path
 from tallykey.errors import TallykeyError
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import NodePresence, Propagation, settle
@@ -62,6 +63,7 @@ class Runtime:
     @classmethod
     def build(cls, settings: Settings | None = None, clock: Clock | None = None) -> Runtime:
         settings = settings or load_settings()
+        passwords.use_profile(settings.argon2_profile)
         catalog = load_catalog(settings.scopes_file)  # a bad file stops here, one line
         database = Database(settings.resolved_database_url, settings.db_connect_timeout,
                             settings.db_statement_timeout)

@@ -10,6 +10,8 @@ from typing import Literal
 from pydantic import Field, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tallykey.regions import parse_region_map
+
 DEFAULT_REGION = "eu1"
 
 
@@ -50,6 +52,10 @@ class Settings(BaseSettings):
     alert_network_prefix_v6: int = Field(default=48, ge=16, le=128)
     #: Refused requests of one token in one hour that raise a "denied spike" alert (0: off).
     alert_denied_threshold: int = Field(default=100, ge=0)
+    #: argon2id parameters of console passwords (argon2-cffi's profiles). CHEAPEST is for
+    #: test suites only: it makes a stolen hash cheap to crack.
+    argon2_profile: Literal["RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"] = (
+        "RFC_9106_LOW_MEMORY")
     #: `text` (default) or `json`: one JSON line per request and per log record.
     log_format: Literal["text", "json"] = "text"
     #: Public keys that sign leaked-token reports (`POST /api/v1/leaks`): a path to a JSON
@@ -135,20 +141,6 @@ def normalise_database_url(url: str) -> str:
         if url.startswith(plain):
             return "postgresql+psycopg://" + url[len(plain) :]
     return url
-
-
-def parse_region_map(text: str) -> dict[str, str]:
-    regions: dict[str, str] = {}
-    for part in text.split(","):
-        if not part.strip():
-            continue
-        name, sep, url = part.partition("=")
-        if not sep or not name.strip() or not url.strip():
-            raise ValueError(
-                f"TALLYKEY_REGIONS entry {part.strip()!r} is not of the form region=url"
-            )
-        regions[name.strip()] = url.strip().rstrip("/")
-    return regions
 
 
 def load_settings() -> Settings:

@@ -44,3 +44,19 @@ def test_creating_a_user_applies_the_rules(world: World) -> None:
     with pytest.raises(ValidationFailed, match="commonly used"):
         world.rt.accounts.create_user(world.as_admin, "p@acme.test", password="123qweasdzxc")
     assert hash_password("plum tractor lantern").startswith("$argon2id$")
+
+
+def test_production_hashes_use_rfc_9106_and_any_profile_verifies_any_hash() -> None:
+    from tallykey.settings import Settings
+
+    assert Settings.model_fields["argon2_profile"].default == "RFC_9106_LOW_MEMORY"
+    cheap = hash_password("plum tractor lantern")  # this suite runs with CHEAPEST
+    try:
+        passwords.use_profile("RFC_9106_LOW_MEMORY")
+        strong = hash_password("plum tractor lantern")
+        assert strong.startswith("$argon2id$v=19$m=65536,t=3,p=4$")
+        assert passwords.check_password(cheap, "plum tractor lantern")
+    finally:
+        passwords.use_profile("CHEAPEST")
+    assert passwords.check_password(strong, "plum tractor lantern")
+    assert not passwords.check_password(strong, "plum tractor lanterns")

@@ -17,8 +17,8 @@ from tallykey.api.app import create_app
 from tallykey.auth.verifier import Verifier
 from tallykey.cli import app as cli_app
 from tallykey.clock import FrozenClock
-from tallykey.db.models import OperatorToken
 from tallykey.runtime import Runtime
+from tallykey.schema.tables import OperatorToken
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

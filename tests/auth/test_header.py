@@ -12,7 +12,8 @@ from tallykey.auth.header import extract_token
 from tallykey.errors import AuthenticationError, MalformedHeader, MissingCredentials
 from tallykey.tokens import format as token_format
 
-TOKEN = str(token_format.generate("eu1"))
+#: A fixed, well-formed token: test ids must be the same in every xdist worker.
+TOKEN = "tlk_eu1_gtkj08Kfn59Zb57IdKAwQ8OfBPKsycT6CZnKbO06bQH73M0FCvHnwbZ1jmQCs"
 PARSED = token_format.parse(TOKEN)
 
 

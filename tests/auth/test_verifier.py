@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import event, select
 
 from tallykey.accounts.actor import Actor
-from tallykey.auth.models import TokenUsage
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.db.engine import Database
+from tallykey.monitor.models import TokenUsage
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens import format as token_format

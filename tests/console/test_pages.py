@@ -290,7 +290,7 @@ def test_a_setup_link_is_refused_when_guessed_or_replaced(rt: Runtime,
 
 
 def test_usage_chart_and_outbox_page(admin: tuple[TestClient, str], world: World) -> None:
-    from tallykey.auth.usage import UsageRecorder
+    from tallykey.monitor.usage import UsageRecorder
 
     client, _ = admin
     actor = Actor(world.acme_id, world.admin.id, "admin", world.admin.email)
@@ -511,7 +511,7 @@ def test_token_list_has_scopes_a_revoke_per_row_and_cards_markup(
 
 def test_usage_chart_per_hour_and_an_honest_empty_state(admin: tuple[TestClient, str],
                                                         world: World) -> None:
-    from tallykey.auth.usage import UsageRecorder
+    from tallykey.monitor.usage import UsageRecorder
 
     client, csrf = admin
     made = create(client, csrf, name="Charted", kind="application", scopes=["employees:read"])

@@ -7,7 +7,7 @@ from alembic.runtime.migration import MigrationContext
 
 from tallykey.db import migrate
 from tallykey.db.engine import Database
-from tallykey.db.models import metadata
+from tallykey.schema.tables import metadata
 
 
 def test_migrations_match_the_models(database_url: str) -> None:

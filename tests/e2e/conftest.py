@@ -21,8 +21,8 @@ import pytest
 from sqlalchemy import select
 
 from tallykey.db.engine import Database
-from tallykey.db.models import metadata
 from tallykey.errors import TokenFormatError
+from tallykey.schema.tables import metadata
 from tallykey.settings import normalise_database_url
 from tallykey.tokens import format as token_format
 

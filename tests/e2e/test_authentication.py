@@ -176,6 +176,12 @@ def test_revoked_token_says_when(server: Server) -> None:
     assert revoked.status_code == 200
     body = assert_refused(call(server, f"Bearer {made['token']}"), 401, "revoked at")
     assert body["revoked_at"] == revoked.json()["revoked_at"]
+    assert body["reason"] == "revoked"
+    # a proxy passes headers on, not the body: /auth/request says why in a header too
+    proxied = call(server, f"Bearer {made['token']}", "/auth/request")
+    assert proxied.status_code == 401
+    assert proxied.headers["Tallykey-Reason"] == "revoked"
+    assert proxied.json()["reason"] == "revoked"
 
 
 def test_expired_token_says_token_expired_and_when(server: Server) -> None:

@@ -8,13 +8,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import func, select
 
-from tallykey.auth.models import TokenUsage
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
-from tallykey.monitor.models import TokenNetwork
+from tallykey.jobs import Worker
+from tallykey.monitor.models import TokenNetwork, TokenUsage
 from tallykey.monitor.report import usage_report
 from tallykey.notify.notices import Notifier
-from tallykey.notify.worker import Worker
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft

@@ -18,9 +18,9 @@ import pytest
 from aiosmtpd.controller import Controller
 from sqlalchemy import select
 
+from tallykey.jobs import Worker
 from tallykey.notify.models import OutboxMessage
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
-from tallykey.notify.worker import Worker
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 

@@ -11,12 +11,12 @@ from sqlalchemy import func, select
 
 from tallykey.accounts.actor import Actor
 from tallykey.errors import ValidationFailed
-from tallykey.events import TokenEvent
 from tallykey.notify.models import EMAIL, OutboxMessage
 from tallykey.notify.notices import in_words
 from tallykey.notify.outbox import Draft, enqueue
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
+from tallykey.tokens.events import TokenEvent
 from tallykey.tokens.format import TOKEN_PATTERN
 from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft, TokenService

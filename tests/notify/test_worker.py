@@ -10,10 +10,10 @@ from typing import Any
 
 import pytest
 
+from tallykey.jobs import Worker, start_background_worker
 from tallykey.notify import outbox
 from tallykey.notify.models import EMAIL
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
-from tallykey.notify.worker import Worker, start_background_worker
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
 

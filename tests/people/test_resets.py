@@ -12,12 +12,12 @@ import pytest
 from sqlalchemy import select
 
 from tallykey.accounts.actor import Actor
+from tallykey.api.access_log import JsonFormatter
 from tallykey.audit.models import AuditEvent
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.clock import FrozenClock
 from tallykey.errors import LinkRefused, NotFound, PermissionDenied, ValidationFailed
 from tallykey.logs import redact
-from tallykey.monitor.access_log import JsonFormatter
 from tallykey.notify.models import OutboxMessage
 from tallykey.people.models import PasswordReset
 from tallykey.people.resets import RESET_LIFETIME, PasswordResets

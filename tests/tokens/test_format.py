@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from tallykey.errors import TokenFormatError
 from tallykey.tokens import format as token_format
 
-REASONS = {"empty", "whitespace", "prefix", "region", "characters", "length", "checksum"}
+PROBLEMS = {"empty", "whitespace", "prefix", "region", "characters", "length", "checksum"}
 regions = st.from_regex(r"[a-z0-9]{1,8}", fullmatch=True)
 
 
@@ -35,7 +35,7 @@ def test_every_single_character_change_is_rejected(token: str, data: st.DataObje
     altered = token[:index] + replacement + token[index + 1 :]
     with pytest.raises(TokenFormatError) as caught:
         token_format.parse(altered)
-    assert caught.value.reason in REASONS
+    assert caught.value.problem in PROBLEMS
 
 
 @given(issued(), st.data())
@@ -45,7 +45,7 @@ def test_every_truncation_is_rejected(token: str, data: st.DataObject) -> None:
     altered = token[cut:] if from_start and cut else token[:cut]
     with pytest.raises(TokenFormatError) as caught:
         token_format.parse(altered)
-    assert caught.value.reason in REASONS - {"whitespace", "characters"}
+    assert caught.value.problem in PROBLEMS - {"whitespace", "characters"}
 
 
 @given(issued(), st.data())
@@ -54,7 +54,7 @@ def test_added_whitespace_is_rejected_as_whitespace(token: str, data: st.DataObj
     blank = data.draw(st.sampled_from([" ", "\t", "\n", "\r\n", "\u00a0", "\u2003"]))
     with pytest.raises(TokenFormatError) as caught:
         token_format.parse(token[:index] + blank + token[index:])
-    assert caught.value.reason == "whitespace"
+    assert caught.value.problem == "whitespace"
 
 
 @given(issued(), st.data())
@@ -64,7 +64,7 @@ def test_inserted_base62_character_is_rejected_by_length(token: str, data: st.Da
     extra = data.draw(st.sampled_from(token_format.ALPHABET))
     with pytest.raises(TokenFormatError) as caught:
         token_format.parse(token[:index] + extra + token[index:])
-    assert caught.value.reason == "length"
+    assert caught.value.problem == "length"
 
 
 @settings(max_examples=500)
@@ -73,7 +73,7 @@ def test_parsing_arbitrary_text_raises_only_our_error(text: str) -> None:
     try:
         token_format.parse(text)
     except TokenFormatError as error:
-        assert error.reason in REASONS
+        assert error.problem in PROBLEMS
         assert error.status == 401
 
 
@@ -93,14 +93,14 @@ def test_reasons_are_specific() -> None:
     for value, reason in cases.items():
         with pytest.raises(TokenFormatError) as caught:
             token_format.parse(value)
-        assert caught.value.reason == reason, value
+        assert caught.value.problem == reason, value
 
 
 def test_the_region_is_covered_by_the_checksum() -> None:
     token = str(token_format.generate("eu1"))
     with pytest.raises(TokenFormatError) as caught:
         token_format.parse(token.replace("tlk_eu1_", "tlk_us1_"))
-    assert caught.value.reason == "checksum"
+    assert caught.value.problem == "checksum"
 
 
 def test_secrets_are_unique_and_use_the_whole_alphabet() -> None:

@@ -11,9 +11,9 @@ from sqlalchemy import select, text
 
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
-from tallykey.db.models import metadata
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.runtime import Runtime
+from tallykey.schema.tables import metadata
 from tallykey.tokens.models import TokenSecret
 from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
 

@@ -8,10 +8,11 @@ by Royce Williams, as shipped (BSD licence) by Django's `django.contrib.auth`.
 from __future__ import annotations
 
 import gzip
+import logging
 from functools import cache
 from importlib import resources
 
-from argon2 import PasswordHasher
+from argon2 import PasswordHasher, profiles
 from argon2.exceptions import InvalidHashError, VerificationError
 
 from tallykey.errors import ValidationFailed
@@ -22,9 +23,27 @@ MIN_PASSWORD_LENGTH = 12
 MAX_PASSWORD_LENGTH = 1000
 COMMON_PASSWORDS_FILE = "common-passwords.txt.gz"
 
-_hasher = PasswordHasher()  # argon2id with the library's current recommended parameters
+log = logging.getLogger(__name__)
+
+#: argon2id with RFC 9106's recommended parameters for memory-constrained machines (the
+#: library's default), unless `use_profile` chose others (`TALLYKEY_ARGON2_PROFILE`).
+_profile = "RFC_9106_LOW_MEMORY"
+_hasher = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
 # A real hash to verify against when the user does not exist, so timing does not tell.
 _DUMMY_HASH = _hasher.hash("tallykey-timing-equaliser")
+
+
+def use_profile(name: str) -> None:
+    """Hash new passwords with one of argon2-cffi's profiles. Hashes carry their own
+    parameters, so existing ones keep verifying under any profile."""
+    global _profile, _hasher, _DUMMY_HASH
+    if name == _profile:
+        return
+    if name == "CHEAPEST":
+        log.warning("TALLYKEY_ARGON2_PROFILE=CHEAPEST: password hashes are cheap to crack; "
+                    "use it for test suites only")
+    _profile, _hasher = name, PasswordHasher.from_parameters(getattr(profiles, name))
+    _DUMMY_HASH = _hasher.hash("tallykey-timing-equaliser")
 
 
 @cache

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from tallykey.accounts.scopes import BUILT_IN, DEMO_CATALOG
@@ -51,9 +50,3 @@ class Permissions:
             return frozenset(held)
         return self.by_workspace.get(workspace_id, frozenset())
 
-    def visible_workspaces(self, all_workspaces: Iterable[str]) -> frozenset[str]:
-        if not self.active:
-            return frozenset()
-        if self.is_admin:
-            return frozenset(all_workspaces)
-        return frozenset(self.by_workspace)

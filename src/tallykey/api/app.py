@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tallykey import console
 from tallykey.accounts.scopes import ScopeCatalog
 from tallykey.api import docs, leaks, management, operator, people, verify
+from tallykey.api.access_log import AccessLog
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
@@ -29,9 +30,8 @@ from tallykey.auth.client_ip import served_over_https
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
 from tallykey.errors import StoreUnavailable
+from tallykey.jobs import start_background_worker
 from tallykey.monitor import metrics
-from tallykey.monitor.access_log import AccessLog
-from tallykey.notify.worker import start_background_worker
 from tallykey.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -1,25 +1,14 @@
-"""Tables the verification path owns: per-hour usage counts flushed in batches from
-memory, and failed-authentication counts shared across nodes."""
+"""Tables the verification path owns: failed-authentication counts shared across nodes,
+console sign-in failures and the server keys."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String, Text
+from sqlalchemy import Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallykey.db.base import Base, UTCDateTime
-
-
-class TokenUsage(Base):
-    """Requests per token per hour per outcome (`allowed` or a denial reason)."""
-
-    __tablename__ = "token_usage"
-
-    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
-    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
-    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
-    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class AuthFailure(Base):

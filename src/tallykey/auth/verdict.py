@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from tallykey.errors import TallykeyError
+from tallykey.errors import TallykeyError, error_body
 
 REALM = "tallykey"
 
@@ -18,6 +18,8 @@ class Verdict:
     allowed: bool
     status: int
     error: str = ""
+    #: Why it was refused, for machines (`revoked`, `expired`, …; `tallykey.errors`).
+    reason: str = ""
     message: str = ""
     hint: str = ""
     token_id: str | None = None
@@ -63,25 +65,25 @@ class Verdict:
         token could not be checked."""
         retry_after = getattr(error, "retry_after", None)
         return cls(
-            allowed=False, status=error.status, error=error.code, message=error.message,
+            allowed=False, status=error.status, error=error.code, reason=error.reason,
+            message=error.message,
             hint=error.hint, retry_after=retry_after if isinstance(retry_after, int) else None,
             details={k: v for k, v in error.details.items() if k != "retry_after"},
         )
 
     def body(self) -> dict[str, Any]:
-        """The JSON error body: `{"error", "message", "hint", ...}`."""
-        body: dict[str, Any] = {"error": self.error or "missing_token", "message": self.message}
-        if self.hint:
-            body["hint"] = self.hint
-        body.update(self.details)
-        return body
+        """The JSON error body: `{"error", "message", "reason", "hint", ...}`."""
+        return error_body(self.error, self.message, self.hint, self.reason, self.details)
 
     def headers(self) -> dict[str, str]:
-        """Response headers: the challenge on refusal, the token's expiry on success."""
+        """Response headers: the challenge and `Tallykey-Reason` on refusal, the token's
+        expiry on success."""
         if self.allowed:
             return {"Tallykey-Token-Expires": self.expires_iso}
         # A 503 says nothing about the credentials, so it carries no challenge.
         headers = {} if self.status == 503 else {"WWW-Authenticate": self.challenge()}
+        if self.reason:  # for a proxy, which passes headers on but not the body
+            headers["Tallykey-Reason"] = self.reason
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
         return headers

@@ -31,7 +31,6 @@ from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
-from tallykey.auth.usage import ALLOWED, UsageRecorder
 from tallykey.auth.verdict import Verdict
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
@@ -43,6 +42,7 @@ from tallykey.errors import (
     IpNotAllowed,
     OwnerInactive,
     RevokedToken,
+    RotatedOut,
     StoreUnavailable,
     TokenSuspended,
     TooManyAttempts,
@@ -57,8 +57,10 @@ from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.follower import FeedFollower
 from tallykey.monitor import metrics
 from tallykey.monitor.alerts import UsageMonitor
+from tallykey.monitor.usage import ALLOWED, UsageRecorder
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
+from tallykey.tokens import format as token_format
 from tallykey.tokens.format import ParsedToken, parse, token_digest
 
 log = logging.getLogger(__name__)
@@ -69,7 +71,7 @@ _COUNTED = ("invalid_token", "invalid_request")
 _SAMPLE_MASK = metrics.LATENCY_SAMPLE_EVERY - 1
 #: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
 _PLAIN_HEADER = re.compile(r"(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]) "
-                           r"(tlk_[a-z0-9]{1,8}_[0-9A-Za-z]{61})")
+                           rf"({token_format.TOKEN_REGEX})")
 
 
 class Verifier:
@@ -109,7 +111,7 @@ class Verifier:
             self.database, self.settings, Notifier(public_url=self.settings.public_url)))
         #: Counters for metrics, kept as plain attributes (see `monitor.metrics`): calls
         #: (also the latency sampling clock), calls not answered from the cache, store
-        #: loads, and refusals by error code.
+        #: loads, and refusals by reason.
         self.calls = 0
         self.slow_calls = 0
         self.loads = 0
@@ -293,7 +295,7 @@ class Verifier:
         """Throttle, header and offline token checks: no database involved."""
         retry_after = self.limiter.retry_after(client_ip)
         if retry_after is not None:
-            self._count_refusal(TooManyAttempts.code)
+            self._count_refusal(TooManyAttempts.reason)
             return Verdict.refused(TooManyAttempts(retry_after))
         try:
             parsed = parse(extract_token(authorization))
@@ -329,7 +331,7 @@ class Verifier:
                 return entry
             if self.cache.known_unknown(key):
                 return None
-        self._count_refusal(StoreUnavailable.code)
+        self._count_refusal(StoreUnavailable.reason)
         return Verdict.refused(error or StoreUnavailable(
             "The token store cannot be reached, so this token cannot be checked now."))
 
@@ -361,22 +363,23 @@ class Verifier:
             return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
         error = _refusal(record, now, client_ip, required_scopes, workspace)
         if error is not None:
-            self.usage.deny(record, now, client_ip, _outcome(error))
+            self.usage.deny(record.token_id, record.account_id, now, client_ip, error.reason)
             return self._refuse(error, client_ip)
         self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
         if record.retires_ts is not None:  # a rotated-out secret in its grace period
-            self.usage.old_secret_used(record, now, client_ip)
+            self.usage.old_secret_used(record.token_id, record.account_id,
+                                       record.retires_ts, now, client_ip)
         return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:
             self.limiter.failed(client_ip)
-        self._count_refusal(error.code or "missing_credentials")
+        self._count_refusal(error.reason)
         return Verdict.refused(error)
 
-    def _count_refusal(self, code: str) -> None:
+    def _count_refusal(self, reason: str) -> None:
         with self._refusals_lock:
-            self.refusals[code] = self.refusals.get(code, 0) + 1
+            self.refusals[reason] = self.refusals.get(reason, 0) + 1
 
     def _wrong_region(self, region: str) -> WrongRegion:
         url = self.settings.base_url_for(region)
@@ -428,15 +431,12 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
     if record.workspace_archived:
         return WorkspaceArchived("The workspace this token belongs to was archived, so the "
                                  "token no longer works.", "Create a token for a workspace "
-                                 "that is in use.", reason="workspace_archived")
+                                 "that is in use.")
     if record.expires_ts <= now:
         return ExpiredToken(record.expires_at)
     if record.retires_ts is not None and record.retires_ts <= now:
         assert record.secret_retires_at is not None
-        return UnknownToken(
-            "This token was rotated: its old secret stopped working at "
-            f"{record.secret_retires_at.isoformat()}.",
-            "Use the new token issued by the rotation.", reason="rotated_out")
+        return RotatedOut(record.secret_retires_at)
     if not record.owner_active:
         return OwnerInactive("The token's owner is no longer active, so the token no longer "
                              "works.", "Ask an administrator for a token of an active user.")
@@ -495,15 +495,3 @@ def _ip_allowed(record: TokenRecord, client_ip: str) -> bool:
     except ValueError:
         return False
     return record.allows_ip(address)
-
-
-def _outcome(error: AuthenticationError) -> str:
-    if isinstance(error, RevokedToken):
-        return "revoked"
-    if isinstance(error, ExpiredToken):
-        return "expired"
-    if isinstance(error, UnknownToken):
-        return "rotated_out"
-    if isinstance(error, TokenSuspended):
-        return TokenSuspended.reason
-    return error.code

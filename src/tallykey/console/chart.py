@@ -12,8 +12,8 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tallykey.auth.models import TokenUsage
-from tallykey.auth.usage import ALLOWED
+from tallykey.monitor.models import TokenUsage
+from tallykey.monitor.usage import ALLOWED
 
 DAYS = 30
 HOURS = 48

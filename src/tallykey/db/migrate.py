@@ -11,7 +11,7 @@ from alembic.script import ScriptDirectory
 
 from tallykey.db.engine import Database
 
-MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+MIGRATIONS_DIR = Path(__file__).parents[1] / "schema" / "migrations"
 
 
 def alembic_config(url: str) -> Config:

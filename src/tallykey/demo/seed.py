@@ -2,7 +2,7 @@
 who sees fewer employees, a dozen employees, and a second tenant for isolation checks.
 
 Idempotent: existing data is reused. The store keeps token secrets only hashed, so the
-demo remembers the tokens it printed in its data dir (`demo/local.py`, demo-only): a
+demo remembers the tokens it printed in its data dir (`demo_files.py`, demo-only): a
 second run prints the same live tokens and never rotates them under a running demo; a
 demo token it cannot find there (or that stopped working) is replaced by a new one.
 """
@@ -17,10 +17,10 @@ from typing import Any
 
 from sqlalchemy import select
 
+from tallykey import demo_files as local
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.service import PolicyChanges
-from tallykey.demo import local
 from tallykey.demo.models import Employee
 from tallykey.errors import NotFound, TokenFormatError
 from tallykey.runtime import Runtime

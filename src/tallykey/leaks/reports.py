@@ -26,6 +26,7 @@ from tallykey.audit import trail
 from tallykey.errors import Conflict, TokenFormatError
 from tallykey.notify.notices import LEAK_REPORT
 from tallykey.runtime import Runtime
+from tallykey.tokens import format as token_format
 from tallykey.tokens.format import TOKEN_PATTERN, parse
 from tallykey.tokens.models import Token, TokenSecret
 
@@ -146,7 +147,7 @@ class LeakReports:
         if row is None:
             return None
         token_id, account_id, region, public_id, revoked_at, expires_at, retires_at = row
-        return _Found(token_id, account_id, f"tlk_{region}_{public_id}", revoked_at,
+        return _Found(token_id, account_id, token_format.prefix(region, public_id), revoked_at,
                       expires_at, retires_at)
 
 

@@ -28,13 +28,13 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account
 from tallykey.audit import trail
-from tallykey.auth.models import TokenUsage
-from tallykey.auth.usage import ALLOWED, Batch
 from tallykey.db.engine import Database
-from tallykey.monitor.models import TokenNetwork
+from tallykey.monitor.models import TokenNetwork, TokenUsage
+from tallykey.monitor.usage import ALLOWED, Batch
 from tallykey.notify import webhooks
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings
+from tallykey.tokens import format as token_format
 from tallykey.tokens.models import Token
 
 log = logging.getLogger(__name__)
@@ -226,7 +226,7 @@ class UsageMonitor:
             for token_id, region, public_id in session.execute(
                     select(Token.id, Token.region, Token.public_id)
                     .where(Token.id.in_(tokens[start:start + _CHUNK]))):
-                prefixes[token_id] = f"tlk_{region}_{public_id}"
+                prefixes[token_id] = token_format.prefix(region, public_id)
         for (token_id, ip, reason), denial in sorted(
                 batch.denials.items(), key=lambda item: (item[1].account_id, item[0])):
             trail.record_denial(session, account_id=denial.account_id, token_id=token_id,

@@ -38,8 +38,8 @@ LATENCY_SAMPLE_EVERY = 64
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 VERIFICATIONS = Counter(
-    "tallykey_verifications", "Verifications by outcome: allowed, or the refusal's error "
-    "code.", ["outcome"], registry=REGISTRY)
+    "tallykey_verifications", "Verifications by outcome: allowed, or the refusal's reason "
+    "(revoked, expired, unknown, …).", ["outcome"], registry=REGISTRY)
 LATENCY = Histogram(
     "tallykey_verification_seconds",
     f"Time to verify one request in-process (sampled: 1 in {LATENCY_SAMPLE_EVERY}).",

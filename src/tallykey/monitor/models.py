@@ -1,13 +1,25 @@
-"""Tables of per-token monitoring, written by the usage flush (never per request)."""
+"""Tables of per-token monitoring, written by the usage flush (never per request): usage
+counts per hour, recent client addresses, networks seen."""
 
 from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, String
+from sqlalchemy import ForeignKey, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallykey.db.base import Base, UTCDateTime
+
+
+class TokenUsage(Base):
+    """Requests per token per hour per outcome (`allowed` or a denial reason)."""
+
+    __tablename__ = "token_usage"
+
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"), primary_key=True)
+    hour: Mapped[datetime] = mapped_column(UTCDateTime(), primary_key=True)
+    outcome: Mapped[str] = mapped_column(String(32), primary_key=True)
+    count: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class TokenClientIp(Base):

@@ -11,9 +11,9 @@ from pydantic import BaseModel
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tallykey.auth.models import TokenUsage
-from tallykey.auth.usage import ALLOWED
 from tallykey.monitor import recent_ips
+from tallykey.monitor.models import TokenUsage
+from tallykey.monitor.usage import ALLOWED
 from tallykey.tokens.models import Token
 from tallykey.tokens.schemas import Timestamp
 

@@ -9,9 +9,8 @@ from datetime import datetime, timedelta
 
 from sqlalchemy import delete
 
-from tallykey.auth.models import TokenUsage
 from tallykey.db.engine import Database
-from tallykey.monitor.models import TokenNetwork
+from tallykey.monitor.models import TokenNetwork, TokenUsage
 
 log = logging.getLogger(__name__)
 

@@ -1,7 +1,7 @@
 """What each token event tells whom: picks the recipients, renders the mails from the
 Jinja2 templates, and puts them (and the webhook calls) in the outbox.
 
-`Notifier.on_token_event` is a `tallykey.events.Listener`: the token service calls it
+`Notifier.on_token_event` is a `tallykey.tokens.events.Listener`: the token service calls it
 inside the transaction of the change, so a notice exists exactly when its change does.
 Mails name a token only by its public prefix, never by its secret.
 """
@@ -20,7 +20,10 @@ from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.permissions import ADMIN
 from tallykey.db.base import new_id
-from tallykey.events import (
+from tallykey.notify import webhooks
+from tallykey.notify.models import EMAIL
+from tallykey.notify.outbox import Draft, enqueue
+from tallykey.tokens.events import (
     TOKEN_CREATED,
     TOKEN_RENEWED,
     TOKEN_RESUMED,
@@ -31,9 +34,6 @@ from tallykey.events import (
     TOKEN_UPDATED,
     TokenEvent,
 )
-from tallykey.notify import webhooks
-from tallykey.notify.models import EMAIL
-from tallykey.notify.outbox import Draft, enqueue
 from tallykey.tokens.models import Token
 
 #: `Actor.via` of revocations made because a secret scanner reported the token leaked.

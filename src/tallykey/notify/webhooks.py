@@ -48,7 +48,7 @@ DEFAULT_TOLERANCE_SECONDS = 300
 TIMEOUT_SECONDS = 10.0
 MAX_URL_LENGTH = 2048
 
-# Events the scheduler raises (the token service raises the others, see tallykey.events).
+# Events the scheduler raises (the token service raises the others, see tallykey.tokens.events).
 TOKEN_EXPIRING = "token.expiring"  # noqa: S105 - an event name
 TOKEN_EXPIRED = "token.expired"  # noqa: S105 - an event name
 # Alerts raised from aggregated usage (`tallykey.monitor.alerts`).

@@ -121,9 +121,9 @@ class OperatorService:
 
     def actor(self, token: OperatorToken, account_id: str, ip: str | None) -> Actor:
         """Who the audit trail names for a change made with `token` in `account_id`."""
-        return Actor(account_id, None, ADMIN,
-                     f"operator token {token.name} (tlk_{OPERATOR_REGION}_{token.public_id})",
-                     ip, "operator-api")
+        name = token_format.prefix(OPERATOR_REGION, token.public_id)
+        return Actor(account_id, None, ADMIN, f"operator token {token.name} ({name})", ip,
+                     "operator-api")
 
     def create_account(self, token: OperatorToken, ip: str | None, slug: str, name: str,
                        policies: PolicyChanges | None = None) -> Account:

@@ -22,8 +22,6 @@ import string
 import zlib
 from dataclasses import dataclass
 
-import base62
-
 from tallykey.errors import TokenFormatError
 
 PRODUCT_PREFIX = "tlk_"
@@ -34,9 +32,12 @@ CHECKSUM_LENGTH = 6
 BODY_LENGTH = PUBLIC_ID_LENGTH + SECRET_LENGTH + CHECKSUM_LENGTH
 MAX_REGION_LENGTH = 8
 
+#: The token grammar as a regular expression: the one definition every pattern builds on.
+TOKEN_REGEX = r"tlk_[a-z0-9]{1,%d}_[0-9A-Za-z]{%d}" % (  # noqa: UP031 - regex braces
+    MAX_REGION_LENGTH, BODY_LENGTH)
 #: The pattern secret scanners use; published in the README.
 TOKEN_PATTERN = re.compile(
-    r"\btlk_[a-z0-9]{1,8}_[0-9A-Za-z]{%d}\b" % BODY_LENGTH,  # noqa: UP031 - regex braces
+    rf"\b{TOKEN_REGEX}\b",
     re.ASCII,  # word boundaries as Go's regexp (gitleaks, TruffleHog) draws them
 )
 _REGION = re.compile(r"[a-z0-9]{1,%d}" % MAX_REGION_LENGTH)  # noqa: UP031
@@ -65,7 +66,7 @@ class ParsedToken:
     @property
     def prefix(self) -> str:
         """The public, non-secret part: what lists show and what Basic auth calls username."""
-        return f"{PRODUCT_PREFIX}{self.region}_{self.public_id}"
+        return prefix(self.region, self.public_id)
 
     @property
     def password(self) -> str:
@@ -93,9 +94,20 @@ def token_digest(token: str) -> bytes:
     return hashlib.sha256(token.encode("ascii")).digest()
 
 
+def prefix(region: str, public_id: str) -> str:
+    """`tlk_<region>_<public id>`: a token's public name (lists, logs, Basic username)."""
+    return f"{PRODUCT_PREFIX}{region}_{public_id}"
+
+
 def checksum(payload: str) -> str:
     """CRC32 of `payload`, as exactly six base62 characters."""
-    return str(base62.encode(zlib.crc32(payload.encode("ascii")))).rjust(CHECKSUM_LENGTH, "0")
+    number, digits = zlib.crc32(payload.encode("ascii")), []
+    while True:
+        number, digit = divmod(number, 62)
+        digits.append(ALPHABET[digit])
+        if not number:
+            break
+    return "".join(reversed(digits)).rjust(CHECKSUM_LENGTH, "0")
 
 
 def random_base62(length: int) -> str:
@@ -119,7 +131,7 @@ def generate(region: str, public_id: str | None = None) -> ParsedToken:
 def parse(token: str) -> ParsedToken:
     """Check a token string offline and split it, or raise `TokenFormatError` saying why.
 
-    The error's `reason` is one of: empty, whitespace, prefix, region, characters,
+    The error's `problem` is one of: empty, whitespace, prefix, region, characters,
     length, checksum. Nothing else is ever raised, whatever the input.
     """
     shaped = _WELL_FORMED.fullmatch(token)
@@ -132,7 +144,7 @@ def parse(token: str) -> ParsedToken:
 
 
 def _diagnose(token: str) -> ParsedToken:
-    """The slow path for input that is not shaped like a token: find the precise reason."""
+    """The slow path for input that is not shaped like a token: find the precise problem."""
     if not token:
         raise _format_error("empty", "The token is empty.", "Send the whole token.")
     if any(ch.isspace() for ch in token):
@@ -188,5 +200,5 @@ def _checksum_of(region: str, public_id: str, secret: str) -> str:
     return checksum(f"{PRODUCT_PREFIX}{region}_{public_id}{secret}")
 
 
-def _format_error(reason: str, message: str, hint: str) -> TokenFormatError:
-    return TokenFormatError(message, hint, reason=reason)
+def _format_error(problem: str, message: str, hint: str) -> TokenFormatError:
+    return TokenFormatError(message, hint, problem=problem)

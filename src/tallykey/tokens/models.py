@@ -9,6 +9,7 @@ from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tallykey.accounts.models import User, Workspace
 from tallykey.db.base import Base, UTCDateTime, new_id
+from tallykey.tokens import format as token_format
 
 PERSONAL = "personal"
 APPLICATION = "application"
@@ -73,7 +74,7 @@ class Token(Base):
 
     @property
     def prefix(self) -> str:
-        return f"tlk_{self.region}_{self.public_id}"
+        return token_format.prefix(self.region, self.public_id)
 
     def status_at(self, now: datetime) -> str:
         if self.revoked_at is not None:

@@ -23,7 +23,12 @@ from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
-from tallykey.events import (
+from tallykey.feed import changes
+from tallykey.keys.keyring import KeyConfigError
+from tallykey.keys.vault import SecretVault
+from tallykey.tokens import format as token_format
+from tallykey.tokens import policy
+from tallykey.tokens.events import (
     TOKEN_CREATED,
     TOKEN_RENEWED,
     TOKEN_RESUMED,
@@ -36,11 +41,6 @@ from tallykey.events import (
     Listener,
     TokenEvent,
 )
-from tallykey.feed import changes
-from tallykey.keys.keyring import KeyConfigError
-from tallykey.keys.vault import SecretVault
-from tallykey.tokens import format as token_format
-from tallykey.tokens import policy
 from tallykey.tokens.models import (
     ACTIVE,
     APPLICATION,

@@ -7,12 +7,16 @@ from typing import Annotated
 
 import typer
 
+from tallykey.cli.context import runtime
+from tallykey.cli.output import JsonOption, emit_json, out
+from tallykey.operators.service import OPERATOR_REGION
+from tallykey.tokens import format as token_format
+
 operator_tokens_app = typer.Typer(
     help="Operator tokens: the platform's credential for the operator API "
     "(/api/v1/operator), which provisions accounts, users and workspaces.",
     no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +32,6 @@ def operator_tokens_create(
     as_json: JsonOption = False,
 ) -> None:
     """Create an operator token. It is printed once and stored only as a hash."""
-    from tallykey.cli import emit_json, out, runtime
-
     with runtime() as rt:
         issued = rt.operators.issue(name, days)
     record = issued.record
@@ -50,11 +52,10 @@ def operator_tokens_list(as_json: JsonOption = False) -> None:
     """List operator tokens (never their secrets)."""
     from rich.table import Table
 
-    from tallykey.cli import emit_json, out, runtime
-
     with runtime() as rt:
         records = rt.operators.list_tokens()
-    rows = [{"id": r.id, "name": r.name, "prefix": f"tlk_operator_{r.public_id}",
+    rows = [{"id": r.id, "name": r.name,
+             "prefix": token_format.prefix(OPERATOR_REGION, r.public_id),
              "created_at": r.created_at.isoformat(), "expires_at": r.expires_at.isoformat(),
              "revoked_at": r.revoked_at.isoformat() if r.revoked_at else None,
              "last_used_at": r.last_used_at.isoformat() if r.last_used_at else None}
@@ -73,8 +74,6 @@ def operator_tokens_list(as_json: JsonOption = False) -> None:
 def operator_tokens_revoke(ref: Annotated[str, typer.Argument(help="Id or prefix.")]
                            ) -> None:
     """Revoke an operator token: it stops at once."""
-    from tallykey.cli import out, runtime
-
     with runtime() as rt:
         record = rt.operators.revoke(ref)
     out.print(f"revoked operator token {record.name}", highlight=False)

@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import create_engine
 
-from tallykey.db.models import metadata
+from tallykey.schema.tables import metadata
 
 config = context.config
 

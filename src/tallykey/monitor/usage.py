@@ -20,10 +20,9 @@ from sqlalchemy import or_, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tallykey.auth.models import TokenUsage
-from tallykey.auth.record import TokenRecord
 from tallykey.db.engine import Database
 from tallykey.monitor import recent_ips
+from tallykey.monitor.models import TokenUsage
 from tallykey.tokens.models import Token
 
 ALLOWED = "allowed"
@@ -105,39 +104,29 @@ class UsageRecorder:
             if outcome == ALLOWED:
                 self._uses[(token_id, ip)] = (at, agent)
 
-    def deny(self, record: TokenRecord, at: float, ip: str, outcome: str) -> None:
+    def deny(self, token_id: str, account_id: str, at: float, ip: str, outcome: str) -> None:
         """Count one refused request of a known token (the audit trail gets one entry per
         token, IP and reason per flush)."""
-        key = (record.token_id, int(at) // 3600, outcome)
+        key = (token_id, int(at) // 3600, outcome)
         with self._lock:
             self._counts[key] = self._counts.get(key, 0) + 1
-            denial = self._denials.get((record.token_id, ip, outcome))
+            denial = self._denials.get((token_id, ip, outcome))
             if denial is None:
-                self._denials[(record.token_id, ip, outcome)] = Denial(
-                    record.account_id, 1, at, at)
+                self._denials[(token_id, ip, outcome)] = Denial(account_id, 1, at, at)
             else:
                 denial.count += 1
                 denial.last_at = max(denial.last_at, at)
 
-    def old_secret_used(self, record: TokenRecord, at: float, ip: str) -> None:
+    def old_secret_used(self, token_id: str, account_id: str, retires_ts: float | None,
+                        at: float, ip: str) -> None:
         """Note that a secret in its rotation grace period was used (off the hot path:
         such records are never `plain`)."""
-        assert record.retires_ts is not None
+        assert retires_ts is not None
         with self._lock:
-            self._old_secrets[record.token_id] = OldSecretUse(record.account_id, at, ip,
-                                                              record.retires_ts)
+            self._old_secrets[token_id] = OldSecretUse(account_id, at, ip, retires_ts)
 
     def pending(self) -> int:
         return sum(self._counts.values())
-
-    def pending_by_outcome(self) -> Counter[str]:
-        """Counts gathered since the last flush, per outcome (for metrics at scrape)."""
-        with self._lock:
-            items = list(self._counts.items())
-        pending: Counter[str] = Counter()
-        for (_, _, outcome), count in items:
-            pending[outcome] += count
-        return pending
 
     def flush(self) -> int:
         """Write what has been gathered; returns how many requests it covered. On a

@@ -1,14 +1,14 @@
-"""Imports every table so the metadata is complete (for Alembic and for tests)."""
+"""Every table, imported so the metadata is complete (for Alembic and for tests)."""
 
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditChainHead, AuditEvent
-from tallykey.auth.models import AuthFailure, ServerKey, SignInFailure, TokenUsage
+from tallykey.auth.models import AuthFailure, ServerKey, SignInFailure
 from tallykey.auth.sessions import ConsoleSession
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
 from tallykey.feed.models import Node, VerdictChange
 from tallykey.keys.models import AccountKey
-from tallykey.monitor.models import TokenClientIp, TokenNetwork
+from tallykey.monitor.models import TokenClientIp, TokenNetwork, TokenUsage
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.operators.models import OperatorToken
 from tallykey.people.models import OidcSignIn, PasswordReset, RecoveryCode, SecondFactor

@@ -13,16 +13,16 @@ from typing import Annotated, Any
 import typer
 
 from tallykey.accounts.actor import Actor
+from tallykey.cli.context import runtime
+from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
+from tallykey.jobs import Worker
 from tallykey.notify import outbox
 from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
-from tallykey.notify.worker import Worker
 
 outbox_app = typer.Typer(help="The notification outbox: mails and webhook calls to make.",
                          no_args_is_help=True)
 webhooks_app = typer.Typer(help="Signed webhooks of an account.", no_args_is_help=True)
 
-JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
-AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
 
 
 def register(app: typer.Typer) -> None:
@@ -59,8 +59,6 @@ def outbox_list(
     as_json: JsonOption = False,
 ) -> None:
     """List outbox messages, newest first (mails wait here while SMTP is not configured)."""
-    from tallykey.cli import emit_json, err, print_table, runtime
-
     with runtime() as rt:
         account_id = rt.accounts.find_account(account).id if account else None
         rows = [message_dict(m) for m in outbox.list_messages(
@@ -80,8 +78,6 @@ def outbox_list(
 def outbox_show(message_id: Annotated[str, typer.Argument(help="Outbox message id.")],
                 as_json: JsonOption = False) -> None:
     """Show one message with its text (a mail's plain-text body, a webhook's JSON)."""
-    from tallykey.cli import emit_json, out, runtime
-
     with runtime() as rt:
         message = outbox.get_message(rt.database, message_id)
     row = message_dict(message) | {"body": message.body}
@@ -101,8 +97,6 @@ def outbox_retry(
             help="Retry every dead message.")] = False,
 ) -> None:
     """Send a dead or waiting message again now (attempts start over)."""
-    from tallykey.cli import fail, out, runtime
-
     if (message_id is None) == (not dead):
         fail("name one message id, or pass --dead to retry every dead message.")
     with runtime() as rt:
@@ -121,8 +115,6 @@ def worker(
         help="Seconds between passes (default TALLYKEY_WORKER_INTERVAL).")] = None,
 ) -> None:
     """Deliver the outbox (SMTP, webhooks) and schedule expiry reminders until stopped."""
-    from tallykey.cli import emit_json, fail, runtime
-
     with runtime() as rt:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -161,8 +153,6 @@ def webhooks_add(account: AccountOption,
                  url: Annotated[str, typer.Option(help="https:// URL that receives events.")],
                  as_json: JsonOption = False) -> None:
     """Register an endpoint; its signing secret is printed once and never again."""
-    from tallykey.cli import emit_json, out, runtime
-
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
         endpoint, secret = rt.webhooks.add(actor, url)
@@ -177,8 +167,6 @@ def webhooks_add(account: AccountOption,
 @webhooks_app.command("list")
 def webhooks_list(account: AccountOption, as_json: JsonOption = False) -> None:
     """List an account's webhook endpoints (never their secrets)."""
-    from tallykey.cli import emit_json, print_table, runtime
-
     with runtime() as rt:
         endpoints = rt.webhooks.list(Actor.operator(rt.accounts.find_account(account).id))
     rows = [endpoint_dict(e) for e in endpoints]
@@ -193,8 +181,6 @@ def webhooks_list(account: AccountOption, as_json: JsonOption = False) -> None:
 def webhooks_disable(account: AccountOption,
                      endpoint_id: Annotated[str, typer.Argument(help="Endpoint id.")]) -> None:
     """Stop sending events to an endpoint."""
-    from tallykey.cli import out, runtime
-
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
         endpoint = rt.webhooks.disable(actor, endpoint_id)

@@ -1,6 +1,6 @@
-"""The notification worker: each pass schedules due reminders, then claims and delivers
-what the outbox holds. Run it as `tallykey worker` (any number, on any node), or inside
-the embedded server with `start_background_worker`.
+"""The job runner: each pass schedules due reminders, claims and delivers what the outbox
+holds, and prunes old usage counts and sent messages. Run it as `tallykey worker` (any
+number, on any node), or inside the embedded server with `start_background_worker`.
 
 Time comes from the injected clock, so tests drive schedules and back-off without sleeping.
 """

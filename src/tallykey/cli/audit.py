@@ -11,6 +11,8 @@ from typing import Annotated
 import typer
 
 from tallykey.audit import anchor, chain, export
+from tallykey.cli.context import runtime
+from tallykey.cli.output import emit_json, err, fail, out
 
 audit_app = typer.Typer(help="The audit trail: export it, check its hash chain.",
                         no_args_is_help=True)
@@ -23,8 +25,6 @@ def register(app: typer.Typer) -> None:
 
 
 def _moment(value: str | None, name: str) -> datetime | None:
-    from tallykey.cli import fail
-
     if not value:
         return None
     try:
@@ -48,8 +48,6 @@ def audit_export(
     until: Annotated[str | None, typer.Option(help="Before this date or time.")] = None,
 ) -> None:
     """Write audit entries to standard output, oldest first."""
-    from tallykey.cli import fail, runtime
-
     if format not in export.FORMATS:
         fail(f"--format {format!r} is not supported.", "Use csv or jsonl.")
     start, end = _moment(since, "since"), _moment(until, "until")
@@ -77,8 +75,6 @@ def audit_heads(
     """Print each chain's head (position and hash). Save them somewhere the database's
     administrators cannot write; `tallykey audit verify --heads FILE` later proves that
     nothing was cut off or rewritten since."""
-    from tallykey.cli import emit_json, fail, out, runtime
-
     with runtime() as rt:
         key = None
         if sign:
@@ -111,8 +107,6 @@ def audit_verify(
 ) -> None:
     """Check the hash chains. Exit 0 and the number of entries when intact; exit 1 and the
     first broken entry's id otherwise."""
-    from tallykey.cli import err, fail, out, runtime
-
     with runtime() as rt:
         account_id = rt.accounts.find_account(account).id if account else None
         report = chain.verify(rt.database, account_id)

@@ -8,12 +8,12 @@ import typer
 
 from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Workspace
+from tallykey.cli.context import runtime
+from tallykey.cli.output import AccountOption, JsonOption, emit_json, fail, out
 
 workspaces_app = typer.Typer(help="Workspaces of an account (the platform's projects or "
                              "teams).", no_args_is_help=True)
 
-AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
-JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 WorkspaceRef = Annotated[str, typer.Argument(help="Workspace id or slug.")]
 
 
@@ -36,8 +36,6 @@ def workspaces_list(account: AccountOption,
     """List the account's workspaces."""
     from rich.table import Table
 
-    from tallykey.cli import emit_json, out, runtime
-
     with runtime() as rt:
         found = rt.accounts.workspaces(rt.accounts.find_account(account).id,
                                        archived=archived)
@@ -58,8 +56,6 @@ def workspaces_create(account: AccountOption,
                       timezone: Annotated[str, typer.Option(help="IANA time zone.")] = "UTC",
                       as_json: JsonOption = False) -> None:
     """Create a workspace (audited as the operator)."""
-    from tallykey.cli import emit_json, out, runtime
-
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
         workspace = rt.accounts.add_workspace(actor, slug, name, timezone)
@@ -75,8 +71,6 @@ def workspaces_rename(account: AccountOption, ref: WorkspaceRef,
                       slug: Annotated[str | None, typer.Option(help="New slug.")] = None,
                       as_json: JsonOption = False) -> None:
     """Rename a workspace (name and/or slug)."""
-    from tallykey.cli import emit_json, fail, out, runtime
-
     if name is None and slug is None:
         fail("nothing to change: pass --name and/or --slug.")
     with runtime() as rt:
@@ -93,8 +87,6 @@ def workspaces_archive(account: AccountOption, ref: WorkspaceRef,
                        as_json: JsonOption = False) -> None:
     """Archive a workspace: its tokens stop at once on every node. Irreversible."""
     from tallykey.api.schemas import PropagationView
-    from tallykey.cli import emit_json, out, runtime
-
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
         workspace, stopped = rt.accounts.archive_workspace(actor, ref)

@@ -1,0 +1,317 @@
+"""The `tallykey` command: the server commands (migrate, serve, demo), `connect`, `scopes`,
+and every command group of this package. A thin adapter over the services the API uses."""
+
+from __future__ import annotations
+
+import os
+import sys
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import typer
+from rich.table import Table
+from sqlalchemy.exc import OperationalError
+
+from tallykey.cli import accounts, audit, keys, notify, operators, tokens, workspaces
+from tallykey.cli.context import runtime
+from tallykey.cli.output import JsonOption, emit_json, err, fail, out
+from tallykey.db import migrate as migrations
+from tallykey.logs import uvicorn_log_config
+from tallykey.runtime import Runtime
+from tallykey.settings import load_settings
+
+app = typer.Typer(help="tallykey: named, expiring API tokens.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+accounts.register(app)  # accounts, users
+tokens.register(app)  # tokens …
+keys.register(app)  # keys check|rotate
+notify.register(app)  # outbox, webhooks, worker
+audit.register(app)  # audit export, audit verify
+workspaces.register(app)  # workspaces list|create|rename|archive
+operators.register(app)  # operator-tokens create|list|revoke
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from importlib.metadata import version
+
+        sys.stdout.write(f"tallykey {version('tallykey')}\n")
+        raise typer.Exit()
+
+
+@app.callback()
+def _main(version: Annotated[bool, typer.Option(
+        "--version", metavar="", help="Print the version and exit.", is_eager=True,
+        callback=_show_version)] = False) -> None:
+    """tallykey: named, expiring API tokens."""
+
+
+@app.command()
+def migrate() -> None:
+    """Create or upgrade the database schema (idempotent)."""
+    try:
+        rt = Runtime.build()
+    except ValueError as error:
+        fail(f"invalid settings: {error}")
+    try:
+        before, after = migrations.upgrade(rt.database)
+    except OperationalError as error:
+        fail(f"cannot reach the database: {str(error.orig).strip().splitlines()[0]}")
+    finally:
+        rt.close()
+    if before == after:
+        out.print(f"schema already up to date (revision {after})")
+    else:
+        out.print(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
+                    log_format: str = "text") -> dict[str, Any]:
+    """uvicorn's settings; every log record passes the secret-redacting filter. The HTTP
+    protocol is uvicorn's httptools one with a bound on a request's header section
+    (`BoundedHttpToolsProtocol`), so a node exposed directly cannot be made to buffer
+    megabytes of headers; `RequestLimits` also refuses more than 100 header lines."""
+    from tallykey.api.http_limits import BoundedHttpToolsProtocol
+
+    json_logs = log_format == "json"
+    return {"host": host, "port": port, "workers": workers,
+            "access_log": access_log and not json_logs,  # JSON mode logs requests itself
+            "log_level": "info", "proxy_headers": False, "server_header": False,
+            # SIGTERM: in-flight requests get 5 s (each is bounded by the store timeouts)
+            "timeout_graceful_shutdown": 5,
+            "http": BoundedHttpToolsProtocol,
+            "log_config": uvicorn_log_config(log_format)}
+
+
+@app.command()
+def serve(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
+    access_log: Annotated[bool, typer.Option(metavar="", help="Log every request line.")] = False,
+    log_format: Annotated[str | None, typer.Option(
+        "--log-format", help="text (default) or json: one JSON line per request and per "
+        "log record (also TALLYKEY_LOG_FORMAT).")] = None,
+) -> None:
+    """Serve the management API, verification endpoints and the demo platform API."""
+    import os
+
+    import uvicorn
+
+    from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
+
+    if log_format is not None:
+        if log_format not in ("text", "json"):
+            fail(f"--log-format {log_format!r} is not supported.", "Use text or json.")
+        os.environ["TALLYKEY_LOG_FORMAT"] = log_format  # read by every worker's settings
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    with runtime() as rt:  # settings, schema and keys are checked before any worker starts
+        rt.check_keys()
+        rt.check_writable()
+        region = rt.settings.region
+        chosen_format = rt.settings.log_format
+        print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
+    out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
+    metrics_dir = prepare_multiprocess(workers)
+    try:
+        uvicorn.run("tallykey.api.app:create_app", factory=True,
+                    **_uvicorn_config(host, port, workers, access_log, chosen_format))
+    finally:
+        remove_multiprocess_dir(metrics_dir)
+
+
+@app.command()
+def demo(
+    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    seed_only: Annotated[bool, typer.Option("--seed-only", metavar="", help="Seed, print, exit.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Seed the demo account (idempotent) and serve it.
+
+    The demo keeps demo-only files in the data dir: the tokens it printed (a second run
+    prints the same ones, never rotating them), its URL (for `tallykey connect`) and a
+    key-encryption key of its own, so retrievable application tokens can be shown."""
+    import uvicorn
+
+    from tallykey import demo_files as local
+    from tallykey.api.app import create_app
+    from tallykey.demo.seed import seed
+
+    shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
+    base_url = f"http://{shown_host}:{port}"
+    if not seed_only and _port_in_use(host, port):  # before seeding touches anything
+        fail(f"port {port} on {host} is already in use (is a demo already running?).",
+             "Stop the other process, or pass --port with a free port.")
+    try:
+        settings = load_settings()
+    except ValueError as error:
+        fail(f"invalid settings: {error}")
+    demo_kek = None
+    if not settings.kek and not settings.kek_file:
+        existing = local.kek_path(settings.data_dir)
+        if not seed_only or existing.exists():
+            demo_kek = local.ensure_kek(settings.data_dir).resolve()
+            os.environ["TALLYKEY_KEK_FILE"] = str(demo_kek)  # this process and its server
+    with runtime() as rt:
+        rt.check_keys()
+        seeded = seed(rt, base_url, data_dir=rt.settings.data_dir,
+                      retrievable=demo_kek is not None and not seed_only,
+                      register=not seed_only)
+        env_prefix = ("" if rt.settings.database_url else
+                      f"TALLYKEY_DATA_DIR={rt.settings.data_dir.resolve()} ")
+    if as_json:
+        emit_json(seeded)
+    else:
+        print_demo_welcome(seeded, env_prefix + _command_name(), demo_kek)
+    if seed_only:
+        return
+    server = uvicorn.Server(uvicorn.Config(create_app(), **_uvicorn_config(
+        host, port, 1, False)))
+    server.run()
+
+
+def _port_in_use(host: str, port: int) -> bool:
+    import socket
+
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def _command_name() -> str:
+    """How to run this same `tallykey` from another terminal: `tallykey` when that is on
+    the PATH, else this executable's absolute path (e.g. a virtualenv's)."""
+    import shutil
+    from pathlib import Path
+
+    me = Path(sys.argv[0]).resolve()
+    on_path = shutil.which("tallykey")
+    if (on_path and Path(on_path).resolve() == me) or me.name != "tallykey":
+        return "tallykey"
+    return str(me)
+
+
+def print_setup_link(rt: Runtime, base_url: str) -> None:
+    """No administrator yet: print the one-time link that creates the first one."""
+    from tallykey.console.setup import issue_link
+
+    link = issue_link(rt, base_url)
+    if link:
+        out.print(f"No administrator exists yet. Create the first one (this link works once):"
+                  f"\n  {link}", highlight=False, soft_wrap=True)
+        sys.stdout.flush()
+
+
+def print_demo_welcome(seeded: dict[str, Any], command: str, demo_kek: Any = None) -> None:
+    base, admin, member = seeded["base_url"], seeded["admin"], seeded["member"]
+    kek_line = (f"\n  Demo-only key-encryption key (retrievable application tokens): "
+                f"{demo_kek}\n  Never use it outside this demo.\n" if demo_kek else "")
+    out.print(f"""
+[bold]tallykey demo[/] — region {seeded['region']}, account {seeded['account']!r}
+
+  Console:        {base}/console
+  API docs:       {base}/docs
+  Admin login:    {admin['email']} / {admin['password']}
+  Member login:   {member['email']} / {member['password']}
+
+  Demo token (the admin's, every scope; valid {30} days):
+    {admin['token']}
+
+  Try it:
+    curl -H "Authorization: Bearer {admin['token']}" {base}/core/v3/info
+
+  Revoke it from another terminal (any directory), then run the curl again (401):
+    {command} tokens revoke {admin['token'][:20]}
+{kek_line}""", highlight=False, soft_wrap=True)
+
+
+# --- connect (the integration-hub flow, over the network) ------------------------------
+
+
+@app.command()
+def connect(
+    region: Annotated[str | None, typer.Option(
+        help="The account's region, e.g. eu1 (default: the token's own).")] = None,
+    token: Annotated[str | None, typer.Option(
+        help="The token (lands in shell history: prefer --token-env or --token-stdin).")]
+    = None,
+    token_env: Annotated[str | None, typer.Option(
+        "--token-env", metavar="NAME", help="Read the token from this environment variable.")]
+    = None,
+    token_stdin: Annotated[bool, typer.Option(
+        "--token-stdin", metavar="", help="Read the token from standard input.")] = False,
+    base_url: Annotated[str | None, typer.Option(
+        "--base-url", help="API base URL (default: the region's, from TALLYKEY_REGIONS).")]
+    = None,
+    scope: Annotated[list[str] | None, typer.Option(
+        help="A scope the token must grant; repeat for more.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Check a token against its region's /core/v3/info: whose it is, or the exact fix.
+
+    Exit codes: 0 connected, 2 usage, 10 misconfigured region/URL, 21 copied incompletely,
+    22 wrong region, 23 not recognised, 24 revoked, 25 expired, 26 owner inactive,
+    27 account suspended or workspace archived, 31 IP not allowed, 32 scope missing,
+    40 rate limited, 50 unreachable, 51 not tallykey, 52 temporarily unavailable.
+    """
+    from tallykey.client import Client, ConnectFailed
+
+    sources = [token is not None, token_env is not None, token_stdin]
+    if sources.count(True) != 1:
+        fail("pass the token exactly one way: --token-env NAME, --token-stdin or --token.",
+             code=2)
+    if token_env is not None:
+        token = os.environ.get(token_env)
+        if not token:
+            fail(f"the environment variable {token_env} is not set or empty.", code=2)
+    elif token_stdin:
+        import getpass
+
+        token = (getpass.getpass("token (not echoed): ") if sys.stdin.isatty()
+                 else sys.stdin.readline())
+    try:
+        with Client(str(token).strip(), region=region, base_url=base_url) as client:
+            info = client.connect(scope or ())
+    except ConnectFailed as error:
+        if as_json:
+            emit_json(error.as_dict())
+            raise typer.Exit(error.exit_code) from None
+        fail(error.message, error.hint, error.exit_code)
+    if as_json:
+        emit_json(info.as_dict())
+        return
+    days = (info.expires_at - datetime.now(UTC)).days
+    out.print(f"connected to {info.account.name} ({info.account.slug}) in region "
+              f"{info.account.region} at {info.base_url}\n"
+              f"  token:   {info.token_id} ({info.kind})\n"
+              f"  scopes:  {' '.join(info.scopes) or '(none)'}\n"
+              f"  expires: {info.expires_at.isoformat()} (in {days} days)"
+              + (f"\n  user:    {info.user.email}" if info.user else ""),
+              highlight=False, soft_wrap=True)
+    if days < 7:
+        err.print(f"[yellow]warning:[/] the token expires in {days} days; create a new one "
+                  "and update the integration before then.", soft_wrap=True)
+
+
+@app.command("scopes")
+def scopes_list(as_json: JsonOption = False) -> None:
+    """The scope catalog (TALLYKEY_SCOPES_FILE, or the demo's): what each scope allows."""
+    with runtime() as rt:
+        catalog = rt.catalog
+    if as_json:
+        emit_json([{"name": s.name, "description": s.description, "admin_only": s.admin_only}
+                   for s in catalog.scopes()])
+        return
+    table = Table("scope", "description", "who", title=f"Scopes ({catalog.source})")
+    for scope in catalog.scopes():
+        table.add_row(scope.name, scope.description,
+                      "admins only" if scope.admin_only else "grantable per workspace")
+    out.print(table)

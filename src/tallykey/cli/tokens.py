@@ -1,0 +1,222 @@
+"""`tallykey tokens …`: create, list, show, update, revoke, rotate, secret."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable
+from datetime import date, datetime
+from typing import Annotated, Any
+
+import typer
+
+from tallykey.accounts.actor import Actor
+from tallykey.api.schemas import PropagationView
+from tallykey.cli.context import operator_for_token, runtime, user_actor
+from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
+from tallykey.runtime import Runtime
+from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
+from tallykey.tokens.schemas import IssuedTokenView, TokenView
+from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
+
+tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
+
+
+def register(app: typer.Typer) -> None:
+    app.add_typer(tokens_app, name="tokens")
+
+
+def parse_expiry(value: str) -> datetime | date:
+    try:
+        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
+    except ValueError:
+        fail(f"--expires {value!r} is not an ISO 8601 date or time.",
+             "Write e.g. 2027-03-31 or 2027-03-31T18:00:00+01:00.")
+
+
+@tokens_app.command("create")
+def tokens_create(
+    account: AccountOption,
+    user: Annotated[str, typer.Option(help="E-mail of the user creating the token.")],
+    name: Annotated[str, typer.Option(help="A descriptive name.")],
+    days: Annotated[int | None, typer.Option(help="Valid for D days (7, 30, 60, 90, 365).")]
+    = None,
+    expires: Annotated[str | None, typer.Option(help="Expiry date (ISO 8601).")] = None,
+    kind: Annotated[str, typer.Option(help="personal or application.")] = "personal",
+    scope: Annotated[list[str] | None, typer.Option(help="A scope; repeat for more.")] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="Allowed CIDR; repeat for more.")]
+    = None,
+    workspace: Annotated[str | None, typer.Option(help="Workspace slug or id.")] = None,
+    description: Annotated[str, typer.Option(help="What the token is for.")] = "",
+    target: Annotated[str | None, typer.Option(help="Target software.")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the token.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Create a token. The secret is printed once and never again."""
+    if days is None and expires is None:
+        fail("an expiry is required: pass --days D or --expires DATE.")
+    draft = TokenDraft(name=name, expires_in_days=days,
+                       expires_at=parse_expiry(expires) if expires else None, kind=kind,
+                       description=description, workspace=workspace, scopes=scope or [],
+                       ip_allowlist=ip or [], target=target)
+    with runtime() as rt:
+        issued = rt.tokens.issue(user_actor(rt, account, user), draft)
+        view = IssuedTokenView.of_issued(issued, rt.clock.now())
+    if quiet:
+        sys.stdout.write(view.token + "\n")
+    elif as_json:
+        emit_json(view)
+    else:
+        print_issued(view, "created")
+
+
+def print_issued(view: IssuedTokenView, verb: str) -> None:
+    out.print(f"{verb} token [bold]{view.name}[/] ({view.id}), expires {view.expires_at:%Y-%m-%d}")
+    for warning in view.warnings:
+        err.print(f"[yellow]warning:[/] {warning}")
+    out.print("Copy it now; it will not be shown again:")
+    out.print(view.token, highlight=False, soft_wrap=True)
+    if view.username:
+        out.print(f"username: {view.username}\npassword: {view.password}", highlight=False)
+
+
+@tokens_app.command("list")
+def tokens_list(
+    account: AccountOption,
+    status: Annotated[str | None, typer.Option(help="active, expired or revoked.")] = None,
+    search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
+    kind: Annotated[str | None, typer.Option(help="personal or application.")] = None,
+    target: Annotated[str | None, typer.Option(help="Target software.")] = None,
+    limit: Annotated[int, typer.Option(help="Page size.")] = 50,
+    after: Annotated[str | None, typer.Option(help="Cursor of the next page.")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """List tokens (never their secrets)."""
+    with runtime() as rt:
+        actor = Actor.operator(rt.accounts.find_account(account).id)
+        page = rt.tokens.list_tokens(actor, TokenQuery(status=status, search=search, kind=kind,
+                                                       target=target, limit=limit, after=after))
+        now = rt.clock.now()
+    views = [TokenView.of(t, now) for t in page.items]
+    if as_json:
+        emit_json({"items": [v.model_dump(mode="json") for v in views],
+                   "next_cursor": page.next_cursor})
+        return
+    print_table(["prefix", "name", "kind", "status", "created", "expires", "last used",
+                 "creator", "id"],
+                [[v.prefix, v.name, v.kind, v.status, f"{v.created_at:%Y-%m-%d}",
+                  f"{v.expires_at:%Y-%m-%d}",
+                  f"{v.last_used_at:%Y-%m-%d %H:%M} {v.last_used_ip or ''}".strip()
+                  if v.last_used_at else "never", v.created_by or "", v.id] for v in views])
+    if page.next_cursor:
+        out.print(f"more: --after {page.next_cursor}")
+
+
+TokenRef = Annotated[str, typer.Argument(help="Token id or prefix (tlk_…).")]
+OptionalAccount = Annotated[str | None, typer.Option(
+    "--account", "-a", help="Refuse unless the token belongs to this account (slug or id).")]
+
+
+@tokens_app.command("show")
+def tokens_show(ref: TokenRef, account: OptionalAccount = None,
+                as_json: JsonOption = False) -> None:
+    """Show one token."""
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        view = TokenView.of(rt.tokens.get(actor, token_id), rt.clock.now())
+    if as_json:
+        emit_json(view)
+        return
+    for key, value in view.model_dump(mode="json").items():
+        out.print(f"[bold]{key}[/]: {value}", highlight=False)
+
+
+@tokens_app.command("update")
+def tokens_update(
+    ref: TokenRef,
+    account: OptionalAccount = None,
+    name: Annotated[str | None, typer.Option(help="A new name.")] = None,
+    description: Annotated[str | None, typer.Option(help="A new description.")] = None,
+    ip: Annotated[list[str] | None, typer.Option(help="Replace the allow-list.")] = None,
+    clear_ips: Annotated[bool, typer.Option("--clear-ips", metavar="",
+            help="Allow every IP.")] = False,
+    target: Annotated[str | None, typer.Option(help="A new target software.")] = None,
+    scope: Annotated[list[str] | None, typer.Option(
+        help="Replace the scopes; repeat for more (see `tallykey scopes`).")] = None,
+    as_json: JsonOption = False,
+) -> None:
+    """Edit a token's name, description, allow-list, target or scopes (expiry cannot be
+    extended)."""
+    changes = TokenChanges(name=name, description=description,
+                           ip_allowlist=[] if clear_ips else ip, target=target, scopes=scope)
+    _token_action(ref, account, as_json, "updated",
+                  lambda rt, actor, tid: rt.tokens.update(actor, tid, changes))
+
+
+@tokens_app.command("revoke")
+def tokens_revoke(ref: TokenRef, account: OptionalAccount = None,
+                  reason: Annotated[str, typer.Option(
+                      help="Why (shown in Expired & Revoked and the audit log).")] = "",
+                  as_json: JsonOption = False) -> None:
+    """Revoke a token: it stops working immediately. Irreversible. Answers once every
+    running node refuses it (or says which node has not confirmed, and by when it stops)."""
+    _token_action(ref, account, as_json, "revoked",
+                  lambda rt, actor, tid: rt.tokens.revoke(actor, tid, reason))
+
+
+@tokens_app.command("rotate")
+def tokens_rotate(
+    ref: TokenRef,
+    account: OptionalAccount = None,
+    grace: Annotated[int, typer.Option(
+        help="Seconds the old secret keeps working (0-604800); the console's default too.")]
+    = DEFAULT_GRACE_SECONDS,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
+            help="Print only the new token.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Give a token a new secret; the old one works for the grace period."""
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        issued = rt.tokens.rotate(actor, token_id, grace)
+        view = IssuedTokenView.of_issued(issued, rt.clock.now())
+        done = rt.settle(token_id)
+    if grace == 0 and not quiet and not as_json:
+        err.print(f"the old secret {done.summary()}", highlight=False)
+    if quiet:
+        sys.stdout.write(view.token + "\n")
+    elif as_json:
+        emit_json(view)
+    else:
+        print_issued(view, "rotated")
+
+
+def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
+                  action: Callable[[Runtime, Actor, str], Any]) -> None:
+    """Change a token, wait until every node applied it, and say so."""
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        view = TokenView.of(action(rt, actor, token_id), rt.clock.now())
+        done = rt.settle(token_id)
+    if as_json:
+        emit_json({**view.model_dump(mode="json"),
+                   "propagation": PropagationView.of(done).model_dump(mode="json")})
+    else:
+        out.print(f"{verb} {view.prefix} ({view.name}): {done.summary()}", highlight=False)
+
+
+@tokens_app.command("secret")
+def tokens_secret(ref: TokenRef, account: OptionalAccount = None,
+                  as_json: JsonOption = False) -> None:
+    """Retrieve a retrievable application token's username and password (audited)."""
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        issued = rt.tokens.retrieve_secret(actor, token_id)
+    result = {"id": issued.token.id, "username": issued.secret.prefix,
+              "password": issued.secret.password, "token": issued.value}
+    if as_json:
+        emit_json(result)
+    else:
+        out.print(f"username: {result['username']}\npassword: {result['password']}",
+                  highlight=False)
