@@ -203,7 +203,7 @@ class TokenSuspended(AuthenticationError):
             f"This token was suspended by {suspended_by} at {suspended_at.isoformat()}; "
             "ask an administrator.",
             "A suspended token works again once an administrator resumes it.",
-            error="token_suspended", reason=self.reason,
+            error="token_suspended",
             suspended_at=suspended_at.isoformat(), suspended_by=suspended_by,
         )
 
