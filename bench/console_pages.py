@@ -25,7 +25,7 @@ from pathlib import Path
 
 import httpx
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.demo.seed import ADMIN, seed
 from tallykey.runtime import Runtime

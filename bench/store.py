@@ -12,7 +12,7 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.runtime import Runtime

@@ -155,7 +155,7 @@ class World:
     and globex (an admin), for isolation checks."""
 
     def __init__(self, rt: Runtime) -> None:
-        from tallykey.accounts.actor import Actor
+        from tallykey.actor import Actor
 
         self.rt = rt
         acme = rt.accounts.create_account("acme", "Acme", "eu1")
@@ -174,7 +174,7 @@ class World:
                                                    "admin@globex.test", role="admin")
 
     def actor(self, user_email: str, ip: str | None = "198.51.100.7") -> object:
-        from tallykey.accounts.actor import Actor
+        from tallykey.actor import Actor
 
         for user in (self.admin, self.member, self.other_admin):
             if user.email == user_email:

@@ -11,7 +11,6 @@ from tallykey.accounts import passwords
 from tallykey.accounts.models import Account
 from tallykey.accounts.scopes import ScopeCatalog, load_catalog
 from tallykey.accounts.service import AccountService
-from tallykey.auth.sessions import SessionStore
 from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
@@ -26,6 +25,7 @@ from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
 from tallykey.operators.service import OperatorService
 from tallykey.people.resets import PasswordResets
+from tallykey.people.sessions import SessionStore
 from tallykey.people.sso import SingleSignOn
 from tallykey.people.twofactor import TwoFactor
 from tallykey.settings import Settings, load_settings

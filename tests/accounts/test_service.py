@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.service import PolicyChanges
+from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
 

@@ -13,7 +13,7 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.api.app import create_app
 from tallykey.cli import app as cli_app
 from tallykey.clock import FrozenClock

@@ -32,7 +32,7 @@ from starlette.testclient import TestClient
 
 from tallykey.api.app import AUTH_REQUEST_PATH, Dispatcher, create_app
 from tallykey.api.responses import served_routes
-from tallykey.auth.sessions import CSRF_HEADER
+from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import Employee, Workspace, metadata
 from tallykey.tokens.service import TokenDraft

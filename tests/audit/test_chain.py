@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import select, text
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.audit import chain, trail
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock

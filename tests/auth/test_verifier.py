@@ -8,7 +8,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import event, select
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.db.engine import Database

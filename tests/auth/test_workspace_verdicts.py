@@ -14,7 +14,7 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.auth.middleware import TallykeyMiddleware
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock

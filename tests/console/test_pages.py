@@ -9,10 +9,10 @@ import time
 
 from starlette.testclient import TestClient
 
-from tallykey.accounts.actor import Actor
-from tallykey.auth.limiter import WINDOW_SECONDS
+from tallykey.actor import Actor
 from tallykey.console import setup
 from tallykey.console.web import CONTENT_SECURITY_POLICY
+from tallykey.network.limiter import WINDOW_SECONDS
 from tallykey.runtime import Runtime
 from tallykey.tokens.service import TokenDraft
 

@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from sqlalchemy import select, text, update
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.service import PolicyChanges
+from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed

@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from sqlalchemy import func, select
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.errors import ValidationFailed
 from tallykey.notify.models import EMAIL, OutboxMessage
 from tallykey.notify.notices import in_words

@@ -9,7 +9,7 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.db.engine import Database
 from tallykey.errors import ValidationFailed

@@ -7,8 +7,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.service import PolicyChanges
+from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.notify.notices import EXPIRED_STAGE
 from tallykey.notify.reminders import due_stage

@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.errors import PermissionDenied, ValidationFailed
 from tallykey.notify.webhooks import SignatureInvalid, WebhookService, sign, verify_signature

@@ -11,10 +11,10 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
+from tallykey.accounts.console_sessions import ConsoleSession
+from tallykey.actor import Actor
 from tallykey.api.access_log import JsonFormatter
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.sessions import ConsoleSession
 from tallykey.clock import FrozenClock
 from tallykey.errors import LinkRefused, NotFound, PermissionDenied, ValidationFailed
 from tallykey.logs import redact

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
 

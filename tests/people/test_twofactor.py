@@ -14,7 +14,7 @@ import pyotp
 import pytest
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, ValidationFailed

@@ -1,4 +1,5 @@
-"""Tables of tenants: accounts, workspaces, users and their per-workspace permissions."""
+"""Tables of tenants: accounts, workspaces, users and their per-workspace permissions,
+and the failed sign-ins per e-mail address."""
 
 from __future__ import annotations
 
@@ -79,3 +80,15 @@ class WorkspaceGrant(Base):
     scopes: Mapped[list[str]] = mapped_column(JSON, default=list)
 
     user: Mapped[User] = relationship(back_populates="grants")
+
+
+class SignInFailure(Base):
+    """Consecutive failed console sign-ins per e-mail address (known or not), shared by
+    every node: the per-account limit with its back-off (`accounts.sign_in`)."""
+
+    __tablename__ = "sign_in_failures"
+
+    email: Mapped[str] = mapped_column(String(254), primary_key=True)
+    failures: Mapped[int] = mapped_column(Integer, default=0)
+    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)

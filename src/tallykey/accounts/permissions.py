@@ -5,10 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tallykey.accounts.scopes import BUILT_IN, DEMO_CATALOG
+from tallykey.actor import ADMIN, MEMBER, ROLES
 
-ADMIN = "admin"
-MEMBER = "member"
-ROLES = (ADMIN, MEMBER)
+__all__ = ["ADMIN", "MEMBER", "ROLES"]  # the roles an actor can have, re-exported for rules
 
 #: The default (demo) catalog's scopes with what they allow; a deployment's own catalog
 #: is `Runtime.catalog` (see `accounts.scopes`).

@@ -12,13 +12,13 @@ from email_validator import EmailNotValidError, validate_email
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
+from tallykey.accounts.console_sessions import end_sessions
 from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
 from tallykey.accounts.passwords import check_password, hash_password
 from tallykey.accounts.permissions import ADMIN, ROLES, Permissions
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
+from tallykey.actor import Actor
 from tallykey.audit import trail
-from tallykey.auth.sessions import end_sessions
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
@@ -83,6 +83,11 @@ class AccountService:
                               created_at=self.clock.now())
             session.add(account)
             return account
+
+    def list_accounts(self) -> list[Account]:
+        """Every account of this deployment, by slug (the operator's view)."""
+        with self.database.reading() as session:
+            return list(session.scalars(select(Account).order_by(Account.slug)))
 
     def find_account(self, slug_or_id: str) -> Account:
         with self.database.reading() as session:

@@ -25,13 +25,11 @@ from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.models import User
-from tallykey.accounts.service import normalise_email
+from tallykey.accounts.models import SignInFailure, User
+from tallykey.accounts.service import AccountService, normalise_email
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.limiter import FailureLimiter
-from tallykey.auth.models import SignInFailure
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
-from tallykey.runtime import Runtime
+from tallykey.network.limiter import FailureLimiter
 
 NETWORK_FAILURES_PER_MINUTE = 10
 FREE_FAILURES = 5
@@ -42,7 +40,7 @@ LOGIN_FAILED = "user.login_failed"
 BAD_CREDENTIALS = "The e-mail or password is wrong, or the user is deactivated."
 
 
-def sign_in(runtime: Runtime, limiter: FailureLimiter, email: str, password: str,
+def sign_in(accounts: AccountService, limiter: FailureLimiter, email: str, password: str,
             ip: str, via: str) -> User:
     """The active user with these credentials. Raises `TooManyAttempts` (a limit is
     reached: the password is not even checked) or `Unauthenticated` (audited)."""
@@ -50,15 +48,15 @@ def sign_in(runtime: Runtime, limiter: FailureLimiter, email: str, password: str
     if wait is not None:
         raise TooManyAttempts(wait, "Too many failed sign-ins from your network.")
     key = _key(email)
-    wait = _blocked_for(runtime, key)
+    wait = _blocked_for(accounts, key)
     if wait is not None:
         raise TooManyAttempts(wait, "Too many failed sign-ins for this e-mail address.")
-    user = runtime.accounts.check_login(email, password)
+    user = accounts.check_login(email, password)
     if user is not None:
-        _forget(runtime, key)
+        _forget(accounts, key)
         return user
     limiter.failed(ip)
-    _record_failure(runtime, key, ip, via)
+    _record_failure(accounts, key, ip, via)
     raise Unauthenticated(BAD_CREDENTIALS)
 
 
@@ -69,29 +67,29 @@ def _key(email: str) -> str:
         return email.strip().lower()[:254]
 
 
-def _blocked_for(runtime: Runtime, key: str) -> int | None:
-    with runtime.database.reading() as session:
+def _blocked_for(accounts: AccountService, key: str) -> int | None:
+    with accounts.database.reading() as session:
         blocked_until = session.scalar(select(SignInFailure.blocked_until).where(
             SignInFailure.email == key))
     if blocked_until is None:
         return None
-    left = (blocked_until - runtime.clock.now()).total_seconds()
+    left = (blocked_until - accounts.clock.now()).total_seconds()
     return math.ceil(left) if left > 0 else None
 
 
-def _forget(runtime: Runtime, key: str) -> None:
-    with runtime.database.reading() as session:
+def _forget(accounts: AccountService, key: str) -> None:
+    with accounts.database.reading() as session:
         if session.get(SignInFailure, key) is None:
             return
-    with runtime.database.transaction() as session:
+    with accounts.database.transaction() as session:
         row = session.get(SignInFailure, key)
         if row is not None:
             session.delete(row)
 
 
-def _record_failure(runtime: Runtime, key: str, ip: str, via: str) -> None:
-    now = runtime.clock.now()
-    with runtime.database.transaction() as session:
+def _record_failure(accounts: AccountService, key: str, ip: str, via: str) -> None:
+    now = accounts.clock.now()
+    with accounts.database.transaction() as session:
         _ensure_row(session, key, now)
         row = session.scalar(select(SignInFailure).where(SignInFailure.email == key)
                              .with_for_update())

@@ -26,12 +26,12 @@ from tallykey.api.access_log import AccessLog
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
-from tallykey.auth.client_ip import served_over_https
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
 from tallykey.errors import StoreUnavailable
 from tallykey.jobs import start_background_worker
 from tallykey.monitor import metrics
+from tallykey.network.client_ip import served_over_https
 from tallykey.runtime import Runtime
 
 log = logging.getLogger(__name__)

@@ -8,17 +8,17 @@ from typing import Annotated
 from fastapi import Depends, Request
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
+from tallykey.actor import Actor
 from tallykey.api.responses import VerdictRefused
-from tallykey.auth.client_ip import scope_client_ip, served_over_https
 from tallykey.auth.header import missing_header
-from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.middleware import TOKEN_ID_STATE, misplaced_token_headers, token_in_url
-from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import PermissionDenied, Unauthenticated
+from tallykey.network.client_ip import scope_client_ip, served_over_https
+from tallykey.network.limiter import FailureLimiter
+from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import PERSONAL
 

@@ -11,11 +11,10 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, Workspace
-from tallykey.accounts.permissions import ADMIN
 from tallykey.accounts.service import PolicyChanges
 from tallykey.accounts.sign_in import sign_in
+from tallykey.actor import ADMIN, Actor
 from tallykey.api.deps import (
     ManagementActor,
     RuntimeDep,
@@ -55,12 +54,12 @@ from tallykey.api.schemas import (
 )
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.errors import (
     NotFound,
     PermissionDenied,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
+from tallykey.people.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
 from tallykey.tokens.models import Token
@@ -545,7 +544,7 @@ def login(body: LoginRequest, request: Request, response: Response,
     """Sign in with e-mail and password; sets the session cookie and returns the CSRF token
     to send in `X-CSRF-Token` on every state-changing request."""
     ip = ip_of(request)
-    user = sign_in(runtime, login_limiter(request), body.email, body.password, ip, "api")
+    user = sign_in(runtime.accounts, login_limiter(request), body.email, body.password, ip, "api")
     opened = runtime.sessions.open(user, ip, request.headers.get("user-agent"))
     with runtime.database.transaction() as session:
         trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,

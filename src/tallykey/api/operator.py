@@ -17,8 +17,8 @@ from tallykey.api.deps import RuntimeDep, ip_of
 from tallykey.api.management import settle
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import Strict, UserView, WorkspaceCreate, WorkspaceView
-from tallykey.auth.limiter import FailureLimiter
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
+from tallykey.network.limiter import FailureLimiter
 from tallykey.operators.models import OperatorToken
 from tallykey.tokens.schemas import Timestamp
 

@@ -10,14 +10,14 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
 from tallykey.audit import trail
-from tallykey.auth.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, csrf_matches
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
 from tallykey.people.policy import AWAITING_CODE
+from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, csrf_matches
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"],
                    responses=error_responses(400, 401, 403, 404, 422))

@@ -15,11 +15,11 @@ from starlette.types import Receive, Scope, Send
 from tallykey.api.deps import ip_of, runtime_of, verifier_of
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import VerifyRequest, VerifyResponse
-from tallykey.auth.client_ip import is_trusted
 from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
+from tallykey.network.client_ip import is_trusted
 from tallykey.settings import Settings
 
 router = APIRouter(prefix="/api/v1", tags=["verification"],

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import base64
 import json
+from collections.abc import Mapping
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,7 +26,6 @@ from cryptography.hazmat.primitives.asymmetric.ed25519 import (
 )
 from sqlalchemy import select
 
-from tallykey.accounts.models import Account
 from tallykey.audit.chain import NO_ACCOUNT, chain_of
 from tallykey.audit.models import AuditChainHead, AuditEvent
 from tallykey.db.engine import Database
@@ -37,10 +37,11 @@ class AnchorError(ValueError):
     """A key or a saved heads document that cannot be used; the message says why."""
 
 
-def heads(database: Database, account_id: str | None = None) -> list[dict[str, Any]]:
-    """Each chain's head: `chain`, `account` (slug, or `-`), `seq` and `hash`."""
+def heads(database: Database, slugs: Mapping[str, str],
+          account_id: str | None = None) -> list[dict[str, Any]]:
+    """Each chain's head: `chain`, `account` (its slug from `slugs`, account id -> slug;
+    or `-`), `seq` and `hash`."""
     with database.reading() as session:
-        slugs = dict(session.execute(select(Account.id, Account.slug)).tuples().all())
         rows = session.scalars(select(AuditChainHead).where(*(
             [AuditChainHead.chain == chain_of(account_id)] if account_id else []))
             .order_by(AuditChainHead.chain))
@@ -54,10 +55,11 @@ def _signed_part(document: dict[str, Any]) -> bytes:
 
 
 def heads_document(database: Database, now: datetime, key: Ed25519PrivateKey | None,
-                   account_id: str | None = None) -> dict[str, Any]:
+                   slugs: Mapping[str, str], account_id: str | None = None
+                   ) -> dict[str, Any]:
     """The heads as a JSON-ready document, with an Ed25519 signature when `key` is given."""
     document: dict[str, Any] = {"format": FORMAT, "taken_at": now.isoformat(),
-                                "heads": heads(database, account_id)}
+                                "heads": heads(database, slugs, account_id)}
     if key is not None:
         public = key.public_key().public_bytes(serialization.Encoding.Raw,
                                                serialization.PublicFormat.Raw)

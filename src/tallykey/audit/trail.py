@@ -9,7 +9,7 @@ from typing import Any
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 
 

@@ -30,11 +30,11 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tallykey.auth.client_ip import IpNetwork, scope_client_ip
 from tallykey.auth.header import missing_header, token_headers_present
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
+from tallykey.network.client_ip import IpNetwork, scope_client_ip
 
 STATE_KEY = "tallykey"
 #: `scope["state"]` key naming the token that authenticated a request (for request logs).

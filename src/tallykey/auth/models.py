@@ -1,5 +1,5 @@
 """Tables the verification path owns: failed-authentication counts shared across nodes,
-console sign-in failures and the server keys."""
+and the server keys."""
 
 from __future__ import annotations
 
@@ -20,18 +20,6 @@ class AuthFailure(Base):
     window: Mapped[int] = mapped_column(Integer, primary_key=True)
     node_id: Mapped[str] = mapped_column(String(36), primary_key=True)
     count: Mapped[int] = mapped_column(Integer, default=0)
-
-
-class SignInFailure(Base):
-    """Consecutive failed console sign-ins per e-mail address (known or not), shared by
-    every node: the per-account limit with its back-off (`accounts.sign_in`)."""
-
-    __tablename__ = "sign_in_failures"
-
-    email: Mapped[str] = mapped_column(String(254), primary_key=True)
-    failures: Mapped[int] = mapped_column(Integer, default=0)
-    last_failed_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    blocked_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
 
 
 class ServerKey(Base):

@@ -8,9 +8,9 @@ from sqlalchemy import delete, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
-from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.models import AuthFailure
 from tallykey.db.engine import Database
+from tallykey.network.limiter import FailureLimiter
 
 
 def share_failures(database: Database, node_id: str, limiter: FailureLimiter) -> None:

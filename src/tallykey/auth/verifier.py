@@ -27,7 +27,6 @@ from anyio import to_thread
 
 from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache
 from tallykey.auth.header import extract_token
-from tallykey.auth.limiter import FailureLimiter
 from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
@@ -58,6 +57,7 @@ from tallykey.feed.follower import FeedFollower
 from tallykey.monitor import metrics
 from tallykey.monitor.alerts import UsageMonitor
 from tallykey.monitor.usage import ALLOWED, UsageRecorder
+from tallykey.network.limiter import FailureLimiter
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens import format as token_format

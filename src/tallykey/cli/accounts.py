@@ -6,10 +6,9 @@ import sys
 from typing import Annotated, Any
 
 import typer
-from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
-from tallykey.accounts.models import Account, User
+from tallykey.accounts.models import User
+from tallykey.actor import Actor
 from tallykey.api.schemas import PropagationView
 from tallykey.cli.context import runtime
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
@@ -41,9 +40,9 @@ def accounts_create(
 @accounts_app.command("list")
 def accounts_list(as_json: JsonOption = False) -> None:
     """List accounts."""
-    with runtime() as rt, rt.database.reading() as session:
+    with runtime() as rt:
         rows = [{"id": a.id, "slug": a.slug, "name": a.name, "region": a.region}
-                for a in session.scalars(select(Account).order_by(Account.slug))]
+                for a in rt.accounts.list_accounts()]
     if as_json:
         emit_json(rows)
         return

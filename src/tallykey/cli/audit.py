@@ -86,7 +86,8 @@ def audit_heads(
             except anchor.AnchorError as error:
                 fail(str(error))
         account_id = rt.accounts.find_account(account).id if account else None
-        document = anchor.heads_document(rt.database, rt.clock.now(), key, account_id)
+        slugs = {a.id: a.slug for a in rt.accounts.list_accounts()}
+        document = anchor.heads_document(rt.database, rt.clock.now(), key, slugs, account_id)
     if as_json or sign:
         emit_json(document)
         return

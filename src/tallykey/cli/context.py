@@ -8,7 +8,7 @@ from contextlib import contextmanager
 
 from sqlalchemy.exc import OperationalError
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.cli.output import EXIT_ERROR, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, fail
 from tallykey.db.engine import store_outage
 from tallykey.errors import StoreUnavailable, TallykeyError

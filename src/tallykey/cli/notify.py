@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.cli.context import runtime
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
 from tallykey.jobs import Worker

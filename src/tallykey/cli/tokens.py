@@ -10,7 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.api.schemas import PropagationView
 from tallykey.cli.context import operator_for_token, runtime, user_actor
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table

@@ -6,8 +6,8 @@ from typing import Annotated, Any
 
 import typer
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Workspace
+from tallykey.actor import Actor
 from tallykey.cli.context import runtime
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, fail, out
 

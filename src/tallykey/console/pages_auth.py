@@ -12,12 +12,11 @@ import secrets
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
+from tallykey.actor import Actor
 from tallykey.api.deps import ip_of, is_https, login_limiter
 from tallykey.audit import trail
-from tallykey.auth.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.console import setup
 from tallykey.console.forms import text
 from tallykey.console.web import (
@@ -37,6 +36,7 @@ from tallykey.console.web import (
     second_step_url,
 )
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
+from tallykey.people.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -91,7 +91,7 @@ def login_page(request: Request, next: str = "") -> Response:
 async def login(request: Request, runtime: RuntimeDep) -> Response:
     fields = await pre_session_form(request)
     try:
-        user = await run_in_threadpool(sign_in, runtime, login_limiter(request),
+        user = await run_in_threadpool(sign_in, runtime.accounts, login_limiter(request),
                                        fields.get("email", ""), fields.get("password", ""),
                                        ip_of(request), "console")
     except TooManyAttempts as refused:

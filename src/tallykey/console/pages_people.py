@@ -12,16 +12,10 @@ from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
-from tallykey.accounts.actor import Actor
+from tallykey.accounts.console_sessions import end_sessions
+from tallykey.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.audit import trail
-from tallykey.auth.sessions import (
-    SESSION_COOKIE,
-    SESSION_LIFETIME,
-    OpenSession,
-    csrf_matches,
-    end_sessions,
-)
 from tallykey.console.forms import text
 from tallykey.console.pages_auth import pre_session_form, start_session, with_form_key
 from tallykey.console.web import (
@@ -44,6 +38,12 @@ from tallykey.console.web import (
 )
 from tallykey.errors import LinkRefused, SecondFactorRefused, ValidationFailed
 from tallykey.people.policy import AWAITING_CODE, AWAITING_ENROLMENT
+from tallykey.people.sessions import (
+    SESSION_COOKIE,
+    SESSION_LIFETIME,
+    OpenSession,
+    csrf_matches,
+)
 from tallykey.people.sso import CALLBACK_PATH, SignOnRefused
 from tallykey.runtime import Runtime
 

@@ -17,11 +17,11 @@ from datetime import timedelta
 from sqlalchemy import exists, select
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User
 from tallykey.accounts.passwords import check_rules
 from tallykey.accounts.permissions import ADMIN
 from tallykey.accounts.service import normalise_email
+from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import ValidationFailed
 from tallykey.runtime import Runtime

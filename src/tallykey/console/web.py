@@ -19,16 +19,16 @@ from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH
+from tallykey.actor import Actor
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.api.limits import BodyTooLarge
 from tallykey.auth.server_keys import server_key
-from tallykey.auth.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.console import views
 from tallykey.errors import NotFound, PermissionDenied, StoreUnavailable, TallykeyError
 from tallykey.feed.nodes import Propagation
 from tallykey.people.policy import AWAITING_CODE
+from tallykey.people.sessions import SESSION_COOKIE, OpenSession, csrf_matches
 from tallykey.runtime import Runtime
 
 PREFIX = "/console"

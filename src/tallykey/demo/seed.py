@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import select
 
 from tallykey import demo_files as local
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.service import PolicyChanges
+from tallykey.actor import Actor
 from tallykey.demo.models import Employee
 from tallykey.errors import NotFound, TokenFormatError
 from tallykey.runtime import Runtime

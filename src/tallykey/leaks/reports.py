@@ -21,7 +21,7 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.errors import Conflict, TokenFormatError
 from tallykey.notify.notices import LEAK_REPORT

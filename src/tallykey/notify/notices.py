@@ -16,9 +16,9 @@ from jinja2 import Environment, PackageLoader, StrictUndefined, select_autoescap
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.permissions import ADMIN
+from tallykey.actor import Actor
 from tallykey.db.base import new_id
 from tallykey.notify import webhooks
 from tallykey.notify.models import EMAIL

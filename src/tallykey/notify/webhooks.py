@@ -33,7 +33,7 @@ import httpx
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database

@@ -16,10 +16,10 @@ from typing import Any
 
 from sqlalchemy import select
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.permissions import ADMIN
 from tallykey.accounts.service import AccountService, PolicyChanges
+from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database

@@ -19,13 +19,13 @@ from typing import NoReturn
 from sqlalchemy import func, select, update
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
+from tallykey.accounts.console_sessions import end_sessions
 from tallykey.accounts.models import Account, User
 from tallykey.accounts.passwords import check_rules, hash_password
 from tallykey.accounts.service import normalise_email
+from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.sessions import end_sessions
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import LinkRefused, NotFound, PermissionDenied, ValidationFailed

@@ -33,9 +33,9 @@ from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
 from sqlalchemy import delete, func, select
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User
 from tallykey.accounts.permissions import ADMIN, MEMBER
+from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import Clock

@@ -23,11 +23,11 @@ import segno
 from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
+from tallykey.accounts.console_sessions import end_sessions
 from tallykey.accounts.models import Account, User
 from tallykey.accounts.passwords import check_password
+from tallykey.actor import Actor
 from tallykey.audit import trail
-from tallykey.auth.sessions import end_sessions
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, ValidationFailed

@@ -1,9 +1,9 @@
 """Every table, imported so the metadata is complete (for Alembic and for tests)."""
 
-from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
+from tallykey.accounts.console_sessions import ConsoleSession
+from tallykey.accounts.models import Account, SignInFailure, User, Workspace, WorkspaceGrant
 from tallykey.audit.models import AuditChainHead, AuditEvent
-from tallykey.auth.models import AuthFailure, ServerKey, SignInFailure
-from tallykey.auth.sessions import ConsoleSession
+from tallykey.auth.models import AuthFailure, ServerKey
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
 from tallykey.feed.models import Node, VerdictChange

@@ -10,7 +10,7 @@ from typing import Any
 
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
+from tallykey.actor import Actor
 from tallykey.tokens.models import Token
 
 TOKEN_CREATED = "token.created"

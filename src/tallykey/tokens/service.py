@@ -15,10 +15,10 @@ from typing import Any
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.actor import Actor
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.accounts.service import permissions_of
+from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database

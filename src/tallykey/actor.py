@@ -1,10 +1,14 @@
-"""Who is acting: a user of an account, or the operator running the CLI on the server."""
+"""Who is acting: a user of an account with a role, or the operator running the CLI on the
+server. Every service takes an `Actor`, and the audit trail records one; it sits at the
+bottom, with the roles it can have."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-from tallykey.accounts.permissions import ADMIN
+ADMIN = "admin"
+MEMBER = "member"
+ROLES = (ADMIN, MEMBER)
 
 
 @dataclass(frozen=True, slots=True)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tallykey.auth.limiter import FailureLimiter
+from tallykey.network.limiter import FailureLimiter
 
 
 class Ticker:

@@ -8,17 +8,17 @@ is *awaiting* it: `find` does not return it, so no page or API call accepts it, 
 
 from __future__ import annotations
 
-import hashlib
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
-from sqlalchemy import ForeignKey, Integer, String, delete, select, update
-from sqlalchemy.orm import Mapped, Session, mapped_column
+from sqlalchemy import delete, select, update
+from sqlalchemy.orm import Session
 
+from tallykey.accounts.console_sessions import ConsoleSession, cookie_hash, end_sessions
 from tallykey.accounts.models import User
 from tallykey.clock import Clock
-from tallykey.db.base import Base, UTCDateTime, new_id
+from tallykey.db.base import new_id
 from tallykey.db.engine import Database
 from tallykey.people.policy import second_factor_stage
 
@@ -28,23 +28,6 @@ SESSION_LIFETIME = timedelta(hours=12)
 #: A session awaiting its second factor lives this long, and allows this many wrong codes.
 PENDING_LIFETIME = timedelta(minutes=10)
 MAX_CODE_FAILURES = 5
-
-
-class ConsoleSession(Base):
-    __tablename__ = "console_sessions"
-
-    id_hash: Mapped[str] = mapped_column(String(64), primary_key=True)
-    #: Names the session on the "your sessions" page (the cookie's hash is never shown).
-    public_id: Mapped[str] = mapped_column(String(36), unique=True, default=new_id)
-    user_id: Mapped[str] = mapped_column(ForeignKey("users.id"), index=True)
-    csrf_token: Mapped[str] = mapped_column(String(64))
-    created_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    expires_at: Mapped[datetime] = mapped_column(UTCDateTime())
-    ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
-    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
-    #: None for a full session; else what it still waits for (see `tallykey.people.policy`).
-    awaiting: Mapped[str | None] = mapped_column(String(16), nullable=True)
-    code_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
 
 
 @dataclass(frozen=True)
@@ -68,19 +51,6 @@ class SessionInfo:
     user_agent: str | None
 
 
-def _hash(cookie: str) -> str:
-    return hashlib.sha256(cookie.encode()).hexdigest()
-
-
-def end_sessions(session: Session, user_id: str, *, keep_cookie: str | None = None) -> int:
-    """Delete the user's sessions (but the one of `keep_cookie`) in the caller's
-    transaction; returns how many ended."""
-    statement = delete(ConsoleSession).where(ConsoleSession.user_id == user_id)
-    if keep_cookie:
-        statement = statement.where(ConsoleSession.id_hash != _hash(keep_cookie))
-    return int(session.execute(statement).rowcount or 0)  # type: ignore[attr-defined]
-
-
 class SessionStore:
     def __init__(self, database: Database, clock: Clock) -> None:
         self.database = database
@@ -96,7 +66,7 @@ class SessionStore:
         with self.database.transaction() as session:
             awaiting = second_factor_stage(session, user)
             lifetime = PENDING_LIFETIME if awaiting else SESSION_LIFETIME
-            session.add(ConsoleSession(id_hash=_hash(cookie), public_id=public_id,
+            session.add(ConsoleSession(id_hash=cookie_hash(cookie), public_id=public_id,
                                        user_id=user.id, csrf_token=csrf, created_at=now,
                                        expires_at=now + lifetime, ip=ip,
                                        user_agent=(user_agent or "")[:300] or None,
@@ -115,7 +85,7 @@ class SessionStore:
         with self.database.reading() as session:
             row = session.execute(
                 select(ConsoleSession, User).join(User, User.id == ConsoleSession.user_id)
-                .where(ConsoleSession.id_hash == _hash(cookie))).first()
+                .where(ConsoleSession.id_hash == cookie_hash(cookie))).first()
         if row is None:
             return None
         stored, user = row
@@ -128,12 +98,12 @@ class SessionStore:
         """Swap a session that passed its second factor for a full one under a new cookie,
         in the caller's transaction. Raises `LookupError` if it ended meanwhile (so two
         concurrent submissions of one pending session cannot both succeed)."""
-        stored = session.get(ConsoleSession, _hash(pending.cookie))
+        stored = session.get(ConsoleSession, cookie_hash(pending.cookie))
         if stored is None or stored.awaiting is None:
             raise LookupError("the session awaiting a second factor has ended")
         ip, user_agent = stored.ip, stored.user_agent
         gone = session.execute(delete(ConsoleSession).where(
-            ConsoleSession.id_hash == _hash(pending.cookie),
+            ConsoleSession.id_hash == cookie_hash(pending.cookie),
             ConsoleSession.awaiting.is_not(None)))
         if not gone.rowcount:  # type: ignore[attr-defined]
             raise LookupError("the session awaiting a second factor has ended")
@@ -141,7 +111,7 @@ class SessionStore:
         csrf = secrets.token_urlsafe(32)
         now = self.clock.now()
         public_id = new_id()
-        session.add(ConsoleSession(id_hash=_hash(cookie), public_id=public_id,
+        session.add(ConsoleSession(id_hash=cookie_hash(cookie), public_id=public_id,
                                    user_id=pending.user.id, csrf_token=csrf, created_at=now,
                                    expires_at=now + SESSION_LIFETIME, ip=ip,
                                    user_agent=user_agent, awaiting=None))
@@ -152,13 +122,13 @@ class SessionStore:
         password). Returns the failures left."""
         with self.database.transaction() as session:
             session.execute(update(ConsoleSession).where(
-                ConsoleSession.id_hash == _hash(pending.cookie))
+                ConsoleSession.id_hash == cookie_hash(pending.cookie))
                 .values(code_failures=ConsoleSession.code_failures + 1))
             failures = session.scalar(select(ConsoleSession.code_failures).where(
-                ConsoleSession.id_hash == _hash(pending.cookie))) or MAX_CODE_FAILURES
+                ConsoleSession.id_hash == cookie_hash(pending.cookie))) or MAX_CODE_FAILURES
             if failures >= MAX_CODE_FAILURES:
                 session.execute(delete(ConsoleSession).where(
-                    ConsoleSession.id_hash == _hash(pending.cookie)))
+                    ConsoleSession.id_hash == cookie_hash(pending.cookie)))
         return max(0, MAX_CODE_FAILURES - failures)
 
     def list_for(self, user_id: str) -> list[SessionInfo]:
@@ -180,7 +150,8 @@ class SessionStore:
 
     def close(self, cookie: str) -> None:
         with self.database.transaction() as session:
-            session.execute(delete(ConsoleSession).where(ConsoleSession.id_hash == _hash(cookie)))
+            session.execute(delete(ConsoleSession).where(
+                ConsoleSession.id_hash == cookie_hash(cookie)))
 
     def close_all_for(self, user_id: str) -> int:
         with self.database.transaction() as session:

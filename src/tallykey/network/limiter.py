@@ -15,7 +15,7 @@ import threading
 import time
 from collections.abc import Callable, Mapping
 
-from tallykey.auth.client_ip import network_key
+from tallykey.network.client_ip import network_key
 
 WINDOW_SECONDS = 60
 MAX_TRACKED = 100_000

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import ipaddress
 
-from tallykey.auth.client_ip import client_ip, forwarded_for, scope_client_ip
+from tallykey.network.client_ip import client_ip, forwarded_for, scope_client_ip
 
 TRUSTED = (ipaddress.ip_network("10.0.0.0/8"), ipaddress.ip_network("fd00::/8"))
 
