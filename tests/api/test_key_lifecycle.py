@@ -15,9 +15,9 @@ from starlette.testclient import TestClient
 from tallykey import TallykeyMiddleware, Verifier
 from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
-from tallykey.auth.sessions import CSRF_HEADER
 from tallykey.clock import FrozenClock
 from tallykey.notify.models import OutboxMessage
+from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token, TokenSecret
 
