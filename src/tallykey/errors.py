@@ -175,7 +175,12 @@ class RotatedOut(AuthenticationError):
 
     reason = "rotated_out"
 
-    def __init__(self, retired_at: datetime) -> None:
+    def __init__(self, retired_at: datetime, *, renewed: bool = False) -> None:
+        if renewed:
+            super().__init__(
+                f"This token was renewed: its secret stopped working at "
+                f"{retired_at.isoformat()}.", "Use its successor, issued by the renewal.")
+            return
         super().__init__(
             f"This token was rotated: its old secret stopped working at "
             f"{retired_at.isoformat()}.", "Use the new token issued by the rotation.")

@@ -196,7 +196,9 @@ def test_a_renewed_token_has_a_successor_and_its_old_secret_stops_after_the_grac
     assert surfaces.statuses(successor["token"]) == [200, 204, 200]
     clock.advance(timedelta(seconds=61))
     assert surfaces.statuses(made["token"]) == [401, 401, 401]
-    assert "stopped working" in surfaces.verify(made["token"])["message"]
+    retired = surfaces.verify(made["token"])
+    assert retired["message"].startswith("This token was renewed: its secret stopped working")
+    assert retired["hint"] == "Use its successor, issued by the renewal."
     assert surfaces.statuses(successor["token"]) == [200, 204, 200]
     again = api.post(f"/api/v1/tokens/{made['id']}/renew", headers=admin,
                      json={"expires_in_days": 30})

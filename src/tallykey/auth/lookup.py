@@ -31,7 +31,7 @@ _SQL = """
 SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        t.revoked_at, t.ip_allowlist, t.scopes, t.owner_id, a.slug, a.ip_allowlist,
        u.email, u.role, u.active, w.id, w.slug, g.scopes, a.active, t.suspended_at,
-       (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id)
+       (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.successor_id
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
@@ -126,7 +126,8 @@ class RecordLookup:
         share = self._shared
         (retires_at, token_id, account_id, kind, workspace_id, expires_at, revoked_at,
          token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
-         owner_active, *_workspace, account_active, suspended_at, suspended_by) = rows[0]
+         owner_active, *_workspace, account_active, suspended_at, suspended_by,
+         successor_id) = rows[0]
         own_scopes = share(frozenset(self._json(token_scopes)))
         live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
         grants = {row[15]: frozenset(self._json(row[17])) for row in rows
@@ -161,6 +162,7 @@ class RecordLookup:
             suspended_at=self._time(suspended_at),
             suspended_by=(share(suspended_by or "the operator") if suspended_at is not None
                           else None),
+            renewed=successor_id is not None,
         )
 
     def _shared_map(self, mapping: dict[str, Any]) -> dict[str, Any]:

@@ -45,6 +45,8 @@ class TokenRecord:
     #: A suspended token is refused until resumed, naming who suspended it and when.
     suspended_at: datetime | None = None
     suspended_by: str | None = None
+    #: The token was renewed: its secrets retire, and its successor takes over.
+    renewed: bool = False
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)

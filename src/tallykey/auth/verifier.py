@@ -436,7 +436,7 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
         return ExpiredToken(record.expires_at)
     if record.retires_ts is not None and record.retires_ts <= now:
         assert record.secret_retires_at is not None
-        return RotatedOut(record.secret_retires_at)
+        return RotatedOut(record.secret_retires_at, renewed=record.renewed)
     if not record.owner_active:
         return OwnerInactive("The token's owner is no longer active, so the token no longer "
                              "works.", "Ask an administrator for a token of an active user.")
