@@ -48,6 +48,7 @@ def main() -> None:
                           "--rounds", "5000"]),
         "http": run_json([sys.executable, str(HERE / "throughput.py"), "--seconds",
                           str(seconds)]),
+        "limits": run_json([sys.executable, str(HERE / "limits.py"), "--rounds", str(rounds), "--seconds", str(seconds)]),  # noqa: E501
     }
     verification, peer, http = results["verification"], results["peer"], results["http"]
     hit = verification["store_1k"]["hit"]["median_us"]

@@ -28,6 +28,8 @@ from tallykey.runtime import Runtime
 from tallykey.schema.tables import metadata
 from tallykey.settings import Settings, normalise_database_url
 
+from .redisserver import RedisServer, running_redis
+
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",
@@ -131,6 +133,12 @@ def database_url(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[str
     url = request.getfixturevalue("postgres_url")
     _truncate_all(url)
     yield url
+
+
+@pytest.fixture
+def redis_server() -> Iterator[RedisServer]:
+    """A Redis server of this test's own, on a free port (`tests/redisserver.py`)."""
+    yield from running_redis()
 
 
 @pytest.fixture

@@ -9,14 +9,13 @@ from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-import httpx
 import pytest
 
 from tallykey import client as sdk
 from tallykey import errors
 from tallykey.tokens import format as token_format
 
-from .e2e.conftest import Server, free_port, running_server
+from .e2e.conftest import Server, free_port, manage, new_token, running_server
 
 US1 = "https://api-us1.example.com"
 
@@ -32,17 +31,8 @@ def regions(server: Server) -> dict[str, str]:
     return {"eu1": server.base_url, "us1": US1}
 
 
-def manage(server: Server, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {server.seeded['admin']['token']}"}
-    return httpx.request(method, server.base_url + path, headers=headers, timeout=10, **kwargs)
 
 
-def new_token(server: Server, **body: Any) -> dict[str, Any]:
-    body.setdefault("name", "client test")
-    body.setdefault("expires_in_days", 30)
-    response = manage(server, "POST", "/api/v1/tokens", json=body)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 def connect(token: str, regions: dict[str, str], **kwargs: Any) -> sdk.ConnectionInfo:

@@ -285,6 +285,39 @@ class TooManyAttempts(AuthenticationError):
         self.retry_after = retry_after
 
 
+class RateLimited(AuthenticationError):
+    """A rate limit of the token (SPEC §13) is reached in its current window."""
+
+    status = 429
+    code = "rate_limited"
+    reason = "rate_limited"
+
+    def __init__(self, message: str, hint: str, *, limit: str, retry_after: int) -> None:
+        super().__init__(message, hint, limit=limit, retry_after=retry_after)
+        self.retry_after = retry_after
+
+
+class UsageExhausted(AuthenticationError):
+    """The token's usage credits (SPEC §13) are fewer than the request's cost."""
+
+    status = 429
+    code = "usage_exhausted"
+    reason = "usage_exhausted"
+
+    def __init__(self, message: str, hint: str, *, retry_after: int | None = None,
+                 **details: Any) -> None:
+        super().__init__(message, hint, **details,
+                         **({"retry_after": retry_after} if retry_after else {}))
+        if retry_after is not None:
+            self.retry_after = retry_after
+
+
+class InvalidCost(MalformedHeader):
+    """A `Tallykey-Cost` header that is not a whole number from 0 to 1000."""
+
+    reason = "invalid_cost"
+
+
 # --- console sign-in (SPEC §12) -------------------------------------------------------
 
 

@@ -85,6 +85,14 @@ class Settings(BaseSettings):
     #: A claim whose value `admin` makes a new user an administrator (else: member).
     oidc_role_claim: str = ""
     oidc_scopes: str = "openid email profile"
+    #: Redis shares rate-limit counts across nodes (SPEC §13); unset: each node counts
+    #: in process (exact on one node).
+    redis_url: str | None = Field(default=None, repr=False)
+    #: While Redis cannot be reached: `open` counts each node against the whole limit on
+    #: its own; `closed` answers 503 (with Retry-After) for rate-limited tokens.
+    redis_failure: Literal["open", "closed"] = "open"
+    #: Seconds one Redis call may take (connect and answer) before it counts as failed.
+    redis_timeout: float = Field(default=0.25, gt=0, le=10)
     targets: str = (
         "Excel,Power BI,Tableau,Looker,Snowflake,Salesforce,SAP,Workday,Zapier,Custom script,Other"
     )

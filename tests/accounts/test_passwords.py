@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pytest
 
+from tallykey.accounts import bootstrap as setup
 from tallykey.accounts import passwords
 from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH, check_rules, hash_password
-from tallykey.console import setup
 from tallykey.errors import ValidationFailed
 
 from ..conftest import World

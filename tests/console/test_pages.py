@@ -9,8 +9,8 @@ import time
 
 from starlette.testclient import TestClient
 
+from tallykey.accounts import bootstrap as setup
 from tallykey.actor import Actor
-from tallykey.console import setup
 from tallykey.console.web import CONTENT_SECURITY_POLICY
 from tallykey.network.limiter import WINDOW_SECONDS
 from tallykey.runtime import Runtime
@@ -257,7 +257,7 @@ def test_users_page_adds_and_deactivates_a_user(admin: tuple[TestClient, str], w
 
 def test_the_setup_link_creates_the_first_admin_once(rt: Runtime,
                                                      new_client: Browser) -> None:
-    link = setup.issue_link(rt, "http://testserver")
+    link = setup.issue_link(rt.accounts, "http://testserver")
     assert link is not None
     path = link.removeprefix("http://testserver")
     client = new_client()
@@ -272,7 +272,7 @@ def test_the_setup_link_creates_the_first_admin_once(rt: Runtime,
     assert done.status_code == 303 and done.headers["location"] == "/console/tokens"
     assert "Initech" in client.get("/console/account").text
     assert new_client().get(path).status_code == 410
-    assert setup.issue_link(rt, "http://testserver") is None
+    assert setup.issue_link(rt.accounts, "http://testserver") is None
     account = rt.accounts.find_account("initech")
     user = rt.accounts.find_user(account.id, "boss@initech.test")
     assert user.role == "admin"
@@ -280,8 +280,8 @@ def test_the_setup_link_creates_the_first_admin_once(rt: Runtime,
 
 def test_a_setup_link_is_refused_when_guessed_or_replaced(rt: Runtime,
                                                           new_client: Browser) -> None:
-    first = setup.issue_link(rt, "http://x")
-    second = setup.issue_link(rt, "http://x")
+    first = setup.issue_link(rt.accounts, "http://x")
+    second = setup.issue_link(rt.accounts, "http://x")
     assert first and second and first != second
     client = new_client()
     assert client.get(first.removeprefix("http://x")).status_code == 410

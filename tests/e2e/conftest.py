@@ -172,3 +172,20 @@ def running_cluster(tmp: Path, nodes: int, **extra: str) -> Iterator[list[Server
             stack.callback(assert_no_secrets, server)
             stack.callback(server.stop)
         yield servers
+
+
+def manage(server: Server, method: str, path: str, token: str | None = None,
+           **kwargs: Any) -> httpx.Response:
+    """A management API call as the demo admin (or with `token`)."""
+    headers = {"Authorization": f"Bearer {token or server.seeded['admin']['token']}"}
+    return httpx.request(method, server.base_url + path, headers=headers, timeout=10,
+                         **kwargs)
+
+
+def new_token(server: Server, **body: Any) -> dict[str, Any]:
+    """A token made by the demo admin through the API (30 days unless `body` says)."""
+    body.setdefault("name", "e2e token")
+    body.setdefault("expires_in_days", 30)
+    response = manage(server, "POST", "/api/v1/tokens", json=body)
+    assert response.status_code == 201, response.text
+    return dict(response.json())

@@ -12,7 +12,7 @@ import pytest
 
 from tallykey.tokens import format as token_format
 
-from .conftest import Server
+from .conftest import Server, manage, new_token
 
 
 def b64(text: str | bytes) -> str:
@@ -30,18 +30,8 @@ def call(server: Server, authorization: str | bytes | None, path: str = "/core/v
         return client.request(kwargs.pop("method", "GET"), path, headers=headers, **kwargs)
 
 
-def manage(server: Server, method: str, path: str, token: str | None = None,
-           **kwargs: Any) -> httpx.Response:
-    token = token or server.seeded["admin"]["token"]
-    return call(server, f"Bearer {token}", path, method=method, **kwargs)
 
 
-def new_token(server: Server, **body: Any) -> dict[str, Any]:
-    body.setdefault("name", "e2e token")
-    body.setdefault("expires_in_days", 30)
-    response = manage(server, "POST", "/api/v1/tokens", json=body)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 @pytest.fixture(scope="module")

@@ -17,7 +17,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 
 from tallykey.tokens import format as token_format
 
-from .conftest import Server, running_server
+from .conftest import Server, manage, new_token, running_server
 
 KEY_ID = "90a421169f0a406205f1563a953312f0be898d3c7b6c06b681aa86a874555f4a"
 LEAK_URL = "https://github.com/octo/repo/blob/abc123/.env"
@@ -56,18 +56,8 @@ def report(server: Server, key: ec.EllipticCurvePrivateKey, entries: Any,
                       headers={k: v for k, v in sent.items() if v}, timeout=15)
 
 
-def admin(server: Server, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {server.seeded['admin']['token']}"}
-    return httpx.request(method, server.base_url + path, headers=headers, timeout=10,
-                         **kwargs)
 
 
-def new_token(server: Server, **body: Any) -> dict[str, Any]:
-    body.setdefault("name", "leak test")
-    body.setdefault("expires_in_days", 30)
-    response = admin(server, "POST", "/api/v1/tokens", json=body)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 def info_status(server: Server, token: str) -> int:
@@ -76,7 +66,7 @@ def info_status(server: Server, token: str) -> int:
 
 
 def audit(server: Server, token_id: str, action: str) -> list[dict[str, Any]]:
-    response = admin(server, "GET", "/api/v1/audit",
+    response = manage(server, "GET", "/api/v1/audit",
                      params={"target_id": token_id, "action": action})
     assert response.status_code == 200, response.text
     return list(response.json()["items"])
@@ -100,7 +90,7 @@ def test_a_reported_live_token_is_revoked_at_once(
     assert reported[0]["details"]["url"] == LEAK_URL
     assert reported[0]["details"]["source"] == "content"
     assert reported[0]["details"]["outcome"] == "revoked"
-    shown = admin(server, "GET", f"/api/v1/tokens/{made['id']}").json()
+    shown = manage(server, "GET", f"/api/v1/tokens/{made['id']}").json()
     assert shown["status"] == "revoked"
     # the notification outbox tells the token's creator, naming the leak, never the secret
     listed = json.loads(server.cli("outbox", "list", "--account", server.seeded["account"],
@@ -117,13 +107,13 @@ def test_every_entry_is_labelled_in_order(
         server: Server, signing_key: ec.EllipticCurvePrivateKey) -> None:
     live = new_token(server)
     revoked = new_token(server)
-    assert admin(server, "DELETE", f"/api/v1/tokens/{revoked['id']}").status_code == 200
+    assert manage(server, "DELETE", f"/api/v1/tokens/{revoked['id']}").status_code == 200
     expiring = new_token(server)
     soon = (datetime.now(UTC) + timedelta(seconds=1)).isoformat()
-    assert admin(server, "PATCH", f"/api/v1/tokens/{expiring['id']}",
+    assert manage(server, "PATCH", f"/api/v1/tokens/{expiring['id']}",
                  json={"expires_at": soon}).status_code == 200
     rotated = new_token(server)
-    renewed = admin(server, "POST", f"/api/v1/tokens/{rotated['id']}/rotate",
+    renewed = manage(server, "POST", f"/api/v1/tokens/{rotated['id']}/rotate",
                     json={"grace_seconds": 0})
     assert renewed.status_code == 200, renewed.text
     time.sleep(1.5)

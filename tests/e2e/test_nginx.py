@@ -22,7 +22,7 @@ import pytest
 from tallykey.tokens import format as token_format
 
 from ..conftest import IN_CI
-from .conftest import Server, free_port, running_server
+from .conftest import Server, free_port, manage, new_token, running_server
 
 CONFIG = Path(__file__).resolve().parents[2] / "deploy" / "nginx" / "tallykey.conf"
 NGINX = shutil.which("nginx") or next(
@@ -144,18 +144,8 @@ def get(proxy: str, path: str, token: str | None = None, source: str = "127.0.0.
                                                  for k, v in headers.items()})
 
 
-def manage(server: Server, method: str, path: str, **kwargs: Any) -> httpx.Response:
-    headers = {"Authorization": f"Bearer {server.seeded['admin']['token']}"}
-    return httpx.request(method, server.base_url + path, headers=headers, timeout=10,
-                         **kwargs)
 
 
-def new_token(server: Server, **body: Any) -> dict[str, Any]:
-    body.setdefault("name", "nginx test")
-    body.setdefault("expires_in_days", 30)
-    response = manage(server, "POST", "/api/v1/tokens", json=body)
-    assert response.status_code == 201, response.text
-    return dict(response.json())
 
 
 def assert_denied(response: httpx.Response, status: int, error: str, fragment: str) -> None:

@@ -143,7 +143,7 @@ def create_token(body: TokenCreate, actor: ManagementActor, runtime: RuntimeDep,
             workspace=body.workspace, scopes=body.scopes, ip_allowlist=body.ip_allowlist,
             target=body.target, expires_in_days=body.expires_in_days,
             expires_at=parse_moment(body.expires_at, "expires_at") if body.expires_at
-            else None)
+            else None, **body.controls())
         return IssuedTokenView.of_issued(runtime.tokens.issue(actor, draft),
                                          runtime.clock.now())
 
@@ -160,13 +160,14 @@ def list_tokens(
     kind: str | None = None,
     workspace: str | None = None,
     target: str | None = None,
+    external_id: Annotated[str | None, Query(max_length=255)] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=500)] = None,
 ) -> TokenList:
     page = runtime.tokens.list_tokens(actor, TokenQuery(
         status=status, search=search, kind=kind,
-        workspace=_workspace_ref(runtime, actor, workspace), target=target, limit=limit,
-        after=after))
+        workspace=_workspace_ref(runtime, actor, workspace), target=target,
+        external_id=external_id, limit=limit, after=after))
     now = runtime.clock.now()
     return TokenList(items=[TokenView.of(t, now) for t in page.items],
                      next_cursor=page.next_cursor)
@@ -197,8 +198,8 @@ def token_usage(
 @router.patch("/tokens/{token_id}", response_model=TokenView, tags=["tokens"])
 def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
                  runtime: RuntimeDep, response: Response) -> TokenView:
-    """Edit name, description, IP allow-list, target or scopes. Expiry can only be moved
-    earlier: extending it is refused."""
+    """Edit name, description, IP allow-list, target, scopes, rate limits, credits,
+    metadata or external id. Expiry can only be moved earlier: extending it is refused."""
     expires_at = None
     if body.expires_at is not None:  # read as on create: a date, or a date-time (UTC if bare)
         moment = parse_moment(body.expires_at, "expires_at")
@@ -208,7 +209,7 @@ def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
             expires_at = moment if moment.tzinfo else moment.replace(tzinfo=UTC)
     token = runtime.tokens.update(actor, token_id, TokenChanges(
         name=body.name, description=body.description, ip_allowlist=body.ip_allowlist,
-        target=body.target, scopes=body.scopes, expires_at=expires_at))
+        target=body.target, scopes=body.scopes, expires_at=expires_at, **body.controls()))
     settle(runtime, token.id, response)
     return TokenView.of(token, runtime.clock.now())
 

@@ -31,7 +31,8 @@ ERROR_STATUSES: dict[int, str] = {
     413: "The request body is too large",
     415: "The body's Content-Type is not supported",
     422: "A field was rejected; `field` names it and the message says why",
-    429: "Too many failed attempts from this address; see Retry-After",
+    429: "Too many failed attempts from this address, or the token's rate limit or usage "
+         "credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After",
     503: "The token store cannot be reached (`store_unavailable`, with Retry-After), or "
          "not available on this deployment as configured (e.g. no leak-report keys)",
 }

@@ -36,6 +36,47 @@ class ErrorBody(BaseModel):
     hint: str | None = Field(default=None, description="what to do about it")
 
 
+class RateLimitIn(Strict):
+    name: str = Field(default="default", max_length=32)
+    limit: int = Field(description="requests per window: 1 to 1000000000")
+    per_seconds: int = Field(description="the window: 1 to 2592000 seconds (30 days)")
+    shared: Literal["owner", "external_id"] | None = Field(
+        default=None, description="null: this token alone; owner: every token of its "
+        "owner; external_id: every token of the account with its external id")
+
+
+class RefillIn(Strict):
+    amount: int
+    interval: Literal["daily", "monthly"]
+
+
+class CreditsIn(Strict):
+    remaining: int = Field(description="0 to 10^12; each admitted request spends its cost "
+                           "(1, or Tallykey-Cost on /auth/request)")
+    refill: RefillIn | None = Field(default=None, description="set back to `amount` at "
+                                    "00:00 UTC each day, or on the 1st of each month")
+
+
+def _controls(body: BaseModel) -> dict[str, Any]:
+    """The key-control fields of a create or update body, as the token service takes
+    them (only those the body names)."""
+    named = body.model_fields_set
+    found: dict[str, Any] = {}
+    rate_limits = getattr(body, "rate_limits", None)
+    if "rate_limits" in named and rate_limits is not None:
+        found["rate_limits"] = [r.model_dump() for r in rate_limits]
+    credits = getattr(body, "credits", None)
+    if "credits" in named:
+        if credits is None:
+            found["remove_credits"] = True
+        else:
+            found["credits"] = credits.model_dump()
+    for name in ("metadata", "external_id"):
+        if name in named and getattr(body, name) is not None:
+            found[name] = getattr(body, name)
+    return found
+
+
 class TokenCreate(Strict):
     name: str = Field(max_length=10_000)
     description: str = Field(default="", max_length=10_000)
@@ -46,6 +87,16 @@ class TokenCreate(Strict):
     target: str | None = None
     expires_at: str | None = Field(default=None, description="ISO 8601 date or date-time")
     expires_in_days: int | None = None
+    rate_limits: list[RateLimitIn] = Field(default_factory=list, max_length=10)
+    credits: CreditsIn | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="a JSON object of at most 4 KB, returned on verify")
+    external_id: str | None = Field(
+        default=None, max_length=255, description="your id for the customer or "
+        "integration; searchable, and sent as Tallykey-External-Id on /auth/request")
+
+    def controls(self) -> dict[str, Any]:
+        return {k: v for k, v in _controls(self).items() if k != "remove_credits"}
 
 
 class TokenUpdate(Strict):
@@ -55,6 +106,17 @@ class TokenUpdate(Strict):
     target: str | None = None
     scopes: list[str] | None = Field(default=None, max_length=50)
     expires_at: str | None = Field(default=None, description="earlier than now; never later")
+    rate_limits: list[RateLimitIn] | None = Field(
+        default=None, max_length=10, description="replaces every limit; [] removes them")
+    credits: CreditsIn | None = Field(default=None, description="sets the credits; null "
+                                      "removes them (requests are no longer costed)")
+    metadata: dict[str, Any] | None = Field(default=None, description="replaces it; {} "
+                                            "clears it")
+    external_id: str | None = Field(default=None, max_length=255,
+                                    description="\"\" clears it")
+
+    def controls(self) -> dict[str, Any]:
+        return _controls(self)
 
 
 class RotateRequest(Strict):
@@ -298,6 +360,19 @@ class VerifyRequest(Strict):
         description="The workspace (id or slug) the request is for: the scopes must be "
         "held there. Without it a scope passes only if held in every workspace the token "
         "sees.")
+    cost: int = Field(default=1, ge=0, le=1000,
+                      description="What this request spends of the token's usage credits")
+
+
+class RateLimitStateView(BaseModel):
+    """A rate limit as counted on the answering node: `remaining` requests in the window
+    that ends in `reset` seconds."""
+
+    name: str
+    limit: int
+    per_seconds: int
+    remaining: int
+    reset: int
 
 
 class VerifyResponse(BaseModel):
@@ -315,6 +390,12 @@ class VerifyResponse(BaseModel):
     workspace: str | None = Field(description="The workspace id the verdict answers for")
     workspaces: dict[str, list[str]] = Field(
         description="Per workspace id the token sees: its effective scopes there")
+    retry_after: int | None = Field(default=None, description="seconds to wait (429, 503)")
+    rate_limits: list[RateLimitStateView] = Field(default_factory=list)
+    credits_remaining: int | None = Field(
+        default=None, description="the token's usage credits left after this request")
+    metadata: dict[str, Any] | None = None
+    external_id: str | None = None
 
 
 def parse_moment(value: str, field: str) -> datetime | date:

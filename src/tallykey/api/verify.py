@@ -14,11 +14,12 @@ from starlette.types import Receive, Scope, Send
 
 from tallykey.api.deps import ip_of, runtime_of, verifier_of
 from tallykey.api.responses import error_responses
-from tallykey.api.schemas import VerifyRequest, VerifyResponse
+from tallykey.api.schemas import RateLimitStateView, VerifyRequest, VerifyResponse
 from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
-from tallykey.errors import MalformedHeader
+from tallykey.controls.rules import parse_cost
+from tallykey.errors import InvalidCost, MalformedHeader
 from tallykey.network.client_ip import is_trusted
 from tallykey.settings import Settings
 
@@ -26,6 +27,7 @@ router = APIRouter(prefix="/api/v1", tags=["verification"],
                    responses=error_responses(400, 413, 422, 503))
 
 SCOPES_HEADER = b"tallykey-required-scopes"
+COST_HEADER = b"tallykey-cost"
 WORKSPACE_HEADER = b"tallykey-workspace"
 
 
@@ -43,7 +45,8 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
     if authorization is None and body.token is not None:
         authorization = f"Bearer {body.token}"
     verdict = await verifier_of(request).averify(authorization, ip, body.required_scopes,
-                                                 body.user_agent, body.workspace or None)
+                                                 body.user_agent, body.workspace or None,
+                                                 body.cost)
     if verdict.token_id is not None:
         setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     return VerifyResponse(
@@ -53,7 +56,15 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
         token_id=verdict.token_id, account=verdict.account, kind=verdict.kind,
         scopes=sorted(verdict.scopes), expires_at=verdict.expires_at, client_ip=ip,
         workspace=verdict.workspace,
-        workspaces={ws: sorted(held) for ws, held in verdict.workspaces.items()})
+        workspaces={ws: sorted(held) for ws, held in verdict.workspaces.items()},
+        retry_after=verdict.retry_after,
+        rate_limits=[RateLimitStateView(name=state.name, limit=state.limit,
+                                        per_seconds=state.per_seconds,
+                                        remaining=state.remaining, reset=state.reset)
+                     for state in verdict.rate_limits],
+        credits_remaining=verdict.credits_remaining,
+        metadata=dict(verdict.metadata) if verdict.metadata is not None else None,
+        external_id=verdict.external_id)
 
 
 def identity_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
@@ -68,6 +79,11 @@ def identity_headers(verdict: Verdict) -> list[tuple[bytes, bytes]]:
         headers.append((b"tallykey-user-id", verdict.owner_id.encode()))
     if verdict.workspace:
         headers.append((b"tallykey-workspace", verdict.workspace.encode()))
+    if verdict.external_id is not None:
+        headers.append((b"tallykey-external-id", verdict.external_id.encode()))
+    if verdict.rates is not None:
+        headers += [(k.lower().encode(), v.encode())
+                    for k, v in verdict.rate_limit_headers().items()]
     return headers
 
 
@@ -85,11 +101,20 @@ class AuthRequestEndpoint:
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         scopes: list[str] = []
         workspaces: list[str] = []
+        cost: int | None = 1
         for name, value in scope["headers"]:
             if name == SCOPES_HEADER:
                 scopes.extend(value.decode("latin-1").split())
             elif name == WORKSPACE_HEADER:
                 workspaces.append(value.decode("latin-1").strip())
+            elif name == COST_HEADER:
+                cost = parse_cost(value.decode("latin-1"))
+        if cost is None:
+            await send_refusal(Verdict.refused(InvalidCost(
+                "The Tallykey-Cost header must be a whole number from 0 to 1000.",
+                "Send the credits this request costs, e.g. Tallykey-Cost: 5, or leave the "
+                "header out (cost 1).", header="Tallykey-Cost")), send)
+            return
         if scope.get("query_string"):
             query = scope["query_string"].decode("latin-1")
             for key, value in parse_qsl(query):
@@ -105,7 +130,7 @@ class AuthRequestEndpoint:
                 "with different values.")), send)
             return
         verdict = await verify_scope(self.verifier, scope, scopes, self.trusted,
-                                     named.pop() if named else None)
+                                     named.pop() if named else None, cost)
         if not verdict.allowed:
             await send_refusal(verdict, send)
             return

@@ -9,6 +9,7 @@ from collections.abc import Callable
 
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.verdict import Verdict
+from tallykey.controls.rates import RateView
 
 DEFAULT_SIZE = 100_000
 DEFAULT_NEGATIVE_SIZE = 10_000
@@ -18,12 +19,13 @@ DEFAULT_TTL_SECONDS = 5.0
 Entry = tuple[float, TokenRecord, Verdict]
 
 
-def allowed_verdict(record: TokenRecord) -> Verdict:
+def allowed_verdict(record: TokenRecord, rates: RateView | None = None) -> Verdict:
     return Verdict.allowing(
         token_id=record.token_id, account_id=record.account_id,
         account=record.account_slug, kind=record.kind, scopes=record.scopes,
         workspaces=record.workspaces, owner_id=record.owner_id,
-        owner_email=record.owner_email, expires_at=record.expires_at)
+        owner_email=record.owner_email, expires_at=record.expires_at,
+        metadata=record.metadata, external_id=record.external_id, rates=rates)
 
 
 class VerificationCache:
@@ -36,11 +38,14 @@ class VerificationCache:
 
     def __init__(self, size: int = DEFAULT_SIZE, negative_size: int = DEFAULT_NEGATIVE_SIZE,
                  ttl: float = DEFAULT_TTL_SECONDS,
-                 monotonic: Callable[[], float] = time.monotonic) -> None:
+                 monotonic: Callable[[], float] = time.monotonic,
+                 allow: Callable[[TokenRecord], Verdict] = allowed_verdict) -> None:
         self.size = size
         self.negative_size = negative_size
         self.ttl = ttl
         self._monotonic = monotonic
+        #: Makes a record's ready-made "allowed" verdict (the verifier adds rate limits).
+        self._allow = allow
         self._positive: dict[bytes, Entry] = {}
         self._negative: dict[bytes, float] = {}
         self._by_token: dict[str, tuple[bytes, ...]] = {}  # tuples: a set per token costs 4x
@@ -65,7 +70,7 @@ class VerificationCache:
     def put(self, key: bytes, record: TokenRecord, generation: int) -> Entry:
         """Store a record loaded while the cache was at `generation`; a record loaded
         before an eviction that happened meanwhile is not kept (it may be stale)."""
-        entry = (self._monotonic(), record, allowed_verdict(record))
+        entry = (self._monotonic(), record, self._allow(record))
         with self._lock:
             if generation != self.generation:
                 return entry

@@ -17,12 +17,14 @@ from __future__ import annotations
 import contextlib
 import json
 import queue
-from collections.abc import Iterator
+import re
+from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
 
 from tallykey.accounts.permissions import Permissions
 from tallykey.auth.record import TokenRecord, networks
+from tallykey.controls.rules import RateRule, Refill
 from tallykey.db.engine import Database, store_errors
 from tallykey.errors import StoreUnavailable
 from tallykey.tokens.models import APPLICATION
@@ -30,7 +32,9 @@ from tallykey.tokens.models import APPLICATION
 _SQL = """
 SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        t.revoked_at, t.ip_allowlist, t.scopes, t.owner_id, a.slug, a.ip_allowlist,
-       u.email, u.role, u.active, w.id, w.slug, g.scopes, a.active, t.suspended_at,
+       u.email, u.role, u.active, w.id, w.slug, g.scopes, a.active, t.rate_limits,
+       t.credits_remaining, t.credits_refill_amount, t.credits_refill_interval,
+       t.metadata, t.external_id, t.suspended_at,
        (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.successor_id
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
@@ -126,7 +130,8 @@ class RecordLookup:
         share = self._shared
         (retires_at, token_id, account_id, kind, workspace_id, expires_at, revoked_at,
          token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
-         owner_active, *_workspace, account_active, suspended_at, suspended_by,
+         owner_active, *_workspace, account_active, rate_limits, credits, refill_amount,
+         refill_interval, meta, external_id, suspended_at, suspended_by,
          successor_id) = rows[0]
         own_scopes = share(frozenset(self._json(token_scopes)))
         live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
@@ -159,6 +164,13 @@ class RecordLookup:
             workspace_slugs=self._shared_map({live[ws]: ws for ws in by_workspace}),
             workspace_archived=archived,
             account_active=bool(account_active) if account_active is not None else True,
+            rate_rules=share(tuple(RateRule(r["name"], r["limit"], r["per_seconds"],
+                                            r.get("shared"))
+                                   for r in self._json_value(rate_limits) or ())),
+            has_credits=credits is not None,
+            refill=share(Refill(int(refill_amount), refill_interval))
+            if refill_amount is not None and refill_interval else None,
+            metadata=self._json_value(meta), external_id=external_id,
             suspended_at=self._time(suspended_at),
             suspended_by=(share(suspended_by or "the operator") if suspended_at is not None
                           else None),
@@ -171,6 +183,25 @@ class RecordLookup:
         if len(self._maps) > MAX_SHARED:
             self._maps.clear()
         return self._maps.setdefault(tuple(sorted(mapping.items())), mapping)
+
+    def dialect_sql(self, sql: str) -> str:
+        """`sql` with `:name` parameters written as this store's driver expects them."""
+        return sql if self._sqlite else re.sub(r":(\w+)", r"%(\1)s", sql)
+
+    def run(self, sql: str, params: Mapping[str, Any]) -> list[Any]:
+        """One statement (from `dialect_sql`) on a pooled connection in autocommit mode:
+        the rows it returns. Raises `StoreUnavailable` when the store cannot answer in
+        time."""
+        with self._connection() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params)
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+    def _json_value(self, value: Any) -> Any:
+        return json.loads(value) if isinstance(value, str | bytes) else value
 
     def _json(self, value: Any) -> list[str]:
         if value is None:

@@ -86,8 +86,10 @@ def misplaced_token_headers(scope: Scope) -> list[str]:
 
 
 async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
-                       trusted: Sequence[IpNetwork], workspace: str | None = None) -> Verdict:
-    """Verify the request described by an ASGI scope, for `workspace` if it names one."""
+                       trusted: Sequence[IpNetwork], workspace: str | None = None,
+                       cost: int = 1) -> Verdict:
+    """Verify the request described by an ASGI scope, for `workspace` if it names one;
+    `cost` is what it spends of the token's usage credits."""
     in_url = token_in_url(scope.get("query_string", b""))
     if in_url is not None:
         return in_url
@@ -100,10 +102,11 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
         elsewhere = misplaced_token_headers(scope)
         if elsewhere:
             return Verdict.refused(missing_header(elsewhere))
-    verdict = verifier.verify_cached(authorization, ip, required_scopes, agent, workspace)
+    verdict = verifier.verify_cached(authorization, ip, required_scopes, agent, workspace,
+                                     cost)
     if verdict is None:  # a hit needs no coroutine round trip
         verdict = await verifier.averify(authorization, ip, required_scopes, agent,
-                                         workspace)
+                                         workspace, cost)
     if verdict.token_id is not None:
         scope.setdefault("state", {})[TOKEN_ID_STATE] = verdict.token_id
     return verdict
@@ -147,6 +150,9 @@ class TallykeyMiddleware:
             if message["type"] == "http.response.start":
                 message["headers"] = [*message.get("headers", []),
                                       (b"tallykey-token-expires", expiry)]
+                if verdict.rates is not None:  # RateLimit-* as counted now
+                    message["headers"] += [(k.lower().encode(), v.encode()) for k, v
+                                           in verdict.rate_limit_headers().items()]
             await send(message)
 
         await self.app(scope, receive, send_with_expiry)

@@ -11,6 +11,9 @@ import ipaddress
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Any
+
+from tallykey.controls.rules import RateRule, Refill
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -42,6 +45,13 @@ class TokenRecord:
     #: The token is pinned to a workspace that was archived: it stopped with it.
     workspace_archived: bool = False
     account_active: bool = True
+    #: Key controls (SPEC §13): rate limits, whether it spends credits (and their refill),
+    #: metadata and external id, returned with every verdict.
+    rate_rules: tuple[RateRule, ...] = ()
+    has_credits: bool = False
+    refill: Refill | None = None
+    metadata: Mapping[str, Any] | None = None
+    external_id: str | None = None
     #: A suspended token is refused until resumed, naming who suspended it and when.
     suspended_at: datetime | None = None
     suspended_by: str | None = None
@@ -53,6 +63,8 @@ class TokenRecord:
     retires_ts: float | None = field(init=False)
     #: True when only expiry and scopes can refuse it (the common case, checked first).
     plain: bool = field(init=False)
+    #: True when a rate limit or credits must admit each request (`controls.gate`).
+    controlled: bool = field(init=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "expires_ts", self.expires_at.timestamp())
@@ -63,6 +75,7 @@ class TokenRecord:
                            and not self.token_networks and not self.account_networks
                            and self.account_active and not self.workspace_archived
                            and self.suspended_at is None)
+        object.__setattr__(self, "controlled", bool(self.rate_rules) or self.has_credits)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         for networks in (self.token_networks, self.account_networks):

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
+from tallykey.controls.rates import RateLimitState, RateView
 from tallykey.errors import TallykeyError, error_body
 
 REALM = "tallykey"
@@ -42,6 +43,13 @@ class Verdict:
     expires_iso: str = ""
     #: `scopes` sorted and space separated, as identity headers carry them.
     scopes_text: str = ""
+    #: The token's metadata and external id (SPEC §13).
+    metadata: Mapping[str, Any] | None = None
+    external_id: str | None = None
+    #: The token's rate limits (their counts are read when asked, see `rate_limits`) and
+    #: the credits left after this request, for tokens that have them.
+    rates: RateView | None = None
+    credits_remaining: int | None = None
 
     @classmethod
     def allowing(cls, **fields: Any) -> Verdict:
@@ -71,6 +79,20 @@ class Verdict:
             details={k: v for k, v in error.details.items() if k != "retry_after"},
         )
 
+    @property
+    def rate_limits(self) -> tuple[RateLimitState, ...]:
+        """Each rate limit's state on this node now: remaining requests and reset."""
+        return () if self.rates is None else self.rates.states()
+
+    def rate_limit_headers(self) -> dict[str, str]:
+        """`RateLimit-Limit`, `-Remaining`, `-Reset` of the tightest limit (or none)."""
+        if self.rates is None:
+            return {}
+        tightest = self.rates.tightest()
+        return {"RateLimit-Limit": str(tightest.limit),
+                "RateLimit-Remaining": str(tightest.remaining),
+                "RateLimit-Reset": str(tightest.reset)}
+
     def body(self) -> dict[str, Any]:
         """The JSON error body: `{"error", "message", "reason", "hint", ...}`."""
         return error_body(self.error, self.message, self.hint, self.reason, self.details)
@@ -79,7 +101,9 @@ class Verdict:
         """Response headers: the challenge and `Tallykey-Reason` on refusal, the token's
         expiry on success."""
         if self.allowed:
-            return {"Tallykey-Token-Expires": self.expires_iso}
+            if self.rates is None:
+                return {"Tallykey-Token-Expires": self.expires_iso}
+            return {"Tallykey-Token-Expires": self.expires_iso, **self.rate_limit_headers()}
         # A 503 says nothing about the credentials, so it carries no challenge.
         headers = {} if self.status == 503 else {"WWW-Authenticate": self.challenge()}
         if self.reason:  # for a proxy, which passes headers on but not the body

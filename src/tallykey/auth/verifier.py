@@ -16,6 +16,7 @@ seconds (never past a token's own expiry), and anything else answers 503.
 from __future__ import annotations
 
 import contextlib
+import functools
 import ipaddress
 import logging
 import re
@@ -25,13 +26,14 @@ from collections.abc import Iterable
 
 from anyio import to_thread
 
-from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache
+from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache, allowed_verdict
 from tallykey.auth.header import extract_token
 from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
 from tallykey.auth.verdict import Verdict
 from tallykey.clock import Clock
+from tallykey.controls.gate import KeyControls
 from tallykey.db.engine import Database
 from tallykey.errors import (
     AccountSuspended,
@@ -43,6 +45,7 @@ from tallykey.errors import (
     RevokedToken,
     RotatedOut,
     StoreUnavailable,
+    TallykeyError,
     TokenSuspended,
     TooManyAttempts,
     UnknownToken,
@@ -105,7 +108,8 @@ class Verifier:
         self.clock: Clock = clock or self.database_clock
         self.region = self.settings.region
         self.cache = VerificationCache(size=cache_size,
-                                       ttl=cache_ttl or self.settings.cache_ttl)
+                                       ttl=cache_ttl or self.settings.cache_ttl,
+                                       allow=self._allowed_verdict)
         self.limiter = FailureLimiter(self.settings.auth_fail_limit)
         self.usage = UsageRecorder(self.database, UsageMonitor(
             self.database, self.settings, Notifier(public_url=self.settings.public_url)))
@@ -120,6 +124,8 @@ class Verifier:
         self._published: dict[str, float] = {}
         self._publish_lock = threading.Lock()
         self.lookup = RecordLookup(self.database)
+        #: Rate limits and credits (SPEC §13), admitted after a verdict passes.
+        self.controls = KeyControls(self.settings, self.lookup, self.clock.timestamp)
         self.follower = FeedFollower(
             self.database, self._apply, clock=self.database_clock,
             lease=self.settings.propagation_timeout,
@@ -138,25 +144,32 @@ class Verifier:
 
     def verify(self, authorization: str | None, client_ip: str,
                required_scopes: Iterable[str] = (), user_agent: str | None = None,
-               workspace: str | None = None) -> Verdict:
+               workspace: str | None = None, cost: int = 1) -> Verdict:
         """Verify one request. Never raises for bad input: a refusal is a `Verdict`.
 
         With `workspace` (an id or slug) the scopes are checked, and the verdict answers,
         for that workspace alone (SPEC §11); without it a scope passes only if the token
-        holds it in every workspace it sees."""
-        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace)
+        holds it in every workspace it sees. `cost` is what the request spends of a
+        token's usage credits (SPEC §13)."""
+        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace,
+                            cost)
         if isinstance(first, Verdict):
             return first
         key, started = first
-        return self._finish(self._resolve(key), started, client_ip, required_scopes,
-                            user_agent, workspace)
+        verdict = self._finish(self._resolve(key), started, client_ip, required_scopes,
+                               user_agent, workspace, cost, io=True)
+        assert verdict is not None
+        return verdict
 
     async def averify(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
-                      user_agent: str | None = None, workspace: str | None = None) -> Verdict:
-        """As `verify`, but a cache miss queries the store in a worker thread, so the
-        event loop never blocks."""
-        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace)
+                      user_agent: str | None = None, workspace: str | None = None,
+                      cost: int = 1) -> Verdict:
+        """As `verify`, but a cache miss queries the store, and a rate-limit lease or a
+        credit spend asks Redis or the store, in a worker thread, so the event loop
+        never blocks."""
+        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace,
+                            cost)
         if isinstance(first, Verdict):
             return first
         key, started = first
@@ -165,22 +178,30 @@ class Verifier:
             found = self.cache.get(key)
         if found is None:
             found = await to_thread.run_sync(self._resolve, key)
-        return self._finish(found, started, client_ip, required_scopes, user_agent, workspace)
+        verdict = self._finish(found, started, client_ip, required_scopes, user_agent,
+                               workspace, cost)
+        if verdict is None:  # the key controls need the network
+            verdict = await to_thread.run_sync(functools.partial(
+                self._finish, found, started, client_ip, required_scopes, user_agent,
+                workspace, cost, io=True))
+            assert verdict is not None
+        return verdict
 
     def verify_cached(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
                       user_agent: str | None = None,
-                      workspace: str | None = None) -> Verdict | None:
+                      workspace: str | None = None, cost: int = 1) -> Verdict | None:
         """The hot path alone: the verdict for a plainly formed header whose token is
         cached, or None (then `verify`/`averify` run the full path, with its precise
-        diagnostics). Never touches the database. One call in 64 is timed."""
+        diagnostics, or the key controls need the network). Never touches the database
+        or Redis. One call in 64 is timed."""
         self.calls += 1
         if self.calls & _SAMPLE_MASK:
             return self._from_cache(authorization, client_ip, required_scopes, user_agent,
-                                    workspace)
+                                    workspace, cost)
         started = time.perf_counter()
         verdict = self._from_cache(authorization, client_ip, required_scopes, user_agent,
-                                   workspace)
+                                   workspace, cost)
         if verdict is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
@@ -227,6 +248,7 @@ class Verifier:
         Bounded in time whatever the store does (a stopping node must stop)."""
         store_down = self.follower.store_down
         self.follower.stop()
+        self.controls.close()
         if self._sync_quietly in self.database.after_verdict_change:
             self.database.after_verdict_change.remove(self._sync_quietly)
         try:
@@ -248,7 +270,7 @@ class Verifier:
 
     def _from_cache(self, authorization: str | None, client_ip: str,
                     required_scopes: Iterable[str], user_agent: str | None,
-                    workspace: str | None = None) -> Verdict | None:
+                    workspace: str | None = None, cost: int = 1) -> Verdict | None:
         """The hot path: a plainly formed header whose token is cached. None otherwise
         (and then the full path runs, with its precise diagnostics)."""
         if authorization is None or _monotonic() - self.follower.read_at >= self._lease:
@@ -263,15 +285,16 @@ class Verifier:
                 entry[1], self.clock.timestamp(), client_ip, required_scopes,
                 workspace) is not None:
             return None  # a throttled network: only a valid cached token passes; else 429
-        return self._decide(entry, client_ip, required_scopes, user_agent, workspace)
+        return self._decide(entry, client_ip, required_scopes, user_agent, workspace, cost)
 
     def _begin(self, authorization: str | None, client_ip: str,
                required_scopes: Iterable[str], user_agent: str | None,
-               workspace: str | None = None) -> Verdict | tuple[bytes, float | None]:
+               workspace: str | None = None,
+               cost: int = 1) -> Verdict | tuple[bytes, float | None]:
         """A verdict already (cache hit, or refused offline), or the digest to look up
         and, for one slow call in 64, when timing started."""
         hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent,
-                                 workspace)
+                                 workspace, cost)
         if hit is not None:
             return hit
         self.slow_calls += 1
@@ -283,11 +306,15 @@ class Verifier:
 
     def _finish(self, found: Entry | Verdict | None, started: float | None, client_ip: str,
                 required_scopes: Iterable[str], user_agent: str | None,
-                workspace: str | None = None) -> Verdict:
+                workspace: str | None = None, cost: int = 1,
+                io: bool = False) -> Verdict | None:
+        """The verdict, or None when the key controls need the network and `io` is
+        False (nothing was counted)."""
         if isinstance(found, Verdict):
             return found
-        verdict = self._decide(found, client_ip, required_scopes, user_agent, workspace)
-        if started is not None:
+        verdict = self._decide(found, client_ip, required_scopes, user_agent, workspace,
+                               cost, io)
+        if started is not None and verdict is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
 
@@ -346,7 +373,8 @@ class Verifier:
         return self.cache.put(key, record, generation)
 
     def _decide(self, entry: Entry | None, client_ip: str, required_scopes: Iterable[str],
-                user_agent: str | None, workspace: str | None = None) -> Verdict:
+                user_agent: str | None, workspace: str | None = None, cost: int = 1,
+                io: bool = False) -> Verdict | None:
         if entry is None:
             return self._refuse(UnknownToken(
                 "The token is not recognised.",
@@ -359,17 +387,55 @@ class Verifier:
             workspace_id or "")
         if record.plain and now < record.expires_ts and held is not None and held.issuperset(
                 required_scopes):
+            if record.controlled:
+                return self._admit(record, allowed if workspace_id is None else
+                                   allowed.for_workspace(workspace_id), now, client_ip,
+                                   user_agent, cost, io)
             self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
             return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
         error = _refusal(record, now, client_ip, required_scopes, workspace)
         if error is not None:
             self.usage.deny(record.token_id, record.account_id, now, client_ip, error.reason)
             return self._refuse(error, client_ip)
+        if record.controlled:
+            admitted = self._admit(record, allowed if workspace_id is None else
+                                   allowed.for_workspace(workspace_id), now, client_ip,
+                                   user_agent, cost, io)
+            if admitted is None or not admitted.allowed:
+                return admitted
+            if record.retires_ts is not None:
+                self.usage.old_secret_used(record.token_id, record.account_id,
+                                           record.retires_ts, now, client_ip)
+            return admitted
         self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
         if record.retires_ts is not None:  # a rotated-out secret in its grace period
             self.usage.old_secret_used(record.token_id, record.account_id,
                                        record.retires_ts, now, client_ip)
         return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
+
+    def _admit(self, record: TokenRecord, verdict: Verdict, now: float, client_ip: str,
+               user_agent: str | None, cost: int, io: bool) -> Verdict | None:
+        """Rate limits and credits (`controls.gate`) for a verdict that passed; None when
+        they need the network and `io` is False."""
+        try:
+            outcome = self.controls.admit(record, verdict, now, cost, io)
+        except StoreUnavailable as error:
+            self.follower.note_failure()
+            outcome = error
+        if outcome.__class__ is Verdict:
+            self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
+            return outcome
+        if isinstance(outcome, AuthenticationError):
+            self.usage.deny(record.token_id, record.account_id, now, client_ip,
+                            outcome.reason)
+            return self._refuse(outcome, client_ip)
+        if isinstance(outcome, TallykeyError):  # Redis (closed) or the store unreachable
+            self._count_refusal(outcome.reason)
+            return Verdict.refused(outcome)
+        return None
+
+    def _allowed_verdict(self, record: TokenRecord) -> Verdict:
+        return allowed_verdict(record, self.controls.rate_view(record))
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:

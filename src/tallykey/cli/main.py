@@ -201,9 +201,9 @@ def _command_name() -> str:
 
 def print_setup_link(rt: Runtime, base_url: str) -> None:
     """No administrator yet: print the one-time link that creates the first one."""
-    from tallykey.console.setup import issue_link
+    from tallykey.accounts.bootstrap import issue_link
 
-    link = issue_link(rt, base_url)
+    link = issue_link(rt.accounts, base_url)
     if link:
         out.print(f"No administrator exists yet. Create the first one (this link works once):"
                   f"\n  {link}", highlight=False, soft_wrap=True)

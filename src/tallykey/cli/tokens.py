@@ -3,6 +3,7 @@ resume, secret."""
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Callable
 from datetime import date, datetime
@@ -14,6 +15,8 @@ from tallykey.actor import Actor
 from tallykey.api.schemas import PropagationView
 from tallykey.cli.context import operator_for_token, runtime, user_actor
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
+from tallykey.controls.rules import parse_rate_limit
+from tallykey.errors import ValidationFailed
 from tallykey.runtime import Runtime
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
@@ -34,6 +37,57 @@ def parse_expiry(value: str) -> datetime | date:
              "Write e.g. 2027-03-31 or 2027-03-31T18:00:00+01:00.")
 
 
+RateLimitOption = Annotated[list[str] | None, typer.Option(
+    "--rate-limit", metavar="NAME=LIMIT/SECONDS[:owner|:external_id]",
+    help="A rate limit, e.g. default=100/60 (100 requests per 60 s); :owner or "
+    ":external_id shares the count with the owner's or the external id's tokens. "
+    "Repeat for more.")]
+CreditsOption = Annotated[int | None, typer.Option(
+    "--credits", help="Usage credits: each request spends 1 (or its Tallykey-Cost).")]
+RefillOption = Annotated[str | None, typer.Option(
+    "--refill", metavar="AMOUNT/daily|monthly",
+    help="Set the credits back to AMOUNT every day (00:00 UTC) or month (the 1st), "
+    "e.g. 1000/monthly; needs --credits.")]
+MetadataOption = Annotated[str | None, typer.Option(
+    "--metadata", metavar="JSON", help="A JSON object (at most 4 KB), returned with "
+    "every verification.")]
+ExternalIdOption = Annotated[str | None, typer.Option(
+    "--external-id", help="Your id for the customer or integration (searchable).")]
+
+
+def key_controls(rate_limit: list[str] | None, credits: int | None, refill: str | None,
+                 metadata: str | None, external_id: str | None) -> dict[str, Any]:
+    """The key-control options as token service fields (only those given)."""
+    found: dict[str, Any] = {}
+    if rate_limit:
+        try:
+            found["rate_limits"] = [parse_rate_limit(text) for text in rate_limit]
+        except ValidationFailed as error:
+            fail(error.message, error.hint)
+    if refill is not None and credits is None:
+        fail("--refill needs --credits (the credits to start from).")
+    if credits is not None:
+        found["credits"] = {"remaining": credits, "refill": _refill(refill) if refill
+                            else None}
+    if metadata is not None:
+        try:
+            found["metadata"] = json.loads(metadata)
+        except ValueError as error:
+            fail(f"--metadata is not valid JSON: {error}.", "Pass an object, e.g. "
+                 "--metadata '{\"plan\": \"pro\"}'.")
+    if external_id is not None:
+        found["external_id"] = external_id
+    return found
+
+
+def _refill(text: str) -> dict[str, Any]:
+    amount, _, interval = text.partition("/")
+    if not amount.isdigit() or interval not in ("daily", "monthly"):
+        fail(f"--refill {text!r} is not of the form AMOUNT/daily or AMOUNT/monthly.",
+             "Write e.g. --refill 1000/monthly.")
+    return {"amount": int(amount), "interval": interval}
+
+
 @tokens_app.command("create")
 def tokens_create(
     account: AccountOption,
@@ -49,6 +103,11 @@ def tokens_create(
     workspace: Annotated[str | None, typer.Option(help="Workspace slug or id.")] = None,
     description: Annotated[str, typer.Option(help="What the token is for.")] = "",
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
+    rate_limit: RateLimitOption = None,
+    credits: CreditsOption = None,
+    refill: RefillOption = None,
+    metadata: MetadataOption = None,
+    external_id: ExternalIdOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the token.")]
     = False,
     as_json: JsonOption = False,
@@ -59,7 +118,8 @@ def tokens_create(
     draft = TokenDraft(name=name, expires_in_days=days,
                        expires_at=parse_expiry(expires) if expires else None, kind=kind,
                        description=description, workspace=workspace, scopes=scope or [],
-                       ip_allowlist=ip or [], target=target)
+                       ip_allowlist=ip or [], target=target,
+                       **key_controls(rate_limit, credits, refill, metadata, external_id))
     with runtime() as rt:
         issued = rt.tokens.issue(user_actor(rt, account, user), draft)
         view = IssuedTokenView.of_issued(issued, rt.clock.now())
@@ -89,6 +149,8 @@ def tokens_list(
     search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
     kind: Annotated[str | None, typer.Option(help="personal or application.")] = None,
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
+    external_id: Annotated[str | None, typer.Option(
+        "--external-id", help="Only the tokens with this external id.")] = None,
     limit: Annotated[int, typer.Option(help="Page size.")] = 50,
     after: Annotated[str | None, typer.Option(help="Cursor of the next page.")] = None,
     as_json: JsonOption = False,
@@ -97,7 +159,8 @@ def tokens_list(
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
         page = rt.tokens.list_tokens(actor, TokenQuery(status=status, search=search, kind=kind,
-                                                       target=target, limit=limit, after=after))
+                                                       target=target, external_id=external_id,
+                                                       limit=limit, after=after))
         now = rt.clock.now()
     views = [TokenView.of(t, now) for t in page.items]
     if as_json:
@@ -145,12 +208,31 @@ def tokens_update(
     target: Annotated[str | None, typer.Option(help="A new target software.")] = None,
     scope: Annotated[list[str] | None, typer.Option(
         help="Replace the scopes; repeat for more (see `tallykey scopes`).")] = None,
+    rate_limit: Annotated[list[str] | None, typer.Option(
+        "--rate-limit", metavar="NAME=LIMIT/SECONDS[:owner|:external_id]",
+        help="Replace the rate limits, e.g. default=100/60; repeat for more.")] = None,
+    no_rate_limits: Annotated[bool, typer.Option(
+        "--no-rate-limits", metavar="", help="Remove every rate limit.")] = False,
+    credits: Annotated[int | None, typer.Option(
+        "--credits", help="Set the usage credits left (replaces the refill too).")] = None,
+    refill: RefillOption = None,
+    no_credits: Annotated[bool, typer.Option(
+        "--no-credits", metavar="", help="Remove the credits: requests are no longer "
+        "costed.")] = False,
+    metadata: Annotated[str | None, typer.Option(
+        "--metadata", metavar="JSON", help="Replace the metadata ('{}' clears it).")] = None,
+    external_id: Annotated[str | None, typer.Option(
+        "--external-id", help="A new external id ('' clears it).")] = None,
     as_json: JsonOption = False,
 ) -> None:
-    """Edit a token's name, description, allow-list, target or scopes (expiry cannot be
-    extended)."""
+    """Edit a token's name, description, allow-list, target, scopes, rate limits, credits,
+    metadata or external id (expiry cannot be extended)."""
+    controls = key_controls(rate_limit, credits, refill, metadata, external_id)
+    if no_rate_limits:
+        controls["rate_limits"] = []
     changes = TokenChanges(name=name, description=description,
-                           ip_allowlist=[] if clear_ips else ip, target=target, scopes=scope)
+                           ip_allowlist=[] if clear_ips else ip, target=target, scopes=scope,
+                           remove_credits=no_credits, **controls)
     _token_action(ref, account, as_json, "updated",
                   lambda rt, actor, tid: rt.tokens.update(actor, tid, changes))
 

@@ -3,14 +3,17 @@ the service refuses it (the user's own input plus the error)."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
+from typing import Any
 
 from starlette.datastructures import FormData
 
 from tallykey.accounts.scopes import ScopeCatalog
 from tallykey.console.views import split_lines
+from tallykey.controls import rules
 from tallykey.errors import ValidationFailed
 from tallykey.tokens import policy
 from tallykey.tokens.models import PERSONAL
@@ -45,6 +48,8 @@ class TokenForm:
     ip_allowlist: str = ""
     expiry: str = DEFAULT_PRESET
     expires_on: str = ""
+    #: Key controls (SPEC §13), as typed: see `KeyControlsForm`.
+    controls: KeyControlsForm = field(default_factory=lambda: KeyControlsForm())
     issue_key: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -56,6 +61,7 @@ class TokenForm:
                    ip_allowlist=text(form, "ip_allowlist"),
                    expiry=text(form, "expiry") or DEFAULT_PRESET,
                    expires_on=text(form, "expires_on"),
+                   controls=KeyControlsForm.parse(form),
                    issue_key=text(form, ISSUE_KEY_FIELD))
 
     def fields(self) -> dict[str, object]:
@@ -63,7 +69,8 @@ class TokenForm:
         return {"name": self.name, "description": self.description, "kind": self.kind,
                 "workspace": self.workspace, "scopes": sorted(self.scopes),
                 "target": self.target, "ip_allowlist": self.ip_allowlist,
-                "expiry": self.expiry, "expires_on": self.expires_on}
+                "expiry": self.expiry, "expires_on": self.expires_on,
+                **self.controls.fields()}
 
     def problems(self, *, targets: list[str], max_validity_days: int, now: datetime,
                  catalog: ScopeCatalog) -> dict[str, str]:
@@ -90,22 +97,136 @@ class TokenForm:
                 bad.append(f"Line {number}: {said(error)}")
         if bad:
             errors["ip_allowlist"] = " ".join(bad)
+        errors.update(self.controls.problems())
         return errors
 
     def _expiry(self, now: datetime, max_validity_days: int) -> datetime:
-        draft = self.draft()
-        return policy.resolve_expiry(now, expires_at=draft.expires_at,
-                                     expires_in_days=draft.expires_in_days,
+        expires_at, days = expiry_choice(self.expiry, self.expires_on)
+        return policy.resolve_expiry(now, expires_at=expires_at, expires_in_days=days,
                                      max_validity_days=max_validity_days)
 
     def draft(self) -> TokenDraft:
-        """The service's input; `ValidationFailed` if the expiry choice is unreadable."""
+        """The service's input; `ValidationFailed` if the expiry choice or a key control
+        is unreadable."""
         expires_at, days = expiry_choice(self.expiry, self.expires_on)
         return TokenDraft(name=self.name, description=self.description, kind=self.kind,
                           workspace=self.workspace or None, scopes=self.scopes,
                           ip_allowlist=split_lines(self.ip_allowlist),
                           target=self.target or None, expires_at=expires_at,
-                          expires_in_days=days)
+                          expires_in_days=days, rate_limits=self.controls.rate_limits(),
+                          credits=self.controls.credits(),
+                          metadata=self.controls.metadata_object(),
+                          external_id=self.controls.external_id or None)
+
+
+@dataclass
+class KeyControlsForm:
+    """Rate limits (one `NAME=LIMIT/SECONDS[:owner|:external_id]` per line), credits
+    (remaining, refill amount and interval; empty: none), metadata (a JSON object) and
+    external id, as typed. `credits_shown` is what the edit page showed: credits are
+    only set when the field changed, so saving a name never undoes spent credits."""
+
+    rate_limits_text: str = ""
+    credits_remaining: str = ""
+    refill_amount: str = ""
+    refill_interval: str = ""
+    credits_shown: str = ""
+    metadata: str = ""
+    external_id: str = ""
+
+    @classmethod
+    def parse(cls, form: FormData) -> KeyControlsForm:
+        return cls(rate_limits_text=text(form, "rate_limits"),
+                   credits_remaining=text(form, "credits_remaining").strip(),
+                   refill_amount=text(form, "refill_amount").strip(),
+                   refill_interval=text(form, "refill_interval"),
+                   credits_shown=text(form, "credits_shown"),
+                   metadata=text(form, "metadata"), external_id=text(form, "external_id"))
+
+    @classmethod
+    def of(cls, token: Any) -> KeyControlsForm:
+        """The form as the edit page shows a token."""
+        return cls(rate_limits_text="\n".join(rules.written_rate_limit(r)
+                                              for r in token.rate_limits or []),
+                   credits_remaining="" if token.credits_remaining is None
+                   else str(token.credits_remaining),
+                   refill_amount="" if token.credits_refill_amount is None
+                   else str(token.credits_refill_amount),
+                   refill_interval=token.credits_refill_interval or "",
+                   metadata=json.dumps(token.meta, indent=2) if token.meta else "",
+                   external_id=token.external_id or "")
+
+    def fields(self) -> dict[str, object]:
+        return {"rate_limits": self.rate_limits_text, "credits_remaining":
+                self.credits_remaining, "refill_amount": self.refill_amount,
+                "refill_interval": self.refill_interval, "metadata": self.metadata,
+                "external_id": self.external_id}
+
+    def shown_credits(self) -> str:
+        """The credit fields as one string (what `credits_shown` carries)."""
+        return f"{self.credits_remaining}|{self.refill_amount}|{self.refill_interval}"
+
+    def problems(self) -> dict[str, str]:
+        errors: dict[str, str] = {}
+        checks: list[tuple[str, Callable[[], object]]] = [
+            ("rate_limits", lambda: rules.clean_rate_limits(self.rate_limits())),
+            ("credits", self._checked_credits),
+            ("metadata", lambda: rules.clean_metadata(self.metadata_object())),
+            ("external_id", lambda: rules.clean_external_id(self.external_id)),
+        ]
+        for name, check in checks:
+            try:
+                check()
+            except ValidationFailed as error:
+                errors[name] = said(error)
+        return errors
+
+    def rate_limits(self) -> list[dict[str, Any]]:
+        return [rules.parse_rate_limit(line) for line in split_lines(self.rate_limits_text)]
+
+    def credits(self) -> dict[str, Any] | None:
+        """`{"remaining", "refill"}`, or None when the remaining field is empty."""
+        if not self.credits_remaining:
+            if self.refill_amount:
+                raise ValidationFailed("A refill needs the credits to start from.",
+                                       "Fill in the remaining credits too.", field="credits")
+            return None
+        refill = None
+        if self.refill_amount or self.refill_interval:
+            refill = {"amount": _whole(self.refill_amount, "credits"),
+                      "interval": self.refill_interval}
+        return {"remaining": _whole(self.credits_remaining, "credits"), "refill": refill}
+
+    def metadata_object(self) -> Any:
+        if not self.metadata.strip():
+            return None
+        try:
+            return json.loads(self.metadata)
+        except ValueError as error:
+            raise ValidationFailed(f"metadata is not valid JSON: {error}.",
+                                   "Write a JSON object, e.g. {\"plan\": \"pro\"}.",
+                                   field="metadata") from None
+
+    def changes(self) -> dict[str, Any]:
+        """The edit form's key-control changes, as `TokenChanges` fields."""
+        found: dict[str, Any] = {"rate_limits": self.rate_limits(),
+                                 "metadata": self.metadata_object() or {},
+                                 "external_id": self.external_id}
+        if self.shown_credits() != self.credits_shown:
+            credits = self.credits()
+            found.update({"credits": credits} if credits else {"remove_credits": True})
+        return found
+
+    def _checked_credits(self) -> object:
+        credits = self.credits()
+        return None if credits is None else rules.clean_credits(credits["remaining"],
+                                                                credits["refill"])
+
+
+def _whole(value: str, name: str) -> int:
+    if not (value.isascii() and value.isdigit()):
+        raise ValidationFailed(f"{value[:20]!r} is not a whole number.", field=name)
+    return int(value)
 
 
 def expiry_choice(expiry: str, expires_on: str) -> tuple[date | None, int | None]:
@@ -130,11 +251,15 @@ def renewal(form: FormData) -> Renewal:
 
 
 def token_changes(form: FormData) -> TokenChanges:
-    """The edit form's changes; scopes only when the form showed them (`scopes_shown`)."""
+    """The edit form's changes; scopes only when the form showed them (`scopes_shown`),
+    key controls only when it showed them (`controls_shown`)."""
+    controls = (KeyControlsForm.parse(form).changes() if text(form, "controls_shown")
+                else {})
     return TokenChanges(name=text(form, "name"), description=text(form, "description"),
                         ip_allowlist=split_lines(text(form, "ip_allowlist")),
                         target=text(form, "target"),
-                        scopes=texts(form, "scopes") if text(form, "scopes_shown") else None)
+                        scopes=texts(form, "scopes") if text(form, "scopes_shown") else None,
+                        **controls)
 
 
 def grace_seconds(form: FormData) -> int:

@@ -12,12 +12,12 @@ import secrets
 from fastapi import APIRouter, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from tallykey.accounts import bootstrap as setup
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
 from tallykey.actor import Actor
 from tallykey.api.deps import ip_of, is_https, login_limiter
 from tallykey.audit import trail
-from tallykey.console import setup
 from tallykey.console.forms import text
 from tallykey.console.web import (
     CSRF_FIELD,
@@ -124,7 +124,7 @@ def home() -> Response:
 
 @router.get("/setup/{key}")
 def setup_page(request: Request, key: str, runtime: RuntimeDep) -> Response:
-    if not setup.link_is_valid(runtime, key):
+    if not setup.link_is_valid(runtime.accounts, key):
         return used_link(request)
     form_key = new_form_key(request)
     return with_form_key(request, render(request, "setup.html", form_key=form_key, key=key,
@@ -134,13 +134,14 @@ def setup_page(request: Request, key: str, runtime: RuntimeDep) -> Response:
 @router.post("/setup/{key}")
 async def setup_submit(request: Request, key: str, runtime: RuntimeDep) -> Response:
     fields = await pre_session_form(request)
-    if not await run_in_threadpool(setup.link_is_valid, runtime, key):
+    if not await run_in_threadpool(setup.link_is_valid, runtime.accounts, key):
         return used_link(request)
     draft = setup.FirstAdmin(account_name=fields.get("account_name", ""),
                              email=fields.get("email", ""),
                              password=fields.get("password", ""), name=fields.get("name", ""))
     try:
-        user = await run_in_threadpool(setup.complete, runtime, key, draft, ip_of(request))
+        user = await run_in_threadpool(setup.complete, runtime.accounts,
+                                       runtime.settings.region, key, draft, ip_of(request))
     except ValidationFailed as error:
         form_key = new_form_key(request)
         values = {k: v for k, v in fields.items() if k != "password"}

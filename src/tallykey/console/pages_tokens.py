@@ -61,6 +61,7 @@ from tallykey.tokens.policy import (
     EXPIRY_PRESET_DAYS,
     LONG_VALIDITY_WARNING_DAYS,
 )
+from tallykey.tokens.schemas import CreditsView
 from tallykey.tokens.service import IssuedToken, TokenQuery
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -299,7 +300,9 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
                   workspace_name=_workspace_name(token.workspace), rotate_key=new_issue_key(),
                   default_grace=DEFAULT_GRACE_SECONDS,
                   scope_choices=_grantable(viewer, runtime) | runtime.catalog.descriptions(
-                      token.scopes), catalog=runtime.catalog)
+                      token.scopes), catalog=runtime.catalog,
+                  controls=(values or {}).get("controls") or forms.KeyControlsForm.of(token),
+                  credits=CreditsView.of(token, now))
 
 
 def _retrievable(session: Session, token: Token) -> bool:
@@ -341,6 +344,7 @@ def update_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         values: dict[str, Any] = {k: forms.text(form, k)
                                   for k in ("name", "description", "ip_allowlist", "target")}
         values["scopes"] = forms.texts(form, "scopes")
+        values["controls"] = forms.KeyControlsForm.parse(form)
         message = error.message + (f" {error.hint}" if error.hint else "")
         return _detail(request, viewer, runtime, token, status=422, values=values,
                        errors={forms.error_field(error): message})

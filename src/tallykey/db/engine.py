@@ -6,6 +6,7 @@ import errno
 import sqlite3
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,11 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.orm import Session, sessionmaker
 
 from tallykey.errors import StoreUnavailable, ValidationFailed
+
+#: The unit of work open in this thread or task (`Database.transaction`), which a nested
+#: `transaction()` or `reading()` of the same database joins.
+_unit_of_work: ContextVar[Session | None] = ContextVar("tallykey_unit_of_work", default=None)
+_OWNER = "tallykey.database"
 
 DEFAULT_CONNECT_TIMEOUT = 2
 DEFAULT_STATEMENT_TIMEOUT = 5.0
@@ -199,18 +205,38 @@ class Database:
     @contextmanager
     def transaction(self) -> Iterator[Session]:
         """One unit of work: everything in it lands together or not at all. A database
-        outage inside it raises `StoreUnavailable` (and nothing lands)."""
+        outage inside it raises `StoreUnavailable` (and nothing lands).
+
+        Opened inside another unit of work of this database (in the same thread or task),
+        it joins that one, as a savepoint: its work lands when the outer one commits, and
+        an error inside it undoes its own part only. So an adapter or a service can make
+        several service calls one atomic change by wrapping them."""
+        outer = _unit_of_work.get()
+        if outer is not None and outer.info.get(_OWNER) is self:
+            with store_errors(), outer.begin_nested():
+                yield outer
+            return
         with store_errors(), self._sessions() as session:
-            with session.begin():
-                session.connection(execution_options={WRITE: True})
-                yield session
+            session.info[_OWNER] = self
+            joined = _unit_of_work.set(session)
+            try:
+                with session.begin():
+                    session.connection(execution_options={WRITE: True})
+                    yield session
+            finally:
+                _unit_of_work.reset(joined)
             if session.info.get(VERDICT_CHANGED):
                 for hook in self.after_verdict_change:
                     hook()
 
     @contextmanager
     def reading(self) -> Iterator[Session]:
-        """A session for reads only; an outage raises `StoreUnavailable`."""
+        """A session for reads only; an outage raises `StoreUnavailable`. Inside a unit of
+        work of this database it is that unit's session, so reads see its writes."""
+        outer = _unit_of_work.get()
+        if outer is not None and outer.info.get(_OWNER) is self:
+            yield outer
+            return
         with store_errors(), self._sessions() as session:
             yield session
 

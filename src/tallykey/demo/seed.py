@@ -60,30 +60,32 @@ def seed(runtime: Runtime, base_url: str, *, data_dir: Path | None = None,
     With `data_dir`, the printed tokens and the demo's URL are kept there (demo-only) and
     reused next time. With `retrievable` (the demo has its own key-encryption key), the
     demo account keeps application tokens retrievable. `register` records `base_url` as
-    this region's local URL (only a demo that serves it should)."""
+    this region's local URL (only a demo that serves it should). One unit of work: an
+    interrupted seed leaves nothing half made."""
     region = runtime.settings.region
     known = local.known_tokens(data_dir) if data_dir else {}
-    demo = _account(runtime, "demo", "Demo Company", region)
-    operator = Actor.operator(demo.id)
-    if retrievable and not demo.retrievable_application_tokens:
-        runtime.accounts.update_policies(operator, PolicyChanges(
-            retrievable_application_tokens=True))
-    workspaces = {slug: _workspace(runtime, demo.id, slug, name, tz)
-                  for slug, name, tz in WORKSPACES}
-    admin = _user(runtime, operator, ADMIN, {})
-    member = _user(runtime, operator, MEMBER, {workspaces["hq"].id: ["employees:read"]})
-    _employees(runtime, demo.id, workspaces)
-    admin_token = _demo_token(runtime, admin, "Demo admin token",
-                              list(runtime.catalog.names), known)
-    member_token = _demo_token(runtime, member, "Demo member token", ["employees:read"],
-                               known)
+    with runtime.database.transaction():  # the whole demo lands, or none of it
+        demo = _account(runtime, "demo", "Demo Company", region)
+        operator = Actor.operator(demo.id)
+        if retrievable and not demo.retrievable_application_tokens:
+            runtime.accounts.update_policies(operator, PolicyChanges(
+                retrievable_application_tokens=True))
+        workspaces = {slug: _workspace(runtime, demo.id, slug, name, tz)
+                      for slug, name, tz in WORKSPACES}
+        admin = _user(runtime, operator, ADMIN, {})
+        member = _user(runtime, operator, MEMBER, {workspaces["hq"].id: ["employees:read"]})
+        _employees(runtime, demo.id, workspaces)
+        admin_token = _demo_token(runtime, admin, "Demo admin token",
+                                  list(runtime.catalog.names), known)
+        member_token = _demo_token(runtime, member, "Demo member token", ["employees:read"],
+                                   known)
 
-    other = _account(runtime, "other", "Other Company", region)
-    other_workspace = _workspace(runtime, other.id, "main", "Main", "UTC")
-    other_admin = _user(runtime, Actor.operator(other.id), OTHER_ADMIN, {})
-    _employees(runtime, other.id, {"hq": other_workspace, "field": other_workspace}, limit=2)
-    other_token = _demo_token(runtime, other_admin, "Other admin token",
-                              list(runtime.catalog.names), known)
+        other = _account(runtime, "other", "Other Company", region)
+        other_workspace = _workspace(runtime, other.id, "main", "Main", "UTC")
+        other_admin = _user(runtime, Actor.operator(other.id), OTHER_ADMIN, {})
+        _employees(runtime, other.id, {"hq": other_workspace, "field": other_workspace}, limit=2)
+        other_token = _demo_token(runtime, other_admin, "Other admin token",
+                                  list(runtime.catalog.names), known)
     if data_dir is not None:
         local.save_state(data_dir, base_url=base_url if register else None, region=region,
                          tokens={

@@ -108,8 +108,8 @@ class LeakReports:
         actor = replace(Actor.operator(found.account_id), label="Secret scanning",
                         via=LEAK_REPORT, ip=reporter_ip)
         url = shown_url(item.url)
-        outcome = self._stop(found, actor, url)
-        with self.runtime.database.transaction() as session:
+        with self.runtime.database.transaction() as session:  # revoke and audit: one unit
+            outcome = self._stop(found, actor, url)
             trail.record(session, actor=actor, action=TOKEN_LEAK_REPORTED,
                          at=self.runtime.clock.now(), target_type="token",
                          target_id=found.token_id,

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import JSON, ForeignKey, Index, Integer, LargeBinary, String, Text
+from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
 
 from tallykey.accounts.models import User, Workspace
@@ -25,7 +25,8 @@ STATUSES = (ACTIVE, EXPIRED, REVOKED, SUSPENDED)
 class Token(Base):
     __tablename__ = "tokens"
     #: The token list reads an account's tokens newest first, a page at a time.
-    __table_args__ = (Index("ix_tokens_account_created", "account_id", "created_at", "id"),)
+    __table_args__ = (Index("ix_tokens_account_created", "account_id", "created_at", "id"),
+                      Index("ix_tokens_account_external_id", "account_id", "external_id"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -61,6 +62,16 @@ class Token(Base):
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_used_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     last_used_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    #: Key controls (SPEC §13, `tallykey.controls`): named rate limits
+    #: (`[{"name", "limit", "per_seconds", "shared"}]`), usage credits and their refill,
+    #: the refill period `credits_remaining` belongs to, metadata and an external id.
+    rate_limits: Mapped[list[dict[str, object]] | None] = mapped_column(JSON, nullable=True)
+    credits_remaining: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    credits_refill_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    credits_refill_interval: Mapped[str | None] = mapped_column(String(8), nullable=True)
+    credits_period: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    meta: Mapped[dict[str, object] | None] = mapped_column("metadata", JSON, nullable=True)
+    external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
 
     secrets: Mapped[list[TokenSecret]] = relationship(
         back_populates="token", order_by="TokenSecret.generation"

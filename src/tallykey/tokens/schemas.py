@@ -4,15 +4,52 @@ except in `IssuedTokenView`, which exists only in the create, rotate and renew a
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Any
 
 from pydantic import BaseModel, PlainSerializer
 
+from tallykey.controls.rules import period_of, period_start
 from tallykey.tokens.models import APPLICATION, Token
 from tallykey.tokens.service import IssuedToken
 
 #: A datetime rendered as ISO 8601 with an explicit offset (`+00:00`, never a bare `Z`).
 Timestamp = Annotated[datetime, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
+
+
+class RateLimitView(BaseModel):
+    """`limit` requests per `per_seconds`; `shared` by the owner's or the external id's
+    tokens, or counted for this token alone (null)."""
+
+    name: str
+    limit: int
+    per_seconds: int
+    shared: str | None = None
+
+
+class RefillView(BaseModel):
+    amount: int
+    interval: str
+
+
+class CreditsView(BaseModel):
+    """Usage credits: what is left now, the refill, and when it next happens."""
+
+    remaining: int
+    refill: RefillView | None
+    next_refill_at: Timestamp | None
+
+    @classmethod
+    def of(cls, token: Token, now: datetime) -> CreditsView | None:
+        if token.credits_remaining is None:
+            return None
+        if token.credits_refill_amount is None or token.credits_refill_interval is None:
+            return cls(remaining=token.credits_remaining, refill=None, next_refill_at=None)
+        interval = token.credits_refill_interval
+        period = period_of(interval, now.timestamp())
+        stale = token.credits_period is None or token.credits_period < period
+        return cls(remaining=token.credits_refill_amount if stale else token.credits_remaining,
+                   refill=RefillView(amount=token.credits_refill_amount, interval=interval),
+                   next_refill_at=period_start(interval, period + 1))
 
 
 class TokenView(BaseModel):
@@ -38,6 +75,10 @@ class TokenView(BaseModel):
     revoked_at: Timestamp | None
     revoked_by: str | None
     revoke_reason: str | None
+    rate_limits: list[RateLimitView] = []
+    credits: CreditsView | None = None
+    metadata: dict[str, Any] | None = None
+    external_id: str | None = None
     suspended_at: Timestamp | None = None
     suspended_by: str | None = None
     #: Renewal lineage: the token this one renewed, and the one that renewed it.
@@ -61,6 +102,9 @@ class TokenView(BaseModel):
             revoked_by=(token.revoker.email if token.revoker else
                         ("operator" if token.revoked_at else None)),
             revoke_reason=token.revoke_reason,
+            rate_limits=[RateLimitView.model_validate(r) for r in token.rate_limits or []],
+            credits=CreditsView.of(token, now), metadata=token.meta,
+            external_id=token.external_id,
             suspended_at=token.suspended_at,
             suspended_by=(token.suspender.email if token.suspender else
                           ("operator" if token.suspended_at else None)),

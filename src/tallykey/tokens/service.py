@@ -7,7 +7,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
 from typing import Any
@@ -21,6 +21,7 @@ from tallykey.accounts.service import permissions_of
 from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
+from tallykey.controls import rules
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes
@@ -71,6 +72,12 @@ class TokenDraft:
     scopes: Sequence[str] = ()
     ip_allowlist: Sequence[str] = ()
     target: str | None = None
+    #: Key controls (SPEC §13): `[{"name", "limit", "per_seconds", "shared"}]`, credits
+    #: (`{"remaining", "refill": {"amount", "interval"} | None}`), metadata, external id.
+    rate_limits: Sequence[Mapping[str, Any]] = ()
+    credits: Mapping[str, Any] | None = None
+    metadata: Any = None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -83,6 +90,13 @@ class TokenChanges:
     target: str | None = None
     scopes: Sequence[str] | None = None
     expires_at: datetime | None = None
+    rate_limits: Sequence[Mapping[str, Any]] | None = None
+    #: New credits; `remove_credits` takes them away (the token is no longer costed).
+    credits: Mapping[str, Any] | None = None
+    remove_credits: bool = False
+    #: `{}` clears the metadata, "" the external id.
+    metadata: Any = None
+    external_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -95,10 +109,14 @@ class Renewal:
     grace_seconds: int = policy.DEFAULT_GRACE_SECONDS
 
 
-#: Columns of `tokens` a renewal's successor copies from the token it renews. Every other
-#: column is in `NOT_INHERITED`; a test fails for a new column that is in neither.
+#: Attributes of `Token` (one per column) a renewal's successor copies from the token it
+#: renews. Every other one is in `NOT_INHERITED`; a test fails for a new column that is in
+#: neither. Credits move with their balance and period, so a renewal never resets them
+#: (the renewed token keeps its own balance during its grace period).
 INHERITED = ("account_id", "workspace_id", "kind", "region", "name", "description",
-             "scopes", "target", "ip_allowlist", "admin_limits", "owner_id")
+             "scopes", "target", "ip_allowlist", "admin_limits", "owner_id", "rate_limits",
+             "credits_remaining", "credits_refill_amount", "credits_refill_interval",
+             "credits_period", "meta", "external_id")
 #: Columns a successor does not copy: its identity, its own history and lineage.
 NOT_INHERITED = ("id", "public_id", "created_by_id", "created_at", "created_ip",
                  "updated_at", "expires_at", "revoked_at", "revoked_by_id", "revoke_reason",
@@ -129,6 +147,7 @@ class TokenQuery:
     workspace: str | None = None
     target: str | None = None
     created_by: str | None = None
+    external_id: str | None = None
     after: str | None = None
     limit: int = DEFAULT_PAGE_SIZE
 
@@ -177,6 +196,12 @@ class TokenService:
         allowlist = policy.clean_allowlist(draft.ip_allowlist)
         target = policy.clean_target(draft.target, self.targets)
         scopes = policy.clean_scopes(draft.scopes, self.catalog)
+        rate_limits = rules.clean_rate_limits(draft.rate_limits)
+        credits = (None if draft.credits is None else
+                   rules.clean_credits(draft.credits.get("remaining"),
+                                       draft.credits.get("refill")))
+        metadata = rules.clean_metadata(draft.metadata)
+        external_id = rules.clean_external_id(draft.external_id)
         if draft.kind == APPLICATION and not actor.is_admin:
             raise PermissionDenied("Only account administrators can create application tokens.",
                                    "Ask an administrator to create the token for you.")
@@ -200,7 +225,10 @@ class TokenService:
                 region=self.region, public_id=secret.public_id, name=name,
                 description=description, scopes=scopes, target=target, ip_allowlist=allowlist,
                 owner_id=owner_id, created_by_id=actor.user_id, created_at=now,
-                created_ip=actor.ip, updated_at=now, expires_at=expires_at)
+                created_ip=actor.ip, updated_at=now, expires_at=expires_at,
+                rate_limits=[rule.as_dict() for rule in rate_limits] or None,
+                meta=metadata, external_id=external_id)
+            _set_credits(token, credits, now)
             session.add(token)
             session.flush()
             stored = TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
@@ -209,7 +237,8 @@ class TokenService:
             session.add(stored)
             self._announce(session, TokenEvent(TOKEN_CREATED, token, actor, now, {
                 "name": name, "kind": draft.kind, "scopes": scopes,
-                "expires_at": expires_at.isoformat(), "prefix": token.prefix}))
+                "expires_at": expires_at.isoformat(), "prefix": token.prefix,
+                **_controls_snapshot(token)}))
             return IssuedToken(token, secret, policy.validity_warnings(now, expires_at))
 
     # --- read ------------------------------------------------------------------------
@@ -311,6 +340,7 @@ class TokenService:
                 token.admin_limits = limits
             if changes.expires_at is not None:
                 token.expires_at = _shortened_expiry(token, changes.expires_at, now)
+            self._change_controls(token, changes, now)
             after = _editable_snapshot(token)
             if after != before:
                 token.updated_at = now
@@ -519,6 +549,21 @@ class TokenService:
 
     # --- internals -------------------------------------------------------------------
 
+    def _change_controls(self, token: Token, changes: TokenChanges, now: datetime) -> None:
+        """Rate limits, credits, metadata and external id: validated, then set."""
+        if changes.rate_limits is not None:
+            token.rate_limits = [rule.as_dict() for rule in
+                                 rules.clean_rate_limits(changes.rate_limits)] or None
+        if changes.remove_credits:
+            _set_credits(token, None, now)
+        elif changes.credits is not None:
+            _set_credits(token, rules.clean_credits(changes.credits.get("remaining"),
+                                                    changes.credits.get("refill")), now)
+        if changes.metadata is not None:
+            token.meta = rules.clean_metadata(changes.metadata)
+        if changes.external_id is not None:
+            token.external_id = rules.clean_external_id(changes.external_id)
+
     def _seal_if_retrievable(self, session: Session, account: Account, token: Token,
                              stored: TokenSecret, secret: token_format.ParsedToken) -> None:
         if token.kind != APPLICATION or not account.retrievable_application_tokens:
@@ -579,6 +624,8 @@ class TokenService:
             statement = statement.where(Token.target == query.target)
         if query.created_by:
             statement = statement.where(Token.created_by_id == query.created_by)
+        if query.external_id:
+            statement = statement.where(Token.external_id == query.external_id.strip())
         if query.search and query.search.strip():
             needle = "%" + _escape_like(query.search.strip().lower()) + "%"
             # a pasted prefix or whole token: its public id follows the region
@@ -695,7 +742,33 @@ def _editable_snapshot(token: Token) -> dict[str, Any]:
         "target": token.target,
         "scopes": list(token.scopes),
         "expires_at": token.expires_at.isoformat(),
+        **_controls_snapshot(token),
     }
+
+
+def _controls_snapshot(token: Token) -> dict[str, Any]:
+    """The key controls as the audit trail records them (a change evicts the verdict)."""
+    refill = (None if token.credits_refill_amount is None else
+              {"amount": token.credits_refill_amount,
+               "interval": token.credits_refill_interval})
+    return {
+        "rate_limits": list(token.rate_limits or []),
+        "credits": None if token.credits_remaining is None else
+        {"remaining": token.credits_remaining, "refill": refill},
+        "metadata": token.meta,
+        "external_id": token.external_id,
+    }
+
+
+def _set_credits(token: Token, credits: tuple[int, rules.Refill | None] | None,
+                 now: datetime) -> None:
+    """Set (or with None remove) a token's credits; they count for the current period."""
+    remaining, refill = credits if credits is not None else (None, None)
+    token.credits_remaining = remaining
+    token.credits_refill_amount = refill.amount if refill else None
+    token.credits_refill_interval = refill.interval if refill else None
+    token.credits_period = (rules.period_of(refill.interval, now.timestamp())
+                            if refill else None)
 
 
 def _escape_like(text: str) -> str:

@@ -1,5 +1,6 @@
 """First run: while the store has no administrator, `tallykey serve` prints a one-time
-setup link; opening it creates the first account and its administrator, once.
+setup link; opening it creates the first account and its administrator, once, in one
+unit of work (the link is spent exactly when the account and its admin exist).
 
 Only the link's SHA-256 is kept, in an (account-less) audit entry, so every node sharing
 the database accepts it and its use is on record. A newer link replaces older ones; the
@@ -20,11 +21,10 @@ from sqlalchemy.orm import Session
 from tallykey.accounts.models import Account, User
 from tallykey.accounts.passwords import check_rules
 from tallykey.accounts.permissions import ADMIN
-from tallykey.accounts.service import normalise_email
+from tallykey.accounts.service import AccountService, normalise_email
 from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import ValidationFailed
-from tallykey.runtime import Runtime
 from tallykey.tokens.policy import clean_name
 
 LINK_ISSUED = "setup.link_issued"
@@ -37,34 +37,34 @@ def _hash(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 
 
-def needs_setup(runtime: Runtime) -> bool:
+def needs_setup(accounts: AccountService) -> bool:
     """True while no administrator exists anywhere in the store."""
-    with runtime.database.reading() as session:
+    with accounts.database.reading() as session:
         return not session.scalar(select(exists().where(User.role == ADMIN)))
 
 
-def issue_link(runtime: Runtime, base_url: str) -> str | None:
+def issue_link(accounts: AccountService, base_url: str) -> str | None:
     """A fresh setup link when the store has no admin (else None). Prints nothing."""
-    if not needs_setup(runtime):
+    if not needs_setup(accounts):
         return None
     key = secrets.token_urlsafe(32)
-    with runtime.database.transaction() as session:
-        session.add(AuditEvent(account_id=None, occurred_at=runtime.clock.now(),
+    with accounts.database.transaction() as session:
+        session.add(AuditEvent(account_id=None, occurred_at=accounts.clock.now(),
                                action=LINK_ISSUED, actor_type="operator",
                                actor_label="tallykey serve",
                                details={"link_sha256": _hash(key)}))
     return base_url.rstrip("/") + SETUP_PATH + key
 
 
-def link_is_valid(runtime: Runtime, key: str) -> bool:
+def link_is_valid(accounts: AccountService, key: str) -> bool:
     """The newest link, unused, not too old, and still no admin in the store."""
     if not key or len(key) > 100:
         return False
-    with runtime.database.reading() as session:
-        return _valid_link(session, runtime, key) is not None
+    with accounts.database.reading() as session:
+        return _valid_link(session, accounts, key) is not None
 
 
-def _valid_link(session: Session, runtime: Runtime, key: str, *, lock: bool = False
+def _valid_link(session: Session, accounts: AccountService, key: str, *, lock: bool = False
                 ) -> AuditEvent | None:
     """The link's issue entry if `key` is still good. With `lock`, the entry's row stays
     locked until the transaction ends (PostgreSQL; SQLite's write transactions hold the
@@ -85,7 +85,7 @@ def _valid_link(session: Session, runtime: Runtime, key: str, *, lock: bool = Fa
                 AuditEvent.id > latest.id))) or session.scalar(
                 select(exists().where(User.role == ADMIN))):
             return None
-    if latest.occurred_at + LINK_LIFETIME < runtime.clock.now():
+    if latest.occurred_at + LINK_LIFETIME < accounts.clock.now():
         return None
     stored = str(latest.details.get("link_sha256", ""))
     return latest if secrets.compare_digest(stored.encode(), _hash(key).encode()) else None
@@ -112,14 +112,18 @@ def check(draft: FirstAdmin) -> tuple[str, str]:
     return account_name, email
 
 
-def complete(runtime: Runtime, key: str, draft: FirstAdmin, ip: str | None) -> User:
-    """Spend the link and create the account and its administrator.
+def complete(accounts: AccountService, region: str, key: str, draft: FirstAdmin,
+             ip: str | None) -> User:
+    """Spend the link and create the account and its administrator: one unit of work.
 
-    Raises `ValidationFailed` for bad input (the link stays usable) and for a link that
-    is no longer valid.
+    Raises `ValidationFailed` for bad input and for a link that is no longer valid; then
+    nothing changed and a good link stays usable.
     """
     account_name, email = check(draft)
-    with runtime.database.transaction() as session:
+    with accounts.database.transaction() as session:
+        if not key or len(key) > 100 or _valid_link(session, accounts, key, lock=True) is None:
+            raise ValidationFailed("This setup link has been used or has expired.",
+                                   "Restart 'tallykey serve' to print a new one.")
         if session.scalar(select(exists().where(User.email == email))):
             raise ValidationFailed(f"A user with the e-mail {email} exists already.",
                                    field="email")
@@ -128,14 +132,10 @@ def complete(runtime: Runtime, key: str, draft: FirstAdmin, ip: str | None) -> U
         while session.scalar(select(exists().where(Account.slug == slug))):
             number += 1
             slug = f"{base}-{number}"
-    with runtime.database.transaction() as session:  # check and spend: one transaction
-        if not key or len(key) > 100 or _valid_link(session, runtime, key, lock=True) is None:
-            raise ValidationFailed("This setup link has been used or has expired.",
-                                   "Restart 'tallykey serve' to print a new one.")
-        session.add(AuditEvent(account_id=None, occurred_at=runtime.clock.now(),
+        session.add(AuditEvent(account_id=None, occurred_at=accounts.clock.now(),
                                action=LINK_USED, actor_type="operator",
                                actor_label=email, ip=ip, details={"account": slug}))
-    account = runtime.accounts.create_account(slug, account_name, runtime.settings.region)
-    setup_actor = Actor(account.id, None, ADMIN, "first-run setup", ip, "console")
-    return runtime.accounts.create_user(setup_actor, email, role=ADMIN, name=draft.name,
-                                        password=draft.password)
+        account = accounts.create_account(slug, account_name, region)
+        setup_actor = Actor(account.id, None, ADMIN, "first-run setup", ip, "console")
+        return accounts.create_user(setup_actor, email, role=ADMIN, name=draft.name,
+                                    password=draft.password)

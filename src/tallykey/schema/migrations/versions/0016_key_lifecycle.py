@@ -1,7 +1,7 @@
 """key lifecycle: suspend/resume and renewal lineage on tokens
 
 Revision ID: key_lifecycle
-Revises: people
+Revises: key_limits
 Create Date: 2026-11-29 23:20:00
 """
 
@@ -13,7 +13,7 @@ from alembic import op
 import tallykey.db.base
 
 revision = 'key_lifecycle'
-down_revision = 'people'
+down_revision = 'key_limits'
 branch_labels = None
 depends_on = None
 

@@ -1,0 +1,89 @@
+"""The link to Redis that shares rate-limit counts across nodes (`TALLYKEY_REDIS_URL`).
+
+One atomic Lua script leases allowances: it never hands out more than the limit in a
+window, whatever the number of nodes. Every call is bounded by `TALLYKEY_REDIS_TIMEOUT`
+(no retries, no back-off), and a failure opens a breaker for `RETRY_SECONDS`: meanwhile
+no request waits on Redis at all, and the counter follows `TALLYKEY_REDIS_FAILURE`.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+
+import redis
+from redis.backoff import NoBackoff
+from redis.exceptions import RedisError
+from redis.retry import Retry
+
+log = logging.getLogger(__name__)
+
+#: Seconds the breaker stays open after a failed call before Redis is tried again.
+RETRY_SECONDS = 1.0
+#: A node leases at most this share of what is left in a window (1/16), and at most
+#: `MAX_LEASE` allowances at once; with fewer than 16 left, one at a time (exact).
+LEASE_FRACTION = 16
+MAX_LEASE = 100
+
+#: KEYS[1] the window's counter; ARGV limit, ttl, fraction, most. Returns {granted, count
+#: after the grant}; granted is 0 once the window's limit is reached.
+_LEASE = """
+local limit = tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local left = limit - current
+if left <= 0 then return {0, current} end
+local grant = math.floor(left / tonumber(ARGV[3]))
+if grant < 1 then grant = 1 end
+if grant > tonumber(ARGV[4]) then grant = tonumber(ARGV[4]) end
+current = redis.call('INCRBY', KEYS[1], grant)
+if current == grant then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
+return {grant, current}
+"""
+
+
+class RedisLink:
+    """Leases rate-limit allowances from Redis; `None` from `lease` means Redis failed
+    (and the breaker is open for `RETRY_SECONDS`)."""
+
+    def __init__(self, url: str, timeout: float) -> None:
+        self.url = url
+        self.client = redis.Redis.from_url(
+            url, socket_timeout=timeout, socket_connect_timeout=timeout,
+            retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+        self._lease = self.client.register_script(_LEASE)
+        self._down_until = 0.0
+        self._down_since: float | None = None
+        self._lock = threading.Lock()
+
+    def up(self) -> bool:
+        """False while the breaker is open (a call failed less than RETRY_SECONDS ago)."""
+        return time.monotonic() >= self._down_until
+
+    def lease(self, key: str, limit: int, ttl: int) -> tuple[int, int] | None:
+        """(allowances granted, the window's count after the grant), or None on failure."""
+        try:
+            granted, count = self._lease(keys=[key], args=[limit, ttl, LEASE_FRACTION,
+                                                            MAX_LEASE])
+        except (RedisError, OSError) as error:
+            self._fail(error)
+            return None
+        if self._down_since is not None:
+            with self._lock:
+                if self._down_since is not None:
+                    log.warning("Redis answers again after %.1f s: rate limits are shared "
+                                "across nodes again", time.monotonic() - self._down_since)
+                    self._down_since = None
+        return int(granted), int(count)
+
+    def close(self) -> None:
+        self.client.close()
+
+    def _fail(self, error: Exception) -> None:
+        with self._lock:
+            now = time.monotonic()
+            self._down_until = now + RETRY_SECONDS
+            if self._down_since is None:
+                self._down_since = now
+                log.warning("Redis (rate-limit counts) cannot be reached: %s; retrying every "
+                            "%.0f s", type(error).__name__, RETRY_SECONDS)
