@@ -128,7 +128,9 @@ def test_renewal_issues_a_successor_with_every_setting_and_a_new_expiry(
     first = world.rt.tokens.issue(world.as_admin, draft(
         kind="application", scopes=["employees:read"], ip_allowlist=["203.0.113.0/24"],
         target="Power BI", description="nightly export", workspace="sales",
-        expires_in_days=7))
+        expires_in_days=7, rate_limits=[{"name": "default", "limit": 100, "per_seconds": 60}],
+        credits={"remaining": 500, "refill": {"amount": 500, "interval": "daily"}},
+        metadata={"plan": "pro"}, external_id="customer-42"))
     old = first.token
     renewed = world.rt.tokens.renew(world.as_admin, old.id, Renewal(
         expires_in_days=90, grace_seconds=3600))
@@ -136,6 +138,8 @@ def test_renewal_issues_a_successor_with_every_setting_and_a_new_expiry(
     assert successor.id != old.id and renewed.secret.public_id != first.secret.public_id
     for name in INHERITED:
         assert getattr(successor, name) == getattr(old, name), name
+    assert successor.meta == {"plan": "pro"} and successor.external_id == "customer-42"
+    assert successor.credits_remaining == 500 and successor.rate_limits
     assert successor.expires_at == clock.now() + timedelta(days=90)
     assert successor.renewed_from_id == old.id
     assert renewed.previous_secret_expires_at == clock.now() + timedelta(hours=1)
