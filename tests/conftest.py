@@ -13,7 +13,7 @@ import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import psycopg
 import pytest
@@ -29,6 +29,27 @@ from tallykey.schema.tables import metadata
 from tallykey.settings import Settings, normalise_database_url
 
 from .redisserver import RedisServer, running_redis
+
+if TYPE_CHECKING:
+    from tallykey.actor import Actor
+
+#: Tests that stop databases or Redis, kill servers, or hold a timing bound: they run on a
+#: machine of their own, after the rest (`make test` runs `-m "not serial"` in parallel,
+#: then `-m serial`).
+SERIAL_FILES = frozenset({
+    "e2e/test_faults.py", "e2e/test_crash_safety.py", "e2e/test_scale_out.py",
+    "e2e/test_scale_out_outbox.py", "e2e/test_serve.py", "e2e/test_monitoring.py",
+    "e2e/test_workspace_cluster.py", "e2e/test_key_limits_cluster.py",
+    "auth/test_verifier_faults.py", "auth/test_rates.py", "auth/test_credits.py",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(tests).as_posix() in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
+
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHROMIUM = Path("/usr/bin/chromium")
@@ -181,7 +202,7 @@ class World:
         self.other_admin = rt.accounts.create_user(Actor.operator(globex.id),
                                                    "admin@globex.test", role="admin")
 
-    def actor(self, user_email: str, ip: str | None = "198.51.100.7") -> object:
+    def actor(self, user_email: str, ip: str | None = "198.51.100.7") -> Actor:
         from tallykey.actor import Actor
 
         for user in (self.admin, self.member, self.other_admin):
@@ -191,15 +212,15 @@ class World:
         raise KeyError(user_email)
 
     @property
-    def as_admin(self):  # type: ignore[no-untyped-def]
+    def as_admin(self) -> Actor:
         return self.actor("admin@acme.test")
 
     @property
-    def as_member(self):  # type: ignore[no-untyped-def]
+    def as_member(self) -> Actor:
         return self.actor("member@acme.test")
 
     @property
-    def as_other_admin(self):  # type: ignore[no-untyped-def]
+    def as_other_admin(self) -> Actor:
         return self.actor("admin@globex.test")
 
 

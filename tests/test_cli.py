@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytest
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tallykey.auth.verifier import Verifier
 from tallykey.cli import app
@@ -15,12 +15,18 @@ from tallykey.cli import app
 runner = CliRunner()
 
 
+class Cli(Protocol):
+    """The `cli` fixture: runs `tallykey ARGS...` in-process, `stdin` as its input."""
+
+    def __call__(self, *args: str, stdin: str | None = None) -> Result: ...
+
+
 @pytest.fixture
-def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Cli:
     monkeypatch.setenv("TALLYKEY_DATABASE_URL", database_url)
     monkeypatch.setenv("TALLYKEY_DATA_DIR", str(tmp_path / "data"))
 
-    def run(*args: str, stdin: str | None = None):  # type: ignore[no-untyped-def]
+    def run(*args: str, stdin: str | None = None) -> Result:
         return runner.invoke(app, list(args), input=stdin)
 
     assert run("accounts", "create", "acme").exit_code == 0
@@ -29,7 +35,7 @@ def cli(database_url: str, tmp_path: Path, monkeypatch: pytest.MonkeyPatch):  # 
     return run
 
 
-def test_create_prints_the_secret_once_and_list_show_never(cli) -> None:  # type: ignore[no-untyped-def]
+def test_create_prints_the_secret_once_and_list_show_never(cli: Cli) -> None:
     created = cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test", "--name",
                   "CRM", "--days", "30", "--scope", "employees:read", "--json")
     assert created.exit_code == 0, created.output
@@ -44,7 +50,7 @@ def test_create_prints_the_secret_once_and_list_show_never(cli) -> None:  # type
     assert [t["id"] for t in json.loads(listed.stdout)["items"]] == [token["id"]]
 
 
-def test_quiet_prints_only_the_token(cli) -> None:  # type: ignore[no-untyped-def]
+def test_quiet_prints_only_the_token(cli: Cli) -> None:
     result = cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test", "--name", "q",
                  "--expires", "2099-01-01", "--quiet")
     assert result.exit_code != 0  # beyond one year
@@ -54,7 +60,7 @@ def test_quiet_prints_only_the_token(cli) -> None:  # type: ignore[no-untyped-de
     assert result.stdout.count("\n") == 1 and result.stdout.startswith("tlk_eu1_")
 
 
-def test_errors_are_one_line_on_stderr_without_traceback(cli) -> None:  # type: ignore[no-untyped-def]
+def test_errors_are_one_line_on_stderr_without_traceback(cli: Cli) -> None:
     cases = [
         ("tokens", "create", "-a", "acme", "--user", "boss@acme.test", "--name", "x"),
         ("tokens", "create", "-a", "acme", "--user", "nobody@acme.test", "--name", "x",
@@ -76,7 +82,7 @@ def test_errors_are_one_line_on_stderr_without_traceback(cli) -> None:  # type: 
         assert len(result.stderr.strip().splitlines()) <= 2, result.stderr
 
 
-def test_rotate_update_revoke_round_trip(cli) -> None:  # type: ignore[no-untyped-def]
+def test_rotate_update_revoke_round_trip(cli: Cli) -> None:
     made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
                           "--name", "r", "--days", "30", "--json").stdout)
     rotated = cli("tokens", "rotate", made["id"], "--grace", "3600", "--json")
@@ -92,7 +98,7 @@ def test_rotate_update_revoke_round_trip(cli) -> None:  # type: ignore[no-untype
                           ).stdout)["items"][0]["revoke_reason"] == "done"
 
 
-def test_users_commands(cli) -> None:  # type: ignore[no-untyped-def]
+def test_users_commands(cli: Cli) -> None:
     assert cli("users", "create", "-a", "acme", "--email", "m@acme.test").exit_code == 0
     assert cli("users", "set-role", "-a", "acme", "--email", "m@acme.test", "--role",
                "admin").exit_code == 0
@@ -104,7 +110,7 @@ def test_users_commands(cli) -> None:  # type: ignore[no-untyped-def]
     assert last.exit_code != 0 and "last active administrator" in last.stderr
 
 
-def test_migrate_is_idempotent(cli) -> None:  # type: ignore[no-untyped-def]
+def test_migrate_is_idempotent(cli: Cli) -> None:
     result = cli("migrate")
     assert result.exit_code == 0 and "already up to date" in result.stdout
 
@@ -141,7 +147,7 @@ def test_version() -> None:
     assert result.exit_code == 0 and result.stdout.strip() == f"tallykey {version('tallykey')}"
 
 
-def test_tables_in_a_pipe_print_full_values(cli) -> None:  # type: ignore[no-untyped-def]
+def test_tables_in_a_pipe_print_full_values(cli: Cli) -> None:
     made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
                           "--name", "A rather long token name for a narrow table", "--days",
                           "30", "--json").stdout)
@@ -155,7 +161,7 @@ def test_tables_in_a_pipe_print_full_values(cli) -> None:  # type: ignore[no-unt
     assert users[1].split("\t")[0] == "boss@acme.test" and len(users[1].split("\t")[-1]) == 36
 
 
-def test_users_are_named_like_tokens_by_argument(cli) -> None:  # type: ignore[no-untyped-def]
+def test_users_are_named_like_tokens_by_argument(cli: Cli) -> None:
     assert cli("users", "create", "-a", "acme", "--email", "m@acme.test").exit_code == 0
     off = cli("users", "deactivate", "m@acme.test", "-a", "acme", "--json")
     assert off.exit_code == 0 and json.loads(off.stdout)["active"] is False
@@ -168,7 +174,7 @@ def test_users_are_named_like_tokens_by_argument(cli) -> None:  # type: ignore[n
 
 
 def test_rotate_keeps_the_old_secret_for_a_day_by_default_as_the_console_does(
-        cli) -> None:  # type: ignore[no-untyped-def]
+        cli: Cli) -> None:
     made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
                           "--name", "g", "--days", "30", "--json").stdout)
     rotated = json.loads(cli("tokens", "rotate", made["id"], "--json").stdout)
@@ -182,7 +188,7 @@ def test_rotate_keeps_the_old_secret_for_a_day_by_default_as_the_console_does(
 
 
 def test_a_terminal_table_never_cuts_the_prefix_at_80_columns(
-        cli, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+        cli: Cli, monkeypatch: pytest.MonkeyPatch) -> None:
     import io
 
     from rich.console import Console

@@ -220,6 +220,13 @@ class ServerUnreachable(ConnectFailed):
     code = "server_unreachable"
 
 
+class UsageExhausted(RateLimited):
+    """The token's usage credits are spent; `retry_after` says when they refill (if ever)."""
+
+    exit_code = 41
+    code = "usage_exhausted"
+
+
 class ServiceUnavailable(RateLimited):
     """The server answered but cannot check tokens right now (its store is down);
     `retry_after` says when to try again."""
@@ -251,6 +258,8 @@ REFUSALS: dict[str, type[ConnectFailed]] = {
     "insufficient_scope": ScopeMissing,
     "workspace_not_allowed": AccessDenied,
     "too_many_attempts": RateLimited,
+    "rate_limited": RateLimited,
+    "usage_exhausted": UsageExhausted,
     "store_unavailable": ServiceUnavailable,
 }
 

@@ -80,9 +80,9 @@ def test_policy_changes_are_validated_and_audited(world: World) -> None:
         reminder_days=[2, 7, 7], ip_allowlist=["10.0.0.0/8"]))
     assert account.reminder_days == [7, 2] and account.ip_allowlist == ["10.0.0.0/8"]
     with world.rt.database.reading() as session:
-        changes = session.scalars(select(AuditEvent).where(
+        events = session.scalars(select(AuditEvent).where(
             AuditEvent.action == "account.policy_changed")).all()
-    assert len(changes) == 1 and changes[0].details["after"]["reminder_days"] == [7, 2]
+    assert len(events) == 1 and events[0].details["after"]["reminder_days"] == [7, 2]
 
 
 def test_short_passwords_are_refused(world: World) -> None:

@@ -5,9 +5,9 @@ platform API answers errors in XML when the request asked for XML."""
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
-from typing import Any
+from collections.abc import Callable, Iterator
 
+import httpx
 import pytest
 from defusedxml import ElementTree
 from starlette.testclient import TestClient
@@ -31,7 +31,7 @@ def api(rt: Runtime) -> Iterator[TestClient]:
 
 @pytest.fixture
 def admin(world: World) -> dict[str, str]:
-    issued = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    issued = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="automation", expires_in_days=30, scopes=sorted(SCOPES)))
     return {"Authorization": f"Bearer {issued.value}"}
 
@@ -90,13 +90,14 @@ def test_every_time_in_the_answers_has_an_explicit_offset(
 def test_platform_errors_come_in_xml_when_xml_was_asked_for(
         api: TestClient, admin: dict[str, str]) -> None:
     xml = {"Accept": "application/xml"}
-    for request in (
+    requests: tuple[Callable[[], httpx.Response], ...] = (
         lambda: api.get("/core/v3/info", headers=xml),
         lambda: api.get("/core/v3/info", headers={**xml, **admin, "Timezone": "Mars/Base"}),
         lambda: api.post("/core/v3/employees", content=b"<employee><name>x",
                          headers={**xml, **admin, "Content-Type": "application/xml"}),
-    ):
-        answer: Any = request()
+    )
+    for request in requests:
+        answer = request()
         assert answer.status_code >= 400
         assert answer.headers["content-type"].startswith("application/xml"), answer.text
         root = ElementTree.fromstring(answer.content)

@@ -28,7 +28,7 @@ LIMITS = [{"name": "default", "limit": 3, "per_seconds": 3600, "shared": None}]
 
 @pytest.fixture
 def api(rt: Runtime, world: World) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    token = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    token = rt.tokens.issue(world.as_admin, TokenDraft(
         name="manage", expires_in_days=30, scopes=["tokens:manage"])).value
     with TestClient(create_app(rt), client=(IP, 40000), follow_redirects=False) as client:
         yield client, {"Authorization": f"Bearer {token}"}
@@ -83,7 +83,8 @@ def test_create_show_patch_and_search_key_controls(api) -> None:  # type: ignore
     ({"external_id": "x" * 256}, "external_id"),
 ])
 def test_bad_key_controls_get_a_422_naming_the_field_and_change_nothing(
-        api, fields: dict[str, Any], fragment: str) -> None:  # type: ignore[no-untyped-def]
+        api: tuple[TestClient, dict[str, str]], fields: dict[str, Any], fragment: str
+) -> None:
     client, admin = api
     made = create(client, admin, rate_limits=LIMITS, metadata={"keep": True})
     def controls() -> list[tuple[Any, ...]]:  # (last use is written in the background)
@@ -147,7 +148,7 @@ def test_auth_request_costs_limits_and_external_id_headers(api) -> None:  # type
 
 def test_the_embedded_middleware_enforces_limits_and_carries_the_verdict(
         rt: Runtime, world: World) -> None:
-    token = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    token = rt.tokens.issue(world.as_admin, TokenDraft(
         name="embedded", expires_in_days=30, rate_limits=[
             {"name": "default", "limit": 2, "per_seconds": 3600}],
         metadata={"tier": "gold"}, external_id="cust_9")).value

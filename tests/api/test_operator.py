@@ -136,9 +136,9 @@ def test_suspending_an_account_stops_its_tokens_and_sign_ins(
     verifier = Verifier(settings=rt.settings, database=rt.database, clock=rt.clock,
                         background=False)
     try:
-        token = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+        token = rt.tokens.issue(world.as_admin, TokenDraft(
             name="acme", expires_in_days=30, scopes=["employees:read"])).value
-        other = rt.tokens.issue(world.as_other_admin, TokenDraft(  # type: ignore[arg-type]
+        other = rt.tokens.issue(world.as_other_admin, TokenDraft(
             name="globex", expires_in_days=30, scopes=["employees:read"])).value
         assert verifier.verify(f"Bearer {token}", IP).allowed
         suspended = client.patch("/api/v1/operator/accounts/acme", headers=op,
@@ -165,7 +165,7 @@ def test_suspending_an_account_stops_its_tokens_and_sign_ins(
 def test_only_operator_tokens_open_the_operator_api(
         rt: Runtime, world: World, client: TestClient, cli_token: str,
         clock: FrozenClock) -> None:
-    tenant_admin = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    tenant_admin = rt.tokens.issue(world.as_admin, TokenDraft(
         name="manage", expires_in_days=30, scopes=["tokens:manage"])).value
     for headers, fragment in [({}, "needs an operator token"),
                               (bearer(tenant_admin), "not an operator token"),

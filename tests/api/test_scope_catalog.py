@@ -32,6 +32,7 @@ description = "Create and change orders"
 description = "Read invoices and credit notes"
 """
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
+Shop = tuple[Runtime, TestClient, dict[str, str]]
 
 
 @pytest.fixture
@@ -43,7 +44,7 @@ def catalog_file(tmp_path: Path) -> Path:
 
 @pytest.fixture
 def shop(database_url: str, tmp_path: Path, catalog_file: Path
-         ) -> Iterator[tuple[Runtime, TestClient, dict[str, str]]]:
+         ) -> Iterator[Shop]:
     settings = Settings(database_url=database_url, data_dir=tmp_path / "data",
                         scopes_file=catalog_file)
     runtime = Runtime.build(settings, FrozenClock())
@@ -60,7 +61,7 @@ def shop(database_url: str, tmp_path: Path, catalog_file: Path
     runtime.close()
 
 
-def test_the_api_lists_the_platform_catalog(shop) -> None:  # type: ignore[no-untyped-def]
+def test_the_api_lists_the_platform_catalog(shop: Shop) -> None:
     _, client, admin = shop
     listed = client.get("/api/v1/scopes", headers=admin)
     assert listed.status_code == 200
@@ -81,7 +82,7 @@ def test_the_api_lists_the_platform_catalog(shop) -> None:  # type: ignore[no-un
     assert client.get("/api/v1/scopes").status_code == 401
 
 
-def test_tokens_take_catalog_scopes_and_an_unknown_one_gets_422_naming_it(shop) -> None:  # type: ignore[no-untyped-def]
+def test_tokens_take_catalog_scopes_and_an_unknown_one_gets_422_naming_it(shop: Shop) -> None:
     _, client, admin = shop
     made = client.post("/api/v1/tokens", headers=admin, json={
         "name": "orders", "expires_in_days": 7, "kind": "application",
@@ -105,7 +106,7 @@ def test_tokens_take_catalog_scopes_and_an_unknown_one_gets_422_naming_it(shop) 
                       headers=admin).json()["scopes"] == ["orders:write"]
 
 
-def test_the_openapi_document_describes_the_catalog(shop) -> None:  # type: ignore[no-untyped-def]
+def test_the_openapi_document_describes_the_catalog(shop: Shop) -> None:
     _, client, _ = shop
     schema = client.get("/openapi.json").json()
     create = schema["components"]["schemas"]["TokenCreate"]["properties"]["scopes"]
@@ -117,15 +118,21 @@ def test_the_openapi_document_describes_the_catalog(shop) -> None:  # type: igno
     assert "employees:read" not in json.dumps(schema)
 
 
+def _csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "page has no CSRF field"
+    return found.group(1)
+
+
 def sign_in(client: TestClient) -> None:
     page = client.get("/console/login")
     answer = client.post("/console/login", data={
-        "csrf_token": CSRF.search(page.text).group(1),  # type: ignore[union-attr]
+        "csrf_token": _csrf_of(page.text),
         "email": "admin@shop.test", "password": "shop admin password", "next": ""})
     assert answer.status_code == 303, answer.text
 
 
-def test_console_forms_show_descriptions_and_edit_scopes(shop) -> None:  # type: ignore[no-untyped-def]
+def test_console_forms_show_descriptions_and_edit_scopes(shop: Shop) -> None:
     _, client, admin = shop
     sign_in(client)
     new_page = client.get("/console/tokens/new").text
@@ -138,7 +145,7 @@ def test_console_forms_show_descriptions_and_edit_scopes(shop) -> None:  # type:
         "scopes": ["orders:read"]}).json()
     detail = client.get(f"/console/tokens/{made['id']}")
     assert "Read the shop orders" in detail.text
-    csrf = CSRF.search(detail.text).group(1)  # type: ignore[union-attr]
+    csrf = _csrf_of(detail.text)
     saved = client.post(f"/console/tokens/{made['id']}", data={
         "csrf_token": csrf, "name": "edit me", "description": "", "ip_allowlist": "",
         "target": "", "scopes_shown": "1", "scopes": ["orders:read", "invoices:read"]})
@@ -150,7 +157,7 @@ def test_console_forms_show_descriptions_and_edit_scopes(shop) -> None:  # type:
     assert refused.status_code == 422 and "at least one scope" in refused.text
 
 
-def test_the_cli_shows_the_catalog_and_updates_scopes(shop, catalog_file: Path,  # type: ignore[no-untyped-def]
+def test_the_cli_shows_the_catalog_and_updates_scopes(shop: Shop, catalog_file: Path,
                                                       database_url: str, tmp_path: Path,
                                                       monkeypatch: pytest.MonkeyPatch) -> None:
     _, client, admin = shop

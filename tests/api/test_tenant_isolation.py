@@ -99,17 +99,17 @@ def tenants(world: World, rt: Runtime) -> Tenants:
     t = Tenants(world)
     admin_a, member_a = world.as_admin, world.as_member
     issued = [
-        rt.tokens.issue(admin_a, TokenDraft(  # type: ignore[arg-type]
+        rt.tokens.issue(admin_a, TokenDraft(
             name="acme private crm token", expires_in_days=30, scopes=["employees:read"])),
-        rt.tokens.issue(admin_a, TokenDraft(  # type: ignore[arg-type]
+        rt.tokens.issue(admin_a, TokenDraft(
             name="acme private app token", kind="application", expires_in_days=30,
             scopes=["employees:read"], workspace="sales", target=None)),
-        rt.tokens.issue(member_a, TokenDraft(  # type: ignore[arg-type]
+        rt.tokens.issue(member_a, TokenDraft(
             name="acme member private token", expires_in_days=30, workspace="sales")),
-        rt.tokens.issue(admin_a, TokenDraft(  # type: ignore[arg-type]
+        rt.tokens.issue(admin_a, TokenDraft(
             name="acme revoked private token", expires_in_days=30)),
     ]
-    rt.tokens.revoke(admin_a, issued[-1].token.id, "acme private reason")  # type: ignore[arg-type]
+    rt.tokens.revoke(admin_a, issued[-1].token.id, "acme private reason")
     t.a_token_ids = [i.token.id for i in issued]
     t.a_prefix = issued[0].token.prefix
     t.a_user_ids = [world.admin.id, world.member.id]
@@ -127,14 +127,14 @@ def tenants(world: World, rt: Runtime) -> Tenants:
                    "Acme Private Employee", "private@acme.test"}
 
     admin_b = world.as_other_admin
-    rt.accounts.set_password(admin_b, world.other_admin.id, B_PASSWORD)  # type: ignore[arg-type]
+    rt.accounts.set_password(admin_b, world.other_admin.id, B_PASSWORD)
     workspace_b = rt.accounts.create_workspace(world.globex_id, "main", "Main")
     t.b_workspace = workspace_b.id
     with rt.database.transaction() as session:
         session.add(Employee(account_id=world.globex_id, workspace_id=workspace_b.id,
                              name="Globex Employee", email="e@globex.test", job_title="",
                              created_at=rt.clock.now()))
-    t.b_token = rt.tokens.issue(admin_b, TokenDraft(  # type: ignore[arg-type]
+    t.b_token = rt.tokens.issue(admin_b, TokenDraft(
         name="globex management", expires_in_days=30, scopes=sorted(SCOPES))).value
     return t
 

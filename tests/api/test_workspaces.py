@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 from starlette.testclient import TestClient
-from typer.testing import CliRunner
+from typer.testing import CliRunner, Result
 
 from tallykey.api.app import create_app
 from tallykey.auth.verifier import Verifier
@@ -23,17 +23,18 @@ from ..conftest import World
 
 CSRF = re.compile(r'name="csrf_token" value="([^"]+)"')
 IP = "127.0.0.1"
+Api = tuple[TestClient, dict[str, str]]
 
 
 @pytest.fixture
-def api(rt: Runtime, world: World) -> Iterator[tuple[TestClient, dict[str, str]]]:
-    token = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+def api(rt: Runtime, world: World) -> Iterator[Api]:
+    token = rt.tokens.issue(world.as_admin, TokenDraft(
         name="manage", expires_in_days=30, scopes=["tokens:manage"])).value
     with TestClient(create_app(rt), client=(IP, 40000), follow_redirects=False) as client:
         yield client, {"Authorization": f"Bearer {token}"}
 
 
-def test_create_list_rename_over_the_api(api, world: World) -> None:  # type: ignore[no-untyped-def]
+def test_create_list_rename_over_the_api(api: Api, world: World) -> None:
     client, admin = api
     made = client.post("/api/v1/workspaces", headers=admin,
                        json={"slug": "north", "name": "North Shop", "timezone": "Europe/Oslo"})
@@ -58,7 +59,7 @@ def test_create_list_rename_over_the_api(api, world: World) -> None:  # type: ig
     assert len(client.get("/api/v1/workspaces", headers=admin).json()) == 3
 
 
-def test_grants_per_user_per_workspace_over_the_api(api, world: World) -> None:  # type: ignore[no-untyped-def]
+def test_grants_per_user_per_workspace_over_the_api(api: Api, world: World) -> None:
     client, admin = api
     granted = client.patch(f"/api/v1/users/{world.member.id}", headers=admin, json={
         "workspaces": {"sales": ["employees:read"], world.ops.id: ["employees:write"]}})
@@ -73,7 +74,7 @@ def test_grants_per_user_per_workspace_over_the_api(api, world: World) -> None: 
     assert admin_only.status_code == 422 and "tokens:manage" in admin_only.json()["message"]
 
 
-def test_members_cannot_manage_workspaces(rt: Runtime, world: World, api) -> None:  # type: ignore[no-untyped-def]
+def test_members_cannot_manage_workspaces(rt: Runtime, world: World, api: Api) -> None:
     client, _ = api
     login = client.post("/api/v1/session", json={"email": "member@acme.test",
                                                   "password": "member password 1"})
@@ -84,21 +85,21 @@ def test_members_cannot_manage_workspaces(rt: Runtime, world: World, api) -> Non
     assert client.post("/api/v1/workspaces", headers=csrf,
                        json={"slug": "mine", "name": "Mine"}).status_code == 403
     assert client.delete("/api/v1/workspaces/sales", headers=csrf).status_code == 403
-    assert rt.accounts.get_workspace(world.as_admin, "sales").archived_at is None  # type: ignore[arg-type]
+    assert rt.accounts.get_workspace(world.as_admin, "sales").archived_at is None
 
 
 def test_archiving_stops_the_workspace_tokens_and_its_grants(rt: Runtime, world: World,
-                                                            api) -> None:  # type: ignore[no-untyped-def]
+                                                            api: Api) -> None:
     client, admin = api
     verifier = Verifier(settings=rt.settings, database=rt.database, clock=rt.clock,
                         background=False)
     try:
-        pinned = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+        pinned = rt.tokens.issue(world.as_admin, TokenDraft(
             name="ops app", kind="application", expires_in_days=30,
             scopes=["employees:read"], workspace="ops")).value
-        rt.accounts.update_user(world.as_admin, world.member.id,  # type: ignore[arg-type]
+        rt.accounts.update_user(world.as_admin, world.member.id,
                                 grants={"sales": ["employees:read"], "ops": ["employees:read"]})
-        member = rt.tokens.issue(world.as_member, TokenDraft(  # type: ignore[arg-type]
+        member = rt.tokens.issue(world.as_member, TokenDraft(
             name="member", expires_in_days=30, scopes=["employees:read"])).value
         assert verifier.verify(f"Bearer {pinned}", IP, ["employees:read"]).allowed
         assert verifier.verify(f"Bearer {member}", IP, ["employees:read"],
@@ -139,18 +140,24 @@ def test_archiving_stops_the_workspace_tokens_and_its_grants(rt: Runtime, world:
         verifier.close()
 
 
+def _csrf_of(html: str) -> str:
+    found = CSRF.search(html)
+    assert found, "page has no CSRF field"
+    return found.group(1)
+
+
 def _sign_in(client: TestClient, email: str, password: str) -> str:
     page = client.get("/console/login")
-    client.post("/console/login", data={"csrf_token": CSRF.search(page.text).group(1),  # type: ignore[union-attr]
+    client.post("/console/login", data={"csrf_token": _csrf_of(page.text),
                                         "email": email, "password": password, "next": ""})
-    return CSRF.search(client.get("/console/tokens").text).group(1)  # type: ignore[union-attr]
+    return _csrf_of(client.get("/console/tokens").text)
 
 
 def test_the_console_page_creates_renames_and_archives_with_a_count(
-        rt: Runtime, world: World, api) -> None:  # type: ignore[no-untyped-def]
+        rt: Runtime, world: World, api: Api) -> None:
     client, _ = api
     csrf = _sign_in(client, "admin@acme.test", "correct horse battery")
-    rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    rt.tokens.issue(world.as_admin, TokenDraft(
         name="sales app", kind="application", expires_in_days=30,
         scopes=["employees:read"], workspace="sales"))
     page = client.get("/console/workspaces")
@@ -161,7 +168,7 @@ def test_the_console_page_creates_renames_and_archives_with_a_count(
     bad = client.post("/console/workspaces", data={"csrf_token": csrf, "name": "Bad",
                                                    "slug": "Bad Slug"})
     assert bad.status_code == 422 and "lowercase letters" in bad.text
-    berlin = rt.accounts.get_workspace(world.as_admin, "berlin")  # type: ignore[arg-type]
+    berlin = rt.accounts.get_workspace(world.as_admin, "berlin")
     renamed = client.post(f"/console/workspaces/{berlin.id}",
                           data={"csrf_token": csrf, "name": "Berlin Office"})
     assert renamed.status_code == 303
@@ -170,15 +177,15 @@ def test_the_console_page_creates_renames_and_archives_with_a_count(
     assert "1 token will stop working immediately" in confirm.text
     no_csrf = client.post(f"/console/workspaces/{world.sales.id}/archive", data={})
     assert no_csrf.status_code == 403
-    assert rt.accounts.get_workspace(world.as_admin, "sales").archived_at is None  # type: ignore[arg-type]
+    assert rt.accounts.get_workspace(world.as_admin, "sales").archived_at is None
     done = client.post(f"/console/workspaces/{world.sales.id}/archive",
                        data={"csrf_token": csrf})
     assert done.status_code == 200
     assert "Sales was archived: 1 token stopped on 1 of 1 nodes" in done.text
-    assert rt.accounts.get_workspace(world.as_admin, "sales").archived_at is not None  # type: ignore[arg-type]
+    assert rt.accounts.get_workspace(world.as_admin, "sales").archived_at is not None
 
 
-def test_members_do_not_get_the_workspaces_page(world: World, api) -> None:  # type: ignore[no-untyped-def]
+def test_members_do_not_get_the_workspaces_page(world: World, api: Api) -> None:
     client, _ = api
     _sign_in(client, "member@acme.test", "member password 1")
     assert client.get("/console/workspaces").status_code == 403
@@ -209,7 +216,7 @@ def test_the_cli_manages_workspaces(rt: Runtime, world: World, database_url: str
     monkeypatch.setenv("TALLYKEY_DATA_DIR", str(tmp_path / "data"))
     runner = CliRunner()
 
-    def run(*args: str):  # type: ignore[no-untyped-def]
+    def run(*args: str) -> Result:
         return runner.invoke(cli_app, list(args))
 
     made = run("workspaces", "create", "-a", "acme", "--slug", "lab", "--name", "Lab",
@@ -220,7 +227,7 @@ def test_the_cli_manages_workspaces(rt: Runtime, world: World, database_url: str
                ).exit_code != 0
     renamed = run("workspaces", "rename", "-a", "acme", "lab", "--name", "Laboratory")
     assert renamed.exit_code == 0 and "Laboratory" in renamed.stdout
-    rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    rt.tokens.issue(world.as_admin, TokenDraft(
         name="lab app", kind="application", expires_in_days=30, scopes=["employees:read"],
         workspace="lab"))
     archived = run("workspaces", "archive", "-a", "acme", "lab", "--json")
@@ -235,12 +242,12 @@ def test_the_cli_manages_workspaces(rt: Runtime, world: World, database_url: str
     assert unknown.exit_code == 3 and "No such workspace" in unknown.stderr
 
 
-def test_the_console_edits_grants_per_workspace(rt: Runtime, world: World, api) -> None:  # type: ignore[no-untyped-def]
+def test_the_console_edits_grants_per_workspace(rt: Runtime, world: World, api: Api) -> None:
     client, _ = api
     verifier = Verifier(settings=rt.settings, database=rt.database, clock=rt.clock,
                         background=False)
     try:
-        token = rt.tokens.issue(world.as_member, TokenDraft(  # type: ignore[arg-type]
+        token = rt.tokens.issue(world.as_member, TokenDraft(
             name="member", expires_in_days=30, scopes=["employees:read"])).value
         csrf = _sign_in(client, "admin@acme.test", "correct horse battery")
         page = client.get(f"/console/users/{world.member.id}").text
@@ -250,7 +257,7 @@ def test_the_console_edits_grants_per_workspace(rt: Runtime, world: World, api) 
             f"grant:{world.sales.id}": ["employees:write"],
             f"grant:{world.ops.id}": ["employees:read"]})
         assert saved.status_code == 303, saved.text
-        user = rt.accounts.get_user(world.as_admin, world.member.id)  # type: ignore[arg-type]
+        user = rt.accounts.get_user(world.as_admin, world.member.id)
         assert {g.workspace_id: g.scopes for g in user.grants} == {
             world.sales.id: ["employees:write"], world.ops.id: ["employees:read"]}
         verifier.sync()

@@ -45,7 +45,7 @@ def protected(verifier: Verifier) -> tuple[TestClient, TestClient]:
 
 def test_dependency_and_middleware_refuse_with_the_same_body(world: World,
                                                              verifier: Verifier) -> None:
-    member = world.rt.tokens.issue(world.as_member, TokenDraft(  # type: ignore[arg-type]
+    member = world.rt.tokens.issue(world.as_member, TokenDraft(
         name="reader", expires_in_days=7, scopes=["employees:read"])).value
     routed, wrapped = protected(verifier)
     for headers in ({"Authorization": f"Bearer {member}"}, {}, {"X-API-Key": member},
@@ -63,7 +63,7 @@ def test_dependency_and_middleware_refuse_with_the_same_body(world: World,
 
 def test_a_token_in_x_api_key_is_told_where_it_belongs(world: World,
                                                        verifier: Verifier) -> None:
-    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="writer", expires_in_days=7)).value
     _, wrapped = protected(verifier)
     answer = wrapped.get("/", headers={"X-API-Key": token})
@@ -80,7 +80,7 @@ def test_a_token_in_x_api_key_is_told_where_it_belongs(world: World,
 def test_the_management_api_names_a_misplaced_header_too(world: World, rt: Runtime) -> None:
     from tallykey.api.app import create_app
 
-    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="manager", expires_in_days=7, scopes=["tokens:manage"])).value
     with TestClient(create_app(rt)) as client:
         answer = client.get("/api/v1/tokens", headers={"X-Api-Key": token})

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from datetime import timedelta
+from typing import Any
 
 import pytest
 from sqlalchemy import event, select
@@ -40,10 +41,10 @@ class QueryCounter:
         self.count += 1
 
 
-def issue(world: World, actor: Actor | None = None, **fields: object) -> str:
-    values: dict[str, object] = {"name": "verified", "expires_in_days": 30}
+def issue(world: World, actor: Actor | None = None, **fields: Any) -> str:
+    values: dict[str, Any] = {"name": "verified", "expires_in_days": 30}
     values.update(fields)
-    return world.rt.tokens.issue(actor or world.as_admin, TokenDraft(**values)).value  # type: ignore[arg-type]
+    return world.rt.tokens.issue(actor or world.as_admin, TokenDraft(**values)).value
 
 
 def test_an_allowed_verdict_carries_identity_scopes_and_expiry(world: World,

@@ -40,7 +40,7 @@ def split_member(world: World) -> str:
     with both scopes, pinned to no workspace."""
     world.rt.accounts.update_user(Actor.operator(world.acme_id), world.member.id,
                                   grants={world.sales.id: [READ], world.ops.id: [WRITE]})
-    return world.rt.tokens.issue(world.as_member, TokenDraft(  # type: ignore[arg-type]
+    return world.rt.tokens.issue(world.as_member, TokenDraft(
         name="split", expires_in_days=30, scopes=[READ, WRITE])).value
 
 
@@ -81,7 +81,7 @@ def test_a_workspace_the_token_cannot_see_is_refused(world: World, verifier: Ver
 
 
 def test_a_pinned_token_sees_only_its_workspace(world: World, verifier: Verifier) -> None:
-    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="pinned app", kind="application", expires_in_days=30, scopes=[READ, WRITE],
         workspace="ops")).value
     header = f"Bearer {token}"
@@ -93,7 +93,7 @@ def test_a_pinned_token_sees_only_its_workspace(world: World, verifier: Verifier
 
 def test_an_administrator_holds_every_scope_in_every_workspace(world: World,
                                                                verifier: Verifier) -> None:
-    token = world.rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="admin", expires_in_days=30, scopes=[READ, "tokens:manage"])).value
     header = f"Bearer {token}"
     assert verifier.verify(header, IP, ["tokens:manage"]).allowed

@@ -25,9 +25,10 @@ def test_create_with_limits_then_edit_them(admin: tuple[TestClient, str], world:
     made = create(client, csrf, name="Metered", rate_limits="default=100/60\nburst=5/1:owner",
                   credits_remaining="50", refill_amount="50", refill_interval="daily",
                   external_id="cust_42", metadata='{"plan": "pro"}')
-    assert made.status_code == 200, made.text  # type: ignore[attr-defined]
-    token_id = TOKEN_ID.search(made.text).group(1)  # type: ignore[attr-defined, union-attr]
-    secret = SECRET.search(made.text).group(1)  # type: ignore[attr-defined, union-attr]
+    assert made.status_code == 200, made.text
+    id_found, secret_found = TOKEN_ID.search(made.text), SECRET.search(made.text)
+    assert id_found and secret_found, made.text
+    token_id, secret = id_found.group(1), secret_found.group(1)
     page = client.get(f"/console/tokens/{token_id}").text
     assert "100 per 60 s" in page and "shared by the owner's tokens" in page
     assert "50 left; refilled to 50 daily, next at" in page
@@ -74,8 +75,8 @@ def test_the_create_page_reports_bad_key_controls_and_creates_nothing(
     before = client.get("/console/tokens").text.count("/console/tokens/")
     refused = create(client, csrf, name="Bad", rate_limits="default=5/0",
                      metadata='{"k": "' + "x" * 5000 + '"}', external_id="x" * 300)
-    assert refused.status_code == 422  # type: ignore[attr-defined]
-    text = refused.text  # type: ignore[attr-defined]
+    assert refused.status_code == 422
+    text = refused.text
     assert "per_seconds must be a whole number from 1" in text
     assert "at most 4096 are allowed" in text and "external_id must be 1 to 255" in text
     assert client.get("/console/tokens").text.count("/console/tokens/") == before

@@ -7,6 +7,7 @@ import json
 import re
 import time
 
+import httpx
 from starlette.testclient import TestClient
 
 from tallykey.accounts import bootstrap as setup
@@ -14,6 +15,7 @@ from tallykey.actor import Actor
 from tallykey.console.web import CONTENT_SECURITY_POLICY
 from tallykey.network.limiter import WINDOW_SECONDS
 from tallykey.runtime import Runtime
+from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World
@@ -22,14 +24,22 @@ from .conftest import Browser, csrf_of, sign_in
 SECRET = re.compile(r'id="secret" class="secret" type="text" readonly value="([^"]+)"')
 
 
-def create(client: TestClient, csrf: str, **fields: object) -> object:
+def group_of(pattern: str | re.Pattern[str], text: str) -> str:
+    """The first group of `pattern`'s first match in `text` (which must have one)."""
+    found = re.search(pattern, text)
+    assert found, pattern
+    return found.group(1)
+
+
+def create(client: TestClient, csrf: str, **fields: object) -> httpx.Response:
     """Post the create form; a success is followed to the one-time view it redirects to."""
     data: dict[str, object] = {"csrf_token": csrf, "name": "console token", "expiry": "30",
                                "kind": "personal"}
     data.update(fields)
-    answer = client.post("/console/tokens/new", data=data)
+    answer: httpx.Response = client.post("/console/tokens/new", data=data)
     if answer.status_code == 303 and "/once?view=" in answer.headers["location"]:
-        return client.get(answer.headers["location"])
+        shown: httpx.Response = client.get(answer.headers["location"])
+        return shown
     return answer
 
 
@@ -98,7 +108,7 @@ def test_every_state_change_without_the_csrf_token_is_refused(
         admin: tuple[TestClient, str], world: World) -> None:
     client, csrf = admin
     made = create(client, csrf, name="keep me")
-    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    token_id = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
     posts = {
         "/console/tokens/new": {"name": "x", "expiry": "30"},
         f"/console/tokens/{token_id}": {"name": "renamed"},
@@ -114,8 +124,8 @@ def test_every_state_change_without_the_csrf_token_is_refused(
             answer = client.post(path, data=body)
             assert answer.status_code == 403, path
             assert "This form has expired" in answer.text
-    token = world.rt.tokens.get(world.as_admin, token_id)  # type: ignore[arg-type]
-    assert token.name == "keep me" and token.revoked_at is None
+    stored = world.rt.tokens.get(world.as_admin, token_id)
+    assert stored.name == "keep me" and stored.revoked_at is None
     assert client.get("/console/tokens").status_code == 200  # still signed in
 
 
@@ -126,14 +136,14 @@ def test_create_shows_the_secret_once_never_cached_and_never_in_a_url(
                   target="Excel", ip_allowlist="203.0.113.0/24\n2001:db8::/32")
     assert made.status_code == 200
     assert "no-store" in made.headers["cache-control"]
-    secret = SECRET.search(made.text).group(1)  # type: ignore[union-attr]
+    secret = group_of(SECRET, made.text)
     assert secret.startswith("tlk_eu1_")
     assert "will not be shown again" in made.text
     assert "Username" in made.text and "/core/v3/info" in made.text
     assert "Tokens valid for more than 3 months are discouraged" in made.text
     listing = client.get("/console/tokens")
     assert secret not in listing.text and secret[:20] in listing.text
-    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    token_id = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
     detail = client.get(f"/console/tokens/{token_id}")
     assert secret not in detail.text and "203.0.113.0/24" in detail.text
 
@@ -156,7 +166,7 @@ def test_a_refused_form_is_shown_again_with_the_input_and_nothing_is_created(
     assert nameless.status_code == 422 and "The name is required" in nameless.text
     from tallykey.tokens.service import TokenQuery
 
-    page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())  # type: ignore[arg-type]
+    page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())
     assert page.items == []
 
 
@@ -165,7 +175,7 @@ def test_members_see_only_their_own_tokens_and_no_admin_pages(
     admin_client, admin_csrf = admin
     member_client, member_csrf = member
     made = create(admin_client, admin_csrf, name="Admins only")
-    admin_token = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    admin_token = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
     mine = create(member_client, member_csrf, name="Member token", scopes=["employees:read"])
     assert mine.status_code == 200
     listing = member_client.get("/console/tokens?status=all")
@@ -192,7 +202,7 @@ def test_edit_rotate_revoke_and_the_expired_and_revoked_section(
         admin: tuple[TestClient, str], world: World) -> None:
     client, csrf = admin
     made = create(client, csrf, name="Lifecycle")
-    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    token_id = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
     saved = client.post(f"/console/tokens/{token_id}", data={
         "csrf_token": csrf, "name": "Lifecycle 2", "description": "edited",
         "ip_allowlist": "", "target": "Tableau"})
@@ -308,10 +318,10 @@ def test_usage_chart_and_outbox_page(admin: tuple[TestClient, str], world: World
     assert outbox.status_code == 200 and "Outbox" in outbox.text
 
 
-def _tokens_named(world: World, name: str) -> list[object]:
+def _tokens_named(world: World, name: str) -> list[Token]:
     from tallykey.tokens.service import TokenQuery
 
-    page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())  # type: ignore[arg-type]
+    page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())
     return [t for t in page.items if t.name == name]
 
 
@@ -343,7 +353,7 @@ def test_create_redirects_to_a_one_time_view_and_a_repost_creates_nothing(
 
     shown = client.get(first.headers["location"])
     assert shown.status_code == 200 and "no-store" in shown.headers["cache-control"]
-    secret = SECRET.search(shown.text).group(1)  # type: ignore[union-attr]
+    secret = group_of(SECRET, shown.text)
     assert "Done — go to the token’s page" in shown.text
     assert f"Bearer {secret}" in shown.text and 'data-copy="curl-example"' in shown.text
     reloaded = client.get(first.headers["location"])
@@ -384,7 +394,7 @@ def test_a_failed_create_keeps_the_key_usable_and_rotate_reposts_rotate_once(
     assert made.status_code == 303
     token_id = made.headers["location"].split("/")[3]
     detail = client.get(f"/console/tokens/{token_id}").text
-    rotate_key = re.search(r'name="issue_key" value="([^"]+)"', detail).group(1)  # type: ignore[union-attr]
+    rotate_key = group_of(r'name="issue_key" value="([^"]+)"', detail)
     rotate = {"csrf_token": csrf, "issue_key": rotate_key, "grace_days": "1"}
     first = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
     second = client.post(f"/console/tokens/{token_id}/rotate", data=rotate)
@@ -410,8 +420,8 @@ def test_the_grace_end_is_shown_after_a_rotation_and_can_be_ended_now(
 
     client, csrf = admin
     made = create(client, csrf, name="Graced")
-    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
-    old = SECRET.search(made.text).group(1)  # type: ignore[union-attr]
+    token_id = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
+    old = group_of(SECRET, made.text)
     assert 'id="grace-end"' not in client.get(f"/console/tokens/{token_id}").text
     rotated = client.post(f"/console/tokens/{token_id}/rotate",
                           data={"csrf_token": csrf, "grace_days": "2"})
@@ -482,7 +492,7 @@ def test_history_and_audit_details_read_for_people(admin: tuple[TestClient, str]
                                                    world: World) -> None:
     client, csrf = admin
     made = create(client, csrf, name="Readable", scopes=["employees:read"])
-    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    token_id = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
     client.post(f"/console/tokens/{token_id}", data={
         "csrf_token": csrf, "name": "Readable 2", "description": "",
         "ip_allowlist": "10.0.0.0/8", "target": ""})
@@ -499,7 +509,7 @@ def test_token_list_has_scopes_a_revoke_per_row_and_cards_markup(
         admin: tuple[TestClient, str]) -> None:
     client, csrf = admin
     made = create(client, csrf, name="Listed", scopes=["employees:read"])
-    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    token_id = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
     listing = client.get("/console/tokens").text
     assert '<th scope="col">Scopes</th>' in listing
     assert '<td data-label="Scopes" class="scopes"><code>employees:read</code>' in listing
@@ -515,7 +525,7 @@ def test_usage_chart_per_hour_and_an_honest_empty_state(admin: tuple[TestClient,
 
     client, csrf = admin
     made = create(client, csrf, name="Charted", kind="application", scopes=["employees:read"])
-    token_id = re.search(r"/console/tokens/([0-9a-f-]{36})", made.text).group(1)  # type: ignore[union-attr]
+    token_id = group_of(r"/console/tokens/([0-9a-f-]{36})", made.text)
     empty = client.get(f"/console/tokens/{token_id}").text
     assert "No requests in the last 30 days" in empty
     assert empty.count('fill="#555">0</text>') == 1  # one zero, not two

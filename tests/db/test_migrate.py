@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 
@@ -30,7 +32,7 @@ def test_migrate_is_idempotent(database_url: str) -> None:
         database.dispose()
 
 
-def test_a_fresh_sqlite_store_is_created_in_its_data_dir(tmp_path) -> None:  # type: ignore[no-untyped-def]
+def test_a_fresh_sqlite_store_is_created_in_its_data_dir(tmp_path: Path) -> None:
     url = f"sqlite:///{tmp_path / 'nested' / 'dir' / 'tallykey.db'}"
     database = Database(url)
     try:

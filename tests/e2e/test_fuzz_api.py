@@ -82,7 +82,7 @@ class Target:
     def seen(self, status: int) -> None:
         self.statuses[status] += 1
 
-    def guard(self, case: schemathesis.Case) -> None:
+    def guard(self, case: schemathesis.Case[Any]) -> None:
         """Keep the fuzzer from revoking, rotating or narrowing its own credentials."""
         generated[self.backend] = generated.get(self.backend, 0) + 1
         parameters = case.path_parameters or {}
@@ -132,7 +132,7 @@ def fuzz(operation: Any, mode: GenerationMode, target: Target) -> None:
 
     @FUZZ_SETTINGS
     @given(case=operation.as_strategy(generation_mode=mode))
-    def run(case: schemathesis.Case) -> None:
+    def run(case: schemathesis.Case[Any]) -> None:
         target.guard(case)
         response = case.call_and_validate(headers=target.headers, checks=CHECKS, timeout=30)
         target.seen(response.status_code)
@@ -171,13 +171,13 @@ def test_stateful_sequences_answer_as_documented(api_schema: Any, target: Target
                .as_state_machine())
 
     class Guarded(machine):  # type: ignore[misc, valid-type]
-        def before_call(self, case: schemathesis.Case) -> None:
+        def before_call(self, case: schemathesis.Case[Any]) -> None:
             target.guard(case)
 
-        def get_call_kwargs(self, case: schemathesis.Case) -> dict[str, Any]:
+        def get_call_kwargs(self, case: schemathesis.Case[Any]) -> dict[str, Any]:
             return {"headers": target.headers, "timeout": 30}
 
-        def validate_response(self, response: Any, case: schemathesis.Case,
+        def validate_response(self, response: Any, case: schemathesis.Case[Any],
                               **kwargs: Any) -> None:
             target.seen(response.status_code)
             try:

@@ -31,7 +31,7 @@ def nodes(tmp_path_factory: pytest.TempPathFactory, redis: RedisServer
 
 
 def issue(node: Server, **fields: object) -> str:
-    admin = node.seeded["admin"]["token"]  # type: ignore[attr-defined]
+    admin = node.seeded["admin"]["token"]
     made = httpx.post(f"{node.base_url}/api/v1/tokens", headers={
         "Authorization": f"Bearer {admin}"}, json={"name": "metered", "expires_in_days": 3,
                                                    **fields}, timeout=10)

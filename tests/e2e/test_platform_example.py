@@ -54,7 +54,12 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
             [sys.executable, "-m", "uvicorn", "examples.shop_platform:app", "--port",
              str(shop_port)], cwd=ROOT, env={**nodes[0].env, "TALLYKEY_NODE_NAME": "shop-api"},
             stdout=(tmp / "shop.log").open("wb"), stderr=subprocess.STDOUT)
-        stack.callback(lambda: (shop.terminate(), shop.wait(timeout=10)))
+
+        def stop_shop() -> None:
+            shop.terminate()
+            shop.wait(timeout=10)
+
+        stack.callback(stop_shop)
         shop_url = f"http://127.0.0.1:{shop_port}"
         _wait_for(shop_url + "/whoami")
         yield {"nodes": nodes, "operator": operator, "shop": shop_url}

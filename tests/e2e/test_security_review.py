@@ -196,7 +196,8 @@ def test_out_of_range_dates_are_refused_not_500(server: Server) -> None:
 
 def token_id_of(server: Server, token: str) -> str:
     listed = admin(server, "GET", "/api/v1/tokens", params={"limit": 200}).json()["items"]
-    return next(item["id"] for item in listed if token.startswith(item["prefix"]))
+    found: str = next(item["id"] for item in listed if token.startswith(item["prefix"]))
+    return found
 
 
 def test_an_admin_cannot_rotate_a_members_personal_token(server: Server) -> None:

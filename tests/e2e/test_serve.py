@@ -5,15 +5,15 @@ from __future__ import annotations
 import json
 import subprocess
 import time
+from pathlib import Path
 
 import httpx
-import pytest
 
 from .conftest import TALLYKEY, free_port, server_env
 
 
-def test_serve_with_two_workers(tmp_path: pytest.TempPathFactory) -> None:
-    env = server_env(tmp_path, None)  # type: ignore[arg-type]
+def test_serve_with_two_workers(tmp_path: Path) -> None:
+    env = server_env(tmp_path, None)
     seeded = json.loads(subprocess.run([TALLYKEY, "demo", "--seed-only", "--json"], env=env,
                                        capture_output=True, text=True, check=True).stdout)
     port = free_port()

@@ -158,7 +158,7 @@ def test_rotation_rewraps_everything_and_resumes_after_a_crash(
     globex = Actor.operator(kworld.globex_id)
     kworld.rt.accounts.update_policies(globex, PolicyChanges(
         retrievable_application_tokens=True))
-    other = kworld.rt.tokens.issue(kworld.actor("admin@globex.test"), TokenDraft(  # type: ignore[arg-type]
+    other = kworld.rt.tokens.issue(kworld.actor("admin@globex.test"), TokenDraft(
         name="g", kind="application", scopes=["employees:read"], expires_in_days=9))
     both = runtime_with(settings, clock, f"{NEW},{OLD}")
     try:

@@ -49,8 +49,9 @@ def test_both_shapes_verify(key: ec.EllipticCurvePrivateKey) -> None:
 def test_wrong_signatures_are_refused(key: ec.EllipticCurvePrivateKey) -> None:
     other = ec.generate_private_key(ec.SECP256R1())
     ring = parse_keys(github_shape(k1=key, k2=other))
-    refused = [("k1", sign(other)), ("k9", sign(key)), ("k2", sign(key)),
-               ("k1", sign(key, BODY + b" "))]
+    refused: list[tuple[str | None, str | None]] = [
+        ("k1", sign(other)), ("k9", sign(key)), ("k2", sign(key)),
+        ("k1", sign(key, BODY + b" "))]
     for identifier, signature in refused:
         with pytest.raises(SignatureRefused):
             ring.verify(identifier, signature, BODY)

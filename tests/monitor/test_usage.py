@@ -12,7 +12,7 @@ from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.jobs import Worker
 from tallykey.monitor.models import TokenNetwork, TokenUsage
-from tallykey.monitor.report import usage_report
+from tallykey.monitor.report import UsageReport, usage_report
 from tallykey.notify.notices import Notifier
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
@@ -28,7 +28,7 @@ def verifier(rt: Runtime, clock: FrozenClock) -> Iterator[Verifier]:
     made.close()
 
 
-def report(rt: Runtime, token_id: str, hours: int = 3, days: int = 2):  # type: ignore[no-untyped-def]
+def report(rt: Runtime, token_id: str, hours: int = 3, days: int = 2) -> UsageReport:
     with rt.database.reading() as session:
         token = session.get_one(Token, token_id)
         return usage_report(session, token, rt.clock.now(), hours=hours, days=days,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import ipaddress
+from typing import Any
 
 from tallykey.network.client_ip import client_ip, forwarded_for, scope_client_ip
 
@@ -34,7 +35,7 @@ def test_ipv4_mapped_ipv6_peers_are_normalised() -> None:
 
 
 def test_every_forwarded_for_line_counts_in_order() -> None:
-    scope = {"client": ("10.0.0.2", 5000), "headers": [
+    scope: dict[str, Any] = {"client": ("10.0.0.2", 5000), "headers": [
         (b"x-forwarded-for", b"203.0.113.1"), (b"user-agent", b"x"),
         (b"x-forwarded-for", b"198.51.100.9, 10.0.0.3")]}
     assert forwarded_for(scope["headers"]) == "203.0.113.1,198.51.100.9, 10.0.0.3"

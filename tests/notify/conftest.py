@@ -33,6 +33,14 @@ def free_port() -> int:
         return int(probe.getsockname()[1])
 
 
+def text_of(message: EmailMessage, subtype: str = "plain") -> str:
+    """The decoded `text/<subtype>` body of a mail (which must have one)."""
+    body = message.get_body((subtype,))
+    assert body is not None, f"no text/{subtype} part"
+    text: str = body.get_content()
+    return text
+
+
 @dataclass
 class Received:
     rcpt_tos: list[str]

@@ -22,7 +22,7 @@ from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft, TokenService
 
 from ..conftest import World
-from .conftest import HttpReceiver, SmtpServer, make_worker, outbox_rows
+from .conftest import HttpReceiver, SmtpServer, make_worker, outbox_rows, text_of
 
 
 @pytest.fixture
@@ -59,8 +59,8 @@ def test_a_new_token_notifies_every_active_admin_and_nobody_else(
     mail = smtp_server.to(second)[0].message
     assert mail["Subject"] == 'New API token "Payroll export" created in Acme'
     assert mail["From"] == "tallykey@keys.acme.test"
-    text = mail.get_body(("plain",)).get_content()  # type: ignore[union-attr]
-    html = mail.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    text = text_of(mail)
+    html = text_of(mail, "html")
     token_id = issued.token.id
     for body in (text, html):
         assert "Hello Second Admin" in body
@@ -118,13 +118,12 @@ def test_revoke_and_rotate_tell_the_creator(world: World, smtp_server: SmtpServe
     subjects = sorted(m.message["Subject"] for m in new)
     assert subjects == ['API token "Sheet" was revoked', 'API token "Sheet" was rotated']
     revoked = next(m.message for m in new if "revoked" in m.message["Subject"])
-    text = revoked.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    text = text_of(revoked)
     assert "admin@acme.test revoked" in text and "Reason given: left <b>the</b> team" in text
-    html = revoked.get_body(("html",)).get_content()  # type: ignore[union-attr]
+    html = text_of(revoked, "html")
     assert "left &lt;b&gt;the&lt;/b&gt; team" in html and "<b>the</b>" not in html
     rotated = next(m.message for m in new if "rotated" in m.message["Subject"])
-    assert "2030-01-01T13:00:00+00:00" in rotated.get_body(  # type: ignore[union-attr]
-        ("plain",)).get_content()
+    assert "2030-01-01T13:00:00+00:00" in text_of(rotated)
 
 
 def test_operator_application_token_notices_go_to_the_admins(
@@ -137,7 +136,7 @@ def test_operator_application_token_notices_go_to_the_admins(
     revoked = [m for m in smtp_server.received if "revoked" in m.message["Subject"]]
     assert [m.rcpt_tos for m in revoked] == [["admin@acme.test"]]
     created = [m for m in smtp_server.received if "created" in m.message["Subject"]]
-    text = created[0].message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    text = text_of(created[0].message)
     assert "operator (CLI) created" in text and "the operator (command line)" in text
 
 

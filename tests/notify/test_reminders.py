@@ -16,7 +16,7 @@ from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World
-from .conftest import SmtpServer, make_worker, outbox_rows
+from .conftest import SmtpServer, make_worker, outbox_rows, text_of
 
 START = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -67,8 +67,7 @@ def test_47_hours_before_expiry_the_creator_gets_exactly_one_2_day_reminder(
         assert worker.run_once().sent == 0
     notices = {row.notice for row in outbox_rows(world.rt) if row.event == "token.expiring"}
     assert notices == {f"reminder:{token.id}:2"}
-    text = smtp_server.to("member@acme.test")[-1].message.get_body(  # type: ignore[union-attr]
-        ("plain",)).get_content()
+    text = text_of(smtp_server.to("member@acme.test")[-1].message)
     assert "expires in 2 days, at 2030-01-31 12:00 UTC" in text
     assert "admin@acme.test" not in [r for m in smtp_server.received
                                      if "expire" in m.message["Subject"] for r in m.rcpt_tos]
@@ -104,7 +103,7 @@ def test_the_expiry_day_notice(world: World, clock: FrozenClock,
     expired = [m for m in smtp_server.to("member@acme.test")
                if m.message["Subject"] == 'Your API token "Sheet" has expired']
     assert len(expired) == 1
-    text = expired[0].message.get_body(("plain",)).get_content()  # type: ignore[union-attr]
+    text = text_of(expired[0].message)
     assert "expired at 2030-01-08 12:00 UTC" in text and "create a new token" in text
 
 

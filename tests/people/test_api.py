@@ -77,7 +77,7 @@ def test_reset_requests_answer_alike(world: World, new_client: Browser) -> None:
 
 def test_admin_actions_on_a_user(world: World, clock: FrozenClock,
                                  new_client: Browser) -> None:
-    enrol(world, clock, world.as_member)  # type: ignore[arg-type]
+    enrol(world, clock, world.as_member)
     clock.advance(timedelta(seconds=1))
     member = new_client()
     api_session(member, "member@acme.test", "member password 1")  # awaits its code

@@ -15,6 +15,7 @@ from authlib.integrations.httpx_client import OAuth2Client
 from joserfc.jwk import KeySet
 from sqlalchemy import select
 
+from tallykey.accounts.models import User
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
 from tallykey.people.sso import SignOnRefused
@@ -74,7 +75,8 @@ def sign_in(rt: Runtime, provider: Provider, login: str) -> tuple[str, str]:
     return started.state, provider.authorize(started.url, login, REDIRECT)
 
 
-def finish(rt: Runtime, state: str, callback: str, browser_state: str | None = None):  # type: ignore[no-untyped-def]
+def finish(rt: Runtime, state: str, callback: str,
+           browser_state: str | None = None) -> tuple[User, str]:
     query = {k: v[0] for k, v in parse_qs(urlsplit(callback).query).items()}
     return rt.sso.finish(state=query["state"], browser_state=browser_state or state,
                          code=query.get("code"), error=query.get("error"),

@@ -128,7 +128,7 @@ def test_a_required_policy_sends_users_to_set_it_up_first(world: World, clock: F
 
 def test_an_admin_resets_a_members_second_factor_from_the_user_page(
         world: World, clock: FrozenClock, new_client: Browser) -> None:
-    enrol(world, clock, world.as_member)  # type: ignore[arg-type]
+    enrol(world, clock, world.as_member)
     admin = new_client()
     password_step(admin, "admin@acme.test", "correct horse battery")
     page = admin.get(f"/console/users/{world.member.id}")
@@ -142,7 +142,7 @@ def test_an_admin_resets_a_members_second_factor_from_the_user_page(
 
 def test_enrolling_in_one_browser_sends_another_waiting_browser_to_sign_in_again(
         world: World, clock: FrozenClock, new_client: Browser) -> None:
-    world.rt.two_factor.set_policy(world.as_admin, "everyone")  # type: ignore[arg-type]
+    world.rt.two_factor.set_policy(world.as_admin, "everyone")
     first, second = new_client(), new_client()
     for client in (first, second):
         assert password_step(client, "member@acme.test", "member password 1").startswith(

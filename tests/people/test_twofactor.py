@@ -23,7 +23,7 @@ from tallykey.people.policy import AWAITING_CODE, AWAITING_ENROLMENT
 from tallykey.people.twofactor import RECOVERY_CODES, TwoFactor
 
 from ..conftest import World
-from ..notify.conftest import SmtpServer, make_worker
+from ..notify.conftest import SmtpServer, make_worker, text_of
 
 RECOVERY = re.compile(r"^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}$")
 
@@ -34,7 +34,7 @@ def code(secret: str, clock: FrozenClock, steps: int = 0) -> str:
 
 def enrol(world: World, clock: FrozenClock, actor: Actor | None = None) -> tuple[str, list[str]]:
     """Turn two-factor sign-in on for the admin (or `actor`); (secret, recovery codes)."""
-    actor = actor or world.as_admin  # type: ignore[assignment]
+    actor = actor or world.as_admin
     assert actor is not None and actor.user_id is not None
     user = world.rt.accounts.get_user(actor, actor.user_id)
     secret = world.rt.two_factor.begin(user).secret
@@ -157,10 +157,10 @@ def test_the_account_policy_makes_users_enrol_before_anything(world: World,
     assert world.rt.sessions.open(world.member, None).awaiting is None
     two_factor.set_policy(world.as_admin, "everyone")
     assert world.rt.sessions.open(world.member, None).awaiting == AWAITING_ENROLMENT
-    enrol(world, clock, world.as_member)  # type: ignore[arg-type]
+    enrol(world, clock, world.as_member)
     assert world.rt.sessions.open(world.member, None).awaiting == AWAITING_CODE
     with pytest.raises(ValidationFailed, match="requires two-factor"):
-        two_factor.disable(world.as_member, "member password 1")  # type: ignore[arg-type]
+        two_factor.disable(world.as_member, "member password 1")
     assert world.rt.sessions.open(world.other_admin, None).awaiting is None  # other tenant
 
 
@@ -175,7 +175,7 @@ def test_a_user_turns_it_off_with_their_password(world: World, clock: FrozenCloc
 
 def test_an_admin_resets_a_users_second_factor_and_the_user_is_mailed(
         world: World, clock: FrozenClock, smtp_server: SmtpServer) -> None:
-    enrol(world, clock, world.as_member)  # type: ignore[arg-type]
+    enrol(world, clock, world.as_member)
     signed_in = world.rt.sessions.open(world.member, None)
     with pytest.raises(PermissionDenied):
         world.rt.two_factor.reset_for(world.as_member, world.member.id)
@@ -190,8 +190,7 @@ def test_an_admin_resets_a_users_second_factor_and_the_user_is_mailed(
     make_worker(world.rt, smtp_server).run_once()
     mails = smtp_server.to("member@acme.test")
     assert [m.message["Subject"] for m in mails] == ["Your two-factor sign-in was reset"]
-    assert "admin@acme.test, an administrator of Acme" in mails[0].message.get_body(
-        ("plain",)).get_content()  # type: ignore[union-attr]
+    assert "admin@acme.test, an administrator of Acme" in text_of(mails[0].message)
     with world.rt.database.reading() as session:
         entry = session.scalar(select(AuditEvent).where(
             AuditEvent.action == "user.two_factor_reset"))

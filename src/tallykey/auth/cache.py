@@ -7,9 +7,9 @@ import threading
 import time
 from collections.abc import Callable
 
+from tallykey.auth.rates import RateView
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.verdict import Verdict
-from tallykey.controls.rates import RateView
 
 DEFAULT_SIZE = 100_000
 DEFAULT_NEGATIVE_SIZE = 10_000

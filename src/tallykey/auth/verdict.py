@@ -8,7 +8,7 @@ from dataclasses import dataclass, field, replace
 from datetime import datetime
 from typing import Any
 
-from tallykey.controls.rates import RateLimitState, RateView
+from tallykey.auth.rates import RateLimitState, RateView
 from tallykey.errors import TallykeyError, error_body
 
 REALM = "tallykey"

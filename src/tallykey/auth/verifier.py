@@ -27,13 +27,13 @@ from collections.abc import Iterable
 from anyio import to_thread
 
 from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache, allowed_verdict
+from tallykey.auth.controls import KeyControls
 from tallykey.auth.header import extract_token
 from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
 from tallykey.auth.verdict import Verdict
 from tallykey.clock import Clock
-from tallykey.controls.gate import KeyControls
 from tallykey.db.engine import Database
 from tallykey.errors import (
     AccountSuspended,

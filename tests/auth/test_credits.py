@@ -174,7 +174,7 @@ def test_a_costed_token_answers_503_while_the_store_is_down_then_recovers(
                             propagation_timeout=0.2)
         rt = Runtime.build(settings, SystemClock())
         world = World(rt)
-        plain = rt.tokens.issue(world.as_admin, TokenDraft(  # type: ignore[arg-type]
+        plain = rt.tokens.issue(world.as_admin, TokenDraft(
             name="plain", expires_in_days=3)).value
         token, _ = costed(world, {"remaining": 10})
         verifier = Verifier(settings=settings, database=rt.database, background=True)

@@ -7,12 +7,12 @@ import logging
 from collections.abc import Callable
 from dataclasses import replace
 
+from tallykey.auth.credits import CreditLedger
 from tallykey.auth.lookup import RecordLookup
+from tallykey.auth.rates import NEEDS_LEASE, RateCounter, RateView
 from tallykey.auth.record import TokenRecord
+from tallykey.auth.redis_link import RedisLink
 from tallykey.auth.verdict import Verdict
-from tallykey.controls.credits import CreditLedger
-from tallykey.controls.rates import NEEDS_LEASE, RateCounter, RateView
-from tallykey.controls.redis import RedisLink
 from tallykey.errors import TallykeyError
 from tallykey.settings import Settings
 

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from tallykey.auth.record import TokenRecord
-from tallykey.controls.redis import RedisLink
+from tallykey.auth.redis_link import RedisLink
 from tallykey.controls.rules import RateRule
 from tallykey.errors import RateLimited, StoreUnavailable, TallykeyError
 

@@ -11,9 +11,9 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
+from tallykey.auth.redis_link import LEASE_FRACTION, RETRY_SECONDS
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock, SystemClock
-from tallykey.controls.redis import LEASE_FRACTION, RETRY_SECONDS
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenChanges, TokenDraft
