@@ -33,6 +33,24 @@ from .redisserver import RedisServer, running_redis
 if TYPE_CHECKING:
     from tallykey.actor import Actor
 
+#: Tests that stop databases or Redis, kill servers, or hold a timing bound: they run on a
+#: machine of their own, after the rest (`make test` runs `-m "not serial"` in parallel,
+#: then `-m serial`).
+SERIAL_FILES = frozenset({
+    "e2e/test_faults.py", "e2e/test_crash_safety.py", "e2e/test_scale_out.py",
+    "e2e/test_scale_out_outbox.py", "e2e/test_serve.py", "e2e/test_monitoring.py",
+    "e2e/test_workspace_cluster.py", "e2e/test_key_limits_cluster.py",
+    "auth/test_verifier_faults.py", "auth/test_rates.py", "auth/test_credits.py",
+})
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    tests = Path(__file__).parent
+    for item in items:
+        if item.path.relative_to(tests).as_posix() in SERIAL_FILES:
+            item.add_marker(pytest.mark.serial)
+
+
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 CHROMIUM = Path("/usr/bin/chromium")
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking",

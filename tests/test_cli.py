@@ -9,6 +9,7 @@ from typing import Any, Protocol
 import pytest
 from typer.testing import CliRunner, Result
 
+from tallykey.auth.verifier import Verifier
 from tallykey.cli import app
 
 runner = CliRunner()
@@ -202,3 +203,47 @@ def test_a_terminal_table_never_cuts_the_prefix_at_80_columns(
                                                    width=80, color_system=None))
     assert cli("tokens", "list", "-a", "acme").exit_code == 0
     assert made["prefix"] in screen.getvalue()
+
+
+def test_suspend_resume_and_renew(cli, database_url: str) -> None:  # type: ignore[no-untyped-def]
+    made = json.loads(cli("tokens", "create", "-a", "acme", "--user", "boss@acme.test",
+                          "--name", "lifecycle", "--days", "7", "--json").stdout)
+    verifier = Verifier(database_url, background=False)  # a node that reads the feed
+    # when told to (`sync`), as a running node does within its lease
+    try:
+        suspended = cli("tokens", "suspend", made["prefix"], "-a", "acme", "--json")
+        assert suspended.exit_code == 0, suspended.output
+        answer = json.loads(suspended.stdout)
+        assert answer["status"] == "suspended" and answer["suspended_by"] == "operator"
+        assert "propagation" in answer
+        verifier.sync()
+        refused = verifier.verify(f"Bearer {made['token']}", "127.0.0.1")
+        assert refused.status == 401 and refused.body()["error"] == "token_suspended"
+        again = cli("tokens", "suspend", made["id"])
+        assert again.exit_code != 0 and "already suspended" in again.stderr
+        resumed = cli("tokens", "resume", made["id"])
+        assert resumed.exit_code == 0 and resumed.stdout.startswith(
+            f"resumed {made['prefix']} (lifecycle): ")
+        verifier.sync()
+        assert verifier.verify(f"Bearer {made['token']}", "127.0.0.1").allowed
+        assert cli("tokens", "resume", made["id"]).exit_code != 0
+
+        assert cli("tokens", "renew", made["id"]).exit_code != 0  # no expiry given
+        too_long = cli("tokens", "renew", made["id"], "--days", "400")
+        assert too_long.exit_code != 0 and "maximum validity" in too_long.stderr
+        renewed = cli("tokens", "renew", made["id"], "--days", "60", "--grace-seconds", "0",
+                      "--json")
+        assert renewed.exit_code == 0, renewed.output
+        successor = json.loads(renewed.stdout)
+        assert successor["renewed_from_id"] == made["id"] and successor["name"] == "lifecycle"
+        verifier.sync()
+        assert verifier.verify(f"Bearer {successor['token']}", "127.0.0.1").allowed
+        assert verifier.verify(f"Bearer {made['token']}", "127.0.0.1").status == 401
+        shown = json.loads(cli("tokens", "show", made["id"], "--json").stdout)
+        assert shown["successor_id"] == successor["id"]
+        assert shown["expires_at"] == made["expires_at"]
+        human = cli("tokens", "renew", successor["id"], "--days", "30")
+        assert human.exit_code == 0 and "renewed: successor token" in human.stdout
+        assert "the renewed token's secret stops at" in human.stderr
+    finally:
+        verifier.close()

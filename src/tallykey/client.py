@@ -160,6 +160,13 @@ class TokenUnusable(TokenRejected):
     code = "token_unusable"
 
 
+class TokenSuspended(TokenRejected):
+    """Suspended by an administrator of its account: it works again once resumed."""
+
+    exit_code = 28
+    code = "token_suspended"
+
+
 class AccessDenied(ConnectFailed):
     """The token is valid but this request may not use it (403)."""
 
@@ -252,6 +259,7 @@ REFUSALS: dict[str, type[ConnectFailed]] = {
     "revoked": TokenRevoked,
     "expired": TokenExpired,
     "owner_inactive": TokenOwnerInactive,
+    "suspended": TokenSuspended,
     "account_suspended": TokenUnusable,
     "workspace_archived": TokenUnusable,
     "ip_not_allowed": IpNotAllowed,

@@ -175,7 +175,12 @@ class RotatedOut(AuthenticationError):
 
     reason = "rotated_out"
 
-    def __init__(self, retired_at: datetime) -> None:
+    def __init__(self, retired_at: datetime, *, renewed: bool = False) -> None:
+        if renewed:
+            super().__init__(
+                f"This token was renewed: its secret stopped working at "
+                f"{retired_at.isoformat()}.", "Use its successor, issued by the renewal.")
+            return
         super().__init__(
             f"This token was rotated: its old secret stopped working at "
             f"{retired_at.isoformat()}.", "Use the new token issued by the rotation.")
@@ -192,13 +197,30 @@ class RevokedToken(AuthenticationError):
         )
 
 
+class TokenSuspended(AuthenticationError):
+    """An administrator suspended the token; it works again once resumed. The body names
+    the error `token_suspended`; the challenge keeps RFC 6750's `invalid_token`."""
+
+    reason = "suspended"
+
+    def __init__(self, suspended_at: datetime, suspended_by: str) -> None:
+        super().__init__(
+            f"This token was suspended by {suspended_by} at {suspended_at.isoformat()}; "
+            "ask an administrator.",
+            "A suspended token works again once an administrator resumes it.",
+            error="token_suspended",
+            suspended_at=suspended_at.isoformat(), suspended_by=suspended_by,
+        )
+
+
 class ExpiredToken(AuthenticationError):
     reason = "expired"
 
     def __init__(self, expired_at: datetime) -> None:
         super().__init__(
             f"Token Expired: this token expired at {expired_at.isoformat()}.",
-            "Expiry cannot be extended: create a new token and update your integration.",
+            "Expiry cannot be extended: renew the token before it expires (a successor "
+            "with a new expiry), or create a new one, and update your integration.",
             expired_at=expired_at.isoformat(),
         )
 

@@ -32,18 +32,19 @@ def test_without_a_file_the_demo_catalog_with_the_built_in_scopes() -> None:
     catalog = load_catalog(None)
     assert catalog is DEMO_CATALOG
     assert catalog.names == ("employees:read", "employees:write", "tokens:manage",
-                             "audit:read")
-    assert catalog.admin_only == {"tokens:manage", "audit:read"}
+                             "audit:read", "tokens:renew_self")
+    assert catalog.admin_only == {"tokens:manage", "audit:read", "tokens:renew_self"}
     assert catalog.member_scopes == ("employees:read", "employees:write")
 
 
 def test_a_platform_catalog_replaces_the_demo_scopes(tmp_path: Path) -> None:
     catalog = load_catalog(write(tmp_path, SHOP))
     assert catalog.names == ("orders:read", "orders:write", "invoices:read",
-                             "tokens:manage", "audit:read")
+                             "tokens:manage", "audit:read", "tokens:renew_self")
     assert "employees:read" not in catalog
     assert catalog.describe("orders:write") == "Create and change orders"
-    assert catalog.admin_only == {"invoices:read", "tokens:manage", "audit:read"}
+    assert catalog.admin_only == {"invoices:read", "tokens:manage", "audit:read",
+                                  "tokens:renew_self"}
     assert catalog.member_scopes == ("orders:read", "orders:write")
     assert catalog.unknown(["orders:read", "orders:delete", "employees:read"]) == [
         "employees:read", "orders:delete"]

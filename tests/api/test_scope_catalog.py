@@ -75,6 +75,9 @@ def test_the_api_lists_the_platform_catalog(shop: Shop) -> None:
          "the management API", "admin_only": True},
         {"name": "audit:read", "description": "Read the account's audit log",
          "admin_only": True},
+        {"name": "tokens:renew_self", "description": "Renew the token itself before it "
+         "expires (POST /api/v1/tokens/self/renew), within the account's maximum validity",
+         "admin_only": True},
     ]
     assert client.get("/api/v1/scopes").status_code == 401
 
@@ -108,7 +111,8 @@ def test_the_openapi_document_describes_the_catalog(shop: Shop) -> None:
     schema = client.get("/openapi.json").json()
     create = schema["components"]["schemas"]["TokenCreate"]["properties"]["scopes"]
     assert create["items"]["enum"] == ["orders:read", "orders:write", "invoices:read",
-                                       "tokens:manage", "audit:read"]
+                                       "tokens:manage", "audit:read",
+                                       "tokens:renew_self"]
     assert "Create and change orders" in create["description"]
     assert "Read invoices and credit notes" in schema["info"]["description"]
     assert "employees:read" not in json.dumps(schema)

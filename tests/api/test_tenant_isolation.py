@@ -57,6 +57,8 @@ PUBLIC = {
     # secret (tests/people prove a link only ever reaches its own user)
     ("GET", "/console/forgot"), ("POST", "/console/forgot"), ("POST", "/api/v1/password-reset"),
     ("GET", "/console/reset/{token}"), ("POST", "/console/reset/{token}"),
+    # a token renewing itself: authenticated by that token, it can name no other
+    ("POST", "/api/v1/tokens/self/renew"),
     # single sign-on: the provider's answer names the user (tests/people/test_sso.py)
     ("GET", "/console/oidc/start"), ("GET", "/console/oidc/callback"),
 }
@@ -231,6 +233,9 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("DELETE", "/api/v1/tokens/{token_id}"): None,
     ("POST", "/api/v1/tokens/{token_id}/revoke"): {"reason": "taken over"},
     ("POST", "/api/v1/tokens/{token_id}/rotate"): {"grace_seconds": 0},
+    ("POST", "/api/v1/tokens/{token_id}/renew"): {"expires_in_days": 30, "grace_seconds": 0},
+    ("POST", "/api/v1/tokens/{token_id}/suspend"): None,
+    ("POST", "/api/v1/tokens/{token_id}/resume"): None,
     ("POST", "/api/v1/tokens/{token_id}/secret"): None,
     ("GET", "/api/v1/tokens/{token_id}/usage"): None,
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "member", "active": False},
@@ -246,6 +251,10 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/console/tokens/{token_id}/rotate"): {"grace": "0"},
     ("GET", "/console/tokens/{token_id}/once"): None,
     ("POST", "/console/tokens/{token_id}/end-grace"): {},
+    ("POST", "/console/tokens/{token_id}/suspend"): {},
+    ("POST", "/console/tokens/{token_id}/resume"): {},
+    ("GET", "/console/tokens/{token_id}/renew"): None,
+    ("POST", "/console/tokens/{token_id}/renew"): {"expiry": "30", "grace_days": "0"},
     ("POST", "/api/v1/tokens/{token_id}/end-grace"): None,
     ("POST", "/console/tokens/{token_id}/secret"): {},
     ("GET", "/console/tokens/{token_id}/revoke"): None,

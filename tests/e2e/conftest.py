@@ -64,7 +64,7 @@ class Server:
             [TALLYKEY, "serve", "--port", str(self.port), "--access-log", *self.serve_args],
             env=self.env,
             stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60  # a loaded CI machine starts slowly
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited: {self.log_path.read_text()}")

@@ -107,7 +107,7 @@ def test_1_provision_a_tenant_over_the_operator_api(platform: dict[str, Any]) ->
     with session(platform["nodes"][1], ADMIN) as admin:
         scopes = [s["name"] for s in admin.get("/api/v1/scopes").json()]
         assert scopes == ["orders:read", "orders:write", "invoices:read", "tokens:manage",
-                          "audit:read"]
+                          "audit:read", "tokens:renew_self"]
         granted = admin.patch(f"/api/v1/users/{platform['member']}", json={
             "workspaces": {"north": ["orders:read"], "south": ["orders:write"]}})
         assert granted.status_code == 200, granted.text

@@ -117,6 +117,57 @@ def test_user_deactivation_holds_on_every_node_once_answered(cluster: list[Serve
                     headers=admin(node))
 
 
+def test_suspension_and_resumption_hold_on_every_node_once_answered(
+        cluster: list[Server]) -> None:
+    made = new_token(cluster[0])
+    traffic, answered, answer = change_under_traffic(
+        cluster, made["token"], lambda: httpx.post(
+            f"{cluster[1].base_url}/api/v1/tokens/{made['id']}/suspend", headers=admin(
+                cluster[1])))
+    assert answer.status_code == 200, answer.text
+    propagation = answer.json()["propagation"]
+    assert propagation["complete"] and sorted(propagation["confirmed"]) == [
+        "node1", "node2", "node3"]
+    later = traffic.after(answered)
+    assert {index for _, index, _ in later} == {0, 1, 2}
+    assert all(status == 401 for *_, status in later), later[:5]
+    refused = httpx.get(f"{cluster[2].base_url}/core/v3/info",
+                        headers={"Authorization": f"Bearer {made['token']}"})
+    assert refused.json()["error"] == "token_suspended"
+
+    with Traffic(cluster, made["token"]) as traffic:
+        resumed = httpx.post(f"{cluster[2].base_url}/api/v1/tokens/{made['id']}/resume",
+                             headers=admin(cluster[2]))
+        answered = time.monotonic()
+    assert resumed.status_code == 200 and resumed.json()["propagation"]["complete"]
+    later = traffic.after(answered)
+    assert {index for _, index, _ in later} == {0, 1, 2}
+    assert all(status == 200 for *_, status in later), later[:5]
+
+
+def test_a_renewed_token_works_on_every_node_and_its_old_secret_stops_after_the_grace(
+        cluster: list[Server]) -> None:
+    made = new_token(cluster[0])
+    answer = httpx.post(f"{cluster[0].base_url}/api/v1/tokens/{made['id']}/renew",
+                        json={"expires_in_days": 30, "grace_seconds": 2},
+                        headers=admin(cluster[0]))
+    assert answer.status_code == 201, answer.text
+    successor = answer.json()
+
+    def statuses(token: str) -> list[int]:
+        return [httpx.get(f"{node.base_url}/core/v3/info",
+                          headers={"Authorization": f"Bearer {token}"}).status_code
+                for node in cluster]
+
+    assert statuses(made["token"]) == [200, 200, 200]  # within the grace
+    assert statuses(successor["token"]) == [200, 200, 200]
+    deadline = time.monotonic() + 15
+    while statuses(made["token"]) != [401, 401, 401]:
+        assert time.monotonic() < deadline, "the renewed token's secret still works"
+        time.sleep(0.1)
+    assert statuses(successor["token"]) == [200, 200, 200]
+
+
 def test_allowlist_change_holds_on_every_node_once_answered(cluster: list[Server]) -> None:
     made = new_token(cluster[2])
     traffic, answered, answer = change_under_traffic(

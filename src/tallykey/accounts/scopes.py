@@ -9,9 +9,9 @@ A platform describes its own scopes in a TOML file named by `TALLYKEY_SCOPES_FIL
     description = "Create and change orders"
     admin_only = false
 
-Without a file the demo platform's catalog is used. `tokens:manage` and `audit:read`
-always exist and only administrators hold them. A malformed file is refused at start
-with one line naming the problem (`CatalogError`).
+Without a file the demo platform's catalog is used. `tokens:manage`, `audit:read` and
+`tokens:renew_self` always exist and only administrators hold them. A malformed file is
+refused at start with one line naming the problem (`CatalogError`).
 """
 
 from __future__ import annotations
@@ -40,6 +40,9 @@ BUILT_IN = (
     Scope("tokens:manage", "Manage tokens, users and policies through the management API",
           admin_only=True),
     Scope("audit:read", "Read the account's audit log", admin_only=True),
+    Scope("tokens:renew_self", "Renew the token itself before it expires "
+          "(POST /api/v1/tokens/self/renew), within the account's maximum validity",
+          admin_only=True),
 )
 #: The demo platform's scopes: the catalog when `TALLYKEY_SCOPES_FILE` is not set.
 DEMO = (

@@ -8,14 +8,22 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from sqlalchemy import select
+from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import PolicyChanges
 from tallykey.accounts.sign_in import sign_in
-from tallykey.actor import Actor
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, is_https, login_limiter
-from tallykey.api.responses import error_responses
+from tallykey.actor import ADMIN, Actor
+from tallykey.api.deps import (
+    ManagementActor,
+    RuntimeDep,
+    ip_of,
+    is_https,
+    login_limiter,
+    verifier_of,
+)
+from tallykey.api.responses import VerdictRefused, error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
     AccountView,
@@ -24,12 +32,14 @@ from tallykey.api.schemas import (
     AuditView,
     LoginRequest,
     PropagationView,
+    RenewRequest,
     RevokedTokenView,
     RevokeRequest,
     RotateRequest,
     ScopeView,
     SecretView,
     SessionView,
+    SuspensionView,
     TargetCount,
     TokenCreate,
     TokenList,
@@ -52,13 +62,16 @@ from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_repo
 from tallykey.people.sessions import SESSION_COOKIE, SESSION_LIFETIME
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
+from tallykey.tokens.models import Token
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
-from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
+from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
 
 router = APIRouter(prefix="/api/v1",
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503))
 PROPAGATION_HEADER = "Tallykey-Propagation"
+#: The scope a token needs to renew itself (`POST /api/v1/tokens/self/renew`).
+RENEW_SELF_SCOPE = "tokens:renew_self"
 
 
 def settle(runtime: Runtime, subject_id: str, response: Response) -> PropagationView:
@@ -240,6 +253,76 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     return _idempotent(request, runtime, actor, idempotency_key,
                        f"POST /api/v1/tokens/{token_id}/rotate", {"grace_seconds": grace},
                        200, issue)
+
+
+@router.post("/tokens/self/renew", status_code=201, response_model=IssuedTokenView,
+             tags=["tokens"])
+async def renew_self(body: RenewRequest, request: Request, response: Response,
+                     runtime: RuntimeDep) -> IssuedTokenView:
+    """The calling token renews itself: authenticated by that token alone, which needs
+    the `tokens:renew_self` scope. As `tokens/{id}/renew`: a successor within the
+    account's maximum validity, its secret in this answer only; the calling token's
+    secret stops after `grace_seconds`."""
+    verdict = await verifier_of(request).averify(
+        request.headers.get("authorization"), ip_of(request), (RENEW_SELF_SCOPE,),
+        request.headers.get("user-agent"))
+    if not verdict.allowed:
+        raise VerdictRefused(verdict)
+    assert verdict.token_id is not None and verdict.account_id is not None
+    actor = Actor(verdict.account_id, verdict.owner_id, ADMIN, f"token {verdict.token_id}",
+                  ip_of(request), "self-renew")
+    renewal = Renewal(expires_at=parse_moment(body.expires_at, "expires_at")
+                      if body.expires_at else None, expires_in_days=body.expires_in_days,
+                      grace_seconds=body.grace_seconds)
+    issued = await run_in_threadpool(runtime.tokens.renew, actor, verdict.token_id, renewal)
+    await run_in_threadpool(settle, runtime, verdict.token_id, response)
+    response.headers["Cache-Control"] = "no-store"
+    return IssuedTokenView.of_issued(issued, runtime.clock.now())
+
+
+@router.post("/tokens/{token_id}/renew", status_code=201, response_model=IssuedTokenView,
+             tags=["tokens"])
+def renew_token(token_id: str, body: RenewRequest, actor: ManagementActor,
+                runtime: RuntimeDep, request: Request, response: Response,
+                idempotency_key: IdempotencyKey = None) -> IssuedTokenView | JSONResponse:
+    """A successor with a new expiry (`expires_at` or `expires_in_days`, within the
+    account's maximum validity) and every other setting of this token; the answer carries
+    its full token, once. This token's expiry is never extended: its secret works for
+    `grace_seconds` (0-604800) more, then stops (`previous_secret_expires_at`).
+    Send `Idempotency-Key` to make a retry safe: it never renews twice."""
+    def issue() -> IssuedTokenView:
+        issued = runtime.tokens.renew(actor, token_id, Renewal(
+            expires_at=parse_moment(body.expires_at, "expires_at") if body.expires_at
+            else None, expires_in_days=body.expires_in_days,
+            grace_seconds=body.grace_seconds))
+        settle(runtime, token_id, response)
+        return IssuedTokenView.of_issued(issued, runtime.clock.now())
+
+    return _idempotent(request, runtime, actor, idempotency_key,
+                       f"POST /api/v1/tokens/{token_id}/renew", body.model_dump(), 201, issue)
+
+
+@router.post("/tokens/{token_id}/suspend", response_model=SuspensionView, tags=["tokens"])
+def suspend_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                  response: Response) -> SuspensionView:
+    """Stop the token until it is resumed: it answers 401 `token_suspended`. The answer
+    comes when every live node refuses it (or after `TALLYKEY_PROPAGATION_TIMEOUT`,
+    naming the nodes that had not confirmed). 409 unless the token is active."""
+    return _suspension(runtime, runtime.tokens.suspend(actor, token_id), response)
+
+
+@router.post("/tokens/{token_id}/resume", response_model=SuspensionView, tags=["tokens"])
+def resume_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                 response: Response) -> SuspensionView:
+    """Let a suspended token work again, on every live node once answered. 409 unless the
+    token is suspended."""
+    return _suspension(runtime, runtime.tokens.resume(actor, token_id), response)
+
+
+def _suspension(runtime: Runtime, token: Token, response: Response) -> SuspensionView:
+    propagation = settle(runtime, token.id, response)
+    view = TokenView.of(token, runtime.clock.now())
+    return SuspensionView(**view.model_dump(), propagation=propagation)
 
 
 @router.post("/tokens/{token_id}/end-grace", response_model=TokenView, tags=["tokens"])

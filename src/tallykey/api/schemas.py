@@ -125,6 +125,14 @@ class RotateRequest(Strict):
         "as in the console and the CLI")
 
 
+class RenewRequest(Strict):
+    expires_at: str | None = Field(default=None, description="ISO 8601 date or date-time")
+    expires_in_days: int | None = None
+    grace_seconds: int = Field(
+        default=DEFAULT_GRACE_SECONDS, description="How long the renewed token's secret "
+        "keeps working: 0 to 604800; default one day (86400), as for a rotation")
+
+
 class RevokeRequest(Strict):
     reason: str = Field(default="", max_length=500)
 
@@ -151,6 +159,12 @@ class PropagationView(BaseModel):
 
 
 class RevokedTokenView(TokenView):
+    propagation: PropagationView
+
+
+class SuspensionView(TokenView):
+    """The answer to suspend and resume: the token, and how far the change reached."""
+
     propagation: PropagationView
 
 

@@ -58,7 +58,8 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
     if verdict.token_id is not None:
         setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     return VerifyResponse(
-        allowed=verdict.allowed, status=verdict.status, error=verdict.error or None,
+        allowed=verdict.allowed, status=verdict.status,
+        error=verdict.body()["error"] if verdict.error else None,
         message=verdict.message or None, hint=verdict.hint or None,
         token_id=verdict.token_id, account=verdict.account, kind=verdict.kind,
         scopes=sorted(verdict.scopes), expires_at=verdict.expires_at, client_ip=ip,

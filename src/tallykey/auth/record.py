@@ -52,6 +52,11 @@ class TokenRecord:
     refill: Refill | None = None
     metadata: Mapping[str, Any] | None = None
     external_id: str | None = None
+    #: A suspended token is refused until resumed, naming who suspended it and when.
+    suspended_at: datetime | None = None
+    suspended_by: str | None = None
+    #: The token was renewed: its secrets retire, and its successor takes over.
+    renewed: bool = False
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
@@ -68,7 +73,8 @@ class TokenRecord:
         object.__setattr__(self, "plain", self.revoked_at is None
                            and self.secret_retires_at is None and self.owner_active
                            and not self.token_networks and not self.account_networks
-                           and self.account_active and not self.workspace_archived)
+                           and self.account_active and not self.workspace_archived
+                           and self.suspended_at is None)
         object.__setattr__(self, "controlled", bool(self.rate_rules) or self.has_credits)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

@@ -46,6 +46,7 @@ from tallykey.errors import (
     RotatedOut,
     StoreUnavailable,
     TallykeyError,
+    TokenSuspended,
     TooManyAttempts,
     UnknownToken,
     WorkspaceArchived,
@@ -487,6 +488,9 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
     """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3."""
     if record.revoked_at is not None:
         return RevokedToken(record.revoked_at)
+    if record.suspended_at is not None:
+        assert record.suspended_by is not None
+        return TokenSuspended(record.suspended_at, record.suspended_by)
     if not record.account_active:
         return AccountSuspended("The account this token belongs to is suspended.",
                                 "Ask the platform's support to reactivate the account.")
@@ -498,7 +502,7 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
         return ExpiredToken(record.expires_at)
     if record.retires_ts is not None and record.retires_ts <= now:
         assert record.secret_retires_at is not None
-        return RotatedOut(record.secret_retires_at)
+        return RotatedOut(record.secret_retires_at, renewed=record.renewed)
     if not record.owner_active:
         return OwnerInactive("The token's owner is no longer active, so the token no longer "
                              "works.", "Ask an administrator for a token of an active user.")

@@ -1,4 +1,5 @@
-"""`tallykey tokens …`: create, list, show, update, revoke, rotate, secret."""
+"""`tallykey tokens …`: create, list, show, update, revoke, rotate, renew, suspend,
+resume, secret."""
 
 from __future__ import annotations
 
@@ -19,7 +20,7 @@ from tallykey.errors import ValidationFailed
 from tallykey.runtime import Runtime
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
-from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
+from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
 
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 
@@ -143,7 +144,8 @@ def print_issued(view: IssuedTokenView, verb: str) -> None:
 @tokens_app.command("list")
 def tokens_list(
     account: AccountOption,
-    status: Annotated[str | None, typer.Option(help="active, expired or revoked.")] = None,
+    status: Annotated[str | None, typer.Option(
+        help="active, suspended, expired or revoked.")] = None,
     search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
     kind: Annotated[str | None, typer.Option(help="personal or application.")] = None,
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
@@ -272,6 +274,62 @@ def tokens_rotate(
         emit_json(view)
     else:
         print_issued(view, "rotated")
+
+
+@tokens_app.command("renew")
+def tokens_renew(
+    ref: TokenRef,
+    account: OptionalAccount = None,
+    days: Annotated[int | None, typer.Option(
+        help="The successor is valid for D days (within the account's maximum).")] = None,
+    expires: Annotated[str | None, typer.Option(help="The successor's expiry (ISO 8601).")]
+    = None,
+    grace_seconds: Annotated[int, typer.Option(
+        help="Seconds the renewed token's secret keeps working (0-604800).")]
+    = DEFAULT_GRACE_SECONDS,
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
+            help="Print only the successor's token.")]
+    = False,
+    as_json: JsonOption = False,
+) -> None:
+    """Issue a successor with a new expiry and every other setting of this token; its
+    secret is printed once. This token's expiry is never extended: its secret stops
+    after the grace period."""
+    if days is None and expires is None:
+        fail("an expiry is required: pass --days D or --expires DATE.")
+    renewal = Renewal(expires_in_days=days, expires_at=parse_expiry(expires) if expires
+                      else None, grace_seconds=grace_seconds)
+    with runtime() as rt:
+        actor, token_id = operator_for_token(rt, ref, account)
+        issued = rt.tokens.renew(actor, token_id, renewal)
+        view = IssuedTokenView.of_issued(issued, rt.clock.now())
+        done = rt.settle(token_id)
+    if quiet:
+        sys.stdout.write(view.token + "\n")
+    elif as_json:
+        emit_json(view)
+    else:
+        print_issued(view, "renewed: successor")
+        retires = view.previous_secret_expires_at
+        err.print(f"the renewed token's secret {done.summary()}" if grace_seconds == 0
+                  else f"the renewed token's secret stops at {retires}", highlight=False)
+
+
+@tokens_app.command("suspend")
+def tokens_suspend(ref: TokenRef, account: OptionalAccount = None,
+                   as_json: JsonOption = False) -> None:
+    """Suspend a token: it is refused (token_suspended) until resumed. Answers once every
+    running node refuses it (or says which node has not confirmed, and by when it stops)."""
+    _token_action(ref, account, as_json, "suspended",
+                  lambda rt, actor, tid: rt.tokens.suspend(actor, tid))
+
+
+@tokens_app.command("resume")
+def tokens_resume(ref: TokenRef, account: OptionalAccount = None,
+                  as_json: JsonOption = False) -> None:
+    """Resume a suspended token: it works again on every running node."""
+    _token_action(ref, account, as_json, "resumed",
+                  lambda rt, actor, tid: rt.tokens.resume(actor, tid))
 
 
 def _token_action(ref: str, account: str | None, as_json: bool, verb: str,

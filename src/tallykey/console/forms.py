@@ -18,7 +18,7 @@ from tallykey.errors import ValidationFailed
 from tallykey.tokens import policy
 from tallykey.tokens.models import PERSONAL
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
-from tallykey.tokens.service import TokenChanges, TokenDraft
+from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft
 
 CUSTOM_EXPIRY = "date"
 #: The hidden field that makes a create or rotate form idempotent (one token per form).
@@ -101,14 +101,14 @@ class TokenForm:
         return errors
 
     def _expiry(self, now: datetime, max_validity_days: int) -> datetime:
-        expires_at, days = self._expiry_choice()
+        expires_at, days = expiry_choice(self.expiry, self.expires_on)
         return policy.resolve_expiry(now, expires_at=expires_at, expires_in_days=days,
                                      max_validity_days=max_validity_days)
 
     def draft(self) -> TokenDraft:
         """The service's input; `ValidationFailed` if the expiry choice or a key control
         is unreadable."""
-        expires_at, days = self._expiry_choice()
+        expires_at, days = expiry_choice(self.expiry, self.expires_on)
         return TokenDraft(name=self.name, description=self.description, kind=self.kind,
                           workspace=self.workspace or None, scopes=self.scopes,
                           ip_allowlist=split_lines(self.ip_allowlist),
@@ -117,22 +117,6 @@ class TokenForm:
                           credits=self.controls.credits(),
                           metadata=self.controls.metadata_object(),
                           external_id=self.controls.external_id or None)
-
-    def _expiry_choice(self) -> tuple[date | None, int | None]:
-        expires_at: date | None = None
-        days: int | None = None
-        if self.expiry == CUSTOM_EXPIRY:
-            try:
-                expires_at = date.fromisoformat(self.expires_on)
-            except ValueError:
-                raise ValidationFailed("Pick the expiry date (YYYY-MM-DD).",
-                                       field="expires_at") from None
-        elif (self.expiry.isascii() and self.expiry.isdigit()
-              and int(self.expiry) in EXPIRY_PRESET_DAYS):
-            days = int(self.expiry)
-        else:
-            raise ValidationFailed("Choose how long the token is valid.", field="expires_at")
-        return expires_at, days
 
 
 @dataclass
@@ -243,6 +227,27 @@ def _whole(value: str, name: str) -> int:
     if not (value.isascii() and value.isdigit()):
         raise ValidationFailed(f"{value[:20]!r} is not a whole number.", field=name)
     return int(value)
+
+
+def expiry_choice(expiry: str, expires_on: str) -> tuple[date | None, int | None]:
+    """The expiry fieldset's choice (a preset's days, or `date` and a day) as the services
+    take it: (expires_at, expires_in_days). `ValidationFailed` if it is unreadable."""
+    if expiry == CUSTOM_EXPIRY:
+        try:
+            return date.fromisoformat(expires_on), None
+        except ValueError:
+            raise ValidationFailed("Pick the expiry date (YYYY-MM-DD).",
+                                   field="expires_at") from None
+    if expiry.isascii() and expiry.isdigit() and int(expiry) in EXPIRY_PRESET_DAYS:
+        return None, int(expiry)
+    raise ValidationFailed("Choose how long the token is valid.", field="expires_at")
+
+
+def renewal(form: FormData) -> Renewal:
+    """The renew form: the successor's expiry and the grace of the renewed token's secret."""
+    expires_at, days = expiry_choice(text(form, "expiry"), text(form, "expires_on"))
+    return Renewal(expires_at=expires_at, expires_in_days=days,
+                   grace_seconds=grace_seconds(form))
 
 
 def token_changes(form: FormData) -> TokenChanges:

@@ -1,5 +1,6 @@
 """The token pages: the table (with search, filters, keyset pages), Expired & Revoked,
-create, the show-once page, a token's detail (edit, rotate, revoke, history, usage)."""
+create, the show-once page, a token's detail (edit, rotate, suspend, resume, revoke,
+history, usage) and its renew page."""
 
 from __future__ import annotations
 
@@ -51,6 +52,7 @@ from tallykey.tokens.models import (
     EXPIRED,
     KINDS,
     REVOKED,
+    SUSPENDED,
     Token,
     TokenSecret,
 )
@@ -65,10 +67,13 @@ from tallykey.tokens.service import IssuedToken, TokenQuery
 router = APIRouter(route_class=ConsoleRoute)
 
 PAGE_SIZE = 50
-STATUS_CHOICES = {"active": ACTIVE, "expired": EXPIRED, "revoked": REVOKED, "all": None}
+STATUS_CHOICES = {"active": ACTIVE, "suspended": SUSPENDED, "expired": EXPIRED,
+                  "revoked": REVOKED, "all": None}
 NOTICES = {
     "saved": "Changes saved.",
     "revoked": "The token was revoked.",
+    "suspended": "The token was suspended: it is refused until resumed.",
+    "resumed": "The token was resumed: it works again.",
     "grace_ended": "The previous secret stopped working. Only the current secret works.",
 }
 
@@ -285,7 +290,7 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
                  else chart.daily_usage(session, token.id, now))
         retrievable = _retrievable(session, token)
     grace_end = (runtime.tokens.grace_ends_at(viewer.actor, token.id)
-                 if token.rotated_at else None)
+                 if token.rotated_at or token.successor_id else None)
     return render(request, "token_detail.html", status_code=status, token=token, now=now,
                   grace_end=grace_end,
                   state=token.status_at(now), history=history,
@@ -322,7 +327,10 @@ def _workspace_name(workspace: Workspace | None) -> str:
 def token_detail(request: Request, token_id: str, viewer: ViewerDep, runtime: RuntimeDep,
                  done: str = "", usage: str = chart.DAILY) -> Response:
     token = runtime.tokens.get(viewer.actor, token_id)
-    return _detail(request, viewer, runtime, token, notice=NOTICES.get(done, ""),
+    notice = NOTICES.get(done, "")
+    if notice and done in ("suspended", "resumed"):
+        notice = f"{notice} {propagation_notice(request)}".strip()
+    return _detail(request, viewer, runtime, token, notice=notice,
                    usage_unit=chart.HOURLY if usage == chart.HOURLY else chart.DAILY)
 
 
@@ -370,6 +378,89 @@ def rotate_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         return _detail(request, viewer, runtime, token, status=422,
                        errors={"rotate": error.message})
     return _remember(store, viewer, started, issued, "rotated", 200)
+
+
+@router.post("/tokens/{token_id}/suspend")
+def suspend_token(request: Request, token_id: str, viewer: ViewerDep, _: FormDep,
+                  runtime: RuntimeDep) -> Response:
+    """Suspend, then say on how many nodes it stopped (like a revocation)."""
+    return _suspension(request, viewer, runtime, token_id, "suspended")
+
+
+@router.post("/tokens/{token_id}/resume")
+def resume_token(request: Request, token_id: str, viewer: ViewerDep, _: FormDep,
+                 runtime: RuntimeDep) -> Response:
+    return _suspension(request, viewer, runtime, token_id, "resumed")
+
+
+def _suspension(request: Request, viewer: Viewer, runtime: Runtime, token_id: str,
+                done: str) -> Response:
+    change = runtime.tokens.suspend if done == "suspended" else runtime.tokens.resume
+    try:
+        change(viewer.actor, token_id)
+    except Conflict as error:
+        token = runtime.tokens.get(viewer.actor, token_id)
+        return _detail(request, viewer, runtime, token, status=409,
+                       errors={"form": forms.said(error)})
+    settled = runtime.settle(token_id)
+    return redirect(f"{PREFIX}/tokens/{token_id}?done={done}&{propagation_query(settled)}")
+
+
+def _renew_page(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
+                status: int = 200, values: dict[str, str] | None = None,
+                errors: dict[str, str] | None = None) -> Response:
+    """The renew form, prefilled: the token's own validity (within the account's maximum)
+    and the default grace period."""
+    context = _form_context(viewer, runtime)
+    if values is None:
+        validity = (token.expires_at - token.created_at).days
+        fitting = [d for d in EXPIRY_PRESET_DAYS if d <= min(validity, context["max_days"])]
+        values = {"expiry": str(fitting[-1] if fitting else EXPIRY_PRESET_DAYS[0]),
+                  "expires_on": "", "grace_days": str(DEFAULT_GRACE_SECONDS // 86400)}
+    return render(request, "token_renew.html", status_code=status, token=token,
+                  form=values, errors=errors or {}, renew_key=new_issue_key(),
+                  state=token.status_at(runtime.clock.now()), presets=context["presets"],
+                  max_days=context["max_days"], warn_days=context["warn_days"],
+                  today=context["today"])
+
+
+@router.get("/tokens/{token_id}/renew")
+def renew_page(request: Request, token_id: str, viewer: ViewerDep,
+               runtime: RuntimeDep) -> Response:
+    """Where the renew button and the expiry reminder mail lead: a form, never an action."""
+    return _renew_page(request, viewer, runtime, runtime.tokens.get(viewer.actor, token_id))
+
+
+@router.post("/tokens/{token_id}/renew")
+def renew_token(request: Request, token_id: str, viewer: ViewerDep, form: FormDep,
+                runtime: RuntimeDep) -> Response:
+    """Renew, then redirect to the successor's one-time view; a re-posted form renews
+    once."""
+    token = runtime.tokens.get(viewer.actor, token_id)
+    values = {k: forms.text(form, k) for k in ("expiry", "expires_on", "grace_days")}
+    store, operation = _replays(runtime), f"console:renew:{token.id}"
+    try:
+        renewal = forms.renewal(form)
+        started = store.begin(viewer.actor.account_id, _actor_key(viewer),
+                              forms.text(form, forms.ISSUE_KEY_FIELD) or new_issue_key(),
+                              operation, fingerprint(operation, values), viewer.session.cookie)
+    except IdempotencyKeyReused:
+        return _renew_page(request, viewer, runtime, token, 422, values, {
+            "form": "This renew form was already used with other values. Check them and "
+                    "renew again."})
+    except ValidationFailed as error:
+        return _renew_page(request, viewer, runtime, token, 422, values,
+                           {forms.error_field(error): forms.said(error)})
+    if isinstance(started, Replay):
+        return redirect(_once_url(started))
+    try:
+        issued = runtime.tokens.renew(viewer.actor, token_id, renewal)
+    except (ValidationFailed, Conflict, PermissionDenied) as error:
+        store.abandon(started)
+        return _renew_page(request, viewer, runtime, token, error.status, values,
+                           {forms.error_field(error): forms.said(error)})
+    runtime.settle(token_id)
+    return _remember(store, viewer, started, issued, "renewed", 201)
 
 
 @router.post("/tokens/{token_id}/end-grace")

@@ -25,9 +25,12 @@ from tallykey.notify.models import EMAIL
 from tallykey.notify.outbox import Draft, enqueue
 from tallykey.tokens.events import (
     TOKEN_CREATED,
+    TOKEN_RENEWED,
+    TOKEN_RESUMED,
     TOKEN_REVOKED,
     TOKEN_ROTATED,
     TOKEN_SECRET_RETRIEVED,
+    TOKEN_SUSPENDED,
     TOKEN_UPDATED,
     TokenEvent,
 )
@@ -126,6 +129,14 @@ class Notifier:
                 mails.append((user, render(f"token_{verb}", subject, recipient=user,
                                            actor=event.actor, details=event.details,
                                            **facts)))
+        elif event.kind in _TOLD_TO_CREATOR:
+            facts = self._facts(session, token)
+            verb = _TOLD_TO_CREATOR[event.kind]
+            subject = f'API token "{token.name}" was {verb}'
+            for user in creator_or_admins(session, token):
+                mails.append((user, render(f"token_{verb}", subject, recipient=user,
+                                           actor=event.actor, at=event.at,
+                                           details=event.details, **facts)))
         elif event.kind == TOKEN_SECRET_RETRIEVED:
             facts = self._facts(session, token)
             subject = f'The secret of API token "{token.name}" was retrieved'
@@ -199,6 +210,7 @@ class Notifier:
             "workspace": workspace.name if workspace else None,
             "console_url": console_url,
             "revoke_url": f"{console_url}/revoke" if console_url else None,
+            "renew_url": f"{console_url}/renew" if console_url else None,
         }
 
     def _enqueue_mail(self, session: Session, token: Token, event: str, notice: str,
@@ -217,12 +229,17 @@ class Notifier:
         return added
 
 
+#: Events mailed to the token's creator (or the admins), with their template's verb.
+_TOLD_TO_CREATOR = {TOKEN_SUSPENDED: "suspended", TOKEN_RESUMED: "resumed",
+                    TOKEN_RENEWED: "renewed"}
+
+
 def _notice_for(event: TokenEvent) -> str:
     """A key that is the same however often the same event is announced, and different
     for every distinct event (updates and rotations happen more than once)."""
     token_id = event.token.id
     if event.kind == TOKEN_ROTATED:
         return f"{event.kind}:{token_id}:{event.details.get('generation', event.at.isoformat())}"
-    if event.kind in (TOKEN_UPDATED, TOKEN_SECRET_RETRIEVED):
+    if event.kind in (TOKEN_UPDATED, TOKEN_SECRET_RETRIEVED, TOKEN_SUSPENDED, TOKEN_RESUMED):
         return f"{event.kind}:{token_id}:{new_id()}"
     return f"{event.kind}:{token_id}"

@@ -54,7 +54,8 @@ def schedule_reminders(database: Database, notifier: Notifier, now: datetime) ->
         rows = session.execute(
             select(Token.id, Token.created_at, Token.expires_at, Account.reminder_days)
             .join(Account, Account.id == Token.account_id)
-            .where(Token.revoked_at.is_(None), Token.expires_at <= now + HORIZON,
+            .where(Token.revoked_at.is_(None), Token.successor_id.is_(None),
+                   Token.expires_at <= now + HORIZON,
                    Token.expires_at > now - EXPIRED_NOTICE_WINDOW)).all()
         due: dict[str, tuple[str, int]] = {}
         for token_id, created_at, expires_at, reminder_days in rows:
@@ -67,8 +68,8 @@ def schedule_reminders(database: Database, notifier: Notifier, now: datetime) ->
     for token_id, stage in pending.values():
         with database.transaction() as session:
             token = session.get(Token, token_id)
-            if token is None or token.revoked_at is not None:
-                continue  # revoked since it was read
+            if token is None or token.revoked_at is not None or token.successor_id:
+                continue  # revoked or renewed since it was read (a successor has its own)
             added += notifier.expiry_notice(session, token, stage, now)
     if added:
         log.info("scheduled %d reminder deliveries", added)

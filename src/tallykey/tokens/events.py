@@ -18,6 +18,10 @@ TOKEN_UPDATED = "token.updated"
 TOKEN_ROTATED = "token.rotated"
 TOKEN_REVOKED = "token.revoked"
 TOKEN_SECRET_RETRIEVED = "token.secret_retrieved"
+TOKEN_SUSPENDED = "token.suspended"
+TOKEN_RESUMED = "token.resumed"
+#: Announced on the renewed token; its successor names it in `renewed_from_id`.
+TOKEN_RENEWED = "token.renewed"
 #: Events that cannot change any verification verdict (no cache needs to hear of them).
 VERDICT_NEUTRAL = frozenset({TOKEN_CREATED, TOKEN_SECRET_RETRIEVED})
 

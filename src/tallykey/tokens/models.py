@@ -18,7 +18,8 @@ KINDS = (PERSONAL, APPLICATION)
 ACTIVE = "active"
 EXPIRED = "expired"
 REVOKED = "revoked"
-STATUSES = (ACTIVE, EXPIRED, REVOKED)
+SUSPENDED = "suspended"
+STATUSES = (ACTIVE, EXPIRED, REVOKED, SUSPENDED)
 
 
 class Token(Base):
@@ -51,6 +52,13 @@ class Token(Base):
     revoked_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     revoke_reason: Mapped[str | None] = mapped_column(String(500), nullable=True)
     rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: A suspended token is refused (401 token_suspended) until it is resumed.
+    suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    suspended_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    #: Renewal lineage: a successor names the token it renewed, which names its successor.
+    renewed_from_id: Mapped[str | None] = mapped_column(ForeignKey("tokens.id"),
+                                                        nullable=True)
+    successor_id: Mapped[str | None] = mapped_column(ForeignKey("tokens.id"), nullable=True)
     last_used_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     last_used_ip: Mapped[str | None] = mapped_column(String(45), nullable=True)
     last_used_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
@@ -70,6 +78,8 @@ class Token(Base):
     )
     creator: Mapped[User | None] = relationship(foreign_keys=[created_by_id], lazy="joined")
     revoker: Mapped[User | None] = relationship(foreign_keys=[revoked_by_id], lazy="joined")
+    suspender: Mapped[User | None] = relationship(foreign_keys=[suspended_by_id],
+                                                  lazy="joined")
     owner: Mapped[User | None] = relationship(foreign_keys=[owner_id], lazy="joined")
     workspace: Mapped[Workspace | None] = relationship(lazy="joined")
 
@@ -82,6 +92,8 @@ class Token(Base):
             return REVOKED
         if self.expires_at <= now:
             return EXPIRED
+        if self.suspended_at is not None:
+            return SUSPENDED
         return ACTIVE
 
 

@@ -192,7 +192,7 @@ def resolve_expiry(
     too_far = ValidationFailed(
         f"The expiry is beyond this account's maximum validity of {max_validity_days} days "
         f"(latest allowed: {limit.date().isoformat()}).",
-        "Pick an earlier date; rotate or create a new token when it expires.",
+        "Pick an earlier date; renew the token before it expires.",
         field="expires_at",
         max_validity_days=max_validity_days,
     )

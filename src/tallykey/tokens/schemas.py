@@ -1,5 +1,5 @@
 """How a token is shown to the outside (API, CLI --json): one representation, no secrets
-except in `IssuedTokenView`, which exists only in the create and rotate answers."""
+except in `IssuedTokenView`, which exists only in the create, rotate and renew answers."""
 
 from __future__ import annotations
 
@@ -79,6 +79,11 @@ class TokenView(BaseModel):
     credits: CreditsView | None = None
     metadata: dict[str, Any] | None = None
     external_id: str | None = None
+    suspended_at: Timestamp | None = None
+    suspended_by: str | None = None
+    #: Renewal lineage: the token this one renewed, and the one that renewed it.
+    renewed_from_id: str | None = None
+    successor_id: str | None = None
 
     @classmethod
     def of(cls, token: Token, now: datetime) -> TokenView:
@@ -100,12 +105,17 @@ class TokenView(BaseModel):
             rate_limits=[RateLimitView.model_validate(r) for r in token.rate_limits or []],
             credits=CreditsView.of(token, now), metadata=token.meta,
             external_id=token.external_id,
+            suspended_at=token.suspended_at,
+            suspended_by=(token.suspender.email if token.suspender else
+                          ("operator" if token.suspended_at else None)),
+            renewed_from_id=token.renewed_from_id, successor_id=token.successor_id,
         )
 
 
 class IssuedTokenView(TokenView):
-    """The create/rotate answer: the one time the full secret leaves the server. After a
-    rotation, `previous_secret_expires_at` says when the old secret stops working."""
+    """The create/rotate/renew answer: the one time the full secret leaves the server.
+    After a rotation or a renewal, `previous_secret_expires_at` says when the old secret
+    stops working."""
 
     token: str
     username: str | None = None
