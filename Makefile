@@ -11,7 +11,7 @@ $(STAMP): pyproject.toml
 		{ echo "tallykey needs Python 3.11 or newer ($(PYTHON) is older)"; exit 1; }
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e '.[server,dev]'
+	$(BIN)/pip install --quiet -e '.[server,granian,dev]'
 	@touch $(STAMP)
 
 run: $(STAMP)

@@ -8,20 +8,25 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
 from .conftest import TALLYKEY, free_port, server_env
 
 
-def test_serve_with_two_workers(tmp_path: Path) -> None:
+@pytest.mark.parametrize("server", ["uvicorn", "granian"])
+def test_serve_with_two_workers(tmp_path: Path, server: str) -> None:
+    """Both HTTP servers: two workers verify, revocation reaches both, /auth/request
+    answers, and SIGTERM stops them."""
     env = server_env(tmp_path, None)
     seeded = json.loads(subprocess.run([TALLYKEY, "demo", "--seed-only", "--json"], env=env,
                                        capture_output=True, text=True, check=True).stdout)
     port = free_port()
-    process = subprocess.Popen([TALLYKEY, "serve", "--port", str(port), "--workers", "2"],
+    process = subprocess.Popen([TALLYKEY, "serve", "--port", str(port), "--workers", "2",
+                                "--server", server],
                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     base = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 30
+        deadline = time.monotonic() + 60
         while time.monotonic() < deadline:
             try:
                 if httpx.get(base + "/healthz", timeout=1).status_code == 200:
@@ -32,6 +37,7 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
         with httpx.Client(base_url=base) as client:
             statuses = {client.get("/core/v3/info", headers=headers).status_code
                         for _ in range(40)}
+            proxied = client.get("/auth/request", headers=headers)
             made = client.post("/api/v1/tokens", headers=headers, json={
                 "name": "multi", "expires_in_days": 7}).json()
             mine = {"Authorization": f"Bearer {made['token']}"}
@@ -39,8 +45,9 @@ def test_serve_with_two_workers(tmp_path: Path) -> None:
             revoked = client.post(f"/api/v1/tokens/{made['id']}/revoke", headers=headers)
             after = {client.get("/core/v3/info", headers=mine).status_code for _ in range(40)}
         assert statuses == {200}
+        assert proxied.status_code == 204 and proxied.headers["Tallykey-Scopes"]
         assert len(revoked.json()["propagation"]["confirmed"]) == 2  # both workers
         assert after == {401}
     finally:
         process.terminate()
-        process.wait(timeout=20)
+        assert process.wait(timeout=20) is not None  # SIGTERM stops every worker
