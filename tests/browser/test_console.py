@@ -142,11 +142,11 @@ def test_tokens_of_each_kind_are_copied_from_the_show_once_page_and_work(
 def test_edit_rotate_and_revoke_a_token(site: Site, new_context: Any) -> None:
     page = admin_page(site, new_context)
     page.get_by_role("link", name="Payroll sync").click()
-    page.get_by_label("Name").fill("Payroll sync (prod)")
+    page.get_by_label("Name", exact=True).fill("Payroll sync (prod)")
     page.get_by_label("IP allow-list").fill("10.0.0.1/8")
     page.get_by_role("button", name="Save changes").click()
     assert "Did you mean 10.0.0.0/8?" in page.locator(".field-error").inner_text()
-    assert page.get_by_label("Name").input_value() == "Payroll sync (prod)"
+    assert page.get_by_label("Name", exact=True).input_value() == "Payroll sync (prod)"
     page.get_by_label("IP allow-list").fill("127.0.0.0/8\n::1/128")
     page.get_by_label("Target software").select_option("Workday")
     page.get_by_role("button", name="Save changes").click()

@@ -380,7 +380,7 @@ def list_audit(
     since: str | None = None,
     until: str | None = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1, le=2**63 - 1,
+    before: Annotated[int | None, Query(ge=1, le=2**31 - 1,  # audit ids are 32-bit
                                         description="cursor: entries older than this id")]
     = None,
 ) -> AuditList:

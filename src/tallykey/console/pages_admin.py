@@ -3,7 +3,9 @@ workspace permissions, the account's policies, and the notification outbox."""
 
 from __future__ import annotations
 
-from fastapi import APIRouter, Request, Response
+from typing import Annotated
+
+from fastapi import APIRouter, Query, Request, Response
 from starlette.responses import StreamingResponse
 
 from tallykey.accounts.models import Account
@@ -44,7 +46,8 @@ NOTICES = {"saved": "Changes saved.", "added": "User added.",
 @router.get("/audit")
 def audit_page(request: Request, viewer: AdminDep, runtime: RuntimeDep, actor: str = "",
                token: str = "", action: str = "", since: str = "", until: str = "",
-               before: int | None = None) -> Response:
+               before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None
+               ) -> Response:
     flt = audit_query.AuditFilter(actor=actor, token=token, action=action, since=since,
                                   until=until)
     account_id = viewer.actor.account_id
