@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
-from datetime import UTC, date, datetime, time
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
@@ -52,8 +52,8 @@ from tallykey.api.schemas import (
     WorkspaceView,
     parse_moment,
 )
+from tallykey.audit import query as audit_query
 from tallykey.audit import trail
-from tallykey.audit.models import AuditEvent
 from tallykey.errors import (
     NotFound,
     PermissionDenied,
@@ -387,33 +387,14 @@ def list_audit(
     """The account's audit trail, newest first. Administrators only."""
     if not actor.is_admin:
         raise PermissionDenied("Only administrators can read the audit log.")
-    statement = select(AuditEvent).where(AuditEvent.account_id == actor.account_id)
-    if action:
-        statement = statement.where(AuditEvent.action == action)
-    if target_id:
-        statement = statement.where(AuditEvent.target_id == target_id)
-    if actor_id:
-        statement = statement.where(AuditEvent.actor_id == actor_id)
-    for bound, value in (("since", since), ("until", until)):
-        if value:
-            moment = _as_datetime(parse_moment(value, bound))
-            statement = statement.where(AuditEvent.occurred_at >= moment if bound == "since"
-                                        else AuditEvent.occurred_at < moment)
-    if before is not None:
-        statement = statement.where(AuditEvent.id < before)
-    with runtime.database.reading() as session:
-        rows = list(session.scalars(statement.order_by(AuditEvent.id.desc()).limit(limit + 1)))
-    items = rows[:limit]
-    return AuditList(items=[AuditView.of(e) for e in items],
-                     next_cursor=items[-1].id if len(rows) > limit and items else None)
-
-
-def _as_datetime(value: object) -> datetime:
-    """A filter bound: a date means its first moment, UTC."""
-    if isinstance(value, datetime):
-        return value if value.tzinfo else value.replace(tzinfo=UTC)
-    assert isinstance(value, date)
-    return datetime.combine(value, time(0), tzinfo=UTC)
+    bounds = {name: parse_moment(value, name) if value else None
+              for name, value in (("since", since), ("until", until))}
+    items, cursor = audit_query.page(runtime.database, audit_query.AuditQuery(
+        actor.account_id, action=action, target_id=target_id, actor_id=actor_id,
+        since=audit_query.start_of(bounds["since"]) if bounds["since"] else None,
+        until=audit_query.end_of(bounds["until"]) if bounds["until"] else None),
+        before, limit)
+    return AuditList(items=[AuditView.of(e) for e in items], next_cursor=cursor)
 
 
 # --- users ----------------------------------------------------------------------------

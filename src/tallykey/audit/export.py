@@ -7,40 +7,15 @@ import csv
 import io
 import json
 from collections.abc import Iterator
-from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
-
 from tallykey.audit.models import AuditEvent
-from tallykey.db.engine import Database
 
 FORMATS = ("csv", "jsonl")
 COLUMNS = ("id", "occurred_at", "account_id", "action", "actor_type", "actor_id",
            "actor_label", "target_type", "target_id", "ip", "details", "chain", "seq",
            "prev_hash", "hash")
 BATCH = 1000
-
-
-def entries(database: Database, *, account_id: str | None = None,
-            since: datetime | None = None, until: datetime | None = None
-            ) -> Iterator[AuditEvent]:
-    """Entries in id order, `since` inclusive, `until` exclusive, in batches."""
-    after = 0
-    while True:
-        query = select(AuditEvent).where(AuditEvent.id > after)
-        if account_id is not None:
-            query = query.where(AuditEvent.account_id == account_id)
-        if since is not None:
-            query = query.where(AuditEvent.occurred_at >= since)
-        if until is not None:
-            query = query.where(AuditEvent.occurred_at < until)
-        with database.reading() as session:
-            rows = list(session.scalars(query.order_by(AuditEvent.id).limit(BATCH)))
-        yield from rows
-        if len(rows) < BATCH:
-            return
-        after = rows[-1].id
 
 
 def as_row(entry: AuditEvent) -> dict[str, Any]:

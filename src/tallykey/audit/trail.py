@@ -6,7 +6,6 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import select
 from sqlalchemy.orm import Session
 
 from tallykey.actor import Actor
@@ -59,21 +58,3 @@ def record_denial(session: Session, *, account_id: str, token_id: str, ip: str, 
                        target_type="token", target_id=token_id, ip=ip[:45], details=details)
     session.add(event)
     return event
-
-
-def entries_for(
-    session: Session,
-    account_id: str,
-    *,
-    target_id: str | None = None,
-    action: str | None = None,
-    limit: int = 100,
-) -> list[AuditEvent]:
-    """Newest first, always within one account."""
-    query = select(AuditEvent).where(AuditEvent.account_id == account_id)
-    if target_id is not None:
-        query = query.where(AuditEvent.target_id == target_id)
-    if action is not None:
-        query = query.where(AuditEvent.action == action)
-    query = query.order_by(AuditEvent.id.desc()).limit(limit)
-    return list(session.scalars(query))

@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import json
 import sys
-from datetime import UTC, date, datetime, time
+from datetime import date, datetime
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
-from tallykey.audit import anchor, chain, export
+from tallykey.audit import anchor, chain, export, query
 from tallykey.cli.context import runtime
 from tallykey.cli.output import emit_json, err, fail, out
 
@@ -24,17 +24,14 @@ def register(app: typer.Typer) -> None:
     app.add_typer(audit_app, name="audit")
 
 
-def _moment(value: str | None, name: str) -> datetime | None:
+def _moment(value: str | None, name: str) -> date | datetime | None:
     if not value:
         return None
     try:
-        if len(value) == 10:
-            return datetime.combine(date.fromisoformat(value), time(0), UTC)
-        moment = datetime.fromisoformat(value)
+        return date.fromisoformat(value) if len(value) == 10 else datetime.fromisoformat(value)
     except ValueError:
         fail(f"--{name} {value!r} is not an ISO 8601 date or time.",
              "Write e.g. 2027-03-31 or 2027-03-31T18:00:00+01:00.")
-    return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
 
 
 @audit_app.command("export")
@@ -45,7 +42,8 @@ def audit_export(
     = None,
     since: Annotated[str | None, typer.Option(help="From this date or time (inclusive).")]
     = None,
-    until: Annotated[str | None, typer.Option(help="Before this date or time.")] = None,
+    until: Annotated[str | None, typer.Option(
+        help="Up to this date (inclusive: the whole day) or before this time.")] = None,
 ) -> None:
     """Write audit entries to standard output, oldest first."""
     if format not in export.FORMATS:
@@ -53,7 +51,9 @@ def audit_export(
     start, end = _moment(since, "since"), _moment(until, "until")
     with runtime() as rt:
         account_id = rt.accounts.find_account(account).id if account else None
-        rows = export.entries(rt.database, account_id=account_id, since=start, until=end)
+        rows = query.entries(rt.database, query.AuditQuery(
+            account_id, since=query.start_of(start) if start else None,
+            until=query.end_of(end) if end else None))
         lines = export.csv_lines(rows) if format == "csv" else export.json_lines(rows)
         for chunk in lines:
             sys.stdout.write(chunk)

@@ -11,6 +11,8 @@ from starlette.responses import StreamingResponse
 from tallykey.accounts.models import Account
 from tallykey.accounts.permissions import ROLES
 from tallykey.accounts.service import PolicyChanges
+from tallykey.audit import export
+from tallykey.audit import query as audit
 from tallykey.console import audit_query, outbox
 from tallykey.console.forms import text, texts
 from tallykey.console.views import split_lines
@@ -52,8 +54,8 @@ def audit_page(request: Request, viewer: AdminDep, runtime: RuntimeDep, actor: s
                                   until=until)
     account_id = viewer.actor.account_id
     try:
-        events, older = audit_query.page(runtime.database, account_id, flt, before,
-                                         AUDIT_PAGE_SIZE)
+        events, older = audit.page(runtime.database, flt.query(runtime.tokens, account_id),
+                                   before, AUDIT_PAGE_SIZE)
         error = ""
     except ValidationFailed as failed:
         events, older, error = [], None, failed.message
@@ -61,16 +63,16 @@ def audit_page(request: Request, viewer: AdminDep, runtime: RuntimeDep, actor: s
     return render(request, "audit.html", status_code=422 if error else 200, events=events,
                   older=older, flt=flt, error=error, params=flt.as_params(), users=users,
                   people={u.id: u.email for u in users},
-                  actions=audit_query.actions(runtime.database, account_id))
+                  actions=audit.actions(runtime.database, account_id))
 
 
 @router.get("/audit/export.csv")
 def audit_csv(viewer: AdminDep, runtime: RuntimeDep, actor: str = "", token: str = "",
               action: str = "", since: str = "", until: str = "") -> Response:
-    flt = audit_query.AuditFilter(actor, token, action, since, until)
-    audit_query.statement(runtime.database, viewer.actor.account_id, flt)  # validate first
+    query = audit_query.AuditFilter(actor, token, action, since, until).query(
+        runtime.tokens, viewer.actor.account_id)  # a bad date is refused before streaming
     return StreamingResponse(
-        audit_query.csv_lines(runtime.database, viewer.actor.account_id, flt),
+        export.csv_lines(audit.entries(runtime.database, query)),
         media_type="text/csv; charset=utf-8",
         headers={"Content-Disposition": 'attachment; filename="tallykey-audit.csv"'})
 
@@ -78,10 +80,10 @@ def audit_csv(viewer: AdminDep, runtime: RuntimeDep, actor: str = "", token: str
 @router.get("/audit/export.jsonl")
 def audit_jsonl(viewer: AdminDep, runtime: RuntimeDep, actor: str = "", token: str = "",
                 action: str = "", since: str = "", until: str = "") -> Response:
-    flt = audit_query.AuditFilter(actor, token, action, since, until)
-    audit_query.statement(runtime.database, viewer.actor.account_id, flt)
+    query = audit_query.AuditFilter(actor, token, action, since, until).query(
+        runtime.tokens, viewer.actor.account_id)
     return StreamingResponse(
-        audit_query.json_lines(runtime.database, viewer.actor.account_id, flt),
+        export.json_lines(audit.entries(runtime.database, query)),
         media_type="application/jsonl",
         headers={"Content-Disposition": 'attachment; filename="tallykey-audit.jsonl"'})
 

@@ -14,7 +14,7 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import permissions_of
-from tallykey.audit import trail
+from tallykey.audit import query as audit
 from tallykey.console import chart, forms
 from tallykey.console.forms import text
 from tallykey.console.web import (
@@ -283,9 +283,9 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
             values: dict[str, Any] | None = None, notice: str = "",
             usage_unit: str = chart.DAILY) -> Response:
     now = runtime.clock.now()
+    history, _ = audit.page(runtime.database, audit.AuditQuery(
+        viewer.actor.account_id, target_id=token.id), None, 50)
     with runtime.database.reading() as session:
-        history = trail.entries_for(session, viewer.actor.account_id, target_id=token.id,
-                                    limit=50)
         usage = (chart.hourly_usage(session, token.id, now) if usage_unit == chart.HOURLY
                  else chart.daily_usage(session, token.id, now))
         retrievable = _retrievable(session, token)
