@@ -231,7 +231,7 @@ def test_suspend_resume_and_renew(cli, database_url: str) -> None:  # type: igno
         assert cli("tokens", "renew", made["id"]).exit_code != 0  # no expiry given
         too_long = cli("tokens", "renew", made["id"], "--days", "400")
         assert too_long.exit_code != 0 and "maximum validity" in too_long.stderr
-        renewed = cli("tokens", "renew", made["id"], "--days", "60", "--grace-seconds", "0",
+        renewed = cli("tokens", "renew", made["id"], "--days", "60", "--grace", "0",
                       "--json")
         assert renewed.exit_code == 0, renewed.output
         successor = json.loads(renewed.stdout)

@@ -123,15 +123,17 @@ def tokens_create(
     with runtime() as rt:
         issued = rt.tokens.issue(user_actor(rt, account, user), draft)
         view = IssuedTokenView.of_issued(issued, rt.clock.now())
+    print_issued(view, "created", quiet=quiet, as_json=as_json)
+
+
+def print_issued(view: IssuedTokenView, verb: str, *, quiet: bool, as_json: bool) -> None:
+    """A new secret, once: only the token (`--quiet`), JSON, or for a person."""
     if quiet:
         sys.stdout.write(view.token + "\n")
-    elif as_json:
+        return
+    if as_json:
         emit_json(view)
-    else:
-        print_issued(view, "created")
-
-
-def print_issued(view: IssuedTokenView, verb: str) -> None:
+        return
     out.print(f"{verb} token [bold]{view.name}[/] ({view.id}), expires {view.expires_at:%Y-%m-%d}")
     for warning in view.warnings:
         err.print(f"[yellow]warning:[/] {warning}")
@@ -268,12 +270,7 @@ def tokens_rotate(
         done = rt.settle(token_id)
     if grace == 0 and not quiet and not as_json:
         err.print(f"the old secret {done.summary()}", highlight=False)
-    if quiet:
-        sys.stdout.write(view.token + "\n")
-    elif as_json:
-        emit_json(view)
-    else:
-        print_issued(view, "rotated")
+    print_issued(view, "rotated", quiet=quiet, as_json=as_json)
 
 
 @tokens_app.command("renew")
@@ -284,8 +281,8 @@ def tokens_renew(
         help="The successor is valid for D days (within the account's maximum).")] = None,
     expires: Annotated[str | None, typer.Option(help="The successor's expiry (ISO 8601).")]
     = None,
-    grace_seconds: Annotated[int, typer.Option(
-        help="Seconds the renewed token's secret keeps working (0-604800).")]
+    grace: Annotated[int, typer.Option(
+        help="Seconds the renewed token's secret keeps working (0-604800), as for rotate.")]
     = DEFAULT_GRACE_SECONDS,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="",
             help="Print only the successor's token.")]
@@ -298,20 +295,16 @@ def tokens_renew(
     if days is None and expires is None:
         fail("an expiry is required: pass --days D or --expires DATE.")
     renewal = Renewal(expires_in_days=days, expires_at=parse_expiry(expires) if expires
-                      else None, grace_seconds=grace_seconds)
+                      else None, grace_seconds=grace)
     with runtime() as rt:
         actor, token_id = operator_for_token(rt, ref, account)
         issued = rt.tokens.renew(actor, token_id, renewal)
         view = IssuedTokenView.of_issued(issued, rt.clock.now())
         done = rt.settle(token_id)
-    if quiet:
-        sys.stdout.write(view.token + "\n")
-    elif as_json:
-        emit_json(view)
-    else:
-        print_issued(view, "renewed: successor")
+    print_issued(view, "renewed: successor", quiet=quiet, as_json=as_json)
+    if not quiet and not as_json:
         retires = view.previous_secret_expires_at
-        err.print(f"the renewed token's secret {done.summary()}" if grace_seconds == 0
+        err.print(f"the renewed token's secret {done.summary()}" if grace == 0
                   else f"the renewed token's secret stops at {retires}", highlight=False)
 
 
