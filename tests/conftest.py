@@ -43,6 +43,8 @@ SERIAL_FILES = frozenset({
     "auth/test_verifier_faults.py", "auth/test_rates.py", "auth/test_credits.py",
     # sign-in back-off and per-minute throttles: seconds matter
     "e2e/test_security_review.py", "e2e/test_nginx.py",
+    # the benchmark smoke run starts servers and drives wrk
+    "test_bench.py",
 })
 
 
