@@ -8,6 +8,7 @@ import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any
 
 import httpx
 
@@ -141,15 +142,15 @@ def test_a_member_cannot_resume_an_admin_suspension_nor_lift_admin_limits(
             "credits": {"remaining": 10}})
         assert limited.status_code == 200, limited.text
         # the red team's attack: lift what the administrator set
-        for body in ({"credits": {"remaining": 1_000_000}},
-                     {"credits": None},
-                     {"credits": {"remaining": 10, "refill": {"amount": 10,
-                                                              "interval": "daily"}}},
-                     {"rate_limits": []},
-                     {"rate_limits": [{"name": "default", "limit": 50,
-                                       "per_seconds": LONG_WINDOW}]},
-                     {"rate_limits": [{"name": "default", "limit": 5, "per_seconds": 1}]},
-                     {"rate_limits": [{"name": "other", "limit": 1, "per_seconds": 60}]}):
+        attacks: tuple[dict[str, Any], ...] = (
+            {"credits": {"remaining": 1_000_000}},
+            {"credits": None},
+            {"credits": {"remaining": 10, "refill": {"amount": 10, "interval": "daily"}}},
+            {"rate_limits": []},
+            {"rate_limits": [{"name": "default", "limit": 50, "per_seconds": LONG_WINDOW}]},
+            {"rate_limits": [{"name": "default", "limit": 5, "per_seconds": 1}]},
+            {"rate_limits": [{"name": "other", "limit": 1, "per_seconds": 60}]})
+        for body in attacks:
             refused = member.patch(url, headers=csrf, json=body)
             assert_refused(refused, 403, "admin_limit")
             assert refused.json()["field"] in ("credits", "rate_limits")
