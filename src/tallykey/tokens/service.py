@@ -113,8 +113,10 @@ class Renewal:
 
 #: Attributes of `Token` (one per column) a renewal's successor copies from the token it
 #: renews. Every other one is in `NOT_INHERITED`; a test fails for a new column that is in
-#: neither. Credits move with their balance and period, so a renewal never resets them
-#: (the renewed token keeps its own balance during its grace period).
+#: neither. Credits move with their balance and period, so a renewal never resets them:
+#: the successor holds the balance, and the renewed token's secret spends from it during
+#: its grace period (`auth.credits`); the renewed token's own columns are left as they
+#: were and no longer counted. Rate-limit windows go on per renewal chain (`auth.rates`).
 INHERITED = ("account_id", "workspace_id", "kind", "region", "name", "description",
              "scopes", "target", "ip_allowlist", "admin_limits", "owner_id", "rate_limits",
              "credits_remaining", "credits_refill_amount", "credits_refill_interval",
@@ -413,9 +415,12 @@ class TokenService:
         """Issue a successor of a live token: a new token with a new expiry (within the
         account's maximum validity) and every setting in `INHERITED`; its secret is
         returned once. The renewed token keeps its own expiry (never extended), and its
-        secrets stop working after `renewal.grace_seconds`, as after a rotation.
+        secrets stop working after `renewal.grace_seconds`, as after a rotation. Credits
+        move to the successor (the old secret spends from its balance) and rate-limit
+        windows go on: a renewal never adds to either.
 
-        Like a rotation, a personal token is renewed only by its owner. Raises
+        Like a rotation, a personal token is renewed only by its owner; a secret in its
+        grace period cannot renew (or otherwise manage) its own token. Raises
         `ValidationFailed` (expiry, grace), `Conflict` (not active, or renewed already:
         renew its successor) and `PermissionDenied`. Nothing is stored unless all pass."""
         grace = policy.check_grace(renewal.grace_seconds)
