@@ -19,6 +19,9 @@ class Actor:
     label: str
     ip: str | None = None
     via: str = "api"
+    #: SHA-256 (hex) of the token that authenticated this request, when a token did: a
+    #: secret in its grace period may not manage its own token (`tokens.service`).
+    token_digest: str | None = None
 
     @property
     def is_admin(self) -> bool:

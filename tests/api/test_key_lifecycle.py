@@ -280,7 +280,8 @@ def test_a_token_with_renew_self_renews_itself_within_the_account_maximum(
     assert successor["expires_at"] == (clock.now() + timedelta(days=30)).isoformat()
     assert renewed.headers["cache-control"] == "no-store"
     again = api.post("/api/v1/tokens/self/renew", headers=own, json={"expires_in_days": 30})
-    assert again.status_code == 409 and again.json()["successor_id"] == successor["id"]
+    # the renewed token's secret is in its grace period: it cannot renew again (#25)
+    assert again.status_code == 403 and again.json()["reason"] == "retiring_secret"
     audit = api.get("/api/v1/audit", params={"target_id": made["id"],
                                              "action": "token.renewed"}, headers=admin)
     assert audit.json()["items"][0]["details"]["successor_id"] == successor["id"]

@@ -11,15 +11,16 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
 from tallykey.actor import Actor
 from tallykey.api.responses import VerdictRefused
-from tallykey.auth.header import missing_header
+from tallykey.auth.header import extract_token, missing_header
 from tallykey.auth.middleware import TOKEN_ID_STATE, misplaced_token_headers, token_in_url
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
-from tallykey.errors import PermissionDenied, Unauthenticated
+from tallykey.errors import PermissionDenied, TallykeyError, Unauthenticated
 from tallykey.network.client_ip import scope_client_ip, served_over_https
 from tallykey.network.limiter import FailureLimiter
 from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 from tallykey.runtime import Runtime
+from tallykey.tokens.format import hash_token
 from tallykey.tokens.models import PERSONAL
 
 MANAGE_SCOPE = "tokens:manage"
@@ -98,7 +99,16 @@ async def management_actor(request: Request) -> Actor:
             "The management API needs a personal token of an administrator.",
             "Create a personal token with the tokens:manage scope as an administrator.")
     return Actor(verdict.account_id, verdict.owner_id, "admin", verdict.owner_email or "",
-                 ip, "api")
+                 ip, "api", token_digest=presented_digest(authorization))
+
+
+def presented_digest(authorization: str | None) -> str | None:
+    """The stored hash of the token an allowed `Authorization` header carries (so the
+    token service can tell a current secret from one in its grace period)."""
+    try:
+        return hash_token(extract_token(authorization))
+    except (TallykeyError, UnicodeError):
+        return None
 
 
 ManagementActor = Annotated[Actor, Depends(management_actor)]

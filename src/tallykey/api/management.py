@@ -21,6 +21,7 @@ from tallykey.api.deps import (
     ip_of,
     is_https,
     login_limiter,
+    presented_digest,
     verifier_of,
 )
 from tallykey.api.responses import VerdictRefused, error_responses
@@ -270,7 +271,8 @@ async def renew_self(body: RenewRequest, request: Request, response: Response,
         raise VerdictRefused(verdict)
     assert verdict.token_id is not None and verdict.account_id is not None
     actor = Actor(verdict.account_id, verdict.owner_id, ADMIN, f"token {verdict.token_id}",
-                  ip_of(request), "self-renew")
+                  ip_of(request), "self-renew",
+                  token_digest=presented_digest(request.headers.get("authorization")))
     renewal = Renewal(expires_at=parse_moment(body.expires_at, "expires_at")
                       if body.expires_at else None, expires_in_days=body.expires_in_days,
                       grace_seconds=body.grace_seconds)

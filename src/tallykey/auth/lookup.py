@@ -36,7 +36,8 @@ SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        u.email, u.role, u.active, w.id, w.slug, g.scopes, a.active, t.rate_limits,
        t.credits_remaining, t.credits_refill_amount, t.credits_refill_interval,
        t.metadata, t.external_id, t.suspended_at,
-       (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.successor_id
+       (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.successor_id,
+       t.renewed_from_id
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
@@ -45,6 +46,17 @@ LEFT JOIN workspaces w ON w.account_id = t.account_id AND w.archived_at IS NULL
      AND (t.workspace_id IS NULL OR w.id = t.workspace_id)
 LEFT JOIN workspace_grants g ON g.user_id = t.owner_id AND g.workspace_id = w.id
 WHERE s.secret_hash = {param}
+"""
+
+#: The first token of a renewal chain (a successor's rate-limit windows are its chain's).
+_LINEAGE = """
+WITH RECURSIVE up(id, parent, depth) AS (
+  SELECT id, renewed_from_id, 0 FROM tokens WHERE id = :token_id
+  UNION ALL
+  SELECT t.id, t.renewed_from_id, up.depth + 1 FROM tokens t JOIN up ON t.id = up.parent
+  WHERE up.depth < 64
+)
+SELECT id FROM up ORDER BY depth DESC LIMIT 1
 """
 
 DEFAULT_CONNECTIONS = 8
@@ -71,6 +83,7 @@ class RecordLookup:
         self.database = database
         self._sqlite = database.dialect == "sqlite"
         self._sql = _SQL.format(param="?" if self._sqlite else "%s")
+        self._lineage = self.dialect_sql(_LINEAGE)
         self._shared = Shared()
         self._maps: dict[tuple[Any, ...], dict[str, Any]] = {}
         self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
@@ -88,7 +101,12 @@ class RecordLookup:
                 rows = cursor.fetchall()
             finally:
                 cursor.close()
-        return self._record(rows) if rows else None
+        if not rows:
+            return None
+        renewed_from = rows[0][-1]
+        lineage = (self.run(self._lineage, {"token_id": renewed_from})[0][0]
+                   if renewed_from is not None else None)
+        return self._record(rows, lineage)
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -141,13 +159,13 @@ class RecordLookup:
                 raise
         return connection
 
-    def _record(self, rows: list[Any]) -> TokenRecord:
+    def _record(self, rows: list[Any], lineage: str | None = None) -> TokenRecord:
         share = self._shared
         (retires_at, token_id, account_id, kind, workspace_id, expires_at, revoked_at,
          token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
          owner_active, *_workspace, account_active, rate_limits, credits, refill_amount,
          refill_interval, meta, external_id, suspended_at, suspended_by,
-         successor_id) = rows[0]
+         successor_id, _) = rows[0]
         own_scopes = share(frozenset(self._json(token_scopes)))
         live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
         grants = {row[15]: frozenset(self._json(row[17])) for row in rows
@@ -189,7 +207,7 @@ class RecordLookup:
             suspended_at=self._time(suspended_at),
             suspended_by=(share(suspended_by or "the operator") if suspended_at is not None
                           else None),
-            renewed=successor_id is not None,
+            renewed=successor_id is not None, lineage_id=lineage or token_id,
         )
 
     def _shared_map(self, mapping: dict[str, Any]) -> dict[str, Any]:

@@ -27,6 +27,7 @@ from tallykey.auth.record import TokenRecord
 from tallykey.auth.redis_link import RedisLink
 from tallykey.controls.rules import RateRule
 from tallykey.errors import RateLimited, StoreUnavailable, TallykeyError
+from tallykey.tokens.models import APPLICATION
 
 MAX_BUCKETS = 100_000
 
@@ -231,12 +232,18 @@ class RateCounter:
 
 
 def _bucket_key(record: TokenRecord, rule: RateRule) -> str:
+    """The counter a rule counts in. A token's own counter is its renewal chain's (a
+    successor continues the window of the token it renews). An external id's counter is
+    the account's for application tokens (which only administrators create); a personal
+    token's external-id counter is its owner's alone, so a member cannot join, or drain,
+    a customer's shared counter by naming its external id."""
     if rule.shared == "owner" and record.owner_id is not None:
         scope = f"o:{record.owner_id}"
     elif rule.shared == "external_id" and record.external_id is not None:
-        scope = f"x:{record.account_id}:{record.external_id}"
+        scope = (f"x:{record.account_id}:{record.external_id}" if record.kind == APPLICATION
+                 else f"xo:{record.owner_id}:{record.external_id}")
     else:
-        scope = f"t:{record.token_id}"
+        scope = f"t:{record.lineage_id or record.token_id}"
     return f"{scope}:{rule.name}:{rule.per_seconds}"
 
 

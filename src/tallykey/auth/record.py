@@ -57,6 +57,9 @@ class TokenRecord:
     suspended_by: str | None = None
     #: The token was renewed: its secrets retire, and its successor takes over.
     renewed: bool = False
+    #: The first token of its renewal chain (itself if it renews none): a token's own
+    #: rate-limit windows are counted per chain, so a renewal never restarts them.
+    lineage_id: str | None = None
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)

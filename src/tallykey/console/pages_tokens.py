@@ -346,7 +346,8 @@ def update_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         values["scopes"] = forms.texts(form, "scopes")
         values["controls"] = forms.KeyControlsForm.parse(form)
         message = error.message + (f" {error.hint}" if error.hint else "")
-        return _detail(request, viewer, runtime, token, status=422, values=values,
+        status = error.status if isinstance(error, PermissionDenied) else 422
+        return _detail(request, viewer, runtime, token, status=status, values=values,
                        errors={forms.error_field(error): message})
     return redirect(f"{PREFIX}/tokens/{token_id}?done=saved")
 
@@ -398,9 +399,9 @@ def _suspension(request: Request, viewer: Viewer, runtime: Runtime, token_id: st
     change = runtime.tokens.suspend if done == "suspended" else runtime.tokens.resume
     try:
         change(viewer.actor, token_id)
-    except Conflict as error:
+    except (Conflict, PermissionDenied) as error:  # e.g. a member and an admin's suspension
         token = runtime.tokens.get(viewer.actor, token_id)
-        return _detail(request, viewer, runtime, token, status=409,
+        return _detail(request, viewer, runtime, token, status=error.status,
                        errors={"form": forms.said(error)})
     settled = runtime.settle(token_id)
     return redirect(f"{PREFIX}/tokens/{token_id}?done={done}&{propagation_query(settled)}")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import JSON, BigInteger, ForeignKey, Index, Integer, LargeBinary, String, Text
 from sqlalchemy.orm import Mapped, mapped_column, relationship
@@ -40,8 +41,9 @@ class Token(Base):
     target: Mapped[str | None] = mapped_column(String(100), nullable=True)
     ip_allowlist: Mapped[list[str]] = mapped_column(JSON, default=list)
     #: Restrictions an administrator put on another user's personal token
-    #: (`ip_allowlist`, `scopes`): the owner may tighten them, never loosen them.
-    admin_limits: Mapped[dict[str, list[str]] | None] = mapped_column(JSON, nullable=True)
+    #: (`ip_allowlist`, `scopes`, `rate_limits`, `credits`: `{"refill"}`): the owner may
+    #: tighten them, never loosen them.
+    admin_limits: Mapped[dict[str, Any] | None] = mapped_column(JSON, nullable=True)
     owner_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)

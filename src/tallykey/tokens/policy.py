@@ -8,8 +8,10 @@ import ipaddress
 import unicodedata
 from collections.abc import Iterable
 from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
 
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
+from tallykey.controls.rules import Refill, written_rate_limit
 from tallykey.errors import PermissionDenied, ValidationFailed
 from tallykey.tokens.format import TOKEN_PATTERN
 
@@ -287,6 +289,44 @@ def check_scopes_within(wanted: list[str], limit: list[str]) -> None:
             + "; you cannot add " + ", ".join(beyond) + ".",
             "Ask an administrator to change the token's scopes.",
             field="scopes", reason="admin_limit", refused=beyond)
+
+
+def check_rate_limits_within(wanted: list[dict[str, Any]],
+                             limit: list[dict[str, Any]]) -> None:
+    """An owner may lower the rate limits an administrator set and add others, never
+    raise or remove one: each of `limit` must stay, with its window and sharing, at most
+    as high."""
+    mine = {rule["name"]: rule for rule in wanted}
+    for rule in limit:
+        kept = mine.get(rule["name"])
+        if (kept is None or kept["per_seconds"] != rule["per_seconds"]
+                or kept.get("shared") != rule.get("shared") or kept["limit"] > rule["limit"]):
+            raise PermissionDenied(
+                f"An administrator set the rate limit {written_rate_limit(rule)!r} on this "
+                "token; you can lower it, not raise, widen or remove it.",
+                "Keep that limit (or a lower one with the same window), or ask an "
+                "administrator to change it.", field="rate_limits", reason="admin_limit",
+                limit=rule["name"])
+
+
+def check_credits_within(wanted: tuple[int, Refill | None] | None, balance: int,
+                         limit: dict[str, Any]) -> None:
+    """An owner may lower credits an administrator set and their refill, never remove
+    them, add to the balance or raise (or add) a refill."""
+    imposed = limit.get("refill")
+    reason = ""
+    if wanted is None:
+        reason = "remove them"
+    elif wanted[0] > balance:
+        reason = f"raise them above the {balance} left"
+    elif wanted[1] is not None and (imposed is None or wanted[1].interval != imposed[
+            "interval"] or wanted[1].amount > imposed["amount"]):
+        reason = "add or raise a refill"
+    if reason:
+        raise PermissionDenied(
+            f"An administrator set this token's usage credits; you can lower them, not "
+            f"{reason}.", "Ask an administrator for more credits.", field="credits",
+            reason="admin_limit")
 
 
 def _inside(network: ipaddress.IPv4Network | ipaddress.IPv6Network,

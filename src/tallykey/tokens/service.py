@@ -57,6 +57,8 @@ from tallykey.tokens.models import (
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 200
+#: Renewals followed from a secret's token when checking what it may manage.
+MAX_LINEAGE = 64
 
 
 @dataclass(frozen=True)
@@ -111,8 +113,10 @@ class Renewal:
 
 #: Attributes of `Token` (one per column) a renewal's successor copies from the token it
 #: renews. Every other one is in `NOT_INHERITED`; a test fails for a new column that is in
-#: neither. Credits move with their balance and period, so a renewal never resets them
-#: (the renewed token keeps its own balance during its grace period).
+#: neither. Credits move with their balance and period, so a renewal never resets them:
+#: the successor holds the balance, and the renewed token's secret spends from it during
+#: its grace period (`auth.credits`); the renewed token's own columns are left as they
+#: were and no longer counted. Rate-limit windows go on per renewal chain (`auth.rates`).
 INHERITED = ("account_id", "workspace_id", "kind", "region", "name", "description",
              "scopes", "target", "ip_allowlist", "admin_limits", "owner_id", "rate_limits",
              "credits_remaining", "credits_refill_amount", "credits_refill_interval",
@@ -312,6 +316,7 @@ class TokenService:
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_current_secret(session, actor, token)
             self._require_live(token, now, "edited")
             before = _editable_snapshot(token)
             if changes.name is not None:
@@ -336,11 +341,11 @@ class TokenService:
                 elif not actor.is_admin and "scopes" in limits:
                     policy.check_scopes_within(scopes, limits["scopes"])
                 token.scopes = scopes
-            if imposed and limits != (token.admin_limits or {}):
-                token.admin_limits = limits
             if changes.expires_at is not None:
                 token.expires_at = _shortened_expiry(token, changes.expires_at, now)
-            self._change_controls(token, changes, now)
+            self._change_controls(token, changes, now, actor, limits, imposed=imposed)
+            if imposed and limits != (token.admin_limits or {}):
+                token.admin_limits = limits
             after = _editable_snapshot(token)
             if after != before:
                 token.updated_at = now
@@ -358,6 +363,7 @@ class TokenService:
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_current_secret(session, actor, token)
             _require_owner(actor, token, "rotate", "a rotation")
             self._require_live(token, now, "rotated")
             retire_at = now + timedelta(seconds=grace)
@@ -390,6 +396,7 @@ class TokenService:
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_current_secret(session, actor, token)
             self._require_live(token, now, "changed")
             graced = list(session.scalars(select(TokenSecret).where(
                 TokenSecret.token_id == token.id, TokenSecret.retires_at > now)))
@@ -408,15 +415,19 @@ class TokenService:
         """Issue a successor of a live token: a new token with a new expiry (within the
         account's maximum validity) and every setting in `INHERITED`; its secret is
         returned once. The renewed token keeps its own expiry (never extended), and its
-        secrets stop working after `renewal.grace_seconds`, as after a rotation.
+        secrets stop working after `renewal.grace_seconds`, as after a rotation. Credits
+        move to the successor (the old secret spends from its balance) and rate-limit
+        windows go on: a renewal never adds to either.
 
-        Like a rotation, a personal token is renewed only by its owner. Raises
+        Like a rotation, a personal token is renewed only by its owner; a secret in its
+        grace period cannot renew (or otherwise manage) its own token. Raises
         `ValidationFailed` (expiry, grace), `Conflict` (not active, or renewed already:
         renew its successor) and `PermissionDenied`. Nothing is stored unless all pass."""
         grace = policy.check_grace(renewal.grace_seconds)
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_current_secret(session, actor, token)
             _require_owner(actor, token, "renew", "a renewal")
             self._require_live(token, now, "renewed")
             if token.successor_id is not None:
@@ -458,6 +469,7 @@ class TokenService:
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_current_secret(session, actor, token)
             status = token.status_at(now)
             if status == SUSPENDED:
                 assert token.suspended_at is not None
@@ -477,6 +489,7 @@ class TokenService:
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_current_secret(session, actor, token)
             status = token.status_at(now)
             if status == ACTIVE:
                 raise Conflict("This token is not suspended: there is nothing to resume.",
@@ -484,6 +497,11 @@ class TokenService:
             if status != SUSPENDED:
                 raise Conflict(f"This token is {status} and cannot be resumed.",
                                "Create a new token instead.", status=status)
+            if not actor.is_admin and token.suspended_by_id != actor.user_id:
+                raise PermissionDenied(
+                    "An administrator suspended this token, so only an administrator can "
+                    "resume it.", "Ask an administrator of your account to resume it.",
+                    reason="admin_suspension")
             assert token.suspended_at is not None
             suspended_at = token.suspended_at
             token.suspended_at = None
@@ -499,6 +517,7 @@ class TokenService:
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
+            self._require_current_secret(session, actor, token)
             if token.revoked_at is not None:
                 raise Conflict(f"This token was already revoked at "
                                f"{token.revoked_at.isoformat()}.", revoked_at=token.revoked_at
@@ -520,6 +539,7 @@ class TokenService:
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id)
+            self._require_current_secret(session, actor, token)
             account = session.get_one(Account, token.account_id)
             if token.kind != APPLICATION:
                 raise NotFound("Personal tokens are shown once and can never be retrieved.",
@@ -549,16 +569,42 @@ class TokenService:
 
     # --- internals -------------------------------------------------------------------
 
-    def _change_controls(self, token: Token, changes: TokenChanges, now: datetime) -> None:
-        """Rate limits, credits, metadata and external id: validated, then set."""
+    def _change_controls(self, token: Token, changes: TokenChanges, now: datetime,
+                         actor: Actor, limits: dict[str, Any], *, imposed: bool) -> None:
+        """Rate limits, credits, metadata and external id: validated, then set.
+
+        Rate limits and credits an administrator set on another user's personal token
+        (`imposed`) are recorded in `limits`; a member may then tighten them, never raise
+        or remove them (`PermissionDenied`, reason `admin_limit`)."""
+        bound = not actor.is_admin
         if changes.rate_limits is not None:
-            token.rate_limits = [rule.as_dict() for rule in
-                                 rules.clean_rate_limits(changes.rate_limits)] or None
+            cleaned = [rule.as_dict() for rule in rules.clean_rate_limits(changes.rate_limits)]
+            if imposed:
+                if cleaned:
+                    limits["rate_limits"] = cleaned
+                else:
+                    limits.pop("rate_limits", None)
+            elif bound and "rate_limits" in limits:
+                policy.check_rate_limits_within(cleaned, limits["rate_limits"])
+            token.rate_limits = cleaned or None
+        if (changes.remove_credits or changes.credits is not None) and token.successor_id:
+            raise Conflict("This token was renewed: its credits moved to its successor.",
+                           "Change the credits of its successor.", field="credits",
+                           successor_id=token.successor_id)
         if changes.remove_credits:
+            if imposed:
+                limits.pop("credits", None)
+            elif bound and "credits" in limits:
+                policy.check_credits_within(None, _balance(token, now), limits["credits"])
             _set_credits(token, None, now)
         elif changes.credits is not None:
-            _set_credits(token, rules.clean_credits(changes.credits.get("remaining"),
-                                                    changes.credits.get("refill")), now)
+            credits = rules.clean_credits(changes.credits.get("remaining"),
+                                          changes.credits.get("refill"))
+            if imposed:
+                limits["credits"] = {"refill": credits[1].as_dict() if credits[1] else None}
+            elif bound and "credits" in limits:
+                policy.check_credits_within(credits, _balance(token, now), limits["credits"])
+            _set_credits(token, credits, now)
         if changes.metadata is not None:
             token.meta = rules.clean_metadata(changes.metadata)
         if changes.external_id is not None:
@@ -586,6 +632,31 @@ class TokenService:
             listener(session, event)
         session.flush()
         session.refresh(event.token)  # load creator/owner/workspace for the caller's view
+
+    def _require_current_secret(self, session: Session, actor: Actor, token: Token) -> None:
+        """A request authenticated by a secret that a rotation or a renewal replaced (in
+        its grace period, it still verifies) may not manage its own token, nor a token
+        renewed from it: a leaked old secret must not outlive the rotation meant to cut
+        it off. Checked under the token's row lock, against the store."""
+        if actor.token_digest is None:
+            return
+        presented = session.scalar(select(TokenSecret).where(
+            TokenSecret.secret_hash == actor.token_digest))
+        if presented is None or presented.retires_at is None:
+            return
+        lineage: str | None = presented.token_id
+        for _ in range(MAX_LINEAGE):
+            if lineage is None:
+                return
+            if lineage == token.id:
+                raise PermissionDenied(
+                    "This secret was replaced by a rotation or a renewal: until its grace "
+                    "period ends it still verifies, but it cannot change, rotate, renew, "
+                    "suspend, resume or revoke its own token.",
+                    "Use the current secret (the one the rotation or renewal issued), or "
+                    "the console.", reason="retiring_secret")
+            lineage = session.scalar(select(Token.successor_id).where(
+                Token.id == lineage, Token.account_id == token.account_id))
 
     def _visible_tokens(self, actor: Actor) -> Select[Token]:
         """Admins see the account's tokens; members only their own personal tokens."""
@@ -769,6 +840,16 @@ def _set_credits(token: Token, credits: tuple[int, rules.Refill | None] | None,
     token.credits_refill_interval = refill.interval if refill else None
     token.credits_period = (rules.period_of(refill.interval, now.timestamp())
                             if refill else None)
+
+
+def _balance(token: Token, now: datetime) -> int:
+    """The credits a token has now (a refill due since the last spend counted)."""
+    interval = token.credits_refill_interval
+    if (token.credits_refill_amount is not None and interval is not None
+            and (token.credits_period is None
+                 or token.credits_period < rules.period_of(interval, now.timestamp()))):
+        return token.credits_refill_amount
+    return token.credits_remaining or 0
 
 
 def _escape_like(text: str) -> str:
