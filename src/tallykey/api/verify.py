@@ -37,6 +37,9 @@ router = APIRouter(prefix="/api/v1", tags=["verification"],
 SCOPES_HEADER = b"tallykey-required-scopes"
 COST_HEADER = b"tallykey-cost"
 WORKSPACE_HEADER = b"tallykey-workspace"
+#: Sent by a proxy that cannot pass a refusal's body on (nginx): the refusal then repeats
+#: its JSON body in a `Tallykey-Refusal` header.
+WANTS_REFUSAL_HEADER = b"tallykey-refusal-header"
 
 
 @router.post("/verify", response_model=VerifyResponse)
@@ -109,6 +112,7 @@ class AuthRequestEndpoint:
         scopes: list[str] = []
         workspaces: list[str] = []
         cost: int | None = 1
+        in_header = False
         for name, value in headers:  # one pass for everything this endpoint reads
             if name == b"authorization":
                 authorizations.append(value)
@@ -120,8 +124,10 @@ class AuthRequestEndpoint:
                 workspaces.append(value.decode("latin-1").strip())
             elif name == COST_HEADER:
                 cost = parse_cost(value.decode("latin-1"))
+            elif name == WANTS_REFUSAL_HEADER:
+                in_header = True
         if cost is None:
-            await self.refuse(scope, send, Verdict.refused(InvalidCost(
+            await self.refuse(scope, send, in_header, Verdict.refused(InvalidCost(
                 "The Tallykey-Cost header must be a whole number from 0 to 1000.",
                 "Send the credits this request costs, e.g. Tallykey-Cost: 5, or leave the "
                 "header out (cost 1).", header="Tallykey-Cost")))
@@ -135,7 +141,7 @@ class AuthRequestEndpoint:
                     workspaces.append(value.strip())
         named = {w for w in workspaces if w} if workspaces else None
         if named and len(named) > 1:
-            await self.refuse(scope, send, Verdict.refused(MalformedHeader(
+            await self.refuse(scope, send, in_header, Verdict.refused(MalformedHeader(
                 "The request names more than one workspace.",
                 "Send one Tallykey-Workspace header or one ?workspace=, not both "
                 "with different values.")))
@@ -144,7 +150,7 @@ class AuthRequestEndpoint:
                                            scopes, self.trusted,
                                            named.pop() if named else None, cost)
         if not verdict.allowed:
-            await self.refuse(scope, send, verdict)
+            await self.refuse(scope, send, in_header, verdict)
             return
         extra = self.extra_headers(scope, verdict)
         await send({"type": "http.response.start", "status": 204,
@@ -162,11 +168,12 @@ class AuthRequestEndpoint:
         return [(k.lower().encode(), v.encode())
                 for k, v in verdict.rate_limit_headers().items()]
 
-    async def refuse(self, scope: Scope, send: Send, verdict: Verdict) -> None:
+    async def refuse(self, scope: Scope, send: Send, in_header: bool,
+                     verdict: Verdict) -> None:
         security = [*SECURITY_HEADERS, NO_STORE]
         if self.https(scope):
             security.append(HSTS)
-        await send_refusal(verdict, send, security)
+        await send_refusal(verdict, send, security, in_header)
 
 
 def query_arguments(query: bytes) -> list[tuple[str, str]]:

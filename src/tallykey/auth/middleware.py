@@ -42,6 +42,8 @@ from tallykey.network.client_ip import IpNetwork, scope_client_ip
 STATE_KEY = "tallykey"
 #: `scope["state"]` key naming the token that authenticated a request (for request logs).
 TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
+#: The response header that repeats a refusal's JSON body, for proxies (`send_refusal`).
+REFUSAL_HEADER = b"tallykey-refusal"
 #: A function of the request naming the workspace it is for (id or slug), or None.
 WorkspaceResolver = Callable[[Request], "str | Awaitable[str | None] | None"]
 
@@ -136,12 +138,18 @@ async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: l
 
 
 async def send_refusal(verdict: Verdict, send: Send,
-                       extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """The refusal: status, RFC 6750 challenge, JSON body (and `extra` headers)."""
+                       extra: Iterable[tuple[bytes, bytes]] = (),
+                       body_in_header: bool = False) -> None:
+    """The refusal: status, RFC 6750 challenge, JSON body (and `extra` headers);
+    `body_in_header` repeats the body in a `Tallykey-Refusal` header, for a proxy that
+    cannot pass the body on (nginx `auth_request`). JSON with `ensure_ascii` is one
+    line of printable ASCII, so it is a valid header value whatever the message says."""
     body = json.dumps(verdict.body()).encode()
     headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
     headers += [(b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()), *extra]
+    if body_in_header:
+        headers.append((REFUSAL_HEADER, body))
     await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 

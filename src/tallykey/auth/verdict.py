@@ -145,8 +145,9 @@ class Verdict:
         return error_body(self.error, self.message, self.hint, self.reason, self.details)
 
     def headers(self) -> dict[str, str]:
-        """Response headers: the challenge and `Tallykey-Reason` on refusal, the token's
-        expiry on success."""
+        """Response headers: the challenge, `Tallykey-Reason` (and `Retry-After`,
+        `RateLimit-*` for a token with rate limits) on refusal, the token's expiry on
+        success."""
         if self.allowed:
             if self.rates is None:
                 return {"Tallykey-Token-Expires": self.expires_iso}
@@ -157,6 +158,8 @@ class Verdict:
             headers["Tallykey-Reason"] = self.reason
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
+        if self.rates is not None:  # a controlled token's limits, as counted now
+            headers.update(self.rate_limit_headers())
         return headers
 
     def challenge(self) -> str:
