@@ -186,13 +186,13 @@ class GatewayCases:
         assert seen["tallykey-token-expires"]
         assert seen["tallykey-token-kind"] == "personal"
         assert "authorization" not in seen  # the app gets the identity, not the secret
+        assert "ratelimit-limit" not in seen and "ratelimit-limit" not in response.headers
         assert len(upstream.hits("/allowed?x=1")) == 1
 
     def test_no_header_a_client_sends_reaches_the_app_or_decides(
             self, gateway: str, tallykey: Server, upstream: Upstream) -> None:
         """Issue 25 #8: the identity, the external id, the rate-limit state and the cost
-        are tallykey's, never the client's; a header the token lacks arrives empty or not
-        at all."""
+        are tallykey's, never the client's; a header the token lacks does not arrive."""
         made = new_token(tallykey, kind="application", scopes=["employees:read"],
                          credits={"remaining": 3})
         for number in range(3):
@@ -205,7 +205,7 @@ class GatewayCases:
             for name in ("tallykey-user-id", "tallykey-workspace", "tallykey-external-id",
                          "ratelimit-limit", "ratelimit-remaining", "ratelimit-reset",
                          "tallykey-cost", "tallykey-required-scopes"):
-                assert not seen.get(name), (name, seen)
+                assert name not in seen, (name, seen)
         # Tallykey-Cost: 0 bought nothing: three credits, three requests
         refused = get(gateway, "/forging/3", made["token"], Tallykey_Cost="0")
         assert_refused(refused, 429, "usage_exhausted", "usage_exhausted")
@@ -268,7 +268,7 @@ class GatewayCases:
                 changed = manage(tallykey, "POST", f"/api/v1/tokens/{made['id']}/suspend",
                                  json={"reason": "gateway test"})
             else:
-                soon = time.time() + 0.5
+                soon = time.time() + 2.0  # the PATCH must land before it (a loaded CI)
                 changed = manage(tallykey, "PATCH", f"/api/v1/tokens/{made['id']}", json={
                     "expires_at": datetime.fromtimestamp(soon, UTC).isoformat()})
                 time.sleep(max(0.0, soon - time.time()) + 0.05)
@@ -314,7 +314,7 @@ class GatewayCases:
         assert upstream.hits("/workspaces/field/employees") == []
         plain = get(gateway, "/plain-area", member, Tallykey_Workspace="no-such-workspace")
         assert plain.status_code == 200, plain.text  # the client's header never reaches
-        assert not plain.json().get("tallykey-workspace")
+        assert "tallykey-workspace" not in plain.json()
 
     def test_429_rate_limited_is_the_tokens_own_limit(self, gateway: str, tallykey: Server,
                                                       upstream: Upstream) -> None:
