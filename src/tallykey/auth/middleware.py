@@ -20,6 +20,16 @@ that returns the workspace (id or slug) it is for, or None when it names none:
 
 Then a scope passes only if the token holds it in that workspace. Without a workspace,
 a scope passes only if the token holds it in every workspace it sees.
+
+Routes that need no token (the app's own `/docs`, a health check) are `public_paths`:
+exact paths, prefixes ending in `*`, or functions of the request that say True for a
+public one, in any mix:
+
+    app = TallykeyMiddleware(app, verifier=Verifier(),
+                             public_paths=["/docs", "/openapi.json", "/static/*",
+                                           lambda request: request.method == "OPTIONS"])
+
+A public request reaches the app unverified, without `request.state.tallykey`.
 """
 
 from __future__ import annotations
@@ -46,6 +56,46 @@ TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
 REFUSAL_HEADER = b"tallykey-refusal"
 #: A function of the request naming the workspace it is for (id or slug), or None.
 WorkspaceResolver = Callable[[Request], "str | Awaitable[str | None] | None"]
+#: A function of the request that says True for a route that needs no token.
+PublicRule = Callable[[Request], bool]
+
+
+class PublicPaths:
+    """Which requests need no token: exact paths (one set lookup), prefixes written with a
+    trailing `*` (one `startswith` over a tuple) and functions of the request."""
+
+    __slots__ = ("exact", "prefixes", "rules")
+
+    def __init__(self, paths: Iterable[str | PublicRule] | PublicRule) -> None:
+        entries: list[str | PublicRule] = [paths] if callable(paths) else list(paths)
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        rules: list[PublicRule] = []
+        for entry in entries:
+            if callable(entry):
+                rules.append(entry)
+            elif not isinstance(entry, str) or not entry.startswith("/"):
+                raise ValueError(f"public_paths takes paths that start with '/' (a prefix "
+                                 f"ends in '*') or functions of the request, not {entry!r}")
+            elif entry.endswith("*"):
+                prefixes.append(entry[:-1])
+            else:
+                exact.add(entry)
+        self.exact = frozenset(exact)
+        self.prefixes = tuple(prefixes)
+        self.rules = tuple(rules)
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes or self.rules)
+
+    def __call__(self, scope: Scope) -> bool:
+        path = scope["path"]
+        if path in self.exact or (self.prefixes and path.startswith(self.prefixes)):
+            return True
+        if self.rules:
+            request = Request(scope)
+            return any(rule(request) for rule in self.rules)
+        return False
 
 
 async def resolve_workspace(resolver: WorkspaceResolver | None, scope: Scope) -> str | None:
@@ -182,14 +232,16 @@ class _WithHeaders:
 
 
 class TallykeyMiddleware:
-    """Verify every HTTP request before `app` sees it; `expiry_header=False` leaves
-    `Tallykey-Token-Expires` off the responses (and the `send` wrapper with it)."""
+    """Verify every HTTP request before `app` sees it, except `public_paths` (see the
+    module); `expiry_header=False` leaves `Tallykey-Token-Expires` off the responses (and
+    the `send` wrapper with it)."""
 
     def __init__(self, app: ASGIApp, verifier: Verifier,
                  required_scopes: Iterable[str] = (),
                  trusted_proxies: Sequence[IpNetwork] | None = None,
                  workspace: WorkspaceResolver | None = None,
-                 expiry_header: bool = True) -> None:
+                 expiry_header: bool = True,
+                 public_paths: Iterable[str | PublicRule] | PublicRule = ()) -> None:
         self.app = app
         self.verifier = verifier
         self.required_scopes = tuple(required_scopes)
@@ -197,9 +249,11 @@ class TallykeyMiddleware:
         self.expiry_header = expiry_header
         self.trusted = (verifier.settings.trusted_proxy_networks
                         if trusted_proxies is None else tuple(trusted_proxies))
+        public = PublicPaths(public_paths)
+        self.public = public if public else None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.public is not None and self.public(scope)):
             await self.app(scope, receive, send)
             return
         workspace = (None if self.workspace is None
