@@ -14,6 +14,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,7 +26,7 @@ import pytest
 
 from tallykey.tokens import format as token_format
 
-from .conftest import Server, free_port, manage, new_token, running_server
+from .conftest import Server, free_port, manage, new_token, running_server, server_env
 
 ROOT = Path(__file__).resolve().parents[2]
 FAIL_LIMIT = 20
@@ -375,3 +376,124 @@ class GatewayCases:
         assert_refused(limited, 429, "too_many_attempts", "too_many_attempts")
         assert int(limited.headers["retry-after"]) > 0
         assert upstream.hits("/throttle") == []
+
+
+# --- scopes from the platform's OpenAPI document (SPEC §15) -----------------------------
+
+SHOP_CATALOG = ROOT / "examples" / "shop_scopes.toml"
+SHOP_OPENAPI = ROOT / "examples" / "shop_openapi.json"
+SHOP_ADMIN = ("owner@acme-shop.example", "acme shop owner password")
+SHOP_CLERK = ("clerk@acme-shop.example", "acme shop clerk password")
+
+
+@dataclass
+class Shop:
+    """tallykey with the shop's catalog and OpenAPI document, a tenant with shops `north`
+    and `south`, and a clerk's token that reads orders in north and writes them in south."""
+
+    server: Server
+    workspaces: dict[str, str]
+    clerk_token: str
+
+
+@contextmanager
+def _signed_in(server: Server, who: tuple[str, str]) -> Iterator[httpx.Client]:
+    with httpx.Client(base_url=server.base_url, timeout=10) as client:
+        login = client.post("/api/v1/session", json={"email": who[0], "password": who[1]})
+        assert login.status_code == 200, login.text
+        client.headers["X-CSRF-Token"] = login.json()["csrf_token"]
+        yield client
+
+
+@pytest.fixture(scope="module")
+def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
+    tmp = tmp_path_factory.mktemp("shop-tallykey")
+    env = server_env(tmp, None, TALLYKEY_SCOPES_FILE=str(SHOP_CATALOG),
+                     TALLYKEY_OPENAPI_FILE=str(SHOP_OPENAPI),
+                     TALLYKEY_TRUSTED_PROXIES="127.0.0.1/32")
+    server = Server(env=env, port=free_port(), log_path=tmp / "server.log")
+    server.start()
+    try:
+        made = server.cli("operator-tokens", "create", "--name", "shop back office",
+                          "--days", "30", "--json")
+        operator = {"Authorization": f"Bearer {json.loads(made.stdout)['token']}"}
+        workspaces = {}
+        with httpx.Client(base_url=server.base_url, timeout=10, headers=operator) as http:
+            assert http.post("/api/v1/operator/accounts", json={
+                "slug": "acme-shop", "name": "Acme Shop"}).status_code == 201
+            for slug in ("north", "south"):
+                ws = http.post("/api/v1/operator/accounts/acme-shop/workspaces",
+                               json={"slug": slug, "name": slug.title()})
+                assert ws.status_code == 201, ws.text
+                workspaces[slug] = ws.json()["id"]
+            users = {}
+            for (email, password), role in ((SHOP_ADMIN, "admin"), (SHOP_CLERK, "member")):
+                user = http.post("/api/v1/operator/accounts/acme-shop/users", json={
+                    "email": email, "password": password, "role": role})
+                assert user.status_code == 201, user.text
+                users[role] = user.json()["id"]
+        with _signed_in(server, SHOP_ADMIN) as admin:
+            assert admin.patch(f"/api/v1/users/{users['member']}", json={"workspaces": {
+                "north": ["orders:read"], "south": ["orders:write"]}}).status_code == 200
+        with _signed_in(server, SHOP_CLERK) as clerk:
+            token = clerk.post("/api/v1/tokens", json={
+                "name": "clerk", "expires_in_days": 30,
+                "scopes": ["orders:read", "orders:write"]})
+            assert token.status_code == 201, token.text
+        yield Shop(server, workspaces, token.json()["token"])
+    finally:
+        server.stop()
+
+
+def assert_unknown_operation(response: httpx.Response, operation: str) -> None:
+    assert response.status_code == 404, response.text
+    body = response.json()
+    assert body["error"] == "unknown_operation" and body["reason"] == "unknown_operation"
+    assert operation in body["message"], body
+    assert response.headers["tallykey-reason"] == "unknown_operation"
+    assert "www-authenticate" not in response.headers  # nothing about credentials
+
+
+class OpenApiCases:
+    """The shop example behind a gateway whose configuration names no scope
+    (examples/shop_nginx.conf, examples/shop_Caddyfile): the OpenAPI document decides."""
+
+    def test_each_operation_needs_the_scopes_the_document_names(
+            self, shop_gateway: str, shop: Shop, upstream: Upstream) -> None:
+        token = shop.clerk_token
+        read = get(shop_gateway, "/shops/north/orders?page=2", token)
+        assert read.status_code == 200, read.text
+        assert read.json()["tallykey-workspace"] == shop.workspaces["north"]
+        assert read.json()["tallykey-scopes"] == "orders:read"
+        one = get(shop_gateway, "/shops/north/orders/7", token)  # two path parameters
+        assert one.status_code == 200, one.text
+        write = get(shop_gateway, "/shops/south/orders", token, method="POST")
+        assert write.status_code == 200, write.text
+        assert write.json()["tallykey-workspace"] == shop.workspaces["south"]
+        for method, path, missing in (("POST", "/shops/north/orders", "orders:write"),
+                                      ("GET", "/shops/south/orders", "orders:read"),
+                                      ("DELETE", "/shops/north/orders/7", "orders:write")):
+            refused = get(shop_gateway, path, token, method=method,
+                          Tallykey_Required_Scopes="", X_Original_Method="GET",
+                          X_Original_URI="/openapi.json")
+            assert_refused(refused, 403, "insufficient_scope", "insufficient_scope", missing)
+        assert not [h for h in upstream.seen if h["path"] in ("/shops/north/orders/7",)
+                    and h.get("tallykey-scopes") != "orders:read"]
+
+    def test_an_operation_the_document_does_not_list_is_refused(
+            self, shop_gateway: str, shop: Shop, upstream: Upstream) -> None:
+        assert_unknown_operation(get(shop_gateway, "/shops/north/refunds", shop.clerk_token),
+                                 "GET /shops/north/refunds")
+        assert_unknown_operation(get(shop_gateway, "/whoami", shop.clerk_token,
+                                     method="PUT"), "PUT /whoami")
+        assert_unknown_operation(get(shop_gateway, "/admin/"), "GET /admin/")
+        assert upstream.hits("/shops/north/refunds") == [] and upstream.hits("/admin/") == []
+
+    def test_public_and_token_only_operations(self, shop_gateway: str, shop: Shop,
+                                              upstream: Upstream) -> None:
+        public = get(shop_gateway, "/openapi.json")  # `security: []` in the document
+        assert public.status_code == 200, public.text
+        assert "tallykey-token-id" not in public.json()
+        assert get(shop_gateway, "/whoami", shop.clerk_token).status_code == 200
+        missing = get(shop_gateway, "/whoami", X_Original_URI="/openapi.json")
+        assert missing.status_code == 401 and missing.json()["reason"] == "missing"

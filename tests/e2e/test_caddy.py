@@ -8,6 +8,8 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
 
 import pytest
 
@@ -16,8 +18,11 @@ from .conftest import Server, free_port
 from .gateways import (
     ROOT,
     GatewayCases,
+    OpenApiCases,
+    Shop,
     Upstream,
     localise,
+    shop,
     stop,
     tallykey,
     upstream,
@@ -25,26 +30,25 @@ from .gateways import (
 )
 
 CONFIG = ROOT / "deploy" / "caddy" / "Caddyfile"
+SHOP_CONFIG = ROOT / "examples" / "shop_Caddyfile"
 CADDY = shutil.which("caddy") or next(
     (p for p in ("/usr/bin/caddy", "/usr/local/bin/caddy") if os.access(p, os.X_OK)), None)
 
 if CADDY is None and not IN_CI:
     pytest.skip("caddy is not installed (apt-get install caddy)", allow_module_level=True)
 
-__all__ = ["tallykey", "upstream"]  # the shared fixtures, used by this module's tests
+__all__ = ["shop", "tallykey", "upstream"]  # the shared fixtures, used by this module's tests
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, tallykey: Server,
-            upstream: Upstream) -> Iterator[str]:
-    """Caddy in the foreground with its config, data and logs in a tmp dir."""
+@contextmanager
+def caddy_for(config: Path, tmp: Path, tallykey: Server, upstream: Upstream) -> Iterator[str]:
+    """Caddy in the foreground with its config, data and logs in `tmp`."""
     assert CADDY is not None, "caddy is required in CI"
-    tmp = tmp_path_factory.mktemp("caddy")
     port = free_port()
-    site = localise(CONFIG.read_text(), [
+    site = localise(config.read_text(), [
         ("127.0.0.1:8000", f"127.0.0.1:{tallykey.port}"),
         ("127.0.0.1:9000", f"127.0.0.1:{upstream.port}"),
-        ("http://:8080", f"http://127.0.0.1:{port}")], CONFIG)
+        ("http://:8080", f"http://127.0.0.1:{port}")], config)
     (tmp / "Caddyfile").write_text(site)
     env = {**os.environ, "HOME": str(tmp), "XDG_DATA_HOME": str(tmp / "data"),
            "XDG_CONFIG_HOME": str(tmp / "config")}
@@ -61,6 +65,26 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, tallykey: Server,
         stop(process, signal.SIGTERM)
 
 
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, tallykey: Server,
+            upstream: Upstream) -> Iterator[str]:
+    with caddy_for(CONFIG, tmp_path_factory.mktemp("caddy"), tallykey, upstream) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def shop_gateway(tmp_path_factory: pytest.TempPathFactory, shop: Shop,
+                 upstream: Upstream) -> Iterator[str]:
+    with caddy_for(SHOP_CONFIG, tmp_path_factory.mktemp("caddy-shop"), shop.server,
+                   upstream) as base:
+        yield base
+
+
 @pytest.mark.serial
 class TestCaddy(GatewayCases):
+    pass
+
+
+@pytest.mark.serial
+class TestCaddyOpenApi(OpenApiCases):
     pass

@@ -9,6 +9,7 @@ import shutil
 import signal
 import subprocess
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import pytest
@@ -18,9 +19,12 @@ from .conftest import Server, free_port
 from .gateways import (
     ROOT,
     GatewayCases,
+    OpenApiCases,
+    Shop,
     Upstream,
     get,
     localise,
+    shop,
     stop,
     tallykey,
     upstream,
@@ -28,13 +32,14 @@ from .gateways import (
 )
 
 CONFIG = ROOT / "deploy" / "nginx" / "tallykey.conf"
+SHOP_CONFIG = ROOT / "examples" / "shop_nginx.conf"
 NGINX = shutil.which("nginx") or next(
     (p for p in ("/usr/sbin/nginx", "/usr/local/sbin/nginx") if os.access(p, os.X_OK)), None)
 
 if NGINX is None and not IN_CI:
     pytest.skip("nginx is not installed (apt-get install nginx)", allow_module_level=True)
 
-__all__ = ["tallykey", "upstream"]  # the shared fixtures, used by this module's tests
+__all__ = ["shop", "tallykey", "upstream"]  # the shared fixtures, used by this module's tests
 
 
 def run_nginx(tmp: Path, site: str) -> subprocess.Popen[bytes]:
@@ -61,15 +66,13 @@ http {{
                              str(tmp / "nginx.conf")], stdout=log, stderr=subprocess.STDOUT)
 
 
-@pytest.fixture(scope="module")
-def gateway(tmp_path_factory: pytest.TempPathFactory, tallykey: Server,
-            upstream: Upstream) -> Iterator[str]:
-    tmp = tmp_path_factory.mktemp("nginx")
+@contextmanager
+def nginx_for(config: Path, tmp: Path, tallykey: Server, upstream: Upstream) -> Iterator[str]:
     port = free_port()
-    site = localise(CONFIG.read_text(), [
+    site = localise(config.read_text(), [
         ("127.0.0.1:8000", f"127.0.0.1:{tallykey.port}"),
         ("127.0.0.1:9000", f"127.0.0.1:{upstream.port}"),
-        ("listen 8080;", f"listen 127.0.0.1:{port};")], CONFIG)
+        ("listen 8080;", f"listen 127.0.0.1:{port};")], config)
     process = run_nginx(tmp, site)
     base = f"http://127.0.0.1:{port}"
     try:
@@ -81,12 +84,32 @@ def gateway(tmp_path_factory: pytest.TempPathFactory, tallykey: Server,
         assert "uninitialized variable" not in errors, errors
 
 
+@pytest.fixture(scope="module")
+def gateway(tmp_path_factory: pytest.TempPathFactory, tallykey: Server,
+            upstream: Upstream) -> Iterator[str]:
+    with nginx_for(CONFIG, tmp_path_factory.mktemp("nginx"), tallykey, upstream) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def shop_gateway(tmp_path_factory: pytest.TempPathFactory, shop: Shop,
+                 upstream: Upstream) -> Iterator[str]:
+    with nginx_for(SHOP_CONFIG, tmp_path_factory.mktemp("nginx-shop"), shop.server,
+                   upstream) as base:
+        yield base
+
+
 @pytest.mark.serial
 class TestNginx(GatewayCases):
     def test_the_verification_location_is_internal(self, gateway: str,
                                                    tallykey: Server) -> None:
         response = get(gateway, "/_tallykey/auth", tallykey.seeded["admin"]["token"])
         assert response.status_code == 404
+
+
+@pytest.mark.serial
+class TestNginxOpenApi(OpenApiCases):
+    pass
 
 
 @pytest.mark.serial

@@ -181,8 +181,8 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
     def https(scope: Scope) -> bool:
         return served_over_https(scope, settings.trusted_proxy_networks, settings.public_url)
 
-    app: ASGIApp = Dispatcher(AuthRequestEndpoint(verifier, settings, https),
-                              RequestLimits(api, https=https))
+    endpoint = AuthRequestEndpoint(verifier, settings, https, runtime.operations)
+    app: ASGIApp = Dispatcher(endpoint, RequestLimits(api, https=https))
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
     return app

@@ -30,6 +30,12 @@ public one, in any mix:
                                            lambda request: request.method == "OPTIONS"])
 
 A public request reaches the app unverified, without `request.state.tallykey`.
+
+With `TALLYKEY_OPENAPI_FILE` set (or `operations=OperationTable.load(...)`), each
+request needs the scopes its operation names in the platform's OpenAPI document, on top
+of `required_scopes`; an operation the document does not list is refused (404
+`unknown_operation`) unless `TALLYKEY_OPENAPI_UNLISTED=allow`, and one it marks public
+(`security: []`) needs no token (`tallykey.auth.operations`).
 """
 
 from __future__ import annotations
@@ -43,7 +49,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tallykey.accounts.scopes import load_catalog
 from tallykey.auth.header import missing_header, token_headers_present
+from tallykey.auth.operations import Operation, OperationTable
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
@@ -241,7 +249,8 @@ class TallykeyMiddleware:
                  trusted_proxies: Sequence[IpNetwork] | None = None,
                  workspace: WorkspaceResolver | None = None,
                  expiry_header: bool = True,
-                 public_paths: Iterable[str | PublicRule] | PublicRule = ()) -> None:
+                 public_paths: Iterable[str | PublicRule] | PublicRule = (),
+                 operations: OperationTable | None = None) -> None:
         self.app = app
         self.verifier = verifier
         self.required_scopes = tuple(required_scopes)
@@ -251,16 +260,33 @@ class TallykeyMiddleware:
                         if trusted_proxies is None else tuple(trusted_proxies))
         public = PublicPaths(public_paths)
         self.public = public if public else None
+        settings = verifier.settings
+        if operations is None and settings.openapi_file:  # one line if the document is bad
+            operations = OperationTable.load(settings.openapi_file,
+                                             load_catalog(settings.scopes_file),
+                                             settings.openapi_unlisted)
+        self.operations = operations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or (self.public is not None and self.public(scope)):
             await self.app(scope, receive, send)
             return
+        required = self.required_scopes
+        if self.operations is not None:
+            operation = self.operations.decide(scope["method"], scope["path"], raw=False)
+            if not isinstance(operation, Operation):
+                await send_refusal(Verdict.refused(operation), send)
+                return
+            if operation.public:
+                await self.app(scope, receive, send)
+                return
+            if operation.scopes:
+                required = (*required, *operation.scopes) if required else operation.scopes
         workspace = (None if self.workspace is None
                      else await resolve_workspace(self.workspace, scope))
         authorizations, agent = credentials(scope["headers"])
         verdict = await verify_credentials(self.verifier, scope, authorizations, agent,
-                                           self.required_scopes, self.trusted, workspace)
+                                           required, self.trusted, workspace)
         if not verdict.allowed:
             await send_refusal(verdict, send)
             return

@@ -152,8 +152,10 @@ class Verdict:
             if self.rates is None:
                 return {"Tallykey-Token-Expires": self.expires_iso}
             return {"Tallykey-Token-Expires": self.expires_iso, **self.rate_limit_headers()}
-        # A 503 says nothing about the credentials, so it carries no challenge.
-        headers = {} if self.status == 503 else {"WWW-Authenticate": self.challenge()}
+        # A 503 or an unknown operation (404) says nothing about the credentials, so it
+        # carries no challenge.
+        headers = ({} if self.status in (404, 503)
+                   else {"WWW-Authenticate": self.challenge()})
         if self.reason:  # for a proxy, which passes headers on but not the body
             headers["Tallykey-Reason"] = self.reason
         if self.retry_after is not None:
