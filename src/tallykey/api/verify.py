@@ -98,6 +98,12 @@ class AuthRequestEndpoint:
 
     Per-request headers (rate limits, credits) belong in `extra_headers`: they are
     appended to the cached identity headers, which are never copied or rebuilt.
+
+    With the platform's OpenAPI document (`operations`, SPEC §15) the operation named by
+    `X-Original-Method`/`X-Original-URI` (or, for Envoy, this request's method and the
+    path after `/auth/request`) adds the scopes it needs, is public, or is refused (404
+    `unknown_operation`). `Tallykey-Refusal-Header: 1` makes a refusal repeat its JSON
+    body in a `Tallykey-Refusal` header, for nginx, whose `auth_request` drops bodies.
     """
 
     def __init__(self, verifier: Verifier, settings: Settings,
