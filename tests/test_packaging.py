@@ -5,6 +5,8 @@ Verifier` get real types), and every data file the server needs; the README stan
 
 from __future__ import annotations
 
+import json
+import os
 import re
 import subprocess
 import sys
@@ -128,3 +130,85 @@ def test_the_readme_stands_alone() -> None:
             continue
         path = target.split("#")[0]
         assert (ROOT / path).exists(), f"README links to a missing file: {target}"
+
+
+#: What `tallykey[server]` has and `tallykey[embedded]` must not pull in.
+SERVER_ONLY = {"fastapi", "uvicorn", "typer", "rich", "click", "authlib", "joserfc",
+               "alembic", "argon2-cffi", "cryptography", "redis", "segno", "pyotp",
+               "python-multipart", "email-validator", "defusedxml", "swagger-ui-bundle-v2",
+               "uvloop", "httptools", "watchfiles", "websockets"}
+
+EMBEDDED_APP = """
+import sys
+from starlette.applications import Starlette
+from starlette.responses import JSONResponse
+from starlette.routing import Route
+from starlette.testclient import TestClient
+
+from tallykey import TallykeyMiddleware, Verifier
+
+
+async def hello(request):
+    return JSONResponse({"account": request.state.tallykey.account})
+
+
+async def docs(request):
+    return JSONResponse({"docs": "public"})
+
+
+app = Starlette(routes=[Route("/hello", hello), Route("/docs", docs)])
+verifier = Verifier()
+client = TestClient(TallykeyMiddleware(app, verifier=verifier, public_paths=["/docs"]))
+token = sys.argv[1]
+print("allowed", client.get("/hello", headers={"Authorization": "Bearer " + token}).json())
+missing = client.get("/hello")
+print("refused", missing.status_code, missing.json()["reason"])
+print("public", client.get("/docs").json())
+verifier.close()
+loaded = {m.split(".")[0] for m in sys.modules}
+print("loaded:", sorted(loaded & {"fastapi", "uvicorn", "typer", "rich", "click", "authlib",
+                                  "alembic", "argon2", "redis", "cryptography"}))
+"""
+
+
+def test_the_embedded_extra_runs_the_middleware_alone(wheel: Path, tmp_path: Path) -> None:
+    """`pip install 'tallykey[embedded]'` in a fresh virtualenv (issue 27): the verifier
+    and the middleware protect a Starlette app against a real store (made by the server's
+    CLI), with none of the console, CLI or OpenID packages; Redis is asked for only
+    when configured, in one line."""
+    env_dir = tmp_path / "venv"
+    venv.create(env_dir, with_pip=True)
+    python = env_dir / "bin" / "python"
+    subprocess.run([str(python), "-m", "pip", "install", "--quiet",
+                    f"{wheel}[embedded]"], check=True, timeout=600,
+                   capture_output=True)
+    frozen = subprocess.run([str(python), "-m", "pip", "list", "--format=freeze"],
+                            capture_output=True, text=True, check=True).stdout
+    installed = {line.split("==")[0].lower().replace("_", "-")
+                 for line in frozen.splitlines() if "==" in line}
+    assert not installed & SERVER_ONLY, installed & SERVER_ONLY
+    assert {"starlette", "sqlalchemy", "psycopg"} <= installed
+    assert len(installed - {"pip", "setuptools", "tallykey"}) <= 22, sorted(installed)
+
+    store = {k: v for k, v in os.environ.items() if not k.startswith("TALLYKEY_")}
+    store["TALLYKEY_DATA_DIR"] = str(tmp_path / "data")
+    seeded = subprocess.run([str(Path(sys.executable).with_name("tallykey")), "demo",
+                             "--seed-only", "--json"], env=store, capture_output=True,
+                            text=True, check=True, timeout=120)
+    token = json.loads(seeded.stdout)["admin"]["token"]
+    ran = subprocess.run([str(python), "-c", EMBEDDED_APP, token], env=store,
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert ran.returncode == 0, ran.stderr
+    assert "allowed {'account': 'demo'}" in ran.stdout, ran.stdout
+    assert "refused 401 missing" in ran.stdout
+    assert "public {'docs': 'public'}" in ran.stdout
+    assert "loaded: []" in ran.stdout
+
+    with_redis = subprocess.run(
+        [str(python), "-c", "from tallykey import Verifier; Verifier()"],
+        env={**store, "TALLYKEY_REDIS_URL": "redis://127.0.0.1:9/0"},
+        capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert with_redis.returncode == 1
+    last = with_redis.stderr.strip().splitlines()[-1]
+    assert last == ("ModuleNotFoundError: TALLYKEY_REDIS_URL is set but the redis package "
+                    "is not installed: pip install 'tallykey[embedded,redis]'"), last

@@ -318,6 +318,15 @@ class InvalidCost(MalformedHeader):
     reason = "invalid_cost"
 
 
+class UnknownOperation(TallykeyError):
+    """A request for an operation the platform's OpenAPI document does not list
+    (`TALLYKEY_OPENAPI_FILE`, SPEC §15), refused before any token is checked."""
+
+    status = 404
+    code = "unknown_operation"
+    reason = "unknown_operation"
+
+
 # --- console sign-in (SPEC §12) -------------------------------------------------------
 
 

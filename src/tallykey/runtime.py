@@ -11,6 +11,7 @@ from tallykey.accounts import passwords
 from tallykey.accounts.models import Account
 from tallykey.accounts.scopes import ScopeCatalog, load_catalog
 from tallykey.accounts.service import AccountService
+from tallykey.auth.operations import OperationTable
 from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
@@ -54,6 +55,8 @@ class Runtime:
     sso: SingleSignOn
     vault: SecretVault | None = None
     catalog: ScopeCatalog = field(default_factory=lambda: load_catalog(None))
+    #: The platform's OpenAPI operations (`TALLYKEY_OPENAPI_FILE`), or None.
+    operations: OperationTable | None = None
     operators: OperatorService = field(init=False)
 
     def __post_init__(self) -> None:
@@ -65,6 +68,9 @@ class Runtime:
         settings = settings or load_settings()
         passwords.use_profile(settings.argon2_profile)
         catalog = load_catalog(settings.scopes_file)  # a bad file stops here, one line
+        operations = (OperationTable.load(settings.openapi_file, catalog,
+                                          settings.openapi_unlisted)
+                      if settings.openapi_file else None)  # so does a bad document
         database = Database(settings.resolved_database_url, settings.db_connect_timeout,
                             settings.db_statement_timeout)
         database_clock = DatabaseClock(database)
@@ -92,6 +98,7 @@ class Runtime:
             sso=SingleSignOn(database, clock, settings),
             vault=vault,
             catalog=catalog,
+            operations=operations,
         )
 
     def settle(self, subject_id: str) -> Propagation:

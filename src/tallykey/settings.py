@@ -69,6 +69,14 @@ class Settings(BaseSettings):
     metrics_token: str | None = Field(default=None, repr=False)
     #: A TOML scope catalog (SPEC §11, `tallykey.accounts.scopes`); unset: the demo's.
     scopes_file: Path | None = None
+    #: The platform's OpenAPI document (JSON, or YAML with PyYAML installed): each
+    #: operation's `security: [{tallykey: [scopes]}]` is what `/auth/request` and the
+    #: middleware require for it (SPEC §15, `tallykey.auth.operations`); checked against
+    #: the scope catalog at start. Unset: scopes come from the gateway or the code.
+    openapi_file: Path | None = None
+    #: An operation the OpenAPI document does not list: `refuse` (404
+    #: `unknown_operation`) or `allow` (any valid token, no particular scope).
+    openapi_unlisted: Literal["refuse", "allow"] = "refuse"
     #: What the console calls a workspace ("Project", "Team"...): singular, capitalised.
     workspace_label: str = Field(default="Workspace", min_length=1, max_length=40)
     #: Single sign-on with OpenID Connect (SPEC §12): the provider's issuer URL (its

@@ -108,3 +108,48 @@ def test_the_expiry_header_is_on_unless_left_off(world: World, verifier: Verifie
                          ).get("/", headers=bearer)
     assert without.status_code == 200 and "tallykey-token-expires" not in without.headers
     assert seen[1].expires_at is not None
+
+
+def test_public_paths_need_no_token_and_nothing_else_is_opened(world: World,
+                                                               verifier: Verifier) -> None:
+    """The app's own `/docs` answered 401 (issue 27): exact paths, `*` prefixes and
+    functions of the request are public; everything else still needs a token."""
+    app = FastAPI()
+
+    @app.get("/items")
+    def items() -> dict[str, str]:
+        return {"items": "secret"}
+
+    @app.get("/static/{name}")
+    def static(name: str) -> dict[str, str]:
+        return {"file": name}
+
+    @app.get("/health")
+    def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    client = TestClient(TallykeyMiddleware(
+        app, verifier=verifier,
+        public_paths=["/docs", "/openapi.json", "/static/*",
+                      lambda request: request.url.path == "/health"
+                      and request.method == "GET"]))
+    assert client.get("/docs").status_code == 200
+    assert "Swagger" in client.get("/docs").text
+    assert client.get("/openapi.json").json()["paths"]
+    assert client.get("/static/logo.png").json() == {"file": "logo.png"}
+    assert client.get("/health").json() == {"status": "ok"}
+    for closed in ("/items", "/docs/../items", "/docsx", "/static", "/openapi.json/x"):
+        answer = client.get(closed)
+        assert answer.status_code == 401, closed
+        assert answer.json()["reason"] == "missing"
+    assert client.post("/health").status_code == 401  # the function said GET only
+    token = world.rt.tokens.issue(world.as_admin, TokenDraft(
+        name="embedded", expires_in_days=7)).value
+    assert client.get("/items", headers={"Authorization": f"Bearer {token}"}
+                      ).json() == {"items": "secret"}
+    only_a_function = TestClient(TallykeyMiddleware(
+        app, verifier=verifier, public_paths=lambda request: request.url.path == "/health"))
+    assert only_a_function.get("/health").status_code == 200
+    assert only_a_function.get("/docs").status_code == 401
+    with pytest.raises(ValueError, match="start with '/'"):
+        TallykeyMiddleware(app, verifier=verifier, public_paths=["docs"])

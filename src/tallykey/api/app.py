@@ -36,10 +36,12 @@ from tallykey.runtime import Runtime
 
 log = logging.getLogger(__name__)
 AUTH_REQUEST_PATH = "/auth/request"
+AUTH_REQUEST_PREFIX = AUTH_REQUEST_PATH + "/"
 
 
 class Dispatcher:
-    """Routes `/auth/request` straight to its endpoint (any method, as proxies send it);
+    """Routes `/auth/request` (and `/auth/request/<path>`, as Envoy's `ext_authz` asks)
+    straight to its endpoint (any method, as proxies send it);
     the rest to the request-size layer and the framework."""
 
     def __init__(self, fast_path: ASGIApp, app: ASGIApp) -> None:
@@ -47,7 +49,8 @@ class Dispatcher:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http" and scope["path"] == AUTH_REQUEST_PATH:
+        if scope["type"] == "http" and (scope["path"] == AUTH_REQUEST_PATH or scope[
+                "path"].startswith(AUTH_REQUEST_PREFIX)):  # Envoy appends the request path
             await self.fast_path(scope, receive, send)
         else:
             await self.app(scope, receive, send)
@@ -178,8 +181,8 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
     def https(scope: Scope) -> bool:
         return served_over_https(scope, settings.trusted_proxy_networks, settings.public_url)
 
-    app: ASGIApp = Dispatcher(AuthRequestEndpoint(verifier, settings, https),
-                              RequestLimits(api, https=https))
+    endpoint = AuthRequestEndpoint(verifier, settings, https, runtime.operations)
+    app: ASGIApp = Dispatcher(endpoint, RequestLimits(api, https=https))
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
     return app

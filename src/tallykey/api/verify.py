@@ -24,10 +24,11 @@ from tallykey.api.limits import (
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import RateLimitStateView, VerifyRequest, VerifyResponse
 from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_credentials
+from tallykey.auth.operations import Operation, OperationTable
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.controls.rules import parse_cost
-from tallykey.errors import InvalidCost, MalformedHeader
+from tallykey.errors import InvalidCost, MalformedHeader, TallykeyError
 from tallykey.network.client_ip import is_trusted
 from tallykey.settings import Settings
 
@@ -37,6 +38,12 @@ router = APIRouter(prefix="/api/v1", tags=["verification"],
 SCOPES_HEADER = b"tallykey-required-scopes"
 COST_HEADER = b"tallykey-cost"
 WORKSPACE_HEADER = b"tallykey-workspace"
+#: The request the gateway asks about, for scopes from the OpenAPI document (SPEC §15).
+ORIGINAL_METHOD = b"x-original-method"
+ORIGINAL_URI = b"x-original-uri"
+#: Sent by a proxy that cannot pass a refusal's body on (nginx): the refusal then repeats
+#: its JSON body in a `Tallykey-Refusal` header.
+WANTS_REFUSAL_HEADER = b"tallykey-refusal-header"
 
 
 @router.post("/verify", response_model=VerifyResponse)
@@ -91,13 +98,21 @@ class AuthRequestEndpoint:
 
     Per-request headers (rate limits, credits) belong in `extra_headers`: they are
     appended to the cached identity headers, which are never copied or rebuilt.
+
+    With the platform's OpenAPI document (`operations`, SPEC §15) the operation named by
+    `X-Original-Method`/`X-Original-URI` (or, for Envoy, this request's method and the
+    path after `/auth/request`) adds the scopes it needs, is public, or is refused (404
+    `unknown_operation`). `Tallykey-Refusal-Header: 1` makes a refusal repeat its JSON
+    body in a `Tallykey-Refusal` header, for nginx, whose `auth_request` drops bodies.
     """
 
     def __init__(self, verifier: Verifier, settings: Settings,
-                 https: Callable[[Scope], bool] | None = None) -> None:
+                 https: Callable[[Scope], bool] | None = None,
+                 operations: OperationTable | None = None) -> None:
         self.verifier = verifier
         self.trusted = settings.trusted_proxy_networks
         self.https = https or (lambda scope: scope.get("scheme") == "https")
+        self.operations = operations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         headers = scope["headers"]
@@ -109,6 +124,8 @@ class AuthRequestEndpoint:
         scopes: list[str] = []
         workspaces: list[str] = []
         cost: int | None = 1
+        in_header = False
+        method = target = None
         for name, value in headers:  # one pass for everything this endpoint reads
             if name == b"authorization":
                 authorizations.append(value)
@@ -120,22 +137,41 @@ class AuthRequestEndpoint:
                 workspaces.append(value.decode("latin-1").strip())
             elif name == COST_HEADER:
                 cost = parse_cost(value.decode("latin-1"))
+            elif name == WANTS_REFUSAL_HEADER:
+                in_header = True
+            elif name == ORIGINAL_METHOD:
+                method = value.decode("latin-1")
+            elif name == ORIGINAL_URI:
+                target = value.decode("latin-1")
         if cost is None:
-            await self.refuse(scope, send, Verdict.refused(InvalidCost(
+            await self.refuse(scope, send, in_header, Verdict.refused(InvalidCost(
                 "The Tallykey-Cost header must be a whole number from 0 to 1000.",
                 "Send the credits this request costs, e.g. Tallykey-Cost: 5, or leave the "
                 "header out (cost 1).", header="Tallykey-Cost")))
             return
-        query = scope.get("query_string")
+        # `?scope=`/`?workspace=` are the gateway's own; under /auth/request/<path>
+        # (Envoy) the query string is the client's, so it decides nothing
+        query = scope.get("query_string") if scope["path"] == "/auth/request" else None
         if query:
             for key, value in query_arguments(query):
                 if key == "scope":
                     scopes.append(value)
                 elif key == "workspace":
                     workspaces.append(value.strip())
+        if self.operations is not None:
+            operation = self.operation(scope, method, target)
+            if not isinstance(operation, Operation):
+                await self.refuse(scope, send, in_header, Verdict.refused(operation))
+                return
+            if operation.public:  # the document says no token is needed
+                await send({"type": "http.response.start", "status": 204,
+                            "headers": _ALLOWED_TAIL})
+                await send({"type": "http.response.body", "body": b""})
+                return
+            scopes.extend(operation.scopes)
         named = {w for w in workspaces if w} if workspaces else None
         if named and len(named) > 1:
-            await self.refuse(scope, send, Verdict.refused(MalformedHeader(
+            await self.refuse(scope, send, in_header, Verdict.refused(MalformedHeader(
                 "The request names more than one workspace.",
                 "Send one Tallykey-Workspace header or one ?workspace=, not both "
                 "with different values.")))
@@ -144,13 +180,30 @@ class AuthRequestEndpoint:
                                            scopes, self.trusted,
                                            named.pop() if named else None, cost)
         if not verdict.allowed:
-            await self.refuse(scope, send, verdict)
+            await self.refuse(scope, send, in_header, verdict)
             return
         extra = self.extra_headers(scope, verdict)
         await send({"type": "http.response.start", "status": 204,
                     "headers": verdict.identity_headers() + _ALLOWED_TAIL if not extra
                     else [*verdict.identity_headers(), NO_STORE, *extra]})
         await send({"type": "http.response.body", "body": b""})
+
+    def operation(self, scope: Scope, method: str | None,
+                  target: str | None) -> Operation | TallykeyError:
+        """The OpenAPI operation the gateway asks about: `X-Original-Method` and
+        `X-Original-URI`, or (Envoy `ext_authz`) this request's method and the path after
+        `/auth/request`."""
+        assert self.operations is not None
+        if method is None or target is None:
+            path: str = scope["path"]
+            if not path.startswith("/auth/request/"):
+                return MalformedHeader(
+                    "The request does not say which operation it is for.",
+                    "The gateway must send X-Original-Method and X-Original-URI (the "
+                    "configurations in deploy/ do).")
+            method, target = scope["method"], path[len("/auth/request"):]
+            return self.operations.decide(method, target, raw=False)
+        return self.operations.decide(method, target)
 
     def extra_headers(self, scope: Scope, verdict: Verdict) -> list[tuple[bytes, bytes]]:
         """The per-request headers of an allowed answer, appended after the cached
@@ -162,11 +215,12 @@ class AuthRequestEndpoint:
         return [(k.lower().encode(), v.encode())
                 for k, v in verdict.rate_limit_headers().items()]
 
-    async def refuse(self, scope: Scope, send: Send, verdict: Verdict) -> None:
+    async def refuse(self, scope: Scope, send: Send, in_header: bool,
+                     verdict: Verdict) -> None:
         security = [*SECURITY_HEADERS, NO_STORE]
         if self.https(scope):
             security.append(HSTS)
-        await send_refusal(verdict, send, security)
+        await send_refusal(verdict, send, security, in_header)
 
 
 def query_arguments(query: bytes) -> list[tuple[str, str]]:

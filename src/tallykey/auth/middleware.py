@@ -20,6 +20,22 @@ that returns the workspace (id or slug) it is for, or None when it names none:
 
 Then a scope passes only if the token holds it in that workspace. Without a workspace,
 a scope passes only if the token holds it in every workspace it sees.
+
+Routes that need no token (the app's own `/docs`, a health check) are `public_paths`:
+exact paths, prefixes ending in `*`, or functions of the request that say True for a
+public one, in any mix:
+
+    app = TallykeyMiddleware(app, verifier=Verifier(),
+                             public_paths=["/docs", "/openapi.json", "/static/*",
+                                           lambda request: request.method == "OPTIONS"])
+
+A public request reaches the app unverified, without `request.state.tallykey`.
+
+With `TALLYKEY_OPENAPI_FILE` set (or `operations=OperationTable.load(...)`), each
+request needs the scopes its operation names in the platform's OpenAPI document, on top
+of `required_scopes`; an operation the document does not list is refused (404
+`unknown_operation`) unless `TALLYKEY_OPENAPI_UNLISTED=allow`, and one it marks public
+(`security: []`) needs no token (`tallykey.auth.operations`).
 """
 
 from __future__ import annotations
@@ -33,7 +49,9 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tallykey.accounts.scopes import load_catalog
 from tallykey.auth.header import missing_header, token_headers_present
+from tallykey.auth.operations import Operation, OperationTable
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
 from tallykey.errors import MalformedHeader
@@ -42,8 +60,50 @@ from tallykey.network.client_ip import IpNetwork, scope_client_ip
 STATE_KEY = "tallykey"
 #: `scope["state"]` key naming the token that authenticated a request (for request logs).
 TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
+#: The response header that repeats a refusal's JSON body, for proxies (`send_refusal`).
+REFUSAL_HEADER = b"tallykey-refusal"
 #: A function of the request naming the workspace it is for (id or slug), or None.
 WorkspaceResolver = Callable[[Request], "str | Awaitable[str | None] | None"]
+#: A function of the request that says True for a route that needs no token.
+PublicRule = Callable[[Request], bool]
+
+
+class PublicPaths:
+    """Which requests need no token: exact paths (one set lookup), prefixes written with a
+    trailing `*` (one `startswith` over a tuple) and functions of the request."""
+
+    __slots__ = ("exact", "prefixes", "rules")
+
+    def __init__(self, paths: Iterable[str | PublicRule] | PublicRule) -> None:
+        entries: list[str | PublicRule] = [paths] if callable(paths) else list(paths)
+        exact: set[str] = set()
+        prefixes: list[str] = []
+        rules: list[PublicRule] = []
+        for entry in entries:
+            if callable(entry):
+                rules.append(entry)
+            elif not isinstance(entry, str) or not entry.startswith("/"):
+                raise ValueError(f"public_paths takes paths that start with '/' (a prefix "
+                                 f"ends in '*') or functions of the request, not {entry!r}")
+            elif entry.endswith("*"):
+                prefixes.append(entry[:-1])
+            else:
+                exact.add(entry)
+        self.exact = frozenset(exact)
+        self.prefixes = tuple(prefixes)
+        self.rules = tuple(rules)
+
+    def __bool__(self) -> bool:
+        return bool(self.exact or self.prefixes or self.rules)
+
+    def __call__(self, scope: Scope) -> bool:
+        path = scope["path"]
+        if path in self.exact or (self.prefixes and path.startswith(self.prefixes)):
+            return True
+        if self.rules:
+            request = Request(scope)
+            return any(rule(request) for rule in self.rules)
+        return False
 
 
 async def resolve_workspace(resolver: WorkspaceResolver | None, scope: Scope) -> str | None:
@@ -136,12 +196,18 @@ async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: l
 
 
 async def send_refusal(verdict: Verdict, send: Send,
-                       extra: Iterable[tuple[bytes, bytes]] = ()) -> None:
-    """The refusal: status, RFC 6750 challenge, JSON body (and `extra` headers)."""
+                       extra: Iterable[tuple[bytes, bytes]] = (),
+                       body_in_header: bool = False) -> None:
+    """The refusal: status, RFC 6750 challenge, JSON body (and `extra` headers);
+    `body_in_header` repeats the body in a `Tallykey-Refusal` header, for a proxy that
+    cannot pass the body on (nginx `auth_request`). JSON with `ensure_ascii` is one
+    line of printable ASCII, so it is a valid header value whatever the message says."""
     body = json.dumps(verdict.body()).encode()
     headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
     headers += [(b"content-type", b"application/json"),
                 (b"content-length", str(len(body)).encode()), *extra]
+    if body_in_header:
+        headers.append((REFUSAL_HEADER, body))
     await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
 
@@ -174,14 +240,17 @@ class _WithHeaders:
 
 
 class TallykeyMiddleware:
-    """Verify every HTTP request before `app` sees it; `expiry_header=False` leaves
-    `Tallykey-Token-Expires` off the responses (and the `send` wrapper with it)."""
+    """Verify every HTTP request before `app` sees it, except `public_paths` (see the
+    module); `expiry_header=False` leaves `Tallykey-Token-Expires` off the responses (and
+    the `send` wrapper with it)."""
 
     def __init__(self, app: ASGIApp, verifier: Verifier,
                  required_scopes: Iterable[str] = (),
                  trusted_proxies: Sequence[IpNetwork] | None = None,
                  workspace: WorkspaceResolver | None = None,
-                 expiry_header: bool = True) -> None:
+                 expiry_header: bool = True,
+                 public_paths: Iterable[str | PublicRule] | PublicRule = (),
+                 operations: OperationTable | None = None) -> None:
         self.app = app
         self.verifier = verifier
         self.required_scopes = tuple(required_scopes)
@@ -189,16 +258,35 @@ class TallykeyMiddleware:
         self.expiry_header = expiry_header
         self.trusted = (verifier.settings.trusted_proxy_networks
                         if trusted_proxies is None else tuple(trusted_proxies))
+        public = PublicPaths(public_paths)
+        self.public = public if public else None
+        settings = verifier.settings
+        if operations is None and settings.openapi_file:  # one line if the document is bad
+            operations = OperationTable.load(settings.openapi_file,
+                                             load_catalog(settings.scopes_file),
+                                             settings.openapi_unlisted)
+        self.operations = operations
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http" or (self.public is not None and self.public(scope)):
             await self.app(scope, receive, send)
             return
+        required = self.required_scopes
+        if self.operations is not None:
+            operation = self.operations.decide(scope["method"], scope["path"], raw=False)
+            if not isinstance(operation, Operation):
+                await send_refusal(Verdict.refused(operation), send)
+                return
+            if operation.public:
+                await self.app(scope, receive, send)
+                return
+            if operation.scopes:
+                required = (*required, *operation.scopes) if required else operation.scopes
         workspace = (None if self.workspace is None
                      else await resolve_workspace(self.workspace, scope))
         authorizations, agent = credentials(scope["headers"])
         verdict = await verify_credentials(self.verifier, scope, authorizations, agent,
-                                           self.required_scopes, self.trusted, workspace)
+                                           required, self.trusted, workspace)
         if not verdict.allowed:
             await send_refusal(verdict, send)
             return

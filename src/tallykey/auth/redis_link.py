@@ -11,11 +11,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
-
-import redis
-from redis.backoff import NoBackoff
-from redis.exceptions import RedisError
-from redis.retry import Retry
+from typing import Any
 
 log = logging.getLogger(__name__)
 
@@ -48,9 +44,11 @@ class RedisLink:
 
     def __init__(self, url: str, timeout: float) -> None:
         self.url = url
-        self.client = redis.Redis.from_url(
+        redis = _redis()
+        self.errors: tuple[type[Exception], ...] = (redis.exceptions.RedisError, OSError)
+        self.client: Any = redis.Redis.from_url(
             url, socket_timeout=timeout, socket_connect_timeout=timeout,
-            retry=Retry(NoBackoff(), 0), retry_on_timeout=False)
+            retry=redis.retry.Retry(redis.backoff.NoBackoff(), 0), retry_on_timeout=False)
         self._lease = self.client.register_script(_LEASE)
         self._down_until = 0.0
         self._down_since: float | None = None
@@ -65,7 +63,7 @@ class RedisLink:
         try:
             granted, count = self._lease(keys=[key], args=[limit, ttl, LEASE_FRACTION,
                                                             MAX_LEASE])
-        except (RedisError, OSError) as error:
+        except self.errors as error:
             self._fail(error)
             return None
         if self._down_since is not None:
@@ -87,3 +85,18 @@ class RedisLink:
                 self._down_since = now
                 log.warning("Redis (rate-limit counts) cannot be reached: %s; retrying every "
                             "%.0f s", type(error).__name__, RETRY_SECONDS)
+
+
+def _redis() -> Any:
+    """The redis package, imported only when `TALLYKEY_REDIS_URL` is set (an embedded
+    install leaves it out): one line naming what to install when it is missing."""
+    try:
+        import redis
+        import redis.backoff
+        import redis.exceptions
+        import redis.retry
+    except ModuleNotFoundError as missing:
+        raise ModuleNotFoundError(
+            "TALLYKEY_REDIS_URL is set but the redis package is not installed: "
+            "pip install 'tallykey[embedded,redis]'", name=missing.name) from None
+    return redis

@@ -145,18 +145,23 @@ class Verdict:
         return error_body(self.error, self.message, self.hint, self.reason, self.details)
 
     def headers(self) -> dict[str, str]:
-        """Response headers: the challenge and `Tallykey-Reason` on refusal, the token's
-        expiry on success."""
+        """Response headers: the challenge, `Tallykey-Reason` (and `Retry-After`,
+        `RateLimit-*` for a token with rate limits) on refusal, the token's expiry on
+        success."""
         if self.allowed:
             if self.rates is None:
                 return {"Tallykey-Token-Expires": self.expires_iso}
             return {"Tallykey-Token-Expires": self.expires_iso, **self.rate_limit_headers()}
-        # A 503 says nothing about the credentials, so it carries no challenge.
-        headers = {} if self.status == 503 else {"WWW-Authenticate": self.challenge()}
+        # A 503 or an unknown operation (404) says nothing about the credentials, so it
+        # carries no challenge.
+        headers = ({} if self.status in (404, 503)
+                   else {"WWW-Authenticate": self.challenge()})
         if self.reason:  # for a proxy, which passes headers on but not the body
             headers["Tallykey-Reason"] = self.reason
         if self.retry_after is not None:
             headers["Retry-After"] = str(self.retry_after)
+        if self.rates is not None:  # a controlled token's limits, as counted now
+            headers.update(self.rate_limit_headers())
         return headers
 
     def challenge(self) -> str:

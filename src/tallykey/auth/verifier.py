@@ -23,6 +23,7 @@ import re
 import threading
 import time
 from collections.abc import Iterable
+from dataclasses import replace
 
 from anyio import to_thread
 
@@ -428,7 +429,9 @@ class Verifier:
         if isinstance(outcome, AuthenticationError):
             self.usage.deny(record.token_id, record.account_id, now, client_ip,
                             outcome.reason)
-            return self._refuse(outcome, client_ip)
+            refused = self._refuse(outcome, client_ip)  # with its RateLimit-* (SPEC §15)
+            return refused if verdict.rates is None else replace(refused,
+                                                                  rates=verdict.rates)
         if isinstance(outcome, TallykeyError):  # Redis (closed) or the store unreachable
             self._count_refusal(outcome.reason)
             return Verdict.refused(outcome)

@@ -9,10 +9,14 @@ from contextlib import contextmanager
 from sqlalchemy.exc import OperationalError
 
 from tallykey.actor import Actor
+from tallykey.auth.operations import OperationsError
 from tallykey.cli.output import EXIT_ERROR, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, fail
 from tallykey.db.engine import store_outage
 from tallykey.errors import StoreUnavailable, TallykeyError
 from tallykey.runtime import Runtime
+
+#: A configuration that cannot be used (sysexits' EX_CONFIG).
+EXIT_CONFIG = 78
 
 
 @contextmanager
@@ -20,6 +24,8 @@ def runtime() -> Iterator[Runtime]:
     """A runtime with an up-to-date schema; product errors become one line on stderr."""
     try:
         rt = Runtime.build()
+    except OperationsError as error:  # the platform's OpenAPI document (SPEC §15)
+        fail(str(error), code=EXIT_CONFIG)
     except ValueError as error:  # settings validation
         fail(f"invalid settings: {error}")
     except OSError as error:  # e.g. a data directory that cannot be created
