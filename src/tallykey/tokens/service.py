@@ -238,7 +238,7 @@ class TokenService:
             self._announce(session, TokenEvent(TOKEN_CREATED, token, actor, now, {
                 "name": name, "kind": draft.kind, "scopes": scopes,
                 "expires_at": expires_at.isoformat(), "prefix": token.prefix,
-                **_controls_snapshot(token)}))
+                "ip_allowlist": list(token.ip_allowlist), **_controls_snapshot(token)}))
             return IssuedToken(token, secret, policy.validity_warnings(now, expires_at))
 
     # --- read ------------------------------------------------------------------------
