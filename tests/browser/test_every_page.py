@@ -40,7 +40,10 @@ LAYOUT_PROBLEMS = """() => {
   }
   for (const label of document.querySelectorAll('label')) {
     const own = label.htmlFor ? document.getElementById(label.htmlFor) : label.control;
-    if (label.htmlFor && !own) { problems.push(`label for #${label.htmlFor}: no such field`); continue; }
+    if (label.htmlFor && !own) {
+      problems.push(`label for #${label.htmlFor}: no such field`);
+      continue;
+    }
     if (!own || label.contains(own) || !shown(label) || !shown(own)) continue;
     const l = label.getBoundingClientRect(), f = own.getBoundingClientRect();
     const above = f.top >= l.bottom - 2 && f.left < l.right && f.right > l.left;
@@ -52,7 +55,8 @@ LAYOUT_PROBLEMS = """() => {
       const o = other.getBoundingClientRect();
       const middle = (l.top + l.bottom) / 2;
       if (o.top < middle && o.bottom > middle)
-        problems.push(`label "${label.innerText.trim()}" shares its line with field ${nameOf(other)}`);
+        problems.push(`label "${label.innerText.trim()}" shares its line with field `
+                      + nameOf(other));
     }
   }
   return problems;
