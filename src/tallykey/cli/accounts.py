@@ -131,7 +131,8 @@ def _update_user(account: str, email: str, verb: str, as_json: bool,
         emit_json({**user_dict(user),
                    "propagation": PropagationView.of(done).model_dump(mode="json")})
     else:
-        out.print(f"{verb} {user.email}: {done.summary()}", highlight=False)
+        effect = "stopped" if verb == "deactivated" else "applied"
+        out.print(f"{verb} {user.email}: {done.summary(effect)}", highlight=False)
 
 
 @users_app.command("deactivate")

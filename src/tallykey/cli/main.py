@@ -9,12 +9,11 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from tallykey.cli import accounts, audit, keys, notify, operators, tokens, workspaces
 from tallykey.cli.context import runtime
-from tallykey.cli.output import JsonOption, emit_json, err, fail, out
+from tallykey.cli.output import JsonOption, emit_json, err, fail, out, print_table
 from tallykey.db import migrate as migrations
 from tallykey.logs import uvicorn_log_config
 from tallykey.runtime import Runtime
@@ -323,8 +322,9 @@ def scopes_list(as_json: JsonOption = False) -> None:
         emit_json([{"name": s.name, "description": s.description, "admin_only": s.admin_only}
                    for s in catalog.scopes()])
         return
-    table = Table("scope", "description", "who", title=f"Scopes ({catalog.source})")
-    for scope in catalog.scopes():
-        table.add_row(scope.name, scope.description,
-                      "admins only" if scope.admin_only else "grantable per workspace")
-    out.print(table)
+    if out.is_terminal:
+        out.print(f"Scopes ({catalog.source})", highlight=False)
+    print_table(["scope", "description", "who"],
+                [[scope.name, scope.description,
+                  "admins only" if scope.admin_only else "grantable per workspace"]
+                 for scope in catalog.scopes()], keep=("scope",))

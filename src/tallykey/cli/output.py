@@ -14,8 +14,23 @@ from pydantic import BaseModel
 from rich.console import Console
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True)
+
+class _Output(Console):
+    """A console that breaks no line of its own when it writes to a pipe or a file
+    (`tallykey … | cat`, `> file`): every value arrives whole, on its own line; at a
+    terminal it wraps to the window as usual."""
+
+    @property
+    def soft_wrap(self) -> bool:
+        return self._soft_wrap or not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:
+        self._soft_wrap = value
+
+
+out: Console = _Output()
+err: Console = _Output(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]

@@ -336,7 +336,9 @@ def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
         emit_json({**view.model_dump(mode="json"),
                    "propagation": PropagationView.of(done).model_dump(mode="json")})
     else:
-        out.print(f"{verb} {view.prefix} ({view.name}): {done.summary()}", highlight=False)
+        effect = {"resumed": "works again", "updated": "applied"}.get(verb, "stopped")
+        out.print(f"{verb} {view.prefix} ({view.name}): {done.summary(effect)}",
+                  highlight=False)
 
 
 @tokens_app.command("secret")
