@@ -94,6 +94,10 @@ def serve(
     server: Annotated[str, typer.Option(
         "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
         "optional extra tallykey[granian].")] = "uvicorn",
+    new_setup_link: Annotated[bool, typer.Option(
+        "--new-setup-link", metavar="", help="While no administrator exists: print a new "
+        "one-time set-up link even if another node printed one (that one stops working).")]
+    = False,
 ) -> None:
     """Serve the management API, verification endpoints and the demo platform API."""
     import os
@@ -119,7 +123,8 @@ def serve(
         rt.check_writable()
         region = rt.settings.region
         chosen_format = rt.settings.log_format
-        print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
+        print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}",
+                         new_setup_link)
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
     metrics_dir = prepare_multiprocess(workers)
     try:
@@ -210,15 +215,29 @@ def _command_name() -> str:
     return str(me)
 
 
-def print_setup_link(rt: Runtime, base_url: str) -> None:
-    """No administrator yet: print the one-time link that creates the first one."""
-    from tallykey.accounts.bootstrap import issue_link
+def print_setup_link(rt: Runtime, base_url: str, replace: bool = False) -> None:
+    """No administrator yet: print the one-time link that creates the first one. Only
+    the node that issued it prints it; another node starting meanwhile says where it is."""
+    from tallykey.accounts.bootstrap import FirstRun, claim_link, issue_link
 
-    link = issue_link(rt.accounts, base_url)
-    if link:
+    if replace:
+        link = issue_link(rt.accounts, base_url)
+        now = rt.clock.now()
+        first = FirstRun(link, now, now) if link else None
+    else:
+        first = claim_link(rt.accounts, base_url)
+    if first is None:
+        return
+    if first.link:
         out.print(f"No administrator exists yet. Create the first one (this link works once):"
-                  f"\n  {link}", highlight=False, soft_wrap=True)
-        sys.stdout.flush()
+                  f"\n  {first.link}", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"No administrator exists yet; set-up is pending. Another node printed "
+                  f"the one-time set-up link at {first.issued_at:%Y-%m-%d %H:%M} UTC (see "
+                  f"its output; it works until {first.expires_at:%Y-%m-%d %H:%M} UTC). "
+                  "Lost it? Start a node with 'tallykey serve --new-setup-link'.",
+                  highlight=False, soft_wrap=True)
+    sys.stdout.flush()
 
 
 def print_demo_welcome(seeded: dict[str, Any], command: str, demo_kek: Any = None) -> None:
