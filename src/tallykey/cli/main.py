@@ -11,7 +11,16 @@ from typing import Annotated, Any
 import typer
 from sqlalchemy.exc import OperationalError
 
-from tallykey.cli import accounts, audit, keys, notify, operators, tokens, workspaces
+from tallykey.cli import (
+    accounts,
+    audit,
+    keys,
+    notify,
+    operators,
+    settings_help,
+    tokens,
+    workspaces,
+)
 from tallykey.cli.context import runtime
 from tallykey.cli.output import JsonOption, emit_json, err, fail, out, print_table
 from tallykey.db import migrate as migrations
@@ -93,7 +102,7 @@ def serve(
         "log record (also TALLYKEY_LOG_FORMAT).")] = None,
     server: Annotated[str, typer.Option(
         "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
-        "optional extra tallykey[granian].")] = "uvicorn",
+        "optional extra tallykey\\[granian].")] = "uvicorn",
     new_setup_link: Annotated[bool, typer.Option(
         "--new-setup-link", metavar="", help="While no administrator exists: print a new "
         "one-time set-up link even if another node printed one (that one stops working).")]
@@ -347,3 +356,8 @@ def scopes_list(as_json: JsonOption = False) -> None:
                 [[scope.name, scope.description,
                   "admins only" if scope.admin_only else "grantable per workspace"]
                  for scope in catalog.scopes()], keep=("scope",))
+
+
+# Keep last: every command above (and those the register() calls added) names the
+# settings it reads at the end of its --help.
+settings_help.name_settings(app)

@@ -12,6 +12,7 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
 
@@ -43,8 +44,8 @@ EXIT_FORBIDDEN = 4
 
 
 def fail(message: str, hint: str = "", code: int = EXIT_ERROR) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}" + (f" {hint}" if hint else ""),
-              highlight=False, soft_wrap=True)
+    said = escape(message + (f" {hint}" if hint else ""))  # brackets are text, not style
+    err.print(f"[bold red]error:[/] {said}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 
