@@ -172,11 +172,32 @@ def test_every_page_of_a_filled_account(site: Site, new_context: Any) -> None:
     check(site, page, "token-renew")
     page.get_by_role("button", name=re.compile("^Renew")).click()
     page.get_by_text("it will not be shown again").wait_for()
+    check(site, page, "token-once-renewed")
     successor = TOKEN_URL.search(page.url)
     assert successor
     page.goto(f"/console/tokens/{successor.group(1)}")
     assert "Walk-through payroll export" in page.locator("#renewed-from").inner_text()
     check(site, page, "token-successor")
+
+    page.get_by_role("button", name="Rotate secret").click()
+    page.get_by_text("it will not be shown again").wait_for()
+    check(site, page, "token-once-rotated")
+
+    page.goto("/console/tokens/new")
+    page.get_by_label("Name (required)").fill("Walk-through integration")
+    page.locator("input[name=kind][value='application']").check()
+    page.locator("input[name=scopes][value='employees:read']").check()
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_text("it will not be shown again").wait_for()
+    check(site, page, "token-once-application")
+    boxes = [page.locator(f"#{name}") for name in ("secret", "basic-username",
+                                                    "basic-password", "curl-example",
+                                                    "curl-basic-example")]
+    for viewport in WIDTHS.values():
+        page.set_viewport_size(viewport)
+        widths = {round(box.bounding_box()["width"]) for box in boxes}
+        assert max(widths) - min(widths) <= 2, f"boxes differ in width: {widths}"
+    page.set_viewport_size(WIDTHS["desktop"])
 
     doomed = created(page, "Walk-through leaked key")
     page.goto(f"/console/tokens/{doomed}/revoke")
