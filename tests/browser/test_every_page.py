@@ -195,8 +195,8 @@ def test_every_page_of_a_filled_account(site: Site, new_context: Any) -> None:
                                                     "curl-basic-example")]
     for viewport in WIDTHS.values():
         page.set_viewport_size(viewport)
-        widths = {round(box.bounding_box()["width"]) for box in boxes}
-        assert max(widths) - min(widths) <= 2, f"boxes differ in width: {widths}"
+        sizes = {round(box.bounding_box()["width"]) for box in boxes}
+        assert max(sizes) - min(sizes) <= 2, f"boxes differ in width: {sizes}"
     page.set_viewport_size(WIDTHS["desktop"])
 
     doomed = created(page, "Walk-through leaked key")
