@@ -43,6 +43,9 @@ def test_the_wheel_has_licence_metadata_typing_marker_and_data_files(wheel: Path
     classifiers = metadata.get_all("Classifier") or []
     assert "Typing :: Typed" in classifiers and len(classifiers) >= 5
     assert "../" not in (metadata.get_payload() or "")
+    urls = dict(entry.split(", ", 1) for entry in metadata.get_all("Project-URL") or [])
+    for label in ("Homepage", "Documentation", "Source", "Issues", "Changelog"):
+        assert urls.get(label, "").startswith("https://tallykey.dev"), (label, urls)
     assert "tallykey/py.typed" in names
     for needed in ("tallykey/console/templates/base.html", "tallykey/console/static/console.css",
                    "tallykey/notify/templates/token_created.txt",

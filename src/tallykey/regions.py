@@ -26,7 +26,11 @@ def parse_region_map(text: str) -> dict[str, str]:
 
 def local_region_map() -> dict[str, str]:
     """This machine's region map: `TALLYKEY_REGIONS`, plus the URL a local `tallykey demo`
-    registered in `TALLYKEY_DATA_DIR` (default `./var`) for a region not named there."""
-    data_dir = Path(os.environ.get("TALLYKEY_DATA_DIR") or "./var")
-    return {**registered_regions(data_dir),
-            **parse_region_map(os.environ.get("TALLYKEY_REGIONS", ""))}
+    registered in `TALLYKEY_DATA_DIR` for a region not named there. Without
+    TALLYKEY_DATA_DIR: the demo in `./var`, else the one the user last started from any
+    directory (`$XDG_STATE_HOME/tallykey/demo.json`)."""
+    configured = os.environ.get("TALLYKEY_DATA_DIR")
+    local = registered_regions(Path(configured or "./var"))
+    if not local and not configured:
+        local = registered_regions(None)
+    return {**local, **parse_region_map(os.environ.get("TALLYKEY_REGIONS", ""))}

@@ -19,7 +19,7 @@ from tallykey.demo_files import kek_path as demo_kek_path
 from tallykey.errors import TallykeyError
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import NodePresence, Propagation, settle
-from tallykey.keys.keyring import KeyConfigError, load_keyring
+from tallykey.keys.keyring import KeyConfigError, load_keyring, missing_kek_hint
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
 from tallykey.notify.notices import Notifier
@@ -87,7 +87,8 @@ class Runtime:
             tokens=TokenService(database, clock, region=settings.region,
                                 targets=settings.target_list,
                                 listeners=[notifier.on_token_event], vault=vault,
-                                catalog=catalog),
+                                catalog=catalog,
+                                kek_hint=missing_kek_hint(settings.data_dir)),
             sessions=SessionStore(database, clock),
             notifier=notifier,
             webhooks=WebhookService(database, clock,

@@ -4,6 +4,7 @@ store), and what a suspended or renewed token then gets from `/api/v1/verify`,
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -133,6 +134,8 @@ def test_a_suspended_token_is_refused_everywhere_until_resumed(
     assert again.status_code == 409 and "already suspended" in again.json()["message"]
     resumed = api.post(f"/api/v1/tokens/{made['id']}/resume", headers=admin)
     assert resumed.status_code == 200 and resumed.json()["status"] == "active"
+    summary = resumed.json()["propagation"]["summary"]  # said for a resume, not a stop
+    assert re.fullmatch(r"works again on (\d+) of \1 nodes", summary), summary
     assert resumed.json()["propagation"]["complete"] is True
     assert surfaces.statuses(made["token"]) == [200, 204, 200]
     assert api.post(f"/api/v1/tokens/{made['id']}/resume", headers=admin).status_code == 409

@@ -55,7 +55,8 @@ def test_suspend_and_resume_from_the_token_page(admin: tuple[TestClient, str],
     resumed = client.post(f"/console/tokens/{token_id}/resume", data={"csrf_token": csrf})
     assert resumed.status_code == 303
     page = client.get(resumed.headers["location"])
-    assert "The token was resumed: it works again." in page.text
+    assert "The token was resumed. It works again on 1 of 1 nodes." in page.text
+    assert "stopped" not in page.text.split('class="notice"')[1].split("</")[0]
     assert stored(world.rt, token_id).suspended_at is None
     again = client.post(f"/console/tokens/{token_id}/resume", data={"csrf_token": csrf})
     assert again.status_code == 409 and "not suspended" in again.text
@@ -86,8 +87,14 @@ def test_renew_page_is_prefilled_and_shows_the_successor_once(
     assert old.successor_id == successor_id
     assert stored(world.rt, successor_id).renewed_from_id == token_id
     detail = client.get(f"/console/tokens/{token_id}")
-    assert "its successor" in detail.text and f'href="/console/tokens/{token_id}/renew"' \
-        not in detail.text
+    successor = stored(world.rt, successor_id)
+    assert re.search(rf'id="successor">by <a href="/console/tokens/{successor_id}">Yearly</a> '
+                     rf'<code>{successor.prefix}</code>', detail.text)
+    assert f'href="/console/tokens/{token_id}/renew"' not in detail.text
+    after = client.get(f"/console/tokens/{successor_id}")
+    assert re.search(rf'id="renewed-from"><a href="/console/tokens/{token_id}">Yearly</a> '
+                     rf'<code>{old.prefix}</code>', after.text)
+    assert "the token it succeeds" not in after.text
     twice = client.get(f"/console/tokens/{token_id}/renew")
     assert "renewed already" in twice.text and "<form" not in twice.text.split("renew-what")[1]
 

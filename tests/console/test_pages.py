@@ -500,7 +500,8 @@ def test_history_and_audit_details_read_for_people(admin: tuple[TestClient, str]
     assert "Readable → Readable 2" in history and "none → 10.0.0.0/8" in history
     assert "[&#39;" not in history and "None" not in history
     audit = client.get("/console/audit").text
-    login = re.search(r"<td>user\.login</td>\s*<td>([^<]*)</td>\s*<td>([^<]*)</td>", audit)
+    login = re.search(r"<td[^>]*>user\.login</td>\s*<td[^>]*>([^<]*)</td>\s*<td[^>]*>([^<]*)</td>",
+                      audit)
     assert login and login.group(2) == "admin@acme.test", audit[-3000:]
     assert "user " + world.admin.id not in audit
 

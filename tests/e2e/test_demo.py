@@ -48,6 +48,7 @@ def demo(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Demo]:
     cwd = tmp_path_factory.mktemp("newcomer")
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYKEY_")}
     env["TALLYKEY_AUTH_FAIL_LIMIT"] = "0"
+    env["XDG_STATE_HOME"] = str(cwd / "state")  # where the demo registers for the user
     port = free_port()
     log = cwd / "demo.log"
     with log.open("w") as out:
@@ -100,6 +101,37 @@ def test_connect_finds_the_local_demo_by_region(demo: Demo) -> None:
                          HUB=printed_token(demo))
     assert connected.returncode == 0, connected.stderr
     assert f"at {demo.base_url}" in connected.stdout
+
+
+def test_connect_finds_the_local_demo_from_any_directory(demo: Demo,
+                                                          tmp_path: Path) -> None:
+    registry = json.loads((demo.cwd / "state" / "tallykey" / "demo.json").read_text())
+    assert registry["base_url"] == demo.base_url and "tokens" not in registry
+    connected = demo.run("connect", "--token-env", "HUB", "--region", "eu1", cwd=tmp_path,
+                         HUB=printed_token(demo))
+    assert connected.returncode == 0, connected.stderr
+    assert f"at {demo.base_url}" in connected.stdout
+    elsewhere = demo.run("connect", "--token-env", "HUB", "--region", "eu1", cwd=tmp_path,
+                         HUB=printed_token(demo), TALLYKEY_DATA_DIR=str(tmp_path / "none"))
+    assert elsewhere.returncode == 10, elsewhere.stderr  # a data dir named on purpose wins
+
+
+def test_without_a_key_an_application_token_names_the_demo_key(demo: Demo,
+                                                                tmp_path: Path) -> None:
+    key = (demo.cwd / "var" / "demo-kek").resolve()
+    refused = demo.run("tokens", "create", "-a", "demo", "--user", "admin@demo.example",
+                       "--kind", "application", "--name", "Needs a key", "--days", "7",
+                       "--scope", "employees:read",
+                       cwd=tmp_path, TALLYKEY_DATA_DIR=str(demo.cwd / "var"))
+    assert refused.returncode != 0 and "Traceback" not in refused.stderr
+    assert "no key-encryption key is configured" in refused.stderr
+    assert f"TALLYKEY_KEK_FILE={key}" in refused.stderr, refused.stderr
+    made = demo.run("tokens", "create", "-a", "demo", "--user", "admin@demo.example",
+                    "--kind", "application", "--name", "Has the key", "--days", "7",
+                    "--scope", "employees:read",
+                    "--json", cwd=tmp_path, TALLYKEY_DATA_DIR=str(demo.cwd / "var"),
+                    TALLYKEY_KEK_FILE=str(key))
+    assert made.returncode == 0, made.stderr
 
 
 def test_the_demo_keeps_application_tokens_retrievable_with_its_own_key(demo: Demo) -> None:

@@ -5,6 +5,10 @@ unit of work (the link is spent exactly when the account and its admin exist).
 Only the link's SHA-256 is kept, in an (account-less) audit entry, so every node sharing
 the database accepts it and its use is on record. A newer link replaces older ones; the
 link stops working once used, after `LINK_LIFETIME`, or as soon as any admin exists.
+
+When several nodes start on one empty store, only the first prints a link (`claim_link`
+checks and issues in one transaction, serialised across nodes); the others say that
+set-up is pending and where the link is.
 """
 
 from __future__ import annotations
@@ -13,9 +17,9 @@ import hashlib
 import re
 import secrets
 from dataclasses import dataclass
-from datetime import timedelta
+from datetime import datetime, timedelta
 
-from sqlalchemy import exists, select
+from sqlalchemy import exists, select, text
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account, User
@@ -56,6 +60,53 @@ def issue_link(accounts: AccountService, base_url: str) -> str | None:
     return base_url.rstrip("/") + SETUP_PATH + key
 
 
+#: The PostgreSQL advisory lock that serialises nodes claiming the first-run link (SQLite
+#: write transactions hold the whole store already).
+CLAIM_LOCK = 0x7A11_5E70
+
+
+@dataclass(frozen=True)
+class FirstRun:
+    """What a starting node says while the store has no administrator: the link when
+    this node issued it (only that node prints it), else when the pending one was issued
+    by another node and until when it works."""
+
+    link: str | None
+    issued_at: datetime
+    expires_at: datetime
+
+
+def claim_link(accounts: AccountService, base_url: str) -> FirstRun | None:
+    """On start: None when an administrator exists. Otherwise, in one transaction
+    (serialised across nodes): a pending, unexpired link issued before means another node
+    printed it (`link` None); else a new link is issued and returned for this node to
+    print."""
+    if not needs_setup(accounts):
+        return None
+    with accounts.database.transaction() as session:
+        if accounts.database.dialect == "postgresql":
+            session.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": CLAIM_LOCK})
+        if session.scalar(select(exists().where(User.role == ADMIN))):
+            return None
+        now = accounts.clock.now()
+        latest = _latest(session)
+        if (latest is not None and latest.action == LINK_ISSUED
+                and latest.occurred_at + LINK_LIFETIME > now):
+            return FirstRun(None, latest.occurred_at, latest.occurred_at + LINK_LIFETIME)
+        key = secrets.token_urlsafe(32)
+        session.add(AuditEvent(account_id=None, occurred_at=now, action=LINK_ISSUED,
+                               actor_type="operator", actor_label="tallykey serve",
+                               details={"link_sha256": _hash(key)}))
+    return FirstRun(base_url.rstrip("/") + SETUP_PATH + key, now, now + LINK_LIFETIME)
+
+
+def _latest(session: Session) -> AuditEvent | None:
+    """The newest link entry (issued or used)."""
+    return session.scalar(select(AuditEvent).where(
+        AuditEvent.account_id.is_(None), AuditEvent.action.in_((LINK_ISSUED, LINK_USED)))
+        .order_by(AuditEvent.id.desc()).limit(1))
+
+
 def link_is_valid(accounts: AccountService, key: str) -> bool:
     """The newest link, unused, not too old, and still no admin in the store."""
     if not key or len(key) > 100:
@@ -71,9 +122,7 @@ def _valid_link(session: Session, accounts: AccountService, key: str, *, lock: b
     whole store), so two submissions cannot both find the link unused."""
     if session.scalar(select(exists().where(User.role == ADMIN))):
         return None
-    latest = session.scalar(select(AuditEvent).where(
-        AuditEvent.account_id.is_(None), AuditEvent.action.in_((LINK_ISSUED, LINK_USED)))
-        .order_by(AuditEvent.id.desc()).limit(1))
+    latest = _latest(session)
     if latest is None or latest.action != LINK_ISSUED:
         return None
     if lock:
@@ -123,7 +172,8 @@ def complete(accounts: AccountService, region: str, key: str, draft: FirstAdmin,
     with accounts.database.transaction() as session:
         if not key or len(key) > 100 or _valid_link(session, accounts, key, lock=True) is None:
             raise ValidationFailed("This setup link has been used or has expired.",
-                                   "Restart 'tallykey serve' to print a new one.")
+                                   "Run 'tallykey serve --new-setup-link' to print a new "
+                                   "one.")
         if session.scalar(select(exists().where(User.email == email))):
             raise ValidationFailed(f"A user with the e-mail {email} exists already.",
                                    field="email")

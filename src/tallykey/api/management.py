@@ -75,14 +75,16 @@ PROPAGATION_HEADER = "Tallykey-Propagation"
 RENEW_SELF_SCOPE = "tokens:renew_self"
 
 
-def settle(runtime: Runtime, subject_id: str, response: Response) -> PropagationView:
+def settle(runtime: Runtime, subject_id: str, response: Response,
+           effect: str = "stopped") -> PropagationView:
     """Wait (bounded) until every live node has applied the newest change about
-    `subject_id`, so a request started after this answer is judged by the new state."""
+    `subject_id`, so a request started after this answer is judged by the new state.
+    `effect` words the summary ("stopped", "works again", "applied")."""
     done = runtime.settle(subject_id)
     response.headers[PROPAGATION_HEADER] = (
         f"confirmed={len(done.confirmed)}; unconfirmed={len(done.unconfirmed)}; "
         f"waited_ms={done.waited_ms}")
-    return PropagationView.of(done)
+    return PropagationView.of(done, effect)
 
 
 def _workspace_ref(runtime: Runtime, actor: Actor, ref: str | None) -> str | None:
@@ -322,7 +324,8 @@ def resume_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
 
 
 def _suspension(runtime: Runtime, token: Token, response: Response) -> SuspensionView:
-    propagation = settle(runtime, token.id, response)
+    propagation = settle(runtime, token.id, response,
+                         "stopped" if token.suspended_at else "works again")
     view = TokenView.of(token, runtime.clock.now())
     return SuspensionView(**view.model_dump(), propagation=propagation)
 

@@ -150,12 +150,13 @@ class PropagationView(BaseModel):
     waited_ms: float
 
     @classmethod
-    def of(cls, done: Propagation) -> PropagationView:
+    def of(cls, done: Propagation, effect: str = "stopped") -> PropagationView:
+        """`effect` words the summary (see `Propagation.summary`)."""
         return cls(change_id=done.change_id, complete=done.complete,
                    confirmed=done.confirmed,
                    unconfirmed=[node.label for node in done.unconfirmed],
                    stops_by={node.label: node.stops_by for node in done.unconfirmed},
-                   summary=done.summary(), waited_ms=done.waited_ms)
+                   summary=done.summary(effect), waited_ms=done.waited_ms)
 
 
 class RevokedTokenView(TokenView):

@@ -127,11 +127,12 @@ def _update_user(account: str, email: str, verb: str, as_json: bool,
         user = rt.accounts.find_user(account_id, email)
         user = rt.accounts.update_user(Actor.operator(account_id), user.id, **changes)
         done = rt.settle(user.id)
+    effect = "stopped" if verb == "deactivated" else "applied"
     if as_json:
         emit_json({**user_dict(user),
-                   "propagation": PropagationView.of(done).model_dump(mode="json")})
+                   "propagation": PropagationView.of(done, effect).model_dump(mode="json")})
     else:
-        out.print(f"{verb} {user.email}: {done.summary()}", highlight=False)
+        out.print(f"{verb} {user.email}: {done.summary(effect)}", highlight=False)
 
 
 @users_app.command("deactivate")

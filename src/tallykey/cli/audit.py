@@ -91,8 +91,8 @@ def audit_heads(
     if as_json or sign:
         emit_json(document)
         return
-    for head in document["heads"]:
-        out.print(f"{head['account']}\t{head['seq']}\t{head['hash']}", highlight=False)
+    for head in document["heads"]:  # one line each, tab-separated, never wrapped
+        sys.stdout.write(f"{head['account']}\t{head['seq']}\t{head['hash']}\n")
 
 
 @audit_app.command("verify")

@@ -9,12 +9,20 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
-from tallykey.cli import accounts, audit, keys, notify, operators, tokens, workspaces
+from tallykey.cli import (
+    accounts,
+    audit,
+    keys,
+    notify,
+    operators,
+    settings_help,
+    tokens,
+    workspaces,
+)
 from tallykey.cli.context import runtime
-from tallykey.cli.output import JsonOption, emit_json, err, fail, out
+from tallykey.cli.output import JsonOption, emit_json, err, fail, out, print_table
 from tallykey.db import migrate as migrations
 from tallykey.logs import uvicorn_log_config
 from tallykey.runtime import Runtime
@@ -94,7 +102,11 @@ def serve(
         "log record (also TALLYKEY_LOG_FORMAT).")] = None,
     server: Annotated[str, typer.Option(
         "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
-        "optional extra tallykey[granian].")] = "uvicorn",
+        "optional extra tallykey\\[granian].")] = "uvicorn",
+    new_setup_link: Annotated[bool, typer.Option(
+        "--new-setup-link", metavar="", help="While no administrator exists: print a new "
+        "one-time set-up link even if another node printed one (that one stops working).")]
+    = False,
 ) -> None:
     """Serve the management API, verification endpoints and the demo platform API."""
     import os
@@ -120,7 +132,8 @@ def serve(
         rt.check_writable()
         region = rt.settings.region
         chosen_format = rt.settings.log_format
-        print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
+        print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}",
+                         new_setup_link)
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
     metrics_dir = prepare_multiprocess(workers)
     try:
@@ -211,15 +224,29 @@ def _command_name() -> str:
     return str(me)
 
 
-def print_setup_link(rt: Runtime, base_url: str) -> None:
-    """No administrator yet: print the one-time link that creates the first one."""
-    from tallykey.accounts.bootstrap import issue_link
+def print_setup_link(rt: Runtime, base_url: str, replace: bool = False) -> None:
+    """No administrator yet: print the one-time link that creates the first one. Only
+    the node that issued it prints it; another node starting meanwhile says where it is."""
+    from tallykey.accounts.bootstrap import FirstRun, claim_link, issue_link
 
-    link = issue_link(rt.accounts, base_url)
-    if link:
+    if replace:
+        link = issue_link(rt.accounts, base_url)
+        now = rt.clock.now()
+        first = FirstRun(link, now, now) if link else None
+    else:
+        first = claim_link(rt.accounts, base_url)
+    if first is None:
+        return
+    if first.link:
         out.print(f"No administrator exists yet. Create the first one (this link works once):"
-                  f"\n  {link}", highlight=False, soft_wrap=True)
-        sys.stdout.flush()
+                  f"\n  {first.link}", highlight=False, soft_wrap=True)
+    else:
+        out.print(f"No administrator exists yet; set-up is pending. Another node printed "
+                  f"the one-time set-up link at {first.issued_at:%Y-%m-%d %H:%M} UTC (see "
+                  f"its output; it works until {first.expires_at:%Y-%m-%d %H:%M} UTC). "
+                  "Lost it? Start a node with 'tallykey serve --new-setup-link'.",
+                  highlight=False, soft_wrap=True)
+    sys.stdout.flush()
 
 
 def print_demo_welcome(seeded: dict[str, Any], command: str, demo_kek: Any = None) -> None:
@@ -323,8 +350,14 @@ def scopes_list(as_json: JsonOption = False) -> None:
         emit_json([{"name": s.name, "description": s.description, "admin_only": s.admin_only}
                    for s in catalog.scopes()])
         return
-    table = Table("scope", "description", "who", title=f"Scopes ({catalog.source})")
-    for scope in catalog.scopes():
-        table.add_row(scope.name, scope.description,
-                      "admins only" if scope.admin_only else "grantable per workspace")
-    out.print(table)
+    if out.is_terminal:
+        out.print(f"Scopes ({catalog.source})", highlight=False)
+    print_table(["scope", "description", "who"],
+                [[scope.name, scope.description,
+                  "admins only" if scope.admin_only else "grantable per workspace"]
+                 for scope in catalog.scopes()], keep=("scope",))
+
+
+# Keep last: every command above (and those the register() calls added) names the
+# settings it reads at the end of its --help.
+settings_help.name_settings(app)

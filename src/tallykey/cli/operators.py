@@ -8,7 +8,7 @@ from typing import Annotated
 import typer
 
 from tallykey.cli.context import runtime
-from tallykey.cli.output import JsonOption, emit_json, out
+from tallykey.cli.output import JsonOption, emit_json, out, print_table
 from tallykey.operators.service import OPERATOR_REGION
 from tallykey.tokens import format as token_format
 
@@ -50,8 +50,6 @@ def operator_tokens_create(
 @operator_tokens_app.command("list")
 def operator_tokens_list(as_json: JsonOption = False) -> None:
     """List operator tokens (never their secrets)."""
-    from rich.table import Table
-
     with runtime() as rt:
         records = rt.operators.list_tokens()
     rows = [{"id": r.id, "name": r.name,
@@ -63,11 +61,10 @@ def operator_tokens_list(as_json: JsonOption = False) -> None:
     if as_json:
         emit_json(rows)
         return
-    table = Table("prefix", "name", "expires", "revoked", "last used")
-    for row in rows:
-        table.add_row(row["prefix"], row["name"], str(row["expires_at"])[:10],
-                      str(row["revoked_at"] or "")[:10], str(row["last_used_at"] or "never"))
-    out.print(table)
+    print_table(["prefix", "name", "expires", "revoked", "last used"],
+                [[str(row["prefix"]), str(row["name"]), str(row["expires_at"])[:10],
+                  str(row["revoked_at"] or "")[:10], str(row["last_used_at"] or "never")]
+                 for row in rows])
 
 
 @operator_tokens_app.command("revoke")

@@ -12,10 +12,26 @@ from typing import Annotated, Any, NoReturn
 import typer
 from pydantic import BaseModel
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 
-out = Console()
-err = Console(stderr=True)
+
+class _Output(Console):
+    """A console that breaks no line of its own when it writes to a pipe or a file
+    (`tallykey … | cat`, `> file`): every value arrives whole, on its own line; at a
+    terminal it wraps to the window as usual."""
+
+    @property
+    def soft_wrap(self) -> bool:
+        return self._soft_wrap or not self.is_terminal
+
+    @soft_wrap.setter
+    def soft_wrap(self, value: bool) -> None:
+        self._soft_wrap = value
+
+
+out: Console = _Output()
+err: Console = _Output(stderr=True)
 
 JsonOption = Annotated[bool, typer.Option("--json", metavar="", help="Print JSON.")]
 AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slug or id.")]
@@ -28,8 +44,8 @@ EXIT_FORBIDDEN = 4
 
 
 def fail(message: str, hint: str = "", code: int = EXIT_ERROR) -> NoReturn:
-    err.print(f"[bold red]error:[/] {message}" + (f" {hint}" if hint else ""),
-              highlight=False, soft_wrap=True)
+    said = escape(message + (f" {hint}" if hint else ""))  # brackets are text, not style
+    err.print(f"[bold red]error:[/] {said}", highlight=False, soft_wrap=True)
     raise typer.Exit(code)
 
 

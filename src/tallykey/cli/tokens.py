@@ -332,11 +332,13 @@ def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
         actor, token_id = operator_for_token(rt, ref, account)
         view = TokenView.of(action(rt, actor, token_id), rt.clock.now())
         done = rt.settle(token_id)
+    effect = {"resumed": "works again", "updated": "applied"}.get(verb, "stopped")
     if as_json:
         emit_json({**view.model_dump(mode="json"),
-                   "propagation": PropagationView.of(done).model_dump(mode="json")})
+                   "propagation": PropagationView.of(done, effect).model_dump(mode="json")})
     else:
-        out.print(f"{verb} {view.prefix} ({view.name}): {done.summary()}", highlight=False)
+        out.print(f"{verb} {view.prefix} ({view.name}): {done.summary(effect)}",
+                  highlight=False)
 
 
 @tokens_app.command("secret")

@@ -9,7 +9,7 @@ import typer
 from tallykey.accounts.models import Workspace
 from tallykey.actor import Actor
 from tallykey.cli.context import runtime
-from tallykey.cli.output import AccountOption, JsonOption, emit_json, fail, out
+from tallykey.cli.output import AccountOption, JsonOption, emit_json, fail, out, print_table
 
 workspaces_app = typer.Typer(help="Workspaces of an account (the platform's projects or "
                              "teams).", no_args_is_help=True)
@@ -34,19 +34,16 @@ def workspaces_list(account: AccountOption,
                         "--archived", metavar="", help="Include archived workspaces.")] = False,
                     as_json: JsonOption = False) -> None:
     """List the account's workspaces."""
-    from rich.table import Table
-
     with runtime() as rt:
         found = rt.accounts.workspaces(rt.accounts.find_account(account).id,
                                        archived=archived)
     if as_json:
         emit_json([workspace_dict(w) for w in found])
         return
-    table = Table("id", "slug", "name", "time zone", "archived")
-    for w in found:
-        table.add_row(w.id, w.slug, w.name, w.timezone,
-                      f"{w.archived_at:%Y-%m-%d}" if w.archived_at else "")
-    out.print(table)
+    print_table(["id", "slug", "name", "time zone", "archived"],
+                [[w.id, w.slug, w.name, w.timezone,
+                  f"{w.archived_at:%Y-%m-%d}" if w.archived_at else ""] for w in found],
+                keep=("id", "slug"))
 
 
 @workspaces_app.command("create")

@@ -35,6 +35,7 @@ router = APIRouter(route_class=ConsoleRoute)
 
 AUDIT_PAGE_SIZE = 100
 NOTICES = {"saved": "Changes saved.", "added": "User added.",
+           "granted": "The user's role, status and permissions were saved.",
            "reset-sent": "A password reset link was mailed to the user.",
            "user-sessions": "The user was signed out of every session.",
            "two-factor-reset": "The user's two-factor sign-in was reset; they were told by "
@@ -143,8 +144,8 @@ def user_page(request: Request, user_id: str, viewer: AdminDep,
                   granted={g.workspace_id: set(g.scopes) for g in user.grants},
                   workspaces=runtime.accounts.workspaces(viewer.actor.account_id),
                   member_scopes=_member_scopes(runtime), roles=ROLES, error="",
-                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request)}".strip(),
-                  second_factor=runtime.two_factor.status(user.id)[0])
+                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request, 'applies')}"
+                  .strip(), second_factor=runtime.two_factor.status(user.id)[0])
 
 
 @router.post("/users/{user_id}")
@@ -166,7 +167,7 @@ def update_user(request: Request, user_id: str, viewer: AdminDep, form: FormDep,
     if not active:
         runtime.sessions.close_all_for(user_id)
     done = runtime.settle(user_id)
-    return redirect(f"{PREFIX}/users/{user_id}?done=saved&{propagation_query(done)}")
+    return redirect(f"{PREFIX}/users/{user_id}?done=granted&{propagation_query(done)}")
 
 
 # --- account policies ---------------------------------------------------------------
@@ -183,7 +184,8 @@ def policies_page(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
     account = _account(runtime, viewer.actor.account_id)
     return render(request, "policies.html", account=account, values=None, error="",
                   error_field="",
-                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request)}".strip())
+                  notice=f"{NOTICES.get(done, '')} {propagation_notice(request, 'applies')}"
+                  .strip())
 
 
 def _days(raw: str, name: str) -> int:

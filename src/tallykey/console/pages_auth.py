@@ -156,5 +156,5 @@ async def setup_submit(request: Request, key: str, runtime: RuntimeDep) -> Respo
 def used_link(request: Request) -> Response:
     return error_page(request, 410, "This setup link cannot be used",
                       "It was used already, has expired, or an administrator exists.",
-                      "Sign in instead, or restart 'tallykey serve' for a new link if no "
-                      "administrator exists yet.")
+                      "Sign in instead, or run 'tallykey serve --new-setup-link' for a new "
+                      "link if no administrator exists yet.")

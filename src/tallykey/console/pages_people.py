@@ -5,8 +5,9 @@ passwords and reset links, and the administrators' actions on another user's sig
 from __future__ import annotations
 
 from typing import Annotated
-from urllib.parse import quote
+from urllib.parse import quote, urlsplit
 
+import httpx
 from fastapi import APIRouter, Depends, Request, Response
 from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
@@ -54,6 +55,12 @@ NOTICES = {
     "ended": "The session was signed out.",
     "others": "Your other sessions were signed out.",
     "two-factor-off": "Two-factor sign-in is off.",
+}
+#: While an authenticator is being set up there are no recovery codes yet: the hint for
+#: a wrong code names only the app.
+ENROLMENT_HINTS = {
+    "wrong": "Type the six digits your authenticator app shows now for tallykey (after "
+             "scanning the QR code or typing the key above).",
 }
 FORGOT_ANSWER = ("If that address belongs to a tallykey user, a link to set a new password "
                  "is on its way. It works once, for 30 minutes.")
@@ -193,7 +200,7 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
                       enrolment=runtime.two_factor.enrolment(session.user, secret),
                       required=session.awaiting == AWAITING_ENROLMENT,
                       next=safe_next(fields.get("next")),
-                      error=f"{refused.message} {refused.hint}".strip())
+                      error=f"{refused.message} {_enrolment_hint(refused)}".strip())
     target = safe_next(fields.get("next")) if session.awaiting else f"{PREFIX}/me"
     page = render(request, "recovery_codes.html", codes=codes, target=target)
     if session.awaiting is not None:
@@ -203,6 +210,10 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
             raise LoginRequired from None
         return _with_session(request, page, opened)
     return page
+
+
+def _enrolment_hint(refused: SecondFactorRefused | ValidationFailed) -> str:
+    return ENROLMENT_HINTS.get(str(refused.details.get("reason", "")), refused.hint)
 
 
 @router.post("/me/two-factor/disable")
@@ -375,8 +386,11 @@ async def sso_start(request: Request, runtime: RuntimeDep, next: str = "") -> Re
         return error_page(request, 404, "Single sign-on is not set up",
                           "This server has no identity provider configured.",
                           "Sign in with your e-mail and password.")
-    started = await run_in_threadpool(runtime.sso.begin, _callback_url(request, runtime),
-                                      safe_next(next))
+    try:
+        started = await run_in_threadpool(runtime.sso.begin, _callback_url(request, runtime),
+                                          safe_next(next))
+    except (httpx.HTTPError, ValueError):
+        return _provider_unreachable(request, runtime)
     response = RedirectResponse(started.url, status_code=303)
     response.set_cookie(OIDC_COOKIE, started.state, max_age=600, httponly=True,
                         samesite="lax", secure=request.url.scheme == "https",
@@ -398,7 +412,21 @@ async def sso_callback(request: Request, runtime: RuntimeDep, state: str = "",
     except SignOnRefused as refused:
         response: Response = error_page(request, 401, "Single sign-on did not work",
                                         refused.message, refused.hint)
+    except (httpx.HTTPError, ValueError):
+        response = _provider_unreachable(request, runtime)
     else:
         response = await run_in_threadpool(start_session, request, runtime, user, target)
     response.delete_cookie(OIDC_COOKIE, path=f"{PREFIX}/oidc")
     return response
+
+
+def _provider_unreachable(request: Request, runtime: Runtime) -> Response:
+    """The identity provider did not answer (or answered with something that is not its
+    discovery document or keys): a page that says so, never the raw error."""
+    host = urlsplit(str(runtime.settings.oidc_issuer or "")).netloc or "its address"
+    return error_page(request, 502, "The sign-in provider cannot be reached",
+                      f"tallykey could not reach the identity provider at {host}, so "
+                      f"signing in with {runtime.sso.name} does not work right now.",
+                      "Try again in a minute, or sign in with your e-mail and password. If "
+                      "it keeps failing, tell an administrator: the provider may be down, "
+                      "or TALLYKEY_OIDC_ISSUER may be wrong.")

@@ -73,7 +73,7 @@ NOTICES = {
     "saved": "Changes saved.",
     "revoked": "The token was revoked.",
     "suspended": "The token was suspended: it is refused until resumed.",
-    "resumed": "The token was resumed: it works again.",
+    "resumed": "The token was resumed.",
     "grace_ended": "The previous secret stopped working. Only the current secret works.",
 }
 
@@ -302,7 +302,19 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
                   scope_choices=_grantable(viewer, runtime) | runtime.catalog.descriptions(
                       token.scopes), catalog=runtime.catalog,
                   controls=(values or {}).get("controls") or forms.KeyControlsForm.of(token),
-                  credits=CreditsView.of(token, now))
+                  credits=CreditsView.of(token, now),
+                  renewed_from=_related(viewer, runtime, token.renewed_from_id),
+                  successor=_related(viewer, runtime, token.successor_id))
+
+
+def _related(viewer: Viewer, runtime: Runtime, token_id: str | None) -> Token | None:
+    """The token a renewal links to, named on the page when the viewer may see it."""
+    if token_id is None:
+        return None
+    try:
+        return runtime.tokens.get(viewer.actor, token_id)
+    except (NotFound, PermissionDenied):
+        return None
 
 
 def _retrievable(session: Session, token: Token) -> bool:
@@ -329,7 +341,8 @@ def token_detail(request: Request, token_id: str, viewer: ViewerDep, runtime: Ru
     token = runtime.tokens.get(viewer.actor, token_id)
     notice = NOTICES.get(done, "")
     if notice and done in ("suspended", "resumed"):
-        notice = f"{notice} {propagation_notice(request)}".strip()
+        reached = "works" if done == "resumed" else "stopped"
+        notice = f"{notice} {propagation_notice(request, reached)}".strip()
     return _detail(request, viewer, runtime, token, notice=notice,
                    usage_unit=chart.HOURLY if usage == chart.HOURLY else chart.DAILY)
 

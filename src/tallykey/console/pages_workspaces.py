@@ -103,5 +103,6 @@ def archive_workspace(request: Request, workspace_id: str, viewer: AdminDep,
     # the same wait as a revocation's: answer once every live node has applied it
     done = runtime.settle(viewer.actor.account_id)
     note = (f"{workspace.name} was archived: {stopped} token"
-            f"{'' if stopped == 1 else 's'} {done.summary()}.")
+            f"{'' if stopped == 1 else 's'} {done.summary()}." if stopped else
+            f"{workspace.name} was archived. It held no live tokens, so none stopped.")
     return _page(request, viewer, runtime, notice=note)  # the answer says how it went

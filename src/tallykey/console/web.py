@@ -251,20 +251,34 @@ def propagation_query(done: Propagation) -> str:
     return urlencode(params)
 
 
-def propagation_notice(request: Request) -> str:
-    """The sentence for people that says how far a change has reached (SPEC §10)."""
+#: How a propagated change is said, by what it does on a node (SPEC §10): (what it did
+#: on the confirmed nodes, what a node not yet confirmed will do by when).
+REACHED = {
+    "stopped": ("It stopped on", "stop"),
+    "works": ("It works again on", "accept it again"),
+    "applies": ("They apply on", "apply them"),
+}
+
+
+def propagation_notice(request: Request, reached: str = "stopped") -> str:
+    """The sentence for people that says how far a change has reached (SPEC §10):
+    `reached` is "stopped" (revoke, suspend), "works" (resume) or "applies" (a change of
+    permissions or policy)."""
     confirmed, _, total = request.query_params.get("nodes", "").partition("/")
     if not (confirmed.isdigit() and total.isdigit()):
         return ""
     if int(total) == 0:
         return "No verification node was running."
-    said = f"It stopped on {int(confirmed)} of {int(total)} nodes"
+    did, will = REACHED[reached]
+    said = f"{did} {int(confirmed)} of {int(total)} nodes"
     late = request.query_params.getlist("late")[:10]
     if not late:
         return said + "."
     by = request.query_params.get("by", "")
-    return (f"{said}; not yet confirmed by {', '.join(late)}, which will stop by "
+    return (f"{said}; not yet confirmed by {', '.join(late)}, which will {will} by "
             f"{by or 'the end of the stale window'} at the latest.")
+
+
 def second_step_url(awaiting: str, target: str = "") -> str:
     """Where a session awaiting its second factor goes: the code page, or the page that
     sets up an authenticator; `target` is where it goes afterwards."""

@@ -54,17 +54,20 @@ class Propagation:
     def complete(self) -> bool:
         return not self.unconfirmed
 
-    def summary(self) -> str:
-        """One sentence for people: the console, the CLI and the API header say this."""
+    def summary(self, effect: str = "stopped") -> str:
+        """One sentence for people: the console, the CLI and the API header say this.
+        `effect` is what the change does on a node: "stopped" (revoke, suspend, archive),
+        "works again" (resume) or "applied" (any other change)."""
         total = len(self.confirmed) + len(self.unconfirmed)
         if total == 0:
             return "no verification node is running"
         if self.complete:
-            return f"stopped on {total} of {total} nodes"
-        late = "; ".join(f"{node.label} unconfirmed, stops by "
+            return f"{effect} on {total} of {total} nodes"
+        then = "stops" if effect == "stopped" else "follows"
+        late = "; ".join(f"{node.label} unconfirmed, {then} by "
                          f"{node.stops_by.isoformat(timespec='seconds')} at the latest"
                          for node in self.unconfirmed)
-        return f"stopped on {len(self.confirmed)} of {total} nodes ({late})"
+        return f"{effect} on {len(self.confirmed)} of {total} nodes ({late})"
 
 
 class NodePresence:

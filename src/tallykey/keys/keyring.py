@@ -77,3 +77,17 @@ def load_keyring(kek: str | None, kek_file: Path | None) -> KeyRing | None:
 
 _HOW = ("Write id:base64 with a 32-byte key, e.g. "
         "TALLYKEY_KEK=\"k1:$(head -c 32 /dev/urandom | base64)\"; the first key is current.")
+
+
+def missing_kek_hint(data_dir: Path) -> str:
+    """What to do when a secret must be sealed or opened and no key-encryption key is
+    configured: set one; when this data directory holds the demo's key (`tallykey demo`
+    wrote it), name that file too."""
+    from tallykey.demo_files import kek_path
+
+    hint = "Set TALLYKEY_KEK (or TALLYKEY_KEK_FILE) on the server."
+    demo = kek_path(data_dir)
+    if demo.is_file():
+        hint += (f" This data directory holds the demo's key: set "
+                 f"TALLYKEY_KEK_FILE={demo.resolve()} (for the demo only).")
+    return hint

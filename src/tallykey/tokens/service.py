@@ -173,8 +173,10 @@ class TokenService:
         listeners: Sequence[Listener] = (),
         vault: SecretVault | None = None,
         catalog: ScopeCatalog = DEMO_CATALOG,
+        kek_hint: str = "Set TALLYKEY_KEK (or TALLYKEY_KEK_FILE) on the server.",
     ) -> None:
         self.database = database
+        self.kek_hint = kek_hint  # said when a secret must be sealed and no key is set
         self.catalog = catalog
         self.clock = clock
         self.region = region
@@ -242,7 +244,7 @@ class TokenService:
             self._announce(session, TokenEvent(TOKEN_CREATED, token, actor, now, {
                 "name": name, "kind": draft.kind, "scopes": scopes,
                 "expires_at": expires_at.isoformat(), "prefix": token.prefix,
-                **_controls_snapshot(token)}))
+                "ip_allowlist": list(token.ip_allowlist), **_controls_snapshot(token)}))
             return IssuedToken(token, secret, policy.validity_warnings(now, expires_at))
 
     # --- read ------------------------------------------------------------------------
@@ -617,7 +619,7 @@ class TokenService:
         if self.vault is None:
             raise ValidationFailed(
                 "This account keeps application tokens retrievable, but no key-encryption "
-                "key is configured.", "Set TALLYKEY_KEK (or TALLYKEY_KEK_FILE) on the server.")
+                "key is configured.", self.kek_hint)
         stored.data_key_id, stored.ciphertext = self.vault.seal(
             session, account.id, token.id, stored.generation, str(secret))
 
