@@ -57,6 +57,8 @@ class TokenRecord:
     suspended_by: str | None = None
     #: The token was renewed: its secrets retire, and its successor takes over.
     renewed: bool = False
+    #: The token's name, returned with every verdict (`POST /api/v1/verify`).
+    name: str = ""
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
