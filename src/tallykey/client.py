@@ -481,18 +481,20 @@ def interpret(response: httpx.Response, base_url: str,
             f"GET {url} answered HTTP {response.status_code}, not a tallykey answer.",
             hint, url=url, status=response.status_code)
     raise refusal(response.status_code, body, url,
-                  response.headers.get("retry-after"))
+                  response.headers.get("retry-after"), CONNECT_BY_STATUS)
 
 
 def refusal(status: int, body: Mapping[str, Any], url: str,
-            retry_after: str | None = None) -> ConnectFailed:
+            retry_after: str | None = None,
+            by_status: Mapping[int, type[ConnectFailed]] | None = None) -> ConnectFailed:
     """Map a server's JSON error body (`{"error", "message", "reason", "hint", …}`) to an
-    exception: by its `reason` through `REFUSALS`, else by the HTTP status."""
+    exception: by its `reason` through `REFUSALS`, else by the HTTP status (`BY_STATUS`,
+    or `by_status`)."""
     message = str(body.get("message", "")) or f"The server refused the token (HTTP {status})."
     hint = str(body.get("hint", ""))
     kind = REFUSALS.get(str(body.get("reason", "")))
     if kind is None:
-        kind = BY_STATUS.get(status, UnexpectedResponse)
+        kind = (BY_STATUS if by_status is None else by_status).get(status, UnexpectedResponse)
     facts = {**body, "retry_after": body.get("retry_after") or retry_after}
     return kind.of(message, hint, facts, url=url, status=status)
 
@@ -502,6 +504,10 @@ BY_STATUS: dict[int, type[ConnectFailed]] = {
     400: RequestRejected, 401: TokenNotRecognised, 403: AccessDenied, 404: RequestRejected,
     409: RequestRejected, 413: RequestRejected, 415: RequestRejected, 422: RequestRejected,
     429: RateLimited, 503: ServiceUnavailable}
+#: For `connect()`, whose one call has no id or body to reject: any other status means the
+#: base URL is not a tallykey region's.
+CONNECT_BY_STATUS: dict[int, type[ConnectFailed]] = {
+    401: TokenNotRecognised, 403: AccessDenied, 429: RateLimited}
 
 
 def _connection(body: Mapping[str, Any], base_url: str, url: str) -> ConnectionInfo:
@@ -533,9 +539,9 @@ def unreachable(error: httpx.TransportError, url: str) -> ServerUnreachable:
 # --- the clients ---------------------------------------------------------------------------
 
 
-def verify_body(secret: str, scopes: Iterable[str] | None, workspace: str | None,
+def verify_body(secret: str | None, scopes: Iterable[str] | None, workspace: str | None,
                 cost: int | None, client_ip: str | None) -> dict[str, Any]:
-    body: dict[str, Any] = {"token": secret}
+    body: dict[str, Any] = {"token": secret} if secret else {}  # none: `missing`
     if isinstance(scopes, str):
         scopes = [scopes]
     if scopes:
@@ -709,7 +715,7 @@ class Client(_Base):
         #: `renew`, `suspend`, `resume`, `revoke`.
         self.tokens: Tokens[dict[str, Any]] = Tokens(self._send)
 
-    def verify(self, secret: str, scopes: Iterable[str] | None = None,
+    def verify(self, secret: str | None, scopes: Iterable[str] | None = None,
                workspace: str | None = None, *, cost: int | None = None,
                client_ip: str | None = None) -> Verification:
         """Check `secret` (with `scopes` held in `workspace`, if named): a `Verification`,
@@ -767,7 +773,7 @@ class AsyncClient(_Base):
                                       timeout=timeout, verify=verify)
         self.tokens: Tokens[Awaitable[dict[str, Any]]] = Tokens(self._send)
 
-    async def verify(self, secret: str, scopes: Iterable[str] | None = None,
+    async def verify(self, secret: str | None, scopes: Iterable[str] | None = None,
                      workspace: str | None = None, *, cost: int | None = None,
                      client_ip: str | None = None) -> Verification:
         """As `Client.verify`."""
