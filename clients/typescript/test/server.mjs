@@ -29,8 +29,17 @@ export function freePort() {
   });
 }
 
-/** Start a seeded server; `await server.stop()` ends it and removes its files. */
+/** Start a seeded server; `await server.stop()` ends it and removes its files. With
+ *  $TALLYKEY_TEST_SERVER (set by test/run.mjs), the one server of the run, left running. */
 export async function startServer(extraEnv = {}) {
+  if (process.env.TALLYKEY_TEST_SERVER && !Object.keys(extraEnv).length) {
+    const { baseUrl, seeded, env } = JSON.parse(process.env.TALLYKEY_TEST_SERVER);
+    return {
+      baseUrl, seeded, env, admin: seeded.admin.token, member: seeded.member.token,
+      cli: async (...args) => (await run(tallykeyCommand(), args, { env, timeout: 60_000 })).stdout,
+      async stop() {},
+    };
+  }
   const dir = mkdtempSync(join(tmpdir(), "tallykey-ts-"));
   const env = Object.fromEntries(Object.entries(process.env).filter(([k]) => !k.startsWith("TALLYKEY_")));
   Object.assign(env, { TALLYKEY_DATA_DIR: join(dir, "data"), TALLYKEY_AUTH_FAIL_LIMIT: "0" }, extraEnv);
