@@ -6,5 +6,9 @@ export type { TallykeyErrorFields } from "./errors.js";
 export { requireToken } from "./middleware.js";
 export type { RequireTokenOptions, TallykeyRequest } from "./middleware.js";
 export { REASONS, BY_STATUS, codeOf } from "./reasons.js";
-export type * from "./types.js";
+export type {
+  CamelCase, Camelized, IssuedToken, RateLimitState, RefusedToken, RevokedToken, SuspendedToken, Token,
+  TokenCreate, TokenListQuery, TokenPage, TokenRenew, TokenUpdate, VerifiedToken, Verification, VerifyOptions,
+  VerifyResponse,
+} from "./types.js";
 export type { components, operations, paths } from "./generated/openapi.js";
