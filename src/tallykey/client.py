@@ -284,7 +284,8 @@ class UnexpectedResponse(ConnectFailed):
 #: The server's refusal reasons (`reason` in every error body; `tallykey.errors`) and the
 #: exception each one becomes. A reason not listed here falls back to the HTTP status.
 #: The TypeScript client's `REASONS` table (clients/typescript) maps every reason to the
-#: same `code`; a test compares both with the server's reasons.
+#: same word (its `kind`, this table's exception `code`); a test compares both with the
+#: server's reasons.
 REFUSALS: dict[str, type[ConnectFailed]] = {
     "missing": TokenMissing,
     "malformed": TokenMalformed,

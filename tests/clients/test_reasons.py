@@ -1,7 +1,8 @@
 """One meaning per refusal reason in every client: the server's reasons (`tallykey.errors`),
 the Python client's exception table (`tallykey.client.REFUSALS`) and the TypeScript
 client's `REASONS` (clients/typescript/src/reasons.ts) name the same reasons, and each
-reason means the same `code` in both clients."""
+reason means the same in both clients (the Python exception's `code` is the TypeScript
+`kind`)."""
 
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 import { TallykeyError } from "./errors.js";
-import { codeOf } from "./reasons.js";
+import { kindOf } from "./reasons.js";
 import type {
   IssuedToken, RateLimitState, RevokedToken, SuspendedToken, Token, TokenCreate,
   TokenListQuery, TokenPage, TokenRenew, TokenUpdate, Verification, VerifyOptions,
@@ -101,8 +101,8 @@ export class Tallykey {
       };
     }
     return {
-      valid: false, status: answer.status, code: codeOf(answer.reason, answer.status),
-      error: answer.error ?? null, reason: answer.reason ?? null, message: answer.message ?? "",
+      valid: false, status: answer.status, code: answer.error ?? "missing_token",
+      kind: kindOf(answer.reason, answer.status), reason: answer.reason ?? null, message: answer.message ?? "",
       hint: answer.hint ?? null, retryAfter: answer.retry_after ?? null, rateLimits,
     };
   }
@@ -165,7 +165,7 @@ export class Tallykey {
     const retry = typeof object.retry_after === "number" ? object.retry_after
       : header && /^\d+$/.test(header) ? Number(header) : null;
     throw new TallykeyError(object.message, {
-      status: response.status, error: object.error, url: where, retryAfter: retry,
+      status: response.status, code: object.error, url: where, retryAfter: retry,
       reason: typeof object.reason === "string" ? object.reason : null,
       hint: typeof object.hint === "string" ? object.hint : null, body: object,
     });

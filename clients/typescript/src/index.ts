@@ -5,7 +5,7 @@ export { TallykeyError } from "./errors.js";
 export type { TallykeyErrorFields } from "./errors.js";
 export { requireToken } from "./middleware.js";
 export type { RequireTokenOptions, TallykeyRequest } from "./middleware.js";
-export { REASONS, BY_STATUS, codeOf } from "./reasons.js";
+export { REASONS, BY_STATUS, kindOf } from "./reasons.js";
 export type {
   CamelCase, Camelized, IssuedToken, RateLimitState, RefusedToken, RevokedToken, SuspendedToken, Token,
   TokenCreate, TokenListQuery, TokenPage, TokenRenew, TokenUpdate, VerifiedToken, Verification, VerifyOptions,

@@ -72,7 +72,7 @@ function refuse(res: ServerResponse, verdict: RefusedToken): void {
   if (verdict.reason) headers["Tallykey-Reason"] = verdict.reason;
   if (verdict.retryAfter !== null) headers["Retry-After"] = String(verdict.retryAfter);
   setRateLimitHeaders(res, verdict.rateLimits);
-  const body: Record<string, unknown> = { error: verdict.error ?? "missing_token", message: verdict.message };
+  const body: Record<string, unknown> = { error: verdict.code, message: verdict.message };
   if (verdict.reason) body.reason = verdict.reason;
   if (verdict.hint) body.hint = verdict.hint;
   if (verdict.retryAfter !== null) body.retry_after = verdict.retryAfter;
@@ -81,9 +81,9 @@ function refuse(res: ServerResponse, verdict: RefusedToken): void {
 
 /** RFC 6750 §3: no error code when no credentials were sent at all. */
 function challenge(verdict: RefusedToken): string {
-  if (!verdict.error) return `Bearer realm="${REALM}"`;
+  if (verdict.code === "missing_token") return `Bearer realm="${REALM}"`;
   const description = [...verdict.message].filter((c) => c >= " " && c <= "~" && c !== '"' && c !== "\\").join("");
-  return `Bearer realm="${REALM}", error="${verdict.error}", error_description="${description}"`;
+  return `Bearer realm="${REALM}", error="${verdict.code}", error_description="${description}"`;
 }
 
 function setRateLimitHeaders(res: ServerResponse, limits: RateLimitState[]): void {

@@ -1,9 +1,9 @@
 // The server's refusal reasons (`reason` in every error body and verdict) and what each
-// means to a client: the same `code` as the Python client's exception for it
+// means to a client, its `kind`: the same word as the Python client's exception `code`
 // (`tallykey.client.REFUSALS`; a test in the Python suite compares both tables with the
 // server's list of reasons). A reason not listed here falls back to the HTTP status.
 
-/** reason → code */
+/** reason → kind */
 export const REASONS: Readonly<Record<string, string>> = Object.freeze({
   missing: "token_missing",
   malformed: "token_malformed",
@@ -27,7 +27,7 @@ export const REASONS: Readonly<Record<string, string>> = Object.freeze({
   store_unavailable: "service_unavailable",
 });
 
-/** HTTP status → code, for an error body without a known reason (a management error). */
+/** HTTP status → kind, for an error body without a known reason (a management error). */
 export const BY_STATUS: Readonly<Record<number, string>> = Object.freeze({
   400: "request_rejected",
   401: "token_not_recognised",
@@ -41,8 +41,8 @@ export const BY_STATUS: Readonly<Record<number, string>> = Object.freeze({
   503: "service_unavailable",
 });
 
-/** The code of a refusal: by its reason, else by its HTTP status. */
-export function codeOf(reason: string | null | undefined, status: number | null): string {
+/** The kind of a refusal: by its reason, else by its HTTP status. */
+export function kindOf(reason: string | null | undefined, status: number | null): string {
   if (reason && Object.prototype.hasOwnProperty.call(REASONS, reason)) return REASONS[reason]!;
   if (status !== null && Object.prototype.hasOwnProperty.call(BY_STATUS, status)) return BY_STATUS[status]!;
   return "unexpected_response";

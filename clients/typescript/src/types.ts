@@ -61,10 +61,11 @@ export interface VerifiedToken {
 export interface RefusedToken {
   valid: false;
   status: number;
-  /** What the reason means (`REASONS`): "token_revoked", "scope_missing", … */
+  /** RFC 6750's error code ("invalid_token", "insufficient_scope"; "missing_token" when
+   *  the request sent none), as in tallykey's own JSON body. */
   code: string;
-  /** RFC 6750's error code ("invalid_token", "insufficient_scope"; null when no token). */
-  error: string | null;
+  /** What the reason means (`REASONS`): "token_revoked", "scope_missing", … */
+  kind: string;
   reason: string | null;
   message: string;
   hint: string | null;

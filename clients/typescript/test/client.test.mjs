@@ -3,7 +3,7 @@
 import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
-import { Tallykey, TallykeyError, REASONS, codeOf } from "../dist/index.js";
+import { Tallykey, TallykeyError, REASONS, kindOf } from "../dist/index.js";
 import { startServer, freePort } from "./server.mjs";
 
 let server;
@@ -45,18 +45,19 @@ test("verify: a valid token is who it is, with its name, scopes, metadata and ex
   assert.equal(new Date(verdict.expiresAt).toISOString().slice(0, 10), issued.expiresAt.slice(0, 10));
 });
 
-test("verify: refusals carry status, reason, code, message and hint", async () => {
+test("verify: refusals carry status, code, reason, kind, message and hint", async () => {
   const missing = await refusal(null);
-  assert.deepEqual([missing.status, missing.reason, missing.code, missing.error], [401, "missing", "token_missing", null]);
+  assert.deepEqual([missing.status, missing.reason, missing.kind, missing.code], [401, "missing", "token_missing", "missing_token"]);
   assert.match(missing.hint, /Authorization/);
 
   const cut = server.admin.slice(0, 30);
   const malformed = await refusal(cut);
-  assert.deepEqual([malformed.status, malformed.reason, malformed.code], [401, "malformed", "token_malformed"]);
+  assert.deepEqual([malformed.status, malformed.reason, malformed.kind, malformed.code],
+    [401, "malformed", "token_malformed", "invalid_token"]);
   assert.match(malformed.message, /copied incompletely/);
 
   const scoped = await refusal(server.member, { scopes: ["tokens:manage"] });
-  assert.deepEqual([scoped.status, scoped.reason, scoped.code, scoped.error],
+  assert.deepEqual([scoped.status, scoped.reason, scoped.kind, scoped.code],
     [403, "insufficient_scope", "scope_missing", "insufficient_scope"]);
 
   const elsewhere = await refusal(server.member, { scopes: ["employees:read"], workspace: "no-such-workspace" });
@@ -68,17 +69,17 @@ test("verify: revoked, suspended and rotated-out tokens are refused with their r
   const revoked = await newToken();
   await tk.tokens.revoke(revoked.id, { reason: "left the company" });
   const r = await refusal(revoked.token);
-  assert.deepEqual([r.status, r.reason, r.code], [401, "revoked", "token_revoked"]);
+  assert.deepEqual([r.status, r.reason, r.kind], [401, "revoked", "token_revoked"]);
 
   const paused = await newToken();
   await tk.tokens.suspend(paused.id);
   const s = await refusal(paused.token);
-  assert.deepEqual([s.status, s.reason, s.code], [401, "suspended", "token_suspended"]);
+  assert.deepEqual([s.status, s.reason, s.kind], [401, "suspended", "token_suspended"]);
 
   const rotated = await newToken();
   await tk.tokens.rotate(rotated.id, { graceSeconds: 0 });
   const o = await refusal(rotated.token);
-  assert.deepEqual([o.status, o.reason, o.code], [401, "rotated_out", "token_not_recognised"]);
+  assert.deepEqual([o.status, o.reason, o.kind], [401, "rotated_out", "token_not_recognised"]);
 });
 
 test("verify: a token over its rate limit, or out of credits, is refused with 429 and when to retry", async () => {
@@ -87,7 +88,7 @@ test("verify: a token over its rate limit, or out of credits, is refused with 42
   assert.equal(first.valid, true);
   assert.deepEqual(first.rateLimits.map((l) => [l.name, l.limit, l.perSeconds, l.remaining]), [["burst", 1, 3600, 0]]);
   const second = await refusal(limited.token);
-  assert.deepEqual([second.status, second.reason, second.code], [429, "rate_limited", "rate_limited"]);
+  assert.deepEqual([second.status, second.reason, second.kind], [429, "rate_limited", "rate_limited"]);
   assert.ok(second.retryAfter > 0 && second.retryAfter <= 3600, `retryAfter ${second.retryAfter}`);
 
   const metered = await newToken({ credits: { remaining: 2 } });
@@ -95,7 +96,7 @@ test("verify: a token over its rate limit, or out of credits, is refused with 42
   assert.equal(spent.valid, true);
   assert.equal(spent.creditsRemaining, 0);
   const broke = await refusal(metered.token);
-  assert.deepEqual([broke.status, broke.reason, broke.code], [429, "usage_exhausted", "usage_exhausted"]);
+  assert.deepEqual([broke.status, broke.reason, broke.kind], [429, "usage_exhausted", "usage_exhausted"]);
 });
 
 test("verify needs no token of the client's own; the Authorization header can be passed whole", async () => {
@@ -103,7 +104,7 @@ test("verify needs no token of the client's own; the Authorization header can be
   const verdict = await anonymous.verify(null, { authorization: `Bearer ${server.member}` });
   assert.equal(verdict.valid, true);
   assert.equal(verdict.kind, "personal");
-  await assert.rejects(anonymous.tokens.list(), (error) => error instanceof TallykeyError && error.code === "misconfigured");
+  await assert.rejects(anonymous.tokens.list(), (error) => error instanceof TallykeyError && error.code === "misconfigured" && error.kind === "misconfigured");
 });
 
 test("tokens: create, list, get, update, rotate, renew, suspend, resume, revoke", async () => {
@@ -154,16 +155,16 @@ test("tokens: create, list, get, update, rotate, renew, suspend, resume, revoke"
   assert.equal((await tk.verify(renewed.token)).reason, "revoked");
 });
 
-test("management failures are TallykeyErrors with status, code, error, reason and hint", async () => {
+test("management failures are TallykeyErrors with status, code, reason, kind and hint", async () => {
   await assert.rejects(tk.tokens.get("no-such-token"), (error) => {
     assert.ok(error instanceof TallykeyError);
-    assert.deepEqual([error.status, error.code, error.error], [404, "request_rejected", "not_found"]);
+    assert.deepEqual([error.status, error.code, error.kind], [404, "not_found", "request_rejected"]);
     return true;
   });
   const active = await newToken();
-  await assert.rejects(tk.tokens.resume(active.id), (error) => error.status === 409 && error.error === "conflict");
+  await assert.rejects(tk.tokens.resume(active.id), (error) => error.status === 409 && error.code === "conflict");
   await assert.rejects(tk.tokens.create({ name: "x", scopes: ["no:such"] }), (error) => {
-    assert.deepEqual([error.status, error.code, error.error], [422, "request_rejected", "validation_failed"]);
+    assert.deepEqual([error.status, error.code, error.kind], [422, "validation_failed", "request_rejected"]);
     assert.match(error.hint, /Known scopes/);
     return true;
   });
@@ -171,7 +172,7 @@ test("management failures are TallykeyErrors with status, code, error, reason an
   await tk.tokens.revoke(revoked.id);
   const stranger = new Tallykey({ baseUrl: server.baseUrl, token: revoked.token });
   await assert.rejects(stranger.tokens.list(), (error) => {
-    assert.deepEqual([error.status, error.reason, error.code], [401, "revoked", "token_revoked"]);
+    assert.deepEqual([error.status, error.reason, error.code, error.kind], [401, "revoked", "invalid_token", "token_revoked"]);
     assert.ok(!JSON.stringify(error).includes(revoked.token) && !error.message.includes(revoked.token)
       && !error.stack.includes(revoked.token), "an error never shows the secret");
     return true;
@@ -185,6 +186,7 @@ test("no server, or not tallykey's answer, is a TallykeyError that names the URL
   const nowhere = new Tallykey({ baseUrl: `http://127.0.0.1:${port}`, token: server.admin });
   await assert.rejects(nowhere.verify("x"), (error) => {
     assert.equal(error.code, "server_unreachable");
+    assert.equal(error.kind, "server_unreachable");
     assert.equal(error.status, null);
     assert.ok(error.message.includes(`127.0.0.1:${port}/api/v1/verify`));
     return true;
@@ -193,7 +195,7 @@ test("no server, or not tallykey's answer, is a TallykeyError that names the URL
   await new Promise((r) => html.listen(0, "127.0.0.1", r));
   try {
     const proxy = new Tallykey({ baseUrl: `http://127.0.0.1:${html.address().port}`, token: server.admin });
-    await assert.rejects(proxy.tokens.list(), (error) => error.code === "unexpected_response" && error.status === 502);
+    await assert.rejects(proxy.tokens.list(), (error) => error.code === "unexpected_response" && error.kind === "unexpected_response" && error.status === 502);
     await assert.rejects(proxy.verify("x"), (error) => error.code === "unexpected_response");
   } finally {
     html.close();
@@ -209,8 +211,8 @@ test("the reason table covers the reasons the server answered here, and falls ba
     "suspended", "rotated_out", "rate_limited", "usage_exhausted"]) {
     assert.ok(REASONS[reason], reason);
   }
-  assert.equal(codeOf("revoked", 401), "token_revoked");
-  assert.equal(codeOf(null, 404), "request_rejected");
-  assert.equal(codeOf("something_new", 429), "rate_limited");
-  assert.equal(codeOf(null, 500), "unexpected_response");
+  assert.equal(kindOf("revoked", 401), "token_revoked");
+  assert.equal(kindOf(null, 404), "request_rejected");
+  assert.equal(kindOf("something_new", 429), "rate_limited");
+  assert.equal(kindOf(null, 500), "unexpected_response");
 });

@@ -85,3 +85,17 @@ test("the README's Express example runs as written", async () => {
     app.kill();
   }
 });
+
+test("npm install of the folder (after npm ci built dist/) links it, and it imports", async () => {
+  const linked = await mkdtemp(join(ROOT, "test", ".consumer-"));
+  try {
+    await writeFile(join(linked, "package.json"), JSON.stringify({ name: "linked", private: true, type: "module" }));
+    await run(npm, ["install", "--offline", "--no-audit", "--no-fund", ROOT], { cwd: linked, timeout: 120_000 });
+    await writeFile(join(linked, "check.mjs"),
+      'import { Tallykey, requireToken } from "tallykey";\nconsole.log(typeof Tallykey, typeof requireToken);\n');
+    const ran = await run(process.execPath, ["check.mjs"], { cwd: linked, timeout: 30_000 });
+    assert.equal(ran.stdout.trim(), "function function");
+  } finally {
+    await rm(linked, { recursive: true, force: true });
+  }
+});
