@@ -52,13 +52,13 @@ class TokenRecord:
     refill: Refill | None = None
     metadata: Mapping[str, Any] | None = None
     external_id: str | None = None
+    #: The token's name, returned with every verdict (`POST /api/v1/verify`).
+    name: str = ""
     #: A suspended token is refused until resumed, naming who suspended it and when.
     suspended_at: datetime | None = None
     suspended_by: str | None = None
     #: The token was renewed: its secrets retire, and its successor takes over.
     renewed: bool = False
-    #: The token's name, returned with every verdict (`POST /api/v1/verify`).
-    name: str = ""
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
