@@ -307,6 +307,8 @@ REFUSALS: dict[str, type[ConnectFailed]] = {
     "rate_limited": RateLimited,
     "usage_exhausted": UsageExhausted,
     "store_unavailable": ServiceUnavailable,
+    # an operation the platform's OpenAPI document does not list (TALLYKEY_OPENAPI_FILE)
+    "unknown_operation": RequestRejected,
 }
 
 

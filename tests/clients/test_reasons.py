@@ -1,8 +1,8 @@
-"""One meaning per refusal reason in every client: the server's reasons (`tallykey.errors`),
-the Python client's exception table (`tallykey.client.REFUSALS`) and the TypeScript
-client's `REASONS` (clients/typescript/src/reasons.ts) name the same reasons, and each
-reason means the same in both clients (the Python exception's `code` is the TypeScript
-`kind`)."""
+"""One meaning per refusal reason in every client: every reason of the server
+(`tallykey.errors`) is in the Python client's exception table (`tallykey.client.REFUSALS`)
+and in the TypeScript client's `REASONS` (clients/typescript/src/reasons.ts); both tables
+name the same reasons, and each reason means the same in both clients (the Python
+exception's `code` is the TypeScript `kind`)."""
 
 from __future__ import annotations
 
@@ -33,11 +33,11 @@ def typescript_table(name: str) -> dict[str, str]:
     return dict(pairs)
 
 
-def test_every_server_reason_is_in_both_tables_and_no_other() -> None:
+def test_every_server_reason_is_in_both_tables() -> None:
     reasons = server_reasons()
     assert {"revoked", "expired", "rate_limited", "usage_exhausted", "missing"} <= reasons
-    assert set(sdk.REFUSALS) == reasons, "tallykey.client.REFUSALS"
-    assert set(typescript_table("REASONS")) == reasons, "clients/typescript/src/reasons.ts"
+    assert not reasons - set(sdk.REFUSALS), "missing in tallykey.client.REFUSALS"
+    assert not reasons - set(typescript_table("REASONS")), "missing in reasons.ts"
 
 
 def test_each_reason_means_the_same_in_python_and_typescript() -> None:

@@ -25,6 +25,7 @@ export const REASONS: Readonly<Record<string, string>> = Object.freeze({
   rate_limited: "rate_limited",
   usage_exhausted: "usage_exhausted",
   store_unavailable: "service_unavailable",
+  unknown_operation: "request_rejected",
 });
 
 /** HTTP status → kind, for an error body without a known reason (a management error). */
