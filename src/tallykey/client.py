@@ -215,7 +215,8 @@ class ScopeMissing(AccessDenied):
 
     @classmethod
     def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
-        return cls(message, hint, scopes=[str(facts.get("scope", ""))], **common)
+        scope = facts.get("scope")
+        return cls(message, hint, scopes=str(scope).split() if scope else [], **common)
 
 
 class RateLimited(ConnectFailed):
