@@ -12,7 +12,6 @@ from typing import Any, TypeVar
 import pytest
 
 from tallykey import client as sdk
-from tallykey import errors
 from tallykey.tokens import format as token_format
 
 from .e2e.conftest import Server, free_port, manage, new_token, running_server
@@ -221,20 +220,147 @@ def test_refusal_bodies_map_to_their_classes() -> None:
                       sdk.UnexpectedResponse)
 
 
-def test_every_refusal_reason_of_the_server_has_its_client_exception() -> None:
-    def subclasses(kind: type[errors.TallykeyError]) -> list[type[errors.TallykeyError]]:
-        return [kind, *(sub for child in kind.__subclasses__() for sub in subclasses(child))]
-
-    refusals: list[type[errors.TallykeyError]] = [*subclasses(errors.AuthenticationError),
-                                                  errors.StoreUnavailable]
-    reasons = {kind.reason for kind in refusals if kind is not errors.AuthenticationError}
-    assert "" not in reasons  # every refusal says why
-    # how the request was made, not the token: a client sends neither
-    missing = reasons - set(sdk.REFUSALS) - {"missing", "malformed_header", "invalid_cost"}
-    assert not missing
-
-
 def test_the_client_never_shows_its_token(server: Server, regions: dict[str, str]) -> None:
     token = server.seeded["admin"]["token"]
     with sdk.Client(token, regions=regions) as client:
         assert token not in repr(client) and token not in str(client)
+
+
+# --- verify() and tokens.* (SPEC §15) -------------------------------------------------------
+
+
+def test_client_with_base_url_needs_no_region_map(server: Server,
+                                                  monkeypatch: pytest.MonkeyPatch,
+                                                  tmp_path: Any) -> None:
+    monkeypatch.delenv("TALLYKEY_REGIONS", raising=False)
+    monkeypatch.setenv("TALLYKEY_DATA_DIR", str(tmp_path))  # no demo registered either
+    token = server.seeded["admin"]["token"]
+    with pytest.raises(sdk.ClientMisconfigured, match="none configured"):
+        sdk.Client(token, region="eu1")
+    with sdk.Client(token, region="eu1", base_url=server.base_url) as client:
+        assert client.connect().account.region == "eu1"
+    with sdk.Client(base_url=server.base_url, token=token) as client:
+        assert client.region == "eu1" and client.tokens.list(limit=1)["items"]
+    from tallykey import Client
+    assert Client is sdk.Client
+
+
+def test_verify_answers_who_a_valid_token_is(server: Server) -> None:
+    made = new_token(server, name="orders service", scopes=["employees:read"],
+                     metadata={"plan_tier": "gold"}, external_id="cust_42")
+    with sdk.Client(base_url=server.base_url) as client:  # verify needs no token
+        verdict = client.verify(made["token"], scopes=["employees:read"])
+    assert verdict and verdict.valid and verdict.status == 200
+    assert verdict.token_id == made["id"] and verdict.name == "orders service"
+    assert verdict.kind == "personal" and verdict.scopes == ("employees:read",)
+    assert verdict.account == server.seeded["account"]
+    assert verdict.metadata == {"plan_tier": "gold"} and verdict.external_id == "cust_42"
+    assert verdict.expires_at is not None and verdict.expires_at > datetime.now(UTC)
+    assert all("employees:read" in held for held in verdict.workspaces.values())
+    assert verdict.exception() is None
+
+
+def test_verify_refusals_carry_reason_and_the_exception_of_the_table(server: Server) -> None:
+    with sdk.Client(base_url=server.base_url) as client:
+        missing = client.verify("")
+        assert (missing.valid, missing.status, missing.reason) == (False, 401, "missing")
+        assert isinstance(missing.exception(), sdk.TokenMissing)
+        cut = client.verify(server.seeded["admin"]["token"][:30])
+        assert cut.reason == "malformed" and "copied incompletely" in (cut.message or "")
+        assert isinstance(cut.exception(), sdk.TokenMalformed)
+        scoped = client.verify(server.seeded["member"]["token"], scopes="tokens:manage")
+        assert (scoped.status, scoped.reason) == (403, "insufficient_scope")
+        assert isinstance(scoped.exception(), sdk.ScopeMissing)
+        elsewhere = client.verify(server.seeded["member"]["token"], workspace="nowhere")
+        assert elsewhere.reason == "workspace_not_allowed"
+        limited = new_token(server, rate_limits=[{"limit": 1, "per_seconds": 3600}])
+        assert client.verify(limited["token"]).valid
+        over = client.verify(limited["token"])
+        assert (over.status, over.reason) == (429, "rate_limited")
+        assert over.retry_after is not None and 0 < over.retry_after <= 3600
+        error = over.exception()
+        assert isinstance(error, sdk.RateLimited) and error.retry_after == over.retry_after
+        metered = new_token(server, credits={"remaining": 1})
+        assert client.verify(metered["token"]).credits_remaining == 0
+        spent = client.verify(metered["token"])
+        assert spent.reason == "usage_exhausted"
+        assert isinstance(spent.exception(), sdk.UsageExhausted)
+        assert metered["token"] not in repr(spent)
+
+
+def test_tokens_lifecycle_with_the_client(server: Server) -> None:
+    with sdk.Client(base_url=server.base_url, token=server.seeded["admin"]["token"]) as tk:
+        issued = tk.tokens.create(name="lifecycle", scopes=["employees:read"],
+                                  expires_in_days=10, external_id="py-acme",
+                                  idempotency_key="py-lifecycle-1")
+        again = tk.tokens.create(name="lifecycle", scopes=["employees:read"],
+                                 expires_in_days=10, external_id="py-acme",
+                                 idempotency_key="py-lifecycle-1")
+        assert again["id"] == issued["id"] and issued["token"].startswith("tlk_eu1_")
+        assert [t["id"] for t in tk.tokens.list(external_id="py-acme")["items"]] == [
+            issued["id"]]
+        assert "token" not in tk.tokens.get(issued["id"])
+        assert tk.tokens.update(issued["id"], name="renamed")["name"] == "renamed"
+        rotated = tk.tokens.rotate(issued["id"], grace_seconds=0)
+        assert tk.verify(rotated["token"]).valid
+        assert tk.verify(issued["token"]).reason == "rotated_out"
+        assert tk.tokens.suspend(issued["id"])["status"] == "suspended"
+        assert tk.verify(rotated["token"]).reason == "suspended"
+        assert tk.tokens.resume(issued["id"])["status"] == "active"
+        renewed = tk.tokens.renew(issued["id"], expires_in_days=20, grace_seconds=0)
+        assert renewed["renewed_from_id"] == issued["id"] and tk.verify(renewed["token"]).valid
+        revoked = tk.tokens.revoke(renewed["id"], reason="done")
+        assert revoked["status"] == "revoked" and revoked["propagation"]["complete"]
+        assert tk.verify(renewed["token"]).reason == "revoked"
+
+
+def test_management_failures_raise_the_table_s_exceptions(server: Server) -> None:
+    with sdk.Client(base_url=server.base_url, token=server.seeded["admin"]["token"]) as tk:
+        with pytest.raises(sdk.RequestRejected) as unknown:
+            tk.tokens.get("no-such-token")
+        assert (unknown.value.status, unknown.value.error) == (404, "not_found")
+        active = tk.tokens.create(name="active", expires_in_days=3)
+        with pytest.raises(sdk.RequestRejected) as conflict:
+            tk.tokens.resume(active["id"])
+        assert (conflict.value.status, conflict.value.error) == (409, "conflict")
+        with pytest.raises(sdk.RequestRejected, match="Unknown scope") as invalid:
+            tk.tokens.create(name="x", scopes=["no:such"])
+        assert invalid.value.status == 422 and "Known scopes" in invalid.value.hint
+        revoked = tk.tokens.create(name="manager", scopes=["tokens:manage"], expires_in_days=3)
+        tk.tokens.revoke(revoked["id"])
+    with sdk.Client(base_url=server.base_url, token=revoked["token"]) as stranger:
+        with pytest.raises(sdk.TokenRevoked) as refused:
+            stranger.tokens.list()
+        assert revoked["token"] not in str(refused.value)
+        assert revoked["token"] not in repr(refused.value.as_dict())
+    member = sdk.Client(base_url=server.base_url, token=server.seeded["member"]["token"])
+    with member, pytest.raises(sdk.AccessDenied):
+        member.tokens.create(name="nope")
+    anonymous = sdk.Client(base_url=server.base_url)
+    with anonymous, pytest.raises(sdk.ClientMisconfigured, match="needs a token"):
+        anonymous.tokens.list()
+    dead = f"http://127.0.0.1:{free_port()}"
+    with sdk.Client(base_url=dead) as nowhere:
+        with pytest.raises(sdk.ServerUnreachable) as unreachable:
+            nowhere.verify("x")
+        assert unreachable.value.url == dead + "/api/v1/verify"
+
+
+def test_async_client_verifies_and_manages_the_same(server: Server) -> None:
+    async def run() -> tuple[sdk.Verification, sdk.Verification, str]:
+        async with sdk.AsyncClient(base_url=server.base_url,
+                                   token=server.seeded["admin"]["token"]) as tk:
+            issued = await tk.tokens.create(name="async", scopes=["employees:read"],
+                                            expires_in_days=5)
+            valid = await tk.verify(issued["token"], scopes=["employees:read"])
+            await tk.tokens.suspend(issued["id"])
+            refused = await tk.verify(issued["token"])
+            listed = await tk.tokens.list(search="async")
+            return valid, refused, listed["items"][0]["status"]
+
+    with ThreadPoolExecutor(1) as pool:
+        valid, refused, status = pool.submit(asyncio.run, run()).result()
+    assert valid.valid and valid.name == "async"
+    assert refused.reason == "suspended" and isinstance(refused.exception(),
+                                                        sdk.TokenSuspended)
+    assert status == "suspended"

@@ -104,16 +104,39 @@ def test_the_client_installs_alone(wheel: Path, tmp_path: Path) -> None:
             (site / package).symlink_to(ours / package)
     script = ("import sys\n"
               "from tallykey.client import Client, TokenMalformed\n"
+              "from tallykey import AsyncClient, Client as Same\n"
+              "assert Same is Client\n"
               "try:\n"
               "    Client('tlk_eu1_short', base_url='http://127.0.0.1:9').connect()\n"
               "except TokenMalformed as error:\n"
               "    print('refused offline:', error.message)\n"
+              "with Client(base_url='http://127.0.0.1:9') as client:\n"
+              "    print('verify-only client:', client.base_url)\n"
               "heavy = {'fastapi', 'starlette', 'sqlalchemy', 'psycopg', 'pydantic', 'typer'}\n"
               "print('loaded:', sorted(heavy & {m.split('.')[0] for m in sys.modules}))\n")
     ran = subprocess.run([str(python), "-c", script], capture_output=True, text=True,
                          timeout=60, cwd=tmp_path)
     assert ran.returncode == 0, ran.stderr
     assert "refused offline:" in ran.stdout and "loaded: []" in ran.stdout
+    assert "verify-only client: http://127.0.0.1:9" in ran.stdout
+    # every server-side name: one line naming the extra, not a traceback into redis & co
+    for name in ("Verifier", "TallykeyMiddleware", "TallykeyAuth", "Verdict"):
+        caught = subprocess.run(
+            [str(python), "-c", f"try:\n    from tallykey import {name}\n"
+             "except ImportError as error:\n"
+             "    print(type(error).__name__, error.__cause__, error.__suppress_context__)\n"
+             "    print(error)\n"], capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert caught.returncode == 0, caught.stderr
+        kind, line = caught.stdout.splitlines()
+        assert kind == "ServerExtraMissing None True", caught.stdout
+        assert line.startswith(f"tallykey.{name} needs the server extra (")
+        assert line.endswith("pip install 'tallykey[server]'"), line
+        uncaught = subprocess.run([str(python), "-c", f"from tallykey import {name}"],
+                                  capture_output=True, text=True, timeout=60, cwd=tmp_path)
+        assert uncaught.returncode == 1
+        assert uncaught.stderr.count("Traceback") == 1, uncaught.stderr  # no chain
+        assert "During handling" not in uncaught.stderr
+        assert uncaught.stderr.strip().splitlines()[-1] == f"tallykey.ServerExtraMissing: {line}"
     # the server is not there, and the command says how to get it in one line
     server = subprocess.run([str(python), "-c", "from tallykey.cli import main; main()"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -4,7 +4,12 @@ The embedded, in-process API (needs the server extra: `pip install tallykey[serv
 
     from tallykey import Verifier, TallykeyMiddleware, TallykeyAuth, Verdict
 
-The client SDK, `tallykey.client`, needs only httpx (`pip install tallykey`).
+The client SDK needs only httpx (`pip install tallykey`):
+
+    from tallykey import Client, AsyncClient          # or from tallykey.client import …
+
+Where only the client is installed, importing the embedded API fails with one line that
+names the extra to install, not a traceback into a missing third-party module.
 """
 
 from __future__ import annotations
@@ -16,17 +21,34 @@ if TYPE_CHECKING:
     from tallykey.auth.middleware import TallykeyAuth, TallykeyMiddleware
     from tallykey.auth.verdict import Verdict
     from tallykey.auth.verifier import Verifier
+    from tallykey.client import AsyncClient, Client
 
-__all__ = ["TallykeyAuth", "TallykeyMiddleware", "Verdict", "Verifier"]
+__all__ = ["AsyncClient", "Client", "TallykeyAuth", "TallykeyMiddleware", "Verdict",
+           "Verifier"]
 
 _HOMES = {"TallykeyAuth": "tallykey.auth.middleware",
           "TallykeyMiddleware": "tallykey.auth.middleware",
-          "Verdict": "tallykey.auth.verdict", "Verifier": "tallykey.auth.verifier"}
+          "Verdict": "tallykey.auth.verdict", "Verifier": "tallykey.auth.verifier",
+          "Client": "tallykey.client", "AsyncClient": "tallykey.client"}
+
+SERVER_EXTRA = "pip install 'tallykey[server]'"
+
+
+class ServerExtraMissing(ImportError):
+    """A server-side name imported where only the client SDK is installed."""
 
 
 def __getattr__(name: str) -> Any:
-    """Import the embedded API on first use, so `import tallykey.client` pulls in no web
-    framework or ORM (PEP 562)."""
+    """Import the embedded API (and the client) on first use, so `import tallykey.client`
+    pulls in no web framework or ORM (PEP 562)."""
     if name not in _HOMES:
         raise AttributeError(f"module 'tallykey' has no attribute {name!r}")
-    return getattr(import_module(_HOMES[name]), name)
+    try:
+        module = import_module(_HOMES[name])
+    except ModuleNotFoundError as missing:
+        if missing.name is None or missing.name.split(".")[0] == "tallykey":
+            raise
+        raise ServerExtraMissing(
+            f"tallykey.{name} needs the server extra ({missing.name} is not installed): "
+            f"{SERVER_EXTRA}", name=missing.name) from None
+    return getattr(module, name)

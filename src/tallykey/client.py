@@ -1,15 +1,20 @@
-"""The client SDK: link an integration to a tallykey-protected platform by token + region.
+"""The client SDK (SPEC §15): verify tokens, manage them, and link an integration.
 
     from tallykey.client import Client, ConnectFailed
 
-    with Client(token, region="eu1") as client:
-        info = client.connect()          # GET /core/v3/info
-        print(info.account.name, info.scopes, info.expires_at)
+    with Client(base_url="https://tokens.example.com", token=admin_token) as tk:
+        verdict = tk.verify(secret, scopes=["orders:read"])   # POST /api/v1/verify
+        if not verdict.valid:
+            print(verdict.reason, verdict.message, verdict.hint)
+        issued = tk.tokens.create(name="ci", scopes=["orders:read"], expires_in_days=30)
+        tk.tokens.rotate(issued["id"], grace_seconds=0)
+        info = tk.connect()                                   # GET /core/v3/info
 
-`AsyncClient` is the same with `async with` / `await`. The region is resolved to a base URL
-through the deployment's region map (`TALLYKEY_REGIONS=eu1=https://…,us1=https://…`) unless
-`base_url` is given. The token is checked offline first (checksum, shape, region), so a
-truncated copy or a token of another region is reported without a network call.
+`AsyncClient` is the same with `async with` / `await`. The base URL is `base_url`, or the
+token's region resolved through the deployment's region map
+(`TALLYKEY_REGIONS=eu1=https://…,us1=https://…`). The token is checked offline first
+(checksum, shape, region), so a truncated copy or a token of another region is reported
+without a network call. `verify()` needs no token of the client's own.
 
 Every failure is one exception of the `ConnectFailed` hierarchy below, whose message is the
 fix ("copied incompletely", "belongs to region us1: https://…", "expired at …"). Each class
@@ -18,12 +23,12 @@ also carries the exit code `tallykey connect` uses for it. Messages never contai
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
-from dataclasses import asdict, dataclass
+from collections.abc import Awaitable, Callable, Iterable, Mapping
+from dataclasses import asdict, dataclass, field
 from datetime import datetime
 from types import TracebackType
-from typing import Any, ClassVar, Self
-from urllib.parse import urlsplit
+from typing import Any, ClassVar, Generic, Self, TypeVar
+from urllib.parse import quote, urlsplit
 
 import httpx
 
@@ -32,7 +37,9 @@ from tallykey.regions import local_region_map
 from tallykey.tokens.format import parse
 
 INFO_PATH = "/core/v3/info"
-USER_AGENT = "tallykey-client/0.1"
+VERIFY_PATH = "/api/v1/verify"
+TOKENS_PATH = "/api/v1/tokens"
+USER_AGENT = "tallykey-client/0.2"
 DEFAULT_TIMEOUT = 10.0
 
 
@@ -167,6 +174,13 @@ class TokenSuspended(TokenRejected):
     code = "token_suspended"
 
 
+class TokenMissing(TokenRejected):
+    """No token was sent at all (an empty secret, or a request without credentials)."""
+
+    exit_code = 29
+    code = "token_missing"
+
+
 class AccessDenied(ConnectFailed):
     """The token is valid but this request may not use it (403)."""
 
@@ -201,7 +215,8 @@ class ScopeMissing(AccessDenied):
 
     @classmethod
     def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
-        return cls(message, hint, scopes=[str(facts.get("scope", ""))], **common)
+        scope = facts.get("scope")
+        return cls(message, hint, scopes=str(scope).split() if scope else [], **common)
 
 
 class RateLimited(ConnectFailed):
@@ -242,6 +257,24 @@ class ServiceUnavailable(RateLimited):
     code = "service_unavailable"
 
 
+class RequestRejected(ConnectFailed):
+    """The server refused what a management call asked, not its token: an unknown id
+    (404), a change the token's state forbids (409), invalid fields (400, 422). `error`
+    is the server's code (`not_found`, `conflict`, `validation_failed`, …)."""
+
+    exit_code = 60
+    code = "request_rejected"
+
+    def __init__(self, message: str, hint: str = "", *, error: str = "",
+                 **kwargs: Any) -> None:
+        super().__init__(message, hint, **({"error_code": error} | kwargs))
+        self.error = error
+
+    @classmethod
+    def of(cls, message: str, hint: str, facts: Mapping[str, Any], **common: Any) -> Self:
+        return cls(message, hint, error=str(facts.get("error", "")), **common)
+
+
 class UnexpectedResponse(ConnectFailed):
     """An answer that is not tallykey's: wrong base URL, a proxy's error page, a 5xx."""
 
@@ -251,8 +284,14 @@ class UnexpectedResponse(ConnectFailed):
 
 #: The server's refusal reasons (`reason` in every error body; `tallykey.errors`) and the
 #: exception each one becomes. A reason not listed here falls back to the HTTP status.
+#: The TypeScript client's `REASONS` table (clients/typescript) maps every reason to the
+#: same word (its `kind`, this table's exception `code`); a test compares both with the
+#: server's reasons.
 REFUSALS: dict[str, type[ConnectFailed]] = {
+    "missing": TokenMissing,
     "malformed": TokenMalformed,
+    "malformed_header": TokenMalformed,
+    "invalid_cost": RequestRejected,
     "wrong_region": WrongRegion,
     "unknown": TokenNotRecognised,
     "rotated_out": TokenNotRecognised,
@@ -269,6 +308,8 @@ REFUSALS: dict[str, type[ConnectFailed]] = {
     "rate_limited": RateLimited,
     "usage_exhausted": UsageExhausted,
     "store_unavailable": ServiceUnavailable,
+    # an operation the platform's OpenAPI document does not list (TALLYKEY_OPENAPI_FILE)
+    "unknown_operation": RequestRejected,
 }
 
 
@@ -306,6 +347,46 @@ class ConnectionInfo:
         data["scopes"] = list(self.scopes)
         data["expires_at"] = self.expires_at.isoformat()
         return {"ok": True, **data}
+
+
+@dataclass(frozen=True)
+class Verification:
+    """The verdict of `verify()` (`POST /api/v1/verify`): `valid`, and either who the token
+    is (`token_id`, `name`, `kind`, `scopes`, `workspaces`, `expires_at`, `external_id`,
+    `metadata`) or why it was refused (`reason`, `message`, `hint`, `retry_after`).
+    `status` is what the calling service should answer its own client."""
+
+    valid: bool
+    status: int
+    reason: str | None = None
+    message: str | None = None
+    hint: str | None = None
+    error: str | None = None
+    token_id: str | None = None
+    name: str | None = None
+    account: str | None = None
+    kind: str | None = None
+    scopes: tuple[str, ...] = ()
+    workspaces: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    workspace: str | None = None
+    expires_at: datetime | None = None
+    external_id: str | None = None
+    metadata: dict[str, Any] | None = None
+    retry_after: int | None = None
+    credits_remaining: int | None = None
+    rate_limits: tuple[dict[str, Any], ...] = ()
+
+    def __bool__(self) -> bool:
+        return self.valid
+
+    def exception(self, url: str = "") -> ConnectFailed | None:
+        """A refusal as the exception of the reason table (`REFUSALS`); None if valid."""
+        if self.valid:
+            return None
+        body = {"error": self.error or "", "message": self.message or "",
+                "reason": self.reason or "", "hint": self.hint or "",
+                "retry_after": self.retry_after}
+        return refusal(self.status, body, url)
 
 
 # --- the pure parts shared by both clients -------------------------------------------------
@@ -404,21 +485,33 @@ def interpret(response: httpx.Response, base_url: str,
             f"GET {url} answered HTTP {response.status_code}, not a tallykey answer.",
             hint, url=url, status=response.status_code)
     raise refusal(response.status_code, body, url,
-                  response.headers.get("retry-after"))
+                  response.headers.get("retry-after"), CONNECT_BY_STATUS)
 
 
 def refusal(status: int, body: Mapping[str, Any], url: str,
-            retry_after: str | None = None) -> ConnectFailed:
+            retry_after: str | None = None,
+            by_status: Mapping[int, type[ConnectFailed]] | None = None) -> ConnectFailed:
     """Map a server's JSON error body (`{"error", "message", "reason", "hint", …}`) to an
-    exception: by its `reason` through `REFUSALS`, else by the HTTP status."""
+    exception: by its `reason` through `REFUSALS`, else by the HTTP status (`BY_STATUS`,
+    or `by_status`)."""
     message = str(body.get("message", "")) or f"The server refused the token (HTTP {status})."
     hint = str(body.get("hint", ""))
     kind = REFUSALS.get(str(body.get("reason", "")))
     if kind is None:
-        kind = {401: TokenNotRecognised, 403: AccessDenied, 429: RateLimited}.get(
-            status, UnexpectedResponse)
+        kind = (BY_STATUS if by_status is None else by_status).get(status, UnexpectedResponse)
     facts = {**body, "retry_after": body.get("retry_after") or retry_after}
     return kind.of(message, hint, facts, url=url, status=status)
+
+
+#: A refusal without a known reason (a management error: `not_found`, `conflict`, …).
+BY_STATUS: dict[int, type[ConnectFailed]] = {
+    400: RequestRejected, 401: TokenNotRecognised, 403: AccessDenied, 404: RequestRejected,
+    409: RequestRejected, 413: RequestRejected, 415: RequestRejected, 422: RequestRejected,
+    429: RateLimited, 503: ServiceUnavailable}
+#: For `connect()`, whose one call has no id or body to reject: any other status means the
+#: base URL is not a tallykey region's.
+CONNECT_BY_STATUS: dict[int, type[ConnectFailed]] = {
+    401: TokenNotRecognised, 403: AccessDenied, 429: RateLimited}
 
 
 def _connection(body: Mapping[str, Any], base_url: str, url: str) -> ConnectionInfo:
@@ -450,45 +543,216 @@ def unreachable(error: httpx.TransportError, url: str) -> ServerUnreachable:
 # --- the clients ---------------------------------------------------------------------------
 
 
+def verify_body(secret: str | None, scopes: Iterable[str] | None, workspace: str | None,
+                cost: int | None, client_ip: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"token": secret} if secret else {}  # none: `missing`
+    if isinstance(scopes, str):
+        scopes = [scopes]
+    if scopes:
+        body["required_scopes"] = list(scopes)
+    if workspace:
+        body["workspace"] = workspace
+    if cost is not None:
+        body["cost"] = cost
+    if client_ip:
+        body["client_ip"] = client_ip
+    return body
+
+
+def verification(response: httpx.Response) -> Verification:
+    """The `POST /api/v1/verify` answer as a `Verification`, or the error it is."""
+    body = answer(response)
+    try:
+        return Verification(
+            valid=bool(body["allowed"]), status=int(body["status"]),
+            reason=body.get("reason"), message=body.get("message"), hint=body.get("hint"),
+            error=body.get("error"), token_id=body.get("token_id"), name=body.get("name"),
+            account=body.get("account"), kind=body.get("kind"),
+            scopes=tuple(body.get("scopes") or ()),
+            workspaces={ws: tuple(held) for ws, held in (body.get("workspaces") or {}).items()},
+            workspace=body.get("workspace"), expires_at=_when(body.get("expires_at")),
+            external_id=body.get("external_id"), metadata=body.get("metadata"),
+            retry_after=body.get("retry_after"),
+            credits_remaining=body.get("credits_remaining"),
+            rate_limits=tuple(body.get("rate_limits") or ()))
+    except (KeyError, TypeError, ValueError):
+        url = str(response.request.url)
+        raise UnexpectedResponse(f"POST {url} answered 200 but not with a verdict.",
+                                 "Is this the base URL of a tallykey server?", url=url,
+                                 status=200) from None
+
+
+def answer(response: httpx.Response) -> dict[str, Any]:
+    """A management answer's JSON object (2xx), or the matching `ConnectFailed`."""
+    url = str(response.request.url)
+    body = _json_body(response)
+    if response.is_success and body is not None:
+        return body
+    if body is None or "error" not in body or "message" not in body:
+        hint = "Is this the base URL of a tallykey server? It answers /api/v1/… with JSON."
+        if response.status_code >= 500:
+            hint = "The server failed; try again later, or tell the platform's operators."
+        raise UnexpectedResponse(
+            f"{response.request.method} {url} answered HTTP {response.status_code}, "
+            "not a tallykey answer.", hint, url=url, status=response.status_code)
+    raise refusal(response.status_code, body, url, response.headers.get("retry-after"))
+
+
+Answer = TypeVar("Answer")
+
+
+class Tokens(Generic[Answer]):
+    """`client.tokens`: the management API's token calls (`/api/v1/tokens`), each with its
+    fields as keyword arguments and the server's JSON answer as a dict (with `AsyncClient`,
+    awaitables of it). Needs a management token (`tokens:manage`)."""
+
+    def __init__(self, send: Callable[..., Answer]) -> None:
+        self._send = send
+
+    def create(self, *, name: str, idempotency_key: str | None = None,
+               **fields: Any) -> Answer:
+        """A new token; the answer's `token` is its full secret, shown this once."""
+        return self._send("POST", TOKENS_PATH, {"name": name, **fields},
+                          idempotency_key=idempotency_key)
+
+    def list(self, **filters: Any) -> Answer:
+        """One page: `{"items": [...], "next_cursor": …}` (filters: `status`, `search`,
+        `kind`, `workspace`, `target`, `external_id`, `limit`, `after`)."""
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._send("GET", TOKENS_PATH, params=params)
+
+    def get(self, token_id: str) -> Answer:
+        return self._send("GET", _token_path(token_id))
+
+    def update(self, token_id: str, **fields: Any) -> Answer:
+        return self._send("PATCH", _token_path(token_id), fields)
+
+    def rotate(self, token_id: str, *, grace_seconds: int | None = None,
+               idempotency_key: str | None = None) -> Answer:
+        body = {} if grace_seconds is None else {"grace_seconds": grace_seconds}
+        return self._send("POST", _token_path(token_id, "rotate"), body,
+                          idempotency_key=idempotency_key)
+
+    def renew(self, token_id: str, *, idempotency_key: str | None = None,
+              **fields: Any) -> Answer:
+        """A successor (`expires_at` or `expires_in_days`, `grace_seconds`)."""
+        return self._send("POST", _token_path(token_id, "renew"), fields,
+                          idempotency_key=idempotency_key)
+
+    def suspend(self, token_id: str) -> Answer:
+        return self._send("POST", _token_path(token_id, "suspend"))
+
+    def resume(self, token_id: str) -> Answer:
+        return self._send("POST", _token_path(token_id, "resume"))
+
+    def revoke(self, token_id: str, *, reason: str = "") -> Answer:
+        return self._send("POST", _token_path(token_id, "revoke"), {"reason": reason})
+
+
+def _token_path(token_id: str, action: str = "") -> str:
+    path = f"{TOKENS_PATH}/{quote(str(token_id), safe='')}"
+    return f"{path}/{action}" if action else path
+
+
+def _headers(token: str | None) -> dict[str, str]:
+    headers = {"User-Agent": USER_AGENT, "Accept": "application/json"}
+    if token:
+        headers["Authorization"] = f"Bearer {token}"
+    return headers
+
+
+def _request_args(json: Mapping[str, Any] | None, params: Mapping[str, Any] | None,
+                  idempotency_key: str | None) -> dict[str, Any]:
+    args: dict[str, Any] = {}
+    if json is not None:
+        args["json"] = dict(json)
+    if params:
+        args["params"] = dict(params)
+    if idempotency_key:
+        args["headers"] = {"Idempotency-Key": idempotency_key}
+    return args
+
+
 class _Base:
-    def __init__(self, token: str, *, region: str | None = None, base_url: str | None = None,
+    def __init__(self, token: str | None, *, region: str | None = None,
+                 base_url: str | None = None,
                  regions: Mapping[str, str] | None = None) -> None:
-        self._token = token.strip()
-        target = resolve(self._token, region, base_url, regions)
-        self.base_url = target.base_url
-        self.region = target.region
-        self._headers = {"Authorization": f"Bearer {self._token}", "User-Agent": USER_AGENT,
-                         "Accept": "application/json"}
+        self._token = token.strip() if token else None
+        if self._token is None:
+            if base_url is None:
+                raise ClientMisconfigured(
+                    "Without a token the client needs base_url.",
+                    "Pass base_url=https://… (verify() needs no token of its own).")
+            self.base_url, self.region = _checked_base_url(base_url), region
+        else:
+            target = resolve(self._token, region, base_url, regions)
+            self.base_url, self.region = target.base_url, target.region
+        self._headers = _headers(self._token)
+
+    def _needs_token(self, what: str) -> None:
+        if self._token is None:
+            raise ClientMisconfigured(f"{what} needs a token.",
+                                      "Create the client with token=… (a management token "
+                                      "with tokens:manage for .tokens).")
 
     def __repr__(self) -> str:  # never show the token
         return f"{type(self).__name__}(region={self.region!r}, base_url={self.base_url!r})"
 
 
 class Client(_Base):
-    """Synchronous client. `Client(token, region="eu1")` or `Client(token, base_url=…)`.
+    """Synchronous client: `Client(base_url=…, token=…)`, or `Client(token, region="eu1")`
+    where the deployment's region map (`TALLYKEY_REGIONS`) knows the region.
 
-    Raises at construction when the token fails its offline checks or the region cannot
-    be resolved; `connect()` raises the server's verdict as a `ConnectFailed` subclass.
+    Raises at construction when the token fails its offline checks or no base URL can be
+    found; every call raises the server's refusal as a `ConnectFailed` subclass.
     """
 
-    def __init__(self, token: str, *, region: str | None = None, base_url: str | None = None,
-                 regions: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 verify: bool | str = True) -> None:
+    def __init__(self, token: str | None = None, *, region: str | None = None,
+                 base_url: str | None = None, regions: Mapping[str, str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, verify: bool | str = True) -> None:
         super().__init__(token, region=region, base_url=base_url, regions=regions)
-        #: An `httpx.Client` on the region's base URL that sends the token: use it for the
+        #: An `httpx.Client` on the base URL that sends the token: use it for the
         #: platform's other endpoints.
         self.http = httpx.Client(base_url=self.base_url, headers=self._headers,
                                  timeout=timeout, verify=verify)
+        #: The management API's token calls: `create`, `list`, `get`, `update`, `rotate`,
+        #: `renew`, `suspend`, `resume`, `revoke`.
+        self.tokens: Tokens[dict[str, Any]] = Tokens(self._send)
+
+    def verify(self, secret: str | None, scopes: Iterable[str] | None = None,
+               workspace: str | None = None, *, cost: int | None = None,
+               client_ip: str | None = None) -> Verification:
+        """Check `secret` (with `scopes` held in `workspace`, if named): a `Verification`,
+        valid or refused with its reason. Raises only when no verdict came back."""
+        url = self.base_url + VERIFY_PATH
+        try:
+            response = self.http.post(VERIFY_PATH, json=verify_body(
+                secret, scopes, workspace, cost, client_ip))
+        except httpx.TransportError as error:
+            raise unreachable(error, url) from None
+        return verification(response)
 
     def connect(self, required_scopes: Iterable[str] = ()) -> ConnectionInfo:
         """Check the token against the region's `/core/v3/info`: who it belongs to and what
         it may do; `required_scopes` it must grant. Raises a `ConnectFailed` subclass."""
+        self._needs_token("connect()")
         url = self.base_url + INFO_PATH
         try:
             response = self.http.get(INFO_PATH)
         except httpx.TransportError as error:
             raise unreachable(error, url) from None
         return interpret(response, self.base_url, required_scopes)
+
+    def _send(self, method: str, path: str, json: Mapping[str, Any] | None = None, *,
+              params: Mapping[str, Any] | None = None,
+              idempotency_key: str | None = None) -> dict[str, Any]:
+        self._needs_token("The management API")
+        try:
+            response = self.http.request(method, path,
+                                         **_request_args(json, params, idempotency_key))
+        except httpx.TransportError as error:
+            raise unreachable(error, self.base_url + path) from None
+        return answer(response)
 
     def close(self) -> None:
         self.http.close()
@@ -502,23 +766,49 @@ class Client(_Base):
 
 
 class AsyncClient(_Base):
-    """`Client` for asyncio: `async with AsyncClient(token, region=…) as c: await c.connect()`."""
+    """`Client` for asyncio: `async with AsyncClient(base_url=…, token=…) as tk:
+    await tk.verify(secret)`, `await tk.tokens.create(name=…)`, `await tk.connect()`."""
 
-    def __init__(self, token: str, *, region: str | None = None, base_url: str | None = None,
-                 regions: Mapping[str, str] | None = None, timeout: float = DEFAULT_TIMEOUT,
-                 verify: bool | str = True) -> None:
+    def __init__(self, token: str | None = None, *, region: str | None = None,
+                 base_url: str | None = None, regions: Mapping[str, str] | None = None,
+                 timeout: float = DEFAULT_TIMEOUT, verify: bool | str = True) -> None:
         super().__init__(token, region=region, base_url=base_url, regions=regions)
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
                                       timeout=timeout, verify=verify)
+        self.tokens: Tokens[Awaitable[dict[str, Any]]] = Tokens(self._send)
+
+    async def verify(self, secret: str | None, scopes: Iterable[str] | None = None,
+                     workspace: str | None = None, *, cost: int | None = None,
+                     client_ip: str | None = None) -> Verification:
+        """As `Client.verify`."""
+        url = self.base_url + VERIFY_PATH
+        try:
+            response = await self.http.post(VERIFY_PATH, json=verify_body(
+                secret, scopes, workspace, cost, client_ip))
+        except httpx.TransportError as error:
+            raise unreachable(error, url) from None
+        return verification(response)
 
     async def connect(self, required_scopes: Iterable[str] = ()) -> ConnectionInfo:
         """As `Client.connect`."""
+        self._needs_token("connect()")
         url = self.base_url + INFO_PATH
         try:
             response = await self.http.get(INFO_PATH)
         except httpx.TransportError as error:
             raise unreachable(error, url) from None
         return interpret(response, self.base_url, required_scopes)
+
+    async def _send(self, method: str, path: str, json: Mapping[str, Any] | None = None,
+                    *, params: Mapping[str, Any] | None = None,
+                    idempotency_key: str | None = None) -> dict[str, Any]:
+        self._needs_token("The management API")
+        try:
+            response = await self.http.request(
+                method, path, **_request_args(json, params, idempotency_key))
+        except httpx.TransportError as error:
+            raise unreachable(error, self.base_url + path) from None
+        return answer(response)
 
     async def aclose(self) -> None:
         await self.http.aclose()
@@ -532,9 +822,11 @@ class AsyncClient(_Base):
 
 
 __all__ = [
-    "AccessDenied", "AccountInfo", "AsyncClient", "Client", "ClientMisconfigured",
-    "ConnectFailed", "ConnectionInfo", "IpNotAllowed", "RateLimited", "ScopeMissing",
-    "ServerUnreachable", "TokenExpired", "TokenMalformed", "TokenNotRecognised",
-    "TokenOwnerInactive", "TokenRejected", "TokenRevoked", "UnexpectedResponse", "UserInfo",
+    "REFUSALS", "AccessDenied", "AccountInfo", "AsyncClient", "Client",
+    "ClientMisconfigured", "ConnectFailed", "ConnectionInfo", "IpNotAllowed", "RateLimited",
+    "RequestRejected", "ScopeMissing", "ServerUnreachable", "ServiceUnavailable",
+    "TokenExpired", "TokenMalformed", "TokenMissing", "TokenNotRecognised",
+    "TokenOwnerInactive", "TokenRejected", "TokenRevoked", "TokenSuspended", "TokenUnusable",
+    "Tokens", "UnexpectedResponse", "UsageExhausted", "UserInfo", "Verification",
     "WrongRegion", "region_map", "resolve",
 ]

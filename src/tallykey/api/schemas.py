@@ -380,9 +380,13 @@ class VerifyResponse(BaseModel):
     allowed: bool
     status: int
     error: str | None
+    reason: str | None = Field(
+        default=None, description="Why it was refused, for machines (`revoked`, "
+        "`expired`, `rate_limited`, …): the same reasons as every error body")
     message: str | None
     hint: str | None
     token_id: str | None
+    name: str | None = Field(default=None, description="The token's name (allowed)")
     account: str | None
     kind: str | None
     scopes: list[str]

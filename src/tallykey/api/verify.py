@@ -67,8 +67,10 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
     return VerifyResponse(
         allowed=verdict.allowed, status=verdict.status,
         error=verdict.body()["error"] if verdict.error else None,
+        reason=verdict.reason or None,
         message=verdict.message or None, hint=verdict.hint or None,
-        token_id=verdict.token_id, account=verdict.account, kind=verdict.kind,
+        token_id=verdict.token_id, name=verdict.name, account=verdict.account,
+        kind=verdict.kind,
         scopes=sorted(verdict.scopes), expires_at=verdict.expires_at, client_ip=ip,
         workspace=verdict.workspace,
         workspaces={ws: sorted(held) for ws, held in verdict.workspaces.items()},

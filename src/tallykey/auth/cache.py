@@ -25,7 +25,8 @@ def allowed_verdict(record: TokenRecord, rates: RateView | None = None) -> Verdi
         account=record.account_slug, kind=record.kind, scopes=record.scopes,
         workspaces=record.workspaces, owner_id=record.owner_id,
         owner_email=record.owner_email, expires_at=record.expires_at,
-        metadata=record.metadata, external_id=record.external_id, rates=rates)
+        metadata=record.metadata, external_id=record.external_id, rates=rates,
+        name=record.name)
 
 
 class VerificationCache:

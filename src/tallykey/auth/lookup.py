@@ -34,7 +34,7 @@ _SQL = """
 SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        t.revoked_at, t.ip_allowlist, t.scopes, t.owner_id, a.slug, a.ip_allowlist,
        u.email, u.role, u.active, w.id, w.slug, g.scopes, a.active, t.rate_limits,
-       t.credits_remaining, t.credits_refill_amount, t.credits_refill_interval,
+       t.credits_remaining, t.name, t.credits_refill_amount, t.credits_refill_interval,
        t.metadata, t.external_id, t.suspended_at,
        (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.successor_id,
        t.renewed_from_id
@@ -163,7 +163,7 @@ class RecordLookup:
         share = self._shared
         (retires_at, token_id, account_id, kind, workspace_id, expires_at, revoked_at,
          token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
-         owner_active, *_workspace, account_active, rate_limits, credits, refill_amount,
+         owner_active, *_workspace, account_active, rate_limits, credits, name, refill_amount,
          refill_interval, meta, external_id, suspended_at, suspended_by,
          successor_id, _) = rows[0]
         own_scopes = share(frozenset(self._json(token_scopes)))
@@ -203,7 +203,7 @@ class RecordLookup:
             has_credits=credits is not None,
             refill=share(Refill(int(refill_amount), refill_interval))
             if refill_amount is not None and refill_interval else None,
-            metadata=self._json_value(meta), external_id=external_id,
+            metadata=self._json_value(meta), external_id=external_id, name=name,
             suspended_at=self._time(suspended_at),
             suspended_by=(share(suspended_by or "the operator") if suspended_at is not None
                           else None),

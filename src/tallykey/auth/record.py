@@ -52,6 +52,8 @@ class TokenRecord:
     refill: Refill | None = None
     metadata: Mapping[str, Any] | None = None
     external_id: str | None = None
+    #: The token's name, returned with every verdict (`POST /api/v1/verify`).
+    name: str = ""
     #: A suspended token is refused until resumed, naming who suspended it and when.
     suspended_at: datetime | None = None
     suspended_by: str | None = None

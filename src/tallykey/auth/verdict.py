@@ -46,6 +46,8 @@ class Verdict:
     #: The token's metadata and external id (SPEC §13).
     metadata: Mapping[str, Any] | None = None
     external_id: str | None = None
+    #: The token's name (allowed verdicts).
+    name: str | None = None
     #: The token's rate limits (their counts are read when asked, see `rate_limits`) and
     #: the credits left after this request, for tokens that have them.
     rates: RateView | None = None
