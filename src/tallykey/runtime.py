@@ -130,12 +130,20 @@ class Runtime:
     def ensure_schema(self) -> None:
         """Migrate the embedded SQLite store on demand; a shared PostgreSQL is migrated
         explicitly (`tallykey migrate`), so nodes never race each other's migrations."""
-        if migrate.current_revision(self.database) == migrate.head_revision(self.database.url):
+        current = migrate.current_revision(self.database)
+        head = migrate.head_revision(self.database.url)
+        if current == head:
             return
+        if current is not None and not migrate.known_revision(self.database.url, current):
+            raise SchemaOutdated(
+                f"The database schema is at revision {current}, which this tallykey "
+                f"(schema {head}) does not know: a newer release migrated it.",
+                "Run the release that migrated it (or newer); never migrate backwards.")
         if self.database.dialect == "sqlite":
             migrate.upgrade(self.database)
             return
-        raise SchemaOutdated("The database schema is not up to date.",
+        raise SchemaOutdated(f"The database schema is behind this tallykey (at "
+                             f"{current or 'empty'}, needs {head}).",
                              "Run 'tallykey migrate' once, then start again.")
 
     def close(self) -> None:

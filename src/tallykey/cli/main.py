@@ -13,12 +13,13 @@ from rich.table import Table
 from sqlalchemy.exc import OperationalError
 
 from tallykey.cli import accounts, audit, keys, notify, operators, tokens, workspaces
-from tallykey.cli.context import runtime
-from tallykey.cli.output import JsonOption, emit_json, err, fail, out
+from tallykey.cli.context import build_runtime, check_settings, runtime
+from tallykey.cli.output import EXIT_UNAVAILABLE, JsonOption, emit_json, err, fail, out
+from tallykey.db.engine import store_outage
+from tallykey.errors import StoreUnavailable
 from tallykey.db import migrate as migrations
 from tallykey.logs import uvicorn_log_config
 from tallykey.runtime import Runtime
-from tallykey.settings import load_settings
 
 app = typer.Typer(help="tallykey: named, expiring API tokens.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -40,23 +41,45 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option(
+def _main(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", metavar="", help="Print the version and exit.", is_eager=True,
         callback=_show_version)] = False) -> None:
     """tallykey: named, expiring API tokens."""
+    if ctx.resilient_parsing or any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        return
+    check_settings()  # every command: an unknown or bad TALLYKEY_* stops here, exit 78
 
 
 @app.command()
-def migrate() -> None:
+def migrate(check: Annotated[bool, typer.Option(
+        "--check", metavar="", help="Change nothing: exit 0 when the schema is at head, "
+        "1 with the pending revisions listed.")] = False) -> None:
     """Create or upgrade the database schema (idempotent)."""
+    rt = build_runtime()
     try:
-        rt = Runtime.build()
-    except ValueError as error:
-        fail(f"invalid settings: {error}")
-    try:
+        head = migrations.head_revision(rt.database.url)
+        try:
+            pending = migrations.pending_revisions(rt.database)
+        except migrations.UnknownRevision as unknown:
+            fail(f"the database schema is at revision {unknown.revision}, which this "
+                 f"tallykey (schema {unknown.head}) does not know: a newer release migrated "
+                 "it.", "Run that release's tallykey (or newer); never migrate backwards.")
+        if check:
+            if not pending:
+                out.print(f"schema at head (revision {head})", highlight=False)
+                return
+            out.print(f"{len(pending)} pending revision(s); run 'tallykey migrate':",
+                      highlight=False)
+            for step in pending:
+                out.print(f"  {step}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
         before, after = migrations.upgrade(rt.database)
     except OperationalError as error:
-        fail(f"cannot reach the database: {str(error.orig).strip().splitlines()[0]}")
+        outage = store_outage(error)
+        fail("cannot reach the database: " + (outage.message if outage else
+             str(error.orig).strip().splitlines()[0]), code=EXIT_UNAVAILABLE)
+    except StoreUnavailable as error:
+        fail(error.message, error.hint, EXIT_UNAVAILABLE)
     finally:
         rt.close()
     if before == after:
@@ -157,10 +180,7 @@ def demo(
     if not seed_only and _port_in_use(host, port):  # before seeding touches anything
         fail(f"port {port} on {host} is already in use (is a demo already running?).",
              "Stop the other process, or pass --port with a free port.")
-    try:
-        settings = load_settings()
-    except ValueError as error:
-        fail(f"invalid settings: {error}")
+    settings = check_settings()
     demo_kek = None
     if not settings.kek and not settings.kek_file:
         existing = local.kek_path(settings.data_dir)
