@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
-
-import difflib
-import os
-from collections.abc import Mapping
 from urllib.parse import urlsplit
 
 from pydantic import Field, ValidationError, field_validator

@@ -23,7 +23,19 @@ UUID = re.compile(r"/console/tokens/([0-9a-f-]{36})")
 
 
 def info(site: Site, **request: Any) -> httpx.Response:
-    return httpx.get(f"{site.base_url}/core/v3/info", timeout=10, **request)
+    """The credential checked by the reverse-proxy endpoint (200 when it is good)."""
+    return httpx.get(f"{site.base_url}/auth/request", timeout=10, **request)
+
+
+def try_it(site: Site, command: str) -> dict[str, Any]:
+    """Run the show-once page's "Try it" command (a POST to /api/v1/verify) with httpx."""
+    match = re.fullmatch(r"""curl -H "Content-Type: application/json" -d '(.*)' (\S+)""",
+                         command.strip())
+    assert match and match.group(2) == f"{site.base_url}/api/v1/verify", command
+    answer = httpx.post(match.group(2), content=match.group(1),
+                        headers={"Content-Type": "application/json"}, timeout=10)
+    assert answer.status_code == 200, answer.text
+    return dict(answer.json())
 
 
 def bearer(token: str) -> dict[str, str]:
@@ -122,7 +134,8 @@ def test_tokens_of_each_kind_are_copied_from_the_show_once_page_and_work(
     site.screenshot(page, "show-once-application")
     application = copied(page, "secret")
     username, password = copied(page, "basic-username"), copied(page, "basic-password")
-    assert "/core/v3/info" in page.locator("#curl-example").input_value()
+    assert try_it(site, page.locator("#curl-example").input_value())["allowed"] is True
+    assert try_it(site, page.locator("#curl-basic-example").input_value())["allowed"] is True
     assert info(site, headers=bearer(application)).status_code == 200
     answer = info(site, auth=(username, password))
     assert answer.status_code == 200, answer.text

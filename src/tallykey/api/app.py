@@ -1,5 +1,5 @@
 """The ASGI application `tallykey serve` runs: management API, verification endpoints,
-the demo platform API, health and docs.
+health and docs; `tallykey demo` adds the demo platform API (`create_demo_app`).
 
 `/auth/request` is dispatched before the request-size layer and the framework (it is on
 every proxied request and reads no body); everything else goes through both.
@@ -53,7 +53,7 @@ class Dispatcher:
             await self.app(scope, receive, send)
 
 
-def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
+def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         verifier.start()
@@ -88,7 +88,9 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(verify.router)
     api.include_router(leaks.router)
     api.include_router(operator.router)
-    api.include_router(platform.router)
+    api.state.demo = demo
+    if demo:  # the demo platform API exists only under `tallykey demo` (SPEC §14)
+        api.include_router(platform.router)
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
     docs.install(api)
@@ -164,15 +166,20 @@ def describe_catalog(schema: dict[str, Any], catalog: ScopeCatalog) -> None:
         + catalog.source + "): " + listing)
 
 
-def create_app(runtime: Runtime | None = None) -> ASGIApp:
+def create_demo_app(runtime: Runtime | None = None) -> ASGIApp:
+    """The service with the demo platform API (`/core/v3`): what `tallykey demo` serves."""
+    return create_app(runtime, demo=True)
+
+
+def create_app(runtime: Runtime | None = None, *, demo: bool = False) -> ASGIApp:
     """The whole service. Without arguments it reads `TALLYKEY_*` settings (uvicorn
-    factory for `tallykey serve --workers N`)."""
+    factory for `tallykey serve --workers N`). The demo platform API only with `demo`."""
     runtime = runtime or Runtime.build()
     runtime.ensure_schema()
     runtime.check_keys()
     verifier = Verifier(settings=runtime.settings, database=runtime.database,
                         clock=runtime.clock, background=False)
-    api = build_api(runtime, verifier)
+    api = build_api(runtime, verifier, demo=demo)
     settings = runtime.settings
 
     def https(scope: Scope) -> bool:

@@ -6,11 +6,10 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import typer
 from sqlalchemy.exc import OperationalError
 
 from tallykey.actor import Actor
-import typer
-
 from tallykey.cli.output import (
     EXIT_CONFIG,
     EXIT_ERROR,

@@ -15,9 +15,9 @@ from sqlalchemy.exc import OperationalError
 from tallykey.cli import accounts, audit, keys, notify, operators, tokens, workspaces
 from tallykey.cli.context import build_runtime, check_settings, runtime
 from tallykey.cli.output import EXIT_UNAVAILABLE, JsonOption, emit_json, err, fail, out
+from tallykey.db import migrate as migrations
 from tallykey.db.engine import store_outage
 from tallykey.errors import StoreUnavailable
-from tallykey.db import migrate as migrations
 from tallykey.logs import uvicorn_log_config
 from tallykey.runtime import Runtime
 
@@ -106,26 +106,22 @@ def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
             "log_config": uvicorn_log_config(log_format)}
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    access_log: Annotated[bool, typer.Option(metavar="", help="Log every request line.")] = False,
-    log_format: Annotated[str | None, typer.Option(
-        "--log-format", help="text (default) or json: one JSON line per request and per "
-        "log record (also TALLYKEY_LOG_FORMAT).")] = None,
-    server: Annotated[str, typer.Option(
-        "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
-        "optional extra tallykey[granian].")] = "uvicorn",
-) -> None:
-    """Serve the management API, verification endpoints and the demo platform API."""
-    import os
+ServeHost = Annotated[str, typer.Option(help="Address to listen on.")]
+ServePort = Annotated[int, typer.Option(help="Port to listen on.")]
+ServeWorkers = Annotated[int, typer.Option(help="Worker processes.")]
+ServeAccessLog = Annotated[bool, typer.Option(metavar="", help="Log every request line.")]
+ServeLogFormat = Annotated[str | None, typer.Option(
+    "--log-format", help="text (default) or json: one JSON line per request and per "
+    "log record (also TALLYKEY_LOG_FORMAT).")]
+ServeServer = Annotated[str, typer.Option(
+    "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
+    "optional extra tallykey[granian].")]
+APP_FACTORY = "tallykey.api.app:create_app"
+DEMO_APP_FACTORY = "tallykey.api.app:create_demo_app"
 
-    import uvicorn
 
+def _check_server_options(server: str, log_format: str | None) -> None:
     from tallykey.api import granian_server
-    from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
 
     if server not in ("uvicorn", "granian"):
         fail(f"--server {server!r} is not supported.", "Use uvicorn or granian.")
@@ -137,6 +133,33 @@ def serve(
             fail(f"--log-format {log_format!r} is not supported.", "Use text or json.")
         os.environ["TALLYKEY_LOG_FORMAT"] = log_format  # read by every worker's settings
 
+
+def _run_server(factory: str, host: str, port: int, workers: int, access_log: bool,
+                log_format: str, server: str) -> None:
+    """Serve the app `factory` names under uvicorn or granian until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from tallykey.api import granian_server
+    from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
+
+    metrics_dir = prepare_multiprocess(workers)
+    try:
+        if server == "granian":
+            granian_server.serve(host, port, workers, access_log, log_format, factory)
+        else:
+            uvicorn.run(factory, factory=True,
+                        **_uvicorn_config(host, port, workers, access_log, log_format))
+    finally:
+        remove_multiprocess_dir(metrics_dir)
+
+
+@app.command()
+def serve(host: ServeHost = "127.0.0.1", port: ServePort = 8000, workers: ServeWorkers = 1,
+          access_log: ServeAccessLog = False, log_format: ServeLogFormat = None,
+          server: ServeServer = "uvicorn") -> None:
+    """Serve the console, the management API and the verification endpoints (the demo
+    platform API only under `tallykey demo`)."""
+    _check_server_options(server, log_format)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     with runtime() as rt:  # settings, schema and keys are checked before any worker starts
         rt.check_keys()
@@ -145,36 +168,36 @@ def serve(
         chosen_format = rt.settings.log_format
         print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
-    metrics_dir = prepare_multiprocess(workers)
-    try:
-        if server == "granian":
-            granian_server.serve(host, port, workers, access_log, chosen_format)
-        else:
-            uvicorn.run("tallykey.api.app:create_app", factory=True,
-                        **_uvicorn_config(host, port, workers, access_log, chosen_format))
-    finally:
-        remove_multiprocess_dir(metrics_dir)
+    _run_server(APP_FACTORY, host, port, workers, access_log, chosen_format, server)
 
 
 @app.command()
 def demo(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: ServeHost = "127.0.0.1",
+    port: ServePort = 8000,
     seed_only: Annotated[bool, typer.Option("--seed-only", metavar="", help="Seed, print, exit.")]
     = False,
+    serve_only: Annotated[bool, typer.Option(
+        "--serve-only", metavar="", help="Serve a demo seeded before (--seed-only) without "
+        "seeding or printing again.")] = False,
+    workers: ServeWorkers = 1,
+    access_log: ServeAccessLog = False,
+    log_format: ServeLogFormat = None,
+    server: ServeServer = "uvicorn",
     as_json: JsonOption = False,
 ) -> None:
-    """Seed the demo account (idempotent) and serve it.
+    """Seed the demo account (idempotent) and serve it, with the demo platform API
+    (`/core/v3`) that only the demo has.
 
     The demo keeps demo-only files in the data dir: the tokens it printed (a second run
     prints the same ones, never rotating them), its URL (for `tallykey connect`) and a
     key-encryption key of its own, so retrievable application tokens can be shown."""
-    import uvicorn
-
     from tallykey import demo_files as local
-    from tallykey.api.app import create_app
     from tallykey.demo.seed import seed
 
+    if seed_only and serve_only:
+        fail("--seed-only and --serve-only exclude each other.", code=2)
+    _check_server_options(server, log_format)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base_url = f"http://{shown_host}:{port}"
     if not seed_only and _port_in_use(host, port):  # before seeding touches anything
@@ -184,25 +207,28 @@ def demo(
     demo_kek = None
     if not settings.kek and not settings.kek_file:
         existing = local.kek_path(settings.data_dir)
-        if not seed_only or existing.exists():
+        if (not seed_only and not serve_only) or existing.exists():
             demo_kek = local.ensure_kek(settings.data_dir).resolve()
             os.environ["TALLYKEY_KEK_FILE"] = str(demo_kek)  # this process and its server
     with runtime() as rt:
         rt.check_keys()
-        seeded = seed(rt, base_url, data_dir=rt.settings.data_dir,
-                      retrievable=demo_kek is not None and not seed_only,
-                      register=not seed_only)
-        env_prefix = ("" if rt.settings.database_url else
-                      f"TALLYKEY_DATA_DIR={rt.settings.data_dir.resolve()} ")
-    if as_json:
-        emit_json(seeded)
-    else:
-        print_demo_welcome(seeded, env_prefix + _command_name(), demo_kek)
+        if not seed_only:
+            rt.check_writable()
+        chosen_format = rt.settings.log_format
+        if not serve_only:
+            seeded = seed(rt, base_url, data_dir=rt.settings.data_dir,
+                          retrievable=demo_kek is not None and not seed_only,
+                          register=not seed_only)
+            env_prefix = ("" if rt.settings.database_url else
+                          f"TALLYKEY_DATA_DIR={rt.settings.data_dir.resolve()} ")
+    if not serve_only:
+        if as_json:
+            emit_json(seeded)
+        else:
+            print_demo_welcome(seeded, env_prefix + _command_name(), demo_kek)
     if seed_only:
         return
-    server = uvicorn.Server(uvicorn.Config(create_app(), **_uvicorn_config(
-        host, port, 1, False)))
-    server.run()
+    _run_server(DEMO_APP_FACTORY, host, port, workers, access_log, chosen_format, server)
 
 
 def _port_in_use(host: str, port: int) -> bool:
