@@ -41,6 +41,8 @@ def build_runtime() -> Runtime:
     settings = check_settings()
     try:
         return Runtime.build(settings)
+    except ValueError as error:  # e.g. TALLYKEY_SCOPES_FILE that cannot be used
+        fail(f"invalid settings: {error}", code=EXIT_CONFIG)
     except KeyConfigError as error:  # an unreadable or wrong key-encryption key
         fail(error.message, error.hint, EXIT_CONFIG)
     except OSError as error:  # e.g. a data directory that cannot be created
