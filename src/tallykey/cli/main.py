@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -89,6 +90,20 @@ def migrate(check: Annotated[bool, typer.Option(
         out.print(f"schema already up to date (revision {after})")
     else:
         out.print(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+@app.command()
+def backup(path: Annotated[Path, typer.Argument(
+        help="The new file to write (never overwritten).")]) -> None:
+    """An online, consistent copy of the embedded SQLite store (writes go on meanwhile).
+    PostgreSQL: use pg_dump (docs/operations.md). Back up the key-encryption key and the
+    signed audit heads separately."""
+    from tallykey.db.backup import backup_sqlite
+
+    with runtime() as rt:
+        done = backup_sqlite(rt.database, path.expanduser().absolute())
+    out.print(f"backed up the store to {done.path} ({done.size} bytes, schema "
+              f"{done.revision})", highlight=False, soft_wrap=True)
 
 
 def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
@@ -251,7 +266,6 @@ def _command_name() -> str:
     """How to run this same `tallykey` from another terminal: `tallykey` when that is on
     the PATH, else this executable's absolute path (e.g. a virtualenv's)."""
     import shutil
-    from pathlib import Path
 
     me = Path(sys.argv[0]).resolve()
     on_path = shutil.which("tallykey")
