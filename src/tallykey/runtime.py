@@ -21,6 +21,7 @@ from tallykey.feed.nodes import NodePresence, Propagation, settle
 from tallykey.keys.keyring import KeyConfigError, load_keyring
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
+from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
 from tallykey.operators.service import OperatorService
@@ -98,8 +99,11 @@ class Runtime:
         """After a verdict-affecting change committed: wait (bounded by
         TALLYKEY_PROPAGATION_TIMEOUT) until every live node applied it. The API, the
         console, the CLI and leak reports all answer with this."""
-        return settle(self.database, self.database_clock, subject_id,
-                      self.settings.propagation_timeout, self.settings.stale_if_error)
+        propagation = settle(self.database, self.database_clock, subject_id,
+                             self.settings.propagation_timeout, self.settings.stale_if_error)
+        if not propagation.complete:
+            PROPAGATION_INCOMPLETE.inc()
+        return propagation
 
     def check_keys(self) -> None:
         """Refuse to start with a missing or wrong key-encryption key, rather than failing

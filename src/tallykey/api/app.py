@@ -117,7 +117,12 @@ def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> Fa
                      "hint": "Send Authorization: Bearer <TALLYKEY_METRICS_TOKEN>."},
                     status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         verifier.publish_metrics()
-        return Response(metrics.exposition(runtime.database),
+        counter = getattr(api.state, "response_counter", None)
+        if counter is not None:
+            counter.publish()
+        offset = runtime.database_clock.offset if runtime.database.dialect == "postgresql" \
+            else 0.0
+        return Response(metrics.exposition(runtime.database, offset),
                         media_type=metrics.CONTENT_TYPE)
 
     @api.get("/healthz", tags=["health"])
@@ -187,6 +192,7 @@ def create_app(runtime: Runtime | None = None, *, demo: bool = False) -> ASGIApp
 
     app: ASGIApp = Dispatcher(AuthRequestEndpoint(verifier, settings, https),
                               RequestLimits(api, https=https))
+    api.state.response_counter = app = metrics.ResponseCounter(app)
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
     return app
