@@ -15,7 +15,8 @@ REFERENCE = ROOT / "docs" / "settings.md"
 
 def documented() -> set[str]:
     """The settings that have a row of their own in a table of docs/settings.md."""
-    rows = re.findall(r"^\| `(TALLYKEY_[A-Z0-9_]+)` \|", REFERENCE.read_text(), re.MULTILINE)
+    settings_part = REFERENCE.read_text().split("## Variables that are not settings")[0]
+    rows = re.findall(r"^\| `(TALLYKEY_[A-Z0-9_]+)` \|", settings_part, re.MULTILINE)
     return set(rows)
 
 
