@@ -120,8 +120,11 @@ def test_sqlite_backup_under_write_load_restores_into_a_fresh_store(tmp_path: Pa
     try:
         with scenario.under_load():
             wait_for(lambda: scenario.written >= 5)
+            heads = tallykey(env_for(live_dir, None), "audit", "heads", "--json")
             made = tallykey(env_for(live_dir, None), "backup", str(target))
             during = scenario.written
+        assert heads.returncode == 0, heads.stderr
+        (tmp_path / "heads.json").write_text(heads.stdout)  # saved before the backup
         assert made.returncode == 0, made.stderr
         assert "backed up the store" in made.stdout
         assert scenario.written > during or scenario.written >= 5
@@ -132,6 +135,10 @@ def test_sqlite_backup_under_write_load_restores_into_a_fresh_store(tmp_path: Pa
     restore_dir.mkdir()
     shutil.copy(target, restore_dir / "tallykey.db")  # the restore: one file in place
     scenario.check_restored(settings_for(restore_dir, None), env_for(restore_dir, None))
+    saved = tallykey(env_for(restore_dir, None), "audit", "verify", "--heads",
+                     str(tmp_path / "heads.json"))
+    assert saved.returncode == 0, saved.stdout + saved.stderr
+    assert "every saved head present and unchanged" in " ".join(saved.stdout.split())
 
 
 def test_backup_of_a_postgresql_store_says_to_use_pg_dump(tmp_path: Path) -> None:
