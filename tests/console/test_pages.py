@@ -356,7 +356,8 @@ def test_create_redirects_to_a_one_time_view_and_a_repost_creates_nothing(
     assert shown.status_code == 200 and "no-store" in shown.headers["cache-control"]
     secret = group_of(SECRET, shown.text)
     assert "Done — go to the token’s page" in shown.text
-    assert f"Bearer {secret}" in shown.text and 'data-copy="curl-example"' in shown.text
+    assert f'"token": "{secret}"' in shown.text  # the Try it curl (verify API)
+    assert 'data-copy="curl-example"' in shown.text
     reloaded = client.get(first.headers["location"])
     assert reloaded.status_code == 410 and secret not in reloaded.text
     assert "shown only once" in reloaded.text and "rotate the token" in reloaded.text
