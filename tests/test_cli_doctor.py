@@ -86,6 +86,7 @@ def test_every_check_passes_against_real_components(
         assert secret not in result.stdout
 
 
+@pytest.mark.serial  # a time bound
 def test_unreachable_components_fail_one_line_each_within_bounds(
         database_url: str, tmp_path: Path) -> None:
     dead = free_port()  # nothing listens here
@@ -105,6 +106,7 @@ def test_unreachable_components_fail_one_line_each_within_bounds(
     assert took < 30  # every check is bounded (3 s); the rest is starting Python
 
 
+@pytest.mark.serial  # a time bound
 @pytest.mark.postgres
 def test_a_store_that_does_not_answer_fails_and_its_checks_are_skipped(
         tmp_path: Path) -> None:
