@@ -143,3 +143,32 @@ def test_a_schema_behind_head_and_a_missing_kek_fail(
     assert schema["status"] == "fail" and "1 revision(s) pending" in schema["detail"]
     assert "tallykey migrate" in schema["detail"]
     assert checks(result)["kek"]["status"] == "skip"
+
+
+def test_serve_warns_in_one_line_about_an_unreachable_redis_and_issuer_then_starts(
+        tmp_path: Path) -> None:
+    dead, port = free_port(), free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYKEY_")}
+    env.update(TALLYKEY_DATA_DIR=str(tmp_path / "data"),
+               TALLYKEY_REDIS_URL=f"redis://:r3dis-pw@127.0.0.1:{dead}/0",
+               TALLYKEY_OIDC_ISSUER=f"http://127.0.0.1:{dead}", TALLYKEY_OIDC_CLIENT_ID="c",
+               TALLYKEY_OIDC_CLIENT_SECRET="oidc-secret-value")
+    log = tmp_path / "serve.log"
+    with log.open("wb") as output:
+        process = subprocess.Popen([TALLYKEY, "serve", "--port", str(port)], env=env,
+                                   stdout=output, stderr=subprocess.STDOUT)
+    try:
+        deadline = time.monotonic() + 60
+        while "listening on" not in log.read_text():
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+    finally:
+        process.terminate()
+        process.wait(timeout=20)
+    text = log.read_text()
+    warnings = [line for line in text.splitlines() if line.startswith("warning:")]
+    assert len(warnings) == 2, text
+    assert "TALLYKEY_REDIS_URL" in warnings[0] and "TALLYKEY_OIDC_ISSUER" in warnings[1]
+    assert text.index("warning:") < text.index("listening on")
+    assert "r3dis-pw" not in text and "oidc-secret-value" not in text

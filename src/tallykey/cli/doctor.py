@@ -248,6 +248,22 @@ def run_checks(settings: Settings) -> list[Check]:
     return sorted(checks, key=lambda c: order.index(c.name))
 
 
+def startup_warnings(settings: Settings) -> list[str]:
+    """What `serve` says before it listens when a configured Redis or OpenID issuer
+    cannot be used (it starts anyway: both can come back; see `doctor`)."""
+    doctor = Doctor(settings)
+    warnings = []
+    for name, check, effect in (
+            ("TALLYKEY_REDIS_URL", doctor.redis, "rate limits follow TALLYKEY_REDIS_FAILURE "
+             f"({settings.redis_failure}) until it answers"),
+            ("TALLYKEY_OIDC_ISSUER", doctor.openid, "single sign-on fails until it can be "
+             "read")):
+        status, detail = _bounded(check)
+        if status == FAIL:
+            warnings.append(f"{name}: {detail}; {effect}.")
+    return warnings
+
+
 def _print(checks: list[Check], as_json: bool) -> None:
     if as_json:
         sys.stdout.write(json.dumps({"ok": not any(c.status == FAIL for c in checks),

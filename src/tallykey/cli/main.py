@@ -185,6 +185,8 @@ def serve(host: ServeHost = "127.0.0.1", port: ServePort = 8000, workers: ServeW
         region = rt.settings.region
         chosen_format = rt.settings.log_format
         print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}")
+        for warning in doctor.startup_warnings(rt.settings):
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
     _run_server(APP_FACTORY, host, port, workers, access_log, chosen_format, server)
 
