@@ -159,7 +159,8 @@ def main() -> int:
         port = free_port()
         base_url = f"http://127.0.0.1:{port}"
         log = (Path(tmp) / "server.log").open("wb")
-        server = subprocess.Popen([TALLYKEY, "serve", "--port", str(port)], env=env,
+        server = subprocess.Popen([TALLYKEY, "demo", "--serve-only", "--port", str(port)],
+                                  env=env,
                                   stdout=log, stderr=subprocess.STDOUT)
         try:
             deadline = time.monotonic() + 30

@@ -22,6 +22,7 @@ from tallykey.feed.nodes import NodePresence, Propagation, settle
 from tallykey.keys.keyring import KeyConfigError, load_keyring, missing_kek_hint
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SecretVault
+from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
 from tallykey.operators.service import OperatorService
@@ -106,8 +107,11 @@ class Runtime:
         """After a verdict-affecting change committed: wait (bounded by
         TALLYKEY_PROPAGATION_TIMEOUT) until every live node applied it. The API, the
         console, the CLI and leak reports all answer with this."""
-        return settle(self.database, self.database_clock, subject_id,
-                      self.settings.propagation_timeout, self.settings.stale_if_error)
+        propagation = settle(self.database, self.database_clock, subject_id,
+                             self.settings.propagation_timeout, self.settings.stale_if_error)
+        if not propagation.complete:
+            PROPAGATION_INCOMPLETE.inc()
+        return propagation
 
     def check_keys(self) -> None:
         """Refuse to start with a missing or wrong key-encryption key, rather than failing
@@ -138,12 +142,20 @@ class Runtime:
     def ensure_schema(self) -> None:
         """Migrate the embedded SQLite store on demand; a shared PostgreSQL is migrated
         explicitly (`tallykey migrate`), so nodes never race each other's migrations."""
-        if migrate.current_revision(self.database) == migrate.head_revision(self.database.url):
+        current = migrate.current_revision(self.database)
+        head = migrate.head_revision(self.database.url)
+        if current == head:
             return
+        if current is not None and not migrate.known_revision(self.database.url, current):
+            raise SchemaOutdated(
+                f"The database schema is at revision {current}, which this tallykey "
+                f"(schema {head}) does not know: a newer release migrated it.",
+                "Run the release that migrated it (or newer); never migrate backwards.")
         if self.database.dialect == "sqlite":
             migrate.upgrade(self.database)
             return
-        raise SchemaOutdated("The database schema is not up to date.",
+        raise SchemaOutdated(f"The database schema is behind this tallykey (at "
+                             f"{current or 'empty'}, needs {head}).",
                              "Run 'tallykey migrate' once, then start again.")
 
     def close(self) -> None:

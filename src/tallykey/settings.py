@@ -2,23 +2,41 @@
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
+import os
+from collections.abc import Mapping
 from functools import cached_property
 from pathlib import Path
 from typing import Literal
+from urllib.parse import urlsplit
 
-from pydantic import Field, field_validator
+from pydantic import Field, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError
 
 from tallykey.regions import parse_region_map
 
 DEFAULT_REGION = "eu1"
+ENV_PREFIX = "TALLYKEY_"
+#: `TALLYKEY_*` variables that are not settings of the server and that it leaves alone:
+#: the test suite's and benchmarks' own knobs, and the token an integration reads
+#: (docs/settings.md, "Variables that are not settings").
+NON_SETTING_VARIABLES = frozenset({"TALLYKEY_TEST_DATABASE_URL", "TALLYKEY_OUTAGE_SECONDS",
+                                   "TALLYKEY_TOKEN"})
+NON_SETTING_PREFIXES = ("TALLYKEY_TEST_", "TALLYKEY_FAULT_", "TALLYKEY_BENCH_")
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value the server cannot use: one line for the
+    operator, naming the setting and what it expects (never a secret's value)."""
 
 
 class Settings(BaseSettings):
     """Deployment settings (SPEC §9 names stay stable)."""
 
-    model_config = SettingsConfigDict(env_prefix="TALLYKEY_", extra="ignore")
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore")
 
     data_dir: Path = Path("./var")
     database_url: str | None = None
@@ -108,8 +126,93 @@ class Settings(BaseSettings):
     @field_validator("region")
     @classmethod
     def _region_is_simple(cls, value: str) -> str:
-        if not value.isascii() or not value.isalnum() or not value.islower() or len(value) > 8:
-            raise ValueError("TALLYKEY_REGION must be 1-8 lowercase letters or digits, e.g. eu1")
+        if not _simple_region(value):
+            raise ValueError("expected 1-8 lowercase letters or digits, e.g. eu1")
+        return value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        scheme = _url_scheme(value)
+        if scheme not in DATABASE_SCHEMES:
+            raise ValueError(
+                "expected a PostgreSQL URL (postgresql://user:password@host:5432/name) or a "
+                "SQLite one (sqlite:////path/to/tallykey.db); only PostgreSQL and SQLite are "
+                "supported" + (f", not {scheme}://" if scheme else ""))
+        try:
+            parsed = make_url(value.strip())
+        except (ArgumentError, ValueError):
+            raise ValueError("expected a database URL such as "
+                             "postgresql://user:password@host:5432/name (it does not parse; "
+                             "is the port a number?)") from None
+        if scheme == "sqlite" and not parsed.database:
+            raise ValueError("expected a file: sqlite:////path/to/tallykey.db")
+        return value
+
+    @field_validator("redis_url")
+    @classmethod
+    def _redis_url(cls, value: str | None) -> str | None:
+        return _checked_url(value, ("redis", "rediss", "unix"),
+                            "redis://host:6379/0, rediss://… or unix:///path/redis.sock",
+                            host=False)
+
+    @field_validator("smtp_url")
+    @classmethod
+    def _smtp_url(cls, value: str | None) -> str | None:
+        checked = _checked_url(value, ("smtp", "smtps"),
+                               "smtp://user:password@host:587 or smtps://host:465")
+        if checked and (urlsplit(checked).path not in ("", "/") or urlsplit(checked).query):
+            raise ValueError("expected no path or query: smtp://user:password@host:587")
+        return checked
+
+    @field_validator("public_url", "oidc_issuer")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        return _checked_url(value, ("http", "https"), "https://tokens.example.com")
+
+    @field_validator("regions")
+    @classmethod
+    def _regions(cls, value: str) -> str:
+        try:
+            regions = parse_region_map(value)
+        except ValueError as error:
+            raise ValueError(f"expected region=url,…: {error}") from None
+        for name, url in regions.items():
+            if not _simple_region(name):
+                raise ValueError(f"expected region=url,… with regions of 1-8 lowercase "
+                                 f"letters or digits, not {name!r}")
+            _checked_url(url, ("http", "https"), "eu1=https://api-eu1.example.com")
+        return value
+
+    @field_validator("trusted_proxies")
+    @classmethod
+    def _networks(cls, value: str) -> str:
+        for part in value.split(","):
+            try:
+                if part.strip():
+                    ipaddress.ip_network(part.strip(), strict=False)
+            except ValueError:
+                raise ValueError(f"expected addresses or networks separated by commas "
+                                 f"(10.0.0.0/8,127.0.0.1), not {part.strip()!r}") from None
+        return value
+
+    @field_validator("oidc_domains")
+    @classmethod
+    def _domains(cls, value: str) -> str:
+        for part in value.split(","):
+            domain, sep, slug = part.partition("=")
+            if part.strip() and not (sep and domain.strip() and slug.strip()):
+                raise ValueError(f"expected domain=account,… (example.com=acme), "
+                                 f"not {part.strip()!r}")
+        return value
+
+    @field_validator("mail_from")
+    @classmethod
+    def _mail_from(cls, value: str) -> str:
+        if "@" not in value or any(c.isspace() for c in value.strip()):
+            raise ValueError("expected an e-mail address, e.g. tallykey@example.com")
         return value
 
     @property
@@ -159,5 +262,106 @@ def normalise_database_url(url: str) -> str:
     return url
 
 
+DATABASE_SCHEMES = frozenset({"sqlite", "postgres", "postgresql", "postgresql+psycopg"})
+
+
+def _simple_region(value: str) -> bool:
+    return value.isascii() and value.isalnum() and value.islower() and len(value) <= 8
+
+
+def _url_scheme(value: str) -> str:
+    scheme, sep, _ = value.strip().partition("://")
+    return scheme.lower() if sep else ""
+
+
+def _checked_url(value: str | None, schemes: tuple[str, ...], example: str, *,
+                 host: bool = True) -> str | None:
+    """`value` when it is a URL with one of `schemes` (and a host); else `ValueError`
+    saying what is expected."""
+    if value is None:
+        return None
+    scheme = _url_scheme(value)
+    if scheme not in schemes:
+        raise ValueError(f"expected a URL such as {example}"
+                         + (f", not {scheme}://" if scheme else ""))
+    try:
+        parts = urlsplit(value.strip())
+        parts.port  # noqa: B018 - raises on a port that is not a number
+    except ValueError:
+        raise ValueError(f"expected a URL such as {example} (the port is not a number)") \
+            from None
+    if host and scheme != "unix" and not parts.hostname:
+        raise ValueError(f"expected a URL with a host, such as {example}")
+    return value
+
+
+def setting_names() -> list[str]:
+    """Every setting's environment variable, as settings.py declares them."""
+    return [ENV_PREFIX + name.upper() for name in Settings.model_fields]
+
+
+def unknown_variables(environ: Mapping[str, str]) -> list[str]:
+    known = set(setting_names())
+    return sorted(name for name in environ
+                  if name.upper().startswith(ENV_PREFIX) and name.upper() not in known
+                  and name.upper() not in NON_SETTING_VARIABLES
+                  and not name.upper().startswith(NON_SETTING_PREFIXES))
+
+
+def check_environment(environ: Mapping[str, str] | None = None) -> None:
+    """Refuse a `TALLYKEY_*` variable that names no setting (a typo would otherwise be
+    ignored silently), naming the nearest setting."""
+    environ = os.environ if environ is None else environ
+    unknown = unknown_variables(environ)
+    if unknown:
+        name = unknown[0]
+        suffixes = [known.removeprefix(ENV_PREFIX) for known in setting_names()]
+        nearest = difflib.get_close_matches(name.upper().removeprefix(ENV_PREFIX), suffixes,
+                                            n=1, cutoff=0.6)
+        raise SettingsError(f"unknown setting {name}" + (
+            f" — did you mean {ENV_PREFIX}{nearest[0]}?" if nearest else
+            " (docs/settings.md lists every setting)"))
+
+
+def describe_error(error: ValidationError) -> str:
+    """One line per bad value: the setting, what it expects, and what was given (masked
+    for secrets and passwords in URLs)."""
+    lines = []
+    for item in error.errors():
+        field = str(item["loc"][0]) if item["loc"] else ""
+        name = ENV_PREFIX + field.upper()
+        message = str(item["msg"]).removeprefix("Value error, ")
+        message = message.replace("Input should be", "expected").replace(
+            "a valid number, unable to parse string as a number", "a number").replace(
+            "a valid integer, unable to parse string as an integer", "a whole number").replace(
+            "a valid boolean, unable to interpret input", "true or false")
+        if message.startswith("String should have"):
+            message = "expected a text that has" + message.removeprefix("String should have")
+        info = Settings.model_fields.get(field)
+        given = item.get("input")
+        shown = ("" if not isinstance(given, str) else " (value hidden)"
+                 if info is not None and not info.repr else f" (got {mask_url(given)!r})")
+        lines.append(f"invalid setting {name}: {message}{shown}")
+    return "\n".join(lines)
+
+
+def mask_url(value: str) -> str:
+    """`value` with the password of a URL replaced by `***`."""
+    try:
+        parts = urlsplit(value)
+        password = parts.password
+    except ValueError:
+        return value
+    if not password:
+        return value
+    return value.replace(f":{password}@", ":***@", 1)
+
+
 def load_settings() -> Settings:
-    return Settings()
+    """The settings from the environment; `SettingsError` (one line per problem) for an
+    unknown `TALLYKEY_*` variable or a value the server cannot use."""
+    check_environment()
+    try:
+        return Settings()
+    except ValidationError as error:
+        raise SettingsError(describe_error(error)) from None

@@ -24,7 +24,7 @@ ISO_TIME = re.compile(r'"(\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d(?:\.\d+)?([^"]*))"')
 
 @pytest.fixture
 def api(rt: Runtime) -> Iterator[TestClient]:
-    with TestClient(create_app(rt), base_url="http://testserver",
+    with TestClient(create_app(rt, demo=True), base_url="http://testserver",
                     client=("127.0.0.1", 40000)) as client:
         yield client
 

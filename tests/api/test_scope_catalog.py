@@ -189,7 +189,7 @@ def test_serve_refuses_a_malformed_catalog_with_one_line(tmp_path: Path,
     monkeypatch.setenv("TALLYKEY_DATA_DIR", str(tmp_path / "data"))
     monkeypatch.setenv("TALLYKEY_SCOPES_FILE", str(bad))
     result = CliRunner().invoke(cli_app, ["serve", "--port", "1"])
-    assert result.exit_code == 1
+    assert result.exit_code == 78  # EX_CONFIG: a setting with a value that cannot be used
     lines = [line for line in result.stderr.splitlines() if line.strip()]
     assert len(lines) == 1, result.stderr
     assert "TALLYKEY_SCOPES_FILE" in lines[0] and "'orders read'" in lines[0]

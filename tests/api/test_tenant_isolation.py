@@ -367,7 +367,7 @@ def rows_of(rt: Runtime, ids: set[str]) -> dict[str, set[tuple[str, ...]]]:
 
 @pytest.fixture
 def app(rt: Runtime) -> Any:
-    return create_app(rt)
+    return create_app(rt, demo=True)
 
 
 @pytest.fixture

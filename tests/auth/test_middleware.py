@@ -82,7 +82,7 @@ def test_the_management_api_names_a_misplaced_header_too(world: World, rt: Runti
 
     token = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="manager", expires_in_days=7, scopes=["tokens:manage"])).value
-    with TestClient(create_app(rt)) as client:
+    with TestClient(create_app(rt, demo=True)) as client:
         answer = client.get("/api/v1/tokens", headers={"X-Api-Key": token})
         assert answer.status_code == 401 and "X-API-Key" in answer.json()["message"]
         assert client.get("/api/v1/tokens", auth=(token, "")).status_code == 200

@@ -65,7 +65,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
         url = (stack.enter_context(fresh_postgres_database())
                if request.param == "postgresql" else None)
         server = Server(env=server_env(tmp, url), port=free_port(),
-                        log_path=tmp / "server.log")
+                        log_path=tmp / "server.log", command=("serve",))
         if url:
             server.cli("migrate")
         server.start()

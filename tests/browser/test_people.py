@@ -74,7 +74,7 @@ def site(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactor
                                        TALLYKEY_OIDC_CLIENT_SECRET=CLIENT_SECRET,
                                        TALLYKEY_OIDC_NAME="Hooli ID",
                                        TALLYKEY_OIDC_DOMAINS="hooli.example=hooli"),
-                        port=port, log_path=tmp / "server.log")
+                        port=port, log_path=tmp / "server.log", command=("serve",))
         if url:
             server.cli("migrate")
         server.start()

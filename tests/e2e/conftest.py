@@ -1,5 +1,6 @@
-"""A real `tallykey serve` process on a free localhost port, seeded with the demo data
-through the real CLI (`tallykey demo --seed-only --json`), on SQLite and on PostgreSQL."""
+"""A real server process on a free localhost port, seeded with the demo data through the
+real CLI (`tallykey demo --seed-only --json`) and served by `tallykey demo --serve-only`
+(the demo platform API `/core/v3` exists only there), on SQLite and on PostgreSQL."""
 
 from __future__ import annotations
 
@@ -45,6 +46,8 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     seeded: dict[str, Any] = field(default_factory=dict)
     serve_args: tuple[str, ...] = ()
+    #: `demo --serve-only` (the seeded demo, with its platform API `/core/v3`) or `serve`.
+    command: tuple[str, ...] = ("demo", "--serve-only")
 
     @property
     def base_url(self) -> str:
@@ -61,7 +64,8 @@ class Server:
     def start(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
-            [TALLYKEY, "serve", "--port", str(self.port), "--access-log", *self.serve_args],
+            [TALLYKEY, *self.command, "--port", str(self.port), "--access-log",
+             *self.serve_args],
             env=self.env,
             stdout=log, stderr=subprocess.STDOUT)
         deadline = time.monotonic() + 60  # a loaded CI machine starts slowly

@@ -411,7 +411,8 @@ def shop(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Shop]:
     env = server_env(tmp, None, TALLYKEY_SCOPES_FILE=str(SHOP_CATALOG),
                      TALLYKEY_OPENAPI_FILE=str(SHOP_OPENAPI),
                      TALLYKEY_TRUSTED_PROXIES="127.0.0.1/32")
-    server = Server(env=env, port=free_port(), log_path=tmp / "server.log")
+    server = Server(env=env, port=free_port(), log_path=tmp / "server.log",
+                    command=("serve",))
     server.start()
     try:
         made = server.cli("operator-tokens", "create", "--name", "shop back office",

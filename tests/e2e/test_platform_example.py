@@ -41,7 +41,8 @@ def platform(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, Any
         url = stack.enter_context(fresh_postgres_database())
         nodes = [Server(env=server_env(tmp, url, TALLYKEY_NODE_NAME=f"node{n}",
                                        TALLYKEY_SCOPES_FILE=str(CATALOG)),
-                        port=free_port(), log_path=tmp / f"node{n}.log") for n in (1, 2, 3)]
+                        port=free_port(), log_path=tmp / f"node{n}.log", command=("serve",))
+                 for n in (1, 2, 3)]
         for node in nodes:
             node.start()
             stack.callback(assert_no_secrets, node)

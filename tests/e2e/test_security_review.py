@@ -286,7 +286,7 @@ def test_the_setup_link_makes_one_account_under_concurrency(
     with ExitStack() as stack:
         url = stack.enter_context(fresh_postgres_database()) if backend == "postgresql" else None
         fresh = Server(env=server_env(tmp_path, url), port=free_port(),
-                       log_path=tmp_path / "server.log")
+                       log_path=tmp_path / "server.log", command=("serve",))
         if url:
             fresh.cli("migrate")
         fresh.start()

@@ -1,5 +1,5 @@
 """The ASGI application `tallykey serve` runs: management API, verification endpoints,
-the demo platform API, health and docs.
+health and docs; `tallykey demo` adds the demo platform API (`create_demo_app`).
 
 `/auth/request` is dispatched before the request-size layer and the framework (it is on
 every proxied request and reads no body); everything else goes through both.
@@ -56,7 +56,7 @@ class Dispatcher:
             await self.app(scope, receive, send)
 
 
-def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
+def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> FastAPI:
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
         verifier.start()
@@ -91,7 +91,9 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
     api.include_router(verify.router)
     api.include_router(leaks.router)
     api.include_router(operator.router)
-    api.include_router(platform.router)
+    api.state.demo = demo
+    if demo:  # the demo platform API exists only under `tallykey demo` (SPEC §14)
+        api.include_router(platform.router)
     api.include_router(console.router)
     api.mount(console.STATIC_PATH, StaticFiles(directory=console.STATIC_DIR), name="console")
     docs.install(api)
@@ -118,7 +120,12 @@ def build_api(runtime: Runtime, verifier: Verifier) -> FastAPI:
                      "hint": "Send Authorization: Bearer <TALLYKEY_METRICS_TOKEN>."},
                     status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
         verifier.publish_metrics()
-        return Response(metrics.exposition(runtime.database),
+        counter = getattr(api.state, "response_counter", None)
+        if counter is not None:
+            counter.publish()
+        offset = runtime.database_clock.offset if runtime.database.dialect == "postgresql" \
+            else 0.0
+        return Response(metrics.exposition(runtime.database, offset),
                         media_type=metrics.CONTENT_TYPE)
 
     @api.get("/healthz", tags=["health"])
@@ -167,15 +174,20 @@ def describe_catalog(schema: dict[str, Any], catalog: ScopeCatalog) -> None:
         + catalog.source + "): " + listing)
 
 
-def create_app(runtime: Runtime | None = None) -> ASGIApp:
+def create_demo_app(runtime: Runtime | None = None) -> ASGIApp:
+    """The service with the demo platform API (`/core/v3`): what `tallykey demo` serves."""
+    return create_app(runtime, demo=True)
+
+
+def create_app(runtime: Runtime | None = None, *, demo: bool = False) -> ASGIApp:
     """The whole service. Without arguments it reads `TALLYKEY_*` settings (uvicorn
-    factory for `tallykey serve --workers N`)."""
+    factory for `tallykey serve --workers N`). The demo platform API only with `demo`."""
     runtime = runtime or Runtime.build()
     runtime.ensure_schema()
     runtime.check_keys()
     verifier = Verifier(settings=runtime.settings, database=runtime.database,
                         clock=runtime.clock, background=False)
-    api = build_api(runtime, verifier)
+    api = build_api(runtime, verifier, demo=demo)
     settings = runtime.settings
 
     def https(scope: Scope) -> bool:
@@ -183,6 +195,7 @@ def create_app(runtime: Runtime | None = None) -> ASGIApp:
 
     endpoint = AuthRequestEndpoint(verifier, settings, https, runtime.operations)
     app: ASGIApp = Dispatcher(endpoint, RequestLimits(api, https=https))
+    api.state.response_counter = app = metrics.ResponseCounter(app)
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
     return app

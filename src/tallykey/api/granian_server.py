@@ -48,7 +48,8 @@ def log_config(log_format: str) -> dict[str, Any]:
     return config
 
 
-def serve(host: str, port: int, workers: int, access_log: bool, log_format: str) -> None:
+def serve(host: str, port: int, workers: int, access_log: bool, log_format: str,
+          app: str = APP) -> None:
     """Run the app under granian until SIGTERM/SIGINT."""
     import multiprocessing
 
@@ -61,7 +62,7 @@ def serve(host: str, port: int, workers: int, access_log: bool, log_format: str)
     from granian.log import LogLevels
     from granian.server import Server
 
-    Server(APP, address=host, port=port, interface=Interfaces.ASGI, workers=workers,
+    Server(app, address=host, port=port, interface=Interfaces.ASGI, workers=workers,
            factory=True, loop=Loops.uvloop, http=HTTPModes.http1, websockets=False,
            http1_settings=HTTP1Settings(max_buffer_size=MAX_HEADER_BYTES),
            log_level=LogLevels.info, log_dictconfig=log_config(log_format),

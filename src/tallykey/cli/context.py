@@ -6,34 +6,61 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 
+import typer
 from sqlalchemy.exc import OperationalError
 
 from tallykey.actor import Actor
 from tallykey.auth.operations import OperationsError
-from tallykey.cli.output import EXIT_ERROR, EXIT_FORBIDDEN, EXIT_NOT_FOUND, EXIT_UNAVAILABLE, fail
+from tallykey.cli.output import (
+    EXIT_CONFIG,
+    EXIT_ERROR,
+    EXIT_FORBIDDEN,
+    EXIT_NOT_FOUND,
+    EXIT_UNAVAILABLE,
+    err,
+    fail,
+)
 from tallykey.db.engine import store_outage
 from tallykey.errors import StoreUnavailable, TallykeyError
+from tallykey.keys.keyring import KeyConfigError
 from tallykey.runtime import Runtime
+from tallykey.settings import Settings, SettingsError, load_settings
 
-#: A configuration that cannot be used (sysexits' EX_CONFIG).
-EXIT_CONFIG = 78
+
+def check_settings() -> Settings:
+    """The settings, or one line per unknown or bad setting and exit 78 (EX_CONFIG)."""
+    try:
+        return load_settings()
+    except SettingsError as error:
+        for line in str(error).splitlines():
+            err.print(f"[bold red]error:[/] {line}", highlight=False, soft_wrap=True)
+        raise typer.Exit(EXIT_CONFIG) from None
+
+
+def build_runtime() -> Runtime:
+    """`Runtime.build()` with its configuration errors as one line and exit 78."""
+    settings = check_settings()
+    try:
+        return Runtime.build(settings)
+    except OperationsError as error:  # the platform's OpenAPI document (SPEC §15)
+        fail(str(error), code=EXIT_CONFIG)
+    except ValueError as error:  # e.g. TALLYKEY_SCOPES_FILE that cannot be used
+        fail(f"invalid settings: {error}", code=EXIT_CONFIG)
+    except KeyConfigError as error:  # an unreadable or wrong key-encryption key
+        fail(error.message, error.hint, EXIT_CONFIG)
+    except OSError as error:  # e.g. a data directory that cannot be created
+        fail(f"cannot open the store: {error.strerror or error} "
+             f"({error.filename or 'TALLYKEY_DATA_DIR'}).",
+             "Check TALLYKEY_DATA_DIR (it must be writable) or TALLYKEY_DATABASE_URL.",
+             EXIT_CONFIG)
+    except TallykeyError as error:  # e.g. a scope catalog that cannot be read
+        fail(error.message, error.hint, EXIT_CONFIG)
 
 
 @contextmanager
 def runtime() -> Iterator[Runtime]:
     """A runtime with an up-to-date schema; product errors become one line on stderr."""
-    try:
-        rt = Runtime.build()
-    except OperationsError as error:  # the platform's OpenAPI document (SPEC §15)
-        fail(str(error), code=EXIT_CONFIG)
-    except ValueError as error:  # settings validation
-        fail(f"invalid settings: {error}")
-    except OSError as error:  # e.g. a data directory that cannot be created
-        fail(f"cannot open the store: {error.strerror or error} "
-             f"({error.filename or 'TALLYKEY_DATA_DIR'}).",
-             "Check TALLYKEY_DATA_DIR (it must be writable) or TALLYKEY_DATABASE_URL.")
-    except TallykeyError as error:  # e.g. an unreadable key-encryption key
-        fail(error.message, error.hint)
+    rt = build_runtime()
     try:
         rt.ensure_schema()
         yield rt

@@ -6,6 +6,7 @@ from __future__ import annotations
 import os
 import sys
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -14,6 +15,7 @@ from sqlalchemy.exc import OperationalError
 from tallykey.cli import (
     accounts,
     audit,
+    doctor,
     keys,
     notify,
     operators,
@@ -21,12 +23,13 @@ from tallykey.cli import (
     tokens,
     workspaces,
 )
-from tallykey.cli.context import runtime
-from tallykey.cli.output import JsonOption, emit_json, err, fail, out, print_table
+from tallykey.cli.context import build_runtime, check_settings, runtime
+from tallykey.cli.output import EXIT_UNAVAILABLE, JsonOption, emit_json, err, fail, out, print_table
 from tallykey.db import migrate as migrations
+from tallykey.db.engine import store_outage
+from tallykey.errors import StoreUnavailable
 from tallykey.logs import uvicorn_log_config
 from tallykey.runtime import Runtime
-from tallykey.settings import load_settings
 
 app = typer.Typer(help="tallykey: named, expiring API tokens.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -37,6 +40,7 @@ notify.register(app)  # outbox, webhooks, worker
 audit.register(app)  # audit export, audit verify
 workspaces.register(app)  # workspaces list|create|rename|archive
 operators.register(app)  # operator-tokens create|list|revoke
+doctor.register(app)  # doctor
 
 
 def _show_version(value: bool) -> None:
@@ -48,29 +52,67 @@ def _show_version(value: bool) -> None:
 
 
 @app.callback()
-def _main(version: Annotated[bool, typer.Option(
+def _main(ctx: typer.Context, version: Annotated[bool, typer.Option(
         "--version", metavar="", help="Print the version and exit.", is_eager=True,
         callback=_show_version)] = False) -> None:
     """tallykey: named, expiring API tokens."""
+    if ctx.resilient_parsing or any(arg in ("--help", "-h") for arg in sys.argv[1:]):
+        return
+    if ctx.invoked_subcommand == "doctor":
+        return  # doctor reports bad settings as its first check (exit 78 too)
+    check_settings()  # every command: an unknown or bad TALLYKEY_* stops here, exit 78
 
 
 @app.command()
-def migrate() -> None:
+def migrate(check: Annotated[bool, typer.Option(
+        "--check", metavar="", help="Change nothing: exit 0 when the schema is at head, "
+        "1 with the pending revisions listed.")] = False) -> None:
     """Create or upgrade the database schema (idempotent)."""
+    rt = build_runtime()
     try:
-        rt = Runtime.build()
-    except ValueError as error:
-        fail(f"invalid settings: {error}")
-    try:
+        head = migrations.head_revision(rt.database.url)
+        try:
+            pending = migrations.pending_revisions(rt.database)
+        except migrations.UnknownRevision as unknown:
+            fail(f"the database schema is at revision {unknown.revision}, which this "
+                 f"tallykey (schema {unknown.head}) does not know: a newer release migrated "
+                 "it.", "Run that release's tallykey (or newer); never migrate backwards.")
+        if check:
+            if not pending:
+                out.print(f"schema at head (revision {head})", highlight=False)
+                return
+            out.print(f"{len(pending)} pending revision(s); run 'tallykey migrate':",
+                      highlight=False)
+            for step in pending:
+                out.print(f"  {step}", highlight=False, soft_wrap=True)
+            raise typer.Exit(1)
         before, after = migrations.upgrade(rt.database)
     except OperationalError as error:
-        fail(f"cannot reach the database: {str(error.orig).strip().splitlines()[0]}")
+        outage = store_outage(error)
+        fail("cannot reach the database: " + (outage.message if outage else
+             str(error.orig).strip().splitlines()[0]), code=EXIT_UNAVAILABLE)
+    except StoreUnavailable as error:
+        fail(error.message, error.hint, EXIT_UNAVAILABLE)
     finally:
         rt.close()
     if before == after:
         out.print(f"schema already up to date (revision {after})")
     else:
         out.print(f"schema upgraded from {before or 'empty'} to {after}")
+
+
+@app.command()
+def backup(path: Annotated[Path, typer.Argument(
+        help="The new file to write (never overwritten).")]) -> None:
+    """An online, consistent copy of the embedded SQLite store (writes go on meanwhile).
+    PostgreSQL: use pg_dump (docs/operations.md). Back up the key-encryption key and the
+    signed audit heads separately."""
+    from tallykey.db.backup import backup_sqlite
+
+    with runtime() as rt:
+        done = backup_sqlite(rt.database, path.expanduser().absolute())
+    out.print(f"backed up the store to {done.path} ({done.size} bytes, schema "
+              f"{done.revision})", highlight=False, soft_wrap=True)
 
 
 def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
@@ -91,30 +133,22 @@ def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
             "log_config": uvicorn_log_config(log_format)}
 
 
-@app.command()
-def serve(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
-    workers: Annotated[int, typer.Option(help="Worker processes.")] = 1,
-    access_log: Annotated[bool, typer.Option(metavar="", help="Log every request line.")] = False,
-    log_format: Annotated[str | None, typer.Option(
-        "--log-format", help="text (default) or json: one JSON line per request and per "
-        "log record (also TALLYKEY_LOG_FORMAT).")] = None,
-    server: Annotated[str, typer.Option(
-        "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
-        "optional extra tallykey\\[granian].")] = "uvicorn",
-    new_setup_link: Annotated[bool, typer.Option(
-        "--new-setup-link", metavar="", help="While no administrator exists: print a new "
-        "one-time set-up link even if another node printed one (that one stops working).")]
-    = False,
-) -> None:
-    """Serve the management API, verification endpoints and the demo platform API."""
-    import os
+ServeHost = Annotated[str, typer.Option(help="Address to listen on.")]
+ServePort = Annotated[int, typer.Option(help="Port to listen on.")]
+ServeWorkers = Annotated[int, typer.Option(help="Worker processes.")]
+ServeAccessLog = Annotated[bool, typer.Option(metavar="", help="Log every request line.")]
+ServeLogFormat = Annotated[str | None, typer.Option(
+    "--log-format", help="text (default) or json: one JSON line per request and per "
+    "log record (also TALLYKEY_LOG_FORMAT).")]
+ServeServer = Annotated[str, typer.Option(
+    "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
+    "optional extra tallykey\\[granian].")]
+APP_FACTORY = "tallykey.api.app:create_app"
+DEMO_APP_FACTORY = "tallykey.api.app:create_demo_app"
 
-    import uvicorn
 
+def _check_server_options(server: str, log_format: str | None) -> None:
     from tallykey.api import granian_server
-    from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
 
     if server not in ("uvicorn", "granian"):
         fail(f"--server {server!r} is not supported.", "Use uvicorn or granian.")
@@ -126,6 +160,37 @@ def serve(
             fail(f"--log-format {log_format!r} is not supported.", "Use text or json.")
         os.environ["TALLYKEY_LOG_FORMAT"] = log_format  # read by every worker's settings
 
+
+def _run_server(factory: str, host: str, port: int, workers: int, access_log: bool,
+                log_format: str, server: str) -> None:
+    """Serve the app `factory` names under uvicorn or granian until SIGTERM/SIGINT."""
+    import uvicorn
+
+    from tallykey.api import granian_server
+    from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
+
+    metrics_dir = prepare_multiprocess(workers)
+    try:
+        if server == "granian":
+            granian_server.serve(host, port, workers, access_log, log_format, factory)
+        else:
+            uvicorn.run(factory, factory=True,
+                        **_uvicorn_config(host, port, workers, access_log, log_format))
+    finally:
+        remove_multiprocess_dir(metrics_dir)
+
+
+@app.command()
+def serve(host: ServeHost = "127.0.0.1", port: ServePort = 8000, workers: ServeWorkers = 1,
+          access_log: ServeAccessLog = False, log_format: ServeLogFormat = None,
+          server: ServeServer = "uvicorn",
+          new_setup_link: Annotated[bool, typer.Option(
+              "--new-setup-link", metavar="", help="While no administrator exists: print a "
+              "new one-time set-up link even if another node printed one (that one stops "
+              "working).")] = False) -> None:
+    """Serve the console, the management API and the verification endpoints (the demo
+    platform API only under `tallykey demo`)."""
+    _check_server_options(server, log_format)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     with runtime() as rt:  # settings, schema and keys are checked before any worker starts
         rt.check_keys()
@@ -134,68 +199,70 @@ def serve(
         chosen_format = rt.settings.log_format
         print_setup_link(rt, rt.settings.public_url or f"http://{shown_host}:{port}",
                          new_setup_link)
+        for warning in doctor.startup_warnings(rt.settings):
+            err.print(f"[yellow]warning:[/] {warning}", highlight=False, soft_wrap=True)
     out.print(f"tallykey ({region}) listening on http://{host}:{port}", highlight=False)
-    metrics_dir = prepare_multiprocess(workers)
-    try:
-        if server == "granian":
-            granian_server.serve(host, port, workers, access_log, chosen_format)
-        else:
-            uvicorn.run("tallykey.api.app:create_app", factory=True,
-                        **_uvicorn_config(host, port, workers, access_log, chosen_format))
-    finally:
-        remove_multiprocess_dir(metrics_dir)
+    _run_server(APP_FACTORY, host, port, workers, access_log, chosen_format, server)
 
 
 @app.command()
 def demo(
-    host: Annotated[str, typer.Option(help="Address to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    host: ServeHost = "127.0.0.1",
+    port: ServePort = 8000,
     seed_only: Annotated[bool, typer.Option("--seed-only", metavar="", help="Seed, print, exit.")]
     = False,
+    serve_only: Annotated[bool, typer.Option(
+        "--serve-only", metavar="", help="Serve a demo seeded before (--seed-only) without "
+        "seeding or printing again.")] = False,
+    workers: ServeWorkers = 1,
+    access_log: ServeAccessLog = False,
+    log_format: ServeLogFormat = None,
+    server: ServeServer = "uvicorn",
     as_json: JsonOption = False,
 ) -> None:
-    """Seed the demo account (idempotent) and serve it.
+    """Seed the demo account (idempotent) and serve it, with the demo platform API
+    (`/core/v3`) that only the demo has.
 
     The demo keeps demo-only files in the data dir: the tokens it printed (a second run
     prints the same ones, never rotating them), its URL (for `tallykey connect`) and a
     key-encryption key of its own, so retrievable application tokens can be shown."""
-    import uvicorn
-
     from tallykey import demo_files as local
-    from tallykey.api.app import create_app
     from tallykey.demo.seed import seed
 
+    if seed_only and serve_only:
+        fail("--seed-only and --serve-only exclude each other.", code=2)
+    _check_server_options(server, log_format)
     shown_host = "127.0.0.1" if host in ("0.0.0.0", "::") else host  # noqa: S104
     base_url = f"http://{shown_host}:{port}"
     if not seed_only and _port_in_use(host, port):  # before seeding touches anything
         fail(f"port {port} on {host} is already in use (is a demo already running?).",
              "Stop the other process, or pass --port with a free port.")
-    try:
-        settings = load_settings()
-    except ValueError as error:
-        fail(f"invalid settings: {error}")
+    settings = check_settings()
     demo_kek = None
     if not settings.kek and not settings.kek_file:
         existing = local.kek_path(settings.data_dir)
-        if not seed_only or existing.exists():
+        if (not seed_only and not serve_only) or existing.exists():
             demo_kek = local.ensure_kek(settings.data_dir).resolve()
             os.environ["TALLYKEY_KEK_FILE"] = str(demo_kek)  # this process and its server
     with runtime() as rt:
         rt.check_keys()
-        seeded = seed(rt, base_url, data_dir=rt.settings.data_dir,
-                      retrievable=demo_kek is not None and not seed_only,
-                      register=not seed_only)
-        env_prefix = ("" if rt.settings.database_url else
-                      f"TALLYKEY_DATA_DIR={rt.settings.data_dir.resolve()} ")
-    if as_json:
-        emit_json(seeded)
-    else:
-        print_demo_welcome(seeded, env_prefix + _command_name(), demo_kek)
+        if not seed_only:
+            rt.check_writable()
+        chosen_format = rt.settings.log_format
+        if not serve_only:
+            seeded = seed(rt, base_url, data_dir=rt.settings.data_dir,
+                          retrievable=demo_kek is not None and not seed_only,
+                          register=not seed_only)
+            env_prefix = ("" if rt.settings.database_url else
+                          f"TALLYKEY_DATA_DIR={rt.settings.data_dir.resolve()} ")
+    if not serve_only:
+        if as_json:
+            emit_json(seeded)
+        else:
+            print_demo_welcome(seeded, env_prefix + _command_name(), demo_kek)
     if seed_only:
         return
-    server = uvicorn.Server(uvicorn.Config(create_app(), **_uvicorn_config(
-        host, port, 1, False)))
-    server.run()
+    _run_server(DEMO_APP_FACTORY, host, port, workers, access_log, chosen_format, server)
 
 
 def _port_in_use(host: str, port: int) -> bool:
@@ -215,7 +282,6 @@ def _command_name() -> str:
     """How to run this same `tallykey` from another terminal: `tallykey` when that is on
     the PATH, else this executable's absolute path (e.g. a virtualenv's)."""
     import shutil
-    from pathlib import Path
 
     me = Path(sys.argv[0]).resolve()
     on_path = shutil.which("tallykey")

@@ -39,6 +39,8 @@ AccountOption = Annotated[str, typer.Option("--account", "-a", help="Account slu
 EXIT_ERROR = 1
 #: The store could not be reached: try again later (sysexits' EX_TEMPFAIL).
 EXIT_UNAVAILABLE = 75
+#: A setting is unknown or has a value that cannot be used (sysexits' EX_CONFIG).
+EXIT_CONFIG = 78
 EXIT_NOT_FOUND = 3
 EXIT_FORBIDDEN = 4
 

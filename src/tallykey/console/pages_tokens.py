@@ -4,6 +4,7 @@ history, usage) and its renew page."""
 
 from __future__ import annotations
 
+import base64
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -266,7 +267,10 @@ def show_once(request: Request, runtime: Runtime, issued: IssuedToken, what: str
     base_url = (runtime.settings.base_url_for(token.region) or runtime.settings.public_url
                 or str(request.base_url)).rstrip("/")
     application = token.kind == APPLICATION
+    basic = (base64.b64encode(f"{issued.secret.prefix}:{issued.secret.password}".encode())
+             .decode() if application else "")
     return render(request, "token_issued.html",
+                  demo=getattr(request.app.state, "demo", False), basic_credentials=basic,
                   headers={"Cache-Control": "no-store", "Pragma": "no-cache"},
                   token=token, secret=issued.value, what=what,
                   username=issued.secret.prefix if application else None,

@@ -40,3 +40,30 @@ def head_revision(url: str) -> str:
     head = ScriptDirectory.from_config(alembic_config(url)).get_current_head()
     assert head is not None
     return head
+
+
+def known_revision(url: str, revision: str) -> bool:
+    """Whether this code's migrations contain `revision` (a newer release's do not)."""
+    return any(script.revision == revision
+               for script in ScriptDirectory.from_config(alembic_config(url)).walk_revisions())
+
+
+def pending_revisions(database: Database) -> list[str]:
+    """The revisions `upgrade` would apply, oldest first, as `revision: message`.
+    `UnknownRevision` when the store is at a revision this code does not know."""
+    current = current_revision(database)
+    script = ScriptDirectory.from_config(alembic_config(database.url))
+    if current is not None and not known_revision(database.url, current):
+        raise UnknownRevision(current, head_revision(database.url))
+    pending = list(script.iterate_revisions("head", current or "base"))
+    return [f"{step.revision}: {step.doc}" for step in reversed(pending)
+            if step.revision != current]
+
+
+class UnknownRevision(Exception):
+    """The store's schema comes from a newer release than this code."""
+
+    def __init__(self, revision: str, head: str) -> None:
+        super().__init__(revision)
+        self.revision = revision
+        self.head = head

@@ -17,6 +17,7 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 
@@ -25,8 +26,10 @@ from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.metrics_core import Metric
 from prometheus_client.multiprocess import MultiProcessCollector
 from sqlalchemy import func, select
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tallykey.db.engine import Database
+from tallykey.errors import StoreUnavailable
 from tallykey.notify.models import PENDING, SENDING, OutboxMessage
 
 MULTIPROCESS_ENV = "PROMETHEUS_MULTIPROC_DIR"
@@ -55,6 +58,52 @@ PROPAGATION_LAG = Histogram(
     "From a verdict-affecting change (its verdict_changes.at) to this node applying it.",
     buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
     registry=REGISTRY)
+
+
+PROPAGATION_INCOMPLETE = Counter(
+    "tallykey_propagation_incomplete",
+    "Verdict-affecting changes answered before every live node confirmed them "
+    "(TALLYKEY_PROPAGATION_TIMEOUT ran out).", registry=REGISTRY)
+RESPONSES = Counter("tallykey_http_responses",
+                    "HTTP answers by status class (2xx, 3xx, 4xx, 5xx).", ["code"],
+                    registry=REGISTRY)
+_CODE_CLASSES = {digit: f"{digit}xx" for digit in range(1, 6)}
+
+
+class ResponseCounter:
+    """Counts every HTTP answer by status class (`tallykey_http_responses_total`): in
+    plain integers, published to the metric at most once a second and at each scrape,
+    like the verifiers' counts."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+        self.counters = {code: RESPONSES.labels(code) for code in _CODE_CLASSES.values()}
+        self.counts = dict.fromkeys(self.counters, 0)
+        self.published = dict.fromkeys(self.counters, 0)
+        self.published_at = time.monotonic()
+
+    def publish(self) -> None:
+        self.published_at = time.monotonic()
+        for code, count in list(self.counts.items()):
+            if count != self.published[code]:
+                self.counters[code].inc(count - self.published[code])
+                self.published[code] = count
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+
+        async def counted(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                code = _CODE_CLASSES.get(int(message["status"]) // 100)
+                if code:
+                    self.counts[code] += 1
+                if time.monotonic() - self.published_at >= 1.0:
+                    self.publish()
+            await send(message)
+
+        await self.app(scope, receive, counted)
 
 
 def multiprocess() -> bool:
@@ -96,8 +145,9 @@ def _total(families: list[Metric], name: str) -> float:
                for sample in family.samples if sample.name == f"{name}_total")
 
 
-def exposition(database: Database) -> bytes:
-    """The text format answer of `/metrics`."""
+def exposition(database: Database, clock_offset: float | None = None) -> bytes:
+    """The text format answer of `/metrics`. With the store unreachable it still answers,
+    with `tallykey_store_up 0` (and no outbox backlog)."""
     if multiprocess():
         collector = MultiProcessCollector(None)  # type: ignore[no-untyped-call]
         families = list(collector.collect())  # type: ignore[no-untyped-call]
@@ -112,13 +162,25 @@ def exposition(database: Database) -> bytes:
     backlog = GaugeMetricFamily("tallykey_outbox_backlog",
                                 "Outbox messages not delivered yet, by status.",
                                 labels=["status"])
-    with database.reading() as session:
-        rows = session.execute(
-            select(OutboxMessage.status, func.count()).where(
-                OutboxMessage.status.in_((PENDING, SENDING))).group_by(OutboxMessage.status))
-        counts = {str(status): int(count) for status, count in rows}
-    for status in (PENDING, SENDING):
-        backlog.add_metric([status], float(counts.get(status, 0)))
+    up = 1.0
+    try:
+        with database.reading() as session:
+            rows = session.execute(
+                select(OutboxMessage.status, func.count()).where(
+                    OutboxMessage.status.in_((PENDING, SENDING))).group_by(
+                    OutboxMessage.status))
+            counts = {str(status): int(count) for status, count in rows}
+        for status in (PENDING, SENDING):
+            backlog.add_metric([status], float(counts.get(status, 0)))
+    except StoreUnavailable:
+        up = 0.0
+    extra = [ratio, backlog, GaugeMetricFamily(
+        "tallykey_store_up", "1 when this node reached the store for this scrape, else 0.",
+        value=up)]
+    if clock_offset is not None:
+        extra.append(GaugeMetricFamily(
+            "tallykey_clock_offset_seconds",
+            "The database's clock minus this node's, as last measured.", value=clock_offset))
     registry = CollectorRegistry(auto_describe=False)
-    registry.register(_Families([*families, ratio, backlog]))
+    registry.register(_Families([*families, *extra]))
     return generate_latest(registry)

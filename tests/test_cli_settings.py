@@ -1,0 +1,143 @@
+"""Settings that cannot be silently wrong (SPEC §14), through the real `tallykey` command
+in a subprocess: an unknown `TALLYKEY_*` variable or a bad value stops every command with
+one line and exit 78, never a traceback, before anything listens."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import pytest
+
+TALLYKEY = str(Path(sys.executable).with_name("tallykey"))
+
+#: Every kind of command: the servers, the worker, migrations, management, the doctor.
+COMMANDS = [
+    ["serve", "--port", "{port}"], ["demo", "--port", "{port}"], ["worker", "--once"],
+    ["migrate", "--check"], ["tokens", "list", "-a", "acme"], ["audit", "verify"],
+    ["doctor"], ["doctor", "--json"],
+]
+
+BAD_VALUES = {
+    "TALLYKEY_DATABASE_URL=mysql://tallykey@db.example/tallykey": "only PostgreSQL and SQLite",
+    "TALLYKEY_DATABASE_URL=not a url": "TALLYKEY_DATABASE_URL",
+    "TALLYKEY_DATABASE_URL=postgresql://u:hunter2secret@db:port/x": "port",
+    "TALLYKEY_REDIS_URL=not-a-url": "redis://",
+    "TALLYKEY_SMTP_URL=htp://x": "smtp://",
+    "TALLYKEY_SMTP_URL=smtp://": "host",
+    "TALLYKEY_PUBLIC_URL=keys.example.com": "https://",
+    "TALLYKEY_OIDC_ISSUER=ftp://id.example.com": "https://",
+    "TALLYKEY_CACHE_TTL=abc": "a number",
+    "TALLYKEY_CACHE_TTL=600": "less than or equal to 60",
+    "TALLYKEY_DB_CONNECT_TIMEOUT=1.5": "whole number",
+    "TALLYKEY_REGION=EU-1": "lowercase letters or digits",
+    "TALLYKEY_REGIONS=eu1": "region=url",
+    "TALLYKEY_TRUSTED_PROXIES=10.0.0.0/33": "networks",
+    "TALLYKEY_WEBHOOK_PRIVATE_TARGETS=maybe": "true or false",
+    "TALLYKEY_LOG_FORMAT=xml": "'text' or 'json'",
+    "TALLYKEY_ARGON2_PROFILE=FAST": "RFC_9106_LOW_MEMORY",
+    "TALLYKEY_MAIL_FROM=nobody": "e-mail address",
+    "TALLYKEY_WORKSPACE_LABEL=": "at least 1 character",
+}
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+def base_env(tmp: Path) -> dict[str, str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYKEY_")}
+    env["TALLYKEY_DATA_DIR"] = str(tmp / "data")
+    return env
+
+
+def run(tmp: Path, command: list[str], **extra: str) -> tuple[subprocess.CompletedProcess[str],
+                                                              int]:
+    port = free_port()
+    args = [part.replace("{port}", str(port)) for part in command]
+    env = {**base_env(tmp), **extra}
+    result = subprocess.run([TALLYKEY, *args], env=env, capture_output=True, text=True,
+                            timeout=60)
+    return result, port
+
+
+def assert_one_line_exit_78(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+    output = result.stdout + result.stderr
+    assert result.returncode == 78, (result.returncode, output)
+    assert "Traceback" not in output and "listening" not in output, output
+    if result.stdout.startswith("{"):  # doctor --json: the failed check says it
+        failed = [c for c in json.loads(result.stdout)["checks"] if c["status"] == "fail"]
+        assert [c["name"] for c in failed] == ["settings"], output
+        text = " ".join(c["detail"] for c in failed)
+    else:
+        text = "\n".join(line for line in output.splitlines() if line.strip())
+        if result.stdout.startswith("fail settings"):  # doctor: its first line
+            text = text.splitlines()[0]
+        assert len(text.splitlines()) == 1, output
+    for needle in needles:
+        assert needle in text, (needle, output)
+    return text
+
+
+def test_an_unknown_variable_stops_every_command_naming_the_nearest_setting(
+        tmp_path: Path) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda command: (command, *run(
+            tmp_path, command, TALLYKEY_DATABSE_URL="postgresql://db.example/tallykey")),
+            COMMANDS))
+    for command, result, port in results:
+        text = assert_one_line_exit_78(
+            result, "unknown setting TALLYKEY_DATABSE_URL — did you mean "
+                    "TALLYKEY_DATABASE_URL?")
+        assert text.count("TALLYKEY_DATABSE_URL") == 1, (command, text)
+        with socket.socket() as probe:  # nothing listens (and nothing listened)
+            assert probe.connect_ex(("127.0.0.1", port)) != 0
+    assert not (tmp_path / "data").exists(), "a command created a store before refusing"
+
+
+@pytest.mark.parametrize(("assignment", "expected"), list(BAD_VALUES.items()),
+                         ids=[a.split("=")[0][9:] + "=" + a.split("=", 1)[1][:12]
+                              for a in BAD_VALUES])
+def test_a_bad_value_stops_serve_with_one_line_naming_the_setting(
+        tmp_path: Path, assignment: str, expected: str) -> None:
+    name, _, value = assignment.partition("=")
+    result, _ = run(tmp_path, ["serve", "--port", "{port}"], **{name: value})
+    text = assert_one_line_exit_78(result, f"invalid setting {name}", expected)
+    assert "hunter2secret" not in text  # a password in a URL is never repeated
+    assert len(text.splitlines()) == 1
+
+
+def test_a_bad_value_stops_every_command(tmp_path: Path) -> None:
+    with ThreadPoolExecutor(4) as pool:
+        results = list(pool.map(lambda command: run(
+            tmp_path, command, TALLYKEY_REDIS_URL="redis//:pw@cache:6379")[0], COMMANDS))
+    for result in results:
+        text = assert_one_line_exit_78(result, "invalid setting TALLYKEY_REDIS_URL")
+        assert ":pw@" not in text  # a secret setting's value is never shown
+
+
+def test_a_lowercase_variable_counts_too(tmp_path: Path) -> None:
+    result, _ = run(tmp_path, ["migrate"], tallykey_region="EU")
+    assert_one_line_exit_78(result, "TALLYKEY_REGION")
+
+
+def test_variables_that_are_not_settings_are_left_alone(tmp_path: Path) -> None:
+    result, _ = run(tmp_path, ["migrate"],
+                    TALLYKEY_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1/postgres",
+                    TALLYKEY_OUTAGE_SECONDS="5", TALLYKEY_FAULT_REVOKERS="3",
+                    TALLYKEY_TOKEN="tlk_not_a_setting")
+    assert result.returncode == 0, result.stderr
+    assert "schema upgraded" in result.stdout
+
+
+def test_a_scope_catalog_that_cannot_be_read_is_a_bad_value_too(tmp_path: Path) -> None:
+    result, _ = run(tmp_path, ["serve", "--port", "{port}"],
+                    TALLYKEY_SCOPES_FILE=str(tmp_path / "missing.toml"))
+    assert_one_line_exit_78(result, "TALLYKEY_SCOPES_FILE")
