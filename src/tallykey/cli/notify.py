@@ -38,7 +38,8 @@ def message_dict(message: OutboxMessage) -> dict[str, Any]:
                  else message.recipient)
     return {
         "id": message.id, "account_id": message.account_id, "channel": message.channel,
-        "event": message.event, "recipient": recipient, "subject": outbox.for_display(message.subject),
+        "event": message.event, "recipient": recipient,
+        "subject": outbox.for_display(message.subject),
         "status": message.status, "attempts": message.attempts,
         "next_attempt_at": message.next_attempt_at.isoformat(),
         "last_error": message.last_error, "created_at": message.created_at.isoformat(),

@@ -16,10 +16,10 @@ the same link exactly one succeeds; it sets the password and ends every session.
 from __future__ import annotations
 
 import base64
-import re
 import hashlib
 import hmac
 import logging
+import re
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NoReturn
