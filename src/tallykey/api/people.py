@@ -11,13 +11,12 @@ from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
 from tallykey.actor import Actor
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, open_session
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
-from tallykey.audit import trail
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
 from tallykey.people.policy import AWAITING_CODE
-from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, csrf_matches
+from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"],
                    responses=error_responses(400, 401, 403, 404, 422))
@@ -90,17 +89,11 @@ async def second_factor(body: SecondFactorRequest, request: Request, response: R
         raise
 
     def finish() -> SessionView:
-        with runtime.database.transaction() as session:
-            try:
-                opened = runtime.sessions.complete(session, pending)
-            except LookupError:
-                raise Unauthenticated("This sign-in has ended.", "Sign in again.") from None
-            trail.record(session, actor=actor, action="user.login_second_factor",
-                         at=runtime.clock.now(), target_type="user", target_id=user.id,
-                         details={"method": method})
-        response.set_cookie(SESSION_COOKIE, opened.cookie,
-                            max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
-                            samesite="lax", secure=request.url.scheme == "https", path="/")
+        try:
+            opened, _ = open_session(request, user, via="api", method=method, pending=pending,
+                                     respond=lambda _: response)
+        except LookupError:
+            raise Unauthenticated("This sign-in has ended.", "Sign in again.") from None
         return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
                            expires_at=opened.expires_at)
 

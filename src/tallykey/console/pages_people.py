@@ -14,7 +14,7 @@ from starlette.responses import RedirectResponse
 
 from tallykey.accounts.console_sessions import end_sessions
 from tallykey.actor import Actor
-from tallykey.api.deps import ip_of, runtime_of
+from tallykey.api.deps import cookie_flags, ip_of, open_session, runtime_of
 from tallykey.audit import trail
 from tallykey.console.forms import text
 from tallykey.console.pages_auth import pre_session_form, start_session, with_form_key
@@ -40,7 +40,6 @@ from tallykey.errors import LinkRefused, SecondFactorRefused, ValidationFailed
 from tallykey.people.policy import AWAITING_CODE, AWAITING_ENROLMENT
 from tallykey.people.sessions import (
     SESSION_COOKIE,
-    SESSION_LIFETIME,
     OpenSession,
     csrf_matches,
 )
@@ -102,23 +101,12 @@ async def _form_of(request: Request, session: OpenSession) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _with_session(request: Request, response: Response, opened: OpenSession) -> Response:
-    response.set_cookie(SESSION_COOKIE, opened.cookie,
-                        max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https", path="/")
-    return response
-
-
-def _finish(runtime: Runtime, request: Request, pending: OpenSession, method: str
-            ) -> OpenSession:
-    """Swap the pending session for a full one and record the completed sign-in."""
-    with runtime.database.transaction() as session:
-        opened = runtime.sessions.complete(session, pending)
-        trail.record(session, actor=_actor(pending, request),
-                     action="user.login_second_factor", at=runtime.clock.now(),
-                     target_type="user", target_id=pending.user.id,
-                     details={"method": method})
-    return opened
+def _finish(request: Request, pending: OpenSession, method: str, page: Response
+            ) -> Response:
+    """Swap the pending session for a full one (`open_session`: audited, the new cookie
+    set on `page`). `LookupError` if the pending session ended meanwhile."""
+    return open_session(request, pending.user, via="console", method=method,
+                        pending=pending, respond=lambda _: page)[1]
 
 
 # --- the second step of signing in ----------------------------------------------------
@@ -143,7 +131,7 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
     try:
         method = await run_in_threadpool(runtime.two_factor.verify, actor,
                                          fields.get("code", ""))
-        opened = await run_in_threadpool(_finish, runtime, request, pending, method)
+        return await run_in_threadpool(_finish, request, pending, method, redirect(target))
     except SecondFactorRefused as refused:
         left = await run_in_threadpool(runtime.sessions.code_failed, pending)
         if left == 0:
@@ -155,7 +143,6 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
                       error=f"{refused.message} {refused.hint}")
     except LookupError:
         raise LoginRequired from None
-    return _with_session(request, redirect(target), opened)
 
 
 # --- two-factor set-up ------------------------------------------------------------------
@@ -198,10 +185,9 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
     page = render(request, "recovery_codes.html", codes=codes, target=target)
     if session.awaiting is not None:
         try:
-            opened = await run_in_threadpool(_finish, runtime, request, session, "enrolment")
+            return await run_in_threadpool(_finish, request, session, "enrolment", page)
         except LookupError:
             raise LoginRequired from None
-        return _with_session(request, page, opened)
     return page
 
 
@@ -378,9 +364,8 @@ async def sso_start(request: Request, runtime: RuntimeDep, next: str = "") -> Re
     started = await run_in_threadpool(runtime.sso.begin, _callback_url(request, runtime),
                                       safe_next(next))
     response = RedirectResponse(started.url, status_code=303)
-    response.set_cookie(OIDC_COOKIE, started.state, max_age=600, httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https",
-                        path=f"{PREFIX}/oidc")
+    response.set_cookie(OIDC_COOKIE, started.state, max_age=600, path=f"{PREFIX}/oidc",
+                        **cookie_flags(request))
     return response
 
 
@@ -399,6 +384,7 @@ async def sso_callback(request: Request, runtime: RuntimeDep, state: str = "",
         response: Response = error_page(request, 401, "Single sign-on did not work",
                                         refused.message, refused.hint)
     else:
-        response = await run_in_threadpool(start_session, request, runtime, user, target)
+        response = await run_in_threadpool(start_session, request, runtime, user, target,
+                                           "sso")
     response.delete_cookie(OIDC_COOKIE, path=f"{PREFIX}/oidc")
     return response
