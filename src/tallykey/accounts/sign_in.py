@@ -90,7 +90,7 @@ def _forget(accounts: AccountService, key: str) -> None:
 def _record_failure(accounts: AccountService, key: str, ip: str, via: str) -> None:
     now = accounts.clock.now()
     with accounts.database.transaction() as session:
-        _ensure_row(session, key, now)
+        ensure_failure_row(session, key, now)
         row = session.scalar(select(SignInFailure).where(SignInFailure.email == key)
                              .with_for_update())
         assert row is not None
@@ -123,7 +123,7 @@ def _block_after(failures: int) -> timedelta | None:
     return min(timedelta(seconds=2 ** exponent), MAX_BLOCK)
 
 
-def _ensure_row(session: Session, key: str, now: datetime) -> None:
+def ensure_failure_row(session: Session, key: str, now: datetime) -> None:
     """Insert the address's row unless another node did (no duplicate-key error)."""
     values = {"email": key, "failures": 0, "last_failed_at": now}
     if session.get_bind().dialect.name == "postgresql":

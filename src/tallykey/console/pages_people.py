@@ -132,6 +132,10 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
         method = await run_in_threadpool(runtime.two_factor.verify, actor,
                                          fields.get("code", ""))
         return await run_in_threadpool(_finish, request, pending, method, redirect(target))
+    except ValidationFailed as unreadable:  # not a code at all (say, other digits)
+        return render(request, "login_code.html", status_code=422,
+                      form_key=pending.csrf_token, next=target,
+                      error=f"{unreadable.message} {unreadable.hint}".strip())
     except SecondFactorRefused as refused:
         left = await run_in_threadpool(runtime.sessions.code_failed, pending)
         if left == 0:
