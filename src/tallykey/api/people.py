@@ -10,8 +10,9 @@ from fastapi import APIRouter, BackgroundTasks, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, open_session
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter, open_session
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
@@ -105,8 +106,13 @@ def change_password(body: PasswordChange, request: Request, actor: ManagementAct
                     runtime: RuntimeDep) -> PasswordChanged:
     """Change your own password (the current one is required). Every other session of
     yours ends; the one making this call (if it is a console session) stays."""
-    ended = runtime.accounts.change_password(actor, body.current_password, body.new_password,
-                                             keep_session=request.cookies.get(SESSION_COOKIE))
+    ended = password_proved(
+        runtime.accounts, login_limiter(request), actor.label, ip_of(request),
+        "password_change",
+        lambda: runtime.accounts.change_password(
+            actor, body.current_password, body.new_password,
+            keep_session=request.cookies.get(SESSION_COOKIE)),
+        wrong_field="current_password")
     return PasswordChanged(sessions_ended=ended)
 
 

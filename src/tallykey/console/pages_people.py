@@ -13,8 +13,9 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
 from tallykey.accounts.console_sessions import end_sessions
+from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
-from tallykey.api.deps import cookie_flags, ip_of, open_session, runtime_of
+from tallykey.api.deps import cookie_flags, ip_of, login_limiter, open_session, runtime_of
 from tallykey.audit import trail
 from tallykey.console.forms import text
 from tallykey.console.pages_auth import pre_session_form, start_session, with_form_key
@@ -152,6 +153,12 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
 # --- two-factor set-up ------------------------------------------------------------------
 
 
+def _reauthenticate(session: OpenSession) -> bool:
+    """Setting up an authenticator from a running session asks for the password (one set
+    up right after signing in with it does not)."""
+    return session.awaiting is None and session.user.password_hash is not None
+
+
 @router.get("/me/two-factor")
 def enrol_page(request: Request, session: EnrollingSession, runtime: RuntimeDep,
                next: str = "") -> Response:
@@ -164,7 +171,7 @@ def enrol_page(request: Request, session: EnrollingSession, runtime: RuntimeDep,
     enrolment = runtime.two_factor.begin(session.user)
     return render(request, "two_factor_enrol.html", form_key=session.csrf_token,
                   enrolment=enrolment, required=session.awaiting == AWAITING_ENROLMENT,
-                  next=safe_next(next), error="")
+                  reauthenticate=_reauthenticate(session), next=safe_next(next), error="")
 
 
 @router.post("/me/two-factor")
@@ -172,9 +179,17 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
                        ) -> Response:
     fields = await _form_of(request, session)
     actor = _actor(session, request)
+    fresh = session.awaiting is not None  # the password was typed for this sign-in
+
+    def confirm() -> list[str]:
+        return runtime.two_factor.confirm(actor, fields.get("code", ""),
+                                          password=fields.get("password"),
+                                          just_signed_in=fresh)
+
     try:
-        codes = await run_in_threadpool(runtime.two_factor.confirm, actor,
-                                        fields.get("code", ""))
+        codes = await run_in_threadpool(
+            password_proved, runtime.accounts, login_limiter(request), session.user.email,
+            ip_of(request), "two_factor_enrolment", confirm, wrong_field="password")
     except (SecondFactorRefused, ValidationFailed) as refused:
         secret = runtime.two_factor.pending_secret(session.user.id)
         if secret is None:
@@ -183,6 +198,7 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
                       form_key=session.csrf_token,
                       enrolment=runtime.two_factor.enrolment(session.user, secret),
                       required=session.awaiting == AWAITING_ENROLMENT,
+                      reauthenticate=_reauthenticate(session),
                       next=safe_next(fields.get("next")),
                       error=f"{refused.message} {refused.hint}".strip())
     target = safe_next(fields.get("next")) if session.awaiting else f"{PREFIX}/me"
@@ -199,7 +215,10 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
 def disable_two_factor(request: Request, viewer: ViewerDep, form: FormDep,
                        runtime: RuntimeDep) -> Response:
     try:
-        runtime.two_factor.disable(viewer.actor, text(form, "password"))
+        password_proved(runtime.accounts, login_limiter(request), viewer.session.user.email,
+                        ip_of(request), "two_factor_disable",
+                        lambda: runtime.two_factor.disable(viewer.actor, text(form, "password")),
+                        wrong_field="password")
     except ValidationFailed as error:
         return _me_page(request, viewer, runtime, status=422,
                         two_factor_error=f"{error.message} {error.hint}".strip())
@@ -234,8 +253,12 @@ def change_password(request: Request, viewer: ViewerDep, form: FormDep,
         if new != text(form, "password_confirm"):
             raise ValidationFailed("The two new passwords differ.", "Type the same one twice.",
                                    field="password_confirm")
-        runtime.accounts.change_password(viewer.actor, text(form, "current_password"), new,
-                                         keep_session=viewer.session.cookie)
+        password_proved(runtime.accounts, login_limiter(request), viewer.session.user.email,
+                        ip_of(request), "password_change",
+                        lambda: runtime.accounts.change_password(
+                            viewer.actor, text(form, "current_password"), new,
+                            keep_session=viewer.session.cookie),
+                        wrong_field="current_password")
     except ValidationFailed as error:
         return _me_page(request, viewer, runtime, status=422,
                         password_error=f"{error.message} {error.hint}".strip())

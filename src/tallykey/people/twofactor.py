@@ -169,15 +169,26 @@ class TwoFactor:
             factor = session.get(SecondFactor, user_id)
             return factor.secret if factor and factor.confirmed_at is None else None
 
-    def confirm(self, actor: Actor, code: str) -> list[str]:
+    def confirm(self, actor: Actor, code: str, *, password: str | None = None,
+                just_signed_in: bool = False) -> list[str]:
         """Turn the enrolment on with a first code from the app; returns the ten recovery
-        codes (shown once)."""
+        codes (shown once). Re-authentication: unless this is the sign-in that was just
+        made with the password (`just_signed_in`, a session awaiting the set-up), a user
+        with a password must give it (`ValidationFailed` on the `password` field), so a
+        stolen session cannot put the thief's authenticator on the account."""
         assert actor.user_id is not None
         with self.database.reading() as session:
             factor = session.get(SecondFactor, actor.user_id)
+            password_hash = session.scalar(select(User.password_hash).where(
+                User.id == actor.user_id))
         if factor is None or factor.confirmed_at is not None:
             raise ValidationFailed("There is no authenticator being set up.",
                                    "Start again from your account page.")
+        if not just_signed_in and password_hash is not None and not check_password(
+                password_hash, password or ""):
+            raise ValidationFailed("The password is wrong." if password else
+                                   "Type your password to turn on two-factor sign-in.",
+                                   field="password")
         step = self._check_totp(actor, factor, ascii_code(code))
         codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
         now = self.clock.now()
