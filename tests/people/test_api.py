@@ -70,6 +70,7 @@ def test_reset_requests_answer_alike(world: World, new_client: Browser) -> None:
     answers = {client.post("/api/v1/password-reset", json={"email": address}).text
                for address in ("member@acme.test", "ghost@acme.test", "bad")}
     assert len(answers) == 1
+    assert world.rt.resets.settled()
     with world.rt.database.reading() as session:
         assert [m.recipient for m in session.scalars(select(OutboxMessage))] == [
             "member@acme.test"]

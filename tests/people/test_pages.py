@@ -96,6 +96,7 @@ def test_forgot_password_answers_the_same_for_any_address(world: World,
         answers.append((answer.status_code, answer.text.replace(csrf_of(answer.text), "")))
     assert answers[0] == answers[1] == answers[2]
     assert answers[0][0] == 200 and "If that address belongs to a tallykey user" in answers[0][1]
+    assert world.rt.resets.settled()
     assert [m.recipient for m in outbox(world.rt)] == ["member@acme.test"]
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
@@ -137,12 +137,11 @@ def end_my_session(session_id: str, actor: ManagementActor, runtime: RuntimeDep)
 
 
 @router.post("/password-reset", status_code=202, response_model=Accepted)
-def request_reset(body: ResetRequest, request: Request, background: BackgroundTasks,
-                  runtime: RuntimeDep) -> Accepted:
+def request_reset(body: ResetRequest, request: Request, runtime: RuntimeDep) -> Accepted:
     """Mail a one-time link (30 minutes) to set a new password. The answer is the same,
-    and as fast, whether or not the address belongs to anyone: the lookup and the mail
-    happen after it was sent."""
-    background.add_task(runtime.resets.request, body.email, ip_of(request))
+    and as fast, whether or not the address belongs to anyone: the request only queues
+    the address; the lookup and the mail happen in the background."""
+    runtime.resets.ask(body.email, ip_of(request))
     return Accepted(message=RESET_ANSWER)
 
 

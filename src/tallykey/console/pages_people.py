@@ -8,7 +8,6 @@ from typing import Annotated
 from urllib.parse import quote
 
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
@@ -299,14 +298,13 @@ def forgot_page(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.post("/forgot")
 async def forgot_submit(request: Request, runtime: RuntimeDep) -> Response:
-    """The same answer, at once, whoever the address belongs to: the lookup and the mail
-    happen after the answer was sent."""
+    """The same answer, and the same work, whoever the address belongs to: the lookup
+    and the mail happen in the background (`PasswordResets.ask`)."""
     fields = await pre_session_form(request)
     key = new_form_key(request)
     page = render(request, "forgot.html", form_key=key, sent=FORGOT_ANSWER,
                   available=runtime.resets.available)
-    page.background = BackgroundTask(runtime.resets.request, fields.get("email", "")[:254],
-                                     ip_of(request))
+    runtime.resets.ask(fields.get("email", ""), ip_of(request))
     return with_form_key(request, page, key)
 
 

@@ -6,11 +6,13 @@ the outbox holds only a marker (`notify.outbox.sealed`) that the worker turns in
 link as the mail leaves (`unsealed`), so the outbox page, API and CLI never show a usable
 link; and once the password changes (by any path) every earlier link stops working.
 
-Asking for a link answers the same whether or not the
-address belongs to anyone: the adapters answer at once and do the lookup and the mail
-afterwards (`request` never raises for an unknown address), so neither the answer nor its
-timing tells. Spending a link is one conditional UPDATE, so of concurrent submissions of
-the same link exactly one succeeds; it sets the password and ends every session.
+Asking for a link answers the same whether or not the address belongs to anyone: the
+adapters only hand the address to `ask` — the same work for any address, no lookup — and
+one background thread per node does the lookup and the mail afterwards (`request` never
+raises for an unknown address), so neither the answer nor its timing, nor the work of
+the request that asked, tells. Spending a link is one conditional UPDATE, so of
+concurrent submissions of the same link exactly one succeeds; it sets the password and
+ends every session.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ import base64
 import hashlib
 import hmac
 import logging
+import queue
 import re
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NoReturn
@@ -51,6 +55,10 @@ RESET_LIFETIME = timedelta(minutes=30)
 RESEND_AFTER = timedelta(minutes=1)
 RESET_PATH = "/console/reset/"
 REFUSED = "user.password_reset_refused"
+#: Requests waiting for the background thread at most; more are dropped (and logged).
+QUEUED_REQUESTS = 1000
+#: The background thread ends after this long without a request (started again on one).
+IDLE_SECONDS = 30.0
 #: The server key (shared by every node through the store) that link tokens are made with.
 LINK_KEY = "password_reset_links"
 #: The kind of one-time secret a reset mail's marker names (see `notify.outbox.sealed`).
@@ -121,6 +129,53 @@ class PasswordResets:
         self.database = database
         self.clock = clock
         self.public_url = public_url.rstrip("/") if public_url else None
+        self._asked: queue.Queue[tuple[str, str | None]] = queue.Queue(QUEUED_REQUESTS)
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def ask(self, email: str, ip: str | None) -> None:
+        """What the sign-in page and the API do for "mail me a link": queue the address
+        for the background thread, which runs `request`. The same work whatever the
+        address; never raises, never waits."""
+        try:
+            self._asked.put_nowait((email[:254], ip))
+        except queue.Full:
+            log.warning("password reset requests are arriving faster than they are "
+                        "handled; one was dropped")
+            return
+        with self._start:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._handle_asked, daemon=True,
+                                                name="tallykey-password-resets")
+                self._thread.start()
+
+    def settled(self, timeout: float = 10.0) -> bool:
+        """Wait until every asked request was handled (for tests and shutdown)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._asked.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+    def _handle_asked(self) -> None:
+        while True:
+            try:
+                email, ip = self._asked.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._start:
+                    if self._asked.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                self.request(email, ip)
+            except Exception:  # the store may be down: the person can ask again
+                log.exception("a password reset request could not be handled")
+            finally:
+                self._asked.task_done()
 
     @property
     def available(self) -> bool:
