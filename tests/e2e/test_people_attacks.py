@@ -21,6 +21,7 @@ import json
 import re
 import threading
 import time
+import unicodedata
 from collections.abc import Iterator
 from typing import Any
 from urllib.parse import quote
@@ -203,6 +204,8 @@ def enrol(server: Server, email: str) -> str:
     page = browser.get("/console/me/two-factor")
     found = SECRET.search(page.text)
     assert found, page.text[:500]
+    while time.time() % 30 > 25:  # the step before now must still be in the window
+        time.sleep(0.2)
     done = browser.post("/console/me/two-factor", data={
         "csrf_token": csrf(page.text), "code": code(found.group(1), -1), "password": PASSWORD})
     assert done.status_code == 200 and done.text.count("<code>") == 10, done.text[:500]
@@ -246,14 +249,13 @@ def set_account_active(server: Server, slug: str, active: bool) -> None:
 
 
 def wait_for_link(smtp: SmtpServer, address: str, seen: int) -> tuple[str, str]:
-    """(path, token) of the reset link in the next mail to `address`."""
+    """(path, token) of the reset link in a mail to `address` after the `seen` first."""
     deadline = time.monotonic() + 20
     while time.monotonic() < deadline:
-        mails = smtp.to(address)
-        if len(mails) > seen:
-            found = LINK.search(text_of(mails[-1].message))
-            assert found, text_of(mails[-1].message)
-            return found.group(1), found.group(2)
+        for mail in smtp.to(address)[seen:]:
+            found = LINK.search(text_of(mail.message))
+            if found:
+                return found.group(1), found.group(2)
         time.sleep(0.05)
     raise AssertionError(f"no mail for {address}")
 
@@ -399,7 +401,8 @@ def test_a_lookalike_address_never_signs_in_as_the_user_it_reads_as(
     assert "tallykey_session" not in attacker.cookies
     emails = {u["email"] for u in manage(live, "GET", "/api/v1/users").json()}
     assert "kim-admin@demo.example" in emails
-    assert [e for e in emails if "im-admin@" in e] == ["kim-admin@demo.example"]
+    assert [e for e in emails if unicodedata.normalize("NFKC", e).casefold()
+            == "kim-admin@demo.example"] == ["kim-admin@demo.example"]  # no lookalike made
     kim = Browser(live)  # the address itself, verified by the provider, signs in
     assert sso(kim, provider, "kim").status_code == 303
     me = kim.get("/api/v1/session/sessions")

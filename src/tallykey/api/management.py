@@ -18,6 +18,7 @@ from tallykey.actor import ADMIN, Actor
 from tallykey.api.deps import (
     ManagementActor,
     RuntimeDep,
+    cookie_flags,
     ip_of,
     login_limiter,
     open_session,
@@ -538,5 +539,5 @@ def logout(request: Request, runtime: RuntimeDep, actor: ManagementActor) -> Res
     if cookie:
         runtime.sessions.close(cookie)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/", **cookie_flags(request))
     return response

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts import bootstrap as setup
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
-from tallykey.api.deps import ip_of, is_https, login_limiter, open_session
+from tallykey.api.deps import cookie_flags, ip_of, is_https, login_limiter, open_session
 from tallykey.console.forms import text
 from tallykey.console.web import (
     CSRF_FIELD,
@@ -67,7 +67,7 @@ def start_session(request: Request, runtime: Runtime, user: User, target: str,
     def respond(opened: OpenSession) -> Response:
         response = redirect(second_step_url(opened.awaiting, target) if opened.awaiting
                             else safe_next(target))
-        response.delete_cookie(FORM_COOKIE, path=PREFIX)
+        response.delete_cookie(FORM_COOKIE, path=PREFIX, **cookie_flags(request))
         return response
 
     return open_session(request, user, via="console", method=method, respond=respond)[1]
@@ -106,7 +106,7 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
 def logout(request: Request, viewer: ViewerDep, _: FormDep, runtime: RuntimeDep) -> Response:
     runtime.sessions.close(viewer.session.cookie)
     response = redirect(f"{PREFIX}/login")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/", **cookie_flags(request))
     return response
 
 

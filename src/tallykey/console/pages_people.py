@@ -411,5 +411,5 @@ async def sso_callback(request: Request, runtime: RuntimeDep, state: str = "",
     else:
         response = await run_in_threadpool(start_session, request, runtime, user, target,
                                            "sso")
-    response.delete_cookie(OIDC_COOKIE, path=f"{PREFIX}/oidc")
+    response.delete_cookie(OIDC_COOKIE, path=f"{PREFIX}/oidc", **cookie_flags(request))
     return response
