@@ -18,6 +18,7 @@ from tallykey.api.schemas import SessionView, Strict, UserView
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
 from tallykey.people.policy import AWAITING_CODE
 from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
+from tallykey.people.twofactor import ascii_code
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"],
                    responses=error_responses(400, 401, 403, 404, 422))
@@ -83,8 +84,13 @@ async def second_factor(body: SecondFactorRequest, request: Request, response: R
                                reason="csrf")
     user = pending.user
     actor = Actor(user.account_id, user.id, user.role, user.email, ip_of(request), "api")
+    code = ascii_code(body.code)  # other digits: 422, no attempt spent
+    if not await run_in_threadpool(runtime.sessions.take_code_attempt, pending):
+        await run_in_threadpool(runtime.sessions.code_failed, pending)
+        raise Unauthenticated("This sign-in was cancelled after too many wrong codes.",
+                              "Sign in again with POST /api/v1/session.")
     try:
-        method = await run_in_threadpool(runtime.two_factor.verify, actor, body.code)
+        method = await run_in_threadpool(runtime.two_factor.verify, actor, code)
     except SecondFactorRefused:
         await run_in_threadpool(runtime.sessions.code_failed, pending)
         raise

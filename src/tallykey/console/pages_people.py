@@ -44,6 +44,7 @@ from tallykey.people.sessions import (
     csrf_matches,
 )
 from tallykey.people.sso import CALLBACK_PATH, SignOnRefused
+from tallykey.people.twofactor import ascii_code
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -129,8 +130,13 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
         return redirect(target)
     actor = _actor(pending, request)
     try:
-        method = await run_in_threadpool(runtime.two_factor.verify, actor,
-                                         fields.get("code", ""))
+        code = ascii_code(fields.get("code", ""))  # other digits: 422, no attempt spent
+        if not await run_in_threadpool(runtime.sessions.take_code_attempt, pending):
+            await run_in_threadpool(runtime.sessions.code_failed, pending)
+            return error_page(request, 401, "Too many wrong codes",
+                              "This sign-in was cancelled after too many wrong codes.",
+                              "Sign in again with your password.")
+        method = await run_in_threadpool(runtime.two_factor.verify, actor, code)
         return await run_in_threadpool(_finish, request, pending, method, redirect(target))
     except ValidationFailed as unreadable:  # not a code at all (say, other digits)
         return render(request, "login_code.html", status_code=422,

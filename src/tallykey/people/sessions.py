@@ -133,13 +133,23 @@ class SessionStore:
                                    user_agent=user_agent, awaiting=None))
         return OpenSession(cookie, csrf, pending.user, now + SESSION_LIFETIME, public_id)
 
-    def code_failed(self, pending: OpenSession) -> int:
-        """Count a wrong code; past `MAX_CODE_FAILURES` the session ends (back to the
-        password). Returns the failures left."""
+    def take_code_attempt(self, pending: OpenSession) -> bool:
+        """Take one of the pending session's `MAX_CODE_FAILURES` code attempts before the
+        code is checked: one conditional UPDATE, so of concurrent submissions exactly as
+        many are checked as were left. False: none left (or the sign-in ended)."""
         with self.database.transaction() as session:
-            session.execute(update(ConsoleSession).where(
-                ConsoleSession.id_hash == cookie_hash(pending.cookie))
+            taken = session.execute(update(ConsoleSession).where(
+                ConsoleSession.id_hash == cookie_hash(pending.cookie),
+                ConsoleSession.awaiting.is_not(None),
+                ConsoleSession.code_failures < MAX_CODE_FAILURES)
                 .values(code_failures=ConsoleSession.code_failures + 1))
+            return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+    def code_failed(self, pending: OpenSession) -> int:
+        """After a wrong code (its attempt taken by `take_code_attempt`): once the
+        attempts are used up the session ends (back to the password). Returns the
+        attempts left."""
+        with self.database.transaction() as session:
             failures = session.scalar(select(ConsoleSession.code_failures).where(
                 ConsoleSession.id_hash == cookie_hash(pending.cookie))) or MAX_CODE_FAILURES
             if failures >= MAX_CODE_FAILURES:
