@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts import bootstrap as setup
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
-from tallykey.api.deps import cookie_flags, ip_of, is_https, login_limiter, open_session
+from tallykey.api.deps import cookie_flags, ip_of, login_limiter, open_session
 from tallykey.console.forms import text
 from tallykey.console.web import (
     CSRF_FIELD,
@@ -43,8 +43,8 @@ FORM_COOKIE = "tallykey_form_key"
 
 
 def with_form_key(request: Request, response: Response, key: str) -> Response:
-    response.set_cookie(FORM_COOKIE, key, httponly=True, samesite="strict",
-                        secure=is_https(request), path=PREFIX)
+    response.set_cookie(FORM_COOKIE, key, path=PREFIX,
+                        **(cookie_flags(request) | {"samesite": "strict"}))
     return response
 
 

@@ -363,5 +363,6 @@ class TwoFactor:
 
 
 def _remove(session: Session, user_id: str) -> None:
+    session.execute(delete(SignInFailure).where(SignInFailure.email == _limit_key(user_id)))
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
     session.execute(delete(SecondFactor).where(SecondFactor.user_id == user_id))
