@@ -56,7 +56,7 @@ ONE_TIME = re.compile(r"\[\[one-time:(?P<kind>[a-z_]{1,30}):(?P<ref>[A-Za-z0-9-]
 HIDDEN_SECRET = "[one-time link: sent only to the recipient]"  # noqa: S105 - a label
 #: Links of console pages whose last path segment is a secret (rows written before the
 #: markers existed, or a secret that slipped into a notice): never shown.
-_SECRET_LINK = re.compile(r"(/console/(?:reset|setup)/)[^\s\"'<>&]+")
+_SECRET_LINK = re.compile(r"(/console/(?:reset|setup)/)(?!\[one-time link)[^\s\"'<>&]+")
 
 
 def sealed(kind: str, ref: str) -> str:
