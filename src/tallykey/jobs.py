@@ -26,6 +26,7 @@ from tallykey.notify.notices import Notifier
 from tallykey.notify.reminders import schedule_reminders
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
 from tallykey.notify.webhooks import WebhookChannel
+from tallykey.people.resets import unsealed
 from tallykey.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -134,6 +135,8 @@ class Worker:
                 break
             by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
             for message in batch:
+                if message.channel == EMAIL:  # one-time links go in only as it leaves
+                    message = unsealed(self.database, self.clock, message)
                 by_channel[message.channel].append(message)
             delivered = 0
             for channel, messages in by_channel.items():

@@ -163,6 +163,7 @@ def test_two_factor_sign_in_goes_password_then_code_then_tokens(site: MailSite,
     site.screenshot(page, "two-factor-enrol")
     totp = pyotp.TOTP(page.locator("#totp-secret").inner_text())
     page.get_by_label("Code from the app").fill(totp.now())
+    page.get_by_label("Your password").fill(ADMIN_PASSWORD)  # re-authentication
     page.get_by_role("button", name="Turn on two-factor sign-in").click()
     page.get_by_text("Save these recovery codes now").wait_for()
     assert page.locator("#recovery-codes li").count() == 10

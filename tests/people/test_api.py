@@ -3,9 +3,11 @@ password change, your sessions, reset requests, and administrators' actions."""
 
 from __future__ import annotations
 
+import threading
 from datetime import timedelta
+from typing import Any
 
-from sqlalchemy import select
+from sqlalchemy import event, select
 from starlette.testclient import TestClient
 
 from tallykey.audit.models import AuditEvent
@@ -13,7 +15,7 @@ from tallykey.clock import FrozenClock
 from tallykey.notify.models import OutboxMessage
 
 from ..conftest import World
-from ..console.conftest import Browser
+from ..console.conftest import Browser, csrf_of
 from .test_twofactor import enrol
 
 NEW_PASSWORD = "violet harbour engine"
@@ -70,7 +72,48 @@ def test_reset_requests_answer_alike(world: World, new_client: Browser) -> None:
     answers = {client.post("/api/v1/password-reset", json={"email": address}).text
                for address in ("member@acme.test", "ghost@acme.test", "bad")}
     assert len(answers) == 1
+    assert world.rt.resets.settled()
     with world.rt.database.reading() as session:
+        assert [m.recipient for m in session.scalars(select(OutboxMessage))] == [
+            "member@acme.test"]
+
+
+def test_asking_for_a_reset_does_the_same_work_for_any_address(
+        world: World, new_client: Browser) -> None:
+    """The request for a known address and for an unknown one run the very same SQL (no
+    lookup of the address among it): only the background thread, after the answer,
+    looks the address up and queues the mail. On the API and the console form alike."""
+    engine = world.rt.database.engine
+    seen: list[tuple[str, str]] = []
+
+    def record(_connection: Any, _cursor: Any, statement: str, *_: Any) -> None:
+        seen.append((threading.current_thread().name, statement))
+
+    client = new_client()
+    work: dict[tuple[str, str], list[str]] = {}
+    event.listen(engine, "before_cursor_execute", record)
+    try:
+        for address in ("member@acme.test", "ghost@acme.test"):
+            for via in ("api", "console"):
+                assert world.rt.resets.settled()
+                form = client.get("/console/forgot") if via == "console" else None
+                seen.clear()
+                if form is None:
+                    answer = client.post("/api/v1/password-reset", json={"email": address})
+                    assert answer.status_code == 202
+                else:
+                    answer = client.post("/console/forgot", data={
+                        "csrf_token": csrf_of(form.text), "email": address})
+                    assert answer.status_code == 200
+                work[address, via] = [statement for thread, statement in seen
+                                      if thread != "tallykey-password-resets"]
+        assert world.rt.resets.settled()
+    finally:
+        event.remove(engine, "before_cursor_execute", record)
+    for via in ("api", "console"):
+        assert work["member@acme.test", via] == work["ghost@acme.test", via], via
+        assert not any("FROM users" in statement for statement in work["ghost@acme.test", via])
+    with world.rt.database.reading() as session:  # the background did the rest: one mail
         assert [m.recipient for m in session.scalars(select(OutboxMessage))] == [
             "member@acme.test"]
 

@@ -19,6 +19,7 @@ from tallykey.clock import FrozenClock
 from tallykey.errors import LinkRefused, NotFound, PermissionDenied, ValidationFailed
 from tallykey.logs import redact
 from tallykey.notify.models import OutboxMessage
+from tallykey.notify.outbox import HIDDEN_SECRET, for_display, sealed
 from tallykey.people.models import PasswordReset
 from tallykey.people.resets import RESET_LIFETIME, PasswordResets
 
@@ -211,3 +212,16 @@ def test_reset_links_are_redacted_in_logs() -> None:
     formatted = JsonFormatter().format(logging.makeLogRecord(
         {"msg": "request", "path": "/console/reset/Zq3_x-9AbC"}))
     assert "Zq3_x-9AbC" not in formatted and "/console/reset/[redacted]" in formatted
+
+
+def test_outbox_views_hide_one_time_links_old_and_new() -> None:
+    """What the outbox page and CLI show: the marker of a new mail and the token of a
+    mail stored before markers existed are both replaced, once, by one label."""
+    marker = sealed("password_reset", "a1-b2")
+    new = f"Set it here:\n\nhttps://keys.acme.test/console/reset/{marker}\n"
+    old = "Set it here: https://keys.acme.test/console/reset/Zm9vYmFyYmF6cXV4cXV1eA_-x and go"
+    shown = [for_display(new), for_display(old), for_display(for_display(old))]
+    assert shown[0] == f"Set it here:\n\nhttps://keys.acme.test/console/reset/{HIDDEN_SECRET}\n"
+    assert shown[1] == f"Set it here: https://keys.acme.test/console/reset/{HIDDEN_SECRET} and go"
+    assert shown[2] == shown[1]
+    assert for_display("/console/setup/c2VjcmV0") == f"/console/setup/{HIDDEN_SECRET}"

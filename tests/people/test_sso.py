@@ -18,7 +18,7 @@ from sqlalchemy import select
 from tallykey.accounts.models import User
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
-from tallykey.people.sso import SignOnRefused
+from tallykey.people.sso import SignOnRefused, exact_address
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 
@@ -211,3 +211,13 @@ def test_keys_the_provider_rotated_in_are_read_again(world: World,
     token = id_token(providers["trusted"], "tallykey", REDIRECT, "alice", nonce="n")
     assert world.rt.sso.accept(token, "n", None).email == "alice@acme.test"
     assert world.rt.sso.keys().get_by_kid("trusted-1") is not None
+
+
+def test_only_the_exact_address_counts_never_a_unicode_lookalike() -> None:
+    assert exact_address("Carol@Elsewhere.test") == "carol@elsewhere.test"
+    assert exact_address("josé@acme.test") == "josé@acme.test"
+    for lookalike in ("\u212aim-admin@acme.test",  # the Kelvin sign reads as k
+                      "\uff41dmin@acme.test",  # a fullwidth a
+                      "admin@acme.te\u017ft",  # a long s folds to s
+                      "jose\u0301@acme.test"):  # a combining accent, not é
+        assert exact_address(lookalike) is None, lookalike

@@ -26,6 +26,9 @@ from ..conftest import World
 from ..notify.conftest import SmtpServer, make_worker, text_of
 
 RECOVERY = re.compile(r"^[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}-[a-z2-7]{4}$")
+#: The seeded users' passwords: setting up an authenticator re-authenticates.
+PASSWORDS = {"admin@acme.test": "correct horse battery",
+             "member@acme.test": "member password 1"}
 
 
 def code(secret: str, clock: FrozenClock, steps: int = 0) -> str:
@@ -38,7 +41,8 @@ def enrol(world: World, clock: FrozenClock, actor: Actor | None = None) -> tuple
     assert actor is not None and actor.user_id is not None
     user = world.rt.accounts.get_user(actor, actor.user_id)
     secret = world.rt.two_factor.begin(user).secret
-    codes = world.rt.two_factor.confirm(actor, code(secret, clock))
+    codes = world.rt.two_factor.confirm(actor, code(secret, clock),
+                                        password=PASSWORDS[user.email])
     clock.advance(timedelta(seconds=30))  # the enrolment code's step is spent
     return secret, codes
 
@@ -60,10 +64,17 @@ def test_enrolment_shows_a_qr_code_and_gives_ten_hashed_recovery_codes(
     assert two_factor.begin(world.admin).secret == enrolment.secret  # same until confirmed
     with pytest.raises(SecondFactorRefused, match="wrong"):
         two_factor.confirm(world.as_admin, "000000" if code(enrolment.secret, clock)
-                           != "000000" else "111111")
+                           != "000000" else "111111", password=PASSWORDS["admin@acme.test"])
+    assert two_factor.status(world.admin.id) == (False, 0)
+    # re-authentication: a running session alone cannot turn it on
+    for password in (None, "not the password"):
+        with pytest.raises(ValidationFailed, match="password"):
+            two_factor.confirm(world.as_admin, code(enrolment.secret, clock),
+                               password=password)
     assert two_factor.status(world.admin.id) == (False, 0)
 
-    codes = two_factor.confirm(world.as_admin, code(enrolment.secret, clock))
+    codes = two_factor.confirm(world.as_admin, code(enrolment.secret, clock),
+                               password=PASSWORDS["admin@acme.test"])
     assert len(codes) == len(set(codes)) == RECOVERY_CODES == 10
     assert all(RECOVERY.match(c) for c in codes)
     assert two_factor.status(world.admin.id) == (True, 10)

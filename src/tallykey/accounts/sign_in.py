@@ -19,7 +19,9 @@ records the successful sign-in (`user.login`) once the session opens.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from datetime import datetime, timedelta
+from typing import TypeVar
 
 from sqlalchemy import func, select
 from sqlalchemy.dialects import postgresql, sqlite
@@ -60,6 +62,34 @@ def sign_in(accounts: AccountService, limiter: FailureLimiter, email: str, passw
     raise Unauthenticated(BAD_CREDENTIALS)
 
 
+T = TypeVar("T")
+
+
+def password_proved(accounts: AccountService, limiter: FailureLimiter, email: str, ip: str,
+                    via: str, action: Callable[[], T], *, wrong_field: str) -> T:
+    """Run `action` (changing the password, turning off the second factor…), which checks
+    a signed-in user's password, behind the same two limits as signing in: refused while
+    either runs; a `ValidationFailed` naming `wrong_field` (the password was wrong)
+    counts as a failed sign-in of `email`, a success resets its count. So a stolen session
+    is no faster an oracle for the password than the sign-in form."""
+    wait = limiter.retry_after(ip)
+    if wait is not None:
+        raise TooManyAttempts(wait, "Too many wrong passwords from your network.")
+    key = _key(email)
+    wait = _blocked_for(accounts, key)
+    if wait is not None:
+        raise TooManyAttempts(wait, "Too many wrong passwords for this user.")
+    try:
+        result = action()
+    except ValidationFailed as refused:
+        if refused.details.get("field") == wrong_field:
+            limiter.failed(ip)
+            _record_failure(accounts, key, ip, via)
+        raise
+    _forget(accounts, key)
+    return result
+
+
 def _key(email: str) -> str:
     try:
         return normalise_email(email)[:254]
@@ -90,7 +120,7 @@ def _forget(accounts: AccountService, key: str) -> None:
 def _record_failure(accounts: AccountService, key: str, ip: str, via: str) -> None:
     now = accounts.clock.now()
     with accounts.database.transaction() as session:
-        _ensure_row(session, key, now)
+        ensure_failure_row(session, key, now)
         row = session.scalar(select(SignInFailure).where(SignInFailure.email == key)
                              .with_for_update())
         assert row is not None
@@ -123,7 +153,7 @@ def _block_after(failures: int) -> timedelta | None:
     return min(timedelta(seconds=2 ** exponent), MAX_BLOCK)
 
 
-def _ensure_row(session: Session, key: str, now: datetime) -> None:
+def ensure_failure_row(session: Session, key: str, now: datetime) -> None:
     """Insert the address's row unless another node did (no duplicate-key error)."""
     values = {"email": key, "failures": 0, "last_failed_at": now}
     if session.get_bind().dialect.name == "postgresql":

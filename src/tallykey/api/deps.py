@@ -3,14 +3,17 @@ API (a console session with CSRF protection, or an administrator's management to
 
 from __future__ import annotations
 
-from typing import Annotated
+from collections.abc import Callable
+from typing import Annotated, Any
 
-from fastapi import Depends, Request
+from fastapi import Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 
+from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
 from tallykey.actor import Actor
 from tallykey.api.responses import VerdictRefused
+from tallykey.audit import trail
 from tallykey.auth.header import extract_token, missing_header
 from tallykey.auth.middleware import TOKEN_ID_STATE, misplaced_token_headers, token_in_url
 from tallykey.auth.verdict import Verdict
@@ -18,7 +21,13 @@ from tallykey.auth.verifier import Verifier
 from tallykey.errors import PermissionDenied, TallykeyError, Unauthenticated
 from tallykey.network.client_ip import scope_client_ip, served_over_https
 from tallykey.network.limiter import FailureLimiter
-from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
+from tallykey.people.sessions import (
+    CSRF_HEADER,
+    SESSION_COOKIE,
+    SESSION_LIFETIME,
+    OpenSession,
+    csrf_matches,
+)
 from tallykey.runtime import Runtime
 from tallykey.tokens.format import hash_token
 from tallykey.tokens.models import PERSONAL
@@ -57,6 +66,45 @@ def is_https(request: Request) -> bool:
     settings = runtime_of(request).settings
     return served_over_https(request.scope, settings.trusted_proxy_networks,
                              settings.public_url)
+
+
+def cookie_flags(request: Request) -> dict[str, Any]:
+    """The flags of every cookie the server sets for a person: HttpOnly, SameSite=Lax, and
+    `Secure` whenever the client reached us over HTTPS (`is_https`: directly, through a
+    trusted proxy, or per an https `TALLYKEY_PUBLIC_URL`)."""
+    return {"httponly": True, "samesite": "lax", "secure": is_https(request)}
+
+
+def open_session(request: Request, user: User, *, via: str, method: str,
+                 respond: Callable[[OpenSession], Response],
+                 pending: OpenSession | None = None) -> tuple[OpenSession, Response]:
+    """The one way a sign-in opens a session, for every path (password on the console
+    or the API, first-run setup, single sign-on; `pending`: the second factor swapping a
+    session that awaited it for a full one). In one transaction the user and account are
+    checked active, the session opened and the sign-in audited (`user.login`, or
+    `user.login_second_factor`); then `respond(opened)` is answered with the cookie set
+    with `cookie_flags`."""
+    runtime = runtime_of(request)
+    ip = ip_of(request)
+    actor = Actor(user.account_id, user.id, user.role, user.email, ip, via)
+    with runtime.database.transaction() as session:
+        if pending is None:
+            opened = runtime.sessions.open_in(session, user, ip,
+                                              request.headers.get("user-agent"))
+            action = "user.login"
+            details: dict[str, Any] = {"method": method}
+            if opened.awaiting:
+                details["awaiting"] = opened.awaiting
+        else:
+            opened = runtime.sessions.complete(session, pending)
+            action, details = "user.login_second_factor", {"method": method}
+        trail.record(session, actor=actor, action=action, at=runtime.clock.now(),
+                     target_type="user", target_id=user.id, details=details)
+    response = respond(opened)
+    response.set_cookie(SESSION_COOKIE, opened.cookie,
+                        max_age=int(SESSION_LIFETIME.total_seconds()), path="/",
+                        **cookie_flags(request))
+    return opened, response
 
 
 async def management_actor(request: Request) -> Actor:

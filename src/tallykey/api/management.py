@@ -18,9 +18,10 @@ from tallykey.actor import ADMIN, Actor
 from tallykey.api.deps import (
     ManagementActor,
     RuntimeDep,
+    cookie_flags,
     ip_of,
-    is_https,
     login_limiter,
+    open_session,
     presented_digest,
     verifier_of,
 )
@@ -54,13 +55,12 @@ from tallykey.api.schemas import (
     parse_moment,
 )
 from tallykey.audit import query as audit_query
-from tallykey.audit import trail
 from tallykey.errors import (
     NotFound,
     PermissionDenied,
 )
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
-from tallykey.people.sessions import SESSION_COOKIE, SESSION_LIFETIME
+from tallykey.people.sessions import SESSION_COOKIE
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
 from tallykey.tokens.models import Token
@@ -532,15 +532,8 @@ def login(body: LoginRequest, request: Request, response: Response,
     to send in `X-CSRF-Token` on every state-changing request."""
     ip = ip_of(request)
     user = sign_in(runtime.accounts, login_limiter(request), body.email, body.password, ip, "api")
-    opened = runtime.sessions.open(user, ip, request.headers.get("user-agent"))
-    with runtime.database.transaction() as session:
-        trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,
-                                          "api"),
-                     action="user.login", at=runtime.clock.now(), target_type="user",
-                     target_id=user.id)
-    response.set_cookie(SESSION_COOKIE, opened.cookie, max_age=int(
-        SESSION_LIFETIME.total_seconds()), httponly=True, samesite="lax",
-        secure=is_https(request), path="/")
+    opened, _ = open_session(request, user, via="api", method="password",
+                             respond=lambda _: response)
     return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
                        expires_at=opened.expires_at, awaiting=opened.awaiting)
 
@@ -551,5 +544,5 @@ def logout(request: Request, runtime: RuntimeDep, actor: ManagementActor) -> Res
     if cookie:
         runtime.sessions.close(cookie)
     response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/", **cookie_flags(request))
     return response

@@ -6,18 +6,19 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from fastapi import APIRouter, BackgroundTasks, Request, Response
+from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of
+from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter, open_session
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
-from tallykey.audit import trail
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
 from tallykey.people.policy import AWAITING_CODE
-from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, csrf_matches
+from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
+from tallykey.people.twofactor import ascii_code
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"],
                    responses=error_responses(400, 401, 403, 404, 422))
@@ -83,24 +84,23 @@ async def second_factor(body: SecondFactorRequest, request: Request, response: R
                                reason="csrf")
     user = pending.user
     actor = Actor(user.account_id, user.id, user.role, user.email, ip_of(request), "api")
+    code = ascii_code(body.code)  # other digits: 422, no attempt spent
+    if not await run_in_threadpool(runtime.sessions.take_code_attempt, pending):
+        await run_in_threadpool(runtime.sessions.code_failed, pending)
+        raise Unauthenticated("This sign-in was cancelled after too many wrong codes.",
+                              "Sign in again with POST /api/v1/session.")
     try:
-        method = await run_in_threadpool(runtime.two_factor.verify, actor, body.code)
+        method = await run_in_threadpool(runtime.two_factor.verify, actor, code)
     except SecondFactorRefused:
         await run_in_threadpool(runtime.sessions.code_failed, pending)
         raise
 
     def finish() -> SessionView:
-        with runtime.database.transaction() as session:
-            try:
-                opened = runtime.sessions.complete(session, pending)
-            except LookupError:
-                raise Unauthenticated("This sign-in has ended.", "Sign in again.") from None
-            trail.record(session, actor=actor, action="user.login_second_factor",
-                         at=runtime.clock.now(), target_type="user", target_id=user.id,
-                         details={"method": method})
-        response.set_cookie(SESSION_COOKIE, opened.cookie,
-                            max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
-                            samesite="lax", secure=request.url.scheme == "https", path="/")
+        try:
+            opened, _ = open_session(request, user, via="api", method=method, pending=pending,
+                                     respond=lambda _: response)
+        except LookupError:
+            raise Unauthenticated("This sign-in has ended.", "Sign in again.") from None
         return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
                            expires_at=opened.expires_at)
 
@@ -112,8 +112,13 @@ def change_password(body: PasswordChange, request: Request, actor: ManagementAct
                     runtime: RuntimeDep) -> PasswordChanged:
     """Change your own password (the current one is required). Every other session of
     yours ends; the one making this call (if it is a console session) stays."""
-    ended = runtime.accounts.change_password(actor, body.current_password, body.new_password,
-                                             keep_session=request.cookies.get(SESSION_COOKIE))
+    ended = password_proved(
+        runtime.accounts, login_limiter(request), actor.label, ip_of(request),
+        "password_change",
+        lambda: runtime.accounts.change_password(
+            actor, body.current_password, body.new_password,
+            keep_session=request.cookies.get(SESSION_COOKIE)),
+        wrong_field="current_password")
     return PasswordChanged(sessions_ended=ended)
 
 
@@ -138,12 +143,11 @@ def end_my_session(session_id: str, actor: ManagementActor, runtime: RuntimeDep)
 
 
 @router.post("/password-reset", status_code=202, response_model=Accepted)
-def request_reset(body: ResetRequest, request: Request, background: BackgroundTasks,
-                  runtime: RuntimeDep) -> Accepted:
+def request_reset(body: ResetRequest, request: Request, runtime: RuntimeDep) -> Accepted:
     """Mail a one-time link (30 minutes) to set a new password. The answer is the same,
-    and as fast, whether or not the address belongs to anyone: the lookup and the mail
-    happen after it was sent."""
-    background.add_task(runtime.resets.request, body.email, ip_of(request))
+    and as fast, whether or not the address belongs to anyone: the request only queues
+    the address; the lookup and the mail happen in the background."""
+    runtime.resets.ask(body.email, ip_of(request))
     return Accepted(message=RESET_ANSWER)
 
 

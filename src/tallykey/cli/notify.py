@@ -38,7 +38,8 @@ def message_dict(message: OutboxMessage) -> dict[str, Any]:
                  else message.recipient)
     return {
         "id": message.id, "account_id": message.account_id, "channel": message.channel,
-        "event": message.event, "recipient": recipient, "subject": message.subject,
+        "event": message.event, "recipient": recipient,
+        "subject": outbox.for_display(message.subject),
         "status": message.status, "attempts": message.attempts,
         "next_attempt_at": message.next_attempt_at.isoformat(),
         "last_error": message.last_error, "created_at": message.created_at.isoformat(),
@@ -80,14 +81,15 @@ def outbox_show(message_id: Annotated[str, typer.Argument(help="Outbox message i
     """Show one message with its text (a mail's plain-text body, a webhook's JSON)."""
     with runtime() as rt:
         message = outbox.get_message(rt.database, message_id)
-    row = message_dict(message) | {"body": message.body}
+    body = outbox.for_display(message.body)  # one-time links are for the recipient only
+    row = message_dict(message) | {"body": body}
     if as_json:
         emit_json(row)
         return
     for key, value in row.items():
         if key != "body":
             out.print(f"[bold]{key}[/]: {value}", highlight=False)
-    sys.stdout.write("\n" + message.body.rstrip("\n") + "\n")
+    sys.stdout.write("\n" + body.rstrip("\n") + "\n")
 
 
 @outbox_app.command("retry")

@@ -10,6 +10,7 @@ from typing import Any
 
 from sqlalchemy import inspect, select
 
+from tallykey.notify.outbox import for_display
 from tallykey.runtime import Runtime
 
 RECENT = 100
@@ -48,8 +49,9 @@ def recent(runtime: Runtime, account_id: str) -> list[OutboxRow] | None:
         rows = session.scalars(select(model).where(model.account_id == account_id)
                                .order_by(model.created_at.desc()).limit(RECENT))
         return [OutboxRow(id=r.id, created_at=r.created_at, channel=r.channel, event=r.event,
-                          recipient=r.recipient, subject=r.subject, status=r.status,
-                          attempts=r.attempts, sent_at=r.sent_at, last_error=r.last_error)
+                          recipient=r.recipient, subject=for_display(r.subject),
+                          status=r.status, attempts=r.attempts, sent_at=r.sent_at,
+                          last_error=r.last_error)
                 for r in rows]
 
 
@@ -70,7 +72,9 @@ def one(runtime: Runtime, account_id: str, message_id: str) -> OutboxText | None
                                                model.id == message_id[:36]))
         if r is None:
             return None
+        # one-time links (password resets) are the recipient's alone: never shown here
         return OutboxText(OutboxRow(id=r.id, created_at=r.created_at, channel=r.channel,
-                                    event=r.event, recipient=r.recipient, subject=r.subject,
-                                    status=r.status, attempts=r.attempts, sent_at=r.sent_at,
-                                    last_error=r.last_error), r.body)
+                                    event=r.event, recipient=r.recipient,
+                                    subject=for_display(r.subject), status=r.status,
+                                    attempts=r.attempts, sent_at=r.sent_at,
+                                    last_error=r.last_error), for_display(r.body))

@@ -15,9 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts import bootstrap as setup
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
-from tallykey.actor import Actor
-from tallykey.api.deps import ip_of, is_https, login_limiter
-from tallykey.audit import trail
+from tallykey.api.deps import cookie_flags, ip_of, login_limiter, open_session
 from tallykey.console.forms import text
 from tallykey.console.web import (
     CSRF_FIELD,
@@ -36,7 +34,7 @@ from tallykey.console.web import (
     second_step_url,
 )
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
-from tallykey.people.sessions import SESSION_COOKIE, SESSION_LIFETIME
+from tallykey.people.sessions import SESSION_COOKIE, OpenSession
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -45,8 +43,8 @@ FORM_COOKIE = "tallykey_form_key"
 
 
 def with_form_key(request: Request, response: Response, key: str) -> Response:
-    response.set_cookie(FORM_COOKIE, key, httponly=True, samesite="strict",
-                        secure=is_https(request), path=PREFIX)
+    response.set_cookie(FORM_COOKIE, key, path=PREFIX,
+                        **(cookie_flags(request) | {"samesite": "strict"}))
     return response
 
 
@@ -62,22 +60,17 @@ async def pre_session_form(request: Request) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def start_session(request: Request, runtime: Runtime, user: User, target: str) -> Response:
-    ip = ip_of(request)
-    opened = runtime.sessions.open(user, ip, request.headers.get("user-agent"))
-    with runtime.database.transaction() as session:
-        trail.record(session, actor=Actor(user.account_id, user.id, user.role, user.email, ip,
-                                          "console"),
-                     action="user.login", at=runtime.clock.now(), target_type="user",
-                     target_id=user.id,
-                     details={"awaiting": opened.awaiting} if opened.awaiting else None)
-    response = redirect(second_step_url(opened.awaiting, target) if opened.awaiting
-                        else safe_next(target))
-    response.set_cookie(SESSION_COOKIE, opened.cookie,
-                        max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
-                        samesite="lax", secure=is_https(request), path="/")
-    response.delete_cookie(FORM_COOKIE, path=PREFIX)
-    return response
+def start_session(request: Request, runtime: Runtime, user: User, target: str,
+                  method: str = "password") -> Response:
+    """Open the user's session (`open_session`: audited, cookie flags decided once) and
+    send them on: to their second factor if one is awaited, else to `target`."""
+    def respond(opened: OpenSession) -> Response:
+        response = redirect(second_step_url(opened.awaiting, target) if opened.awaiting
+                            else safe_next(target))
+        response.delete_cookie(FORM_COOKIE, path=PREFIX, **cookie_flags(request))
+        return response
+
+    return open_session(request, user, via="console", method=method, respond=respond)[1]
 
 
 @router.get("/login")
@@ -113,7 +106,7 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
 def logout(request: Request, viewer: ViewerDep, _: FormDep, runtime: RuntimeDep) -> Response:
     runtime.sessions.close(viewer.session.cookie)
     response = redirect(f"{PREFIX}/login")
-    response.delete_cookie(SESSION_COOKIE, path="/")
+    response.delete_cookie(SESSION_COOKIE, path="/", **cookie_flags(request))
     return response
 
 
@@ -150,7 +143,7 @@ async def setup_submit(request: Request, key: str, runtime: RuntimeDep) -> Respo
                                                             else ""),
                       error_field=str(error.details.get("field", "")))
         return with_form_key(request, page, form_key)
-    return await run_in_threadpool(start_session, request, runtime, user, "")
+    return await run_in_threadpool(start_session, request, runtime, user, "", "setup")
 
 
 def used_link(request: Request) -> Response:

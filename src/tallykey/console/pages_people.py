@@ -9,13 +9,13 @@ from urllib.parse import quote, urlsplit
 
 import httpx
 from fastapi import APIRouter, Depends, Request, Response
-from starlette.background import BackgroundTask
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
 from tallykey.accounts.console_sessions import end_sessions
+from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
-from tallykey.api.deps import ip_of, runtime_of
+from tallykey.api.deps import cookie_flags, ip_of, login_limiter, open_session, runtime_of
 from tallykey.audit import trail
 from tallykey.console.forms import text
 from tallykey.console.pages_auth import pre_session_form, start_session, with_form_key
@@ -41,11 +41,11 @@ from tallykey.errors import LinkRefused, SecondFactorRefused, ValidationFailed
 from tallykey.people.policy import AWAITING_CODE, AWAITING_ENROLMENT
 from tallykey.people.sessions import (
     SESSION_COOKIE,
-    SESSION_LIFETIME,
     OpenSession,
     csrf_matches,
 )
 from tallykey.people.sso import CALLBACK_PATH, SignOnRefused
+from tallykey.people.twofactor import ascii_code
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -109,23 +109,12 @@ async def _form_of(request: Request, session: OpenSession) -> dict[str, str]:
     return {k: v for k, v in form.items() if isinstance(v, str)}
 
 
-def _with_session(request: Request, response: Response, opened: OpenSession) -> Response:
-    response.set_cookie(SESSION_COOKIE, opened.cookie,
-                        max_age=int(SESSION_LIFETIME.total_seconds()), httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https", path="/")
-    return response
-
-
-def _finish(runtime: Runtime, request: Request, pending: OpenSession, method: str
-            ) -> OpenSession:
-    """Swap the pending session for a full one and record the completed sign-in."""
-    with runtime.database.transaction() as session:
-        opened = runtime.sessions.complete(session, pending)
-        trail.record(session, actor=_actor(pending, request),
-                     action="user.login_second_factor", at=runtime.clock.now(),
-                     target_type="user", target_id=pending.user.id,
-                     details={"method": method})
-    return opened
+def _finish(request: Request, pending: OpenSession, method: str, page: Response
+            ) -> Response:
+    """Swap the pending session for a full one (`open_session`: audited, the new cookie
+    set on `page`). `LookupError` if the pending session ended meanwhile."""
+    return open_session(request, pending.user, via="console", method=method,
+                        pending=pending, respond=lambda _: page)[1]
 
 
 # --- the second step of signing in ----------------------------------------------------
@@ -148,9 +137,18 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
         return redirect(target)
     actor = _actor(pending, request)
     try:
-        method = await run_in_threadpool(runtime.two_factor.verify, actor,
-                                         fields.get("code", ""))
-        opened = await run_in_threadpool(_finish, runtime, request, pending, method)
+        code = ascii_code(fields.get("code", ""))  # other digits: 422, no attempt spent
+        if not await run_in_threadpool(runtime.sessions.take_code_attempt, pending):
+            await run_in_threadpool(runtime.sessions.code_failed, pending)
+            return error_page(request, 401, "Too many wrong codes",
+                              "This sign-in was cancelled after too many wrong codes.",
+                              "Sign in again with your password.")
+        method = await run_in_threadpool(runtime.two_factor.verify, actor, code)
+        return await run_in_threadpool(_finish, request, pending, method, redirect(target))
+    except ValidationFailed as unreadable:  # not a code at all (say, other digits)
+        return render(request, "login_code.html", status_code=422,
+                      form_key=pending.csrf_token, next=target,
+                      error=f"{unreadable.message} {unreadable.hint}".strip())
     except SecondFactorRefused as refused:
         left = await run_in_threadpool(runtime.sessions.code_failed, pending)
         if left == 0:
@@ -162,10 +160,15 @@ async def code_submit(request: Request, pending: CodeSession, runtime: RuntimeDe
                       error=f"{refused.message} {refused.hint}")
     except LookupError:
         raise LoginRequired from None
-    return _with_session(request, redirect(target), opened)
 
 
 # --- two-factor set-up ------------------------------------------------------------------
+
+
+def _reauthenticate(session: OpenSession) -> bool:
+    """Setting up an authenticator from a running session asks for the password (one set
+    up right after signing in with it does not)."""
+    return session.awaiting is None and session.user.password_hash is not None
 
 
 @router.get("/me/two-factor")
@@ -180,7 +183,7 @@ def enrol_page(request: Request, session: EnrollingSession, runtime: RuntimeDep,
     enrolment = runtime.two_factor.begin(session.user)
     return render(request, "two_factor_enrol.html", form_key=session.csrf_token,
                   enrolment=enrolment, required=session.awaiting == AWAITING_ENROLMENT,
-                  next=safe_next(next), error="")
+                  reauthenticate=_reauthenticate(session), next=safe_next(next), error="")
 
 
 @router.post("/me/two-factor")
@@ -188,9 +191,17 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
                        ) -> Response:
     fields = await _form_of(request, session)
     actor = _actor(session, request)
+    fresh = session.awaiting is not None  # the password was typed for this sign-in
+
+    def confirm() -> list[str]:
+        return runtime.two_factor.confirm(actor, fields.get("code", ""),
+                                          password=fields.get("password"),
+                                          just_signed_in=fresh)
+
     try:
-        codes = await run_in_threadpool(runtime.two_factor.confirm, actor,
-                                        fields.get("code", ""))
+        codes = await run_in_threadpool(
+            password_proved, runtime.accounts, login_limiter(request), session.user.email,
+            ip_of(request), "two_factor_enrolment", confirm, wrong_field="password")
     except (SecondFactorRefused, ValidationFailed) as refused:
         secret = runtime.two_factor.pending_secret(session.user.id)
         if secret is None:
@@ -199,16 +210,16 @@ async def enrol_submit(request: Request, session: EnrollingSession, runtime: Run
                       form_key=session.csrf_token,
                       enrolment=runtime.two_factor.enrolment(session.user, secret),
                       required=session.awaiting == AWAITING_ENROLMENT,
+                      reauthenticate=_reauthenticate(session),
                       next=safe_next(fields.get("next")),
                       error=f"{refused.message} {_enrolment_hint(refused)}".strip())
     target = safe_next(fields.get("next")) if session.awaiting else f"{PREFIX}/me"
     page = render(request, "recovery_codes.html", codes=codes, target=target)
     if session.awaiting is not None:
         try:
-            opened = await run_in_threadpool(_finish, runtime, request, session, "enrolment")
+            return await run_in_threadpool(_finish, request, session, "enrolment", page)
         except LookupError:
             raise LoginRequired from None
-        return _with_session(request, page, opened)
     return page
 
 
@@ -220,7 +231,10 @@ def _enrolment_hint(refused: SecondFactorRefused | ValidationFailed) -> str:
 def disable_two_factor(request: Request, viewer: ViewerDep, form: FormDep,
                        runtime: RuntimeDep) -> Response:
     try:
-        runtime.two_factor.disable(viewer.actor, text(form, "password"))
+        password_proved(runtime.accounts, login_limiter(request), viewer.session.user.email,
+                        ip_of(request), "two_factor_disable",
+                        lambda: runtime.two_factor.disable(viewer.actor, text(form, "password")),
+                        wrong_field="password")
     except ValidationFailed as error:
         return _me_page(request, viewer, runtime, status=422,
                         two_factor_error=f"{error.message} {error.hint}".strip())
@@ -255,8 +269,12 @@ def change_password(request: Request, viewer: ViewerDep, form: FormDep,
         if new != text(form, "password_confirm"):
             raise ValidationFailed("The two new passwords differ.", "Type the same one twice.",
                                    field="password_confirm")
-        runtime.accounts.change_password(viewer.actor, text(form, "current_password"), new,
-                                         keep_session=viewer.session.cookie)
+        password_proved(runtime.accounts, login_limiter(request), viewer.session.user.email,
+                        ip_of(request), "password_change",
+                        lambda: runtime.accounts.change_password(
+                            viewer.actor, text(form, "current_password"), new,
+                            keep_session=viewer.session.cookie),
+                        wrong_field="current_password")
     except ValidationFailed as error:
         return _me_page(request, viewer, runtime, status=422,
                         password_error=f"{error.message} {error.hint}".strip())
@@ -297,14 +315,13 @@ def forgot_page(request: Request, runtime: RuntimeDep) -> Response:
 
 @router.post("/forgot")
 async def forgot_submit(request: Request, runtime: RuntimeDep) -> Response:
-    """The same answer, at once, whoever the address belongs to: the lookup and the mail
-    happen after the answer was sent."""
+    """The same answer, and the same work, whoever the address belongs to: the lookup
+    and the mail happen in the background (`PasswordResets.ask`)."""
     fields = await pre_session_form(request)
     key = new_form_key(request)
     page = render(request, "forgot.html", form_key=key, sent=FORGOT_ANSWER,
                   available=runtime.resets.available)
-    page.background = BackgroundTask(runtime.resets.request, fields.get("email", "")[:254],
-                                     ip_of(request))
+    runtime.resets.ask(fields.get("email", ""), ip_of(request))
     return with_form_key(request, page, key)
 
 
@@ -392,9 +409,8 @@ async def sso_start(request: Request, runtime: RuntimeDep, next: str = "") -> Re
     except (httpx.HTTPError, ValueError):
         return _provider_unreachable(request, runtime)
     response = RedirectResponse(started.url, status_code=303)
-    response.set_cookie(OIDC_COOKIE, started.state, max_age=600, httponly=True,
-                        samesite="lax", secure=request.url.scheme == "https",
-                        path=f"{PREFIX}/oidc")
+    response.set_cookie(OIDC_COOKIE, started.state, max_age=600, path=f"{PREFIX}/oidc",
+                        **cookie_flags(request))
     return response
 
 
@@ -415,8 +431,9 @@ async def sso_callback(request: Request, runtime: RuntimeDep, state: str = "",
     except (httpx.HTTPError, ValueError):
         response = _provider_unreachable(request, runtime)
     else:
-        response = await run_in_threadpool(start_session, request, runtime, user, target)
-    response.delete_cookie(OIDC_COOKIE, path=f"{PREFIX}/oidc")
+        response = await run_in_threadpool(start_session, request, runtime, user, target,
+                                           "sso")
+    response.delete_cookie(OIDC_COOKIE, path=f"{PREFIX}/oidc", **cookie_flags(request))
     return response
 
 

@@ -13,6 +13,7 @@ webhooks a stable `Tallykey-Delivery` header so receivers can drop such a repeat
 from __future__ import annotations
 
 import logging
+import re
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, replace
 from datetime import datetime, timedelta
@@ -46,6 +47,27 @@ RETRY_CAP = timedelta(hours=4)
 LEASE = timedelta(seconds=30)
 MAX_ERROR_LENGTH = 500
 REDACTED = "[redacted token]"
+
+#: Where a one-time secret (a password-reset link's token) goes in a stored mail: the row
+#: keeps only this marker; the worker puts the secret in just before the mail leaves
+#: (`tallykey.people.resets.unsealed`), so no page, API or CLI view of the outbox — and
+#: no copy of the table — holds a usable link.
+ONE_TIME = re.compile(r"\[\[one-time:(?P<kind>[a-z_]{1,30}):(?P<ref>[A-Za-z0-9-]{1,64})\]\]")
+HIDDEN_SECRET = "[one-time link: sent only to the recipient]"  # noqa: S105 - a label
+#: Links of console pages whose last path segment is a secret (rows written before the
+#: markers existed, or a secret that slipped into a notice): never shown.
+_SECRET_LINK = re.compile(r"(/console/(?:reset|setup)/)(?!\[one-time link)[^\s\"'<>&]+")
+
+
+def sealed(kind: str, ref: str) -> str:
+    """The marker standing for the one-time secret of `kind` named by `ref`."""
+    return f"[[one-time:{kind}:{ref}]]"
+
+
+def for_display(text: str) -> str:
+    """A stored subject or body as the outbox views show it: one-time secrets hidden."""
+    return _SECRET_LINK.sub(lambda m: m.group(1) + HIDDEN_SECRET,
+                            ONE_TIME.sub(HIDDEN_SECRET, text))
 
 
 @dataclass(frozen=True)

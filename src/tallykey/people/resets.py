@@ -1,17 +1,29 @@
 """Password reset by e-mail: a one-time link, valid 30 minutes, sent through the outbox.
 
-Only the link's SHA-256 is stored. Asking for a link answers the same whether or not the
-address belongs to anyone: the adapters answer at once and do the lookup and the mail
-afterwards (`request` never raises for an unknown address), so neither the answer nor its
-timing tells. Spending a link is one conditional UPDATE, so of concurrent submissions of
-the same link exactly one succeeds; it sets the password and ends every session.
+Only the link's SHA-256 is stored. The link's token is an HMAC, under a server key, of the
+reset's id and the user's password hash as it was when the link was made: the mail in
+the outbox holds only a marker (`notify.outbox.sealed`) that the worker turns into the
+link as the mail leaves (`unsealed`), so the outbox page, API and CLI never show a usable
+link; and once the password changes (by any path) every earlier link stops working.
+
+Asking for a link answers the same whether or not the address belongs to anyone: the
+adapters only hand the address to `ask` — the same work for any address, no lookup — and
+one background thread per node does the lookup and the mail afterwards (`request` never
+raises for an unknown address), so neither the answer nor its timing, nor the work of
+the request that asked, tells. Spending a link is one conditional UPDATE, so of
+concurrent submissions of the same link exactly one succeeds; it sets the password and
+ends every session.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
+import hmac
 import logging
-import secrets
+import queue
+import re
+import threading
 from dataclasses import dataclass
 from datetime import timedelta
 from typing import NoReturn
@@ -26,12 +38,14 @@ from tallykey.accounts.service import normalise_email
 from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
+from tallykey.auth.server_keys import server_key
 from tallykey.clock import Clock
+from tallykey.db.base import new_id
 from tallykey.db.engine import Database
 from tallykey.errors import LinkRefused, NotFound, PermissionDenied, ValidationFailed
-from tallykey.notify.models import EMAIL
+from tallykey.notify.models import EMAIL, OutboxMessage
 from tallykey.notify.notices import render
-from tallykey.notify.outbox import Draft, enqueue
+from tallykey.notify.outbox import HIDDEN_SECRET, ONE_TIME, Draft, enqueue, sealed
 from tallykey.people.models import PasswordReset
 
 log = logging.getLogger(__name__)
@@ -41,6 +55,14 @@ RESET_LIFETIME = timedelta(minutes=30)
 RESEND_AFTER = timedelta(minutes=1)
 RESET_PATH = "/console/reset/"
 REFUSED = "user.password_reset_refused"
+#: Requests waiting for the background thread at most; more are dropped (and logged).
+QUEUED_REQUESTS = 1000
+#: The background thread ends after this long without a request (started again on one).
+IDLE_SECONDS = 30.0
+#: The server key (shared by every node through the store) that link tokens are made with.
+LINK_KEY = "password_reset_links"
+#: The kind of one-time secret a reset mail's marker names (see `notify.outbox.sealed`).
+SEALED_KIND = "password_reset"
 
 _MESSAGES = {
     "unknown": ("This password reset link is not valid.",
@@ -51,11 +73,46 @@ _MESSAGES = {
                 "Links work for 30 minutes. Ask for a new one on the sign-in page."),
     "inactive": ("This user is deactivated and cannot sign in.",
                  "Ask an administrator of your account."),
+    "superseded": ("This password reset link no longer works: the password was changed "
+                   "after it was sent.",
+                   "Sign in with the new password, or ask for a new link."),
 }
 
 
 def _hash(token: str) -> str:
     return hashlib.sha256(token.encode()).hexdigest()
+
+
+def link_token(database: Database, clock: Clock, reset_id: str,
+               password_hash: str | None) -> str:
+    """The token of reset `reset_id` while the user's password hash is `password_hash`."""
+    key = server_key(database, clock, LINK_KEY)
+    mac = hmac.new(key, f"{reset_id}:{password_hash or ''}".encode(), hashlib.sha256)
+    return base64.urlsafe_b64encode(mac.digest()).decode().rstrip("=")
+
+
+def unsealed(database: Database, clock: Clock, message: OutboxMessage) -> OutboxMessage:
+    """The outbox row `message` (detached, as `outbox.claim` returns it) with the link of
+    every reset marker put in, for sending only: the stored row keeps the marker. A
+    link that can no longer work (spent, expired, password changed) is left out."""
+    def secret(match: re.Match[str]) -> str:
+        if match.group("kind") != SEALED_KIND:
+            return HIDDEN_SECRET
+        with database.reading() as session:
+            row = session.execute(select(PasswordReset, User.password_hash)
+                                  .join(User, User.id == PasswordReset.user_id)
+                                  .where(PasswordReset.id == match.group("ref"))).first()
+        if row is None or row[0].used_at is not None or row[0].expires_at <= clock.now():
+            return HIDDEN_SECRET
+        token = link_token(database, clock, row[0].id, row[1])
+        if not hmac.compare_digest(_hash(token), row[0].token_hash):
+            return HIDDEN_SECRET  # the password changed since the link was made
+        return token
+
+    message.body = ONE_TIME.sub(secret, message.body)
+    if message.html_body:
+        message.html_body = ONE_TIME.sub(secret, message.html_body)
+    return message
 
 
 @dataclass(frozen=True)
@@ -72,6 +129,53 @@ class PasswordResets:
         self.database = database
         self.clock = clock
         self.public_url = public_url.rstrip("/") if public_url else None
+        self._asked: queue.Queue[tuple[str, str | None]] = queue.Queue(QUEUED_REQUESTS)
+        self._thread: threading.Thread | None = None
+        self._start = threading.Lock()
+
+    def ask(self, email: str, ip: str | None) -> None:
+        """What the sign-in page and the API do for "mail me a link": queue the address
+        for the background thread, which runs `request`. The same work whatever the
+        address; never raises, never waits."""
+        try:
+            self._asked.put_nowait((email[:254], ip))
+        except queue.Full:
+            log.warning("password reset requests are arriving faster than they are "
+                        "handled; one was dropped")
+            return
+        with self._start:
+            if self._thread is None or not self._thread.is_alive():
+                self._thread = threading.Thread(target=self._handle_asked, daemon=True,
+                                                name="tallykey-password-resets")
+                self._thread.start()
+
+    def settled(self, timeout: float = 10.0) -> bool:
+        """Wait until every asked request was handled (for tests and shutdown)."""
+        done = threading.Event()
+
+        def wait() -> None:
+            self._asked.join()
+            done.set()
+
+        threading.Thread(target=wait, daemon=True).start()
+        return done.wait(timeout)
+
+    def _handle_asked(self) -> None:
+        while True:
+            try:
+                email, ip = self._asked.get(timeout=IDLE_SECONDS)
+            except queue.Empty:
+                with self._start:
+                    if self._asked.empty():
+                        self._thread = None
+                        return
+                continue
+            try:
+                self.request(email, ip)
+            except Exception:  # the store may be down: the person can ask again
+                log.exception("a password reset request could not be handled")
+            finally:
+                self._asked.task_done()
 
     @property
     def available(self) -> bool:
@@ -90,7 +194,7 @@ class PasswordResets:
             return False
         with self.database.transaction() as session:
             user = session.scalar(select(User).where(func.lower(User.email) == address))
-            if user is None or not user.active:
+            if user is None or not user.active or not _account_active(session, user):
                 return False
             recent = session.scalar(select(func.count()).select_from(PasswordReset).where(
                 PasswordReset.user_id == user.id,
@@ -157,15 +261,17 @@ class PasswordResets:
 
     def _issue(self, session: Session, user: User, actor: Actor,
                requested_by: str | None) -> None:
-        token = secrets.token_urlsafe(32)
         now = self.clock.now()
-        reset = PasswordReset(user_id=user.id, token_hash=_hash(token), created_at=now,
+        reset = PasswordReset(id=new_id(), user_id=user.id, created_at=now,
                               expires_at=now + RESET_LIFETIME)
+        reset.token_hash = _hash(link_token(self.database, self.clock, reset.id,
+                                            user.password_hash))
         session.add(reset)
         session.flush()
         account = session.get_one(Account, user.account_id)
+        link = f"{self.public_url}{RESET_PATH}{sealed(SEALED_KIND, reset.id)}"
         mail = render("password_reset", "Reset your tallykey password", recipient=user,
-                      account=account.name, link=f"{self.public_url}{RESET_PATH}{token}",
+                      account=account.name, link=link,
                       minutes=int(RESET_LIFETIME.total_seconds() // 60),
                       requested_by=requested_by, ip=actor.ip)
         enqueue(session, user.account_id, Draft(
@@ -190,8 +296,11 @@ class PasswordResets:
             return "used", user
         if reset.expires_at <= self.clock.now():
             return "expired", user
-        if not user.active:
+        if not user.active or not _account_active(session, user):
             return "inactive", user
+        if not hmac.compare_digest(link_token(self.database, self.clock, reset.id,
+                                              user.password_hash), token):
+            return "superseded", user
         return None, user
 
     def _refuse(self, reason: str, user: User | None, ip: str | None) -> NoReturn:
@@ -206,3 +315,7 @@ class PasswordResets:
                 details={"reason": reason}))
         message, hint = _MESSAGES[reason]
         raise LinkRefused(message, hint, reason=reason)
+
+
+def _account_active(session: Session, user: User) -> bool:
+    return bool(session.scalar(select(Account.active).where(Account.id == user.account_id)))

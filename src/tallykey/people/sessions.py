@@ -16,10 +16,11 @@ from sqlalchemy import delete, select, update
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.console_sessions import ConsoleSession, cookie_hash, end_sessions
-from tallykey.accounts.models import User
+from tallykey.accounts.models import Account, User
 from tallykey.clock import Clock
 from tallykey.db.base import new_id
 from tallykey.db.engine import Database
+from tallykey.errors import Unauthenticated
 from tallykey.people.policy import second_factor_stage
 
 SESSION_COOKIE = "tallykey_session"
@@ -59,22 +60,33 @@ class SessionStore:
     def open(self, user: User, ip: str | None, user_agent: str | None = None) -> OpenSession:
         """A fresh session after the password (a new id on every login: no session
         fixation). It awaits the second factor when the user has or needs one."""
+        with self.database.transaction() as session:
+            return self.open_in(session, user, ip, user_agent)
+
+    def open_in(self, session: Session, user: User, ip: str | None,
+                user_agent: str | None = None) -> OpenSession:
+        """`open`, in the caller's transaction. Refused (`Unauthenticated`) unless the
+        user and their account are active as of this transaction."""
+        if not _may_sign_in(session, user.id):
+            raise Unauthenticated("This user or their account is deactivated or suspended "
+                                  "and cannot sign in.",
+                                  "Ask an administrator of your account.")
         cookie = secrets.token_urlsafe(32)
         csrf = secrets.token_urlsafe(32)
         now = self.clock.now()
         public_id = new_id()
-        with self.database.transaction() as session:
-            awaiting = second_factor_stage(session, user)
-            lifetime = PENDING_LIFETIME if awaiting else SESSION_LIFETIME
-            session.add(ConsoleSession(id_hash=cookie_hash(cookie), public_id=public_id,
-                                       user_id=user.id, csrf_token=csrf, created_at=now,
-                                       expires_at=now + lifetime, ip=ip,
-                                       user_agent=(user_agent or "")[:300] or None,
-                                       awaiting=awaiting))
+        awaiting = second_factor_stage(session, user)
+        lifetime = PENDING_LIFETIME if awaiting else SESSION_LIFETIME
+        session.add(ConsoleSession(id_hash=cookie_hash(cookie), public_id=public_id,
+                                   user_id=user.id, csrf_token=csrf, created_at=now,
+                                   expires_at=now + lifetime, ip=ip,
+                                   user_agent=(user_agent or "")[:300] or None,
+                                   awaiting=awaiting))
         return OpenSession(cookie, csrf, user, now + lifetime, public_id, awaiting)
 
     def find(self, cookie: str | None) -> OpenSession | None:
-        """The live, complete session of an active user for this cookie, or None."""
+        """The live, complete session of an active user of an active account for this
+        cookie, or None."""
         found = self.find_any(cookie)
         return found if found is not None and found.awaiting is None else None
 
@@ -84,12 +96,15 @@ class SessionStore:
             return None
         with self.database.reading() as session:
             row = session.execute(
-                select(ConsoleSession, User).join(User, User.id == ConsoleSession.user_id)
+                select(ConsoleSession, User, Account.active)
+                .join(User, User.id == ConsoleSession.user_id)
+                .join(Account, Account.id == User.account_id)
                 .where(ConsoleSession.id_hash == cookie_hash(cookie))).first()
         if row is None:
             return None
-        stored, user = row
-        if stored.expires_at <= self.clock.now() or not user.active:
+        stored, user, account_active = row
+        # every use checks the user and the account: a suspension binds open sessions
+        if stored.expires_at <= self.clock.now() or not user.active or not account_active:
             return None
         return OpenSession(cookie, stored.csrf_token, user, stored.expires_at,
                            stored.public_id, stored.awaiting)
@@ -99,7 +114,8 @@ class SessionStore:
         in the caller's transaction. Raises `LookupError` if it ended meanwhile (so two
         concurrent submissions of one pending session cannot both succeed)."""
         stored = session.get(ConsoleSession, cookie_hash(pending.cookie))
-        if stored is None or stored.awaiting is None:
+        if stored is None or stored.awaiting is None or not _may_sign_in(session,
+                                                                         pending.user.id):
             raise LookupError("the session awaiting a second factor has ended")
         ip, user_agent = stored.ip, stored.user_agent
         gone = session.execute(delete(ConsoleSession).where(
@@ -117,13 +133,23 @@ class SessionStore:
                                    user_agent=user_agent, awaiting=None))
         return OpenSession(cookie, csrf, pending.user, now + SESSION_LIFETIME, public_id)
 
-    def code_failed(self, pending: OpenSession) -> int:
-        """Count a wrong code; past `MAX_CODE_FAILURES` the session ends (back to the
-        password). Returns the failures left."""
+    def take_code_attempt(self, pending: OpenSession) -> bool:
+        """Take one of the pending session's `MAX_CODE_FAILURES` code attempts before the
+        code is checked: one conditional UPDATE, so of concurrent submissions exactly as
+        many are checked as were left. False: none left (or the sign-in ended)."""
         with self.database.transaction() as session:
-            session.execute(update(ConsoleSession).where(
-                ConsoleSession.id_hash == cookie_hash(pending.cookie))
+            taken = session.execute(update(ConsoleSession).where(
+                ConsoleSession.id_hash == cookie_hash(pending.cookie),
+                ConsoleSession.awaiting.is_not(None),
+                ConsoleSession.code_failures < MAX_CODE_FAILURES)
                 .values(code_failures=ConsoleSession.code_failures + 1))
+            return bool(taken.rowcount)  # type: ignore[attr-defined]
+
+    def code_failed(self, pending: OpenSession) -> int:
+        """After a wrong code (its attempt taken by `take_code_attempt`): once the
+        attempts are used up the session ends (back to the password). Returns the
+        attempts left."""
+        with self.database.transaction() as session:
             failures = session.scalar(select(ConsoleSession.code_failures).where(
                 ConsoleSession.id_hash == cookie_hash(pending.cookie))) or MAX_CODE_FAILURES
             if failures >= MAX_CODE_FAILURES:
@@ -156,6 +182,14 @@ class SessionStore:
     def close_all_for(self, user_id: str) -> int:
         with self.database.transaction() as session:
             return end_sessions(session, user_id)
+
+
+def _may_sign_in(session: Session, user_id: str) -> bool:
+    """The user and their account are both active, as of this transaction."""
+    active = session.execute(select(User.active, Account.active)
+                             .join(Account, Account.id == User.account_id)
+                             .where(User.id == user_id)).first()
+    return active is not None and all(active)
 
 
 def csrf_matches(session: OpenSession, presented: str | None) -> bool:

@@ -14,7 +14,9 @@ from __future__ import annotations
 import hashlib
 import logging
 import secrets
+import string
 import time
+import unicodedata
 import warnings
 from dataclasses import dataclass
 from datetime import timedelta
@@ -31,7 +33,7 @@ from authlib.oauth2.rfc7636 import create_s256_code_challenge
 from joserfc import jwt
 from joserfc.errors import JoseError
 from joserfc.jwk import KeySet
-from sqlalchemy import delete, func, select
+from sqlalchemy import delete, select
 
 from tallykey.accounts.models import Account, User
 from tallykey.accounts.permissions import ADMIN, MEMBER
@@ -65,7 +67,23 @@ _MESSAGES = {
     "email_unverified": "Your identity provider has not verified your e-mail address.",
     "no_account": "No tallykey account is set up for your e-mail address.",
     "deactivated": "This user is deactivated and cannot sign in.",
+    "suspended": "This tallykey account is suspended: nobody can sign in to it.",
+    "lookalike": "Your e-mail address contains characters that make it read as another "
+                 "address; tallykey does not sign it in.",
 }
+
+_ASCII_LOWER = str.maketrans(string.ascii_uppercase, string.ascii_lowercase)
+
+
+def exact_address(claimed: str) -> str | None:
+    """The address the provider verified, lower-cased in ASCII only; None when Unicode
+    normalisation (NFKC) or case folding would turn it into another address (the Kelvin
+    sign `\u212a` reads as `k`, a fullwidth `\uff41` as `a`): such a lookalike never
+    matches, or becomes, another user's address."""
+    lowered = claimed.translate(_ASCII_LOWER)
+    if unicodedata.normalize("NFKC", claimed).casefold() != lowered:
+        return None
+    return lowered
 
 
 class SignOnRefused(TallykeyError):
@@ -185,13 +203,20 @@ class SingleSignOn:
         """Check an ID token (signature by the provider's keys, issuer, audience, expiry,
         nonce, verified e-mail) and find or create its user."""
         claims = self._checked_claims(id_token, nonce, ip)
-        email = str(claims.get("email") or "").strip().lower()
-        if not email or claims.get("email_verified") is not True:
-            self._refuse("email_unverified", ip, {"email": email[:254]})
+        claimed = str(claims.get("email") or "").strip()
+        if not claimed or claims.get("email_verified") is not True:
+            self._refuse("email_unverified", ip, {"email": claimed[:254]})
+        email = exact_address(claimed)
+        if email is None:
+            self._refuse("lookalike", ip, {"email": claimed[:254]})
         with self.database.reading() as session:
-            user = session.scalar(select(User).where(func.lower(User.email) == email))
+            user = session.scalar(select(User).where(User.email == email))
+            account_active = user is not None and bool(session.scalar(
+                select(Account.active).where(Account.id == user.account_id)))
         if user is None:
             user = self._create(claims, email, ip)
+        elif not account_active:
+            self._refuse("suspended", ip, {"email": email}, user)
         if not user.active:
             self._refuse("deactivated", ip, {"email": email}, user)
         return user
@@ -238,6 +263,8 @@ class SingleSignOn:
                 else None
         if account is None:
             self._refuse("no_account", ip, {"email": email})
+        if not account.active:  # no user is made in a suspended account
+            self._refuse("suspended", ip, {"email": email, "account": account.slug})
         role = MEMBER
         if self.settings.oidc_role_claim and claims.get(self.settings.oidc_role_claim) == ADMIN:
             role = ADMIN

@@ -1,6 +1,11 @@
 """Two-factor sign-in: a TOTP authenticator (RFC 6238, 30-second steps, six digits) and
 ten one-time recovery codes.
 
+Second-factor attempts are limited per user, across all their sign-ins and every node:
+`MAX_USER_CODE_FAILURES` attempts without a right code, then none for `CODE_LOCK`. Each
+attempt first takes one of them with a single conditional UPDATE of a stored row, so
+concurrent wrong codes are counted exactly and never checked beyond the limit.
+
 A code is accepted for the current step or one step either side (clock drift), once: the
 newest accepted step is stored and a code for it or an older step is refused as replayed,
 with one conditional UPDATE so two concurrent submissions cannot both pass. Codes of older
@@ -15,22 +20,29 @@ import hashlib
 import hmac
 import secrets
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import NoReturn
 
 import pyotp
 import segno
-from sqlalchemy import delete, select, update
+from sqlalchemy import and_, case, delete, or_, select, update
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.console_sessions import end_sessions
-from tallykey.accounts.models import Account, User
+from tallykey.accounts.models import Account, SignInFailure, User
 from tallykey.accounts.passwords import check_password
+from tallykey.accounts.sign_in import ensure_failure_row
 from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
-from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, ValidationFailed
+from tallykey.errors import (
+    NotFound,
+    PermissionDenied,
+    SecondFactorRefused,
+    TooManyAttempts,
+    ValidationFailed,
+)
 from tallykey.notify.models import EMAIL
 from tallykey.notify.notices import render
 from tallykey.notify.outbox import Draft, enqueue
@@ -45,6 +57,12 @@ DRIFT_STEPS = 1
 RECOGNISED_PAST_STEPS = 20
 RECOVERY_CODES = 10
 REFUSED = "user.second_factor_refused"
+#: Second-factor attempts a user has without a right code (across sign-ins and nodes)…
+MAX_USER_CODE_FAILURES = 10
+#: …after which none are checked for this long.
+CODE_LOCK = timedelta(minutes=15)
+#: A count with no attempt for this long starts again from zero.
+CODE_FAILURES_FORGOTTEN = timedelta(hours=1)
 
 _MESSAGES = {
     "wrong": ("The code is wrong.",
@@ -68,6 +86,21 @@ class Enrolment:
     secret: str
     uri: str
     qr_svg_data_uri: str
+
+
+def _limit_key(user_id: str) -> str:
+    """The user's row in `sign_in_failures` (the per-address password back-off's table).
+    Upper case: no address typed at sign-in (lower-cased there) can name it."""
+    return f"SECOND-FACTOR:{user_id}"
+
+
+def ascii_code(code: str) -> str:
+    """`code` if it is plain ASCII; a code typed with other digits (Arabic-Indic,
+    fullwidth…) is refused as input (422), never checked."""
+    if not code.isascii():
+        raise ValidationFailed("Type the code with the digits 0-9 (and, for a recovery "
+                               "code, the letters a-z).", field="code")
+    return code
 
 
 def _step(moment: datetime) -> int:
@@ -136,16 +169,27 @@ class TwoFactor:
             factor = session.get(SecondFactor, user_id)
             return factor.secret if factor and factor.confirmed_at is None else None
 
-    def confirm(self, actor: Actor, code: str) -> list[str]:
+    def confirm(self, actor: Actor, code: str, *, password: str | None = None,
+                just_signed_in: bool = False) -> list[str]:
         """Turn the enrolment on with a first code from the app; returns the ten recovery
-        codes (shown once)."""
+        codes (shown once). Re-authentication: unless this is the sign-in that was just
+        made with the password (`just_signed_in`, a session awaiting the set-up), a user
+        with a password must give it (`ValidationFailed` on the `password` field), so a
+        stolen session cannot put the thief's authenticator on the account."""
         assert actor.user_id is not None
         with self.database.reading() as session:
             factor = session.get(SecondFactor, actor.user_id)
+            password_hash = session.scalar(select(User.password_hash).where(
+                User.id == actor.user_id))
         if factor is None or factor.confirmed_at is not None:
             raise ValidationFailed("There is no authenticator being set up.",
                                    "Start again from your account page.")
-        step = self._check_totp(actor, factor, code)
+        if not just_signed_in and password_hash is not None and not check_password(
+                password_hash, password or ""):
+            raise ValidationFailed("The password is wrong." if password else
+                                   "Type your password to turn on two-factor sign-in.",
+                                   field="password")
+        step = self._check_totp(actor, factor, ascii_code(code))
         codes = [new_recovery_code() for _ in range(RECOVERY_CODES)]
         now = self.clock.now()
         with self.database.transaction() as session:
@@ -210,11 +254,48 @@ class TwoFactor:
         """Check a sign-in code: an authenticator code or a recovery code. Returns
         `totp` or `recovery`; raises `SecondFactorRefused` (audited) otherwise."""
         assert actor.user_id is not None
-        cleaned = _normal_recovery(code)
+        cleaned = _normal_recovery(ascii_code(code))
         with self.database.reading() as session:
             factor = session.get(SecondFactor, actor.user_id)
         if factor is None or factor.confirmed_at is None:
             raise SecondFactorRefused("There is no second factor for this user.")
+        self._take_attempt(actor.user_id)
+        method = self._verify(actor, factor, cleaned)
+        with self.database.transaction() as session:  # a right code: the count restarts
+            session.execute(update(SignInFailure).where(
+                SignInFailure.email == _limit_key(actor.user_id))
+                .values(failures=0, blocked_until=None))
+        return method
+
+    def _take_attempt(self, user_id: str) -> None:
+        """Take one of the user's attempts, or raise `TooManyAttempts` (the code is then
+        not checked at all). One conditional UPDATE: of concurrent attempts exactly as
+        many pass as were left."""
+        key, now = _limit_key(user_id), self.clock.now()
+        with self.database.transaction() as session:
+            ensure_failure_row(session, key, now)
+            session.execute(update(SignInFailure).where(  # a lock ran out, or long ago
+                SignInFailure.email == key,
+                or_(SignInFailure.blocked_until <= now,
+                    and_(SignInFailure.blocked_until.is_(None),
+                         SignInFailure.last_failed_at < now - CODE_FAILURES_FORGOTTEN)))
+                .values(failures=0, blocked_until=None))
+            taken = session.execute(update(SignInFailure).where(
+                SignInFailure.email == key, SignInFailure.blocked_until.is_(None),
+                SignInFailure.failures < MAX_USER_CODE_FAILURES)
+                .values(failures=SignInFailure.failures + 1, last_failed_at=now,
+                        blocked_until=case(
+                            (SignInFailure.failures + 1 >= MAX_USER_CODE_FAILURES,
+                             now + CODE_LOCK), else_=None)))
+            if taken.rowcount == 1:  # type: ignore[attr-defined]
+                return
+            until = session.scalar(select(SignInFailure.blocked_until).where(
+                SignInFailure.email == key))
+        wait = max(1, int(((until or now + CODE_LOCK) - now).total_seconds()) + 1)
+        raise TooManyAttempts(wait, "Too many wrong codes for this user: no code is checked "
+                                    f"for {wait // 60 + 1} minutes.")
+
+    def _verify(self, actor: Actor, factor: SecondFactor, cleaned: str) -> str:
         if cleaned.isdigit():
             step = self._check_totp(actor, factor, cleaned)
             with self.database.transaction() as session:
@@ -282,5 +363,6 @@ class TwoFactor:
 
 
 def _remove(session: Session, user_id: str) -> None:
+    session.execute(delete(SignInFailure).where(SignInFailure.email == _limit_key(user_id)))
     session.execute(delete(RecoveryCode).where(RecoveryCode.user_id == user_id))
     session.execute(delete(SecondFactor).where(SecondFactor.user_id == user_id))
