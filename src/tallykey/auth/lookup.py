@@ -48,6 +48,11 @@ WHERE s.secret_hash = {param}
 """
 
 DEFAULT_CONNECTIONS = 8
+#: Client-side deadline of one lookup (an index probe that takes milliseconds): a store
+#: that needs longer is not answering, and the request gets 503 within its budget.
+LOOKUP_DEADLINE = 1.0
+#: The longest a miss waits for a free lookup connection.
+SLOT_WAIT_SECONDS = 0.5
 MAX_SHARED = 1_000_000
 
 
@@ -95,7 +100,7 @@ class RecordLookup:
         """A connection for one query: the slot is always given back, and a connection
         that failed is closed rather than reused."""
         try:
-            self._slots.get(timeout=self.database.connect_timeout)
+            self._slots.get(timeout=SLOT_WAIT_SECONDS)
         except queue.Empty:
             raise StoreUnavailable("The token store is not answering: every lookup "
                                    "connection is busy.") from None
@@ -126,7 +131,7 @@ class RecordLookup:
             return self._idle.get_nowait()
         except queue.Empty:
             pass
-        connection = self.database.raw_connection(autocommit=True)
+        connection = self.database.raw_connection(autocommit=True, deadline=LOOKUP_DEADLINE)
         if not self._sqlite:
             # Prepared from the first miss, with the generic plan at once: the query is
             # one unique-index probe whatever the hash, and planning its six-table join
