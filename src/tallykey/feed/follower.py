@@ -189,12 +189,15 @@ class FeedFollower:
     # --- reading -----------------------------------------------------------------------
 
     def start_reading(self) -> None:
-        """Take the present as the starting point and join the node list (with a lease)."""
+        """Join the node list with a lease, then take the present as the starting point
+        (that first read comes after the lease was written: see `_renew`)."""
+        self.clock.calibrate(quiet=True)
+        self._renew()
         began = time.monotonic()
         self.reader.start()
         self._read_succeeded(began)
-        self.clock.calibrate(quiet=True)
-        self._renew()
+        self.presence.acknowledge(self.reader.position, self.reader.snapshot,
+                                  self.synced_at)
 
     def sync(self, timeout: float = FEED_DEADLINE + REFRESH_WAIT_SECONDS) -> int:
         """Apply what is new in the feed now; returns how many changes were applied.
