@@ -142,7 +142,30 @@ class BoundedConnection(psycopg.Connection[Any]):
 
     #: Seconds one wait may last while the store answers; set per connection.
     deadline: float = DEFAULT_STATEMENT_TIMEOUT + DEADLINE_MARGIN
+    #: The database's breaker (a subclass per database carries it, see `bounded_class`).
     breaker: Breaker | None = None
+
+    @classmethod
+    def _connect_gen(cls, conninfo: str = "") -> Any:
+        """psycopg's connection attempt (bounded by libpq's `connect_timeout`, at least
+        2 s), given up sooner once the breaker is open: a connection begun just as the
+        store froze must not outlast the budget either."""
+        attempt = super()._connect_gen(conninfo)
+        started = time.monotonic()
+        try:
+            value = next(attempt)
+            while True:
+                ready = yield value
+                breaker = cls.breaker
+                if (breaker is not None and breaker.is_open()
+                        and time.monotonic() - started >= UNRESPONSIVE_DEADLINE):
+                    attempt.close()
+                    raise psycopg.OperationalError(
+                        "timeout: the database did not complete the connection within "
+                        f"{UNRESPONSIVE_DEADLINE:.1f} s while it is not answering")
+                value = attempt.send(ready)
+        except StopIteration as done:
+            return done.value
 
     def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
         """As psycopg's, with the deadline checked every `_WAIT_SLICE` seconds."""
@@ -252,12 +275,16 @@ def postgres_connect_args(connect_timeout: int, statement_timeout: float) -> dic
     }
 
 
+def bounded_class(breaker: Breaker | None) -> type[BoundedConnection]:
+    """The `BoundedConnection` class of one database (it carries that breaker)."""
+    return type("BoundedConnection", (BoundedConnection,), {"breaker": breaker})
+
+
 def connect_bounded(args: Any, kwargs: Any, deadline: float,
-                    breaker: Breaker | None) -> BoundedConnection:
-    """A `BoundedConnection` (connect bounded by libpq's `connect_timeout`)."""
-    connection = BoundedConnection.connect(*args, **kwargs)
+                    kind: type[BoundedConnection]) -> BoundedConnection:
+    """A `BoundedConnection` of class `kind` (see `bounded_class`)."""
+    connection = kind.connect(*args, **kwargs)
     connection.deadline = deadline
-    connection.breaker = breaker
     return connection
 
 
@@ -282,9 +309,10 @@ def build_engine(url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
             pool_timeout=connect_timeout,
             connect_args=postgres_connect_args(connect_timeout, statement_timeout))
         deadline = statement_timeout + DEADLINE_MARGIN
+        kind = bounded_class(breaker)
 
         def bounded(_dialect: Any, _record: Any, args: Any, kwargs: Any) -> Any:
-            return connect_bounded(args, kwargs, deadline, breaker)
+            return connect_bounded(args, kwargs, deadline, kind)
 
         event.listen(engine, "do_connect", bounded)
     event.listen(engine, "before_cursor_execute", _refuse_nul)
@@ -304,6 +332,7 @@ class Database:
         self.statement_timeout = statement_timeout
         #: Open while the store does not answer (see `Breaker`); on SQLite never tripped.
         self.breaker = Breaker()
+        self._bounded = bounded_class(self.breaker)
         self.engine = build_engine(url, connect_timeout, statement_timeout, self.breaker)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: Called after a transaction that announced a verdict-affecting change commits,
@@ -378,7 +407,7 @@ class Database:
                                                     self.statement_timeout))
                 connection = connect_bounded(
                     args, kwargs, deadline or self.statement_timeout + DEADLINE_MARGIN,
-                    self.breaker)
+                    self._bounded)
                 connection.autocommit = autocommit
         return connection
 
