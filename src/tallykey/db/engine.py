@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
-import selectors
+import select
 import sqlite3
 import time
 from collections.abc import Callable, Iterator
@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, NoReturn
 
 import psycopg
-from psycopg.waiting import READY_NONE
+from psycopg.waiting import READY_NONE, READY_R, READY_W, WAIT_R, WAIT_RW, WAIT_W
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -42,6 +42,9 @@ DEADLINE_MARGIN = 1.0
 BREAKER_SECONDS = 1.0
 #: How often a waiting statement looks at its deadline.
 _WAIT_SLICE = 0.05
+_POLL_READ = select.POLLIN | select.POLLERR | select.POLLHUP
+_POLL_EVENTS = {WAIT_R: _POLL_READ, WAIT_W: select.POLLOUT | select.POLLERR,
+                WAIT_RW: _POLL_READ | select.POLLOUT}
 #: Driver errors that mean "the store cannot serve this now", not "this request is wrong".
 _DRIVER_OUTAGES: tuple[type[BaseException], ...] = (
     sqlite3.OperationalError, psycopg.OperationalError, psycopg.InterfaceError,
@@ -173,25 +176,30 @@ class BoundedConnection(psycopg.Connection[Any]):
         until = None if timeout is None else started + timeout
         fileno = self.pgconn.socket
         waited = 0.0
+        slice_ms = int(_WAIT_SLICE * 1000)
         try:
             state = next(gen)
-            with selectors.DefaultSelector() as selector:
-                selector.register(fileno, state)
-                while True:
-                    ready = selector.select(timeout=_WAIT_SLICE)
-                    if ready:
-                        new_state = gen.send(ready[0][1])
-                        if new_state != state:
-                            state = new_state
-                            selector.modify(fileno, state)
-                    else:
-                        gen.send(READY_NONE)
-                    now = time.monotonic()
-                    if until is not None and now >= until:
-                        raise psycopg.errors._WaitTimeout("wait timeout expired")
-                    if now - started >= self._allowed():
-                        waited = now - started
-                        break
+            poller = select.poll()
+            poller.register(fileno, _POLL_EVENTS[state])
+            while True:
+                ready = poller.poll(slice_ms)
+                if ready:
+                    events = ready[0][1]
+                    new_state = gen.send((READY_R if events & _POLL_READ else 0)
+                                         | (READY_W if events & select.POLLOUT else 0))
+                    if new_state != state:
+                        state = new_state
+                        poller.modify(fileno, _POLL_EVENTS[state])
+                    if until is None:
+                        continue  # answered: the deadline is looked at on silence only
+                else:
+                    gen.send(READY_NONE)
+                now = time.monotonic()
+                if until is not None and now >= until:
+                    raise psycopg.errors._WaitTimeout("wait timeout expired")
+                if now - started >= self._allowed():
+                    waited = now - started
+                    break
         except StopIteration as done:
             return done.value
         self._abandon(waited)
