@@ -305,7 +305,7 @@ def test_a_frozen_redis_in_open_mode_admits_at_most_nodes_times_the_limit(
                    timeout=5)
         for i in range(after):
             allowed += nodes[i % count].verify(bearer, IP).allowed
-        shared = sum(int(link.client.get(key) or 0)  # type: ignore[arg-type]
+        shared = sum(int(link.client.get(key) or 0)
                      for key in set(link.client.scan_iter("tallykey:rate:*")) - known)
         return allowed, shared
 
