@@ -138,7 +138,7 @@ class FaultProxy:
                     self._stopped.wait(_TICK)
                     continue
                 readable, _, _ = select.select([source], [], [], _TICK)
-                if not readable:
+                if not readable or self.mode != FORWARD:  # the mode may have changed
                     continue
                 data = source.recv(65536)
                 if not data:

@@ -320,6 +320,9 @@ def build_engine(url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
         kind = bounded_class(breaker)
 
         def bounded(_dialect: Any, _record: Any, args: Any, kwargs: Any) -> Any:
+            if breaker is not None and breaker.is_open():  # the feed probes recovery
+                raise psycopg.OperationalError(
+                    "timeout: no new connection while the database is not answering")
             return connect_bounded(args, kwargs, deadline, kind)
 
         event.listen(engine, "do_connect", bounded)
