@@ -37,16 +37,16 @@ def test_a_black_hole_is_bounded_on_the_client_and_opens_the_breaker(
             raw = database.raw_connection(autocommit=True, deadline=0.5)
             proxy.black_hole()
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="did not answer in time"):
-                with database.reading() as session:  # a pooled connection: 1 s + 1 s margin
-                    session.execute(text("SELECT 1"))
+            with (pytest.raises(StoreUnavailable, match="did not answer in time"),
+                  database.reading() as session):  # a pooled connection: 1 s + 1 s margin
+                session.execute(text("SELECT 1"))
             pooled = time.monotonic() - started
             assert 1.5 <= pooled < 2.5, pooled
             assert database.breaker.is_open()
             started = time.monotonic()
-            with pytest.raises(StoreUnavailable, match="not answering"):
-                with database.transaction():
-                    pass
+            with pytest.raises(StoreUnavailable, match="not answering"), \
+                    database.transaction():
+                pass
             assert time.monotonic() - started < 0.1, "an open breaker answers at once"
             started = time.monotonic()
             with pytest.raises(Exception, match="client-side deadline"):
