@@ -19,6 +19,7 @@ import contextlib
 import json
 import queue
 import re
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -53,6 +54,8 @@ DEFAULT_CONNECTIONS = 8
 LOOKUP_DEADLINE = 1.0
 #: The longest a miss waits for a free lookup connection.
 SLOT_WAIT_SECONDS = 0.5
+#: A lookup that failed faster than this (a dropped idle connection) is tried again once.
+RETRY_FAST_FAILURE_SECONDS = 0.2
 MAX_SHARED = 1_000_000
 
 
@@ -85,15 +88,27 @@ class RecordLookup:
 
     def load(self, secret_hash: str) -> TokenRecord | None:
         """The record of the token whose secret hashes to `secret_hash`, or None.
-        Raises `StoreUnavailable` when the store cannot answer in time."""
+        Raises `StoreUnavailable` when the store cannot answer in time. An idle
+        connection that the store dropped meanwhile (a restart, a reset partition) fails
+        at once: then the query is tried once more on a new connection."""
+        began = time.monotonic()
+        try:
+            rows = self._query(secret_hash)
+        except StoreUnavailable:
+            if (time.monotonic() - began > RETRY_FAST_FAILURE_SECONDS
+                    or self.database.breaker.is_open()):
+                raise
+            rows = self._query(secret_hash)
+        return self._record(rows) if rows else None
+
+    def _query(self, secret_hash: str) -> list[Any]:
         with self._connection() as connection:
             cursor = connection.cursor()
             try:
                 cursor.execute(self._sql, (secret_hash,))
-                rows = cursor.fetchall()
+                return list(cursor.fetchall())
             finally:
                 cursor.close()
-        return self._record(rows) if rows else None
 
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
@@ -113,6 +128,7 @@ class RecordLookup:
             if connection is not None:
                 _close_quietly(connection)
                 connection = None
+                self.close()  # the idle ones went through the same outage: new ones next
             raise
         finally:
             if connection is not None:

@@ -172,7 +172,8 @@ class FeedFollower:
         return {"status": status, "store": "ok" if store_ok else "unavailable",
                 "lease": leased,
                 "lease_seconds_left": round(max(0.0, self.lease_ends - now), 3),
-                "feed_age_seconds": round(now - self.read_at, 3)}
+                "feed_age_seconds": (round(now - self.read_at, 3)
+                                     if self.read_at > float("-inf") else None)}
 
     @property
     def store_down(self) -> bool:
@@ -183,8 +184,10 @@ class FeedFollower:
         return time.monotonic() < self._retry_at or self.database.breaker.is_open()
 
     def note_failure(self) -> None:
-        """A request found the store unreachable (a cache miss that could not load)."""
-        self._read_failed()
+        """A request found the store unreachable (a cache miss that could not load):
+        other requests skip the store for a moment; the feed reads decide whether it
+        is down (one dead connection is not an outage)."""
+        self._retry_at = time.monotonic() + RETRY_AFTER_FAILURE_SECONDS
 
     # --- reading -----------------------------------------------------------------------
 
@@ -245,6 +248,8 @@ class FeedFollower:
                 self._fence = time.monotonic()
                 self.read_at = float("-inf")
             self._set_lease(began + self.node_lease - LEASE_MARGIN_SECONDS)
+        if lapsed and self._thread is not None:
+            self._sync_quietly()  # the read behind the fence, at once
 
     def _set_lease(self, ends: float) -> None:
         self.lease_ends = ends
