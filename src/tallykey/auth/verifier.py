@@ -341,7 +341,7 @@ class Verifier:
         follower = self.follower
         leased = follower.ensure_lease()  # first: taking a lease up again fences reads
         if follower.refresh():
-            if leased and follower.leased():
+            if leased and follower.serving():
                 entry = self.cache.get(key)
                 if entry is not None:
                     return entry

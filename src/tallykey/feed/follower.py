@@ -132,7 +132,7 @@ class FeedFollower:
                 return False
             finally:
                 self._lock.release()
-            return True
+            return self.fresh()  # not if the lease was taken up again meanwhile (fence)
         with self._read_done:  # another thread is reading: wait for it, bounded
             self._read_done.wait_for(lambda: self.fresh() or self.recently_failed(),
                                      timeout=REFRESH_WAIT_SECONDS)
