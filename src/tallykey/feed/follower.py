@@ -54,6 +54,9 @@ REFRESH_WAIT_SECONDS = 1.0
 BREAKER_HOLD_SECONDS = 3.0
 #: This node ends its own lease this much before the end it wrote (clock rate drift).
 LEASE_MARGIN_SECONDS = 0.1
+#: The longest an acknowledgement waits for a heartbeat's write in flight (then the
+#: next heartbeat carries it).
+ACKNOWLEDGE_WAIT_SECONDS = 1.0
 #: `/healthz` calls the store unavailable when no feed read succeeded for this long.
 HEALTHY_READ_AGE = 2.5
 
@@ -97,6 +100,9 @@ class FeedFollower:
         self._store_down = False
         self._lock = threading.Lock()  # one feed read at a time (held across I/O)
         self._state = threading.Lock()  # the lease fields (never held across I/O)
+        #: One write of this node's position at a time, so a heartbeat that took the
+        #: position before a read cannot overwrite that read's acknowledgement.
+        self._reporting = threading.Lock()
         self._read_done = threading.Condition()  # never held across I/O
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -225,10 +231,13 @@ class FeedFollower:
         if batch:
             self.apply(batch)
         self._read_succeeded(began, synced_at)
-        if batch:
-            with contextlib.suppress(StoreUnavailable):  # the heartbeat says it later
-                self.presence.acknowledge(self.reader.position, self.reader.snapshot,
-                                          self.synced_at)
+        if batch and self._reporting.acquire(timeout=ACKNOWLEDGE_WAIT_SECONDS):
+            try:
+                with contextlib.suppress(StoreUnavailable):  # the heartbeat says it later
+                    self.presence.acknowledge(self.reader.position, self.reader.snapshot,
+                                              self.synced_at)
+            finally:
+                self._reporting.release()
         return len(batch)
 
     def _renew(self) -> None:
@@ -241,8 +250,9 @@ class FeedFollower:
         visible (a read in flight across the renewal does not count)."""
         began = time.monotonic()
         lapsed = began >= self.lease_ends
-        self.presence.report(self.reader.position, self.reader.snapshot, self.synced_at,
-                             self._offset())
+        with self._reporting:  # positions taken inside: never older than one written
+            self.presence.report(self.reader.position, self.reader.snapshot,
+                                 self.synced_at, self._offset())
         with self._state:
             if lapsed:
                 self._fence = time.monotonic()
