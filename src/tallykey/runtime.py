@@ -135,7 +135,7 @@ class Runtime:
     def check_writable(self) -> None:
         """Refuse to start on a store that cannot take writes (full disk, read-only data
         directory): write and remove a node row, as every heartbeat will."""
-        probe = NodePresence(self.database, self.database_clock, "startup check")
+        probe = NodePresence(self.database, self.database_clock, "startup check", lease=0)
         probe.report(0, None, None)
         probe.leave()
 

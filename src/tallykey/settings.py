@@ -32,6 +32,9 @@ class SettingsError(ValueError):
     """A setting is unknown or has a value the server cannot use: one line for the
     operator, naming the setting and what it expects (never a secret's value)."""
 
+#: The shortest node lease (see `Settings.node_lease`): a few heartbeats.
+MIN_NODE_LEASE_SECONDS = 5.0
+
 
 class Settings(BaseSettings):
     """Deployment settings (SPEC §9 names stay stable)."""
@@ -55,7 +58,8 @@ class Settings(BaseSettings):
     propagation_timeout: float = Field(default=2.0, ge=0, le=30)
     node_name: str | None = None
     #: Seconds a node keeps answering from its cache while the store cannot be reached
-    #: (SPEC §10); 0 refuses at once with 503.
+    #: (SPEC §10); 0 refuses at once with 503. It also sets the node lease that
+    #: acknowledgements count (`node_lease`), so the two can never contradict each other.
     stale_if_error: float = Field(default=60.0, ge=0, le=3600)
     #: Seconds to wait for a database connection (PostgreSQL: libpq `connect_timeout`).
     db_connect_timeout: int = Field(default=2, ge=1, le=60)
@@ -214,6 +218,17 @@ class Settings(BaseSettings):
         if "@" not in value or any(c.isspace() for c in value.strip()):
             raise ValueError("expected an e-mail address, e.g. tallykey@example.com")
         return value
+
+    @property
+    def node_lease(self) -> float:
+        """Seconds of each node's lease (derived, not set): every heartbeat lets a node
+        answer from its cache until this long after it, on the database's clock, and a
+        change's author awaits or names every node whose lease has not ended. Never
+        shorter than `stale_if_error` (a cut-off node stops serving before the moment
+        others name), nor than `MIN_NODE_LEASE_SECONDS` (a few heartbeats). A node that
+        dies without leaving (crash, kill -9) is named in `complete: false` answers
+        until its lease ends."""
+        return max(self.stale_if_error, MIN_NODE_LEASE_SECONDS)
 
     @property
     def resolved_database_url(self) -> str:

@@ -19,6 +19,7 @@ from tallykey.settings import Settings
 from tallykey.tokens.service import TokenChanges, TokenDraft
 
 from ..conftest import World
+from ..pgcluster import wait_until
 from ..redisserver import RedisServer
 
 IP = "198.51.100.7"
@@ -269,3 +270,58 @@ def test_three_nodes_hammered_by_many_clients_admit_no_more_than_the_limit(
             node.close()
     assert sum(allowed) == 100  # never more; and no lease was left unused
     assert sum(refused) == 24 * 25 - 100
+
+
+@pytest.mark.serial
+def test_a_frozen_redis_in_open_mode_admits_at_most_nodes_times_the_limit(
+        world: World, rt: Runtime, redis_server: RedisServer) -> None:
+    """Issue 25: Redis frozen in `open` mode, then back, within one window. The stated
+    bound is nodes x limit per window, exactly: each node admits at most the limit in a
+    window whatever the mode; and when Redis answers again each node first adds what it
+    admitted alone to the shared count, so the nodes do not lease a further limit on top
+    of it."""
+    limit, count = 100, 3
+    nodes = [make_verifier(rt, SystemClock(), redis_url=redis_server.url,
+                           redis_failure="open", redis_timeout=0.2)
+             for _ in range(count)]
+    link = nodes[0].controls.rates.link
+    assert link is not None
+    window = int(time.time() // 3600)
+
+    def run(token: str, before: int, frozen: int, after: int) -> tuple[int, int]:
+        """Requests round-robin: through Redis, while it is frozen, once it is back;
+        returns (admitted, the shared count afterwards)."""
+        bearer, allowed = f"Bearer {token}", 0
+        known = set(link.client.scan_iter("tallykey:rate:*"))
+        for i in range(before):
+            allowed += nodes[i % count].verify(bearer, IP).allowed
+        redis_server.freeze()
+        try:
+            for i in range(frozen):
+                allowed += nodes[i % count].verify(bearer, IP).allowed
+        finally:
+            redis_server.thaw()
+        wait_until(lambda: all(n.controls.rates.link.up() for n in nodes),  # type: ignore[union-attr]
+                   timeout=5)
+        for i in range(after):
+            allowed += nodes[i % count].verify(bearer, IP).allowed
+        shared = sum(int(link.client.get(key) or 0)
+                     for key in set(link.client.scan_iter("tallykey:rate:*")) - known)
+        return allowed, shared
+
+    try:
+        saturated = run(limited(world, {"name": "default", "limit": limit,
+                                        "per_seconds": 3600}), 60, 400, 400)
+        partial = run(limited(world, {"name": "default", "limit": limit,
+                                      "per_seconds": 3600}), 60, 90, 400)
+        assert int(time.time() // 3600) == window, "the run straddled two windows"
+    finally:
+        for node in nodes:
+            node.close()
+    print(f"\nRedis frozen in open mode, then back, in one window ({count} nodes, limit "
+          f"{limit}): {saturated[0]} admitted with every node saturated (bound "
+          f"{count * limit}); {partial[0]} admitted after 60 shared + 90 alone (without "
+          f"carrying the 90 it would be 190); shared counts {saturated[1]}, {partial[1]}")
+    assert limit < saturated[0] <= count * limit
+    assert partial[0] <= partial[1], "every admitted request is in the shared count"
+    assert partial[0] < 60 + 90 + (limit - 60), "what nodes admitted alone was carried"

@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 
 from tallykey.clock import FrozenClock
 from tallykey.db.engine import Database
@@ -81,19 +81,71 @@ def test_a_skewed_node_is_live_and_deletes_nobody(database: Database) -> None:
     assert wait_for(database, honest_clock, 2, timeout=1, stale_if_error=60).complete
 
 
-def test_an_unconfirmed_node_is_named_with_when_it_stops(database: Database) -> None:
+def test_an_unconfirmed_node_is_named_with_the_end_of_its_lease(database: Database) -> None:
     clock = DatabaseClock(database)
-    NodePresence(database, clock, "lagging").report(0, None, None)
+    before = clock.now()
+    NodePresence(database, clock, "lagging", lease=60).report(0, None, None)
     with database.transaction() as session:
         changes.announce(session, changes.TOKEN, "token-x", clock.now())
-    before = clock.now()
     done = settle(database, clock, "token-x", timeout=0.05, stale_if_error=60)
     assert not done.complete
     [late] = done.unconfirmed
     assert late.label == "lagging"
+    with database.reading() as session:
+        lease_until = session.scalar(select(Node.lease_until).where(Node.label == "lagging"))
+    assert late.stops_by == lease_until
     assert before + timedelta(seconds=59) <= late.stops_by <= clock.now() + timedelta(
         seconds=60)
     assert "lagging unconfirmed, stops by" in done.summary()
+
+
+def test_a_silent_node_is_counted_while_its_lease_lasts_and_dropped_after(
+        database: Database) -> None:
+    """The fault of issue 25: a node cut off from the store stops heart-beating but may
+    still serve from cache; it must be awaited (or named) until its lease ends, however
+    old its heartbeat, and only then be left out."""
+    clock = DatabaseClock(database)
+    NodePresence(database, clock, "live").report(10, None, None)
+    cut = NodePresence(database, clock, "cut-off", lease=60)
+    cut.report(0, None, None)
+    with database.transaction() as session:  # its last heartbeat is long past
+        session.execute(update(Node).where(Node.id == cut.id).values(
+            heartbeat_at=datetime.now(UTC) - timedelta(seconds=50)))
+    done = wait_for(database, clock, 5, timeout=0.05, stale_if_error=60)
+    assert done.confirmed == ["live"] and [u.label for u in done.unconfirmed] == ["cut-off"]
+    with database.transaction() as session:  # its lease has ended
+        session.execute(update(Node).where(Node.id == cut.id).values(
+            lease_until=datetime.now(UTC) - timedelta(seconds=0.5)))
+    done = wait_for(database, clock, 5, timeout=0.05, stale_if_error=60)
+    assert done.complete and done.confirmed == ["live"]
+
+
+def test_one_node_one_entry_whatever_its_rows(database: Database) -> None:
+    """A node restarted without leaving, or run with several workers, has several rows
+    under one name: it is one entry, confirmed only when each of its leased rows is."""
+    clock = DatabaseClock(database)
+    old = NodePresence(database, clock, "node3", lease=30)
+    new = NodePresence(database, clock, "node3", lease=30)
+    other = NodePresence(database, clock, "node1")
+    old.report(0, None, None)
+    new.report(10, None, None)
+    other.report(10, None, None)
+    done = wait_for(database, clock, 5, timeout=0.05, stale_if_error=60)
+    assert done.confirmed == ["node1"] and [u.label for u in done.unconfirmed] == ["node3"]
+    assert done.summary().startswith("stopped on 1 of 2 nodes")
+    old.report(10, None, None)
+    done = wait_for(database, clock, 5, timeout=1, stale_if_error=60)
+    assert done.complete and done.confirmed == ["node1", "node3"]
+    assert done.summary() == "stopped on 2 of 2 nodes"
+
+
+def test_a_row_without_a_lease_is_never_awaited(database: Database) -> None:
+    """The start-up write check holds no lease: if its row stays (store gone before it
+    could leave) it never holds up an acknowledgement."""
+    clock = DatabaseClock(database)
+    NodePresence(database, clock, "startup check", lease=0).report(0, None, None)
+    done = wait_for(database, clock, 5, timeout=0.05, stale_if_error=60)
+    assert done.complete and done.confirmed == []
 
 
 def test_a_frozen_product_clock_does_not_move_the_database_clock(database: Database) -> None:

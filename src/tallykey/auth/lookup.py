@@ -19,6 +19,7 @@ import contextlib
 import json
 import queue
 import re
+import time
 from collections.abc import Iterator, Mapping
 from datetime import UTC, datetime
 from typing import Any
@@ -60,6 +61,13 @@ SELECT id FROM up ORDER BY depth DESC LIMIT 1
 """
 
 DEFAULT_CONNECTIONS = 8
+#: Client-side deadline of one lookup (an index probe that takes milliseconds): a store
+#: that needs longer is not answering, and the request gets 503 within its budget.
+LOOKUP_DEADLINE = 1.0
+#: The longest a miss waits for a free lookup connection.
+SLOT_WAIT_SECONDS = 0.5
+#: A lookup that failed faster than this (a dropped idle connection) is tried again once.
+RETRY_FAST_FAILURE_SECONDS = 0.2
 MAX_SHARED = 1_000_000
 
 
@@ -93,14 +101,17 @@ class RecordLookup:
 
     def load(self, secret_hash: str) -> TokenRecord | None:
         """The record of the token whose secret hashes to `secret_hash`, or None.
-        Raises `StoreUnavailable` when the store cannot answer in time."""
-        with self._connection() as connection:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self._sql, (secret_hash,))
-                rows = cursor.fetchall()
-            finally:
-                cursor.close()
+        Raises `StoreUnavailable` when the store cannot answer in time. An idle
+        connection that the store dropped meanwhile (a restart, a reset partition) fails
+        at once: then the query is tried once more on a new connection."""
+        began = time.monotonic()
+        try:
+            rows = self._query(secret_hash)
+        except StoreUnavailable:
+            if (time.monotonic() - began > RETRY_FAST_FAILURE_SECONDS
+                    or self.database.breaker.is_open()):
+                raise
+            rows = self._query(secret_hash)
         if not rows:
             return None
         renewed_from = rows[0][-1]
@@ -108,12 +119,21 @@ class RecordLookup:
                    if renewed_from is not None else None)
         return self._record(rows, lineage)
 
+    def _query(self, secret_hash: str) -> list[Any]:
+        with self._connection() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self._sql, (secret_hash,))
+                return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
     @contextlib.contextmanager
     def _connection(self) -> Iterator[Any]:
         """A connection for one query: the slot is always given back, and a connection
         that failed is closed rather than reused."""
         try:
-            self._slots.get(timeout=self.database.connect_timeout)
+            self._slots.get(timeout=SLOT_WAIT_SECONDS)
         except queue.Empty:
             raise StoreUnavailable("The token store is not answering: every lookup "
                                    "connection is busy.") from None
@@ -126,6 +146,7 @@ class RecordLookup:
             if connection is not None:
                 _close_quietly(connection)
                 connection = None
+                self.close()  # the idle ones went through the same outage: new ones next
             raise
         finally:
             if connection is not None:
@@ -144,7 +165,7 @@ class RecordLookup:
             return self._idle.get_nowait()
         except queue.Empty:
             pass
-        connection = self.database.raw_connection(autocommit=True)
+        connection = self.database.raw_connection(autocommit=True, deadline=LOOKUP_DEADLINE)
         if not self._sqlite:
             # Prepared from the first miss, with the generic plan at once: the query is
             # one unique-index probe whatever the hash, and planning its six-table join

@@ -8,8 +8,13 @@ trip on most requests; the block shrinks with what is left (1/16 of it), and the
 of a window are leased one at a time: near its limit a token is counted exactly. Leases
 never add up to more than the limit, so all nodes together admit at most `limit`
 requests per window. While Redis cannot be reached, `TALLYKEY_REDIS_FAILURE=open` counts
-each node's requests against the whole limit on its own (at most nodes x limit per
-window), `closed` answers 503.
+each node's requests against the whole limit on its own, `closed` answers 503.
+
+The bound in `open` mode, exactly: in any one window, all nodes together admit at most
+nodes x limit, whenever Redis fails or comes back. Each node admits at most `limit` in a
+window whatever the mode (`Bucket.used`), and when Redis answers again a node first
+adds what it admitted on its own in that window to the shared count (`carry`), so the
+nodes do not lease a second full limit on top of it.
 
 `admit` never blocks: it answers from local state, or says that a lease is needed
 (`NEEDS_LEASE`), which `admit_remote` takes (a network call, off the event loop).
@@ -45,13 +50,18 @@ class Bucket:
     """One counter in its current window: the local count (no Redis, or Redis down and
     failing open), or the allowances leased from Redis and the shared count seen."""
 
-    __slots__ = ("count", "ends", "full", "key", "lease", "local", "seen", "window")
+    __slots__ = ("count", "ends", "full", "key", "lease", "local", "seen", "used", "window")
 
     def __init__(self, key: str) -> None:
         self.key = key
         self.window = -1.0
         self.ends = 0.0
+        #: Admitted on this node's own count (no Redis, or Redis away), not yet added to
+        #: the shared count.
         self.count = 0
+        #: Everything this node admitted in the window (it never admits more than the
+        #: limit in a window: the nodes x limit bound while Redis is away).
+        self.used = 0
         self.lease = 0
         self.seen = 0
         self.full = False
@@ -63,12 +73,12 @@ class Bucket:
         if window > self.window:
             self.window = window
             self.ends = (window + 1) * per_seconds
-            self.count = self.lease = self.seen = 0
+            self.count = self.used = self.lease = self.seen = 0
             self.full = False
 
     def remaining(self, limit: int) -> int:
         if self.local:
-            return max(0, limit - self.count)
+            return max(0, limit - self.used)
         return 0 if self.full else max(0, limit - self.seen + self.lease)
 
 
@@ -151,15 +161,19 @@ class RateCounter:
             with self._lock:
                 bucket.roll(now // rule.per_seconds, rule.per_seconds)
                 window = bucket.window
-                if bucket.lease > 0:
+                if bucket.used >= rule.limit:  # this node's own share, whatever the mode
+                    refusal = _limited(rule, bucket, now)
+                    break
+                if bucket.lease > 0 and bucket.count == 0:
                     bucket.lease -= 1
                     taken.append((bucket, window))
                     continue
                 if bucket.full:
                     refusal = _limited(rule, bucket, now)
                     break
+                carry = bucket.count
             answer = self.link.lease(f"tallykey:rate:{bucket.key}:{int(window)}", rule.limit,
-                                     rule.per_seconds + 1)
+                                     rule.per_seconds + 1, carry)
             with self._lock:
                 if answer is None:  # Redis failed: undo, then count as configured
                     self._give_back(taken)
@@ -169,6 +183,7 @@ class RateCounter:
                 granted, seen = answer
                 current = bucket.window == window  # else the window ended meanwhile
                 if current:
+                    bucket.count = max(0, bucket.count - carry)  # now in the shared count
                     bucket.seen = max(bucket.seen, seen)
                     bucket.local = False
                 if granted == 0:
@@ -178,9 +193,13 @@ class RateCounter:
                 if current:
                     bucket.lease += granted - 1
                 taken.append((bucket, window))
-        if refusal is not None:
-            with self._lock:
+        with self._lock:
+            if refusal is not None:
                 self._give_back(taken)
+            else:
+                for bucket, window in taken:
+                    if bucket.window == window:
+                        bucket.used += 1
         return refusal
 
     def _give_back(self, taken: list[tuple[Bucket, float]]) -> None:
@@ -195,10 +214,11 @@ class RateCounter:
                 window = now // rule.per_seconds
                 if window > bucket.window:
                     bucket.roll(window, rule.per_seconds)
-                if bucket.count >= rule.limit:
+                if bucket.used >= rule.limit:
                     return _limited(rule, bucket, now)
             for bucket in view.buckets:
                 bucket.count += 1
+                bucket.used += 1
             return None
         if not self.link.up():
             if not self.fail_open:
@@ -207,18 +227,23 @@ class RateCounter:
                     "be counted now.", "Try again in 1 second.", retry_after=1)
             for rule, bucket in view.pairs:  # fail open: each node counts alone
                 bucket.roll(now // rule.per_seconds, rule.per_seconds)
-                if bucket.count >= rule.limit:
+                if bucket.used >= rule.limit:
                     return _limited(rule, bucket, now)
             for bucket in view.buckets:
                 bucket.count += 1
+                bucket.used += 1
                 bucket.local = True
             return None
         for rule, bucket in view.pairs:
             bucket.roll(now // rule.per_seconds, rule.per_seconds)
-            if bucket.lease <= 0:  # a lease granted meanwhile is spent before "full"
+            if bucket.used >= rule.limit:
+                return _limited(rule, bucket, now)
+            if bucket.lease <= 0 or bucket.count > 0:  # a lease granted meanwhile is
+                # spent before "full"; what was admitted alone is carried first
                 return _limited(rule, bucket, now) if bucket.full else NEEDS_LEASE
         for bucket in view.buckets:
             bucket.lease -= 1
+            bucket.used += 1
             bucket.local = False
         return None
 

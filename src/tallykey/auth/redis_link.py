@@ -22,19 +22,33 @@ RETRY_SECONDS = 1.0
 LEASE_FRACTION = 16
 MAX_LEASE = 100
 
-#: KEYS[1] the window's counter; ARGV limit, ttl, fraction, most. Returns {granted, count
-#: after the grant}; granted is 0 once the window's limit is reached.
+#: KEYS[1] the window's counter; ARGV limit, ttl, fraction, most, carry. First adds
+#: `carry` (requests a node admitted on its own while Redis was away, in this window),
+#: then grants. Returns {granted, count after the grant}; granted is 0 once the window's
+#: limit is reached.
 _LEASE = """
 local limit = tonumber(ARGV[1])
-local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+local carry = tonumber(ARGV[5] or '0')
+local current
+if carry > 0 then
+  current = redis.call('INCRBY', KEYS[1], carry)
+else
+  current = tonumber(redis.call('GET', KEYS[1]) or '0')
+end
 local left = limit - current
-if left <= 0 then return {0, current} end
-local grant = math.floor(left / tonumber(ARGV[3]))
-if grant < 1 then grant = 1 end
-if grant > tonumber(ARGV[4]) then grant = tonumber(ARGV[4]) end
-current = redis.call('INCRBY', KEYS[1], grant)
-if current == grant then redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2])) end
-return {grant, current}
+if left > 0 then
+  local grant = math.floor(left / tonumber(ARGV[3]))
+  if grant < 1 then grant = 1 end
+  if grant > tonumber(ARGV[4]) then grant = tonumber(ARGV[4]) end
+  current = redis.call('INCRBY', KEYS[1], grant)
+  left = grant
+else
+  left = 0
+end
+if current > 0 and redis.call('TTL', KEYS[1]) < 0 then
+  redis.call('EXPIRE', KEYS[1], tonumber(ARGV[2]))
+end
+return {left, current}
 """
 
 
@@ -58,11 +72,13 @@ class RedisLink:
         """False while the breaker is open (a call failed less than RETRY_SECONDS ago)."""
         return time.monotonic() >= self._down_until
 
-    def lease(self, key: str, limit: int, ttl: int) -> tuple[int, int] | None:
-        """(allowances granted, the window's count after the grant), or None on failure."""
+    def lease(self, key: str, limit: int, ttl: int, carry: int = 0) -> tuple[int, int] | None:
+        """(allowances granted, the window's count after the grant), or None on failure.
+        `carry`: requests this node admitted on its own in this window while Redis was
+        away, added to the shared count first."""
         try:
             granted, count = self._lease(keys=[key], args=[limit, ttl, LEASE_FRACTION,
-                                                            MAX_LEASE])
+                                                            MAX_LEASE, carry])
         except self.errors as error:
             self._fail(error)
             return None

@@ -8,9 +8,11 @@ change feed (`feed.follower`) so revocations and permission changes made anywher
 console, CLI, another node) evict cached entries within milliseconds.
 
 The cache is a lease (SPEC §10): it answers only while the last successful feed read is
-younger than `TALLYKEY_PROPAGATION_TIMEOUT`; otherwise the feed is read first. When the
-store cannot be reached, cached verdicts keep verifying for `TALLYKEY_STALE_IF_ERROR`
-seconds (never past a token's own expiry), and anything else answers 503.
+younger than `TALLYKEY_PROPAGATION_TIMEOUT` and this node holds the lease that
+acknowledgements count (`feed.follower`); otherwise the feed is read first (bounded:
+no request waits on the store for longer than its budget). When the store cannot be
+reached, cached verdicts keep verifying for `TALLYKEY_STALE_IF_ERROR` seconds and
+within the node lease (never past a token's own expiry), and anything else answers 503.
 """
 
 from __future__ import annotations
@@ -131,8 +133,8 @@ class Verifier:
             self.database, self._apply, clock=self.database_clock,
             lease=self.settings.propagation_timeout,
             stale_if_error=self.settings.stale_if_error,
+            node_lease=self.settings.node_lease,
             node_name=self.settings.node_name, poll_interval=sync_interval)
-        self._lease = self.follower.lease
         self.follower.periodic.append(self._flush_quietly)
         if self.limiter.limit > 0:
             self.follower.periodic.append(self._share_failures)
@@ -175,7 +177,7 @@ class Verifier:
             return first
         key, started = first
         found: Entry | Verdict | None = None
-        if self.follower.fresh():
+        if self.follower.serving():
             found = self.cache.get(key)
         if found is None:
             found = await to_thread.run_sync(self._resolve, key)
@@ -274,8 +276,8 @@ class Verifier:
                     workspace: str | None = None, cost: int = 1) -> Verdict | None:
         """The hot path: a plainly formed header whose token is cached. None otherwise
         (and then the full path runs, with its precise diagnostics)."""
-        if authorization is None or _monotonic() - self.follower.read_at >= self._lease:
-            return None  # the full path, or a lease renewal first
+        if authorization is None or _monotonic() >= self.follower.serve_until:
+            return None  # the full path: a feed read or the lease first
         shaped = _PLAIN_HEADER.fullmatch(authorization)
         if shaped is None:
             return None
@@ -335,24 +337,28 @@ class Verifier:
 
     def _resolve(self, key: bytes) -> Entry | Verdict | None:
         """The cache entry for `key` under the lease rules, loading it from the store
-        when needed: an entry, None (no such token), or a 503 verdict."""
-        fresh = self.follower.refresh()
-        if fresh:
-            entry = self.cache.get(key)
-            if entry is not None:
-                return entry
-            if self.cache.known_unknown(key):
-                return None
-            if not self.follower.recently_failed():
+        when needed: an entry, None (no such token), or a 503 verdict. Without the node
+        lease the cache is not used at all (a load from the store is still exact)."""
+        follower = self.follower
+        leased = follower.ensure_lease()  # first: taking a lease up again fences reads
+        if follower.refresh():
+            if leased and follower.serving():
+                entry = self.cache.get(key)
+                if entry is not None:
+                    return entry
+                if self.cache.known_unknown(key):
+                    return None
+            if not follower.recently_failed():
                 try:
                     return self._load(key)
                 except StoreUnavailable as error:
-                    self.follower.note_failure()
+                    follower.note_failure()
                     return self._stale(key, error)
         return self._stale(key, None)
 
     def _stale(self, key: bytes, error: StoreUnavailable | None) -> Entry | Verdict | None:
-        """The store cannot be reached: a cached verdict if the stale window allows."""
+        """The store cannot be reached: a cached verdict if the stale window and the
+        node lease allow."""
         if self.follower.within_stale_window():
             entry = self.cache.get_stale(key)
             if entry is not None:

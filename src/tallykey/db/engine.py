@@ -2,16 +2,20 @@
 
 from __future__ import annotations
 
+import contextlib
 import errno
+import select
 import sqlite3
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
 from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import psycopg
+from psycopg.waiting import READY_NONE, READY_R, READY_W, WAIT_R, WAIT_RW, WAIT_W
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
@@ -26,6 +30,21 @@ _OWNER = "tallykey.database"
 
 DEFAULT_CONNECT_TIMEOUT = 2
 DEFAULT_STATEMENT_TIMEOUT = 5.0
+#: The client-side deadline of one statement once the store is known to be unresponsive
+#: (a feed read or another statement missed its deadline moments ago): in-flight waits
+#: older than this are abandoned, so no request outlives the 2 s budget of SPEC §10.
+UNRESPONSIVE_DEADLINE = 1.0
+#: The client waits this much longer than the server's `statement_timeout` before it
+#: gives up on a statement itself (the server normally cancels it first).
+DEADLINE_MARGIN = 1.0
+#: After a statement missed its client-side deadline, new units of work fail at once
+#: (503) for this long, unless a successful read closes the breaker earlier.
+BREAKER_SECONDS = 1.0
+#: How often a waiting statement looks at its deadline.
+_WAIT_SLICE = 0.05
+_POLL_READ = select.POLLIN | select.POLLERR | select.POLLHUP
+_POLL_EVENTS = {WAIT_R: _POLL_READ, WAIT_W: select.POLLOUT | select.POLLERR,
+                WAIT_RW: _POLL_READ | select.POLLOUT}
 #: Driver errors that mean "the store cannot serve this now", not "this request is wrong".
 _DRIVER_OUTAGES: tuple[type[BaseException], ...] = (
     sqlite3.OperationalError, psycopg.OperationalError, psycopg.InterfaceError,
@@ -97,6 +116,110 @@ def store_errors() -> Iterator[None]:
         raise outage from error
 
 
+class Breaker:
+    """Says whether the store answered lately. A statement that missed its deadline (or
+    a failed feed read) opens it: new units of work then fail at once with 503 and the
+    statements already waiting give up after `UNRESPONSIVE_DEADLINE`, until a
+    successful read closes it or `BREAKER_SECONDS` pass."""
+
+    def __init__(self) -> None:
+        self.open_until = 0.0
+
+    def is_open(self) -> bool:
+        return time.monotonic() < self.open_until
+
+    def trip(self, seconds: float = BREAKER_SECONDS) -> None:
+        self.open_until = max(self.open_until, time.monotonic() + seconds)
+
+    def close(self) -> None:
+        self.open_until = 0.0
+
+
+class BoundedConnection(psycopg.Connection[Any]):
+    """A psycopg connection whose every wait on the server (statement, fetch, commit,
+    rollback, ping) has a client-side deadline. `statement_timeout` acts in the server
+    only: a frozen server, or a partition that holds bytes, never answers, and TCP
+    keepalives are answered by the kernel. Past the deadline the connection is closed
+    (its state is unknown) and an `OperationalError` is raised, which the engine
+    treats as a lost connection and the services as `StoreUnavailable`."""
+
+    #: Seconds one wait may last while the store answers; set per connection.
+    deadline: float = DEFAULT_STATEMENT_TIMEOUT + DEADLINE_MARGIN
+    #: The database's breaker (a subclass per database carries it, see `bounded_class`).
+    breaker: Breaker | None = None
+
+    @classmethod
+    def _connect_gen(cls, conninfo: str = "") -> Any:
+        """psycopg's connection attempt (bounded by libpq's `connect_timeout`, at least
+        2 s), given up sooner once the breaker is open: a connection begun just as the
+        store froze must not outlast the budget either."""
+        attempt = super()._connect_gen(conninfo)
+        started = time.monotonic()
+        try:
+            value = next(attempt)
+            while True:
+                ready = yield value
+                breaker = cls.breaker
+                if (breaker is not None and breaker.is_open()
+                        and time.monotonic() - started >= UNRESPONSIVE_DEADLINE):
+                    attempt.close()
+                    raise psycopg.OperationalError(
+                        "timeout: the database did not complete the connection within "
+                        f"{UNRESPONSIVE_DEADLINE:.1f} s while it is not answering")
+                value = attempt.send(ready)
+        except StopIteration as done:
+            return done.value
+
+    def wait(self, gen: Any, interval: float = 0.1, timeout: float | None = None) -> Any:
+        """As psycopg's, with the deadline checked every `_WAIT_SLICE` seconds."""
+        started = time.monotonic()
+        until = None if timeout is None else started + timeout
+        fileno = self.pgconn.socket
+        waited = 0.0
+        slice_ms = int(_WAIT_SLICE * 1000)
+        try:
+            state = next(gen)
+            poller = select.poll()
+            poller.register(fileno, _POLL_EVENTS[state])
+            while True:
+                ready = poller.poll(slice_ms)
+                if ready:
+                    events = ready[0][1]
+                    new_state = gen.send((READY_R if events & _POLL_READ else 0)
+                                         | (READY_W if events & select.POLLOUT else 0))
+                    if new_state != state:
+                        state = new_state
+                        poller.modify(fileno, _POLL_EVENTS[state])
+                    if until is None:
+                        continue  # answered: the deadline is looked at on silence only
+                else:
+                    gen.send(READY_NONE)
+                now = time.monotonic()
+                if until is not None and now >= until:
+                    raise psycopg.errors._WaitTimeout("wait timeout expired")
+                if now - started >= self._allowed():
+                    waited = now - started
+                    break
+        except StopIteration as done:
+            return done.value
+        self._abandon(waited)
+
+    def _allowed(self) -> float:
+        breaker = self.breaker
+        if breaker is not None and breaker.is_open():
+            return min(self.deadline, UNRESPONSIVE_DEADLINE)
+        return self.deadline
+
+    def _abandon(self, waited: float) -> NoReturn:
+        if self.breaker is not None:
+            self.breaker.trip()
+        with contextlib.suppress(Exception):
+            self.pgconn.finish()
+        raise psycopg.OperationalError(
+            f"timeout: the database did not answer within {waited:.1f} s "
+            "(client-side deadline); the connection was closed")
+
+
 def _tune_sqlite(dbapi_connection: Any, _record: Any,
                  busy_ms: int = int(DEFAULT_STATEMENT_TIMEOUT * 1000)) -> None:
     cursor = dbapi_connection.cursor()
@@ -146,23 +269,39 @@ def _refuse_nul(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _con
 
 def postgres_connect_args(connect_timeout: int, statement_timeout: float) -> dict[str, Any]:
     """libpq settings every PostgreSQL connection gets: a bounded connect, a bounded
-    statement, no transaction left idle for long, and TCP keepalives so a vanished
-    server is noticed."""
+    statement (in the server), no transaction left idle for long, TCP keepalives and a
+    TCP user timeout so a vanished peer is noticed by the kernel. A server that is
+    frozen, or a partition that holds bytes, is bounded by `BoundedConnection`."""
     statement_ms = int(statement_timeout * 1000)
     return {
         "connect_timeout": max(2, connect_timeout),  # libpq treats 1 as 2
         "options": (f"-c statement_timeout={statement_ms} "
                     f"-c lock_timeout={statement_ms} "
                     f"-c idle_in_transaction_session_timeout={max(statement_ms * 6, 30_000)}"),
-        "keepalives": 1, "keepalives_idle": 5, "keepalives_interval": 2,
-        "keepalives_count": 3,
+        "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1,
+        "keepalives_count": 3, "tcp_user_timeout": 3000,
     }
 
 
+def bounded_class(breaker: Breaker | None) -> type[BoundedConnection]:
+    """The `BoundedConnection` class of one database (it carries that breaker)."""
+    return type("BoundedConnection", (BoundedConnection,), {"breaker": breaker})
+
+
+def connect_bounded(args: Any, kwargs: Any, deadline: float,
+                    kind: type[BoundedConnection]) -> BoundedConnection:
+    """A `BoundedConnection` of class `kind` (see `bounded_class`)."""
+    connection = kind.connect(*args, **kwargs)
+    connection.deadline = deadline
+    return connection
+
+
 def build_engine(url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
-                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> Engine:
+                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+                 breaker: Breaker | None = None) -> Engine:
     """An engine for `url`; for SQLite the data directory is created first. Connecting,
-    waiting for a pooled connection and each statement are all bounded in time."""
+    waiting for a pooled connection and each statement are all bounded in time, on the
+    client side too (`BoundedConnection`)."""
     parsed = make_url(url)
     if parsed.get_backend_name() == "sqlite":
         if parsed.database and parsed.database != ":memory:":
@@ -177,6 +316,16 @@ def build_engine(url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
             url, pool_pre_ping=True, pool_size=10, max_overflow=20,
             pool_timeout=connect_timeout,
             connect_args=postgres_connect_args(connect_timeout, statement_timeout))
+        deadline = statement_timeout + DEADLINE_MARGIN
+        kind = bounded_class(breaker)
+
+        def bounded(_dialect: Any, _record: Any, args: Any, kwargs: Any) -> Any:
+            if breaker is not None and breaker.is_open():  # the feed probes recovery
+                raise psycopg.OperationalError(
+                    "timeout: no new connection while the database is not answering")
+            return connect_bounded(args, kwargs, deadline, kind)
+
+        event.listen(engine, "do_connect", bounded)
     event.listen(engine, "before_cursor_execute", _refuse_nul)
     return engine
 
@@ -192,7 +341,10 @@ class Database:
         self.url = url
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
-        self.engine = build_engine(url, connect_timeout, statement_timeout)
+        #: Open while the store does not answer (see `Breaker`); on SQLite never tripped.
+        self.breaker = Breaker()
+        self._bounded = bounded_class(self.breaker)
+        self.engine = build_engine(url, connect_timeout, statement_timeout, self.breaker)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: Called after a transaction that announced a verdict-affecting change commits,
         #: so verifiers in this process apply it before the caller gets its answer.
@@ -216,6 +368,7 @@ class Database:
             with store_errors(), outer.begin_nested():
                 yield outer
             return
+        self._check_breaker()
         with store_errors(), self._sessions() as session:
             session.info[_OWNER] = self
             joined = _unit_of_work.set(session)
@@ -237,14 +390,23 @@ class Database:
         if outer is not None and outer.info.get(_OWNER) is self:
             yield outer
             return
+        self._check_breaker()
         with store_errors(), self._sessions() as session:
             yield session
 
-    def raw_connection(self, autocommit: bool = False) -> Any:
+    def _check_breaker(self) -> None:
+        if self.breaker.is_open():
+            raise StoreUnavailable("The token store is not answering right now.",
+                                   retry_after=2)
+
+    def raw_connection(self, autocommit: bool = False,
+                       deadline: float | None = None) -> Any:
         """A new driver-level connection outside the pool, tuned and time-bounded like
-        pooled ones. An outage raises `StoreUnavailable`."""
+        pooled ones (`deadline`: seconds one statement may wait on PostgreSQL, on the
+        client side). An outage raises `StoreUnavailable`."""
         dialect = self.engine.dialect
         args, kwargs = dialect.create_connect_args(self.engine.url)
+        connection: Any
         with store_errors():
             if dialect.name == "sqlite":
                 connection = dialect.connect(*args, **kwargs)
@@ -254,7 +416,9 @@ class Database:
             else:
                 kwargs.update(postgres_connect_args(self.connect_timeout,
                                                     self.statement_timeout))
-                connection = dialect.connect(*args, **kwargs)
+                connection = connect_bounded(
+                    args, kwargs, deadline or self.statement_timeout + DEADLINE_MARGIN,
+                    self._bounded)
                 connection.autocommit = autocommit
         return connection
 

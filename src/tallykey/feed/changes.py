@@ -85,8 +85,10 @@ class FeedReader:
     `position` and `snapshot` say how far this reader is (see `applied`); `read()`
     returns the changes committed since the previous read (each change once)."""
 
-    def __init__(self, database: Database) -> None:
+    def __init__(self, database: Database, deadline: float | None = None) -> None:
         self.database = database
+        #: Seconds one read may wait on PostgreSQL (client side); None: the default.
+        self.deadline = deadline
         self._postgres = database.dialect == "postgresql"
         self._connection: Any = None
         self._lock = threading.Lock()
@@ -155,7 +157,8 @@ class FeedReader:
     def _query(self, sql: str, params: tuple[Any, ...]) -> list[Any]:
         with self._lock:
             if self._connection is None:
-                self._connection = self.database.raw_connection(autocommit=True)
+                self._connection = self.database.raw_connection(autocommit=True,
+                                                                deadline=self.deadline)
             try:
                 with store_errors():
                     cursor = self._connection.cursor()

@@ -17,6 +17,9 @@ from tallykey.feed.changes import CHANNEL
 
 log = logging.getLogger(__name__)
 APPLICATION_NAME = "tallykey-listener"
+#: Client-side deadline of the listener's statements (LISTEN, SET): a store that takes
+#: longer is not answering, and the listener reconnects.
+LISTEN_DEADLINE = 2.0
 
 
 class ChangeListener:
@@ -49,7 +52,7 @@ class ChangeListener:
                 self._stop.wait(0.5)
 
     def _listen(self) -> None:
-        connection = self.database.raw_connection(autocommit=True)
+        connection = self.database.raw_connection(autocommit=True, deadline=LISTEN_DEADLINE)
         try:
             self._warned = False
             connection.execute(f"SET application_name = '{APPLICATION_NAME}'")

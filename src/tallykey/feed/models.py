@@ -29,7 +29,8 @@ class VerdictChange(Base):
 
 class Node(Base):
     """A live verifier (server node or embedded). Heartbeats (on the database's clock)
-    say it is alive; `applied_change` is its position in the feed (see
+    say it is alive, and `lease_until` until when it may answer from its cache;
+    `applied_change` is its position in the feed (see
     `feed.changes.position`); `synced_at` is when its last successful feed read began."""
 
     __tablename__ = "nodes"
@@ -42,4 +43,8 @@ class Node(Base):
     #: PostgreSQL: the snapshot of its last feed read (`xmin:xmax:xip,…`).
     feed_snapshot: Mapped[str | None] = mapped_column(String(2000), nullable=True)
     synced_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Until when (database clock) this node may answer from its cache: acknowledgements
+    #: await or name every node whose lease has not ended (SPEC §10).
+    lease_until: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True,
+                                                         index=True)
     clock_offset_ms: Mapped[int] = mapped_column(Integer, default=0, server_default="0")

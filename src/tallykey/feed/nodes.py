@@ -1,7 +1,13 @@
-"""Nodes and their acknowledgements: each verifier says, on the database's clock, that it
-is alive and how far into the change feed it is; a change's author waits until every
-live node has applied it, and otherwise says which nodes are unconfirmed and by when
-each stops by itself (SPEC §10)."""
+"""Nodes, their leases and their acknowledgements (SPEC §10).
+
+Each verifier says, with every heartbeat, how far into the change feed it is and until
+when (on the database's clock) it may answer from its cache: its lease. A change's
+author waits until every node whose lease has not ended has applied the change, and
+otherwise names each unconfirmed node with the moment its lease ends, after which that
+node answers nothing from its cache (`feed.follower`). A node that is cut off, frozen
+or gone is therefore never dropped from an answer while it could still serve, and a
+node's several rows (a restart, worker processes) make one entry under its name.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,10 @@ import socket
 import time
 import uuid
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
+from typing import Any
 
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -21,29 +28,30 @@ from tallykey.db.engine import Database
 from tallykey.errors import StoreUnavailable
 from tallykey.feed import changes
 from tallykey.feed.models import Node
+from tallykey.settings import MIN_NODE_LEASE_SECONDS
 
-#: A node that has not said anything for this long is taken for dead.
-LIVE_WINDOW = timedelta(seconds=5)
 HEARTBEAT_SECONDS = 1.0
-#: Rows of nodes silent for this long are removed by any live node.
-FORGET_AFTER = 20 * LIVE_WINDOW
+#: The shortest node lease: a few heartbeats, so one slow write does not end it.
+MIN_LEASE_SECONDS = MIN_NODE_LEASE_SECONDS
+#: Rows whose lease ended this long ago are removed by any live node.
+FORGET_AFTER = timedelta(seconds=100)
 WAIT_STEP_SECONDS = 0.002
 
 
 @dataclass(frozen=True, order=True)
 class Unconfirmed:
-    """A live node that had not confirmed a change when its author answered."""
+    """A node holding a lease that had not confirmed a change when its author answered."""
 
     label: str
-    #: The latest moment it can still accept the old verdict: a node that reaches the
-    #: store re-reads the feed before answering once its lease has run out; one that
-    #: cannot keeps its cache no longer than TALLYKEY_STALE_IF_ERROR.
+    #: The latest moment it can still accept the old verdict: the end of its lease (on
+    #: the database's clock). It stops earlier if it reads the feed before then.
     stops_by: datetime
 
 
 @dataclass(frozen=True)
 class Propagation:
-    """How a change reached the nodes: who confirmed it and who had not in time."""
+    """How a change reached the nodes: who confirmed it and who had not in time. Each
+    node (by name) appears once."""
 
     change_id: int
     confirmed: list[str] = field(default_factory=list)
@@ -60,7 +68,7 @@ class Propagation:
         "works again" (resume) or "applied" (any other change)."""
         total = len(self.confirmed) + len(self.unconfirmed)
         if total == 0:
-            return "no verification node is running"
+            return "no verification node holds a lease"
         if self.complete:
             return f"{effect} on {total} of {total} nodes"
         then = "stops" if effect == "stopped" else "follows"
@@ -72,31 +80,40 @@ class Propagation:
 
 class NodePresence:
     """This node's row in `nodes`: written with every heartbeat (an upsert, so a row
-    deleted by mistake comes back) and removed when the node stops."""
+    deleted by mistake comes back) with a new lease end, and removed when the node
+    stops."""
 
-    def __init__(self, database: Database, clock: Clock, label: str | None = None) -> None:
+    def __init__(self, database: Database, clock: Clock, label: str | None = None,
+                 lease: float = MIN_LEASE_SECONDS) -> None:
         self.database = database
         self.clock = clock
         self.id = str(uuid.uuid4())
         self.label = label or f"{socket.gethostname()}:{os.getpid()}"
-        self._insert = pg_insert if database.dialect == "postgresql" else sqlite_insert
+        #: Seconds each heartbeat's lease lasts (0: this row holds no lease).
+        self.lease = lease
+        self._postgres = database.dialect == "postgresql"
+        self._insert = pg_insert if self._postgres else sqlite_insert
         self._started = clock.now()
 
     def report(self, position: int, snapshot: str | None, synced_at: datetime | None,
                clock_offset: float = 0.0) -> None:
         """Heartbeat: alive now, applied the feed up to `position` (and PostgreSQL
         `snapshot`, see `changes.applied`), last read the feed successfully at
-        `synced_at`. Also forgets nodes silent for long."""
+        `synced_at`, and holds a lease for `lease` seconds from the moment the database
+        runs this statement (its own clock). Also forgets nodes whose lease ended long
+        ago."""
         now = self.clock.now()
+        lease_until: Any = _database_now(self._postgres) + timedelta(seconds=self.lease)
         values = {"label": self.label, "heartbeat_at": now, "applied_change": position,
                   "feed_snapshot": snapshot, "synced_at": synced_at,
-                  "clock_offset_ms": int(clock_offset * 1000)}
+                  "lease_until": lease_until, "clock_offset_ms": int(clock_offset * 1000)}
         statement = self._insert(Node).values(id=self.id, started_at=self._started, **values)
         with self.database.transaction() as session:
             session.execute(statement.on_conflict_do_update(index_elements=["id"],
                                                             set_=values))
-            session.execute(delete(Node).where(Node.heartbeat_at < now - FORGET_AFTER,
-                                               Node.id != self.id))
+            session.execute(delete(Node).where(
+                Node.id != self.id, Node.heartbeat_at < now - FORGET_AFTER,
+                (Node.lease_until.is_(None)) | (Node.lease_until < now - FORGET_AFTER)))
 
     def acknowledge(self, position: int, snapshot: str | None,
                     synced_at: datetime | None) -> None:
@@ -111,39 +128,60 @@ class NodePresence:
             session.execute(delete(Node).where(Node.id == self.id))
 
 
+def _database_now(postgres: bool) -> Any:
+    """The database's present, in SQL (PostgreSQL: its own clock, no offset to trust),
+    or this machine's for SQLite (the store lives here)."""
+    return func.clock_timestamp() if postgres else datetime.now(UTC)
+
+
 def wait_for(database: Database, clock: Clock, change: int, timeout: float,
              stale_if_error: float) -> Propagation:
-    """Block until every live node has applied `change` (from `changes.position_of`),
-    or `timeout` seconds pass. Liveness and "stops by" follow the database's clock."""
+    """Block until every node holding a lease has applied `change` (from
+    `changes.position_of`), or `timeout` seconds pass. Leases are judged by the
+    database's clock; an unconfirmed node is named with the end of its lease. A node
+    with several rows (restarted, or several worker processes) is one entry: confirmed
+    when all its leased rows are."""
     started = time.monotonic()
-    committed = clock.now()
     postgres = database.dialect == "postgresql"
     while True:
-        now = clock.now()
         with database.reading() as session:
             rows = session.execute(
-                select(Node.label, Node.applied_change, Node.feed_snapshot)
-                .where(Node.heartbeat_at >= now - LIVE_WINDOW)).all()
-        confirmed = sorted(label for label, position, snapshot in rows
-                           if changes.applied(postgres, position, snapshot, change))
+                select(Node.label, Node.applied_change, Node.feed_snapshot,
+                       Node.lease_until)
+                .where(Node.lease_until > _database_now(postgres))).all()
+        pending: dict[str, datetime] = {}
+        labels = set()
+        for label, position, snapshot, lease_until in rows:
+            labels.add(label)
+            if lease_until is not None and not changes.applied(postgres, position,
+                                                               snapshot, change):
+                pending[label] = max(lease_until, pending.get(label, lease_until))
         waited = time.monotonic() - started
-        if len(confirmed) == len(rows) or waited >= timeout:
-            stops_by = committed + timedelta(seconds=stale_if_error)
-            unconfirmed = sorted(Unconfirmed(label, stops_by) for label, _, _ in rows
-                                 if label not in confirmed)
+        if not pending or waited >= timeout:
+            confirmed = sorted(labels - pending.keys())
+            unconfirmed = sorted(Unconfirmed(label, ends) for label, ends in pending.items())
             return Propagation(change, confirmed, unconfirmed, round(waited * 1000, 1))
         time.sleep(WAIT_STEP_SECONDS)
 
 
 def settle(database: Database, clock: Clock, subject_id: str, timeout: float,
            stale_if_error: float) -> Propagation:
-    """After a change about `subject_id` committed: wait (bounded) until every live node
-    has applied it, so a request started after this returns is judged by the new state.
-    Every surface that changes a verdict (API, console, CLI, leak reports) calls this."""
+    """After a change about `subject_id` committed: wait (bounded) until every node
+    holding a lease has applied it, so a request started after this returns is judged by
+    the new state. Every surface that changes a verdict (API, console, CLI, leak
+    reports) calls this."""
     try:
         position = changes.position_of(database, subject_id)
         return wait_for(database, clock, position, timeout, stale_if_error)
     except StoreUnavailable:
-        # Committed, but the store went away before anyone could confirm it.
-        stops_by = clock.now() + timedelta(seconds=stale_if_error)
+        # Committed, but the store went away before anyone could confirm it: every
+        # lease, renewed at the latest now, ends within one lease from now.
+        stops_by = clock.now() + timedelta(seconds=node_lease(stale_if_error))
         return Propagation(0, [], [Unconfirmed("every node", stops_by)], 0.0)
+
+
+def node_lease(stale_if_error: float) -> float:
+    """The node lease a deployment uses: never shorter than the stale window (so no
+    node answers from its cache past the moment others name), nor than
+    `MIN_LEASE_SECONDS`."""
+    return max(stale_if_error, MIN_LEASE_SECONDS)
