@@ -4,7 +4,7 @@
 #
 # 1. The wheels of tallykey and of its dependencies are made on this host (pip wheel, with
 #    Debian's Python 3.11, the image's) into build/container/wheels, the build context;
-#    nothing inside the build downloads.
+#    nothing inside the build downloads. Their shared objects are stripped (strip_wheels.py).
 # 2. BASE: as given; else tallykey-base:bookworm when it exists; else debian:bookworm-slim
 #    when it is present or can be pulled; else deploy/container/base.sh builds
 #    tallykey-base:bookworm from Debian packages (no registry needed).
@@ -48,8 +48,11 @@ cp "$here/warm.py" "$context/"
 # second build reuses every layer
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 315532800)}
 echo "making wheels for tallykey $version and its dependencies" >&2
-"${pip[@]}" wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheels" \
-  "$root[server]" aiosmtpd 2> >(grep -v '^WARNING: Location' >&2) &
+{
+  "${pip[@]}" wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheels" \
+    "$root[server]" aiosmtpd 2> >(grep -v '^WARNING: Location' >&2)
+  "$PYTHON" "$here/strip_wheels.py" "$context/wheels"   # debug symbols out: ~30 MB
+} &
 wheels=$!
 
 # --- 2. base ------------------------------------------------------------------------------

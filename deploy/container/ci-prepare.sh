@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# CI (and a bare machine): install Debian's docker.io, docker-compose and mmdebstrap, and
-# start a Docker daemon when none answers. Prints the DOCKER_HOST to export.
+# CI (and a bare machine): install Debian's docker.io, docker-compose, mmdebstrap and
+# binutils, and start a Docker daemon when none answers. Prints the DOCKER_HOST to export.
 #
 #   eval "$(deploy/container/ci-prepare.sh)"     # sets DOCKER_HOST for what follows
 #
@@ -14,6 +14,7 @@ need=()
 [ -x /usr/bin/docker ] || need+=(docker.io)
 command -v docker-compose >/dev/null || need+=(docker-compose)
 command -v mmdebstrap >/dev/null || need+=(mmdebstrap)
+command -v strip >/dev/null || need+=(binutils)   # make image strips the wheels' objects
 if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq >&2
   apt-get install -y -qq "${need[@]}" >/dev/null

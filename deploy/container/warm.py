@@ -18,15 +18,16 @@ LAZY = ["uvicorn", "uvicorn.main", "uvicorn.config", "uvicorn.server",
         "uvicorn.protocols.http.h11_impl", "uvicorn.protocols.websockets.auto",
         "uvicorn.lifespan.on", "uvicorn.logging", "uvicorn.middleware.proxy_headers",
         "sqlalchemy.dialects.postgresql.psycopg", "sqlalchemy.dialects.sqlite.pysqlite",
-        "psycopg", "psycopg_binary", "redis.asyncio", "alembic.command", "alembic.runtime.migration",
-        "alembic.ddl.postgresql", "alembic.ddl.sqlite", "smtplib", "email.mime.text"]
+        "psycopg", "psycopg_binary", "redis.asyncio", "alembic.command",
+        "alembic.runtime.migration", "alembic.ddl.postgresql", "alembic.ddl.sqlite",
+        "smtplib", "email.mime.text"]
 
 compileall.compile_dir(tallykey.__path__[0], quiet=1)
 failed = []
 for module in pkgutil.walk_packages(tallykey.__path__, "tallykey."):
     try:
         importlib.import_module(module.name)
-    except Exception as error:  # noqa: BLE001 - a module that needs a runtime to import
+    except Exception as error:  # a module that needs a runtime to import
         failed.append(f"{module.name}: {error}")
 for name in LAZY:
     importlib.import_module(name)
