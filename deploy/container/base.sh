@@ -50,6 +50,7 @@ if ! have "$BASE_IMAGE"; then
   # shellcheck disable=SC2046
   mmdebstrap --variant=minbase --quiet --aptopt='APT::Install-Recommends "false"' \
     --include=usr-is-merged,python3,python3-venv,ca-certificates \
+    --dpkgopt=force-unsafe-io \
     --dpkgopt='path-exclude=/usr/share/man/*' \
     --dpkgopt='path-exclude=/usr/share/info/*' \
     --dpkgopt='path-exclude=/usr/share/doc/*' \

@@ -22,6 +22,7 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 PYTHON=${PYTHON:-$( [ -x /usr/bin/python3 ] && echo /usr/bin/python3 || echo python3)}
 context=$root/build/container
 started=$SECONDS
+say() { echo "[$((SECONDS - started)) s] $*" >&2; }
 
 # the daemon ci-prepare.sh starts, when no other one is named or answers
 if [ -z "${DOCKER_HOST:-}" ] && ! "$DOCKER" info >/dev/null 2>&1 \
@@ -47,7 +48,7 @@ cp "$here/warm.py" "$context/"
 # the last commit's time in the wheel's entries: the same source makes the same wheel, so a
 # second build reuses every layer
 export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%ct 2>/dev/null || echo 315532800)}
-echo "making wheels for tallykey $version and its dependencies" >&2
+say "making wheels for tallykey $version and its dependencies"
 {
   "${pip[@]}" wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheels" \
     "$root[server]" aiosmtpd 2> >(grep -v '^WARNING: Location' >&2)
@@ -63,7 +64,7 @@ if [ -z "${BASE:-}" ]; then
       || timeout 60 "$DOCKER" pull --quiet debian:bookworm-slim >/dev/null 2>&1; then
     BASE=debian:bookworm-slim
   else
-    echo "no registry reachable: building the base image from Debian packages" >&2
+    say "no registry reachable: building the base image from Debian packages"
     "$here/base.sh" --base-only
     BASE=tallykey-base:bookworm
   fi
@@ -74,12 +75,13 @@ BASE_IMAGE=$BASE "$here/base.sh" &
 services=$!
 
 wait "$wheels" || { echo "making the wheels failed" >&2; exit 1; }
-echo "building tallykey:$version FROM $BASE" >&2
+say "building tallykey:$version FROM $BASE"
 "$DOCKER" build --quiet --build-arg "BASE=$BASE" --target mailsink \
   -t "tallykey-mailsink:$version" -t tallykey-mailsink:latest \
   -f "$here/Containerfile" "$context" >/dev/null
 "$DOCKER" build --quiet --build-arg "BASE=$BASE" -t "tallykey:$version" -t tallykey:latest \
   -f "$here/Containerfile" "$context" >/dev/null
+say "built tallykey:$version"
 wait "$services" || { echo "building the compose cluster's images failed" >&2; exit 1; }
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "tallykey:$version" >&2
-echo "make image: $((SECONDS - started)) s" >&2
+say "done"

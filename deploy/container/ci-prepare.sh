@@ -22,6 +22,12 @@ fi
 
 # Debian's client: a preinstalled /usr/local/bin/docker may lack what the build needs.
 DOCKER=/usr/bin/docker
+
+# `docker compose` (v2 syntax) through Debian's Compose v1, for either docker client
+if ! "$DOCKER" compose version >/dev/null 2>&1; then
+  install -D -m 755 "$(dirname "$0")/compose-plugin.sh" \
+    /usr/local/lib/docker/cli-plugins/docker-compose
+fi
 if [ -n "${DOCKER_HOST:-}" ] && "$DOCKER" info >/dev/null 2>&1; then
   echo "export DOCKER_HOST=$DOCKER_HOST"; exit 0
 fi

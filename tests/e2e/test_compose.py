@@ -28,7 +28,8 @@ import pytest
 from ..conftest import IN_CI
 from .conftest import free_port
 
-pytestmark = pytest.mark.serial
+# a cold `make image` builds the base images too (mmdebstrap): minutes on a shared machine
+pytestmark = [pytest.mark.serial, pytest.mark.timeout(1200)]
 
 ROOT = Path(__file__).resolve().parents[2]
 COMPOSE_FILE = ROOT / "deploy" / "compose.yaml"
@@ -121,7 +122,7 @@ def cluster() -> Iterator[Cluster]:
     assert ENV is not None and COMPOSE is not None, "CI needs Docker and compose"
     started = time.monotonic()
     build = subprocess.run(["make", "image"], cwd=ROOT, env=ENV, capture_output=True,
-                           text=True, timeout=480, check=False)
+                           text=True, timeout=900, check=False)
     assert build.returncode == 0, f"make image:\n{build.stdout[-3000:]}\n{build.stderr[-3000:]}"
     built = time.monotonic()
     cluster = Cluster(ENV, COMPOSE)
