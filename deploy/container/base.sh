@@ -43,7 +43,7 @@ mirrors() {
 if ! have "$BASE_IMAGE"; then
   command -v mmdebstrap >/dev/null || {
     echo "base.sh needs mmdebstrap (apt-get install mmdebstrap)" >&2; exit 1; }
-  echo "building $BASE_IMAGE with mmdebstrap (about a minute)" >&2
+  echo "building $BASE_IMAGE with mmdebstrap (a few minutes)" >&2
   # Documentation, manuals and translations are left out, as in Debian's slim images; so
   # is Perl (only usrmerge needed it, and usr-is-merged stands in); the package lists and
   # downloaded packages are removed by mmdebstrap's clean-up.

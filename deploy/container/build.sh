@@ -3,7 +3,8 @@
 # cluster's SMTP sink) from deploy/container/Containerfile.
 #
 # 1. The wheels of tallykey and of its dependencies are made on this host (pip wheel, with
-#    Debian's Python 3.11, the image's) into build/container/wheels, the build context;
+#    Debian's Python 3.11, the image's) into build/container (wheels/: the dependencies,
+#    app/: tallykey, mailsink-wheels/: the SMTP sink's), the build context;
 #    nothing inside the build downloads. Their shared objects are stripped (strip_wheels.py).
 # 2. BASE: as given; else tallykey-base:bookworm when it exists; else debian:bookworm-slim
 #    when it is present or can be pulled; else deploy/container/base.sh builds
@@ -43,7 +44,7 @@ if ! "$PYTHON" -m pip --version >/dev/null 2>&1; then
   pip=("$root/build/pip/bin/pip")
 fi
 rm -rf "$context"
-mkdir -p "$context/wheels"
+mkdir -p "$context/wheels" "$context/mailsink-wheels" "$context/app"
 cp "$here/warm.py" "$context/"
 # the last commit's time in the wheel's entries: the same source makes the same wheel, so a
 # second build reuses every layer
@@ -51,7 +52,10 @@ export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git -C "$root" log -1 --format=%
 say "making wheels for tallykey $version and its dependencies"
 {
   "${pip[@]}" wheel --quiet --disable-pip-version-check --wheel-dir "$context/wheels" \
-    "$root[server]" aiosmtpd 2> >(grep -v '^WARNING: Location' >&2)
+    "$root[server]" 2> >(grep -v '^WARNING: Location' >&2)
+  "${pip[@]}" wheel --quiet --disable-pip-version-check --wheel-dir "$context/mailsink-wheels" \
+    aiosmtpd 2> >(grep -v '^WARNING: Location' >&2)
+  mv "$context"/wheels/tallykey-*.whl "$context/app/"   # its own layer (Containerfile)
   "$PYTHON" "$here/strip_wheels.py" "$context/wheels"   # debug symbols out: ~30 MB
 } &
 wheels=$!
