@@ -9,6 +9,7 @@
 #   deploy/container/base.sh            # builds what is missing (a second run does nothing)
 #   deploy/container/base.sh --force    # rebuilds all of them
 #   deploy/container/base.sh --base-only  # only tallykey-base:bookworm
+#   deploy/container/base.sh --services-only  # only the three others, FROM $BASE_IMAGE
 #
 # The root filesystem comes from `mmdebstrap --variant=minbase` with the mirrors this host's
 # apt uses (MIRROR=... overrides: a URL or a .sources/.list file) and is turned into an image
@@ -20,11 +21,13 @@ DOCKER=${DOCKER:-/usr/bin/docker}
 BASE_IMAGE=${BASE_IMAGE:-tallykey-base:bookworm}
 force=0
 base_only=0
+services_only=0
 case "${1:-}" in
   --force) force=1 ;;
   --base-only) base_only=1 ;;
+  --services-only) services_only=1 ;;
   "") ;;
-  *) echo "usage: base.sh [--force | --base-only]" >&2; exit 2 ;;
+  *) echo "usage: base.sh [--force | --base-only | --services-only]" >&2; exit 2 ;;
 esac
 
 have() { [ "$force" = 0 ] && "$DOCKER" image inspect "$1" >/dev/null 2>&1; }
@@ -40,7 +43,7 @@ mirrors() {
   [ "$found" = 1 ] || echo "http://deb.debian.org/debian"
 }
 
-if ! have "$BASE_IMAGE"; then
+if [ "$services_only" = 0 ] && ! have "$BASE_IMAGE"; then
   command -v mmdebstrap >/dev/null || {
     echo "base.sh needs mmdebstrap (apt-get install mmdebstrap)" >&2; exit 1; }
   echo "building $BASE_IMAGE with mmdebstrap (a few minutes)" >&2

@@ -75,16 +75,18 @@ if [ -z "${BASE:-}" ]; then
 fi
 
 # --- 3. the compose cluster's other images (in the background) -------------------------------
-BASE_IMAGE=$BASE "$here/base.sh" &
+BASE_IMAGE=$BASE "$here/base.sh" --services-only &
 services=$!
 
 wait "$wheels" || { echo "making the wheels failed" >&2; exit 1; }
 say "building tallykey:$version FROM $BASE"
-"$DOCKER" build --quiet --build-arg "BASE=$BASE" --target mailsink \
-  -t "tallykey-mailsink:$version" -t tallykey-mailsink:latest \
-  -f "$here/Containerfile" "$context" >/dev/null
-"$DOCKER" build --quiet --build-arg "BASE=$BASE" -t "tallykey:$version" -t tallykey:latest \
-  -f "$here/Containerfile" "$context" >/dev/null
+build() {  # the build's output only when it fails
+  "$DOCKER" build --build-arg "BASE=$BASE" -f "$here/Containerfile" "$@" "$context" \
+    >"$root/build/docker-build.log" 2>&1 \
+    || { tail -n 40 "$root/build/docker-build.log" >&2; exit 1; }
+}
+build --target mailsink -t "tallykey-mailsink:$version" -t tallykey-mailsink:latest
+build -t "tallykey:$version" -t tallykey:latest
 say "built tallykey:$version"
 wait "$services" || { echo "building the compose cluster's images failed" >&2; exit 1; }
 "$DOCKER" image ls --format '{{.Repository}}:{{.Tag}}  {{.Size}}' "tallykey:$version" >&2
