@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: run test lint bench bench-quick soak clean
+.PHONY: run test lint bench bench-quick soak clean image
 
 $(STAMP): pyproject.toml
 	@$(PYTHON) -c 'import sys; sys.exit(sys.version_info < (3, 11))' || \
@@ -39,6 +39,11 @@ bench-quick: $(STAMP)
 # A bounded load run (60 s at 500 req/s on 127.0.0.1, stops by itself): errors and memory.
 soak: $(STAMP)
 	$(BIN)/python bench/soak.py
+
+# The container image tallykey:<version> and tallykey:latest (docs/deployment.md,
+# "Containers"): wheels made here, installed offline in the build; BASE=... to choose the base.
+image:
+	deploy/container/build.sh
 
 clean:
 	rm -rf $(VENV) var .pytest_cache .mypy_cache .ruff_cache
