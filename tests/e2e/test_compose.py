@@ -188,6 +188,14 @@ def set_up_first_admin(cluster: Cluster, http: httpx.Client) -> str:
     return email
 
 
+def test_doctor_passes_in_the_compose_cluster(cluster: Cluster) -> None:
+    """The documented first step after `up`: every check of `tallykey doctor` passes."""
+    done = subprocess.run([*cluster.compose, "exec", "-T", "serve1", "tallykey", "doctor"],
+                          env=cluster.env, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "fail" not in done.stdout.lower(), done.stdout
+
+
 def test_the_compose_cluster_from_the_setup_link_to_a_revocation(cluster: Cluster) -> None:
     with httpx.Client(base_url=cluster.base_url, timeout=15) as http:
         email = set_up_first_admin(cluster, http)
