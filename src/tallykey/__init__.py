@@ -1,6 +1,7 @@
 """tallykey: named, expiring API tokens, verified in microseconds.
 
-The embedded, in-process API (needs the server extra: `pip install tallykey[server]`):
+The embedded, in-process API (needs `pip install 'tallykey[embedded]'`, or the whole
+server: `pip install 'tallykey[server]'`):
 
     from tallykey import Verifier, TallykeyMiddleware, TallykeyAuth, Verdict
 
@@ -31,7 +32,10 @@ _HOMES = {"TallykeyAuth": "tallykey.auth.middleware",
           "Verdict": "tallykey.auth.verdict", "Verifier": "tallykey.auth.verifier",
           "Client": "tallykey.client", "AsyncClient": "tallykey.client"}
 
-SERVER_EXTRA = "pip install 'tallykey[server]'"
+#: What a client-only install lacks for the embedded names: the verifier and middleware
+#: need only the embedded extra (the server extra has it too).
+EMBEDDED_EXTRA = ("pip install 'tallykey[embedded]' "
+                  "(or pip install 'tallykey[server]' for the whole server)")
 
 
 class ServerExtraMissing(ImportError):
@@ -49,6 +53,6 @@ def __getattr__(name: str) -> Any:
         if missing.name is None or missing.name.split(".")[0] == "tallykey":
             raise
         raise ServerExtraMissing(
-            f"tallykey.{name} needs the server extra ({missing.name} is not installed): "
-            f"{SERVER_EXTRA}", name=missing.name) from None
+            f"tallykey.{name} needs the embedded extra ({missing.name} is not installed): "
+            f"{EMBEDDED_EXTRA}", name=missing.name) from None
     return getattr(module, name)
