@@ -216,3 +216,12 @@ test("the reason table covers the reasons the server answered here, and falls ba
   assert.equal(kindOf("something_new", 429), "rate_limited");
   assert.equal(kindOf(null, 500), "unexpected_response");
 });
+
+test("a bad argument to tokens.* rejects the promise; it never throws synchronously", async () => {
+  for (const call of [() => tk.tokens.get(""), () => tk.tokens.revoke(undefined), () => tk.tokens.rotate(""), () => tk.tokens.suspend(null)]) {
+    let pending;
+    assert.doesNotThrow(() => { pending = call(); });
+    assert.ok(pending instanceof Promise);
+    await assert.rejects(pending, (error) => error instanceof TallykeyError && error.kind === "misconfigured");
+  }
+});
