@@ -9,6 +9,8 @@ import type {
 export const VERSION = "0.1.0";
 const USER_AGENT = `tallykey-node/${VERSION}`;
 const DEFAULT_TIMEOUT_MS = 10_000;
+/** The longest Authorization header tallykey reads (`MAX_CREDENTIALS_LENGTH`). */
+const MAX_AUTHORIZATION_LENGTH = 1024;
 /** Keys whose values are free-form maps: their own keys are kept as they are. */
 const OPAQUE = new Set(["metadata", "stops_by", "stopsBy", "workspaces"]);
 
@@ -82,6 +84,18 @@ export class Tallykey {
     if (options.cost !== undefined) body.cost = options.cost;
     if (options.clientIp) body.client_ip = options.clientIp;
     if (options.userAgent) body.user_agent = options.userAgent;
+    const header = options.authorization ?? (secret ? `Bearer ${secret}` : undefined);
+    if (typeof header === "string" && header.length > MAX_AUTHORIZATION_LENGTH) {
+      // tallykey's own verdict for such a header (auth/header.py); /api/v1/verify would
+      // refuse the request itself (422) above 4096 characters instead of answering one
+      return {
+        valid: false, status: 400, code: "invalid_request", kind: kindOf("malformed_header", 400),
+        reason: "malformed_header",
+        message: `The Authorization header is ${header.length} characters long; a tallykey token is far shorter.`,
+        hint: "Expected exactly: Authorization: Bearer <token>, or Authorization: Basic <token> or Basic base64(<username>:<password>).",
+        retryAfter: null, rateLimits: [],
+      };
+    }
     const answer = await this.#call("POST", "/api/v1/verify", body, {}, false) as VerifyResponse;
     if (typeof answer?.allowed !== "boolean" || typeof answer.status !== "number") {
       throw new TallykeyError(`POST ${this.baseUrl}/api/v1/verify answered 200 but not with a verdict.`, {

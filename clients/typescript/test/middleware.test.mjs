@@ -159,3 +159,15 @@ test("requireToken without a baseUrl fails at set-up with one clear error", () =
     });
   }
 });
+
+test("an over-long Authorization header is 400 malformed_header, not a 503", async () => {
+  const guard = requireToken({ baseUrl: server.baseUrl });
+  let reached = false;
+  const app = await listen((req, res) => guard(req, res, () => { reached = true; res.end("{}"); }));
+  const answer = await get(app, "x".repeat(5000));
+  assert.equal(answer.status, 400);
+  assert.equal(answer.body.reason, "malformed_header");
+  assert.equal(answer.headers.get("tallykey-reason"), "malformed_header");
+  assert.match(answer.body.message, /^The Authorization header is 5007 characters long/);
+  assert.equal(reached, false);
+});
