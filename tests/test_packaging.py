@@ -139,6 +139,18 @@ def test_the_client_installs_alone(wheel: Path, tmp_path: Path) -> None:
         assert uncaught.stderr.count("Traceback") == 1, uncaught.stderr  # no chain
         assert "During handling" not in uncaught.stderr
         assert uncaught.stderr.strip().splitlines()[-1] == f"tallykey.ServerExtraMissing: {line}"
+    # the packages behind them, imported directly: the same one line, naming the extra
+    for statement, extra in (
+            ("from tallykey.auth.middleware import TallykeyMiddleware", "embedded"),
+            ("from tallykey.auth.verifier import Verifier", "embedded"),
+            ("from tallykey.api.app import create_app", "server")):
+        deep = subprocess.run([str(python), "-c", statement], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+        assert deep.returncode == 1
+        assert deep.stderr.count("Traceback") == 1, deep.stderr
+        last = deep.stderr.strip().splitlines()[-1]
+        assert last.startswith("tallykey.ServerExtraMissing: tallykey."), last
+        assert f"pip install 'tallykey[{extra}]'" in last, last
     # the server is not there, and the command says how to get it in one line
     server = subprocess.run([str(python), "-c", "from tallykey.cli import main; main()"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)

@@ -16,6 +16,7 @@ names the extra to install, not a traceback into a missing third-party module.
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -36,10 +37,20 @@ _HOMES = {"TallykeyAuth": "tallykey.auth.middleware",
 #: need only the embedded extra (the server extra has it too).
 EMBEDDED_EXTRA = ("pip install 'tallykey[embedded]' "
                   "(or pip install 'tallykey[server]' for the whole server)")
+SERVER_EXTRA = "pip install 'tallykey[server]'"
 
 
 class ServerExtraMissing(ImportError):
     """A server-side name imported where only the client SDK is installed."""
+
+
+def require_extra(package: str, modules: tuple[str, ...], install: str) -> None:
+    """At the import of a server-side package (`tallykey.auth`, `tallykey.api`): the same
+    one line as `from tallykey import Verifier` when a package it needs is missing."""
+    for module in modules:
+        if find_spec(module) is None:
+            raise ServerExtraMissing(f"{package} needs {module}, which is not installed: "
+                                     f"{install}", name=module)
 
 
 def __getattr__(name: str) -> Any:
@@ -49,6 +60,10 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'tallykey' has no attribute {name!r}")
     try:
         module = import_module(_HOMES[name])
+    except ServerExtraMissing as missing:  # require_extra() of the package it is in
+        raise ServerExtraMissing(
+            f"tallykey.{name} needs the embedded extra ({missing.name} is not installed): "
+            f"{EMBEDDED_EXTRA}", name=missing.name) from None
     except ModuleNotFoundError as missing:
         if missing.name is None or missing.name.split(".")[0] == "tallykey":
             raise
