@@ -288,6 +288,27 @@ def test_verify_refusals_carry_reason_and_the_exception_of_the_table(server: Ser
         assert metered["token"] not in repr(spent)
 
 
+def test_an_overlong_secret_is_the_servers_own_400_verdict(server: Server) -> None:
+    """Not a 422 `RequestRejected` past the verify API's 4096-character field limit."""
+    with sdk.Client(base_url=server.base_url) as client:
+        served = client.verify("x" * 2000)  # the server answers this one itself
+        assert (served.status, served.reason, served.error) == (400, "malformed_header",
+                                                                "invalid_request")
+        for length in (2000, 5000, 100_000):
+            local = client.verify("x" * length)
+            assert local == sdk.Verification(**{
+                **served.__dict__, "message": (served.message or "").replace(
+                    "2007", str(length + 7))})
+            assert isinstance(local.exception(), sdk.TokenMalformed)
+            again = asyncio.run(_verify_async(server.base_url, "x" * length))
+            assert again == local
+
+
+async def _verify_async(base_url: str, secret: str) -> sdk.Verification:
+    async with sdk.AsyncClient(base_url=base_url) as client:
+        return await client.verify(secret)
+
+
 def test_tokens_lifecycle_with_the_client(server: Server) -> None:
     with sdk.Client(base_url=server.base_url, token=server.seeded["admin"]["token"]) as tk:
         issued = tk.tokens.create(name="lifecycle", scopes=["employees:read"],

@@ -129,14 +129,28 @@ def test_the_client_installs_alone(wheel: Path, tmp_path: Path) -> None:
         assert caught.returncode == 0, caught.stderr
         kind, line = caught.stdout.splitlines()
         assert kind == "ServerExtraMissing None True", caught.stdout
-        assert line.startswith(f"tallykey.{name} needs the server extra (")
-        assert line.endswith("pip install 'tallykey[server]'"), line
+        # the embedded extra is enough for these names (test_the_embedded_extra_runs_…)
+        assert line.startswith(f"tallykey.{name} needs the embedded extra (")
+        assert line.endswith("pip install 'tallykey[embedded]' (or pip install "
+                             "'tallykey[server]' for the whole server)"), line
         uncaught = subprocess.run([str(python), "-c", f"from tallykey import {name}"],
                                   capture_output=True, text=True, timeout=60, cwd=tmp_path)
         assert uncaught.returncode == 1
         assert uncaught.stderr.count("Traceback") == 1, uncaught.stderr  # no chain
         assert "During handling" not in uncaught.stderr
         assert uncaught.stderr.strip().splitlines()[-1] == f"tallykey.ServerExtraMissing: {line}"
+    # the packages behind them, imported directly: the same one line, naming the extra
+    for statement, extra in (
+            ("from tallykey.auth.middleware import TallykeyMiddleware", "embedded"),
+            ("from tallykey.auth.verifier import Verifier", "embedded"),
+            ("from tallykey.api.app import create_app", "server")):
+        deep = subprocess.run([str(python), "-c", statement], capture_output=True,
+                              text=True, timeout=60, cwd=tmp_path)
+        assert deep.returncode == 1
+        assert deep.stderr.count("Traceback") == 1, deep.stderr
+        last = deep.stderr.strip().splitlines()[-1]
+        assert last.startswith("tallykey.ServerExtraMissing: tallykey."), last
+        assert f"pip install 'tallykey[{extra}]'" in last, last
     # the server is not there, and the command says how to get it in one line
     server = subprocess.run([str(python), "-c", "from tallykey.cli import main; main()"],
                             capture_output=True, text=True, timeout=60, cwd=tmp_path)

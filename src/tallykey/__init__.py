@@ -1,6 +1,7 @@
 """tallykey: named, expiring API tokens, verified in microseconds.
 
-The embedded, in-process API (needs the server extra: `pip install tallykey[server]`):
+The embedded, in-process API (needs `pip install 'tallykey[embedded]'`, or the whole
+server: `pip install 'tallykey[server]'`):
 
     from tallykey import Verifier, TallykeyMiddleware, TallykeyAuth, Verdict
 
@@ -15,6 +16,7 @@ names the extra to install, not a traceback into a missing third-party module.
 from __future__ import annotations
 
 from importlib import import_module
+from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -31,11 +33,24 @@ _HOMES = {"TallykeyAuth": "tallykey.auth.middleware",
           "Verdict": "tallykey.auth.verdict", "Verifier": "tallykey.auth.verifier",
           "Client": "tallykey.client", "AsyncClient": "tallykey.client"}
 
+#: What a client-only install lacks for the embedded names: the verifier and middleware
+#: need only the embedded extra (the server extra has it too).
+EMBEDDED_EXTRA = ("pip install 'tallykey[embedded]' "
+                  "(or pip install 'tallykey[server]' for the whole server)")
 SERVER_EXTRA = "pip install 'tallykey[server]'"
 
 
 class ServerExtraMissing(ImportError):
     """A server-side name imported where only the client SDK is installed."""
+
+
+def require_extra(package: str, modules: tuple[str, ...], install: str) -> None:
+    """At the import of a server-side package (`tallykey.auth`, `tallykey.api`): the same
+    one line as `from tallykey import Verifier` when a package it needs is missing."""
+    for module in modules:
+        if find_spec(module) is None:
+            raise ServerExtraMissing(f"{package} needs {module}, which is not installed: "
+                                     f"{install}", name=module)
 
 
 def __getattr__(name: str) -> Any:
@@ -45,10 +60,14 @@ def __getattr__(name: str) -> Any:
         raise AttributeError(f"module 'tallykey' has no attribute {name!r}")
     try:
         module = import_module(_HOMES[name])
+    except ServerExtraMissing as missing:  # require_extra() of the package it is in
+        raise ServerExtraMissing(
+            f"tallykey.{name} needs the embedded extra ({missing.name} is not installed): "
+            f"{EMBEDDED_EXTRA}", name=missing.name) from None
     except ModuleNotFoundError as missing:
         if missing.name is None or missing.name.split(".")[0] == "tallykey":
             raise
         raise ServerExtraMissing(
-            f"tallykey.{name} needs the server extra ({missing.name} is not installed): "
-            f"{SERVER_EXTRA}", name=missing.name) from None
+            f"tallykey.{name} needs the embedded extra ({missing.name} is not installed): "
+            f"{EMBEDDED_EXTRA}", name=missing.name) from None
     return getattr(module, name)

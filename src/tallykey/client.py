@@ -559,6 +559,23 @@ def verify_body(secret: str | None, scopes: Iterable[str] | None, workspace: str
     return body
 
 
+#: The longest Authorization header tallykey reads (`auth.header.MAX_CREDENTIALS_LENGTH`).
+MAX_AUTHORIZATION_LENGTH = 1024
+
+
+def overlong(secret: str | None) -> Verification | None:
+    """tallykey's own verdict for a secret too long to be a token, without a request:
+    `POST /api/v1/verify` refuses the request itself (422) above 4096 characters."""
+    if not secret or len(secret) + len("Bearer ") <= MAX_AUTHORIZATION_LENGTH:
+        return None
+    return Verification(
+        valid=False, status=400, reason="malformed_header", error="invalid_request",
+        message=(f"The Authorization header is {len(secret) + len('Bearer ')} characters "
+                 "long; a tallykey token is far shorter."),
+        hint=("Expected exactly: Authorization: Bearer <token>, or Authorization: Basic "
+              "<token> or Basic base64(<username>:<password>)."))
+
+
 def verification(response: httpx.Response) -> Verification:
     """The `POST /api/v1/verify` answer as a `Verification`, or the error it is."""
     body = answer(response)
@@ -724,6 +741,8 @@ class Client(_Base):
                client_ip: str | None = None) -> Verification:
         """Check `secret` (with `scopes` held in `workspace`, if named): a `Verification`,
         valid or refused with its reason. Raises only when no verdict came back."""
+        if (refused := overlong(secret)) is not None:
+            return refused
         url = self.base_url + VERIFY_PATH
         try:
             response = self.http.post(VERIFY_PATH, json=verify_body(
@@ -781,6 +800,8 @@ class AsyncClient(_Base):
                      workspace: str | None = None, *, cost: int | None = None,
                      client_ip: str | None = None) -> Verification:
         """As `Client.verify`."""
+        if (refused := overlong(secret)) is not None:
+            return refused
         url = self.base_url + VERIFY_PATH
         try:
             response = await self.http.post(VERIFY_PATH, json=verify_body(

@@ -9,6 +9,8 @@ import type {
 export const VERSION = "0.1.0";
 const USER_AGENT = `tallykey-node/${VERSION}`;
 const DEFAULT_TIMEOUT_MS = 10_000;
+/** The longest Authorization header tallykey reads (`MAX_CREDENTIALS_LENGTH`). */
+const MAX_AUTHORIZATION_LENGTH = 1024;
 /** Keys whose values are free-form maps: their own keys are kept as they are. */
 const OPAQUE = new Set(["metadata", "stops_by", "stopsBy", "workspaces"]);
 
@@ -82,6 +84,18 @@ export class Tallykey {
     if (options.cost !== undefined) body.cost = options.cost;
     if (options.clientIp) body.client_ip = options.clientIp;
     if (options.userAgent) body.user_agent = options.userAgent;
+    const header = options.authorization ?? (secret ? `Bearer ${secret}` : undefined);
+    if (typeof header === "string" && header.length > MAX_AUTHORIZATION_LENGTH) {
+      // tallykey's own verdict for such a header (auth/header.py); /api/v1/verify would
+      // refuse the request itself (422) above 4096 characters instead of answering one
+      return {
+        valid: false, status: 400, code: "invalid_request", kind: kindOf("malformed_header", 400),
+        reason: "malformed_header",
+        message: `The Authorization header is ${header.length} characters long; a tallykey token is far shorter.`,
+        hint: "Expected exactly: Authorization: Bearer <token>, or Authorization: Basic <token> or Basic base64(<username>:<password>).",
+        retryAfter: null, rateLimits: [],
+      };
+    }
     const answer = await this.#call("POST", "/api/v1/verify", body, {}, false) as VerifyResponse;
     if (typeof answer?.allowed !== "boolean" || typeof answer.status !== "number") {
       throw new TallykeyError(`POST ${this.baseUrl}/api/v1/verify answered 200 but not with a verdict.`, {
@@ -178,6 +192,7 @@ export class Tallykey {
 
 /** `tk.tokens`: the management API's token calls (`/api/v1/tokens`), fields in camelCase. */
 export class Tokens {
+  // every method is async: a bad argument rejects the promise, never throws synchronously
   readonly #client: Tallykey;
 
   constructor(client: Tallykey) {
@@ -185,47 +200,47 @@ export class Tokens {
   }
 
   /** A new token; the answer's `token` is its full secret, shown this once. */
-  create(fields: TokenCreate, options: { idempotencyKey?: string } = {}): Promise<IssuedToken> {
+  async create(fields: TokenCreate, options: { idempotencyKey?: string } = {}): Promise<IssuedToken> {
     return this.#client.request("POST", "/api/v1/tokens", { body: fields, ...options });
   }
 
   /** One page of tokens (filters: status, search, kind, workspace, target, externalId, limit, after). */
-  list(query: TokenListQuery = {}): Promise<TokenPage> {
+  async list(query: TokenListQuery = {}): Promise<TokenPage> {
     return this.#client.request("GET", "/api/v1/tokens", { query: snakeize(query) as RequestOptions["query"] });
   }
 
-  get(id: string): Promise<Token> {
+  async get(id: string): Promise<Token> {
     return this.#client.request("GET", tokenPath(id));
   }
 
   /** Edit name, description, scopes, IP allow-list, limits, credits, metadata…; expiry only earlier. */
-  update(id: string, fields: TokenUpdate): Promise<Token> {
+  async update(id: string, fields: TokenUpdate): Promise<Token> {
     return this.#client.request("PATCH", tokenPath(id), { body: fields });
   }
 
   /** A new secret for the same token; the old one works `graceSeconds` more (default one day). */
-  rotate(id: string, options: { graceSeconds?: number; idempotencyKey?: string } = {}): Promise<IssuedToken> {
+  async rotate(id: string, options: { graceSeconds?: number; idempotencyKey?: string } = {}): Promise<IssuedToken> {
     const { idempotencyKey, ...body } = options;
     return this.#client.request("POST", tokenPath(id, "rotate"), { body, idempotencyKey });
   }
 
   /** A successor with a new expiry (`expiresAt` or `expiresInDays`); this one stops after `graceSeconds`. */
-  renew(id: string, options: TokenRenew & { idempotencyKey?: string } = {}): Promise<IssuedToken> {
+  async renew(id: string, options: TokenRenew & { idempotencyKey?: string } = {}): Promise<IssuedToken> {
     const { idempotencyKey, ...body } = options;
     return this.#client.request("POST", tokenPath(id, "renew"), { body, idempotencyKey });
   }
 
   /** Stop the token until resumed (401 `suspended`), on every live node once answered. */
-  suspend(id: string): Promise<SuspendedToken> {
+  async suspend(id: string): Promise<SuspendedToken> {
     return this.#client.request("POST", tokenPath(id, "suspend"));
   }
 
-  resume(id: string): Promise<SuspendedToken> {
+  async resume(id: string): Promise<SuspendedToken> {
     return this.#client.request("POST", tokenPath(id, "resume"));
   }
 
   /** Revoke at once, for good. */
-  revoke(id: string, options: { reason?: string } = {}): Promise<RevokedToken> {
+  async revoke(id: string, options: { reason?: string } = {}): Promise<RevokedToken> {
     return this.#client.request("POST", tokenPath(id, "revoke"), { body: { reason: options.reason ?? "" } });
   }
 }

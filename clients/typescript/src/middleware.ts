@@ -29,7 +29,12 @@ type Next = (error?: unknown) => void;
  * `RateLimit-*`. When tallykey cannot be reached it answers 503 (fails closed).
  */
 export function requireToken(options: RequireTokenOptions) {
-  const client = options.client ?? new Tallykey({ baseUrl: options.baseUrl ?? "", timeoutMs: options.timeoutMs });
+  if (!options?.client && typeof options?.baseUrl !== "string") {  // e.g. an unset environment variable
+    throw new TallykeyError("requireToken({ baseUrl }) needs the tallykey server's base URL.", {
+      code: "misconfigured", hint: 'Pass e.g. { baseUrl: "https://tokens.example.com" } (is the variable it comes from set?).',
+    });
+  }
+  const client = options.client ?? new Tallykey({ baseUrl: options.baseUrl as string, timeoutMs: options.timeoutMs });
   const scopes = typeof options.scopes === "string" ? [options.scopes] : options.scopes ?? [];
   const workspaceOf = typeof options.workspace === "function" ? options.workspace : () => options.workspace as string | undefined;
   return function tallykeyRequireToken(req: IncomingMessage, res: ServerResponse, next: Next): void {
@@ -57,9 +62,11 @@ export function requireToken(options: RequireTokenOptions) {
         next(error);
         return;
       }
-      send(res, 503, { "Retry-After": "2" }, {
+      // the same reason as tallykey's own 503 and the nginx configuration's answer
+      send(res, 503, { "Retry-After": "2", "Tallykey-Reason": "store_unavailable" }, {
         error: "verification_unavailable",
         message: "The request's token could not be checked: the token service did not answer.",
+        reason: "store_unavailable",
         hint: "Try again in a few seconds.",
       });
     });

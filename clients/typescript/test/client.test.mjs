@@ -216,3 +216,29 @@ test("the reason table covers the reasons the server answered here, and falls ba
   assert.equal(kindOf("something_new", 429), "rate_limited");
   assert.equal(kindOf(null, 500), "unexpected_response");
 });
+
+test("a bad argument to tokens.* rejects the promise; it never throws synchronously", async () => {
+  for (const call of [() => tk.tokens.get(""), () => tk.tokens.revoke(undefined), () => tk.tokens.rotate(""), () => tk.tokens.suspend(null)]) {
+    let pending;
+    assert.doesNotThrow(() => { pending = call(); });
+    assert.ok(pending instanceof Promise);
+    await assert.rejects(pending, (error) => error instanceof TallykeyError && error.kind === "misconfigured");
+  }
+});
+
+test("an over-long secret or header is tallykey's own 400 verdict, never an exception", async () => {
+  // the server answers this verdict itself up to 4096 characters (its request limit)
+  const served = await (await fetch(`${server.baseUrl}/api/v1/verify`, {
+    method: "POST", headers: { "Content-Type": "application/json" },
+    body: JSON.stringify({ authorization: `Bearer ${"x".repeat(2000)}` }),
+  })).json();
+  for (const length of [2000, 5000, 100_000]) {
+    const secret = "x".repeat(length);
+    for (const verdict of [await tk.verify(secret), await tk.verify(null, { authorization: `Bearer ${secret}` })]) {
+      assert.deepEqual([verdict.valid, verdict.status, verdict.code, verdict.reason, verdict.kind],
+        [false, 400, served.error, served.reason, "token_malformed"]);
+      assert.equal(verdict.message, served.message.replace("2007", String(length + 7)));
+      assert.equal(verdict.hint, served.hint);
+    }
+  }
+});

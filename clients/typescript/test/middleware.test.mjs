@@ -6,7 +6,7 @@ import { test, before, after } from "node:test";
 import assert from "node:assert/strict";
 import { createServer } from "node:http";
 import express from "express";
-import { Tallykey, requireToken } from "../dist/index.js";
+import { Tallykey, TallykeyError, requireToken } from "../dist/index.js";
 import { startServer, freePort } from "./server.mjs";
 
 let server;
@@ -143,5 +143,31 @@ test("tallykey unreachable: 503, fails closed", async () => {
   const answer = await get(closed, server.member);
   assert.equal(answer.status, 503);
   assert.equal(answer.body.error, "verification_unavailable");
+  assert.equal(answer.body.reason, "store_unavailable");  // as README: error, message, reason, hint
+  assert.equal(answer.headers.get("tallykey-reason"), "store_unavailable");
+  assert.equal(answer.headers.get("retry-after"), "2");
+  assert.equal(reached, false);
+});
+
+test("requireToken without a baseUrl fails at set-up with one clear error", () => {
+  for (const options of [{ baseUrl: undefined }, {}, undefined]) {
+    assert.throws(() => requireToken(options), (error) => {
+      assert.ok(error instanceof TallykeyError);
+      assert.equal(error.kind, "misconfigured");
+      assert.match(error.message, /^requireToken\(\{ baseUrl \}\) needs the tallykey server's base URL\.$/);
+      return true;
+    });
+  }
+});
+
+test("an over-long Authorization header is 400 malformed_header, not a 503", async () => {
+  const guard = requireToken({ baseUrl: server.baseUrl });
+  let reached = false;
+  const app = await listen((req, res) => guard(req, res, () => { reached = true; res.end("{}"); }));
+  const answer = await get(app, "x".repeat(5000));
+  assert.equal(answer.status, 400);
+  assert.equal(answer.body.reason, "malformed_header");
+  assert.equal(answer.headers.get("tallykey-reason"), "malformed_header");
+  assert.match(answer.body.message, /^The Authorization header is 5007 characters long/);
   assert.equal(reached, false);
 });

@@ -52,7 +52,9 @@ test("the README's Express example runs as written", async () => {
   const readme = await readFile(join(ROOT, "README.md"), "utf8");
   const example = readme.split("## Express")[1].match(/```js\n([\s\S]*?)```/)[1];
   assert.ok(example.trim().split("\n").length <= 10, "a 10-line example");
-  // the demo server's catalog has no orders:read: the example asks for a scope it has
+  // the demo server's catalog has no orders:read: the example asks for a scope it has, as
+  // the README says under the example
+  assert.match(readme, /the demo's catalog has `employees:read` instead/);
   await writeFile(join(project, "app.mjs"), example.replace("orders:read", "employees:read"));
   const port = await freePort();
   const app = spawn(process.execPath, ["app.mjs"], { cwd: project, stdio: ["ignore", "pipe", "pipe"],
