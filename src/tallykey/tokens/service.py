@@ -635,6 +635,24 @@ class TokenService:
         session.flush()
         session.refresh(event.token)  # load creator/owner/workspace for the caller's view
 
+    def require_current_secret(self, actor: Actor) -> None:
+        """A secret that a rotation or a renewal replaced (still verifying in its grace
+        period) changes nothing through the management API: no new token, user, policy
+        or account change, so a leaked old secret cannot outlive the rotation by minting
+        its own successor. Checked against the store, not the cached verdict."""
+        if actor.token_digest is None:
+            return
+        with self.database.reading() as session:
+            retires_at = session.scalar(select(TokenSecret.retires_at).where(
+                TokenSecret.secret_hash == actor.token_digest))
+        if retires_at is not None:
+            raise PermissionDenied(
+                "This secret was replaced by a rotation or a renewal: until its grace "
+                "period ends it still verifies, but it cannot change anything through "
+                "the management API.",
+                "Use the current secret (the one the rotation or renewal issued), or "
+                "the console.", reason="retiring_secret")
+
     def _require_current_secret(self, session: Session, actor: Actor, token: Token) -> None:
         """A request authenticated by a secret that a rotation or a renewal replaced (in
         its grace period, it still verifies) may not manage its own token, nor a token

@@ -1,0 +1,47 @@
+"""Variants of issue 25's attacks that the first fixes missed, replayed against a real
+server (SQLite and PostgreSQL): each test fails on the code before its fix."""
+
+from __future__ import annotations
+
+import httpx
+
+from .conftest import Server, manage, new_token
+
+
+def refused_as(response: httpx.Response, status: int, reason: str) -> None:
+    assert response.status_code == status, response.text
+    assert response.json()["reason"] == reason, response.text
+    assert "tlk_" not in response.text
+
+
+# --- 6. a rotated-out secret mints no successor of its own ----------------------------
+
+
+def test_a_rotated_out_secret_cannot_mint_a_token_or_a_user(server: Server) -> None:
+    made = new_token(server, name="leaked admin", scopes=["tokens:manage"])
+    leaked = made["token"]
+    rotated = manage(server, "POST", f"/api/v1/tokens/{made['id']}/rotate",
+                     json={"grace_seconds": 3600})
+    assert rotated.status_code == 200, rotated.text
+    current = rotated.json()["token"]
+    users_before = len(manage(server, "GET", "/api/v1/users").json())
+    # the attack: the old secret makes itself a brand-new token (or an admin user) that
+    # outlives the rotation meant to cut it off
+    refused_as(manage(server, "POST", "/api/v1/tokens", token=leaked, json={
+        "name": "persistence", "expires_in_days": 30, "scopes": ["tokens:manage"]}),
+        403, "retiring_secret")
+    refused_as(manage(server, "POST", "/api/v1/users", token=leaked, json={
+        "email": "persistence@evil.test", "name": "Evil", "role": "admin"}),
+        403, "retiring_secret")
+    other = new_token(server, name="someone else's")
+    refused_as(manage(server, "POST", f"/api/v1/tokens/{other['id']}/rotate", token=leaked,
+                      json={"grace_seconds": 0}), 403, "retiring_secret")
+    refused_as(manage(server, "PATCH", "/api/v1/account", token=leaked,
+                      json={"max_validity_days": 365}), 403, "retiring_secret")
+    listed = manage(server, "GET", "/api/v1/tokens?limit=200").json()["items"]
+    assert "persistence" not in {t["name"] for t in listed}
+    assert len(manage(server, "GET", "/api/v1/users").json()) == users_before
+    # it may still read (it verifies during the grace), and the current secret acts
+    assert manage(server, "GET", "/api/v1/tokens", token=leaked).status_code == 200
+    assert manage(server, "POST", "/api/v1/tokens", token=current, json={
+        "name": "fine", "expires_in_days": 1}).status_code == 201
