@@ -6,6 +6,7 @@ from __future__ import annotations
 import httpx
 
 from .conftest import Server, manage, new_token
+from .test_token_attacks import LONG_WINDOW, member_session, spend
 
 
 def refused_as(response: httpx.Response, status: int, reason: str) -> None:
@@ -45,3 +46,32 @@ def test_a_rotated_out_secret_cannot_mint_a_token_or_a_user(server: Server) -> N
     assert manage(server, "GET", "/api/v1/tokens", token=leaked).status_code == 200
     assert manage(server, "POST", "/api/v1/tokens", token=current, json={
         "name": "fine", "expires_in_days": 1}).status_code == 201
+
+
+# --- 10. an admin's limit counted per external id binds the external id too -----------
+
+
+def test_a_member_cannot_restart_an_admin_limit_by_changing_the_external_id(
+        server: Server) -> None:
+    with member_session(server) as (member, csrf):
+        made = member.post("/api/v1/tokens", headers=csrf, json={
+            "name": "member by customer", "expires_in_days": 7, "external_id": "cust-a"})
+        assert made.status_code == 201, made.text
+        token, url = made.json()["token"], f"/api/v1/tokens/{made.json()['id']}"
+        limited = manage(server, "PATCH", url, json={"rate_limits": [
+            {"name": "daily", "limit": 2, "per_seconds": LONG_WINDOW,
+             "shared": "external_id"}]})
+        assert limited.status_code == 200, limited.text
+        assert [spend(server, token) for _ in range(3)] == [204, 204, 429]
+        # the attack: a new external id is a new counter, so a fresh window (2 more each)
+        for external_id in ("cust-b", ""):
+            refused = member.patch(url, headers=csrf, json={"external_id": external_id})
+            refused_as(refused, 403, "admin_limit")
+            assert refused.json()["field"] == "external_id"
+            assert spend(server, token) == 429
+        assert manage(server, "GET", url).json()["external_id"] == "cust-a"
+        # the same value, and other changes, are still the member's to make
+        assert member.patch(url, headers=csrf, json={
+            "external_id": "cust-a", "name": "renamed"}).status_code == 200
+        # the administrator may change it
+        assert manage(server, "PATCH", url, json={"external_id": "cust-b"}).status_code == 200

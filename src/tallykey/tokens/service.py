@@ -610,7 +610,10 @@ class TokenService:
         if changes.metadata is not None:
             token.meta = rules.clean_metadata(changes.metadata)
         if changes.external_id is not None:
-            token.external_id = rules.clean_external_id(changes.external_id)
+            external_id = rules.clean_external_id(changes.external_id)
+            if bound and external_id != token.external_id:
+                policy.check_external_id_kept(limits.get("rate_limits") or [])
+            token.external_id = external_id
 
     def _seal_if_retrievable(self, session: Session, account: Account, token: Token,
                              stored: TokenSecret, secret: token_format.ParsedToken) -> None:
