@@ -48,6 +48,30 @@ def test_a_rotated_out_secret_cannot_mint_a_token_or_a_user(server: Server) -> N
         "name": "fine", "expires_in_days": 1}).status_code == 201
 
 
+
+def test_a_rotated_out_secret_cannot_replay_its_rotation_for_the_new_secret(
+        server: Server) -> None:
+    """An automation rotates its token with its own secret and an Idempotency-Key; the
+    stored answer (the new secret) is sealed under that secret, so whoever else holds
+    the old secret could replay the key and read the new one."""
+    made = new_token(server, name="self-rotating", scopes=["tokens:manage"])
+    leaked, url = made["token"], f"/api/v1/tokens/{made['id']}"
+    keyed = {"Authorization": f"Bearer {leaked}", "Idempotency-Key": "nightly-rotation"}
+    for path, body in (("rotate", {"grace_seconds": 3600}),
+                       ("renew", {"expires_in_days": 30, "grace_seconds": 3600})):
+        first = httpx.post(f"{server.base_url}{url}/{path}", headers=keyed, json=body,
+                           timeout=15)
+        if path == "renew":  # the rotation made `leaked` a retiring secret already
+            refused_as(first, 403, "retiring_secret")
+            continue
+        assert first.status_code == 200, first.text
+        fresh = first.json()["token"]
+        replayed = httpx.post(f"{server.base_url}{url}/{path}", headers=keyed, json=body,
+                              timeout=15)
+        refused_as(replayed, 403, "retiring_secret")
+        assert fresh not in replayed.text
+        assert "Idempotent-Replayed" not in replayed.headers
+
 # --- 10. an admin's limit counted per external id binds the external id too -----------
 
 
