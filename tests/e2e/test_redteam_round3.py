@@ -99,3 +99,26 @@ def test_a_member_cannot_restart_an_admin_limit_by_changing_the_external_id(
             "external_id": "cust-a", "name": "renamed"}).status_code == 200
         # the administrator may change it
         assert manage(server, "PATCH", url, json={"external_id": "cust-b"}).status_code == 200
+
+
+# --- 10. an admin's suspension of a token its member suspended first -------------------
+
+
+def test_an_admin_suspension_binds_even_when_the_member_suspended_first(
+        server: Server) -> None:
+    with member_session(server) as (member, csrf):
+        made = member.post("/api/v1/tokens", headers=csrf,
+                           json={"name": "member suspends first", "expires_in_days": 7})
+        assert made.status_code == 201, made.text
+        token, url = made.json()["token"], f"/api/v1/tokens/{made.json()['id']}"
+        assert member.post(f"{url}/suspend", headers=csrf).status_code == 200
+        # the administrator suspends it too (was 409 "already suspended", leaving the
+        # member's own suspension, which the member then lifted)
+        taken = manage(server, "POST", f"{url}/suspend")
+        assert taken.status_code == 200, taken.text
+        refused_as(member.post(f"{url}/resume", headers=csrf), 403, "admin_suspension")
+        assert spend(server, token) == 401
+        # a second suspension by the administrator is still a conflict
+        assert manage(server, "POST", f"{url}/suspend").status_code == 409
+        assert manage(server, "POST", f"{url}/resume").status_code == 200
+        assert spend(server, token) == 204

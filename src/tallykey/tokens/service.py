@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.accounts.service import permissions_of
-from tallykey.actor import Actor
+from tallykey.actor import ADMIN, Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.controls import rules
@@ -473,6 +473,12 @@ class TokenService:
             token = self._visible_token(session, actor, token_id, for_update=True)
             self._require_current_secret(session, actor, token)
             status = token.status_at(now)
+            if status == SUSPENDED and self._takes_over_suspension(session, actor, token):
+                token.suspended_by_id = actor.user_id  # the member can no longer resume it
+                token.updated_at = now
+                self._announce(session, TokenEvent(TOKEN_SUSPENDED, token, actor, now,
+                                                   {"taken_over": True}))
+                return token
             if status == SUSPENDED:
                 assert token.suspended_at is not None
                 raise Conflict(f"This token was already suspended at "
@@ -484,6 +490,16 @@ class TokenService:
             token.updated_at = now
             self._announce(session, TokenEvent(TOKEN_SUSPENDED, token, actor, now))
             return token
+
+    @staticmethod
+    def _takes_over_suspension(session: Session, actor: Actor, token: Token) -> bool:
+        """An administrator suspending a token that a member suspended makes the
+        suspension theirs: else the member, who may resume their own suspension, would
+        lift the one the administrator asked for (which answered "already suspended")."""
+        if not actor.is_admin or token.suspended_by_id in (None, actor.user_id):
+            return False
+        suspender = session.get(User, token.suspended_by_id)
+        return suspender is not None and suspender.role != ADMIN
 
     def resume(self, actor: Actor, token_id: str) -> Token:
         """Let a suspended token work again. `Conflict` if it is not suspended (or was
