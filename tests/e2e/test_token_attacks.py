@@ -120,11 +120,15 @@ def test_a_rotated_out_secret_cannot_renew_or_manage_its_token(server: Server) -
         refused = manage(server, "POST", f"/api/v1/tokens/{successor['id']}/rotate",
                          token=secret, json={"grace_seconds": 0})
         assert_refused(refused, 403, "retiring_secret")
-    assert self_renew(server, successor["token"]).status_code == 201
-    # a current secret still manages tokens as before
+    again = self_renew(server, successor["token"])
+    assert again.status_code == 201, again.text
+    # a replaced secret changes no other token either; a current one does as before
     other = new_token(server, name="other")
-    assert manage(server, "PATCH", f"/api/v1/tokens/{other['id']}", token=successor["token"],
-                  json={"name": "renamed"}).status_code == 200
+    assert_refused(manage(server, "PATCH", f"/api/v1/tokens/{other['id']}",
+                          token=successor["token"], json={"name": "renamed"}),
+                   403, "retiring_secret")
+    assert manage(server, "PATCH", f"/api/v1/tokens/{other['id']}",
+                  token=again.json()["token"], json={"name": "renamed"}).status_code == 200
 
 
 # --- 10. admin-set suspensions and limits bind members --------------------------------

@@ -146,8 +146,11 @@ async def management_actor(request: Request) -> Actor:
         raise PermissionDenied(
             "The management API needs a personal token of an administrator.",
             "Create a personal token with the tokens:manage scope as an administrator.")
-    return Actor(verdict.account_id, verdict.owner_id, "admin", verdict.owner_email or "",
-                 ip, "api", token_digest=presented_digest(authorization))
+    actor = Actor(verdict.account_id, verdict.owner_id, "admin", verdict.owner_email or "",
+                  ip, "api", token_digest=presented_digest(authorization))
+    if request.method not in SAFE_METHODS:
+        await run_in_threadpool(runtime.tokens.require_current_secret, actor)
+    return actor
 
 
 def presented_digest(authorization: str | None) -> str | None:

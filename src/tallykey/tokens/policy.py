@@ -309,6 +309,18 @@ def check_rate_limits_within(wanted: list[dict[str, Any]],
                 limit=rule["name"])
 
 
+def check_external_id_kept(limit: list[dict[str, Any]]) -> None:
+    """A rate limit an administrator set `shared` by external id is counted per external
+    id: an owner who changed the token's external id would get a fresh window."""
+    shared = [rule for rule in limit if rule.get("shared") == "external_id"]
+    if shared:
+        raise PermissionDenied(
+            f"An administrator set the rate limit {written_rate_limit(shared[0])!r} on this "
+            "token, counted per external id; you cannot change the external id.",
+            "Ask an administrator to change the token's external id.",
+            field="external_id", reason="admin_limit", limit=shared[0]["name"])
+
+
 def check_credits_within(wanted: tuple[int, Refill | None] | None, balance: int,
                          limit: dict[str, Any]) -> None:
     """An owner may lower credits an administrator set and their refill, never remove

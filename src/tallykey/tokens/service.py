@@ -18,7 +18,7 @@ from sqlalchemy.orm import Session
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.accounts.service import permissions_of
-from tallykey.actor import Actor
+from tallykey.actor import ADMIN, Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.controls import rules
@@ -473,6 +473,12 @@ class TokenService:
             token = self._visible_token(session, actor, token_id, for_update=True)
             self._require_current_secret(session, actor, token)
             status = token.status_at(now)
+            if status == SUSPENDED and self._takes_over_suspension(session, actor, token):
+                token.suspended_by_id = actor.user_id  # the member can no longer resume it
+                token.updated_at = now
+                self._announce(session, TokenEvent(TOKEN_SUSPENDED, token, actor, now,
+                                                   {"taken_over": True}))
+                return token
             if status == SUSPENDED:
                 assert token.suspended_at is not None
                 raise Conflict(f"This token was already suspended at "
@@ -484,6 +490,16 @@ class TokenService:
             token.updated_at = now
             self._announce(session, TokenEvent(TOKEN_SUSPENDED, token, actor, now))
             return token
+
+    @staticmethod
+    def _takes_over_suspension(session: Session, actor: Actor, token: Token) -> bool:
+        """An administrator suspending a token that a member suspended makes the
+        suspension theirs: else the member, who may resume their own suspension, would
+        lift the one the administrator asked for (which answered "already suspended")."""
+        if not actor.is_admin or token.suspended_by_id in (None, actor.user_id):
+            return False
+        suspender = session.get(User, token.suspended_by_id)
+        return suspender is not None and suspender.role != ADMIN
 
     def resume(self, actor: Actor, token_id: str) -> Token:
         """Let a suspended token work again. `Conflict` if it is not suspended (or was
@@ -610,7 +626,10 @@ class TokenService:
         if changes.metadata is not None:
             token.meta = rules.clean_metadata(changes.metadata)
         if changes.external_id is not None:
-            token.external_id = rules.clean_external_id(changes.external_id)
+            external_id = rules.clean_external_id(changes.external_id)
+            if bound and external_id != token.external_id:
+                policy.check_external_id_kept(limits.get("rate_limits") or [])
+            token.external_id = external_id
 
     def _seal_if_retrievable(self, session: Session, account: Account, token: Token,
                              stored: TokenSecret, secret: token_format.ParsedToken) -> None:
@@ -634,6 +653,24 @@ class TokenService:
             listener(session, event)
         session.flush()
         session.refresh(event.token)  # load creator/owner/workspace for the caller's view
+
+    def require_current_secret(self, actor: Actor) -> None:
+        """A secret that a rotation or a renewal replaced (still verifying in its grace
+        period) changes nothing through the management API: no new token, user, policy
+        or account change, so a leaked old secret cannot outlive the rotation by minting
+        its own successor. Checked against the store, not the cached verdict."""
+        if actor.token_digest is None:
+            return
+        with self.database.reading() as session:
+            retires_at = session.scalar(select(TokenSecret.retires_at).where(
+                TokenSecret.secret_hash == actor.token_digest))
+        if retires_at is not None:
+            raise PermissionDenied(
+                "This secret was replaced by a rotation or a renewal: until its grace "
+                "period ends it still verifies, but it cannot change anything through "
+                "the management API.",
+                "Use the current secret (the one the rotation or renewal issued), or "
+                "the console.", reason="retiring_secret")
 
     def _require_current_secret(self, session: Session, actor: Actor, token: Token) -> None:
         """A request authenticated by a secret that a rotation or a renewal replaced (in
