@@ -13,8 +13,9 @@ from uvicorn.config import LOGGING_CONFIG
 from tallykey.tokens.format import TOKEN_PATTERN
 
 _ACCESS_TOKEN = re.compile(r"(access_token=)[^&\s\"]+", re.IGNORECASE)
-#: One-time links (password reset) carry their secret in the path.
-_ONE_TIME_LINK = re.compile(r"(/console/reset/)[^/?#\s\"]+")
+#: One-time links (password reset, first-administrator set-up) carry their secret in the
+#: path. (`serve` prints the set-up link to its own output, not through logging.)
+_ONE_TIME_LINK = re.compile(r"(/console/(?:reset|setup)/)[^/?#\s\"]+")
 REDACTED = "[redacted]"
 
 

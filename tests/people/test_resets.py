@@ -214,6 +214,12 @@ def test_reset_links_are_redacted_in_logs() -> None:
     assert "Zq3_x-9AbC" not in formatted and "/console/reset/[redacted]" in formatted
 
 
+def test_set_up_links_are_redacted_in_access_logs() -> None:
+    formatted = JsonFormatter().format(logging.makeLogRecord(
+        {"msg": "request", "path": "/console/setup/Kx81_aQ-zz"}))
+    assert "Kx81_aQ-zz" not in formatted and "/console/setup/[redacted]" in formatted
+
+
 def test_outbox_views_hide_one_time_links_old_and_new() -> None:
     """What the outbox page and CLI show: the marker of a new mail and the token of a
     mail stored before markers existed are both replaced, once, by one label."""
