@@ -143,7 +143,20 @@ def _truncate_all(url: str) -> None:
     with database.engine.begin() as connection:
         names = ", ".join(f'"{t.name}"' for t in reversed(metadata.sorted_tables))
         connection.execute(text(f"TRUNCATE {names} RESTART IDENTITY CASCADE"))
+        # a test may have moved the shared database's revision (schema checks): back to head
+        connection.execute(text("UPDATE alembic_version SET version_num = :head"),
+                           {"head": migrate.head_revision(url)})
     database.dispose()
+
+
+def revision_before_head() -> str:
+    """The revision just before head: a store one migration behind this code."""
+    from alembic.script import ScriptDirectory
+
+    script = ScriptDirectory.from_config(migrate.alembic_config("sqlite://"))
+    head = script.get_revision(migrate.head_revision("sqlite://"))
+    assert head is not None and isinstance(head.down_revision, str)
+    return head.down_revision
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -22,6 +22,7 @@ from sqlalchemy import text, update
 from tallykey.accounts.models import Account
 from tallykey.runtime import Runtime
 
+from .conftest import revision_before_head
 from .notify.conftest import Recorder
 from .people.openid import client, new_signing_key, running_provider
 from .redisserver import RedisServer
@@ -137,7 +138,8 @@ def test_a_schema_behind_head_and_a_missing_kek_fail(
     assert kek["status"] == "fail" and "1 account(s)" in kek["detail"], kek
     assert doctor(database_url, tmp_path, "--json", TALLYKEY_KEK=KEK)[0].returncode == 0
     with rt.database.engine.begin() as connection:
-        connection.execute(text("UPDATE alembic_version SET version_num = 'key_limits'"))
+        connection.execute(text("UPDATE alembic_version SET version_num = :r"),
+                           {"r": revision_before_head()})
     result, _ = doctor(database_url, tmp_path, "--json")
     schema = checks(result)["schema"]
     assert schema["status"] == "fail" and "1 revision(s) pending" in schema["detail"]

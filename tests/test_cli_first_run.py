@@ -37,8 +37,8 @@ def store(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[dict[str, 
 
 def test_only_one_of_the_nodes_started_together_prints_the_link(
         store: dict[str, str], tmp_path: Path) -> None:
-    nodes = [Server(env=store, port=free_port(), log_path=tmp_path / f"node{n}.log")
-             for n in range(3)]
+    nodes = [Server(env=store, port=free_port(), log_path=tmp_path / f"node{n}.log",
+                    command=("serve",)) for n in range(3)]
     with ExitStack() as stack:
         for node in nodes:
             stack.callback(node.stop)
@@ -54,7 +54,7 @@ def test_only_one_of_the_nodes_started_together_prints_the_link(
         assert httpx.get(nodes[0].base_url + links[0], timeout=10).status_code == 200
 
         replacing = Server(env=store, port=free_port(), log_path=tmp_path / "new.log",
-                           serve_args=("--new-setup-link",))
+                           command=("serve",), serve_args=("--new-setup-link",))
         stack.callback(replacing.stop)
         replacing.start()
         found = LINK.search(replacing.log_path.read_text())

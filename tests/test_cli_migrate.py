@@ -14,9 +14,10 @@ import pytest
 from sqlalchemy import text
 
 from tallykey.db.engine import Database
+from tallykey.db.migrate import head_revision
 from tallykey.settings import normalise_database_url
 
-from .conftest import fresh_postgres_database
+from .conftest import fresh_postgres_database, revision_before_head
 
 TALLYKEY = str(Path(sys.executable).with_name("tallykey"))
 
@@ -65,11 +66,11 @@ def test_migrate_check_lists_pending_revisions_then_passes_at_head(
     assert done.returncode == 0 and "schema upgraded from empty" in done.stdout
     at_head = tallykey(empty_postgres, tmp_path, "migrate", "--check")
     assert at_head.returncode == 0 and "schema at head" in at_head.stdout
-    set_revision(empty_postgres, "key_limits")
+    set_revision(empty_postgres, revision_before_head())
     behind = tallykey(empty_postgres, tmp_path, "migrate", "--check")
     assert behind.returncode == 1
     assert [line.strip().split(":")[0] for line in behind.stdout.splitlines()[1:]] == [
-        "key_lifecycle"]
+        head_revision(empty_postgres)]
 
 
 def test_serve_and_migrate_refuse_a_schema_from_a_newer_release(

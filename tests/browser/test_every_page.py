@@ -233,11 +233,13 @@ def test_two_factor_pages(site: Site, new_context: Any) -> None:
     check(site, page, "two-factor-enrol")
     totp = pyotp.TOTP(page.locator("#totp-secret").inner_text())
     page.get_by_label("Code from the app").fill("000000" if totp.now() != "000000" else "111111")
+    page.get_by_label("Your password").fill(MEMBER_PASSWORD)
     page.get_by_role("button", name="Turn on two-factor sign-in").click()
     alert = page.get_by_role("alert").inner_text()
     assert "The code is wrong" in alert and "recovery" not in alert, alert
     check(site, page, "two-factor-enrol-wrong-code")
     page.get_by_label("Code from the app").fill(totp.now())
+    page.get_by_label("Your password").fill(MEMBER_PASSWORD)
     page.get_by_role("button", name="Turn on two-factor sign-in").click()
     page.get_by_text("Save these recovery codes now").wait_for()
     check(site, page, "recovery-codes")

@@ -125,7 +125,8 @@ def test_a_wrong_code_while_setting_up_two_factor_names_no_recovery_code(
     enrol = client.get("/console/me/two-factor")
     assert enrol.status_code == 200
     wrong = client.post("/console/me/two-factor", data={"csrf_token": csrf_of(enrol.text),
-                                                        "code": "000000"})
+                                                        "code": "000000",
+                                                        "password": "correct horse battery"})
     assert wrong.status_code == 422
     alert = html.unescape(re.search(r'role="alert"[^>]*>(.*?)<', wrong.text,  # type: ignore[union-attr]
                                     re.S).group(1))

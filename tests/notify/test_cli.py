@@ -75,8 +75,8 @@ def test_worker_refuses_a_malformed_smtp_url(cli: CliRunner,
                                              monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("TALLYKEY_SMTP_URL", "smtp://user:hunter2@mail.acme.test:x")
     result = cli.invoke(app, ["worker", "--once"])
-    assert result.exit_code == 1
-    assert "TALLYKEY_SMTP_URL is malformed" in result.stderr
+    assert result.exit_code == 78  # EX_CONFIG: a bad setting stops every command
+    assert "invalid setting TALLYKEY_SMTP_URL" in result.stderr
     assert "hunter2" not in result.output
 
 

@@ -67,7 +67,8 @@ def _user_id(actor: Actor) -> str:
     return actor.user_id
 
 
-@router.post("/session/second-factor", response_model=SessionView)
+@router.post("/session/second-factor", response_model=SessionView,
+             responses=error_responses(429))
 async def second_factor(body: SecondFactorRequest, request: Request, response: Response,
                         runtime: RuntimeDep) -> SessionView:
     """After `POST /api/v1/session` answered `awaiting: "code"`: send the authenticator
@@ -107,7 +108,8 @@ async def second_factor(body: SecondFactorRequest, request: Request, response: R
     return await run_in_threadpool(finish)
 
 
-@router.post("/session/password", response_model=PasswordChanged)
+@router.post("/session/password", response_model=PasswordChanged,
+             responses=error_responses(429))
 def change_password(body: PasswordChange, request: Request, actor: ManagementActor,
                     runtime: RuntimeDep) -> PasswordChanged:
     """Change your own password (the current one is required). Every other session of
