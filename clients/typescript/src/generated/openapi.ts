@@ -159,8 +159,8 @@ export interface paths {
         /**
          * Request Reset
          * @description Mail a one-time link (30 minutes) to set a new password. The answer is the same,
-         *     and as fast, whether or not the address belongs to anyone: the lookup and the mail
-         *     happen after it was sent.
+         *     and as fast, whether or not the address belongs to anyone: the request only queues
+         *     the address; the lookup and the mail happen in the background.
          */
         post: operations["request_reset_api_v1_password_reset_post"];
         delete?: never;
@@ -744,9 +744,11 @@ export interface paths {
         };
         /**
          * Healthz
-         * @description `ok` (200) with the store reachable; `degraded` (200) while the store is
-         *     unreachable but cached tokens still verify (TALLYKEY_STALE_IF_ERROR); 503 once
-         *     this node can verify nothing. Never waits longer than the connect timeout.
+         * @description `ok` (200) with the store answering and this node's lease held; `degraded`
+         *     (200) while it still verifies something (cached tokens within
+         *     TALLYKEY_STALE_IF_ERROR and the lease, or loads without the lease); `down`
+         *     (503) once it can verify nothing. Answered from what the node knows, with no
+         *     I/O, on the event loop: never slower than the loop itself.
          */
         get: operations["healthz_healthz_get"];
         put?: never;
@@ -3313,6 +3315,17 @@ export interface operations {
                     "application/json": components["schemas"]["ErrorBody"];
                 };
             };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
         };
     };
     second_factor_api_v1_session_second_factor_post: {
@@ -3378,6 +3391,17 @@ export interface operations {
             /** @description A field was rejected; `field` names it and the message says why */
             422: {
                 headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
                     [name: string]: unknown;
                 };
                 content: {
