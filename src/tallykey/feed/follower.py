@@ -40,6 +40,9 @@ log = logging.getLogger(__name__)
 
 SQLITE_POLL_SECONDS = 0.05
 POSTGRES_POLL_SECONDS = 0.5
+#: The feed read interval of a PostgreSQL node without LISTEN (`TALLYKEY_FEED_MODE=poll`,
+#: or behind a pooler in transaction mode): one index probe per node per interval.
+FEED_POLL_SECONDS = 0.1
 #: After a failed read, requests skip the store for this long (no pile-up of
 #: connection attempts during an outage); the background loop keeps trying.
 RETRY_AFTER_FAILURE_SECONDS = 0.5
@@ -68,7 +71,7 @@ class FeedFollower:
     def __init__(self, database: Database, apply: Callable[[list[Change]], None], *,
                  clock: DatabaseClock, lease: float, stale_if_error: float,
                  node_lease: float | None = None, node_name: str | None = None,
-                 poll_interval: float | None = None) -> None:
+                 poll_interval: float | None = None, mode: str = "auto") -> None:
         self.database = database
         self.apply = apply
         self.clock = clock
@@ -76,10 +79,14 @@ class FeedFollower:
         self.stale_if_error = stale_if_error
         #: Seconds of each node lease: never shorter than the stale window.
         self.node_lease = max(node_lease or 0.0, nodes.node_lease(stale_if_error))
-        pushed = database.dialect == "postgresql"
+        postgres = database.dialect == "postgresql"
+        #: LISTEN/NOTIFY works on a direct connection only (a pooler in transaction
+        #: mode hands the listening server connection to other clients).
+        pushed = postgres and (mode == "listen" or (mode == "auto" and not database.pooled))
         #: With LISTEN/NOTIFY the poll is only a backstop; without it, it is the feed.
-        self.poll_interval = poll_interval or (POSTGRES_POLL_SECONDS if pushed
-                                               else SQLITE_POLL_SECONDS)
+        self.poll_interval = poll_interval or (
+            POSTGRES_POLL_SECONDS if pushed else FEED_POLL_SECONDS if postgres
+            else SQLITE_POLL_SECONDS)
         self.reader = FeedReader(database, deadline=FEED_DEADLINE)
         self.presence = NodePresence(database, clock, node_name, lease=self.node_lease)
         self.listener = ChangeListener(database, self._sync_quietly) if pushed else None
