@@ -47,9 +47,12 @@ def _free_port() -> int:
 
 
 @contextmanager
-def pgbouncer(database_url: str, pool_size: int = 20) -> Iterator[str]:
+def pgbouncer(database_url: str, pool_size: int = 20,
+              ignore_options: bool = False) -> Iterator[str]:
     """Run PgBouncer (pool_mode = transaction) in front of the server of `database_url`;
-    yields the same URL pointing at PgBouncer. Stopped (SIGTERM, then SIGKILL) after."""
+    yields the same URL pointing at PgBouncer. Stopped (SIGTERM, then SIGKILL) after.
+    `ignore_options`: `ignore_startup_parameters = options` (else PgBouncer refuses a
+    client that sends the `options` startup parameter)."""
     binary = pgbouncer_binary()
     if binary is None:
         raise RuntimeError("pgbouncer is not installed (apt-get install pgbouncer)")
@@ -66,7 +69,8 @@ def pgbouncer(database_url: str, pool_size: int = 20) -> Iterator[str]:
             f"listen_addr = 127.0.0.1\nlisten_port = {port}\nunix_socket_dir =\n"
             f"auth_type = trust\nauth_file = {home / 'users.txt'}\n"
             "pool_mode = transaction\nmax_client_conn = 2000\n"
-            f"default_pool_size = {pool_size}\nlogfile =\npidfile =\n")
+            f"default_pool_size = {pool_size}\nlogfile =\npidfile =\n"
+            + ("ignore_startup_parameters = options\n" if ignore_options else ""))
         os.chmod(home, 0o755)  # noqa: S103 -- readable by the user it switches to when run as root
         for name in ("users.txt", "pgbouncer.ini"):
             os.chmod(home / name, 0o644)

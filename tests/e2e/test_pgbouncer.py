@@ -62,6 +62,21 @@ def test_the_pooler_is_detected_and_the_direct_server_is_not(bounced: Bounced) -
         direct.dispose()
 
 
+def test_a_pooler_that_drops_the_options_parameter_is_detected_too(bounced: Bounced) -> None:
+    with pgbouncer(bounced.direct, ignore_options=True) as through:
+        database = Database(through)
+        try:
+            assert database.pooled
+            with database.reading() as session:
+                assert session.connection().exec_driver_sql("SELECT 1").scalar() == 1
+        finally:
+            database.dispose()
+    for pooler, pooled in (("none", False), ("transaction", True)):
+        configured = Database(bounced.direct, pooler=pooler)
+        assert configured.pooled is pooled
+        configured.dispose()
+
+
 def test_no_node_listens_and_misses_load_through_the_pooler(bounced: Bounced) -> None:
     with psycopg.connect(_libpq(bounced.direct), autocommit=True) as connection:
         listening = connection.execute(
