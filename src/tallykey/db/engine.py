@@ -310,7 +310,7 @@ def detect_pooler(url: str, connect_timeout: int, statement_timeout: float) -> b
     try:
         connection = connect_bounded(args, kwargs, statement_timeout + DEADLINE_MARGIN,
                                      bounded_class(None))
-    except psycopg.Error as error:
+    except (psycopg.Error, OSError) as error:
         return "startup parameter" in str(error)
     try:
         connection.autocommit = True
