@@ -43,6 +43,11 @@ POSTGRES_POLL_SECONDS = 0.5
 #: The feed read interval of a PostgreSQL node without LISTEN (`TALLYKEY_FEED_MODE=poll`,
 #: or behind a pooler in transaction mode): one index probe per node per interval.
 FEED_POLL_SECONDS = 0.1
+#: `TALLYKEY_FEED_MODE=auto` gives up on LISTEN after this many background polls in a
+#: row found changes while the listener, connected, had heard nothing for
+#: `UNHEARD_SECONDS` (a pooler that passes LISTEN on but never delivers NOTIFY).
+UNHEARD_POLLS = 3
+UNHEARD_SECONDS = 1.0
 #: After a failed read, requests skip the store for this long (no pile-up of
 #: connection attempts during an outage); the background loop keeps trying.
 RETRY_AFTER_FAILURE_SECONDS = 0.5
@@ -90,6 +95,9 @@ class FeedFollower:
         self.reader = FeedReader(database, deadline=FEED_DEADLINE)
         self.presence = NodePresence(database, clock, node_name, lease=self.node_lease)
         self.listener = ChangeListener(database, self._sync_quietly) if pushed else None
+        #: Fall back to polling when LISTEN turns out not to deliver (`_check_listener`).
+        self._may_fall_back = mode == "auto"
+        self._unheard = 0
         #: Tasks run once a heartbeat (usage flush, shared throttle); each may fail alone.
         self.periodic: list[Callable[[], None]] = []
         #: `time.monotonic()` when the last successful feed read began.
@@ -325,7 +333,7 @@ class FeedFollower:
     def _run(self) -> None:
         next_beat = 0.0
         while not self._stop.wait(min(self.poll_interval, HEARTBEAT_SECONDS)):
-            self._sync_quietly()
+            self._check_listener(self._sync_quietly())
             if time.monotonic() >= next_beat and not self._stop.is_set():
                 next_beat = time.monotonic() + HEARTBEAT_SECONDS
                 self._beat()
@@ -351,13 +359,36 @@ class FeedFollower:
             except Exception:
                 log.exception("periodic verifier task failed; retrying next heartbeat")
 
-    def _sync_quietly(self) -> None:
+    def _sync_quietly(self) -> int:
         try:
-            self.sync()
+            return self.sync()
         except StoreUnavailable:
             pass  # logged once by `_read_failed`
         except Exception:
             log.exception("could not read the change feed; retrying")
+        return 0
+
+    def _check_listener(self, applied: int) -> None:
+        """A background poll applied `applied` changes: with a working listener it finds
+        (almost) nothing, since the notification came first. When polls keep finding
+        changes the listener never heard of, LISTEN does not deliver (a pooler in
+        transaction mode that the start-up check missed): poll instead."""
+        listener = self.listener
+        if not applied or listener is None or not self._may_fall_back:
+            return
+        if not listener.connected.is_set() or (
+                time.monotonic() - listener.heard_at < UNHEARD_SECONDS):
+            self._unheard = 0
+            return
+        self._unheard += 1
+        if self._unheard >= UNHEARD_POLLS:
+            log.warning("LISTEN delivers no notifications (a connection pooler in "
+                        "transaction mode?); reading the change feed every %g s instead "
+                        "(set TALLYKEY_FEED_MODE=poll or TALLYKEY_DB_POOLER=transaction "
+                        "to start that way)", FEED_POLL_SECONDS)
+            self.listener = None
+            self.poll_interval = FEED_POLL_SECONDS
+            listener.stop(timeout=1.0)
 
     def _now(self) -> datetime:
         """The database's time by the last calibration (never a query of its own)."""
