@@ -72,7 +72,8 @@ class Settings(BaseSettings):
     #: How a node learns of changes: `listen` (PostgreSQL LISTEN/NOTIFY wakes it, a slow
     #: poll backs it up), `poll` (it reads the feed every `FEED_POLL_SECONDS`; works
     #: through a pooler in transaction mode, one connection less per node) or `auto`
-    #: (`poll` behind a transaction pooler, else `listen`).
+    #: (`poll` behind a transaction pooler, else `listen`, falling back to `poll` when
+    #: LISTEN turns out not to deliver).
     feed_mode: Literal["auto", "listen", "poll"] = "auto"
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     worker_interval: float = Field(default=5.0, gt=0, le=3600)
