@@ -36,7 +36,7 @@ def bounced(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bounced]:
     with ExitStack() as stack:
         direct = stack.enter_context(fresh_postgres_database())
         through = stack.enter_context(pgbouncer(direct))
-        seeder = Server(env=server_env(tmp, direct), port=0, log_path=tmp / "seed.log")
+        seeder = Server(env=server_env(tmp, through), port=0, log_path=tmp / "seed.log")
         seeded = json.loads(seeder.cli("demo", "--seed-only", "--json").stdout)
         servers = []
         for number in range(3):
