@@ -93,6 +93,11 @@ def main() -> None:
         # limits.py's --rounds is its number of timed verify calls (not HTTP rounds).
         "limits": run_json([sys.executable, str(HERE / "limits.py"), "--rounds", str(hits),
                             "--seconds", str(seconds)]),
+        # Many nodes on one PostgreSQL, directly and through PgBouncer (transaction mode).
+        "cluster": run_json([sys.executable, str(HERE / "cluster.py"), *(
+            ["--sizes", "1,2", "--revokes", "3", "--window", "2"] if args.smoke
+            else ["--sizes", "1,4", "--revokes", "10"] if args.quick
+            else ["--sizes", "1,4,16", "--revokes", "20"])]),
     }
     verification, peer, http = results["verification"], results["peer"], results["http"]
     hit = verification["hit"]["median_us"]
@@ -138,6 +143,13 @@ def main() -> None:
     for name, measured in limits["auth_request"].items():
         rows.append((f"/auth/request, token with {name.replace('_', ' ')}",
                      f"{measured['rps']:,} req/s, p99 {measured['p99_ms']} ms", ""))
+    for mode, label in (("direct", "PostgreSQL"), ("pgbouncer", "PgBouncer")):
+        for size in results["cluster"][mode]:
+            rows.append((f"{size['nodes']} nodes, {label}: revoke until acknowledged",
+                         f"p50 {size['revoke_p50_ms']} ms, p99 {size['revoke_p99_ms']} ms; "
+                         f"{size['pg_connections_most']} PG conns; "
+                         f"{size['feed_reads_per_s']} feed reads/s; "
+                         f"{size['rss_mb_per_node']} MB RSS/node", ""))
     width = max(len(r[0]) for r in rows)
     print(f"{'measure'.ljust(width)}  {'result':<70}  target")
     for name, value, target in rows:

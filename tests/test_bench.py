@@ -46,8 +46,17 @@ def test_the_benchmark_runs_every_step_and_produces_every_figure(tmp_path: Path)
     assert set(results["ratios"]) >= {"hit_over_floor", "peer_over_hit",
                                       "large_miss_over_small_miss",
                                       "postgres_large_over_sqlite_large"}
+    cluster = results["cluster"]
+    for mode in ("direct", "pgbouncer"):
+        assert [size["nodes"] for size in cluster[mode]] == [1, 2], mode
+        for size in cluster[mode]:
+            assert size["incomplete"] == 0
+            for figure in ("revoke_p50_ms", "revoke_p99_ms", "pg_connections_most",
+                           "feed_reads_per_s", "rss_mb_per_node"):
+                assert size[figure] > 0, (mode, figure)
     # the printed table has a row for every figure
     for row in ("verify, cache hit (median)", "peer djangorestframework-api-key",
                 "cache miss, PostgreSQL", "/auth/request, tallykey serve (uvicorn)",
-                "nginx `return 204`", "RSS with the cache full", "token with credits"):
+                "nginx `return 204`", "RSS with the cache full", "token with credits",
+                "2 nodes, PostgreSQL: revoke", "2 nodes, PgBouncer: revoke"):
         assert row in done.stdout, row

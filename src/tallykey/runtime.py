@@ -73,7 +73,7 @@ class Runtime:
                                           settings.openapi_unlisted)
                       if settings.openapi_file else None)  # so does a bad document
         database = Database(settings.resolved_database_url, settings.db_connect_timeout,
-                            settings.db_statement_timeout)
+                            settings.db_statement_timeout, settings.db_pooler)
         database_clock = DatabaseClock(database)
         clock = clock or database_clock
         keyring = load_keyring(settings.kek, settings.kek_file)

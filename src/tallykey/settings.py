@@ -65,6 +65,16 @@ class Settings(BaseSettings):
     db_connect_timeout: int = Field(default=2, ge=1, le=60)
     #: Seconds one statement may run (PostgreSQL `statement_timeout`, SQLite busy wait).
     db_statement_timeout: float = Field(default=5.0, gt=0, le=600)
+    #: A connection pooler in front of PostgreSQL: `transaction` (PgBouncer
+    #: `pool_mode=transaction`: no prepared statements, no session settings, the feed
+    #: polled), `none`, or `auto` (detected at start: see `db.engine.detect_pooler`).
+    db_pooler: Literal["auto", "none", "transaction"] = "auto"
+    #: How a node learns of changes: `listen` (PostgreSQL LISTEN/NOTIFY wakes it, a slow
+    #: poll backs it up), `poll` (it reads the feed every `FEED_POLL_SECONDS`; works
+    #: through a pooler in transaction mode, one connection less per node) or `auto`
+    #: (`poll` behind a transaction pooler, else `listen`, falling back to `poll` when
+    #: LISTEN turns out not to deliver).
+    feed_mode: Literal["auto", "listen", "poll"] = "auto"
     outbox_max_attempts: int = Field(default=12, ge=1, le=100)
     worker_interval: float = Field(default=5.0, gt=0, le=3600)
     #: Days of per-hour usage counts (and remembered networks) kept; older ones are pruned.

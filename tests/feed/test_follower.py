@@ -82,3 +82,50 @@ def test_a_request_never_waits_long_on_another_threads_feed_read(
     finally:
         release.set()
         thread.join(5)
+
+
+@pytest.mark.postgres
+@pytest.mark.serial
+def test_auto_mode_polls_when_listen_never_delivers(postgres_url: str) -> None:
+    """Through a real PgBouncer in transaction mode that drops the `options` parameter,
+    configured as no pooler: LISTEN succeeds but no notification ever arrives. The
+    follower notices (polls keep finding changes it never heard of) and polls instead."""
+    from datetime import UTC, datetime
+
+    from tallykey.feed import changes
+    from tallykey.feed.follower import FEED_POLL_SECONDS, UNHEARD_POLLS
+
+    from ..pgbouncer import pgbouncer, require_pgbouncer
+    from ..pgcluster import wait_until
+
+    require_pgbouncer()
+    with pgbouncer(postgres_url, ignore_options=True) as through:
+        database = Database(through, pooler="none")
+        applied: list[int] = []
+        follower = FeedFollower(database, lambda batch: applied.append(len(batch)),
+                                clock=DatabaseClock(database), lease=2.0,
+                                stale_if_error=10.0, node_name="node-unheard", mode="auto")
+        try:
+            assert not database.pooled and follower.listener is not None
+            follower.start_reading()
+            follower.start()
+            wait_until(lambda: follower.listener is None or follower.listener.connected
+                       .is_set(), 10)
+            writes = 0
+            deadline = time.monotonic() + 30
+            while follower.listener is not None and time.monotonic() < deadline:
+                with database.transaction() as session:
+                    changes.announce(session, changes.TOKEN, f"t{writes}",
+                                     datetime.now(UTC))
+                writes += 1
+                time.sleep(0.6)  # beyond one backstop poll each
+            assert follower.listener is None, "still waiting on LISTEN"
+            assert follower.poll_interval == FEED_POLL_SECONDS
+            assert writes >= UNHEARD_POLLS
+            before = sum(applied)
+            with database.transaction() as session:
+                changes.announce(session, changes.TOKEN, "after", datetime.now(UTC))
+            wait_until(lambda: sum(applied) > before, 2)
+        finally:
+            follower.stop()
+            database.dispose()

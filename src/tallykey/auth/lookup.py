@@ -166,7 +166,7 @@ class RecordLookup:
         except queue.Empty:
             pass
         connection = self.database.raw_connection(autocommit=True, deadline=LOOKUP_DEADLINE)
-        if not self._sqlite:
+        if not self._sqlite and not self.database.pooled:
             # Prepared from the first miss, with the generic plan at once: the query is
             # one unique-index probe whatever the hash, and planning its six-table join
             # costs ten times its execution (PostgreSQL would otherwise plan it afresh

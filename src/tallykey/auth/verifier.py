@@ -103,7 +103,8 @@ class Verifier:
         self._owns_database = database is None
         self.database = database or Database(
             database_url or self.settings.resolved_database_url,
-            self.settings.db_connect_timeout, self.settings.db_statement_timeout)
+            self.settings.db_connect_timeout, self.settings.db_statement_timeout,
+            self.settings.db_pooler)
         #: Heartbeats and liveness follow the database's clock; so do verdicts unless a
         #: clock is injected (tests, simulations).
         self.database_clock = (clock if isinstance(clock, DatabaseClock)
@@ -134,7 +135,8 @@ class Verifier:
             lease=self.settings.propagation_timeout,
             stale_if_error=self.settings.stale_if_error,
             node_lease=self.settings.node_lease,
-            node_name=self.settings.node_name, poll_interval=sync_interval)
+            node_name=self.settings.node_name, poll_interval=sync_interval,
+            mode=self.settings.feed_mode)
         self.follower.periodic.append(self._flush_quietly)
         if self.limiter.limit > 0:
             self.follower.periodic.append(self._share_failures)

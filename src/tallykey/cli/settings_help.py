@@ -11,7 +11,8 @@ import typer
 from tallykey.settings import Settings
 
 #: What every command that opens the store reads (`Runtime.build`).
-STORE = ("data_dir", "database_url", "db_connect_timeout", "db_statement_timeout", "kek",
+STORE = ("data_dir", "database_url", "db_connect_timeout", "db_statement_timeout",
+         "db_pooler", "kek",
          "kek_file", "scopes_file", "region", "public_url", "targets", "argon2_profile")
 #: A change that waits until every verification node applied it (`Runtime.settle`).
 SETTLES = (*STORE, "propagation_timeout")

@@ -267,20 +267,70 @@ def _refuse_nul(_conn: Any, _cursor: Any, _statement: str, parameters: Any, _con
                                "Remove the NUL character and send the request again.")
 
 
-def postgres_connect_args(connect_timeout: int, statement_timeout: float) -> dict[str, Any]:
+def postgres_connect_args(connect_timeout: int, statement_timeout: float,
+                          pooled: bool = False) -> dict[str, Any]:
     """libpq settings every PostgreSQL connection gets: a bounded connect, a bounded
     statement (in the server), no transaction left idle for long, TCP keepalives and a
     TCP user timeout so a vanished peer is noticed by the kernel. A server that is
-    frozen, or a partition that holds bytes, is bounded by `BoundedConnection`."""
-    statement_ms = int(statement_timeout * 1000)
-    return {
+    frozen, or a partition that holds bytes, is bounded by `BoundedConnection`.
+
+    `pooled`: a pooler in transaction mode (PgBouncer) stands in front of the server.
+    Then no prepared statements (a later statement may run on another server
+    connection) and no `options` startup parameter (PgBouncer refuses it, and session
+    settings would not follow the client anyway): the client-side deadlines still bound
+    every statement; the server's own timeouts come from `ALTER ROLE ... SET`."""
+    args: dict[str, Any] = {
         "connect_timeout": max(2, connect_timeout),  # libpq treats 1 as 2
-        "options": (f"-c statement_timeout={statement_ms} "
-                    f"-c lock_timeout={statement_ms} "
-                    f"-c idle_in_transaction_session_timeout={max(statement_ms * 6, 30_000)}"),
         "keepalives": 1, "keepalives_idle": 2, "keepalives_interval": 1,
         "keepalives_count": 3, "tcp_user_timeout": 3000,
     }
+    if pooled:
+        args["prepare_threshold"] = None
+        return args
+    statement_ms = int(statement_timeout * 1000)
+    args["options"] = (f"-c statement_timeout={statement_ms} "
+                       f"-c lock_timeout={statement_ms} "
+                       f"-c idle_in_transaction_session_timeout="
+                       f"{max(statement_ms * 6, 30_000)}")
+    return args
+
+
+#: `TALLYKEY_DB_POOLER` values.
+POOLERS = ("auto", "none", "transaction")
+
+
+def detect_pooler(url: str, connect_timeout: int, statement_timeout: float) -> bool:
+    """Is a pooler such as PgBouncer in front of this PostgreSQL server? Yes when it
+    refuses the `options` startup parameter (PgBouncer's default) or drops it (its
+    `ignore_startup_parameters = options`): then the server does not report the
+    statement timeout asked for. A server that cannot be reached now counts as direct."""
+    dialect = make_url(url).get_dialect()()
+    args, kwargs = dialect.create_connect_args(make_url(url))
+    kwargs.update(postgres_connect_args(connect_timeout, statement_timeout))
+    try:
+        connection = connect_bounded(args, kwargs, statement_timeout + DEADLINE_MARGIN,
+                                     bounded_class(None))
+    except (psycopg.Error, OSError) as error:
+        return "startup parameter" in str(error)
+    try:
+        connection.autocommit = True
+        row = connection.execute("SELECT current_setting('statement_timeout')").fetchone()
+        wanted = f"{int(statement_timeout * 1000)}ms"
+        return _milliseconds(str(row[0]) if row else "") != _milliseconds(wanted)
+    except psycopg.Error:
+        return False
+    finally:
+        with contextlib.suppress(Exception):
+            connection.close()
+
+
+def _milliseconds(value: str) -> int | None:
+    """A PostgreSQL duration setting as shown (`5s`, `500ms`, `1min`, `0`) in ms."""
+    units = {"ms": 1, "s": 1000, "min": 60_000, "h": 3_600_000, "d": 86_400_000}
+    for unit in ("ms", "min", "s", "h", "d"):
+        if value.endswith(unit) and value[: -len(unit)].isdigit():
+            return int(value[: -len(unit)]) * units[unit]
+    return int(value) if value.isdigit() else None
 
 
 def bounded_class(breaker: Breaker | None) -> type[BoundedConnection]:
@@ -298,7 +348,7 @@ def connect_bounded(args: Any, kwargs: Any, deadline: float,
 
 def build_engine(url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
                  statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
-                 breaker: Breaker | None = None) -> Engine:
+                 breaker: Breaker | None = None, pooled: bool = False) -> Engine:
     """An engine for `url`; for SQLite the data directory is created first. Connecting,
     waiting for a pooled connection and each statement are all bounded in time, on the
     client side too (`BoundedConnection`)."""
@@ -315,7 +365,7 @@ def build_engine(url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
         engine = create_engine(
             url, pool_pre_ping=True, pool_size=10, max_overflow=20,
             pool_timeout=connect_timeout,
-            connect_args=postgres_connect_args(connect_timeout, statement_timeout))
+            connect_args=postgres_connect_args(connect_timeout, statement_timeout, pooled))
         deadline = statement_timeout + DEADLINE_MARGIN
         kind = bounded_class(breaker)
 
@@ -337,14 +387,22 @@ class Database:
     """Owns the engine; hands out sessions that commit on success and roll back on error."""
 
     def __init__(self, url: str, connect_timeout: int = DEFAULT_CONNECT_TIMEOUT,
-                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT) -> None:
+                 statement_timeout: float = DEFAULT_STATEMENT_TIMEOUT,
+                 pooler: str = "auto") -> None:
         self.url = url
         self.connect_timeout = connect_timeout
         self.statement_timeout = statement_timeout
+        postgres = make_url(url).get_backend_name() == "postgresql"
+        #: A pooler in transaction mode (PgBouncer) stands in front of PostgreSQL: no
+        #: prepared statements, no session settings, and the feed is polled (`pooler`:
+        #: `transaction`, `none`, or `auto` to detect it with `detect_pooler`).
+        self.pooled = postgres and (pooler == "transaction" or (
+            pooler == "auto" and detect_pooler(url, connect_timeout, statement_timeout)))
         #: Open while the store does not answer (see `Breaker`); on SQLite never tripped.
         self.breaker = Breaker()
         self._bounded = bounded_class(self.breaker)
-        self.engine = build_engine(url, connect_timeout, statement_timeout, self.breaker)
+        self.engine = build_engine(url, connect_timeout, statement_timeout, self.breaker,
+                                   self.pooled)
         self._sessions = sessionmaker(self.engine, expire_on_commit=False)
         #: Called after a transaction that announced a verdict-affecting change commits,
         #: so verifiers in this process apply it before the caller gets its answer.
@@ -415,7 +473,7 @@ class Database:
                     connection.isolation_level = None
             else:
                 kwargs.update(postgres_connect_args(self.connect_timeout,
-                                                    self.statement_timeout))
+                                                    self.statement_timeout, self.pooled))
                 connection = connect_bounded(
                     args, kwargs, deadline or self.statement_timeout + DEADLINE_MARGIN,
                     self._bounded)

@@ -40,6 +40,14 @@ log = logging.getLogger(__name__)
 
 SQLITE_POLL_SECONDS = 0.05
 POSTGRES_POLL_SECONDS = 0.5
+#: The feed read interval of a PostgreSQL node without LISTEN (`TALLYKEY_FEED_MODE=poll`,
+#: or behind a pooler in transaction mode): one index probe per node per interval.
+FEED_POLL_SECONDS = 0.1
+#: `TALLYKEY_FEED_MODE=auto` gives up on LISTEN after this many background polls in a
+#: row found changes while the listener, connected, had heard nothing for
+#: `UNHEARD_SECONDS` (a pooler that passes LISTEN on but never delivers NOTIFY).
+UNHEARD_POLLS = 3
+UNHEARD_SECONDS = 1.0
 #: After a failed read, requests skip the store for this long (no pile-up of
 #: connection attempts during an outage); the background loop keeps trying.
 RETRY_AFTER_FAILURE_SECONDS = 0.5
@@ -68,7 +76,7 @@ class FeedFollower:
     def __init__(self, database: Database, apply: Callable[[list[Change]], None], *,
                  clock: DatabaseClock, lease: float, stale_if_error: float,
                  node_lease: float | None = None, node_name: str | None = None,
-                 poll_interval: float | None = None) -> None:
+                 poll_interval: float | None = None, mode: str = "auto") -> None:
         self.database = database
         self.apply = apply
         self.clock = clock
@@ -76,13 +84,20 @@ class FeedFollower:
         self.stale_if_error = stale_if_error
         #: Seconds of each node lease: never shorter than the stale window.
         self.node_lease = max(node_lease or 0.0, nodes.node_lease(stale_if_error))
-        pushed = database.dialect == "postgresql"
+        postgres = database.dialect == "postgresql"
+        #: LISTEN/NOTIFY works on a direct connection only (a pooler in transaction
+        #: mode hands the listening server connection to other clients).
+        pushed = postgres and (mode == "listen" or (mode == "auto" and not database.pooled))
         #: With LISTEN/NOTIFY the poll is only a backstop; without it, it is the feed.
-        self.poll_interval = poll_interval or (POSTGRES_POLL_SECONDS if pushed
-                                               else SQLITE_POLL_SECONDS)
+        self.poll_interval = poll_interval or (
+            POSTGRES_POLL_SECONDS if pushed else FEED_POLL_SECONDS if postgres
+            else SQLITE_POLL_SECONDS)
         self.reader = FeedReader(database, deadline=FEED_DEADLINE)
         self.presence = NodePresence(database, clock, node_name, lease=self.node_lease)
         self.listener = ChangeListener(database, self._sync_quietly) if pushed else None
+        #: Fall back to polling when LISTEN turns out not to deliver (`_check_listener`).
+        self._may_fall_back = mode == "auto"
+        self._unheard = 0
         #: Tasks run once a heartbeat (usage flush, shared throttle); each may fail alone.
         self.periodic: list[Callable[[], None]] = []
         #: `time.monotonic()` when the last successful feed read began.
@@ -318,7 +333,7 @@ class FeedFollower:
     def _run(self) -> None:
         next_beat = 0.0
         while not self._stop.wait(min(self.poll_interval, HEARTBEAT_SECONDS)):
-            self._sync_quietly()
+            self._check_listener(self._sync_quietly())
             if time.monotonic() >= next_beat and not self._stop.is_set():
                 next_beat = time.monotonic() + HEARTBEAT_SECONDS
                 self._beat()
@@ -344,13 +359,36 @@ class FeedFollower:
             except Exception:
                 log.exception("periodic verifier task failed; retrying next heartbeat")
 
-    def _sync_quietly(self) -> None:
+    def _sync_quietly(self) -> int:
         try:
-            self.sync()
+            return self.sync()
         except StoreUnavailable:
             pass  # logged once by `_read_failed`
         except Exception:
             log.exception("could not read the change feed; retrying")
+        return 0
+
+    def _check_listener(self, applied: int) -> None:
+        """A background poll applied `applied` changes: with a working listener it finds
+        (almost) nothing, since the notification came first. When polls keep finding
+        changes the listener never heard of, LISTEN does not deliver (a pooler in
+        transaction mode that the start-up check missed): poll instead."""
+        listener = self.listener
+        if not applied or listener is None or not self._may_fall_back:
+            return
+        if not listener.connected.is_set() or (
+                time.monotonic() - listener.heard_at < UNHEARD_SECONDS):
+            self._unheard = 0
+            return
+        self._unheard += 1
+        if self._unheard >= UNHEARD_POLLS:
+            log.warning("LISTEN delivers no notifications (a connection pooler in "
+                        "transaction mode?); reading the change feed every %g s instead "
+                        "(set TALLYKEY_FEED_MODE=poll or TALLYKEY_DB_POOLER=transaction "
+                        "to start that way)", FEED_POLL_SECONDS)
+            self.listener = None
+            self.poll_interval = FEED_POLL_SECONDS
+            listener.stop(timeout=1.0)
 
     def _now(self) -> datetime:
         """The database's time by the last calibration (never a query of its own)."""

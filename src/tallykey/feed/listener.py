@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections.abc import Callable
 
 from tallykey.db.engine import Database
@@ -23,12 +24,14 @@ LISTEN_DEADLINE = 2.0
 
 
 class ChangeListener:
-    def __init__(self, database: Database, on_change: Callable[[], None]) -> None:
+    def __init__(self, database: Database, on_change: Callable[[], object]) -> None:
         self.database = database
         self.on_change = on_change
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="tallykey-listen", daemon=True)
         self.connected = threading.Event()
+        #: `time.monotonic()` of the last notification heard (not of resynchronisations).
+        self.heard_at = float("-inf")
         self._warned = False
 
     def start(self) -> None:
@@ -65,6 +68,7 @@ class ChangeListener:
                     woke = True
                     break
                 if woke:
+                    self.heard_at = time.monotonic()
                     self.on_change()
         finally:
             self.connected.clear()
