@@ -11,6 +11,7 @@ import hmac
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
+from importlib.metadata import version as package_version
 from typing import Any
 
 from fastapi import FastAPI, Request, Response
@@ -69,7 +70,7 @@ def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> Fa
 
     api = FastAPI(
         title="tallykey",
-        version="0.1.0",
+        version=package_version("tallykey"),
         description="Named, expiring API tokens: management, verification, demo platform.",
         lifespan=lifespan,
         docs_url=None,  # served below from the package's own Swagger UI files (no CDN)
