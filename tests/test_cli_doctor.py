@@ -102,7 +102,9 @@ def test_unreachable_components_fail_one_line_each_within_bounds(
     lines = result.stdout.splitlines()
     assert len(lines) == 9 and "Traceback" not in result.stdout + result.stderr
     failed = {line.split()[1] for line in lines if line.startswith("fail")}
-    assert failed == {"redis", "smtp", "openid", "public_url"}, result.stdout
+    assert failed == {"redis", "smtp", "openid"}, result.stdout
+    # a public URL this node cannot reach is a warning: only browsers may reach it
+    assert "public_url" not in failed and "cannot be reached from this node" in result.stdout
     assert "r3dis-pw" not in result.stdout
     assert took < 30  # every check is bounded (3 s); the rest is starting Python
 
