@@ -42,17 +42,26 @@ LOGIN_FAILED = "user.login_failed"
 BAD_CREDENTIALS = "The e-mail or password is wrong, or the user is deactivated."
 
 
+def _refuse_while_limited(accounts: AccountService, limiter: FailureLimiter, email: str,
+                          ip: str, what: str, whom: str) -> str:
+    """Raise `TooManyAttempts` while the network's or the address's limit runs (the
+    password is then not even checked); else the address's failure key."""
+    wait = limiter.retry_after(ip)
+    if wait is not None:
+        raise TooManyAttempts(wait, f"Too many {what} from your network.")
+    key = _key(email)
+    wait = _blocked_for(accounts, key)
+    if wait is not None:
+        raise TooManyAttempts(wait, f"Too many {what} for {whom}.")
+    return key
+
+
 def sign_in(accounts: AccountService, limiter: FailureLimiter, email: str, password: str,
             ip: str, via: str) -> User:
     """The active user with these credentials. Raises `TooManyAttempts` (a limit is
     reached: the password is not even checked) or `Unauthenticated` (audited)."""
-    wait = limiter.retry_after(ip)
-    if wait is not None:
-        raise TooManyAttempts(wait, "Too many failed sign-ins from your network.")
-    key = _key(email)
-    wait = _blocked_for(accounts, key)
-    if wait is not None:
-        raise TooManyAttempts(wait, "Too many failed sign-ins for this e-mail address.")
+    key = _refuse_while_limited(accounts, limiter, email, ip, "failed sign-ins",
+                                "this e-mail address")
     user = accounts.check_login(email, password)
     if user is not None:
         _forget(accounts, key)
@@ -72,13 +81,8 @@ def password_proved(accounts: AccountService, limiter: FailureLimiter, email: st
     either runs; a `ValidationFailed` naming `wrong_field` (the password was wrong)
     counts as a failed sign-in of `email`, a success resets its count. So a stolen session
     is no faster an oracle for the password than the sign-in form."""
-    wait = limiter.retry_after(ip)
-    if wait is not None:
-        raise TooManyAttempts(wait, "Too many wrong passwords from your network.")
-    key = _key(email)
-    wait = _blocked_for(accounts, key)
-    if wait is not None:
-        raise TooManyAttempts(wait, "Too many wrong passwords for this user.")
+    key = _refuse_while_limited(accounts, limiter, email, ip, "wrong passwords",
+                                "this user")
     try:
         result = action()
     except ValidationFailed as refused:
