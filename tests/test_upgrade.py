@@ -27,6 +27,8 @@ from .e2e.conftest import free_port
 
 ROOT = Path(__file__).parents[1]
 PREVIOUS = "v0.1.0"
+#: The commit tagged v0.1.0: a clone of main has the history but not always the tags.
+PREVIOUS_COMMIT = "b69d070ec486aa35f52c6e67231268c2b80586e5"
 CACHE = Path.home() / ".cache" / "tallykey-releases"
 TALLYKEY = str(Path(sys.executable).with_name("tallykey"))
 
@@ -44,10 +46,11 @@ def previous_release() -> Path:
     git = shutil.which("git") or ""
     if not git:
         unavailable("git is not installed")
-    found = subprocess.run([git, "-C", str(ROOT), "rev-parse", f"{PREVIOUS}^{{commit}}"],
-                           capture_output=True, text=True)
+    found = subprocess.run([git, "-C", str(ROOT), "rev-parse", "--verify", "--quiet",
+                            f"{PREVIOUS_COMMIT}^{{commit}}"], capture_output=True, text=True)
     if found.returncode != 0:
-        unavailable(f"the tag {PREVIOUS} is not in this clone (git fetch --tags)")
+        unavailable(f"{PREVIOUS} ({PREVIOUS_COMMIT[:12]}) is not in this clone's history "
+                    "(a shallow clone? git fetch --unshallow)")
     commit = found.stdout.strip()
     home = CACHE / f"{PREVIOUS}-{commit[:12]}"
     command = home / "venv" / "bin" / "tallykey"

@@ -198,8 +198,14 @@ def test_503_bodies_say_what_happened(tmp_path: Path) -> None:
         assert answer.json()["error"] == "store_unavailable"
         assert "WWW-Authenticate" not in answer.headers
         assert answer.headers["Retry-After"] == "2"
+        # /healthz follows the feed's reads (no I/O of its own): it says `down` once a
+        # read failed or none succeeded for HEALTHY_READ_AGE, a moment after a request
+        # found the store gone.
+        wait_until(lambda: httpx.get(f"{node.base_url}/healthz",
+                                     timeout=HANG).status_code == 503, timeout=10)
         health = httpx.get(f"{node.base_url}/healthz", timeout=HANG)
         assert health.status_code == 503 and health.json()["status"] == "down"
+        assert health.headers["Retry-After"] == "2"
         cli = node.cli("tokens", "list", "--account", node.seeded["account"], check=False)
         assert cli.returncode == 75, cli.stderr
         assert cli.stderr.count("\n") <= 2 and "Traceback" not in cli.stderr
