@@ -8,7 +8,12 @@ from dataclasses import dataclass
 
 ADMIN = "admin"
 MEMBER = "member"
-ROLES = (ADMIN, MEMBER)
+#: Reads the account's tokens, usage and audit log; changes nothing, creates no token
+#: (SPEC §17). The API and the console refuse every change it asks for
+#: (`api.deps.management_actor`, `console.web.checked_form`), and the audit trail refuses
+#: to record one (`audit.trail.record`).
+AUDITOR = "auditor"
+ROLES = (ADMIN, MEMBER, AUDITOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,6 +31,16 @@ class Actor:
     @property
     def is_admin(self) -> bool:
         return self.role == ADMIN
+
+    @property
+    def is_auditor(self) -> bool:
+        return self.role == AUDITOR
+
+    @property
+    def reads_all(self) -> bool:
+        """Sees every token of the account, its usage and its audit log: an administrator
+        (or the operator), or an auditor (read-only)."""
+        return self.role in (ADMIN, AUDITOR)
 
     @property
     def is_operator(self) -> bool:

@@ -102,6 +102,21 @@ class PermissionDenied(TallykeyError):
     code = "forbidden"
 
 
+#: The `reason` of every change an auditor asks for (`ReadOnlyRole`).
+AUDITOR_READ_ONLY = "auditor_read_only"
+
+
+class ReadOnlyRole(PermissionDenied):
+    """An auditor asked to change something: auditors read, never change (SPEC §17).
+    The body names the role: `{"error": "forbidden", "reason": "auditor_read_only",
+    "role": "auditor", …}`."""
+
+    def __init__(self, message: str = "Auditors can read but not change anything.",
+                 hint: str = "Ask an administrator of your account to make this change.",
+                 ) -> None:
+        super().__init__(message, hint, reason=AUDITOR_READ_ONLY, role="auditor")
+
+
 class Conflict(TallykeyError):
     status = 409
     code = "conflict"

@@ -5,9 +5,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tallykey.accounts.scopes import BUILT_IN, DEMO_CATALOG
-from tallykey.actor import ADMIN, MEMBER, ROLES
+from tallykey.actor import ADMIN, AUDITOR, MEMBER, ROLES
 
-__all__ = ["ADMIN", "MEMBER", "ROLES"]  # the roles an actor can have, re-exported for rules
+__all__ = ["ADMIN", "AUDITOR", "MEMBER", "ROLES", "may_change", "reads_all"]
 
 #: The default (demo) catalog's scopes with what they allow; a deployment's own catalog
 #: is `Runtime.catalog` (see `accounts.scopes`).
@@ -17,12 +17,26 @@ ADMIN_ONLY_SCOPES = frozenset(s.name for s in BUILT_IN)
 MEMBER_SCOPES = DEMO_CATALOG.member_scopes
 
 
+def may_change(role: str) -> bool:
+    """Whether a user of this role may change anything of the account (tokens, users,
+    workspaces, policies, webhooks): everyone but an auditor. A person's own sign-in
+    (password, second factor, sessions) is theirs whatever the role."""
+    return role in ROLES and role != AUDITOR
+
+
+def reads_all(role: str) -> bool:
+    """Whether a user of this role reads every token of the account, its usage and its
+    audit log: an administrator, or an auditor (who changes nothing)."""
+    return role in (ADMIN, AUDITOR)
+
+
 @dataclass(frozen=True, slots=True)
 class Permissions:
     """What one user may do right now: per workspace, the scopes they hold there.
 
     Admins see every workspace of their account with every scope of the catalog
-    (`everything`).
+    (`everything`). An auditor holds no scope anywhere, whatever grants its user row
+    still carries: a token of theirs (kept from an earlier role) grants nothing.
     """
 
     role: str
@@ -38,7 +52,7 @@ class Permissions:
         """Scopes held in one workspace, or in at least one of them when `workspace_id`
         is None (what a new personal token may ask for; it is checked per workspace on
         every request)."""
-        if not self.active:
+        if not self.active or self.role == AUDITOR:
             return frozenset()
         if self.is_admin:
             return self.everything

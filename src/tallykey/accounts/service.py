@@ -480,7 +480,7 @@ def _require_admin(actor: Actor, what: str) -> None:
 
 def _check_role(role: str) -> None:
     if role not in ROLES:
-        raise ValidationFailed(f"Unknown role {role!r}.", "Use 'admin' or 'member'.",
+        raise ValidationFailed(f"Unknown role {role!r}.", "Use 'admin', 'member' or 'auditor'.",
                                field="role")
 
 

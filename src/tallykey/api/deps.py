@@ -1,5 +1,10 @@
 """Request dependencies: the runtime, the client's IP, and who is calling the management
-API (a console session with CSRF protection, or an administrator's management token)."""
+API (a console session with CSRF protection, or an administrator's management token).
+
+Every route that changes something takes `ManagementActor`, which refuses an auditor
+(403, reason `auditor_read_only`) on every method but GET/HEAD/OPTIONS: a new write route
+is covered by taking it. Only a person's own sign-in (their password, their sessions,
+signing out) takes `OwnActor` instead, which any role may use."""
 
 from __future__ import annotations
 
@@ -18,7 +23,7 @@ from tallykey.auth.header import extract_token, missing_header
 from tallykey.auth.middleware import TOKEN_ID_STATE, misplaced_token_headers, token_in_url
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
-from tallykey.errors import PermissionDenied, TallykeyError, Unauthenticated
+from tallykey.errors import PermissionDenied, ReadOnlyRole, TallykeyError, Unauthenticated
 from tallykey.network.client_ip import scope_client_ip, served_over_https
 from tallykey.network.limiter import FailureLimiter
 from tallykey.people.sessions import (
@@ -108,7 +113,19 @@ def open_session(request: Request, user: User, *, via: str, method: str,
 
 
 async def management_actor(request: Request) -> Actor:
-    """The caller of a management endpoint, or an error saying how to authenticate."""
+    """The caller of a management endpoint, or an error saying how to authenticate; an
+    auditor only on a read (GET, HEAD, OPTIONS): any other method answers 403
+    `auditor_read_only` before the route runs (SPEC §17)."""
+    actor = await own_actor(request)
+    if actor.is_auditor and request.method not in SAFE_METHODS:
+        raise ReadOnlyRole()
+    return actor
+
+
+async def own_actor(request: Request) -> Actor:
+    """The caller, whatever their role: for the routes where a person manages their own
+    sign-in only (their password, their sessions, signing out), which an auditor may use
+    too. Every other route takes `management_actor`."""
     runtime = runtime_of(request)
     in_url = token_in_url(request.scope.get("query_string", b""))
     if in_url is not None:
@@ -163,4 +180,6 @@ def presented_digest(authorization: str | None) -> str | None:
 
 
 ManagementActor = Annotated[Actor, Depends(management_actor)]
+#: A person's own sign-in only (see `own_actor`): never for a change to the account.
+OwnActor = Annotated[Actor, Depends(own_actor)]
 RuntimeDep = Annotated[Runtime, Depends(runtime_of)]

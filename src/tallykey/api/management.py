@@ -17,6 +17,7 @@ from tallykey.accounts.sign_in import sign_in
 from tallykey.actor import ADMIN, Actor
 from tallykey.api.deps import (
     ManagementActor,
+    OwnActor,
     RuntimeDep,
     cookie_flags,
     ip_of,
@@ -389,9 +390,9 @@ def list_audit(
                                         description="cursor: entries older than this id")]
     = None,
 ) -> AuditList:
-    """The account's audit trail, newest first. Administrators only."""
-    if not actor.is_admin:
-        raise PermissionDenied("Only administrators can read the audit log.")
+    """The account's audit trail, newest first. Administrators and auditors only."""
+    if not actor.reads_all:
+        raise PermissionDenied("Only administrators and auditors can read the audit log.")
     bounds = {name: parse_moment(value, name) if value else None
               for name, value in (("since", since), ("until", until))}
     items, cursor = audit_query.page(runtime.database, audit_query.AuditQuery(
@@ -440,9 +441,9 @@ def update_user(user_id: str, body: UserUpdate, actor: ManagementActor,
 def list_workspaces(actor: ManagementActor, runtime: RuntimeDep,
                     archived: bool = False) -> list[WorkspaceView]:
     """The account's workspaces in use (`archived=true`: archived ones too). A member
-    sees the workspaces they hold permissions in."""
+    sees the workspaces they hold permissions in; an auditor, all of them."""
     found = runtime.accounts.workspaces(actor.account_id, archived=archived)
-    if not actor.is_admin:
+    if not actor.reads_all:
         assert actor.user_id is not None
         user = runtime.accounts.get_user(actor, actor.user_id)
         mine = {g.workspace_id for g in user.grants}
@@ -464,7 +465,7 @@ def create_workspace(body: WorkspaceCreate, actor: ManagementActor,
 def get_workspace(workspace_id: str, actor: ManagementActor,
                   runtime: RuntimeDep) -> WorkspaceView:
     workspace = runtime.accounts.get_workspace(actor, workspace_id)
-    if not actor.is_admin:
+    if not actor.reads_all:
         assert actor.user_id is not None
         user = runtime.accounts.get_user(actor, actor.user_id)
         if workspace.id not in {g.workspace_id for g in user.grants}:
@@ -539,7 +540,7 @@ def login(body: LoginRequest, request: Request, response: Response,
 
 
 @router.delete("/session", status_code=204, tags=["session"])
-def logout(request: Request, runtime: RuntimeDep, actor: ManagementActor) -> Response:
+def logout(request: Request, runtime: RuntimeDep, actor: OwnActor) -> Response:
     cookie = request.cookies.get(SESSION_COOKIE)
     if cookie:
         runtime.sessions.close(cookie)

@@ -16,7 +16,13 @@ from tallykey.accounts.service import PolicyChanges
 from tallykey.api.deps import RuntimeDep, ip_of
 from tallykey.api.management import settle
 from tallykey.api.responses import error_responses
-from tallykey.api.schemas import Strict, UserView, WorkspaceCreate, WorkspaceView
+from tallykey.api.schemas import (
+    ROLE_DESCRIPTION,
+    Strict,
+    UserView,
+    WorkspaceCreate,
+    WorkspaceView,
+)
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.network.limiter import FailureLimiter
 from tallykey.operators.models import OperatorToken
@@ -112,7 +118,8 @@ class OperatorAccountChange(OperatorAccountView):
 class OperatorUserCreate(Strict):
     email: str = Field(max_length=254)
     name: str = Field(default="", max_length=200)
-    role: Literal["admin", "member"] = "admin"
+    role: Literal["admin", "member", "auditor"] = Field(default="admin",
+                                                        description=ROLE_DESCRIPTION)
     password: str | None = Field(default=None, max_length=1000)
     workspaces: dict[str, list[str]] = Field(
         default_factory=dict, description="workspace id or slug -> scopes held there")

@@ -12,7 +12,14 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
-from tallykey.api.deps import ManagementActor, RuntimeDep, ip_of, login_limiter, open_session
+from tallykey.api.deps import (
+    ManagementActor,
+    OwnActor,
+    RuntimeDep,
+    ip_of,
+    login_limiter,
+    open_session,
+)
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
@@ -110,7 +117,7 @@ async def second_factor(body: SecondFactorRequest, request: Request, response: R
 
 @router.post("/session/password", response_model=PasswordChanged,
              responses=error_responses(429))
-def change_password(body: PasswordChange, request: Request, actor: ManagementActor,
+def change_password(body: PasswordChange, request: Request, actor: OwnActor,
                     runtime: RuntimeDep) -> PasswordChanged:
     """Change your own password (the current one is required). Every other session of
     yours ends; the one making this call (if it is a console session) stays."""
@@ -136,7 +143,7 @@ def my_sessions(request: Request, actor: ManagementActor, runtime: RuntimeDep
 
 
 @router.delete("/session/sessions/{session_id}", status_code=204)
-def end_my_session(session_id: str, actor: ManagementActor, runtime: RuntimeDep) -> Response:
+def end_my_session(session_id: str, actor: OwnActor, runtime: RuntimeDep) -> Response:
     """Sign out one of your sessions."""
     if not runtime.sessions.end(_user_id(actor), session_id):
         raise NotFound("You have no such session.", "List them with GET "

@@ -245,6 +245,13 @@ class WorkspaceUpdate(Strict):
     timezone: str | None = Field(default=None, max_length=64)
 
 
+#: What each role may do (SPEC §17), for the API documentation.
+ROLE_DESCRIPTION = ("`admin`: everything in the account; `member`: their own personal "
+                    "tokens within their workspace permissions; `auditor`: reads every "
+                    "token, the usage and the audit log, changes nothing and creates no "
+                    "token (every change answers 403 `auditor_read_only`).")
+
+
 class UserView(BaseModel):
     id: str
     email: str
@@ -263,13 +270,15 @@ class UserView(BaseModel):
 class UserCreate(Strict):
     email: str = Field(max_length=254)
     name: str = Field(default="", max_length=200)
-    role: Literal["admin", "member"] = "member"
+    role: Literal["admin", "member", "auditor"] = Field(default="member",
+                                                        description=ROLE_DESCRIPTION)
     password: str | None = Field(default=None, max_length=1000)
     workspaces: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class UserUpdate(Strict):
-    role: Literal["admin", "member"] | None = None
+    role: Literal["admin", "member", "auditor"] | None = Field(
+        default=None, description=ROLE_DESCRIPTION)
     active: bool | None = None
     workspaces: dict[str, list[str]] | None = Field(
         default=None, description="workspace id (or slug) -> the scopes held there; "

@@ -10,6 +10,7 @@ from sqlalchemy.orm import Session
 
 from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
+from tallykey.errors import ReadOnlyRole
 
 
 def record(
@@ -22,7 +23,14 @@ def record(
     target_id: str | None = None,
     details: dict[str, Any] | None = None,
 ) -> AuditEvent:
-    """Add one entry to the current transaction: it lands exactly when the change does."""
+    """Add one entry to the current transaction: it lands exactly when the change does.
+
+    Every change is audited, so this is also the last guard of the auditor role: an
+    auditor may be recorded acting on their own person only (signing in, their password,
+    second factor and sessions); any other change they would make raises `ReadOnlyRole`
+    and its transaction rolls back. (The API and console refuse them long before.)"""
+    if actor.is_auditor and not (target_type == "user" and target_id == actor.user_id):
+        raise ReadOnlyRole()
     event = AuditEvent(
         account_id=actor.account_id,
         occurred_at=at,

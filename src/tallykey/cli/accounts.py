@@ -59,11 +59,16 @@ def user_dict(user: User) -> dict[str, Any]:
             "workspaces": {g.workspace_id: list(g.scopes) for g in user.grants}}
 
 
+#: The roles a user can have (SPEC §17), for `--role`.
+ROLE_HELP = ("admin, member or auditor (an auditor reads every token, the usage and the "
+             "audit log, and changes nothing).")
+
+
 @users_app.command("create")
 def users_create(
     account: AccountOption,
     email: Annotated[str, typer.Option(help="The user's e-mail (their login).")],
-    role: Annotated[str, typer.Option(help="admin or member.")] = "member",
+    role: Annotated[str, typer.Option(help=ROLE_HELP)] = "member",
     name: Annotated[str, typer.Option(help="Display name.")] = "",
     password_stdin: Annotated[bool, typer.Option(
         "--password-stdin", metavar="",
@@ -153,10 +158,11 @@ def users_activate(account: AccountOption, email: UserRef = None,
 
 @users_app.command("set-role")
 def users_set_role(account: AccountOption,
-                   role: Annotated[str, typer.Option(help="admin or member.")],
+                   role: Annotated[str, typer.Option(help=ROLE_HELP)],
                    email: UserRef = None, email_option: EmailOption = None,
                    as_json: JsonOption = False) -> None:
-    """Make a user an admin or a member."""
+    """Make a user an admin, a member or an auditor (reads every token, the usage and
+    the audit log; changes nothing)."""
     _update_user(account, _one_email(email, email_option), f"role {role} for", as_json,
                  role=role)
 

@@ -21,6 +21,7 @@ from tallykey.console.web import (
     AdminDep,
     ConsoleRoute,
     FormDep,
+    ReaderDep,
     RuntimeDep,
     ViewerDep,
     propagation_notice,
@@ -47,7 +48,7 @@ NOTICES = {"saved": "Changes saved.", "added": "User added.",
 
 
 @router.get("/audit")
-def audit_page(request: Request, viewer: AdminDep, runtime: RuntimeDep, actor: str = "",
+def audit_page(request: Request, viewer: ReaderDep, runtime: RuntimeDep, actor: str = "",
                token: str = "", action: str = "", since: str = "", until: str = "",
                before: Annotated[int | None, Query(ge=1, le=2**31 - 1)] = None
                ) -> Response:
@@ -68,7 +69,7 @@ def audit_page(request: Request, viewer: AdminDep, runtime: RuntimeDep, actor: s
 
 
 @router.get("/audit/export.csv")
-def audit_csv(viewer: AdminDep, runtime: RuntimeDep, actor: str = "", token: str = "",
+def audit_csv(viewer: ReaderDep, runtime: RuntimeDep, actor: str = "", token: str = "",
               action: str = "", since: str = "", until: str = "") -> Response:
     query = audit_query.AuditFilter(actor, token, action, since, until).query(
         runtime.tokens, viewer.actor.account_id)  # a bad date is refused before streaming
@@ -79,7 +80,7 @@ def audit_csv(viewer: AdminDep, runtime: RuntimeDep, actor: str = "", token: str
 
 
 @router.get("/audit/export.jsonl")
-def audit_jsonl(viewer: AdminDep, runtime: RuntimeDep, actor: str = "", token: str = "",
+def audit_jsonl(viewer: ReaderDep, runtime: RuntimeDep, actor: str = "", token: str = "",
                 action: str = "", since: str = "", until: str = "") -> Response:
     query = audit_query.AuditFilter(actor, token, action, since, until).query(
         runtime.tokens, viewer.actor.account_id)

@@ -22,7 +22,7 @@ from tallykey.console.web import (
     PREFIX,
     ConsoleRoute,
     CsrfRefused,
-    FormDep,
+    OwnFormDep,
     RuntimeDep,
     ViewerDep,
     error_page,
@@ -103,7 +103,7 @@ async def login(request: Request, runtime: RuntimeDep) -> Response:
 
 
 @router.post("/logout")
-def logout(request: Request, viewer: ViewerDep, _: FormDep, runtime: RuntimeDep) -> Response:
+def logout(request: Request, viewer: ViewerDep, _: OwnFormDep, runtime: RuntimeDep) -> Response:
     runtime.sessions.close(viewer.session.cookie)
     response = redirect(f"{PREFIX}/login")
     response.delete_cookie(SESSION_COOKIE, path="/", **cookie_flags(request))

@@ -27,6 +27,7 @@ from tallykey.console.web import (
     CsrfRefused,
     FormDep,
     LoginRequired,
+    OwnFormDep,
     RuntimeDep,
     SecondFactorPending,
     Viewer,
@@ -228,7 +229,7 @@ def _enrolment_hint(refused: SecondFactorRefused | ValidationFailed) -> str:
 
 
 @router.post("/me/two-factor/disable")
-def disable_two_factor(request: Request, viewer: ViewerDep, form: FormDep,
+def disable_two_factor(request: Request, viewer: ViewerDep, form: OwnFormDep,
                        runtime: RuntimeDep) -> Response:
     try:
         password_proved(runtime.accounts, login_limiter(request), viewer.session.user.email,
@@ -262,7 +263,7 @@ def me_page(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
 
 
 @router.post("/me/password")
-def change_password(request: Request, viewer: ViewerDep, form: FormDep,
+def change_password(request: Request, viewer: ViewerDep, form: OwnFormDep,
                     runtime: RuntimeDep) -> Response:
     new = text(form, "password")
     try:
@@ -282,7 +283,7 @@ def change_password(request: Request, viewer: ViewerDep, form: FormDep,
 
 
 @router.post("/me/sessions/{public_id}/end")
-def end_session(request: Request, public_id: str, viewer: ViewerDep, _: FormDep,
+def end_session(request: Request, public_id: str, viewer: ViewerDep, _: OwnFormDep,
                 runtime: RuntimeDep) -> Response:
     if not runtime.sessions.end(viewer.actor.user_id or "", public_id):
         return error_page(request, 404, "Not found", "You have no such session.",
@@ -293,7 +294,7 @@ def end_session(request: Request, public_id: str, viewer: ViewerDep, _: FormDep,
 
 
 @router.post("/me/sessions/end-others")
-def end_other_sessions(viewer: ViewerDep, _: FormDep, runtime: RuntimeDep) -> Response:
+def end_other_sessions(viewer: ViewerDep, _: OwnFormDep, runtime: RuntimeDep) -> Response:
     with runtime.database.transaction() as session:
         ended = end_sessions(session, viewer.actor.user_id or "",
                              keep_cookie=viewer.session.cookie)

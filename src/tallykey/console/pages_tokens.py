@@ -20,8 +20,10 @@ from tallykey.console import chart, forms
 from tallykey.console.forms import text
 from tallykey.console.web import (
     PREFIX,
+    ChangerDep,
     ConsoleRoute,
     FormDep,
+    OwnFormDep,
     RuntimeDep,
     Viewer,
     ViewerDep,
@@ -94,7 +96,7 @@ def _search_url(path: str, q: str, **filters: str) -> str:
 
 
 @router.post("/tokens")
-def token_search(viewer: ViewerDep, form: FormDep) -> Response:
+def token_search(viewer: ViewerDep, form: OwnFormDep) -> Response:
     """The search form posts (so a pasted token never lands in a URL or the browser's
     history) and is redirected to the list, searching by the token's public prefix."""
     return redirect(_search_url("/tokens", text(form, "q"), status=text(form, "status"),
@@ -117,7 +119,7 @@ def token_list(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
 
 
 @router.post("/tokens/inactive")
-def token_graveyard_search(viewer: ViewerDep, form: FormDep) -> Response:
+def token_graveyard_search(viewer: ViewerDep, form: OwnFormDep) -> Response:
     return redirect(_search_url("/tokens/inactive", text(form, "q")))
 
 
@@ -174,7 +176,7 @@ def _grantable(viewer: Viewer, runtime: Runtime) -> dict[str, str]:
 
 
 @router.get("/tokens/new")
-def new_token_page(request: Request, viewer: ViewerDep, runtime: RuntimeDep) -> Response:
+def new_token_page(request: Request, viewer: ChangerDep, runtime: RuntimeDep) -> Response:
     return render(request, "token_new.html", form=forms.TokenForm(issue_key=new_issue_key()),
                   **_form_context(viewer, runtime))
 
@@ -443,7 +445,7 @@ def _renew_page(request: Request, viewer: Viewer, runtime: Runtime, token: Token
 
 
 @router.get("/tokens/{token_id}/renew")
-def renew_page(request: Request, token_id: str, viewer: ViewerDep,
+def renew_page(request: Request, token_id: str, viewer: ChangerDep,
                runtime: RuntimeDep) -> Response:
     """Where the renew button and the expiry reminder mail lead: a form, never an action."""
     return _renew_page(request, viewer, runtime, runtime.tokens.get(viewer.actor, token_id))
@@ -510,7 +512,7 @@ def retrieve_secret(request: Request, token_id: str, viewer: ViewerDep, form: Fo
 
 
 @router.get("/tokens/{token_id}/revoke")
-def revoke_page(request: Request, token_id: str, viewer: ViewerDep,
+def revoke_page(request: Request, token_id: str, viewer: ChangerDep,
                 runtime: RuntimeDep) -> Response:
     token = runtime.tokens.get(viewer.actor, token_id)
     return render(request, "token_revoke.html", token=token, now=runtime.clock.now(),

@@ -21,11 +21,17 @@ from starlette.responses import HTMLResponse, RedirectResponse
 
 from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH
 from tallykey.actor import Actor
-from tallykey.api.deps import ip_of, runtime_of
+from tallykey.api.deps import SAFE_METHODS, ip_of, runtime_of
 from tallykey.api.limits import BodyTooLarge
 from tallykey.auth.server_keys import server_key
 from tallykey.console import views
-from tallykey.errors import NotFound, PermissionDenied, StoreUnavailable, TallykeyError
+from tallykey.errors import (
+    NotFound,
+    PermissionDenied,
+    ReadOnlyRole,
+    StoreUnavailable,
+    TallykeyError,
+)
 from tallykey.feed.nodes import Propagation
 from tallykey.people.policy import AWAITING_CODE
 from tallykey.people.sessions import SESSION_COOKIE, OpenSession, csrf_matches
@@ -83,6 +89,18 @@ class Viewer:
     def is_admin(self) -> bool:
         return self.actor.is_admin
 
+    @property
+    def read_only(self) -> bool:
+        """An auditor: pages show what an administrator sees, without a button that
+        changes anything (and every such form answers 403)."""
+        return self.actor.is_auditor
+
+    @property
+    def reads_all(self) -> bool:
+        """Reads every token, the usage and the audit log: an administrator or an
+        auditor."""
+        return self.actor.reads_all
+
 
 def render(request: Request, template: str, *, status_code: int = 200,
            headers: dict[str, str] | None = None, **context: Any) -> HTMLResponse:
@@ -133,7 +151,22 @@ async def current_viewer(request: Request) -> Viewer:
 
 async def checked_form(request: Request,
                        viewer: Annotated[Viewer, Depends(current_viewer)]) -> FormData:
-    """The posted form, once its CSRF token matched the session's (constant time)."""
+    """The posted form, once its CSRF token matched the session's (constant time) and
+    the viewer may change things: an auditor's form answers 403 (the error page, reason
+    `auditor_read_only`) and changes nothing. Every console form that changes something
+    takes this (`FormDep`), so a new one is covered by taking it; only searches and a
+    person's own sign-in take `own_form` (`OwnFormDep`)."""
+    form = await own_form(request, viewer)
+    if viewer.read_only:
+        raise ReadOnlyRole()
+    return form
+
+
+async def own_form(request: Request,
+                   viewer: Annotated[Viewer, Depends(current_viewer)]) -> FormData:
+    """The posted form, once its CSRF token matched the session's, whatever the viewer's
+    role: for forms that change nothing of the account (a search) or only the viewer's
+    own sign-in (password, second factor, sessions, signing out)."""
     form = await request.form()
     presented = form.get(CSRF_FIELD)
     if not csrf_matches(viewer.session, presented if isinstance(presented, str) else None):
@@ -141,16 +174,39 @@ async def checked_form(request: Request,
     return form
 
 
-def admin_viewer(viewer: Annotated[Viewer, Depends(current_viewer)]) -> Viewer:
+def admin_viewer(request: Request,
+                 viewer: Annotated[Viewer, Depends(current_viewer)]) -> Viewer:
+    if viewer.read_only and request.method not in SAFE_METHODS:
+        raise ReadOnlyRole()  # an auditor's post to an administrator's form names the role
     if not viewer.is_admin:
         raise PermissionDenied("This page is for account administrators.",
                                "Ask an administrator of your account.")
     return viewer
 
 
+def changing_viewer(viewer: Annotated[Viewer, Depends(current_viewer)]) -> Viewer:
+    """Pages that exist only to change something (a new token, renew, revoke): an
+    auditor is answered 403 there too, as on the form the page posts."""
+    if viewer.read_only:
+        raise ReadOnlyRole()
+    return viewer
+
+
+def reader_viewer(viewer: Annotated[Viewer, Depends(current_viewer)]) -> Viewer:
+    """Pages that only read what administrators see (the audit log): administrators and
+    auditors."""
+    if not viewer.reads_all:
+        raise PermissionDenied("This page is for account administrators and auditors.",
+                               "Ask an administrator of your account.")
+    return viewer
+
+
 ViewerDep = Annotated[Viewer, Depends(current_viewer)]
 AdminDep = Annotated[Viewer, Depends(admin_viewer)]
+ReaderDep = Annotated[Viewer, Depends(reader_viewer)]
+ChangerDep = Annotated[Viewer, Depends(changing_viewer)]
 FormDep = Annotated[FormData, Depends(checked_form)]
+OwnFormDep = Annotated[FormData, Depends(own_form)]
 
 
 def runtime_dep(request: Request) -> Runtime:

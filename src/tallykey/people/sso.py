@@ -36,7 +36,7 @@ from joserfc.jwk import KeySet
 from sqlalchemy import delete, select
 
 from tallykey.accounts.models import Account, User
-from tallykey.accounts.permissions import ADMIN, MEMBER
+from tallykey.accounts.permissions import ADMIN, AUDITOR, MEMBER
 from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
@@ -252,7 +252,7 @@ class SingleSignOn:
 
     def _create(self, claims: dict[str, Any], email: str, ip: str | None) -> User:
         """A new user where the operator mapped an account: the account claim, else the
-        e-mail domain; a member unless the role claim says admin."""
+        e-mail domain; a member unless the role claim says admin or auditor."""
         slug = ""
         if self.settings.oidc_account_claim:
             slug = str(claims.get(self.settings.oidc_account_claim) or "")
@@ -266,8 +266,10 @@ class SingleSignOn:
         if not account.active:  # no user is made in a suspended account
             self._refuse("suspended", ip, {"email": email, "account": account.slug})
         role = MEMBER
-        if self.settings.oidc_role_claim and claims.get(self.settings.oidc_role_claim) == ADMIN:
-            role = ADMIN
+        claimed = claims.get(self.settings.oidc_role_claim) if self.settings.oidc_role_claim \
+            else None
+        if claimed in (ADMIN, AUDITOR):
+            role = claimed
         name = str(claims.get("name") or "")[:200]
         now = self.clock.now()
         with self.database.transaction() as session:

@@ -698,9 +698,10 @@ class TokenService:
                 Token.id == lineage, Token.account_id == token.account_id))
 
     def _visible_tokens(self, actor: Actor) -> Select[Token]:
-        """Admins see the account's tokens; members only their own personal tokens."""
+        """Admins and auditors see the account's tokens; members only their own personal
+        tokens. (An auditor reaches none of them for a change: see `actor.AUDITOR`.)"""
         statement = select(Token).where(Token.account_id == actor.account_id)
-        if not actor.is_admin:
+        if not actor.reads_all:
             statement = statement.where(Token.kind == PERSONAL, Token.owner_id == actor.user_id)
         return statement
 
