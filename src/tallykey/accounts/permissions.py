@@ -48,6 +48,10 @@ class Permissions:
     def is_admin(self) -> bool:
         return self.role == ADMIN
 
+    @property
+    def is_auditor(self) -> bool:
+        return self.role == AUDITOR
+
     def scopes_in(self, workspace_id: str | None) -> frozenset[str]:
         """Scopes held in one workspace, or in at least one of them when `workspace_id`
         is None (what a new personal token may ask for; it is checked per workspace on

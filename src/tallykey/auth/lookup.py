@@ -196,6 +196,8 @@ class RecordLookup:
             permissions = Permissions(owner_role, bool(owner_active), grants)
             if permissions.is_admin:
                 by_workspace = dict.fromkeys(live, own_scopes)
+            elif permissions.is_auditor:  # reads in the console and API, holds no scope
+                by_workspace = dict.fromkeys(grants, frozenset())
             else:
                 by_workspace = {ws: share(own_scopes & held) for ws, held in grants.items()}
             flat = _held_everywhere(own_scopes, by_workspace, workspace_id,
