@@ -100,9 +100,10 @@ class Auditing:
         return self.client.request(method, path, json=body, headers={CSRF_HEADER: self.csrf})
 
     def fill(self, path: str) -> str:
-        values = {"token_id": self.tokens[0].token.id, "user_id": self.world.member.id,
-                  "workspace_id": self.world.sales.id, "session_id": self.own_session,
-                  "slug": "acme"}
+        values: dict[str, str] = {
+            "token_id": self.tokens[0].token.id, "user_id": self.world.member.id,
+            "workspace_id": self.world.sales.id, "session_id": self.own_session,
+            "slug": "acme"}
 
         def value(match: re.Match[str]) -> str:
             assert match.group(1) in values, f"{path}: fill {match.group(1)}"
