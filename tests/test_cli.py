@@ -247,3 +247,26 @@ def test_suspend_resume_and_renew(cli, database_url: str) -> None:  # type: igno
         assert "the renewed token's secret stops at" in human.stderr
     finally:
         verifier.close()
+
+
+def test_users_get_the_auditor_role_and_an_auditor_gets_no_token(cli: Cli) -> None:
+    """`--role auditor` on create and set-role (SPEC §17); a token for an auditor is
+    refused (exit 4, naming the role) and nothing is stored."""
+    made = cli("users", "create", "-a", "acme", "--email", "audit@acme.test", "--role",
+               "auditor", "--json")
+    assert made.exit_code == 0, made.output
+    assert json.loads(made.stdout)["role"] == "auditor"
+    assert cli("users", "create", "-a", "acme", "--email", "m@acme.test").exit_code == 0
+    changed = cli("users", "set-role", "-a", "acme", "--email", "m@acme.test", "--role",
+                  "auditor", "--json")
+    assert changed.exit_code == 0 and json.loads(changed.stdout)["role"] == "auditor"
+    help_text = cli("users", "set-role", "--help").output
+    assert "auditor" in help_text
+    refused = cli("tokens", "create", "-a", "acme", "--user", "audit@acme.test", "--name",
+                  "auditor's token", "--days", "7")
+    assert refused.exit_code == 4, refused.output
+    assert "Auditors can read but not change anything." in refused.stderr
+    assert json.loads(cli("tokens", "list", "-a", "acme", "--json").stdout)["items"] == []
+    unknown = cli("users", "set-role", "-a", "acme", "--email", "m@acme.test", "--role",
+                  "viewer")
+    assert unknown.exit_code != 0 and "'admin', 'member' or 'auditor'" in unknown.stderr
