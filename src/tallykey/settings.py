@@ -122,7 +122,8 @@ class Settings(BaseSettings):
     oidc_account_claim: str = ""
     #: `example.com=acme,…`: the account a new user is created in, by e-mail domain.
     oidc_domains: str = ""
-    #: A claim whose value `admin` makes a new user an administrator (else: member).
+    #: A claim whose value `admin` makes a new user an administrator, `auditor` an auditor
+    #: (else: member).
     oidc_role_claim: str = ""
     oidc_scopes: str = "openid email profile"
     #: Redis shares rate-limit counts across nodes (SPEC §13); unset: each node counts

@@ -31,6 +31,7 @@ ACCOUNTS = {
     "alice": {"email": "alice@acme.test", "email_verified": True, "name": "Alice Liddell"},
     "carol": {"email": "Carol@Elsewhere.test", "email_verified": True,
               "tallykey_account": "globex", "tallykey_role": "admin"},
+    "dana": {"email": "dana@acme.test", "email_verified": True, "tallykey_role": "auditor"},
     "admin": {"email": "admin@acme.test", "email_verified": True},
     "member": {"email": "member@acme.test", "email_verified": True},
     "mallory": {"email": "member@acme.test", "email_verified": False},
@@ -127,6 +128,13 @@ def test_an_account_claim_and_a_role_claim_make_an_admin_there(
     user, _ = finish(world.rt, *sign_in(world.rt, providers["trusted"], "carol"))
     assert (user.email, user.account_id, user.role) == ("carol@elsewhere.test",
                                                        world.globex_id, "admin")
+
+
+def test_a_role_claim_of_auditor_makes_an_auditor(
+        world: World, providers: dict[str, Provider]) -> None:
+    user, _ = finish(world.rt, *sign_in(world.rt, providers["trusted"], "dana"))
+    assert (user.email, user.account_id, user.role) == ("dana@acme.test", world.acme_id,
+                                                       "auditor")
 
 
 def test_unverified_unmapped_and_deactivated_users_are_refused(
