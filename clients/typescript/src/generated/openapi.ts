@@ -28,7 +28,7 @@ export interface paths {
         };
         /**
          * List Audit
-         * @description The account's audit trail, newest first. Administrators only.
+         * @description The account's audit trail, newest first. Administrators and auditors only.
          */
         get: operations["list_audit_api_v1_audit_get"];
         put?: never;
@@ -692,7 +692,7 @@ export interface paths {
         /**
          * List Workspaces
          * @description The account's workspaces in use (`archived=true`: archived ones too). A member
-         *     sees the workspaces they hold permissions in.
+         *     sees the workspaces they hold permissions in; an auditor, all of them.
          */
         get: operations["list_workspaces_api_v1_workspaces_get"];
         put?: never;
@@ -1132,10 +1132,11 @@ export interface components {
             password?: string | null;
             /**
              * Role
+             * @description `admin`: everything in the account; `member`: their own personal tokens within their workspace permissions; `auditor`: reads every token, the usage and the audit log, changes nothing and creates no token (every change answers 403 `auditor_read_only`).
              * @default admin
              * @enum {string}
              */
-            role?: "admin" | "member";
+            role?: "admin" | "member" | "auditor";
             /**
              * Workspaces
              * @description workspace id or slug -> scopes held there
@@ -1711,10 +1712,11 @@ export interface components {
             password?: string | null;
             /**
              * Role
+             * @description `admin`: everything in the account; `member`: their own personal tokens within their workspace permissions; `auditor`: reads every token, the usage and the audit log, changes nothing and creates no token (every change answers 403 `auditor_read_only`).
              * @default member
              * @enum {string}
              */
-            role?: "admin" | "member";
+            role?: "admin" | "member" | "auditor";
             /** Workspaces */
             workspaces?: {
                 [key: string]: string[];
@@ -1724,8 +1726,11 @@ export interface components {
         UserUpdate: {
             /** Active */
             active?: boolean | null;
-            /** Role */
-            role?: ("admin" | "member") | null;
+            /**
+             * Role
+             * @description `admin`: everything in the account; `member`: their own personal tokens within their workspace permissions; `auditor`: reads every token, the usage and the audit log, changes nothing and creates no token (every change answers 403 `auditor_read_only`).
+             */
+            role?: ("admin" | "member" | "auditor") | null;
             /**
              * Workspaces
              * @description workspace id (or slug) -> the scopes held there; replaces every grant
