@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from tallykey.accounts.scopes import BUILT_IN, DEMO_CATALOG
 from tallykey.actor import ADMIN, AUDITOR, MEMBER, ROLES
 
-__all__ = ["ADMIN", "AUDITOR", "MEMBER", "ROLES", "may_change", "reads_all"]
+__all__ = ["ADMIN", "AUDITOR", "MEMBER", "ROLES"]  # the roles, re-exported for rules
 
 #: The default (demo) catalog's scopes with what they allow; a deployment's own catalog
 #: is `Runtime.catalog` (see `accounts.scopes`).
@@ -15,19 +15,6 @@ SCOPES: dict[str, str] = DEMO_CATALOG.descriptions()
 #: Scopes only administrators hold, whatever their workspace grants say (built in).
 ADMIN_ONLY_SCOPES = frozenset(s.name for s in BUILT_IN)
 MEMBER_SCOPES = DEMO_CATALOG.member_scopes
-
-
-def may_change(role: str) -> bool:
-    """Whether a user of this role may change anything of the account (tokens, users,
-    workspaces, policies, webhooks): everyone but an auditor. A person's own sign-in
-    (password, second factor, sessions) is theirs whatever the role."""
-    return role in ROLES and role != AUDITOR
-
-
-def reads_all(role: str) -> bool:
-    """Whether a user of this role reads every token of the account, its usage and its
-    audit log: an administrator, or an auditor (who changes nothing)."""
-    return role in (ADMIN, AUDITOR)
 
 
 @dataclass(frozen=True, slots=True)
