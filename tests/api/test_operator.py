@@ -88,6 +88,9 @@ def test_provision_a_tenant_its_admin_and_workspaces(rt: Runtime, client: TestCl
     assert member.status_code == 201
     assert member.json()["workspaces"] == {north.json()["id"]: ["employees:read"],
                                            south.json()["id"]: ["employees:write"]}
+    auditor = client.post("/api/v1/operator/accounts/shop-42/users", headers=op, json={
+        "email": "books@shop42.test", "role": "auditor"})
+    assert auditor.status_code == 201 and auditor.json()["role"] == "auditor"
     # the new admin signs in and manages their account
     login = client.post("/api/v1/session", json={"email": "owner@shop42.test",
                                                   "password": "owner password 42"})
