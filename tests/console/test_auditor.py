@@ -104,6 +104,11 @@ def test_every_console_form_refuses_an_auditor(world: World, rt: Runtime) -> Non
                                                       "status": "all"})
         assert search.status_code == 303
         assert "member sales token" in client.get(search.headers["location"]).text
+        # and their own sign-in is theirs: end their other sessions, sign out
+        ended = client.post("/console/me/sessions/end-others", data={"csrf_token": csrf})
+        assert ended.status_code == 303 and ended.headers["location"].endswith("done=others")
+        out = client.post("/console/logout", data={"csrf_token": csrf})
+        assert out.status_code == 303 and client.get("/console/tokens").status_code == 303
 
 
 def test_an_auditor_reads_the_console_without_a_button_that_changes_anything(
