@@ -24,7 +24,9 @@ from tallykey.notify import webhooks
 from tallykey.notify.models import EMAIL
 from tallykey.notify.outbox import Draft, enqueue
 from tallykey.tokens.events import (
+    TOKEN_APPROVED,
     TOKEN_CREATED,
+    TOKEN_DENIED,
     TOKEN_RENEWED,
     TOKEN_RESUMED,
     TOKEN_REVOKED,
@@ -109,7 +111,15 @@ class Notifier:
         token = event.token
         notice = _notice_for(event)
         mails: list[tuple[User, Mail]] = []
-        if event.kind == TOKEN_CREATED:
+        if event.kind == TOKEN_CREATED and token.pending_at is not None:
+            facts = self._facts(session, token)
+            subject = f'API token "{token.name}" awaits your approval in {facts["account"]}'
+            queue_url = f"{self.public_url}/console/approvals" if self.public_url else None
+            for admin in active_admins(session, token.account_id):
+                mails.append((admin, render("token_pending", subject, recipient=admin,
+                                            actor=event.actor, queue_url=queue_url,
+                                            **facts)))
+        elif event.kind == TOKEN_CREATED:
             facts = self._facts(session, token)
             subject = f'New API token "{token.name}" created in {facts["account"]}'
             for admin in active_admins(session, token.account_id):
@@ -231,7 +241,8 @@ class Notifier:
 
 #: Events mailed to the token's creator (or the admins), with their template's verb.
 _TOLD_TO_CREATOR = {TOKEN_SUSPENDED: "suspended", TOKEN_RESUMED: "resumed",
-                    TOKEN_RENEWED: "renewed"}
+                    TOKEN_RENEWED: "renewed", TOKEN_APPROVED: "approved",
+                    TOKEN_DENIED: "denied"}
 
 
 def _notice_for(event: TokenEvent) -> str:
