@@ -41,6 +41,10 @@ from tallykey.tokens.models import Token
 #: `Actor.via` of revocations made because a secret scanner reported the token leaked.
 LEAK_REPORT = "leak-report"
 
+#: Outbox events of the governance mails (SPEC §17).
+TOKEN_INACTIVE = "token.inactive"  # noqa: S105 - an event name
+DIGEST = "account.digest"
+
 #: The stage of the notice sent when a token has expired (the reminders use day counts).
 EXPIRED_STAGE = 0
 
@@ -185,6 +189,44 @@ class Notifier:
             details["days_before"] = stage
         added += self._enqueue_webhooks(session, token, notice=notice, event=event, at=now,
                                         actor=None, details=details)
+        return added
+
+    # --- governance (SPEC §17, run by the worker: `tallykey.governance`) --------------
+
+    def inactivity_warning(self, session: Session, token: Token, *, notice: str,
+                           unused_since: datetime, revokes_at: datetime,
+                           now: datetime) -> int:
+        """Tell the token's owner (its creator, or the admins) that the account's
+        inactivity policy revokes it at `revokes_at` unless it is used before. `notice`
+        names this stretch of disuse: it is told once. Returns the rows added."""
+        facts = self._facts(session, token)
+        subject = (f'Your API token "{token.name}" will be revoked '
+                   f"{in_words(revokes_at - now)} for inactivity")
+        added = 0
+        for user in creator_or_admins(session, token):
+            mail = render("token_inactive", subject, recipient=user,
+                          unused_since=unused_since, revokes_at=revokes_at,
+                          never_used=token.last_used_at is None, **facts)
+            added += self._enqueue_mail(session, token, TOKEN_INACTIVE, notice, user, mail,
+                                        now)
+        return added
+
+    def digest(self, session: Session, account: Account, *, notice: str,
+               expiring: list[Token], unused: list[Token], now: datetime) -> int:
+        """The weekly digest to each active administrator who has not turned it off:
+        the account's tokens expiring within 14 days and those never used."""
+        subject = f"Weekly token digest for {account.name}"
+        console_url = f"{self.public_url}/console/tokens" if self.public_url else None
+        added = 0
+        for admin in active_admins(session, account.id):
+            if not admin.weekly_digest:
+                continue
+            mail = render("digest", subject, recipient=admin, account=account.name,
+                          expiring=expiring, unused=unused, now=now,
+                          console_url=console_url, in_words=in_words)
+            draft = Draft(channel=EMAIL, event=DIGEST, notice=notice, recipient=admin.email,
+                          subject=mail.subject, body=mail.text, html_body=mail.html)
+            added += int(enqueue(session, account.id, draft, now))
         return added
 
     # --- alerts (raised from aggregated usage by `monitor.alerts`) ---------------------

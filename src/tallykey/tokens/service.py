@@ -49,6 +49,7 @@ from tallykey.tokens.models import (
     APPLICATION,
     DENIED_REASON,
     EXPIRED,
+    INACTIVE_REASON,
     KINDS,
     PENDING,
     PERSONAL,
@@ -610,6 +611,30 @@ class TokenService:
             return list(session.scalars(self._visible_tokens(actor).where(
                 Token.pending_at.is_not(None), Token.revoked_at.is_(None),
                 Token.expires_at > now).order_by(Token.pending_at, Token.id)))
+
+    def revoke_unused(self, token_id: str, unused_since: datetime, now: datetime
+                      ) -> Token | None:
+        """The inactivity policy's revocation (`revoke_inactive_days`, run by the worker):
+        revoke the token, reason `inactive`, if it is still live and still unused since
+        `unused_since` (last use, or creation for a token never used) — checked again
+        under its row lock, so a use recorded meanwhile keeps it. Propagated, mailed and
+        audited like any revocation. None when it was kept."""
+        with self.database.transaction() as session:
+            token = session.scalar(select(Token).where(Token.id == token_id)
+                                   .with_for_update(of=Token))
+            if (token is None or token.revoked_at is not None or token.expires_at <= now
+                    or (token.last_used_at or token.created_at) > unused_since):
+                return None
+            actor = Actor(token.account_id, None, ADMIN, "the inactivity policy", None,
+                          "worker")
+            token.revoked_at = now
+            token.revoke_reason = INACTIVE_REASON
+            token.updated_at = now
+            self._announce(session, TokenEvent(TOKEN_REVOKED, token, actor, now, {
+                "reason": INACTIVE_REASON,
+                "last_used_at": (token.last_used_at.isoformat() if token.last_used_at
+                                 else None)}))
+            return token
 
     def retrieve_secret(self, actor: Actor, token_id: str) -> IssuedToken:
         """An application token's current username and password, for administrators of an
