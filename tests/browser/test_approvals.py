@@ -47,6 +47,7 @@ def test_a_pending_token_is_refused_until_an_admin_approves_it_in_the_console(
     sign_in(member, MEMBER_EMAIL, MEMBER_PASSWORD)
     assert member.get_by_role("link", name="Approvals").count() == 0
     create_token(member, "Gavin's laptop")
+    assert "awaits an administrator's approval" in member.locator("#pending-note").inner_text()
     secret = copied(member, "secret")
     refused = info(site, headers=bearer(secret))
     assert refused.status_code == 401
