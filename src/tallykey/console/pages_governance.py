@@ -16,13 +16,14 @@ from tallykey.console.web import (
     ConsoleRoute,
     FormDep,
     RuntimeDep,
+    Viewer,
     ViewerDep,
     propagation_notice,
     propagation_query,
     redirect,
     render,
 )
-from tallykey.errors import Conflict, NotFound, ValidationFailed
+from tallykey.errors import Conflict, ValidationFailed
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -31,7 +32,7 @@ NOTICES = {"approved": "Token approved: it works from now on.",
            "denied": "Token denied: it is revoked and can never be used."}
 
 
-def _queue(request: Request, viewer: AdminDep, runtime: Runtime, *, status: int = 200,
+def _queue(request: Request, viewer: Viewer, runtime: Runtime, *, status: int = 200,
            notice: str = "", error: str = "") -> Response:
     return render(request, "approvals.html", status_code=status,
                   tokens=runtime.tokens.pending(viewer.actor), now=runtime.clock.now(),
@@ -47,19 +48,29 @@ def approvals_page(request: Request, viewer: AdminDep, runtime: RuntimeDep,
     return _queue(request, viewer, runtime, notice=notice)
 
 
-@router.post("/approvals/{token_id}/{verb}")
-def decide(request: Request, token_id: str, verb: str, viewer: AdminDep, _: FormDep,
-           runtime: RuntimeDep) -> Response:
-    """Approve or deny one pending token, then say how far the change reached."""
-    if verb not in ("approve", "deny"):
-        raise NotFound("No such action.", "Approve or deny from the approval queue.")
-    decision = runtime.tokens.approve if verb == "approve" else runtime.tokens.deny
+@router.post("/approvals/{token_id}/approve")
+def approve(request: Request, token_id: str, viewer: AdminDep, _: FormDep,
+            runtime: RuntimeDep) -> Response:
+    """Approve one pending token, then say how far the change reached."""
+    return _decide(request, viewer, runtime, token_id, approve=True)
+
+
+@router.post("/approvals/{token_id}/deny")
+def deny(request: Request, token_id: str, viewer: AdminDep, _: FormDep,
+         runtime: RuntimeDep) -> Response:
+    """Deny one pending token: it is revoked for good."""
+    return _decide(request, viewer, runtime, token_id, approve=False)
+
+
+def _decide(request: Request, viewer: Viewer, runtime: Runtime, token_id: str, *,
+            approve: bool) -> Response:
+    decision = runtime.tokens.approve if approve else runtime.tokens.deny
     try:
         decision(viewer.actor, token_id)
     except Conflict as error:  # decided meanwhile (another admin, another tab)
         return _queue(request, viewer, runtime, status=error.status, error=forms.said(error))
     settled = runtime.settle(token_id)
-    done = "approved" if verb == "approve" else "denied"
+    done = "approved" if approve else "denied"
     return redirect(f"{PREFIX}/approvals?done={done}&{propagation_query(settled)}")
 
 
