@@ -174,6 +174,14 @@ class TokenSuspended(TokenRejected):
     code = "token_suspended"
 
 
+class TokenPending(TokenRejected):
+    """Awaiting an administrator's approval (account policy `token_approval`): it works
+    once approved."""
+
+    exit_code = 33
+    code = "token_pending"
+
+
 class TokenMissing(TokenRejected):
     """No token was sent at all (an empty secret, or a request without credentials)."""
 
@@ -299,6 +307,7 @@ REFUSALS: dict[str, type[ConnectFailed]] = {
     "expired": TokenExpired,
     "owner_inactive": TokenOwnerInactive,
     "suspended": TokenSuspended,
+    "token_pending": TokenPending,
     "account_suspended": TokenUnusable,
     "workspace_archived": TokenUnusable,
     "ip_not_allowed": IpNotAllowed,
@@ -847,7 +856,8 @@ __all__ = [
     "ClientMisconfigured", "ConnectFailed", "ConnectionInfo", "IpNotAllowed", "RateLimited",
     "RequestRejected", "ScopeMissing", "ServerUnreachable", "ServiceUnavailable",
     "TokenExpired", "TokenMalformed", "TokenMissing", "TokenNotRecognised",
-    "TokenOwnerInactive", "TokenRejected", "TokenRevoked", "TokenSuspended", "TokenUnusable",
+    "TokenOwnerInactive", "TokenPending", "TokenRejected", "TokenRevoked", "TokenSuspended",
+    "TokenUnusable",
     "Tokens", "UnexpectedResponse", "UsageExhausted", "UserInfo", "Verification",
     "WrongRegion", "region_map", "resolve",
 ]

@@ -228,6 +228,22 @@ class TokenSuspended(AuthenticationError):
         )
 
 
+class TokenPending(AuthenticationError):
+    """The token awaits an administrator's approval (account policy `token_approval`); it
+    works once approved. Like a suspension, the challenge keeps RFC 6750's
+    `invalid_token` and the body names the error."""
+
+    reason = "token_pending"
+
+    def __init__(self, pending_since: datetime) -> None:
+        super().__init__(
+            f"This token awaits an administrator's approval (requested at "
+            f"{pending_since.isoformat()}).",
+            "It works once an administrator of your account approves it.",
+            error="token_pending", pending_since=pending_since.isoformat(),
+        )
+
+
 class ExpiredToken(AuthenticationError):
     reason = "expired"
 

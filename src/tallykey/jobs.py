@@ -1,5 +1,7 @@
-"""The job runner: each pass schedules due reminders, claims and delivers what the outbox
-holds, and prunes old usage counts and sent messages. Run it as `tallykey worker` (any
+"""The job runner: each pass schedules due reminders, applies the accounts' governance
+(revokes tokens unused past `revoke_inactive_days`, after a warning; sends the weekly
+digest), claims and delivers what the outbox holds, and prunes old usage counts and sent
+messages. Run it as `tallykey worker` (any
 number, on any node), or inside the embedded server with `start_background_worker`.
 
 Time comes from the injected clock, so tests drive schedules and back-off without sleeping.
@@ -19,6 +21,8 @@ from datetime import datetime, timedelta
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import StoreUnavailable
+from tallykey.governance.digest import send_digests
+from tallykey.governance.inactivity import sweep_inactive
 from tallykey.monitor.retention import prune_usage
 from tallykey.notify import outbox
 from tallykey.notify.models import DEAD, EMAIL, PENDING, SENT, WEBHOOK, OutboxMessage
@@ -28,6 +32,7 @@ from tallykey.notify.smtp import SmtpConfig, SmtpMailer
 from tallykey.notify.webhooks import WebhookChannel
 from tallykey.people.resets import unsealed
 from tallykey.settings import Settings
+from tallykey.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +50,8 @@ class PassReport:
     """What one pass did."""
 
     scheduled: int = 0
+    #: Governance: tokens revoked for inactivity, and their warnings and digests enqueued.
+    revoked_inactive: int = 0
     sent: int = 0
     retrying: int = 0
     dead: int = 0
@@ -73,6 +80,7 @@ class Worker:
         usage_retention_days: int | None = None,
         lease: timedelta = outbox.LEASE,
         private_webhook_targets: bool = False,
+        tokens: TokenService | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -93,6 +101,9 @@ class Worker:
         self._purged_at: datetime | None = None
         #: How long a claim lasts without being extended (see `LeaseKeeper`).
         self.lease = lease
+        #: Governance (the inactivity policy's revocations, the weekly digest) runs when
+        #: the worker has the token service, as `from_settings` gives it.
+        self.tokens = tokens
 
     @classmethod
     def from_settings(cls, database: Database, clock: Clock, settings: Settings,
@@ -101,11 +112,13 @@ class Worker:
         `TALLYKEY_OUTBOX_MAX_ATTEMPTS`; `ValueError` for a malformed SMTP URL."""
         mailer = (SmtpMailer(SmtpConfig.parse(settings.smtp_url), settings.mail_from)
                   if settings.smtp_url else None)
-        return cls(database, clock,
-                   notifier=notifier or Notifier(public_url=settings.public_url),
+        notifier = notifier or Notifier(public_url=settings.public_url)
+        tokens = TokenService(database, clock, region=settings.region,
+                              listeners=[notifier.on_token_event])
+        return cls(database, clock, notifier=notifier,
                    mailer=mailer, max_attempts=settings.outbox_max_attempts,
                    usage_retention_days=settings.usage_retention_days,
-                   private_webhook_targets=settings.webhook_private_targets)
+                   private_webhook_targets=settings.webhook_private_targets, tokens=tokens)
 
     @property
     def sends_mail(self) -> bool:
@@ -117,6 +130,12 @@ class Worker:
         now = now or self.clock.now()
         report = PassReport()
         report.scheduled = schedule_reminders(self.database, self.notifier, now)
+        if self.tokens is not None:
+            inactive = sweep_inactive(self.database, self.tokens, self.notifier, now)
+            report.revoked_inactive = inactive.revoked
+            report.scheduled += inactive.warned
+            if self.sends_mail:  # the digest is only a mail: never piled up unsent
+                report.scheduled += send_digests(self.database, self.notifier, now)
         if self._purged_at is None or now - self._purged_at >= PURGE_EVERY:
             outbox.purge(self.database, now - KEEP_SENT)
             if self.usage_retention_days is not None:

@@ -212,6 +212,11 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("POST", "/console/me/two-factor"): [({}, {"code": "000000"})],
         ("POST", "/console/me/two-factor/disable"): [({}, {"password": "not it"})],
         ("POST", "/console/account/two-factor"): [({}, {"two_factor_policy": "off"})],
+        ("GET", "/console/approvals"): [({}, None)],
+        ("POST", "/console/account/governance"): [
+            ({}, {"token_approval": "members", "revoke_inactive_days": "30"})],
+        ("PATCH", "/api/v1/session/settings"): [({}, {"weekly_digest": False})],
+        ("POST", "/console/me/digest"): [({}, {})],
     }
 
 
@@ -236,6 +241,10 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/api/v1/tokens/{token_id}/renew"): {"expires_in_days": 30, "grace_seconds": 0},
     ("POST", "/api/v1/tokens/{token_id}/suspend"): None,
     ("POST", "/api/v1/tokens/{token_id}/resume"): None,
+    ("POST", "/api/v1/tokens/{token_id}/approve"): None,
+    ("POST", "/api/v1/tokens/{token_id}/deny"): None,
+    ("POST", "/console/approvals/{token_id}/approve"): {},
+    ("POST", "/console/approvals/{token_id}/deny"): {},
     ("POST", "/api/v1/tokens/{token_id}/secret"): None,
     ("GET", "/api/v1/tokens/{token_id}/usage"): None,
     ("PATCH", "/api/v1/users/{user_id}"): {"role": "member", "active": False},

@@ -16,6 +16,7 @@ export const REASONS: Readonly<Record<string, string>> = Object.freeze({
   expired: "token_expired",
   owner_inactive: "owner_inactive",
   suspended: "token_suspended",
+  token_pending: "token_pending",
   account_suspended: "token_unusable",
   workspace_archived: "token_unusable",
   ip_not_allowed: "ip_not_allowed",

@@ -12,6 +12,13 @@ from tallykey.db.base import Base, UTCDateTime, new_id
 
 DEFAULT_MAX_VALIDITY_DAYS = 365
 DEFAULT_REMINDER_DAYS = [7, 2]
+#: Account policy `token_approval`: `off`, or `members` (a member's new token is pending
+#: until an administrator approves it).
+APPROVAL_OFF = "off"
+APPROVAL_MEMBERS = "members"
+APPROVAL_POLICIES = (APPROVAL_OFF, APPROVAL_MEMBERS)
+#: Account policy `revoke_inactive_days`: at least a day, at most ten years.
+MAX_INACTIVE_DAYS = 3650
 
 
 class Account(Base):
@@ -33,6 +40,13 @@ class Account(Base):
     #: Who must sign in with a second factor: `off`, `admins` or `everyone`.
     two_factor_policy: Mapped[str] = mapped_column(String(16), default="off",
                                                    server_default="off")
+    #: Governance (SPEC §17): `off` or `members` (a member's new token awaits an
+    #: administrator's approval); revoke tokens unused this many days (None: never);
+    #: when the weekly digest was last sent to the admins.
+    token_approval: Mapped[str] = mapped_column(String(16), default="off",
+                                                server_default="off")
+    revoke_inactive_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    digest_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     workspaces: Mapped[list[Workspace]] = relationship(back_populates="account")
@@ -64,6 +78,8 @@ class User(Base):
     password_hash: Mapped[str | None] = mapped_column(String(200), nullable=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     deactivated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: An administrator receives the weekly token digest unless they turn it off.
+    weekly_digest: Mapped[bool] = mapped_column(Boolean, default=True, server_default=true())
 
     grants: Mapped[list[WorkspaceGrant]] = relationship(
         back_populates="user", cascade="all, delete-orphan", lazy="selectin"

@@ -13,7 +13,14 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.console_sessions import end_sessions
-from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
+from tallykey.accounts.models import (
+    APPROVAL_POLICIES,
+    MAX_INACTIVE_DAYS,
+    Account,
+    User,
+    Workspace,
+    WorkspaceGrant,
+)
 from tallykey.accounts.passwords import check_password, hash_password
 from tallykey.accounts.permissions import ADMIN, ROLES, Permissions
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
@@ -56,6 +63,13 @@ class PolicyChanges:
     retrievable_application_tokens: bool | None = None
     ip_allowlist: list[str] | None = None
     new_network_alerts: bool | None = None
+    #: Governance (SPEC §17): `off` | `members`; days, or `OFF` to stop revoking.
+    token_approval: str | None = None
+    revoke_inactive_days: int | str | None = None
+
+
+#: `PolicyChanges.revoke_inactive_days` that turns the inactivity policy off.
+OFF = "off"
 
 
 class AccountService:
@@ -208,6 +222,7 @@ class AccountService:
                 account.ip_allowlist = clean_allowlist(changes.ip_allowlist)
             if changes.new_network_alerts is not None:
                 account.new_network_alerts = changes.new_network_alerts
+            _change_governance(account, changes)
             after = _policy_snapshot(account)
             if after != before:
                 change_feed.announce(session, change_feed.ACCOUNT, account.id, self.clock.now())
@@ -258,6 +273,21 @@ class AccountService:
     def get_user(self, actor: Actor, user_id: str) -> User:
         with self.database.reading() as session:
             return self._user_in_account(session, actor, user_id)
+
+    def set_weekly_digest(self, actor: Actor, on: bool) -> User:
+        """The acting user's own choice to receive the weekly token digest (sent to
+        administrators; SPEC §17). Audited when it changes."""
+        if actor.user_id is None:
+            raise ValidationFailed("The weekly digest is a user's own setting.",
+                                   "Sign in as the user.", field="weekly_digest")
+        with self.database.transaction() as session:
+            user = self._user_in_account(session, actor, actor.user_id)
+            if user.weekly_digest != on:
+                user.weekly_digest = on
+                trail.record(session, actor=actor, action="user.settings_changed",
+                             at=self.clock.now(), target_type="user", target_id=user.id,
+                             details={"weekly_digest": on})
+            return user
 
     def find_user(self, account_id: str, email: str) -> User:
         """A user of `account_id` by e-mail, or `NotFound`."""
@@ -513,4 +543,26 @@ def _policy_snapshot(account: Account) -> dict[str, Any]:
         "retrievable_application_tokens": account.retrievable_application_tokens,
         "ip_allowlist": list(account.ip_allowlist),
         "new_network_alerts": account.new_network_alerts,
+        "token_approval": account.token_approval,
+        "revoke_inactive_days": account.revoke_inactive_days,
     }
+
+
+def _change_governance(account: Account, changes: PolicyChanges) -> None:
+    """Token approval and inactivity revocation (SPEC §17), validated, then set."""
+    if changes.token_approval is not None:
+        if changes.token_approval not in APPROVAL_POLICIES:
+            raise ValidationFailed(f"Unknown token_approval {changes.token_approval!r}.",
+                                   "Use 'off' or 'members'.", field="token_approval")
+        account.token_approval = changes.token_approval
+    days = changes.revoke_inactive_days
+    if days == OFF:
+        account.revoke_inactive_days = None
+    elif days is not None:
+        if isinstance(days, bool) or not isinstance(days, int) or not (
+                1 <= days <= MAX_INACTIVE_DAYS):
+            raise ValidationFailed(
+                f"revoke_inactive_days must be a whole number of days between 1 and "
+                f"{MAX_INACTIVE_DAYS}.", "Send null to turn the inactivity policy off.",
+                field="revoke_inactive_days")
+        account.revoke_inactive_days = days

@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
 from tallykey.accounts.models import Account, Workspace
-from tallykey.accounts.service import PolicyChanges
+from tallykey.accounts.service import OFF, PolicyChanges
 from tallykey.accounts.sign_in import sign_in
 from tallykey.actor import ADMIN, Actor
 from tallykey.api.deps import (
@@ -324,6 +324,28 @@ def resume_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     return _suspension(runtime, runtime.tokens.resume(actor, token_id), response)
 
 
+@router.post("/tokens/{token_id}/approve", response_model=SuspensionView, tags=["tokens"])
+def approve_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+                  response: Response) -> SuspensionView:
+    """Let a token awaiting approval work (account policy `token_approval`); answered once
+    every live node lets it through. Administrators only; 409 unless it is pending."""
+    token = runtime.tokens.approve(actor, token_id)
+    propagation = settle(runtime, token.id, response, "works again")
+    view = TokenView.of(token, runtime.clock.now())
+    return SuspensionView(**view.model_dump(), propagation=propagation)
+
+
+@router.post("/tokens/{token_id}/deny", response_model=SuspensionView, tags=["tokens"])
+def deny_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
+               response: Response) -> SuspensionView:
+    """Refuse a token awaiting approval: it is revoked (`revoke_reason: "denied"`) and can
+    never be used. Administrators only; 409 unless it is pending."""
+    token = runtime.tokens.deny(actor, token_id)
+    propagation = settle(runtime, token.id, response)
+    view = TokenView.of(token, runtime.clock.now())
+    return SuspensionView(**view.model_dump(), propagation=propagation)
+
+
 def _suspension(runtime: Runtime, token: Token, response: Response) -> SuspensionView:
     propagation = settle(runtime, token.id, response,
                          "stopped" if token.suspended_at else "works again")
@@ -515,7 +537,10 @@ def update_account(body: AccountUpdate, actor: ManagementActor,
     account = runtime.accounts.update_policies(actor, PolicyChanges(
         max_validity_days=body.max_validity_days, reminder_days=body.reminder_days,
         retrievable_application_tokens=body.retrievable_application_tokens,
-        ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts))
+        ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts,
+        token_approval=body.token_approval, revoke_inactive_days=OFF if (
+            "revoke_inactive_days" in body.model_fields_set
+            and body.revoke_inactive_days is None) else body.revoke_inactive_days))
     if body.two_factor_policy is not None:
         runtime.two_factor.set_policy(actor, body.two_factor_policy)
         account = runtime.accounts.find_account(account.id)

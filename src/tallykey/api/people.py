@@ -68,6 +68,12 @@ class SessionsEnded(BaseModel):
     sessions_ended: int
 
 
+class MySettings(Strict):
+    weekly_digest: bool = Field(description="Receive the weekly token digest (sent to "
+                                "administrators): tokens expiring within 14 days and "
+                                "tokens never used.")
+
+
 def _user_id(actor: Actor) -> str:
     if actor.user_id is None:
         raise PermissionDenied("This needs a signed-in user.")
@@ -129,6 +135,14 @@ def change_password(body: PasswordChange, request: Request, actor: OwnActor,
             keep_session=request.cookies.get(SESSION_COOKIE)),
         wrong_field="current_password")
     return PasswordChanged(sessions_ended=ended)
+
+
+@router.patch("/session/settings", response_model=UserView)
+def change_my_settings(body: MySettings, actor: ManagementActor,
+                       runtime: RuntimeDep) -> UserView:
+    """Change your own settings: whether you receive the weekly token digest."""
+    _user_id(actor)
+    return UserView.of(runtime.accounts.set_weekly_digest(actor, body.weekly_digest))
 
 
 @router.get("/session/sessions", response_model=list[SessionItem])

@@ -164,7 +164,8 @@ class RevokedTokenView(TokenView):
 
 
 class SuspensionView(TokenView):
-    """The answer to suspend and resume: the token, and how far the change reached."""
+    """The answer to suspend, resume, approve and deny: the token, and how far the change
+    reached."""
 
     propagation: PropagationView
 
@@ -259,12 +260,15 @@ class UserView(BaseModel):
     role: str
     active: bool
     workspaces: dict[str, list[str]]
+    #: The user's own choice (`PATCH /api/v1/session/settings`).
+    weekly_digest: bool = True
 
     @classmethod
     def of(cls, user: User) -> UserView:
         return cls(id=user.id, email=user.email, name=user.name, role=user.role,
                    active=user.active,
-                   workspaces={g.workspace_id: list(g.scopes) for g in user.grants})
+                   workspaces={g.workspace_id: list(g.scopes) for g in user.grants},
+                   weekly_digest=user.weekly_digest)
 
 
 class UserCreate(Strict):
@@ -296,6 +300,8 @@ class AccountView(BaseModel):
     ip_allowlist: list[str]
     new_network_alerts: bool
     two_factor_policy: str = "off"
+    token_approval: str = "off"  # noqa: S105 - a policy, not a password
+    revoke_inactive_days: int | None = None
 
     @classmethod
     def of(cls, account: Account) -> AccountView:
@@ -305,7 +311,9 @@ class AccountView(BaseModel):
                    retrievable_application_tokens=account.retrievable_application_tokens,
                    ip_allowlist=list(account.ip_allowlist),
                    new_network_alerts=account.new_network_alerts,
-                   two_factor_policy=account.two_factor_policy)
+                   two_factor_policy=account.two_factor_policy,
+                   token_approval=account.token_approval,
+                   revoke_inactive_days=account.revoke_inactive_days)
 
 
 class AccountUpdate(Strict):
@@ -315,6 +323,8 @@ class AccountUpdate(Strict):
     ip_allowlist: list[str] | None = Field(default=None, max_length=1000)
     new_network_alerts: bool | None = None
     two_factor_policy: Literal["off", "admins", "everyone"] | None = None
+    token_approval: Literal["off", "members"] | None = None
+    revoke_inactive_days: int | None = Field(default=None, description="null: off")
 
 
 class AuditView(BaseModel):

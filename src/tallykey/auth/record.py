@@ -57,6 +57,8 @@ class TokenRecord:
     #: A suspended token is refused until resumed, naming who suspended it and when.
     suspended_at: datetime | None = None
     suspended_by: str | None = None
+    #: Awaiting an administrator's approval since then (refused until approved).
+    pending_at: datetime | None = None
     #: The token was renewed: its secrets retire, and its successor takes over.
     renewed: bool = False
     #: The first token of its renewal chain (itself if it renews none): a token's own
@@ -79,7 +81,7 @@ class TokenRecord:
                            and self.secret_retires_at is None and self.owner_active
                            and not self.token_networks and not self.account_networks
                            and self.account_active and not self.workspace_archived
-                           and self.suspended_at is None)
+                           and self.suspended_at is None and self.pending_at is None)
         object.__setattr__(self, "controlled", bool(self.rate_rules) or self.has_credits)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

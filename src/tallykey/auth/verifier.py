@@ -49,6 +49,7 @@ from tallykey.errors import (
     RotatedOut,
     StoreUnavailable,
     TallykeyError,
+    TokenPending,
     TokenSuspended,
     TooManyAttempts,
     UnknownToken,
@@ -499,6 +500,8 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
     """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3."""
     if record.revoked_at is not None:
         return RevokedToken(record.revoked_at)
+    if record.pending_at is not None:
+        return TokenPending(record.pending_at)
     if record.suspended_at is not None:
         assert record.suspended_by is not None
         return TokenSuspended(record.suspended_at, record.suspended_by)

@@ -365,8 +365,8 @@ def connect(
     Exit codes: 0 connected, 2 usage, 10 misconfigured region/URL, 21 copied incompletely,
     22 wrong region, 23 not recognised, 24 revoked, 25 expired, 26 owner inactive,
     27 account suspended or workspace archived, 28 token suspended, 31 IP not allowed,
-    32 scope missing, 40 rate limited, 41 usage credits spent, 50 unreachable,
-    51 not tallykey, 52 temporarily unavailable.
+    32 scope missing, 33 token awaiting approval, 40 rate limited, 41 usage credits
+    spent, 50 unreachable, 51 not tallykey, 52 temporarily unavailable.
     """
     from tallykey.client import Client, ConnectFailed
 

@@ -116,7 +116,8 @@ def worker(
     interval: Annotated[float | None, typer.Option(
         help="Seconds between passes (default TALLYKEY_WORKER_INTERVAL).")] = None,
 ) -> None:
-    """Deliver the outbox (SMTP, webhooks) and schedule expiry reminders until stopped."""
+    """Deliver the outbox (SMTP, webhooks), schedule expiry reminders, revoke tokens the
+    inactivity policy stops and send the weekly digest, until stopped."""
     with runtime() as rt:
         logging.basicConfig(level=logging.INFO,
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
@@ -128,7 +129,8 @@ def worker(
             if once:
                 report = runner.run_once()
                 emit_json({"scheduled": report.scheduled, "sent": report.sent,
-                           "retrying": report.retrying, "dead": report.dead})
+                           "retrying": report.retrying, "dead": report.dead,
+                           "revoked_inactive": report.revoked_inactive})
                 return
             stop = threading.Event()
 

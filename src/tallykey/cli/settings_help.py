@@ -33,7 +33,7 @@ READS: dict[str, tuple[str, ...]] = {
     "audit heads": (*STORE, "audit_signing_key"),
     "audit verify": (*STORE, "audit_signing_key"),
     **{f"tokens {verb}": SETTLES for verb in ("update", "revoke", "suspend", "resume",
-                                              "rotate", "renew")},
+                                              "rotate", "renew", "approve", "deny")},
     **{f"users {verb}": SETTLES for verb in ("activate", "deactivate", "set-role")},
     "workspaces archive": SETTLES,
 }

@@ -1,5 +1,5 @@
 """`tallykey tokens …`: create, list, show, update, revoke, rotate, renew, suspend,
-resume, secret."""
+resume, approve, deny, secret."""
 
 from __future__ import annotations
 
@@ -147,7 +147,7 @@ def print_issued(view: IssuedTokenView, verb: str, *, quiet: bool, as_json: bool
 def tokens_list(
     account: AccountOption,
     status: Annotated[str | None, typer.Option(
-        help="active, suspended, expired or revoked.")] = None,
+        help="active, pending, suspended, expired or revoked.")] = None,
     search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
     kind: Annotated[str | None, typer.Option(help="personal or application.")] = None,
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
@@ -325,6 +325,23 @@ def tokens_resume(ref: TokenRef, account: OptionalAccount = None,
                   lambda rt, actor, tid: rt.tokens.resume(actor, tid))
 
 
+@tokens_app.command("approve")
+def tokens_approve(ref: TokenRef, account: OptionalAccount = None,
+                   as_json: JsonOption = False) -> None:
+    """Approve a token awaiting approval (account policy token_approval): it works on
+    every running node once answered. Exit 1 (409) unless it is pending."""
+    _token_action(ref, account, as_json, "approved",
+                  lambda rt, actor, tid: rt.tokens.approve(actor, tid))
+
+
+@tokens_app.command("deny")
+def tokens_deny(ref: TokenRef, account: OptionalAccount = None,
+                as_json: JsonOption = False) -> None:
+    """Deny a token awaiting approval: it is revoked (reason denied) and never works."""
+    _token_action(ref, account, as_json, "denied",
+                  lambda rt, actor, tid: rt.tokens.deny(actor, tid))
+
+
 def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
                   action: Callable[[Runtime, Actor, str], Any]) -> None:
     """Change a token, wait until every node applied it, and say so."""
@@ -332,7 +349,8 @@ def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
         actor, token_id = operator_for_token(rt, ref, account)
         view = TokenView.of(action(rt, actor, token_id), rt.clock.now())
         done = rt.settle(token_id)
-    effect = {"resumed": "works again", "updated": "applied"}.get(verb, "stopped")
+    effect = {"resumed": "works again", "approved": "works again",
+              "updated": "applied"}.get(verb, "stopped")
     if as_json:
         emit_json({**view.model_dump(mode="json"),
                    "propagation": PropagationView.of(done, effect).model_dump(mode="json")})

@@ -56,6 +56,7 @@ NOTICES = {
     "ended": "The session was signed out.",
     "others": "Your other sessions were signed out.",
     "two-factor-off": "Two-factor sign-in is off.",
+    "digest": "Your weekly digest setting was saved.",
 }
 #: While an authenticator is being set up there are no recovery codes yet: the hint for
 #: a wrong code names only the app.

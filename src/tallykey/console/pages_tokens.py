@@ -54,6 +54,7 @@ from tallykey.tokens.models import (
     APPLICATION,
     EXPIRED,
     KINDS,
+    PENDING,
     REVOKED,
     SUSPENDED,
     Token,
@@ -70,8 +71,8 @@ from tallykey.tokens.service import IssuedToken, TokenQuery
 router = APIRouter(route_class=ConsoleRoute)
 
 PAGE_SIZE = 50
-STATUS_CHOICES = {"active": ACTIVE, "suspended": SUSPENDED, "expired": EXPIRED,
-                  "revoked": REVOKED, "all": None}
+STATUS_CHOICES = {"active": ACTIVE, "pending": PENDING, "suspended": SUSPENDED,
+                  "expired": EXPIRED, "revoked": REVOKED, "all": None}
 NOTICES = {
     "saved": "Changes saved.",
     "revoked": "The token was revoked.",

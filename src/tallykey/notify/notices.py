@@ -24,7 +24,9 @@ from tallykey.notify import webhooks
 from tallykey.notify.models import EMAIL
 from tallykey.notify.outbox import Draft, enqueue
 from tallykey.tokens.events import (
+    TOKEN_APPROVED,
     TOKEN_CREATED,
+    TOKEN_DENIED,
     TOKEN_RENEWED,
     TOKEN_RESUMED,
     TOKEN_REVOKED,
@@ -38,6 +40,10 @@ from tallykey.tokens.models import Token
 
 #: `Actor.via` of revocations made because a secret scanner reported the token leaked.
 LEAK_REPORT = "leak-report"
+
+#: Outbox events of the governance mails (SPEC §17).
+TOKEN_INACTIVE = "token.inactive"  # noqa: S105 - an event name
+DIGEST = "account.digest"
 
 #: The stage of the notice sent when a token has expired (the reminders use day counts).
 EXPIRED_STAGE = 0
@@ -109,7 +115,15 @@ class Notifier:
         token = event.token
         notice = _notice_for(event)
         mails: list[tuple[User, Mail]] = []
-        if event.kind == TOKEN_CREATED:
+        if event.kind == TOKEN_CREATED and token.pending_at is not None:
+            facts = self._facts(session, token)
+            subject = f'API token "{token.name}" awaits your approval in {facts["account"]}'
+            queue_url = f"{self.public_url}/console/approvals" if self.public_url else None
+            for admin in active_admins(session, token.account_id):
+                mails.append((admin, render("token_pending", subject, recipient=admin,
+                                            actor=event.actor, queue_url=queue_url,
+                                            **facts)))
+        elif event.kind == TOKEN_CREATED:
             facts = self._facts(session, token)
             subject = f'New API token "{token.name}" created in {facts["account"]}'
             for admin in active_admins(session, token.account_id):
@@ -177,6 +191,44 @@ class Notifier:
                                         actor=None, details=details)
         return added
 
+    # --- governance (SPEC §17, run by the worker: `tallykey.governance`) --------------
+
+    def inactivity_warning(self, session: Session, token: Token, *, notice: str,
+                           unused_since: datetime, revokes_at: datetime,
+                           now: datetime) -> int:
+        """Tell the token's owner (its creator, or the admins) that the account's
+        inactivity policy revokes it at `revokes_at` unless it is used before. `notice`
+        names this stretch of disuse: it is told once. Returns the rows added."""
+        facts = self._facts(session, token)
+        subject = (f'Your API token "{token.name}" will be revoked '
+                   f"{in_words(revokes_at - now)} for inactivity")
+        added = 0
+        for user in creator_or_admins(session, token):
+            mail = render("token_inactive", subject, recipient=user,
+                          unused_since=unused_since, revokes_at=revokes_at,
+                          never_used=token.last_used_at is None, **facts)
+            added += self._enqueue_mail(session, token, TOKEN_INACTIVE, notice, user, mail,
+                                        now)
+        return added
+
+    def digest(self, session: Session, account: Account, *, notice: str,
+               expiring: list[Token], unused: list[Token], now: datetime) -> int:
+        """The weekly digest to each active administrator who has not turned it off:
+        the account's tokens expiring within 14 days and those never used."""
+        subject = f"Weekly token digest for {account.name}"
+        console_url = f"{self.public_url}/console/tokens" if self.public_url else None
+        added = 0
+        for admin in active_admins(session, account.id):
+            if not admin.weekly_digest:
+                continue
+            mail = render("digest", subject, recipient=admin, account=account.name,
+                          expiring=expiring, unused=unused, now=now,
+                          console_url=console_url, in_words=in_words)
+            draft = Draft(channel=EMAIL, event=DIGEST, notice=notice, recipient=admin.email,
+                          subject=mail.subject, body=mail.text, html_body=mail.html)
+            added += int(enqueue(session, account.id, draft, now))
+        return added
+
     # --- alerts (raised from aggregated usage by `monitor.alerts`) ---------------------
 
     def alert(self, session: Session, token: Token, *, event: str, notice: str,
@@ -231,7 +283,8 @@ class Notifier:
 
 #: Events mailed to the token's creator (or the admins), with their template's verb.
 _TOLD_TO_CREATOR = {TOKEN_SUSPENDED: "suspended", TOKEN_RESUMED: "resumed",
-                    TOKEN_RENEWED: "renewed"}
+                    TOKEN_RENEWED: "renewed", TOKEN_APPROVED: "approved",
+                    TOKEN_DENIED: "denied"}
 
 
 def _notice_for(event: TokenEvent) -> str:

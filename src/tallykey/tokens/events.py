@@ -20,6 +20,10 @@ TOKEN_REVOKED = "token.revoked"
 TOKEN_SECRET_RETRIEVED = "token.secret_retrieved"
 TOKEN_SUSPENDED = "token.suspended"
 TOKEN_RESUMED = "token.resumed"
+#: Approval (account policy `token_approval`): an administrator let a pending token work,
+#: or denied it (a denial revokes it, reason `denied`).
+TOKEN_APPROVED = "token.approved"
+TOKEN_DENIED = "token.denied"
 #: Announced on the renewed token; its successor names it in `renewed_from_id`.
 TOKEN_RENEWED = "token.renewed"
 #: Events that cannot change any verification verdict (no cache needs to hear of them).

@@ -20,7 +20,13 @@ ACTIVE = "active"
 EXPIRED = "expired"
 REVOKED = "revoked"
 SUSPENDED = "suspended"
-STATUSES = (ACTIVE, EXPIRED, REVOKED, SUSPENDED)
+#: Awaiting an administrator's approval (account policy `token_approval`, SPEC §17).
+PENDING = "pending"
+STATUSES = (ACTIVE, EXPIRED, REVOKED, SUSPENDED, PENDING)
+#: `revoke_reason` of a token an administrator denied, and of one the inactivity policy
+#: revoked.
+DENIED_REASON = "denied"
+INACTIVE_REASON = "inactive"
 
 
 class Token(Base):
@@ -57,6 +63,9 @@ class Token(Base):
     #: A suspended token is refused (401 token_suspended) until it is resumed.
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     suspended_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    #: A token awaiting approval (`token_approval: members`) is refused (401
+    #: token_pending) until an administrator approves it; a denial revokes it.
+    pending_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: Renewal lineage: a successor names the token it renewed, which names its successor.
     renewed_from_id: Mapped[str | None] = mapped_column(ForeignKey("tokens.id"),
                                                         nullable=True)
@@ -94,6 +103,8 @@ class Token(Base):
             return REVOKED
         if self.expires_at <= now:
             return EXPIRED
+        if self.pending_at is not None:
+            return PENDING
         if self.suspended_at is not None:
             return SUSPENDED
         return ACTIVE

@@ -1,5 +1,5 @@
 """The token service: the product's verbs on tokens — issue, list, get, update, rotate,
-renew, suspend, resume, revoke. The console, the management API and the CLI all call
+renew, suspend, resume, revoke, approve, deny. The console, the management API and the CLI all call
 these same methods."""
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from typing import Any
 from sqlalchemy import Select, and_, case, func, or_, select
 from sqlalchemy.orm import Session
 
-from tallykey.accounts.models import Account, User, Workspace
+from tallykey.accounts.models import APPROVAL_MEMBERS, Account, User, Workspace
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
 from tallykey.accounts.service import permissions_of
 from tallykey.actor import ADMIN, Actor
@@ -30,7 +30,9 @@ from tallykey.keys.vault import SecretVault
 from tallykey.tokens import format as token_format
 from tallykey.tokens import policy
 from tallykey.tokens.events import (
+    TOKEN_APPROVED,
     TOKEN_CREATED,
+    TOKEN_DENIED,
     TOKEN_RENEWED,
     TOKEN_RESUMED,
     TOKEN_REVOKED,
@@ -45,8 +47,11 @@ from tallykey.tokens.events import (
 from tallykey.tokens.models import (
     ACTIVE,
     APPLICATION,
+    DENIED_REASON,
     EXPIRED,
+    INACTIVE_REASON,
     KINDS,
+    PENDING,
     PERSONAL,
     REVOKED,
     STATUSES,
@@ -125,7 +130,8 @@ INHERITED = ("account_id", "workspace_id", "kind", "region", "name", "descriptio
 NOT_INHERITED = ("id", "public_id", "created_by_id", "created_at", "created_ip",
                  "updated_at", "expires_at", "revoked_at", "revoked_by_id", "revoke_reason",
                  "rotated_at", "last_used_at", "last_used_ip", "last_used_agent",
-                 "suspended_at", "suspended_by_id", "renewed_from_id", "successor_id")
+                 "suspended_at", "suspended_by_id", "renewed_from_id", "successor_id",
+                 "pending_at")
 
 
 @dataclass(frozen=True)
@@ -192,6 +198,8 @@ class TokenService:
         Raises `ValidationFailed` for any field that breaks a policy, `PermissionDenied`
         when a member asks for an application token or for scopes beyond their own, and
         `NotFound` for an unknown workspace. Nothing is stored unless everything passes.
+        A member's token is `pending` (refused until an administrator approves it) when
+        the account's `token_approval` policy is `members`.
         """
         now = self.clock.now()
         if draft.kind not in KINDS:
@@ -233,7 +241,8 @@ class TokenService:
                 owner_id=owner_id, created_by_id=actor.user_id, created_at=now,
                 created_ip=actor.ip, updated_at=now, expires_at=expires_at,
                 rate_limits=[rule.as_dict() for rule in rate_limits] or None,
-                meta=metadata, external_id=external_id)
+                meta=metadata, external_id=external_id,
+                pending_at=now if needs_approval(account, actor) else None)
             _set_credits(token, credits, now)
             session.add(token)
             session.flush()
@@ -244,7 +253,8 @@ class TokenService:
             self._announce(session, TokenEvent(TOKEN_CREATED, token, actor, now, {
                 "name": name, "kind": draft.kind, "scopes": scopes,
                 "expires_at": expires_at.isoformat(), "prefix": token.prefix,
-                "ip_allowlist": list(token.ip_allowlist), **_controls_snapshot(token)}))
+                "ip_allowlist": list(token.ip_allowlist), **_controls_snapshot(token),
+                **({"pending": True} if token.pending_at else {})}))
             return IssuedToken(token, secret, policy.validity_warnings(now, expires_at))
 
     # --- read ------------------------------------------------------------------------
@@ -270,7 +280,7 @@ class TokenService:
         """Tokens the actor may see, newest first, one keyset page at a time."""
         if query.status is not None and query.status not in STATUSES:
             raise ValidationFailed(f"Unknown status {query.status!r}.",
-                                   "Use active, suspended, expired or revoked.",
+                                   "Use active, pending, suspended, expired or revoked.",
                                    field="status")
         if query.kind is not None and query.kind not in KINDS:
             raise ValidationFailed(f"Unknown kind {query.kind!r}.",
@@ -548,6 +558,84 @@ class TokenService:
                                                {"reason": reason} if reason else {}))
             return token
 
+    def approve(self, actor: Actor, token_id: str) -> Token:
+        """Let a pending token work (administrators only), on every node once propagated.
+        `Conflict` unless it awaits approval; `PermissionDenied` for a member."""
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            token = self._pending_token(session, actor, token_id, now, "approve")
+            pending_since = token.pending_at
+            assert pending_since is not None
+            token.pending_at = None
+            token.updated_at = now
+            self._announce(session, TokenEvent(TOKEN_APPROVED, token, actor, now, {
+                "pending_since": pending_since.isoformat()}))
+            return token
+
+    def deny(self, actor: Actor, token_id: str) -> Token:
+        """Refuse a pending token for good: it is revoked (reason `denied`) and can never
+        be used. Administrators only; `Conflict` unless it awaits approval."""
+        now = self.clock.now()
+        with self.database.transaction() as session:
+            token = self._pending_token(session, actor, token_id, now, "deny")
+            pending_since = token.pending_at
+            assert pending_since is not None
+            token.pending_at = None
+            token.revoked_at = now
+            token.revoked_by_id = actor.user_id
+            token.revoke_reason = DENIED_REASON
+            token.updated_at = now
+            self._announce(session, TokenEvent(TOKEN_DENIED, token, actor, now, {
+                "reason": DENIED_REASON, "pending_since": pending_since.isoformat()}))
+            return token
+
+    def _pending_token(self, session: Session, actor: Actor, token_id: str, now: datetime,
+                       verb: str) -> Token:
+        if not actor.is_admin:
+            raise PermissionDenied(f"Only account administrators can {verb} tokens.",
+                                   "Ask an administrator of your account.")
+        token = self._visible_token(session, actor, token_id, for_update=True)
+        self._require_current_secret(session, actor, token)
+        status = token.status_at(now)
+        if status != PENDING:
+            raise Conflict(f"This token is {status}, not awaiting approval: there is "
+                           f"nothing to {verb}.", status=status)
+        return token
+
+    def pending(self, actor: Actor) -> list[Token]:
+        """The account's tokens awaiting approval, oldest request first (administrators)."""
+        if not actor.is_admin:
+            raise PermissionDenied("Only account administrators see the approval queue.")
+        now = self.clock.now()
+        with self.database.reading() as session:
+            return list(session.scalars(self._visible_tokens(actor).where(
+                Token.pending_at.is_not(None), Token.revoked_at.is_(None),
+                Token.expires_at > now).order_by(Token.pending_at, Token.id)))
+
+    def revoke_unused(self, token_id: str, unused_since: datetime, now: datetime
+                      ) -> Token | None:
+        """The inactivity policy's revocation (`revoke_inactive_days`, run by the worker):
+        revoke the token, reason `inactive`, if it is still live and still unused since
+        `unused_since` (last use, or creation for a token never used) — checked again
+        under its row lock, so a use recorded meanwhile keeps it. Propagated, mailed and
+        audited like any revocation. None when it was kept."""
+        with self.database.transaction() as session:
+            token = session.scalar(select(Token).where(Token.id == token_id)
+                                   .with_for_update(of=Token))
+            if (token is None or token.revoked_at is not None or token.expires_at <= now
+                    or (token.last_used_at or token.created_at) > unused_since):
+                return None
+            actor = Actor(token.account_id, None, ADMIN, "the inactivity policy", None,
+                          "worker")
+            token.revoked_at = now
+            token.revoke_reason = INACTIVE_REASON
+            token.updated_at = now
+            self._announce(session, TokenEvent(TOKEN_REVOKED, token, actor, now, {
+                "reason": INACTIVE_REASON,
+                "last_used_at": (token.last_used_at.isoformat() if token.last_used_at
+                                 else None)}))
+            return token
+
     def retrieve_secret(self, actor: Actor, token_id: str) -> IssuedToken:
         """An application token's current username and password, for administrators of an
         account that keeps them retrievable. Audited, and announced to listeners (the other
@@ -719,10 +807,15 @@ class TokenService:
                   now: datetime) -> Select[Token]:
         if query.status == ACTIVE:
             statement = statement.where(Token.revoked_at.is_(None), Token.expires_at > now,
-                                        Token.suspended_at.is_(None))
+                                        Token.suspended_at.is_(None),
+                                        Token.pending_at.is_(None))
         elif query.status == SUSPENDED:
             statement = statement.where(Token.revoked_at.is_(None), Token.expires_at > now,
-                                        Token.suspended_at.is_not(None))
+                                        Token.suspended_at.is_not(None),
+                                        Token.pending_at.is_(None))
+        elif query.status == PENDING:
+            statement = statement.where(Token.revoked_at.is_(None), Token.expires_at > now,
+                                        Token.pending_at.is_not(None))
         elif query.status == EXPIRED:
             statement = statement.where(Token.revoked_at.is_(None), Token.expires_at <= now)
         elif query.status == REVOKED:
@@ -800,12 +893,23 @@ class TokenService:
 
     def _require_live(self, token: Token, now: datetime, verb: str) -> None:
         status = token.status_at(now)
+        if status == PENDING:
+            raise Conflict(f"This token awaits an administrator's approval and cannot be "
+                           f"{verb}.", "Wait until it is approved (or revoke it).",
+                           status=status)
         if status == SUSPENDED:
             raise Conflict(f"This token is suspended and cannot be {verb}.",
                            "Resume it first.", status=status)
         if status != ACTIVE:
             raise Conflict(f"This token is {status} and cannot be {verb}.",
                            "Create a new token instead.", status=status)
+
+
+def needs_approval(account: Account, actor: Actor) -> bool:
+    """Whether a token `actor` creates now awaits an administrator's approval: the
+    account's `token_approval` policy is `members` and the creator is no administrator
+    (nor the operator)."""
+    return account.token_approval == APPROVAL_MEMBERS and not actor.is_admin
 
 
 def _require_owner(actor: Actor, token: Token, verb: str, noun: str) -> None:

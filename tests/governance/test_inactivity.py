@@ -1,0 +1,131 @@
+"""The inactivity policy (SPEC §17) run by the worker's real pass (`Worker.from_settings`,
+as `tallykey worker` builds it) on a real store, mails to a real SMTP server: a warning 7
+days before, then the revocation (`revoke_reason: "inactive"`), audited, propagated."""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from sqlalchemy import select, update
+
+from tallykey import Verifier
+from tallykey.accounts.service import OFF, PolicyChanges
+from tallykey.audit.models import AuditEvent
+from tallykey.clock import FrozenClock
+from tallykey.jobs import Worker
+from tallykey.notify.models import OutboxMessage
+from tallykey.notify.notices import TOKEN_INACTIVE
+from tallykey.runtime import Runtime
+from tallykey.tokens.models import Token
+from tallykey.tokens.service import TokenDraft
+
+from ..conftest import World
+from ..notify.conftest import MAIL_FROM, SmtpServer, text_of
+
+IP = "198.51.100.7"
+
+
+def worker(rt: Runtime, smtp: SmtpServer) -> Worker:
+    settings = rt.settings.model_copy(update={"smtp_url": smtp.url, "mail_from": MAIL_FROM})
+    return Worker.from_settings(rt.database, rt.clock, settings, rt.notifier)
+
+
+def date_back(rt: Runtime, token_id: str, *, created: datetime,
+              last_used: datetime | None = None) -> None:
+    with rt.database.transaction() as session:
+        session.execute(update(Token).where(Token.id == token_id).values(
+            created_at=created, last_used_at=last_used))
+
+
+def token_row(rt: Runtime, token_id: str) -> Token:
+    with rt.database.reading() as session:
+        return session.get_one(Token, token_id)
+
+
+def test_an_unused_token_is_warned_about_then_revoked_by_the_worker(
+        rt: Runtime, world: World, clock: FrozenClock, smtp_server: SmtpServer) -> None:
+    now = clock.now()
+    policy = rt.accounts.update_policies(world.as_admin, _days(30))
+    assert policy.revoke_inactive_days == 30
+    idle = rt.tokens.issue(world.as_member, TokenDraft(name="idle laptop",
+                                                       expires_in_days=90))
+    busy = rt.tokens.issue(world.as_member, TokenDraft(name="busy laptop",
+                                                       expires_in_days=90))
+    other = rt.tokens.issue(world.as_other_admin, TokenDraft(name="globex idle",
+                                                             expires_in_days=90))
+    verifier = Verifier(settings=rt.settings, database=rt.database, clock=rt.clock,
+                        background=False)
+    try:
+        assert verifier.verify(f"Bearer {idle.value}", IP).allowed  # cached as valid
+        run = worker(rt, smtp_server)
+        assert run.run_once().sent == 3  # the tokens' creation notices to the admins
+        # never used, created 24 days ago: within the last 7 days of the 30
+        date_back(rt, idle.token.id, created=now - timedelta(days=24))
+        date_back(rt, busy.token.id, created=now - timedelta(days=200),
+                  last_used=now - timedelta(days=2))
+        date_back(rt, other.token.id, created=now - timedelta(days=200))  # no policy there
+        first = run.run_once()
+        assert first.revoked_inactive == 0 and first.sent == 1
+        [warning] = smtp_server.to("member@acme.test")
+        assert warning.message["Subject"] == (
+            'Your API token "idle laptop" will be revoked in 6 days for inactivity')
+        body = text_of(warning.message)
+        assert "never been used since it was created" in body
+        assert (now + timedelta(days=6)).strftime("%Y-%m-%d %H:%M UTC") in body
+        assert run.run_once().sent == 0  # warned once for this stretch of disuse
+        assert token_row(rt, idle.token.id).revoked_at is None
+
+        date_back(rt, idle.token.id, created=now - timedelta(days=31))
+        second = run.run_once()
+        assert second.revoked_inactive == 1
+        revoked = token_row(rt, idle.token.id)
+        assert revoked.revoked_at == now and revoked.revoke_reason == "inactive"
+        for kept in (busy, other):
+            assert token_row(rt, kept.token.id).revoked_at is None
+        mails = smtp_server.to("member@acme.test")
+        assert mails[-1].message["Subject"] == 'API token "idle laptop" was revoked'
+        assert "Reason given: inactive" in text_of(mails[-1].message)
+        with rt.database.reading() as session:
+            [entry] = session.scalars(select(AuditEvent).where(
+                AuditEvent.target_id == idle.token.id, AuditEvent.action == "token.revoked"))
+        assert entry.details["reason"] == "inactive"
+        assert entry.actor_label == "the inactivity policy"
+        verifier.sync()  # the feed's change reaches the cache like any revocation
+        refused = verifier.verify(f"Bearer {idle.value}", IP)
+        assert not refused.allowed and refused.reason == "revoked"
+        assert run.run_once().revoked_inactive == 0
+    finally:
+        verifier.close()
+
+
+def test_a_use_starts_a_new_stretch_and_the_policy_off_revokes_nothing(
+        rt: Runtime, world: World, clock: FrozenClock, smtp_server: SmtpServer) -> None:
+    now = clock.now()
+    rt.accounts.update_policies(world.as_admin, _days(10))
+    token = rt.tokens.issue(world.as_member, TokenDraft(name="weekly job",
+                                                        expires_in_days=90))
+    run = worker(rt, smtp_server)
+    assert run.run_once().sent == 1  # the token's creation notice to the admin
+    date_back(rt, token.token.id, created=now - timedelta(days=60),
+              last_used=now - timedelta(days=4))
+    assert run.run_once().sent == 1  # 10 - 7 = 3 days unused: warned
+    date_back(rt, token.token.id, created=now - timedelta(days=60),
+              last_used=now - timedelta(days=5))  # used again since, then idle again
+    assert run.run_once().sent == 1
+    assert len(smtp_server.to("member@acme.test")) == 2
+    rt.accounts.update_policies(world.as_admin, _days(None))
+    date_back(rt, token.token.id, created=now - timedelta(days=60),
+              last_used=now - timedelta(days=59))
+    assert run.run_once().revoked_inactive == 0
+    assert token_row(rt, token.token.id).revoked_at is None
+    assert [m.event for m in _inactive_rows(rt)] == [TOKEN_INACTIVE, TOKEN_INACTIVE]
+
+
+def _days(days: int | None) -> PolicyChanges:
+    return PolicyChanges(revoke_inactive_days=OFF if days is None else days)
+
+
+def _inactive_rows(rt: Runtime) -> list[OutboxMessage]:
+    with rt.database.reading() as session:
+        return list(session.scalars(select(OutboxMessage).where(
+            OutboxMessage.event == TOKEN_INACTIVE)))
