@@ -133,6 +133,14 @@ def test_only_admins_of_the_account_reach_its_endpoints(
         assert answer.json()["error"] == "not_found"
     still = client.get(base, headers=admin).json()
     assert still["enabled"] is True and still["secret_rotated_at"] is None
+    # B's own endpoint, A's delivery id: not found either
+    rt.tokens.issue(world.as_admin, TokenDraft(name="for a delivery", expires_in_days=3))
+    [a_delivery] = client.get(base + "/deliveries", headers=admin).json()
+    theirs = client.post("/api/v1/webhooks", headers=other,
+                         json={"url": "https://hooks.example.com/globex"}).json()
+    crossed = client.post(f"/api/v1/webhooks/{theirs['id']}/deliveries/{a_delivery['id']}"
+                          "/retry", headers=other)
+    assert crossed.status_code == 404 and "No such delivery" in crossed.json()["message"]
 
 
 def test_the_event_filter_decides_what_is_sent(

@@ -90,51 +90,51 @@ def add_webhook(request: Request, viewer: AdminDep, form: FormDep,
     return _secret_page(request, endpoint, secret, "added", runtime)
 
 
-@router.get("/webhooks/{endpoint_id}")
-def webhook_page(request: Request, endpoint_id: str, viewer: AdminDep, runtime: RuntimeDep,
+@router.get("/webhooks/{webhook_id}")
+def webhook_page(request: Request, webhook_id: str, viewer: AdminDep, runtime: RuntimeDep,
                  done: str = "") -> Response:
-    endpoint = runtime.webhooks.get(viewer.actor, endpoint_id)
+    endpoint = runtime.webhooks.get(viewer.actor, webhook_id)
     return _detail_page(request, viewer, runtime, endpoint, notice=NOTICES.get(done, ""))
 
 
-@router.post("/webhooks/{endpoint_id}")
-def save_webhook(request: Request, endpoint_id: str, viewer: AdminDep, form: FormDep,
+@router.post("/webhooks/{webhook_id}")
+def save_webhook(request: Request, webhook_id: str, viewer: AdminDep, form: FormDep,
                  runtime: RuntimeDep) -> Response:
     values: dict[str, Any] = {k: text(form, k) for k in FIELDS}
     values["events"] = texts(form, "events")
     values["enabled"] = text(form, "enabled") == "on"
     try:
-        runtime.webhooks.update(viewer.actor, endpoint_id, url=values["url"],
+        runtime.webhooks.update(viewer.actor, webhook_id, url=values["url"],
                                 description=values["description"], events=values["events"],
                                 enabled=values["enabled"])
     except ValidationFailed as error:
-        endpoint = runtime.webhooks.get(viewer.actor, endpoint_id)
+        endpoint = runtime.webhooks.get(viewer.actor, webhook_id)
         return _detail_page(request, viewer, runtime, endpoint, status=422,
                             error=_said(error), values=values)
-    return redirect(f"{PREFIX}/webhooks/{endpoint_id}?done=saved")
+    return redirect(f"{PREFIX}/webhooks/{webhook_id}?done=saved")
 
 
-@router.post("/webhooks/{endpoint_id}/rotate")
-def rotate_webhook_secret(request: Request, endpoint_id: str, viewer: AdminDep,
+@router.post("/webhooks/{webhook_id}/rotate")
+def rotate_webhook_secret(request: Request, webhook_id: str, viewer: AdminDep,
                           form: FormDep, runtime: RuntimeDep) -> Response:
-    endpoint, secret = runtime.webhooks.rotate_secret(viewer.actor, endpoint_id)
+    endpoint, secret = runtime.webhooks.rotate_secret(viewer.actor, webhook_id)
     return _secret_page(request, endpoint, secret, "rotated", runtime)
 
 
-@router.post("/webhooks/{endpoint_id}/delete")
-def delete_webhook(request: Request, endpoint_id: str, viewer: AdminDep, form: FormDep,
+@router.post("/webhooks/{webhook_id}/delete")
+def delete_webhook(request: Request, webhook_id: str, viewer: AdminDep, form: FormDep,
                    runtime: RuntimeDep) -> Response:
-    runtime.webhooks.delete(viewer.actor, endpoint_id)
+    runtime.webhooks.delete(viewer.actor, webhook_id)
     return redirect(f"{PREFIX}/webhooks?done=deleted")
 
 
-@router.post("/webhooks/{endpoint_id}/deliveries/{delivery_id}/retry")
-def retry_delivery(request: Request, endpoint_id: str, delivery_id: str, viewer: AdminDep,
+@router.post("/webhooks/{webhook_id}/deliveries/{delivery_id}/retry")
+def retry_delivery(request: Request, webhook_id: str, delivery_id: str, viewer: AdminDep,
                    form: FormDep, runtime: RuntimeDep) -> Response:
     try:
-        runtime.webhooks.retry(viewer.actor, endpoint_id, delivery_id)
+        runtime.webhooks.retry(viewer.actor, webhook_id, delivery_id)
     except ValidationFailed as error:
-        endpoint = runtime.webhooks.get(viewer.actor, endpoint_id)
+        endpoint = runtime.webhooks.get(viewer.actor, webhook_id)
         return _detail_page(request, viewer, runtime, endpoint, status=422,
                             error=_said(error))
-    return redirect(f"{PREFIX}/webhooks/{endpoint_id}?done=retried#deliveries")
+    return redirect(f"{PREFIX}/webhooks/{webhook_id}?done=retried#deliveries")
