@@ -19,6 +19,7 @@ from datetime import datetime, timedelta
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import StoreUnavailable
+from tallykey.keys.keyring import KeyRing, load_keyring
 from tallykey.monitor.retention import prune_usage
 from tallykey.notify import outbox
 from tallykey.notify.models import DEAD, EMAIL, PENDING, SENT, WEBHOOK, OutboxMessage
@@ -73,6 +74,7 @@ class Worker:
         usage_retention_days: int | None = None,
         lease: timedelta = outbox.LEASE,
         private_webhook_targets: bool = False,
+        keyring: KeyRing | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -83,7 +85,8 @@ class Worker:
         if mailer is not None:
             self.channels[EMAIL] = mailer
         self.webhooks = webhooks or WebhookChannel(database, clock,
-                                                   allow_private=private_webhook_targets)
+                                                   allow_private=private_webhook_targets,
+                                                   keyring=keyring)
         self.channels[WEBHOOK] = self.webhooks
         self.max_attempts = max_attempts
         self.batch_size = batch_size
@@ -105,7 +108,8 @@ class Worker:
                    notifier=notifier or Notifier(public_url=settings.public_url),
                    mailer=mailer, max_attempts=settings.outbox_max_attempts,
                    usage_retention_days=settings.usage_retention_days,
-                   private_webhook_targets=settings.webhook_private_targets)
+                   private_webhook_targets=settings.webhook_private_targets,
+                   keyring=load_keyring(settings.kek, settings.kek_file))
 
     @property
     def sends_mail(self) -> bool:

@@ -59,8 +59,8 @@ class OutboxMessage(Base):
 
 class WebhookEndpoint(Base):
     """A URL of an account that receives signed token events. The secret is the HMAC key,
-    so it is kept retrievable (never hashed) — and never logged or shown after creation
-    or rotation."""
+    so it is kept retrievable (never hashed; sealed with AES-256-GCM under the key-encryption
+    key when one is configured) — and never logged or shown after creation or rotation."""
 
     __tablename__ = "webhook_endpoints"
 
@@ -70,10 +70,11 @@ class WebhookEndpoint(Base):
     description: Mapped[str] = mapped_column(String(500), default="", server_default="")
     #: The event types sent to this endpoint; empty means every type.
     events: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
-    secret: Mapped[str] = mapped_column(String(100))
+    #: Sealed under the key-encryption key when one is configured (`kek:<id>:…`).
+    secret: Mapped[str] = mapped_column(String(255))
     #: The secret before the last rotation: it keeps signing beside `secret` until
     #: `secret_rotated_at` + the overlap (24 hours), so receivers can switch unhurried.
-    previous_secret: Mapped[str | None] = mapped_column(String(100), nullable=True)
+    previous_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)
     secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -19,6 +19,11 @@ knows either secret accepts the delivery.
 not in it is refused (so a new event cannot ship without its entry, its row in
 docs/integrations.md and its test, see tests/notify/test_event_catalog.py).
 
+Signing secrets must be read to sign, so they are kept retrievable: sealed with AES-256-GCM
+under the key-encryption key (`TALLYKEY_KEK`) when one is configured, with the endpoint id
+as associated data (`tallykey keys rotate` re-seals them, and seals any kept plain from
+before a key was configured); without a key they are kept as they are.
+
 Endpoints on private, loopback, link-local or otherwise non-public addresses (a database
 port, a cloud metadata service) are refused when added and again when a delivery is made
 (names are resolved then), unless the operator allows them
@@ -45,8 +50,11 @@ from sqlalchemy.orm import Session
 from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
+from tallykey.db.base import new_id
 from tallykey.db.engine import Database
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
+from tallykey.keys.keyring import KeyConfigError, KeyRing
+from tallykey.keys.vault import open_value, seal_value, sealed_key_id
 from tallykey.notify import outbox
 from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
 from tallykey.notify.outbox import DeliveryError, Draft
@@ -109,10 +117,16 @@ def sign(secret: str, body: str, timestamp: int, delivery: str | None = None) ->
     return f"t={timestamp},d={delivery},v1={digest.hexdigest()}"
 
 
+def secret_aad(endpoint_id: str) -> bytes:
+    """What a sealed signing secret is bound to: its endpoint (a copy moved onto another
+    endpoint's row does not open)."""
+    return f"tallykey/webhook-secret/{endpoint_id}".encode()
+
+
 def signing_secrets(endpoint: WebhookEndpoint, now: datetime,
                     overlap: timedelta = SECRET_OVERLAP) -> list[str]:
-    """The secrets that sign a delivery made at `now`: the current one, then the one
-    before the last rotation while the overlap lasts."""
+    """The secrets (as stored: sealed or plain) that sign a delivery made at `now`: the
+    current one, then the one before the last rotation while the overlap lasts."""
     found = [endpoint.secret]
     if (endpoint.previous_secret and endpoint.secret_rotated_at is not None
             and now < endpoint.secret_rotated_at + overlap):
@@ -292,11 +306,18 @@ class WebhookService:
     """Verbs on an account's webhook endpoints (admins only, audited): add, list, get,
     update, delete, rotate the secret, read the delivery log, retry a delivery."""
 
-    def __init__(self, database: Database, clock: Clock, *, allow_private: bool = False
-                 ) -> None:
+    def __init__(self, database: Database, clock: Clock, *, allow_private: bool = False,
+                 keyring: KeyRing | None = None) -> None:
         self.database = database
         self.clock = clock
         self.allow_private = allow_private
+        self.keyring = keyring
+
+    def _stored(self, endpoint_id: str, secret: str) -> str:
+        """A signing secret as the row keeps it: sealed under the KEK when there is one."""
+        if self.keyring is None:
+            return secret
+        return seal_value(self.keyring, secret, secret_aad(endpoint_id))
 
     def add(self, actor: Actor, url: str, *, description: str = "",
             events: Iterable[str] = (), enabled: bool = True) -> tuple[WebhookEndpoint, str]:
@@ -307,8 +328,10 @@ class WebhookService:
         chosen = clean_events(events)
         secret = new_secret()
         now = self.clock.now()
+        endpoint_id = new_id()
         with self.database.transaction() as session:
-            endpoint = WebhookEndpoint(account_id=actor.account_id, url=url, secret=secret,
+            endpoint = WebhookEndpoint(id=endpoint_id, account_id=actor.account_id, url=url,
+                                       secret=self._stored(endpoint_id, secret),
                                        description=description, events=chosen,
                                        active=enabled, created_at=now)
             session.add(endpoint)
@@ -387,7 +410,7 @@ class WebhookService:
         with self.database.transaction() as session:
             endpoint = _endpoint_of(session, actor, endpoint_id, lock=True)
             endpoint.previous_secret = endpoint.secret
-            endpoint.secret = secret
+            endpoint.secret = self._stored(endpoint.id, secret)
             endpoint.secret_rotated_at = now
             endpoint.updated_at = now
             trail.record(session, actor=actor, action="webhook.secret_rotated", at=now,
@@ -436,6 +459,34 @@ class WebhookService:
             return retried
 
 
+    def reseal(self) -> int:
+        """Seal every signing secret under the current KEK (those sealed under an older
+        key, and those kept plain); one endpoint per transaction, so an interrupted run
+        resumes. Returns how many endpoints changed. For `tallykey keys rotate`."""
+        keyring = self.keyring
+        if keyring is None:
+            return 0
+        with self.database.reading() as session:
+            ids = list(session.scalars(select(WebhookEndpoint.id).where(
+                WebhookEndpoint.deleted_at.is_(None))))
+        changed = 0
+        for endpoint_id in ids:
+            with self.database.transaction() as session:
+                endpoint = session.scalar(select(WebhookEndpoint).where(
+                    WebhookEndpoint.id == endpoint_id).with_for_update())
+                if endpoint is None:
+                    continue
+                aad = secret_aad(endpoint.id)
+                moved = False
+                for column in ("secret", "previous_secret"):
+                    stored = getattr(endpoint, column)
+                    if stored and sealed_key_id(stored) != keyring.current_id:
+                        setattr(endpoint, column, seal_value(
+                            keyring, open_value(keyring, stored, aad), aad))
+                        moved = True
+                changed += moved
+        return changed
+
     def list(self, actor: Actor) -> list[WebhookEndpoint]:
         """The account's endpoints (deleted ones are gone), oldest first."""
         _require_admin(actor)
@@ -467,11 +518,12 @@ class WebhookChannel:
 
     def __init__(self, database: Database, clock: Clock,
                  client: httpx.Client | None = None, *, allow_private: bool = False,
-                 overlap: timedelta = SECRET_OVERLAP) -> None:
+                 overlap: timedelta = SECRET_OVERLAP, keyring: KeyRing | None = None) -> None:
         self.database = database
         self.clock = clock
         self.allow_private = allow_private
         self.overlap = overlap
+        self.keyring = keyring
         self.client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False,
                                              headers={"User-Agent": "tallykey-webhooks/1"})
 
@@ -497,7 +549,11 @@ class WebhookChannel:
             return refused
         now = self.clock.now()
         timestamp = int(now.timestamp())
-        signing = signing_secrets(endpoint, now, self.overlap)
+        try:
+            signing = [open_value(self.keyring, stored, secret_aad(endpoint.id))
+                       for stored in signing_secrets(endpoint, now, self.overlap)]
+        except KeyConfigError as error:  # a missing key: retried once it is configured
+            return DeliveryError(f"cannot open the signing secret: {error.message}")
         headers = {
             "Content-Type": "application/json",
             SIGNATURE_HEADER: sign_all(signing, message.body, timestamp, message.id),

@@ -21,11 +21,14 @@ depends_on = None
 
 def upgrade() -> None:
     with op.batch_alter_table('webhook_endpoints', schema=None) as batch_op:
+        # room for a secret sealed under the key-encryption key (`kek:<id>:<base64>`)
+        batch_op.alter_column('secret', existing_type=sa.String(length=100),
+                              type_=sa.String(length=255), existing_nullable=False)
         batch_op.add_column(sa.Column('description', sa.String(length=500), nullable=False,
                                       server_default=''))
         batch_op.add_column(sa.Column('events', sa.JSON(), nullable=False,
                                       server_default='[]'))
-        batch_op.add_column(sa.Column('previous_secret', sa.String(length=100),
+        batch_op.add_column(sa.Column('previous_secret', sa.String(length=255),
                                       nullable=True))
         batch_op.add_column(sa.Column('secret_rotated_at',
                                       tallykey.db.base.UTCDateTime(timezone=True),
@@ -51,3 +54,5 @@ def downgrade() -> None:
         batch_op.drop_column('previous_secret')
         batch_op.drop_column('events')
         batch_op.drop_column('description')
+        batch_op.alter_column('secret', existing_type=sa.String(length=255),
+                              type_=sa.String(length=100), existing_nullable=False)
