@@ -98,7 +98,12 @@ def test_bad_input_is_refused_clearly_and_changes_nothing(
         ({"url": "https://hooks.example.com/x", "secret": "mine"}, "secret"),
         ({"url": "https://hooks.example.com/x", "enabled": "yes"}, "enabled"),
         ({"url": "https://hooks.example.com/x", "description": "x" * 501}, "description"),
+        ({"url": "https://hooks.example.com/x", "description": "tlk_eu1_" + "a" * 61},
+         "description"),
         ({}, "url"),
+        ({"url": "http://[::1"}, "valid host"),
+        ({"url": "https://hooks.example.com:99999/"}, "valid host and port"),
+        ({"url": "https://hooks.example.com/a b"}, "control characters"),
     ]:
         refused = client.post("/api/v1/webhooks", headers=admin, json=body)
         assert refused.status_code == 422, (body, refused.text)

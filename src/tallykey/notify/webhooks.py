@@ -59,6 +59,7 @@ from tallykey.notify import outbox
 from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
 from tallykey.notify.outbox import DeliveryError, Draft
 from tallykey.tokens import events as token_events
+from tallykey.tokens import policy
 from tallykey.tokens.models import Token
 
 SIGNATURE_HEADER = "Tallykey-Signature"
@@ -223,15 +224,25 @@ def drafts_for(session: Session, token: Token, *, notice: str, event: str,
 
 
 def clean_url(url: str, allow_private: bool = False) -> str:
+    """A webhook URL as stored; `ValidationFailed` saying what is wrong with any other."""
     url = url.strip()
-    parts = urlsplit(url)
-    if parts.scheme not in ("https", "http") or not parts.hostname:
-        raise ValidationFailed(f"Webhook URL {url!r} must be an http:// or https:// URL.",
+    try:
+        parts = urlsplit(url)
+        scheme, hostname = parts.scheme, parts.hostname
+        parts.port  # noqa: B018 - raises ValueError for a port out of range
+    except ValueError:
+        scheme, hostname = "", None
+    if any(ord(c) < 0x21 or c == "\x7f" for c in url):
+        raise ValidationFailed("A webhook URL cannot contain spaces or control characters.",
+                               "Percent-encode them.", field="url")
+    if scheme not in ("https", "http") or not hostname:
+        raise ValidationFailed(f"Webhook URL {shown_url(url)[:200]!r} must be an http:// or "
+                               "https:// URL with a valid host and port.",
                                "For example https://hooks.example.com/tallykey", field="url")
     if len(url) > MAX_URL_LENGTH:
         raise ValidationFailed(f"A webhook URL is at most {MAX_URL_LENGTH} characters.",
                                field="url")
-    if not allow_private and _names_a_private_host(parts.hostname):
+    if not allow_private and _names_a_private_host(hostname):
         raise ValidationFailed(
             f"Webhook URL {shown_url(url)!r} points at a private, loopback or link-local "
             "address; webhooks go to public endpoints only.",
@@ -290,12 +301,13 @@ def clean_events(events: Iterable[str]) -> list[str]:
 
 
 def clean_description(description: str) -> str:
-    description = description.strip()
-    if len(description) > MAX_DESCRIPTION_LENGTH:
+    """As a token's description (but at most 500 characters): nothing shaped like a token,
+    no control characters."""
+    if len(description.strip()) > MAX_DESCRIPTION_LENGTH:
         raise ValidationFailed(
             f"A webhook description is at most {MAX_DESCRIPTION_LENGTH} characters.",
             field="description")
-    return description
+    return policy.clean_description(description)
 
 
 def new_secret() -> str:
