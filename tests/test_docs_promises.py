@@ -8,8 +8,8 @@
   audit cursors up to 2^31-1, 200 concurrent revocations…) are the constants the code
   and the tests use, and each sentence is still in the document;
 - README's webhook event list names every event a webhook can carry;
-- the advice SECURITY.md gives after a stolen database (disable a webhook endpoint, add
-  it again for a new secret) works.
+- the advice SECURITY.md gives after a stolen database (rotate a webhook secret twice)
+  works.
 """
 
 from __future__ import annotations
@@ -158,25 +158,26 @@ def test_audit_cursors_beyond_2_31_minus_1_are_a_422(admin: tuple[TestClient, st
 
 
 def test_readme_lists_every_webhook_event() -> None:
-    from tallykey.notify import webhooks
-    from tallykey.tokens import events
+    from tallykey.notify.webhooks import EVENT_TYPES
 
-    kinds = {value for name, value in vars(events).items() if name.startswith("TOKEN_")}
-    kinds |= {webhooks.TOKEN_EXPIRING, webhooks.TOKEN_EXPIRED}
     sentence = re.search(r"Webhooks \((`token\.created`.*?)\)", TEXT["README.md"], re.S)
     assert sentence
     listed = {"token." + part.strip("`.").removeprefix("token.")
               for part in re.findall(r"`[^`]+`", sentence.group(1))}
+    kinds = set(EVENT_TYPES)
     assert listed == kinds, (sorted(kinds - listed), sorted(listed - kinds))
 
 
-def test_a_webhook_secret_is_replaced_by_adding_the_endpoint_again(world: World) -> None:
-    assert "there is no command to rotate one yet" in TEXT["SECURITY.md"]
+def test_a_second_rotation_ends_a_stolen_webhook_secret_at_once(world: World) -> None:
+    """SECURITY.md's advice after a stolen database: rotate, then rotate again."""
+    from tallykey.notify.webhooks import signing_secrets
+
+    assert "rotate **again**" in TEXT["SECURITY.md"]
     actor = Actor.operator(world.acme_id)
-    url = "https://8.8.8.8/tallykey-hook"
-    first, old = world.rt.webhooks.add(actor, url)
-    world.rt.webhooks.disable(actor, first.id)
-    second, new = world.rt.webhooks.add(actor, url)
-    assert new != old and new.startswith("whsec_")
-    active = [e for e in world.rt.webhooks.list(actor) if e.active]
-    assert [e.id for e in active] == [second.id]
+    endpoint, stolen = world.rt.webhooks.add(actor, "https://8.8.8.8/tallykey-hook")
+    _, first = world.rt.webhooks.rotate_secret(actor, endpoint.id)
+    now = world.rt.clock.now()
+    assert signing_secrets(world.rt.webhooks.get(actor, endpoint.id), now) == [first, stolen]
+    _, second = world.rt.webhooks.rotate_secret(actor, endpoint.id)
+    assert signing_secrets(world.rt.webhooks.get(actor, endpoint.id), now) == [second, first]
+    assert stolen not in {first, second}

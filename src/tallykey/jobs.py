@@ -23,6 +23,7 @@ from tallykey.db.engine import Database
 from tallykey.errors import StoreUnavailable
 from tallykey.governance.digest import send_digests
 from tallykey.governance.inactivity import sweep_inactive
+from tallykey.keys.keyring import KeyRing, load_keyring
 from tallykey.monitor.retention import prune_usage
 from tallykey.notify import outbox
 from tallykey.notify.models import DEAD, EMAIL, PENDING, SENT, WEBHOOK, OutboxMessage
@@ -81,6 +82,7 @@ class Worker:
         lease: timedelta = outbox.LEASE,
         private_webhook_targets: bool = False,
         tokens: TokenService | None = None,
+        keyring: KeyRing | None = None,
     ) -> None:
         if max_attempts < 1:
             raise ValueError("max_attempts must be at least 1")
@@ -91,7 +93,8 @@ class Worker:
         if mailer is not None:
             self.channels[EMAIL] = mailer
         self.webhooks = webhooks or WebhookChannel(database, clock,
-                                                   allow_private=private_webhook_targets)
+                                                   allow_private=private_webhook_targets,
+                                                   keyring=keyring)
         self.channels[WEBHOOK] = self.webhooks
         self.max_attempts = max_attempts
         self.batch_size = batch_size
@@ -118,7 +121,8 @@ class Worker:
         return cls(database, clock, notifier=notifier,
                    mailer=mailer, max_attempts=settings.outbox_max_attempts,
                    usage_retention_days=settings.usage_retention_days,
-                   private_webhook_targets=settings.webhook_private_targets, tokens=tokens)
+                   private_webhook_targets=settings.webhook_private_targets, tokens=tokens,
+                   keyring=load_keyring(settings.kek, settings.kek_file))
 
     @property
     def sends_mail(self) -> bool:

@@ -21,8 +21,9 @@ from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import NodePresence, Propagation, settle
 from tallykey.keys.keyring import KeyConfigError, load_keyring, missing_kek_hint
 from tallykey.keys.models import AccountKey
-from tallykey.keys.vault import SecretVault
+from tallykey.keys.vault import SEALED_PREFIX, SecretVault, sealed_key_id
 from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
+from tallykey.notify.models import WebhookEndpoint
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
 from tallykey.operators.service import OperatorService
@@ -93,7 +94,8 @@ class Runtime:
             sessions=SessionStore(database, clock),
             notifier=notifier,
             webhooks=WebhookService(database, clock,
-                                    allow_private=settings.webhook_private_targets),
+                                    allow_private=settings.webhook_private_targets,
+                                    keyring=keyring),
             database_clock=database_clock,
             resets=PasswordResets(database, clock, settings.public_url),
             two_factor=TwoFactor(database, clock),
@@ -116,13 +118,28 @@ class Runtime:
     def check_keys(self) -> None:
         """Refuse to start with a missing or wrong key-encryption key, rather than failing
         per request later. Verification itself never needs the key."""
+        with self.database.reading() as session:
+            sealed = {sealed_key_id(stored) for stored in session.scalars(
+                select(WebhookEndpoint.secret).where(
+                    WebhookEndpoint.secret.startswith(SEALED_PREFIX)))}
         if self.vault is not None:
             self.vault.check()
+            missing = sorted(str(k) for k in sealed - set(self.vault.keyring.keys))
+            if missing:
+                raise KeyConfigError(
+                    f"Webhook signing secrets are sealed under key-encryption key "
+                    f"{missing[0]!r}, which is not in TALLYKEY_KEK.",
+                    "Add it back (after the current key) until 'tallykey keys rotate' has "
+                    "re-sealed everything.")
             return
         with self.database.reading() as session:
             needing = session.scalar(select(func.count()).select_from(Account).where(
                 Account.retrievable_application_tokens.is_(True)))
             wrapped = session.scalar(select(func.count()).select_from(AccountKey))
+        if sealed and not needing and not wrapped:
+            raise KeyConfigError(
+                "Webhook signing secrets are sealed under a key-encryption key, but none "
+                "is configured.", "Set TALLYKEY_KEK or TALLYKEY_KEK_FILE to the key in use.")
         if needing or wrapped:
             demo_key = demo_kek_path(self.settings.data_dir)
             raise KeyConfigError(

@@ -88,6 +88,7 @@ class Tenants:
     a_workspace_id: str = ""
     a_session_ids: list[str] = field(default_factory=list)
     a_prefix: str = ""
+    a_webhook_id: str = ""
     b_token: str = ""
     b_workspace: str = ""
 
@@ -98,6 +99,9 @@ def tenants(world: World, rt: Runtime) -> Tenants:
 
     t = Tenants(world)
     admin_a, member_a = world.as_admin, world.as_member
+    hook, _ = rt.webhooks.add(admin_a, "https://hooks.acme-private.example/in",
+                              description="acme private hook")
+    t.a_webhook_id = hook.id
     issued = [
         rt.tokens.issue(admin_a, TokenDraft(
             name="acme private crm token", expires_in_days=30, scopes=["employees:read"])),
@@ -121,7 +125,7 @@ def tenants(world: World, rt: Runtime) -> Tenants:
     t.a_session_ids = [rt.sessions.open(world.admin, "198.51.100.9").public_id,
                        rt.sessions.open(world.member, "198.51.100.9").public_id]
     t.a_ids = {world.acme_id, world.sales.id, world.ops.id, *t.a_user_ids, *t.a_token_ids,
-               *t.a_session_ids}
+               *t.a_session_ids, t.a_webhook_id}
     t.a_markers = {*t.a_ids, *(i.token.public_id for i in issued), "acme private",
                    "acme member private", "admin@acme.test", "member@acme.test",
                    "Acme Private Employee", "private@acme.test"}
@@ -217,6 +221,10 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
             ({}, {"token_approval": "members", "revoke_inactive_days": "30"})],
         ("PATCH", "/api/v1/session/settings"): [({}, {"weekly_digest": False})],
         ("POST", "/console/me/digest"): [({}, {})],
+        ("GET", "/api/v1/webhooks"): [({}, None)],
+        ("POST", "/api/v1/webhooks"): [({}, {"url": "https://hooks.example.com/globex"})],
+        ("GET", "/console/webhooks"): [({}, None)],
+        ("POST", "/console/webhooks"): [({}, {"url": "https://hooks.example.com/globex"})],
     }
 
 
@@ -278,6 +286,18 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/console/users/{user_id}/password-reset"): {},
     ("DELETE", "/api/v1/session/sessions/{session_id}"): None,
     ("POST", "/console/me/sessions/{public_id}/end"): {},
+    ("GET", "/api/v1/webhooks/{webhook_id}"): None,
+    ("PATCH", "/api/v1/webhooks/{webhook_id}"): {"url": "https://hooks.example.com/taken",
+                                                 "events": [], "enabled": False},
+    ("DELETE", "/api/v1/webhooks/{webhook_id}"): None,
+    ("POST", "/api/v1/webhooks/{webhook_id}/rotate-secret"): None,
+    ("GET", "/api/v1/webhooks/{webhook_id}/deliveries"): None,
+    ("POST", "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): None,
+    ("GET", "/console/webhooks/{webhook_id}"): None,
+    ("POST", "/console/webhooks/{webhook_id}"): {"url": "https://hooks.example.com/taken"},
+    ("POST", "/console/webhooks/{webhook_id}/rotate"): {},
+    ("POST", "/console/webhooks/{webhook_id}/delete"): {"confirm": "yes"},
+    ("POST", "/console/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): {},
 }
 
 
@@ -403,7 +423,7 @@ def test_every_route_is_probed(app: Any, tenants: Tenants) -> None:
     for method, path in served - PUBLIC - OPERATOR:
         parameters = set(re.findall(r"{(\w+)}", path))
         assert parameters <= {"token_id", "user_id", "workspace_id", "session_id",
-                              "public_id"}, (
+                              "public_id", "webhook_id", "delivery_id"}, (
             f"{method} {path}: this test does not know how to fill {parameters}")
 
 
@@ -429,6 +449,8 @@ def _ids_for(path: str, t: Tenants) -> list[str]:
         return [t.a_workspace_id, t.world.ops.id]
     if "{session_id}" in path or "{public_id}" in path:
         return t.a_session_ids
+    if "{webhook_id}" in path:  # and its deliveries (`_fill` puts A's delivery id in)
+        return [t.a_webhook_id]
     raise AssertionError(f"{path}: no ids of A to try")
 
 
@@ -442,6 +464,7 @@ def _leaks(text: str, t: Tenants, sent: object = None) -> list[str]:
 def test_account_b_can_neither_read_nor_change_anything_of_account_a(
         rt: Runtime, app: Any, tenants: Tenants, callers: list[Caller]) -> None:
     before = rows_of(rt, tenants.a_ids)
+    a_delivery = _a_delivery(tenants)
     problems: list[str] = []
     probed = 0
     routes = app_routes(app)
@@ -453,7 +476,7 @@ def test_account_b_can_neither_read_nor_change_anything_of_account_a(
             nowhere = str(uuid.uuid4())
             missing = caller.send(method, _fill(path, nowhere), {}, body)
             for a_id in _ids_for(path, tenants):
-                answer = caller.send(method, _fill(path, a_id), {}, body)
+                answer = caller.send(method, _fill(path, a_id, a_delivery), {}, body)
                 probed += 1
                 label = f"{caller.name} {method} {path} with A's id"
                 if answer.status_code != 404:
@@ -483,8 +506,21 @@ def test_account_b_can_neither_read_nor_change_anything_of_account_a(
     assert not problems, "\n".join(problems)
 
 
-def _fill(path: str, value: str) -> str:
-    return re.sub(r"{(token_id|user_id|workspace_id|session_id|public_id)}", value, path)
+def _fill(path: str, value: str, delivery: str | None = None) -> str:
+    """`path` with `value` for its id; a delivery id is `delivery` (default: `value`)."""
+    path = path.replace("{delivery_id}", delivery or value)
+    return re.sub(r"{(token_id|user_id|workspace_id|session_id|public_id|webhook_id)}",
+                  value, path)
+
+
+def _a_delivery(t: Tenants) -> str:
+    from tallykey.notify.models import OutboxMessage
+
+    with t.world.rt.database.reading() as session:
+        found = session.scalar(select(OutboxMessage.id).where(
+            OutboxMessage.endpoint_id == t.a_webhook_id).limit(1))
+    assert found, "account A's webhook has deliveries to try"
+    return found
 
 
 def test_b_sees_its_own_objects_through_the_same_routes(

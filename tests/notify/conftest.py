@@ -134,6 +134,7 @@ def smtp_down(smtp_port: int) -> Iterator[SmtpServer]:
 def make_worker(rt: Runtime, smtp: SmtpServer | None, **options: Any) -> Worker:
     mailer = SmtpMailer(SmtpConfig.parse(smtp.url), MAIL_FROM) if smtp else None
     options.setdefault("private_webhook_targets", rt.settings.webhook_private_targets)
+    options.setdefault("keyring", rt.vault.keyring if rt.vault else None)
     return Worker(rt.database, rt.clock, notifier=rt.notifier, mailer=mailer, **options)
 
 

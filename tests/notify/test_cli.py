@@ -97,3 +97,54 @@ def test_outbox_show_takes_the_id_as_listed_even_shortened(cli: CliRunner) -> No
         assert "token.created" in shown.stdout
     too_short = cli.invoke(app, ["outbox", "show", message_id[:3]])
     assert too_short.exit_code == 3 and "No outbox message" in too_short.stderr
+
+
+def test_webhooks_commands_manage_filter_rotate_and_retry(
+        cli: CliRunner, http_receiver: HttpReceiver) -> None:
+    def run(*args: str, code: int = 0) -> str:
+        result = cli.invoke(app, list(args))
+        assert result.exit_code == code, (args, result.output)
+        return result.stdout if code == 0 else result.stderr
+
+    added = json.loads(run("webhooks", "add", "-a", "acme", "--url", http_receiver.url,
+                           "--event", "token.revoked", "--description", "SIEM", "--json"))
+    hook, old = added["id"], added["secret"]
+    assert (added["events"], added["description"], added["enabled"]) == (
+        ["token.revoked"], "SIEM", True)
+    assert "token.nope" in run("webhooks", "add", "-a", "acme", "--url", http_receiver.url,
+                               "--event", "token.nope", code=1)
+    [line] = [x for x in run("webhooks", "list", "-a", "acme").splitlines() if hook in x]
+    assert "token.revoked" in line and "\tall\t" not in line
+    shown = json.loads(run("webhooks", "show", "-a", "acme", hook, "--json"))
+    assert "secret" not in shown and shown["events"] == ["token.revoked"]
+
+    rotated = json.loads(run("webhooks", "rotate-secret", "-a", "acme", hook, "--json"))
+    new = rotated["secret"]
+    assert new.startswith("whsec_") and new != old and rotated["rotated_at"]
+    human = cli.invoke(app, ["webhooks", "rotate-secret", "-a", "acme", hook])
+    assert "two v1= signatures" in human.stderr and "whsec_" in human.stdout
+
+    updated = json.loads(run("webhooks", "update", "-a", "acme", hook, "--all-events",
+                             "--json"))
+    assert updated["events"] == []
+    run("webhooks", "disable", "-a", "acme", hook)
+    assert json.loads(run("webhooks", "list", "-a", "acme", "--json"))[0]["enabled"] is False
+    run("webhooks", "enable", "-a", "acme", hook)
+
+    run("tokens", "create", "-a", "acme", "--user", "admin@acme.test", "--name", "Two",
+        "--days", "30", "-q")
+    http_receiver.status = 500
+    run("worker", "--once")
+    [delivery] = json.loads(run("webhooks", "deliveries", "-a", "acme", hook, "--json"))
+    assert (delivery["event"], delivery["status"], delivery["last_error"]) == (
+        "token.created", "pending", "HTTP 500")
+    http_receiver.status = 200
+    assert "queued again" in run("webhooks", "retry", "-a", "acme", hook, delivery["id"])
+    run("worker", "--once")
+    [delivery] = json.loads(run("webhooks", "deliveries", "-a", "acme", hook, "--json"))
+    assert delivery["status"] == "sent" and len(http_receiver.requests) == 2
+    assert "No such delivery" in run("webhooks", "retry", "-a", "acme", hook, "nope", code=3)
+
+    run("webhooks", "delete", "-a", "acme", hook)
+    assert json.loads(run("webhooks", "list", "-a", "acme", "--json")) == []
+    assert "No such webhook" in run("webhooks", "show", "-a", "acme", hook, code=3)

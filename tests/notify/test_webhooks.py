@@ -2,15 +2,29 @@
 
 from __future__ import annotations
 
+import base64
 import json
+import os
 from datetime import timedelta
 
 import pytest
+from sqlalchemy import select
 
 from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.errors import PermissionDenied, ValidationFailed
-from tallykey.notify.webhooks import SignatureInvalid, WebhookService, sign, verify_signature
+from tallykey.keys.keyring import KeyConfigError
+from tallykey.keys.vault import TamperedCiphertext, open_value
+from tallykey.notify.models import WebhookEndpoint
+from tallykey.notify.webhooks import (
+    SignatureInvalid,
+    WebhookService,
+    secret_aad,
+    sign,
+    verify_signature,
+)
+from tallykey.runtime import Runtime
+from tallykey.settings import Settings
 from tallykey.tokens.format import TOKEN_PATTERN
 from tallykey.tokens.service import TokenChanges, TokenDraft
 
@@ -194,3 +208,78 @@ def test_the_delivery_id_is_signed_and_query_strings_stay_hidden(
                          delivery="another-delivery")
     rows = [row for row in outbox_rows(world.rt) if row.channel == "webhook"]
     assert rows and all("receiver-credential" not in row.recipient for row in rows)
+
+
+def test_signing_secrets_are_sealed_under_the_kek_and_resealed_by_key_rotation(
+        settings: Settings, clock: FrozenClock, http_receiver: HttpReceiver) -> None:
+    old = "old:" + base64.b64encode(os.urandom(32)).decode()
+    new = "new:" + base64.b64encode(os.urandom(32)).decode()
+    plain_rt = Runtime.build(settings, clock)  # no key: kept as it is (as before)
+    world = World(plain_rt)
+    operator = Actor.operator(world.acme_id)
+    legacy, legacy_secret = plain_rt.webhooks.add(operator, http_receiver.url)
+    plain_rt.close()
+
+    keyed = Runtime.build(settings.model_copy(update={"kek": old}), clock)
+    try:
+        sealed, sealed_secret = keyed.webhooks.add(operator, http_receiver.url)
+        with keyed.database.reading() as session:
+            stored = {e.id: e for e in session.scalars(select(WebhookEndpoint))}
+        assert stored[legacy.id].secret == legacy_secret
+        assert stored[sealed.id].secret.startswith("kek:old:")
+        assert sealed_secret not in stored[sealed.id].secret
+        with pytest.raises(TamperedCiphertext):  # moved onto another endpoint: refused
+            open_value(keyed.vault.keyring if keyed.vault else None,
+                       stored[sealed.id].secret, secret_aad(legacy.id))
+        keyed.check_keys()
+        keyed.tokens.issue(world.as_admin, TokenDraft(name="one", expires_in_days=30))
+        assert make_worker(keyed, None).run_once().sent == 2
+    finally:
+        keyed.close()
+    by_url = {}
+    for request in http_receiver.requests:
+        for endpoint, secret in ((legacy, legacy_secret), (sealed, sealed_secret)):
+            try:
+                verify_signature(secret, request.headers["Tallykey-Signature"], request.body,
+                                 clock.now())
+                by_url[endpoint.id] = True
+            except SignatureInvalid:
+                pass
+    assert by_url == {legacy.id: True, sealed.id: True}
+
+    # without the key configured, tallykey refuses to start
+    bare = Runtime.build(settings, clock)
+    try:
+        with pytest.raises(KeyConfigError, match="Webhook signing secrets are sealed"):
+            bare.check_keys()
+    finally:
+        bare.close()
+
+    # `tallykey keys rotate`: every secret, plain ones too, sealed under the new key
+    rotated = Runtime.build(settings.model_copy(update={"kek": f"{new},{old}"}), clock)
+    try:
+        assert rotated.webhooks.reseal() == 2
+        assert rotated.webhooks.reseal() == 0
+        with rotated.database.reading() as session:
+            assert all(e.secret.startswith("kek:new:")
+                       for e in session.scalars(select(WebhookEndpoint)))
+    finally:
+        rotated.close()
+    only_new = Runtime.build(settings.model_copy(update={"kek": new}), clock)
+    try:
+        only_new.check_keys()
+        only_new.tokens.issue(world.as_admin, TokenDraft(name="two", expires_in_days=30))
+        assert make_worker(only_new, None).run_once().sent == 2
+    finally:
+        only_new.close()
+    latest = http_receiver.requests[-2:]
+    verified = 0
+    for request in latest:
+        for secret in (legacy_secret, sealed_secret):
+            try:
+                verify_signature(secret, request.headers["Tallykey-Signature"],
+                                 request.body, clock.now())
+                verified += 1
+            except SignatureInvalid:
+                pass
+    assert verified == 2

@@ -35,6 +35,8 @@ def keys_rotate() -> None:
                  "Set TALLYKEY_KEK=\"new-id:<base64>,old-id:<base64>\" and run again.")
         rewrapped = rt.vault.rotate(lambda done, total: err.print(
             f"re-wrapped {done}/{total}", highlight=False))
+        resealed = rt.webhooks.reseal()
         current = rt.vault.keyring.current_id
-    out.print(f"done: {rewrapped} data key(s) re-wrapped under {current!r}; "
+    out.print(f"done: {rewrapped} data key(s) re-wrapped and {resealed} webhook "
+              f"endpoint(s) re-sealed under {current!r}; "
               "the old key can now be removed from TALLYKEY_KEK.")

@@ -148,44 +148,156 @@ def worker(
 
 
 def endpoint_dict(endpoint: WebhookEndpoint) -> dict[str, Any]:
-    return {"id": endpoint.id, "url": endpoint.url, "active": endpoint.active,
-            "created_at": endpoint.created_at.isoformat()}
+    """An endpoint for listing: never its secret."""
+    return {"id": endpoint.id, "url": endpoint.url, "description": endpoint.description,
+            "events": list(endpoint.events), "enabled": endpoint.active,
+            "active": endpoint.active,  # the name before `enabled`; kept for scripts
+            "created_at": endpoint.created_at.isoformat(),
+            "rotated_at": (endpoint.secret_rotated_at.isoformat()
+                                  if endpoint.secret_rotated_at else None)}
+
+
+EventOption = Annotated[list[str] | None, typer.Option(
+    "--event", "-e", help="Send only this event type (repeat for several; none: every "
+    "event). E.g. token.revoked.")]
+EndpointArgument = Annotated[str, typer.Argument(help="Endpoint id.")]
+
+
+def _operator(rt: Any, account: str) -> Actor:
+    return Actor.operator(rt.accounts.find_account(account).id)
+
+
+def _print_secret(endpoint: WebhookEndpoint, secret: str, verb: str, as_json: bool) -> None:
+    if as_json:
+        emit_json(endpoint_dict(endpoint) | {"secret": secret})
+        return
+    out.print(f"{verb} webhook {endpoint.id} -> {endpoint.url}", highlight=False)
+    out.print("Signing secret (copy it now; it will not be shown again):")
+    out.print(secret, highlight=False, soft_wrap=True)
 
 
 @webhooks_app.command("add")
 def webhooks_add(account: AccountOption,
                  url: Annotated[str, typer.Option(help="https:// URL that receives events.")],
+                 event: EventOption = None,
+                 description: Annotated[str, typer.Option(help="What receives it.")] = "",
+                 disabled: Annotated[bool, typer.Option(
+                     "--disabled", metavar="", help="Add it without sending to it yet.")
+                 ] = False,
                  as_json: JsonOption = False) -> None:
     """Register an endpoint; its signing secret is printed once and never again."""
     with runtime() as rt:
-        actor = Actor.operator(rt.accounts.find_account(account).id)
-        endpoint, secret = rt.webhooks.add(actor, url)
-    if as_json:
-        emit_json(endpoint_dict(endpoint) | {"secret": secret})
-        return
-    out.print(f"added webhook {endpoint.id} -> {endpoint.url}")
-    out.print("Signing secret (copy it now; it will not be shown again):")
-    out.print(secret, highlight=False, soft_wrap=True)
+        endpoint, secret = rt.webhooks.add(_operator(rt, account), url,
+                                           description=description, events=event or [],
+                                           enabled=not disabled)
+    _print_secret(endpoint, secret, "added", as_json)
 
 
 @webhooks_app.command("list")
 def webhooks_list(account: AccountOption, as_json: JsonOption = False) -> None:
     """List an account's webhook endpoints (never their secrets)."""
     with runtime() as rt:
-        endpoints = rt.webhooks.list(Actor.operator(rt.accounts.find_account(account).id))
+        endpoints = rt.webhooks.list(_operator(rt, account))
     rows = [endpoint_dict(e) for e in endpoints]
     if as_json:
         emit_json(rows)
         return
-    print_table(["url", "active", "id"],
-                [[row["url"], "yes" if row["active"] else "no", row["id"]] for row in rows])
+    print_table(["url", "enabled", "events", "id"],
+                [[row["url"], "yes" if row["enabled"] else "no",
+                  ", ".join(row["events"]) or "all", row["id"]] for row in rows])
+
+
+@webhooks_app.command("show")
+def webhooks_show(account: AccountOption, endpoint_id: EndpointArgument,
+                  as_json: JsonOption = False) -> None:
+    """Show one endpoint (never its secret)."""
+    with runtime() as rt:
+        row = endpoint_dict(rt.webhooks.get(_operator(rt, account), endpoint_id))
+    if as_json:
+        emit_json(row)
+        return
+    for key, value in row.items():
+        out.print(f"[bold]{key}[/]: {value}", highlight=False)
+
+
+@webhooks_app.command("update")
+def webhooks_update(account: AccountOption, endpoint_id: EndpointArgument,
+                    url: Annotated[str | None, typer.Option(help="A new URL.")] = None,
+                    description: Annotated[str | None, typer.Option(
+                        help="A new description.")] = None,
+                    event: EventOption = None,
+                    all_events: Annotated[bool, typer.Option(
+                        "--all-events", metavar="", help="Drop the event filter.")] = False,
+                    as_json: JsonOption = False) -> None:
+    """Change an endpoint's URL, description or event filter."""
+    if event and all_events:
+        fail("give --event or --all-events, not both.")
+    events = [] if all_events else event
+    with runtime() as rt:
+        endpoint = rt.webhooks.update(_operator(rt, account), endpoint_id, url=url,
+                                      description=description, events=events)
+    if as_json:
+        emit_json(endpoint_dict(endpoint))
+        return
+    out.print(f"updated webhook {endpoint.id} ({endpoint.url})", highlight=False)
+
+
+@webhooks_app.command("enable")
+def webhooks_enable(account: AccountOption, endpoint_id: EndpointArgument) -> None:
+    """Send events to an endpoint again."""
+    with runtime() as rt:
+        endpoint = rt.webhooks.update(_operator(rt, account), endpoint_id, enabled=True)
+    out.print(f"enabled webhook {endpoint.id} ({endpoint.url})", highlight=False)
 
 
 @webhooks_app.command("disable")
-def webhooks_disable(account: AccountOption,
-                     endpoint_id: Annotated[str, typer.Argument(help="Endpoint id.")]) -> None:
+def webhooks_disable(account: AccountOption, endpoint_id: EndpointArgument) -> None:
     """Stop sending events to an endpoint."""
     with runtime() as rt:
-        actor = Actor.operator(rt.accounts.find_account(account).id)
-        endpoint = rt.webhooks.disable(actor, endpoint_id)
-    out.print(f"disabled webhook {endpoint.id} ({endpoint.url})")
+        endpoint = rt.webhooks.disable(_operator(rt, account), endpoint_id)
+    out.print(f"disabled webhook {endpoint.id} ({endpoint.url})", highlight=False)
+
+
+@webhooks_app.command("delete")
+def webhooks_delete(account: AccountOption, endpoint_id: EndpointArgument) -> None:
+    """Delete an endpoint: nothing more is sent to it and its secrets are forgotten."""
+    with runtime() as rt:
+        endpoint = rt.webhooks.delete(_operator(rt, account), endpoint_id)
+    out.print(f"deleted webhook {endpoint.id} ({endpoint.url})", highlight=False)
+
+
+@webhooks_app.command("rotate-secret")
+def webhooks_rotate_secret(account: AccountOption, endpoint_id: EndpointArgument,
+                           as_json: JsonOption = False) -> None:
+    """A new signing secret, printed once; the old one keeps signing beside it for 24 h."""
+    with runtime() as rt:
+        endpoint, secret = rt.webhooks.rotate_secret(_operator(rt, account), endpoint_id)
+    _print_secret(endpoint, secret, "rotated the secret of", as_json)
+    if not as_json:
+        err.print("note: for 24 hours deliveries carry two v1= signatures (new and old); "
+                  "put the new secret in the receiver before then.")
+
+
+@webhooks_app.command("deliveries")
+def webhooks_deliveries(account: AccountOption, endpoint_id: EndpointArgument,
+                        limit: Annotated[int, typer.Option(help="At most this many.")] = 100,
+                        as_json: JsonOption = False) -> None:
+    """An endpoint's delivery log, newest first."""
+    with runtime() as rt:
+        rows = [message_dict(m) for m in rt.webhooks.deliveries(
+            _operator(rt, account), endpoint_id, limit)]
+    if as_json:
+        emit_json(rows)
+        return
+    print_table(["created", "event", "status", "tries", "last error", "id"],
+                [[row["created_at"][:16], row["event"], row["status"], str(row["attempts"]),
+                  row["last_error"] or "", row["id"]] for row in rows])
+
+
+@webhooks_app.command("retry")
+def webhooks_retry(account: AccountOption, endpoint_id: EndpointArgument,
+                   delivery_id: Annotated[str, typer.Argument(help="Delivery id.")]) -> None:
+    """Queue a dead or waiting delivery again now (the worker sends it)."""
+    with runtime() as rt:
+        message = rt.webhooks.retry(_operator(rt, account), endpoint_id, delivery_id)
+    out.print(f"delivery {message.id} ({message.event}) queued again")

@@ -10,6 +10,7 @@ from tallykey.console import (
     pages_governance,
     pages_people,
     pages_tokens,
+    pages_webhooks,
     pages_workspaces,
 )
 from tallykey.console.web import PREFIX, STATIC_DIR, STATIC_PATH, ConsoleRoute
@@ -21,5 +22,6 @@ router.include_router(pages_admin.router)
 router.include_router(pages_workspaces.router)
 router.include_router(pages_people.router)
 router.include_router(pages_governance.router)
+router.include_router(pages_webhooks.router)
 
 __all__ = ["STATIC_DIR", "STATIC_PATH", "router"]

@@ -9,6 +9,8 @@ Verification never needs any of this: only retrieval and sealing do.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import os
 import threading
 from collections.abc import Callable
@@ -47,6 +49,45 @@ def _seal(key: bytes, plaintext: bytes, aad: bytes) -> bytes:
 
 def _open(key: bytes, blob: bytes, aad: bytes) -> bytes:
     return AESGCM(key).decrypt(blob[:NONCE_BYTES], blob[NONCE_BYTES:], aad)
+
+
+#: A value sealed directly under a key-encryption key: `kek:<key id>:<base64url>`.
+SEALED_PREFIX = "kek:"
+
+
+def seal_value(keyring: KeyRing, plaintext: str, aad: bytes) -> str:
+    """`plaintext` sealed with AES-256-GCM under the current KEK, `aad` bound in, as text
+    that names the key (for secrets that belong to no account data key, such as webhook
+    signing secrets, which must not vanish when an account turns retrieval off)."""
+    blob = _seal(keyring.current, plaintext.encode(), aad)
+    return f"{SEALED_PREFIX}{keyring.current_id}:{base64.urlsafe_b64encode(blob).decode()}"
+
+
+def sealed_key_id(stored: str) -> str | None:
+    """The KEK id a `seal_value` text was sealed under; None for a plain value."""
+    if not stored.startswith(SEALED_PREFIX):
+        return None
+    return stored[len(SEALED_PREFIX):].partition(":")[0]
+
+
+def open_value(keyring: KeyRing | None, stored: str, aad: bytes) -> str:
+    """The plaintext of a `seal_value` text (a plain value is returned as it is). Raises
+    `KeyConfigError` when its key is not configured, `TamperedCiphertext` when altered."""
+    key_id = sealed_key_id(stored)
+    if key_id is None:
+        return stored
+    key = keyring.keys.get(key_id) if keyring else None
+    if key is None:
+        raise KeyConfigError(f"A secret is sealed under key-encryption key {key_id!r}, which "
+                             "is not in TALLYKEY_KEK.",
+                             "Configure that key (after the current one) until 'tallykey "
+                             "keys rotate' has re-sealed everything.")
+    try:
+        blob = base64.urlsafe_b64decode(stored.rpartition(":")[2].encode())
+        return _open(key, blob, aad).decode()
+    except (InvalidTag, binascii.Error, ValueError):
+        raise TamperedCiphertext("A sealed secret failed its integrity check: the stored "
+                                 "ciphertext was altered or moved.") from None
 
 
 def destroy_ciphertexts(session: Session, account_id: str) -> None:

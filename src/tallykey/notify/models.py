@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Boolean, ForeignKey, Index, Integer, String, Text
+from sqlalchemy import JSON, Boolean, ForeignKey, Index, Integer, String, Text
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallykey.db.base import Base, UTCDateTime, new_id
@@ -26,7 +26,8 @@ class OutboxMessage(Base):
     exists exactly when that change does; `dedupe_key` makes each notice unique."""
 
     __tablename__ = "outbox_messages"
-    __table_args__ = (Index("ix_outbox_messages_due", "status", "next_attempt_at"),)
+    __table_args__ = (Index("ix_outbox_messages_due", "status", "next_attempt_at"),
+                      Index("ix_outbox_messages_endpoint", "endpoint_id", "created_at"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -58,13 +59,26 @@ class OutboxMessage(Base):
 
 class WebhookEndpoint(Base):
     """A URL of an account that receives signed token events. The secret is the HMAC key,
-    so it is kept retrievable (never hashed) — and never logged or shown after creation."""
+    so it is kept retrievable (never hashed; sealed with AES-256-GCM under the key-encryption
+    key when one is configured) — and never logged or shown after creation or rotation."""
 
     __tablename__ = "webhook_endpoints"
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
     url: Mapped[str] = mapped_column(String(2048))
-    secret: Mapped[str] = mapped_column(String(100))
+    description: Mapped[str] = mapped_column(String(500), default="", server_default="")
+    #: The event types sent to this endpoint; empty means every type.
+    events: Mapped[list[str]] = mapped_column(JSON, default=list, server_default="[]")
+    #: Sealed under the key-encryption key when one is configured (`kek:<id>:…`).
+    secret: Mapped[str] = mapped_column(String(255))
+    #: The secret before the last rotation: it keeps signing beside `secret` until
+    #: `secret_rotated_at` + the overlap (24 hours), so receivers can switch unhurried.
+    previous_secret: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    secret_rotated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     active: Mapped[bool] = mapped_column(Boolean, default=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    updated_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Deleted endpoints stay (their delivery history points at them) but are never
+    #: listed, sent to, or changed again.
+    deleted_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
