@@ -136,6 +136,20 @@ def _secret_retrieved(s: Scene) -> None:
     assert s.rt.tokens.retrieve_secret(s.world.as_admin, token.id).value
 
 
+def _pending(s: Scene) -> IssuedToken:
+    s.rt.accounts.update_policies(s.world.as_admin, PolicyChanges(token_approval="members"))
+    return s.rt.tokens.issue(s.world.as_member, TokenDraft(
+        name="Pending", expires_in_days=30, scopes=["employees:read"]))
+
+
+def _approved(s: Scene) -> None:
+    s.rt.tokens.approve(s.world.as_admin, _pending(s).token.id)
+
+
+def _denied(s: Scene) -> None:
+    s.rt.tokens.deny(s.world.as_admin, _pending(s).token.id)
+
+
 def _expiring(s: Scene) -> None:
     token = s.issue().token
     s.clock.set(token.expires_at - timedelta(days=6))  # the worker's pass schedules it
@@ -178,6 +192,8 @@ TRIGGERS: dict[str, Callable[[Scene], None]] = {
     events.TOKEN_RESUMED: _resumed,
     events.TOKEN_RENEWED: _renewed,
     events.TOKEN_SECRET_RETRIEVED: _secret_retrieved,
+    events.TOKEN_APPROVED: _approved,
+    events.TOKEN_DENIED: _denied,
     webhooks.TOKEN_EXPIRING: _expiring,
     webhooks.TOKEN_EXPIRED: _expired,
     webhooks.TOKEN_NEW_NETWORK: _new_network,

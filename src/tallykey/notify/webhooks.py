@@ -91,6 +91,9 @@ EVENT_TYPES: dict[str, str] = {
     token_events.TOKEN_RENEWED: "a token was renewed: a successor was issued",
     token_events.TOKEN_SECRET_RETRIEVED: "an administrator retrieved an application "
                                          "token's secret",
+    token_events.TOKEN_APPROVED: "an administrator approved a pending token: it works now",
+    token_events.TOKEN_DENIED: "an administrator denied a pending token: it is revoked "
+                               "for good",
     TOKEN_EXPIRING: "a token expires soon (on each reminder day)",
     TOKEN_EXPIRED: "a token has expired",
     TOKEN_NEW_NETWORK: "a token was used from a network it was never used from",

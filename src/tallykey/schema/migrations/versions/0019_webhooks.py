@@ -2,7 +2,7 @@
 (SPEC §17)
 
 Revision ID: 0019_webhooks
-Revises: node_lease
+Revises: 0018_governance
 Create Date: 2026-12-07 12:30:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import tallykey.db.base
 
 revision = '0019_webhooks'
-down_revision = 'node_lease'
+down_revision = '0018_governance'
 branch_labels = None
 depends_on = None
 
