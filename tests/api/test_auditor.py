@@ -94,6 +94,7 @@ class Auditing:
             rt.tokens.issue(world.as_member, TokenDraft(
                 name="member token", expires_in_days=30, workspace="sales")),
         ]
+        self.webhook, _ = rt.webhooks.add(world.as_admin, "https://hooks.example.com/acme")
         signed_in = client.post("/api/v1/session", json={"email": AUDITOR_EMAIL,
                                                          "password": AUDITOR_PASSWORD})
         assert signed_in.status_code == 200, signed_in.text
@@ -108,7 +109,8 @@ class Auditing:
         values: dict[str, str] = {
             "token_id": self.tokens[0].token.id, "user_id": self.world.member.id,
             "workspace_id": self.world.sales.id, "session_id": self.own_session,
-            "slug": "acme"}
+            "slug": "acme", "webhook_id": self.webhook.id,
+            "delivery_id": "00000000-0000-4000-8000-000000000000"}
 
         def value(match: re.Match[str]) -> str:
             assert match.group(1) in values, f"{path}: fill {match.group(1)}"

@@ -79,8 +79,10 @@ def test_every_console_form_refuses_an_auditor(world: World, rt: Runtime) -> Non
         forms)
     walked = [path for path in forms if path not in BEFORE_A_SESSION | ALLOWED]
     assert len(walked) >= 15, walked
+    webhook, _ = rt.webhooks.add(world.as_admin, "https://hooks.example.com/acme")
     values = {"token_id": issued[1].token.id, "user_id": world.member.id,
-              "workspace_id": world.sales.id}
+              "workspace_id": world.sales.id, "webhook_id": webhook.id,
+              "delivery_id": "00000000-0000-4000-8000-000000000000"}
     with TestClient(app, base_url="http://testserver", client=("127.0.0.1", 40200),
                     follow_redirects=False) as client:
         csrf = sign_in(client, AUDITOR_EMAIL, AUDITOR_PASSWORD)
