@@ -12,6 +12,10 @@ from tallykey.db.base import Base, UTCDateTime, new_id
 
 DEFAULT_MAX_VALIDITY_DAYS = 365
 DEFAULT_REMINDER_DAYS = [7, 2]
+#: The `contain` policy: what an anomaly alert does to its token (SPEC §17).
+CONTAIN_OFF = "off"
+CONTAIN_SUSPEND = "suspend"
+CONTAIN_POLICIES = (CONTAIN_OFF, CONTAIN_SUSPEND)
 
 
 class Account(Base):
@@ -33,6 +37,9 @@ class Account(Base):
     #: Who must sign in with a second factor: `off`, `admins` or `everyone`.
     two_factor_policy: Mapped[str] = mapped_column(String(16), default="off",
                                                    server_default="off")
+    #: `suspend`: a token an anomaly alert names is suspended at once (`monitor.containment`).
+    contain: Mapped[str] = mapped_column(String(16), default=CONTAIN_OFF,
+                                         server_default=CONTAIN_OFF)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     workspaces: Mapped[list[Workspace]] = relationship(back_populates="account")

@@ -268,7 +268,7 @@ async def renew_self(body: RenewRequest, request: Request, response: Response,
     secret stops after `grace_seconds`."""
     verdict = await verifier_of(request).averify(
         request.headers.get("authorization"), ip_of(request), (RENEW_SELF_SCOPE,),
-        request.headers.get("user-agent"))
+        request.headers.get("user-agent"), path=request.url.path)
     if not verdict.allowed:
         raise VerdictRefused(verdict)
     assert verdict.token_id is not None and verdict.account_id is not None

@@ -80,7 +80,7 @@ def _controls(body: BaseModel) -> dict[str, Any]:
 class TokenCreate(Strict):
     name: str = Field(max_length=10_000)
     description: str = Field(default="", max_length=10_000)
-    kind: Literal["personal", "application"] = "personal"
+    kind: Literal["personal", "application", "decoy"] = "personal"
     workspace: str | None = None
     scopes: list[str] = Field(default_factory=list, max_length=50)
     ip_allowlist: list[str] = Field(default_factory=list, max_length=1000)

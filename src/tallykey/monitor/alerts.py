@@ -6,7 +6,11 @@
 - a spike of refused requests for one token (`TALLYKEY_ALERT_DENIED_THRESHOLD` in one
   hour, summed over every node). An incident that goes on into the next hour is the same
   incident, so it is announced once;
-- a rotated-out secret still in use during its grace period: it is about to stop working.
+- a rotated-out secret still in use during its grace period: it is about to stop working;
+- a decoy token was used (`monitor.decoys`).
+
+With the account policy `contain: suspend`, a new-network or refusal-burst alert also
+suspends its token (`monitor.containment`), once the flush has committed.
 
 Each alert is one outbox notice (mail to the token's creator, or the admins, and the
 account's webhooks) whose name identifies the incident, so the outbox's dedupe keys make
@@ -28,7 +32,11 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account
 from tallykey.audit import trail
+from tallykey.clock import Clock
 from tallykey.db.engine import Database
+from tallykey.feed.clock import DatabaseClock
+from tallykey.monitor.containment import Containment, Incident
+from tallykey.monitor.decoys import record_trips
 from tallykey.monitor.models import TokenNetwork, TokenUsage
 from tallykey.monitor.usage import ALLOWED, Batch
 from tallykey.notify import webhooks
@@ -69,25 +77,42 @@ def _when(moment: datetime) -> str:
 class UsageMonitor:
     """The `FlushObserver` of the verifier's usage recorder."""
 
-    def __init__(self, database: Database, settings: Settings, notifier: Notifier) -> None:
+    def __init__(self, database: Database, settings: Settings, notifier: Notifier,
+                 clock: Clock | None = None,
+                 database_clock: DatabaseClock | None = None) -> None:
         self.database = database
         self.notifier = notifier
+        #: Suspends the tokens alerts name, in accounts whose policy says so.
+        self.containment = (Containment(database, settings, notifier, clock, database_clock)
+                            if clock is not None and database_clock is not None else None)
+        self._incidents: list[Incident] = []
         self.v4_prefix = settings.alert_network_prefix_v4
         self.v6_prefix = settings.alert_network_prefix_v6
         self.denied_threshold = settings.alert_denied_threshold
         self._known: dict[tuple[str, str], int] = {}
 
     def after_flush(self, batch: Batch) -> None:
-        if not (batch.uses or batch.denials or batch.old_secrets):
+        if not (batch.uses or batch.denials or batch.old_secrets or batch.decoys):
             return
+        self._incidents = []
         with self.database.transaction() as session:
             written = self._new_networks(session, batch)
             self._denied_spikes(session, batch)
             self._old_secrets(session, batch)
             self._audit_denials(session, batch)
+            if batch.decoys:
+                record_trips(session, self.notifier, batch.decoys)
         if len(self._known) > _KNOWN_LIMIT:
             self._known.clear()
         self._known.update(written)
+        if self._incidents and self.containment is not None:
+            self.containment.start(self._incidents)
+        self._incidents = []
+
+    def _contain(self, session: Session, token: Token, alert: str, summary: str) -> None:
+        """Note the incident for containment, if the token's account asks for it."""
+        if Containment.applies(session.get_one(Account, token.account_id)):
+            self._incidents.append(Incident(token.id, token.account_id, alert, summary))
 
     # --- new networks ---------------------------------------------------------------------
 
@@ -143,6 +168,8 @@ class UsageMonitor:
         token = session.get_one(Token, token_id)
         if not session.get_one(Account, token.account_id).new_network_alerts:
             return
+        self._contain(session, token, "new_network",
+                      f"It was used from {ip} (network {network}) for the first time.")
         shown = ", ".join(known[:5]) + (f" and {len(known) - 5} more" if len(known) > 5
                                         else "")
         self.notifier.alert(
@@ -179,6 +206,9 @@ class UsageMonitor:
             if total < self.denied_threshold or earlier >= self.denied_threshold:
                 continue  # below the threshold, or an incident announced the hour before
             token = session.get_one(Token, token_id)
+            self._contain(session, token, "denied_spike",
+                          f"{total} of its requests were refused in the hour from "
+                          f"{_when(start)}.")
             reasons = ", ".join(f"{reason}: {count}" for reason, count
                                 in sorted(by_reason.items(), key=lambda item: -item[1]))
             self.notifier.alert(

@@ -14,13 +14,18 @@ from tallykey.tokens import format as token_format
 
 PERSONAL = "personal"
 APPLICATION = "application"
-KINDS = (PERSONAL, APPLICATION)
+#: A decoy (SPEC §17): issued like any token, never grants; any use raises an alert.
+DECOY = "decoy"
+KINDS = (PERSONAL, APPLICATION, DECOY)
 
 ACTIVE = "active"
 EXPIRED = "expired"
 REVOKED = "revoked"
 SUSPENDED = "suspended"
 STATUSES = (ACTIVE, EXPIRED, REVOKED, SUSPENDED)
+
+#: `suspend_reason` of a suspension made by the `contain` policy (SPEC §17).
+CONTAINED = "contained"
 
 
 class Token(Base):
@@ -57,6 +62,8 @@ class Token(Base):
     #: A suspended token is refused (401 token_suspended) until it is resumed.
     suspended_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     suspended_by_id: Mapped[str | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    #: Why a suspension nobody signed for was made (`contained`, by an anomaly alert).
+    suspend_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: Renewal lineage: a successor names the token it renewed, which names its successor.
     renewed_from_id: Mapped[str | None] = mapped_column(ForeignKey("tokens.id"),
                                                         nullable=True)
