@@ -3,6 +3,7 @@ caller's address, user agent and path; a flood within a minute is one alert, cou
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from datetime import timedelta
 from typing import Any
@@ -14,13 +15,14 @@ from tallykey.actor import Actor
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.monitor.models import DecoyTrip
+from tallykey.notify.webhooks import SIGNATURE_HEADER, TOKEN_DECOY_USED, verify_signature
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.models import DECOY
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World
-from .conftest import SmtpServer, make_worker, text_of
+from .conftest import HttpReceiver, SmtpServer, make_worker, text_of
 
 AGENT = "python-requests/2.31"
 SUBJECT = 'Decoy token "Old deploy key" was used'
@@ -82,3 +84,29 @@ def test_a_decoy_use_mails_every_admin_once_a_minute_with_a_count(
     assert len(later) == 2
     text = text_of(later[-1].message)
     assert "198.51.100.5" in text and "counted 41 use(s)" in text
+
+
+def test_a_decoy_use_calls_the_webhook_with_address_agent_and_path(
+        world: World, rt: Runtime, verifier: Verifier, http_receiver: HttpReceiver) -> None:
+    _, secret = rt.webhooks.add(world.as_admin, http_receiver.url)
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(name="Old deploy key", kind=DECOY,
+                                                        expires_in_days=365))
+    for _ in range(5):
+        verifier.verify(f"Basic {issued.value}", "203.0.113.77", user_agent=AGENT,
+                        path="/api/v1/employees")
+    verifier.flush_usage()
+    make_worker(rt, None).run_once()
+    calls = [r for r in http_receiver.requests
+             if r.headers.get("Tallykey-Event") == TOKEN_DECOY_USED]
+    assert len(calls) == 1  # five uses, one event
+    body = calls[0].body.decode()
+    verify_signature(secret, calls[0].headers[SIGNATURE_HEADER], body, rt.clock.now(),
+                     delivery=calls[0].headers["Tallykey-Delivery"])
+    event = json.loads(body)
+    assert event["type"] == TOKEN_DECOY_USED and event["account_id"] == world.acme_id
+    assert event["data"]["token"]["kind"] == DECOY
+    assert event["data"]["token"]["prefix"] == issued.token.prefix
+    details = event["data"]["details"]
+    assert (details["ip"], details["user_agent"], details["path"], details["count"]) == (
+        "203.0.113.77", AGENT, "/api/v1/employees", 5)
+    assert issued.value not in body

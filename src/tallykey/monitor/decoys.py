@@ -17,13 +17,12 @@ from sqlalchemy.orm import Session
 
 from tallykey.monitor.models import DecoyTrip
 from tallykey.monitor.usage import DecoyUse
+from tallykey.notify import webhooks
 from tallykey.notify.notices import Notifier
 from tallykey.tokens.models import Token
 
 #: At most one alert per decoy in this many seconds; later uses are counted in its row.
 ALERT_WINDOW_SECONDS = 60
-#: The event of a decoy's alert (mail and webhook).
-DECOY_USED = "token.decoy_used"
 MAX_TEXT = 300
 
 
@@ -77,11 +76,12 @@ def _alert(session: Session, notifier: Notifier, token: Token, use: DecoyUse,
         lines.append(f"Its previous alert, at {previous.first_at:%Y-%m-%d %H:%M UTC}, "
                      f"counted {previous.count} use(s).")
     notifier.alert(
-        session, token, event=DECOY_USED, notice=f"alert:decoy:{token.id}:{window}",
+        session, token, event=webhooks.TOKEN_DECOY_USED,
+        notice=f"alert:decoy:{token.id}:{window}",
         at=first, subject=f'Decoy token "{token.name}" was used',
         headline=(f'Someone used the decoy token "{token.name}" at '
                   f"{first:%Y-%m-%d %H:%M:%S UTC} from {use.ip}."),
-        lines=lines, to_admins=True, webhook=False, template="token_decoy_used",
+        lines=lines, to_admins=True, template="token_decoy_used",
         details={"ip": use.ip, "user_agent": agent, "path": path, "count": use.count,
                  "previous_alert_uses": previous.count if previous else None})
 
