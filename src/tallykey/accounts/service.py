@@ -13,7 +13,13 @@ from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
 from tallykey.accounts.console_sessions import end_sessions
-from tallykey.accounts.models import Account, User, Workspace, WorkspaceGrant
+from tallykey.accounts.models import (
+    CONTAIN_POLICIES,
+    Account,
+    User,
+    Workspace,
+    WorkspaceGrant,
+)
 from tallykey.accounts.passwords import check_password, hash_password
 from tallykey.accounts.permissions import ADMIN, ROLES, Permissions
 from tallykey.accounts.scopes import DEMO_CATALOG, ScopeCatalog
@@ -56,6 +62,8 @@ class PolicyChanges:
     retrievable_application_tokens: bool | None = None
     ip_allowlist: list[str] | None = None
     new_network_alerts: bool | None = None
+    #: `off` or `suspend` (SPEC §17: an anomaly alert suspends its token).
+    contain: str | None = None
 
 
 class AccountService:
@@ -208,6 +216,13 @@ class AccountService:
                 account.ip_allowlist = clean_allowlist(changes.ip_allowlist)
             if changes.new_network_alerts is not None:
                 account.new_network_alerts = changes.new_network_alerts
+            if changes.contain is not None:
+                if changes.contain not in CONTAIN_POLICIES:
+                    raise ValidationFailed(
+                        f"Unknown containment policy {changes.contain[:32]!r}.",
+                        "Use 'off' or 'suspend' (an anomaly alert suspends its token).",
+                        field="contain")
+                account.contain = changes.contain
             after = _policy_snapshot(account)
             if after != before:
                 change_feed.announce(session, change_feed.ACCOUNT, account.id, self.clock.now())
@@ -513,4 +528,5 @@ def _policy_snapshot(account: Account) -> dict[str, Any]:
         "retrievable_application_tokens": account.retrievable_application_tokens,
         "ip_allowlist": list(account.ip_allowlist),
         "new_network_alerts": account.new_network_alerts,
+        "contain": account.contain,
     }

@@ -514,7 +514,8 @@ def update_account(body: AccountUpdate, actor: ManagementActor,
     account = runtime.accounts.update_policies(actor, PolicyChanges(
         max_validity_days=body.max_validity_days, reminder_days=body.reminder_days,
         retrievable_application_tokens=body.retrievable_application_tokens,
-        ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts))
+        ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts,
+        contain=body.contain))
     if body.two_factor_policy is not None:
         runtime.two_factor.set_policy(actor, body.two_factor_policy)
         account = runtime.accounts.find_account(account.id)

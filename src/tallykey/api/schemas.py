@@ -287,6 +287,7 @@ class AccountView(BaseModel):
     ip_allowlist: list[str]
     new_network_alerts: bool
     two_factor_policy: str = "off"
+    contain: str = "off"
 
     @classmethod
     def of(cls, account: Account) -> AccountView:
@@ -296,7 +297,7 @@ class AccountView(BaseModel):
                    retrievable_application_tokens=account.retrievable_application_tokens,
                    ip_allowlist=list(account.ip_allowlist),
                    new_network_alerts=account.new_network_alerts,
-                   two_factor_policy=account.two_factor_policy)
+                   two_factor_policy=account.two_factor_policy, contain=account.contain)
 
 
 class AccountUpdate(Strict):
@@ -306,6 +307,7 @@ class AccountUpdate(Strict):
     ip_allowlist: list[str] | None = Field(default=None, max_length=1000)
     new_network_alerts: bool | None = None
     two_factor_policy: Literal["off", "admins", "everyone"] | None = None
+    contain: Literal["off", "suspend"] | None = None  # SPEC §17: suspend on an anomaly alert
 
 
 class AuditView(BaseModel):

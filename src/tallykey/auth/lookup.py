@@ -62,7 +62,7 @@ SELECT id FROM up ORDER BY depth DESC LIMIT 1
 """
 
 #: Who a suspension nobody signed for is named after, by its reason.
-_SUSPENDERS = {CONTAINED: "tallykey (an anomaly alert contained it)"}
+_SUSPENDERS = {CONTAINED: "tallykey containment (an anomaly alert)"}
 
 DEFAULT_CONNECTIONS = 8
 #: Client-side deadline of one lookup (an index probe that takes milliseconds): a store

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from tallykey.console import (
     pages_admin,
     pages_auth,
+    pages_decoys,
     pages_people,
     pages_tokens,
     pages_workspaces,
@@ -18,6 +19,7 @@ router.include_router(pages_auth.router)
 router.include_router(pages_tokens.router)
 router.include_router(pages_admin.router)
 router.include_router(pages_workspaces.router)
+router.include_router(pages_decoys.router)
 router.include_router(pages_people.router)
 
 __all__ = ["STATIC_DIR", "STATIC_PATH", "router"]

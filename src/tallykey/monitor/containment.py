@@ -27,6 +27,7 @@ from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, StoreUnavailable
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import Propagation, settle
+from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings
 from tallykey.tokens.models import CONTAINED, Token
@@ -107,6 +108,8 @@ class Containment:
             return None
         propagation = settle(self.database, self.database_clock, incident.token_id,
                              self.settings.propagation_timeout, self.settings.stale_if_error)
+        if not propagation.complete:
+            PROPAGATION_INCOMPLETE.inc()
         now = self.clock.now()
         reach = propagation.summary("stopped")
         with self.database.transaction() as session:
@@ -126,9 +129,7 @@ class Containment:
                 subject=f'API token "{token.name}" was suspended by containment',
                 headline=(f'The API token "{token.name}" was suspended at once because an '
                           f"anomaly alert fired for it: {what}."),
-                lines=[incident.summary,
-                       f"The suspension {'reached every node' if propagation.complete else 'did not reach every node yet'}: "  # noqa: E501
-                       f"{reach}.",
+                lines=[incident.summary, f"The suspension: {reach}.",
                        "Your account's containment policy (contain: suspend) did this."],
                 details={"alert": incident.alert, "complete": propagation.complete},
                 to_admins=True, webhook=False, template="token_contained")
