@@ -142,3 +142,19 @@ def test_the_policy_is_a_field_of_the_account_api(world: World, rt: Runtime) -> 
         assert decoy.status_code == 201 and decoy.json()["kind"] == "decoy"
         assert decoy.json()["token"].startswith(decoy.json()["prefix"])
     assert rt.accounts.find_account(world.acme_id).contain == "suspend"
+
+
+def test_refusals_of_a_suspended_token_do_not_contain_it_again(
+        world: World, rt: Runtime, verifier: Verifier) -> None:
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(contain="suspend"))
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(name="paused", expires_in_days=30))
+    rt.tokens.suspend(world.as_admin, issued.token.id)
+    for _ in range(25):  # an integration keeps calling while it is suspended
+        assert verifier.verify(f"Bearer {issued.value}", "198.51.100.7").reason == \
+            "suspended"
+    rt.tokens.resume(world.as_admin, issued.token.id)
+    flush(verifier)  # the refusal spike is announced, but is no reason to suspend it
+    assert status_of(rt, issued.token.id) == ("active", None)
+    with rt.database.reading() as session:
+        assert session.scalars(select(OutboxMessage).where(
+            OutboxMessage.event == "token.denied_spike")).first() is not None

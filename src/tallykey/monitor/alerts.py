@@ -34,6 +34,7 @@ from tallykey.accounts.models import Account
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
+from tallykey.errors import TokenSuspended
 from tallykey.feed.clock import DatabaseClock
 from tallykey.monitor.containment import Containment, Incident
 from tallykey.monitor.decoys import record_trips
@@ -206,9 +207,12 @@ class UsageMonitor:
             if total < self.denied_threshold or earlier >= self.denied_threshold:
                 continue  # below the threshold, or an incident announced the hour before
             token = session.get_one(Token, token_id)
-            self._contain(session, token, "denied_spike",
-                          f"{total} of its requests were refused in the hour from "
-                          f"{_when(start)}.")
+            if total - by_reason.get(TokenSuspended.reason, 0) >= self.denied_threshold:
+                # refusals because it is suspended already (a containment, say) are no
+                # reason to suspend it again once an administrator resumed it
+                self._contain(session, token, "denied_spike",
+                              f"{total} of its requests were refused in the hour from "
+                              f"{_when(start)}.")
             reasons = ", ".join(f"{reason}: {count}" for reason, count
                                 in sorted(by_reason.items(), key=lambda item: -item[1]))
             self.notifier.alert(
