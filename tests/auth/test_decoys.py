@@ -21,7 +21,7 @@ from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens import format as token_format
 from tallykey.tokens.models import DECOY, Token
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.service import TokenChanges, TokenDraft
 
 from ..conftest import World
 
@@ -157,3 +157,16 @@ def test_a_revoked_decoy_still_answers_as_unknown_and_trips_nothing(
     unknown = verifier.verify(f"Bearer {unknown_token()}", "203.0.113.9")
     assert verdict == unknown and verdict.reason == "unknown"
     assert verifier.decoy_trips == 0
+
+
+def test_a_decoy_takes_no_rate_limits_or_credits_later_either(world: World) -> None:
+    _, token = plant(world)
+    with pytest.raises(ValidationFailed):
+        world.rt.tokens.update(world.as_admin, token.id, TokenChanges(
+            rate_limits=[{"name": "default", "limit": 10, "per_seconds": 60}]))
+    with pytest.raises(ValidationFailed):
+        world.rt.tokens.update(world.as_admin, token.id, TokenChanges(
+            credits={"remaining": 5}))
+    renamed = world.rt.tokens.update(world.as_admin, token.id,
+                                     TokenChanges(name="CI deploy key"))
+    assert renamed.name == "CI deploy key"

@@ -324,6 +324,9 @@ class TokenService:
             token = self._visible_token(session, actor, token_id, for_update=True)
             self._require_current_secret(session, actor, token)
             self._require_live(token, now, "edited")
+            if token.kind == DECOY and (changes.rate_limits or changes.credits is not None):
+                _check_decoy(actor, rules.clean_rate_limits(changes.rate_limits or ()),
+                             (0, None) if changes.credits is not None else None)
             before = _editable_snapshot(token)
             if changes.name is not None:
                 token.name = policy.clean_name(changes.name)
