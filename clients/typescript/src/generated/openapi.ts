@@ -770,6 +770,8 @@ export interface components {
         };
         /** AccountUpdate */
         AccountUpdate: {
+            /** Contain */
+            contain?: ("off" | "suspend") | null;
             /** Ip Allowlist */
             ip_allowlist?: string[] | null;
             /** Max Validity Days */
@@ -785,6 +787,11 @@ export interface components {
         };
         /** AccountView */
         AccountView: {
+            /**
+             * Contain
+             * @default off
+             */
+            contain?: string;
             /** Id */
             id: string;
             /** Ip Allowlist */
@@ -1536,7 +1543,7 @@ export interface components {
              * @default personal
              * @enum {string}
              */
-            kind?: "personal" | "application";
+            kind?: "personal" | "application" | "decoy";
             /**
              * Metadata
              * @description a JSON object of at most 4 KB, returned on verify
