@@ -6,6 +6,7 @@ mailed a link to the console page where they resume it. Off by default."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from datetime import timedelta
 
 import pytest
 from sqlalchemy import select
@@ -158,3 +159,39 @@ def test_refusals_of_a_suspended_token_do_not_contain_it_again(
     with rt.database.reading() as session:
         assert session.scalars(select(OutboxMessage).where(
             OutboxMessage.event == "token.denied_spike")).first() is not None
+
+
+def test_many_networks_at_once_alert_once_and_contain(world: World, rt: Runtime,
+                                                      verifier: Verifier,
+                                                      clock: FrozenClock) -> None:
+    # only the crowd alert here: the account does not ask for new-network alerts
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(new_network_alerts=False))
+    calm = rt.tokens.issue(world.as_member, TokenDraft(name="calm", expires_in_days=30))
+    for n in range(4):  # four networks in a minute: below the threshold (5)
+        assert verifier.verify(f"Bearer {calm.value}", f"198.51.{n}.7").allowed
+    flush(verifier)
+    clock.advance(timedelta(seconds=61))  # the window moved on: these four are forgotten
+    assert verifier.verify(f"Bearer {calm.value}", "198.51.9.7").allowed
+    flush(verifier)
+    with rt.database.reading() as session:
+        assert session.scalars(select(OutboxMessage).where(
+            OutboxMessage.event == "token.many_networks")).first() is None
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(contain="suspend"))
+    crowded = rt.tokens.issue(world.as_member, TokenDraft(name="crowd", expires_in_days=30))
+    for n in range(3):
+        assert verifier.verify(f"Bearer {crowded.value}", f"203.0.{n}.1").allowed
+    flush(verifier)
+    assert status_of(rt, crowded.token.id) == ("active", None)
+    for n in range(3, 6):  # five and six networks within the minute, over two flushes
+        verifier.verify(f"Bearer {crowded.value}", f"203.0.{n}.1")
+    flush(verifier)
+    assert status_of(rt, crowded.token.id) == (SUSPENDED, CONTAINED)
+    with rt.database.reading() as session:
+        sent = list(session.scalars(select(OutboxMessage).where(
+            OutboxMessage.event == "token.many_networks")))
+        entry = session.scalars(select(AuditEvent).where(
+            AuditEvent.target_id == crowded.token.id,
+            AuditEvent.action == "token.suspended")).one()
+    assert [m.recipient for m in sent] == [world.member.email]  # the creator, once
+    assert "6 different networks" in sent[0].body and "203.0.5.0/24" in sent[0].body
+    assert entry.details["alert"] == "many_networks"

@@ -1,5 +1,6 @@
 """Containment (SPEC §17): with the account policy `contain: suspend`, a token an
-anomaly alert names (a new network, a burst of refusals) is suspended at once.
+anomaly alert names (a new network, many networks at once, a burst of refusals) is
+suspended at once.
 
 The suspension goes through `TokenService.suspend`, the path of a manual suspension: it
 is audited (actor `system`, reason `contained`, the alert's kind), announced on the
@@ -39,6 +40,7 @@ TOKEN_CONTAINED = "token.contained"  # noqa: S105 - an audit action name
 LABEL = "tallykey (containment)"
 #: What each alert is called in audit entries and mails.
 ALERTS = {"new_network": "used from a new network",
+          "many_networks": "used from many networks at once",
           "denied_spike": "a burst of refused requests"}
 
 

@@ -55,6 +55,7 @@ TOKEN_EXPIRED = "token.expired"  # noqa: S105 - an event name
 TOKEN_NEW_NETWORK = "token.new_network"  # noqa: S105 - an event name
 TOKEN_DENIED_SPIKE = "token.denied_spike"  # noqa: S105 - an event name
 TOKEN_OLD_SECRET_USED = "token.old_secret_used"  # noqa: S105 - an event name
+TOKEN_MANY_NETWORKS = "token.many_networks"  # noqa: S105 - an event name
 # A decoy token was used (`tallykey.monitor.decoys`, SPEC §17).
 TOKEN_DECOY_USED = "token.decoy_used"  # noqa: S105 - an event name
 
