@@ -46,6 +46,10 @@ def test_a_decoy_planted_in_the_console_lists_its_trips(
     assert "1 use from" in page and secret not in page
     listed = client.get("/console/tokens?kind=decoy").text
     assert "wiki decoy" in listed
+    token_id = re.search(r'href="/console/tokens/([0-9a-f-]{36})"', page)
+    assert token_id
+    detail = client.get(f"/console/tokens/{token_id.group(1)}").text
+    assert "never works" in detail and 'href="/console/decoys"' in detail
     member_client, _ = member
     assert member_client.get("/console/decoys").status_code == 403
     world.rt.tokens.issue(world.as_other_admin, TokenDraft(name="globex trap", kind=DECOY,
