@@ -170,3 +170,21 @@ def test_a_decoy_takes_no_rate_limits_or_credits_later_either(world: World) -> N
     renamed = world.rt.tokens.update(world.as_admin, token.id,
                                      TokenChanges(name="CI deploy key"))
     assert renamed.name == "CI deploy key"
+
+
+def test_a_decoy_costs_what_an_unknown_token_costs_and_writes_only_at_flush(
+        world: World, verifier: Verifier) -> None:
+    decoy, token = plant(world)
+    costs = {}
+    for name, secret in (("decoy", decoy), ("unknown", unknown_token())):
+        loads, slow = verifier.loads, verifier.slow_calls
+        for _ in range(10):  # one store load, then the cache, never the cache-hit path
+            assert verifier.verify(f"Bearer {secret}", "203.0.113.9").reason == "unknown"
+        costs[name] = (verifier.loads - loads, verifier.slow_calls - slow)
+    assert costs["decoy"] == costs["unknown"] == (1, 10)
+    with world.rt.database.reading() as session:  # nothing written on the request path
+        assert session.scalar(select(func.count()).select_from(DecoyTrip)) == 0
+    verifier.flush_usage()
+    with world.rt.database.reading() as session:
+        trip = session.scalars(select(DecoyTrip).where(DecoyTrip.token_id == token.id)).one()
+    assert trip.count == 10
