@@ -1,5 +1,4 @@
-"""decoy tokens and containment: each decoy's trips, the account's `contain` policy and
-why a token was suspended (SPEC §17)
+"""decoy tokens and containment (SPEC §17): decoy trips, contain, suspend reasons
 
 Revision ID: 0020_decoy_contain
 Revises: node_lease
