@@ -102,12 +102,13 @@ class UsageMonitor:
         #: and the hour it was last announced as crowded.
         self._crowds: dict[str, dict[str, float]] = {}
         self._crowded: dict[str, int] = {}
+        self._crowding: dict[str, int] = {}  # announced in the flush being written
         self._crowds_pruned = 0.0
 
     def after_flush(self, batch: Batch) -> None:
         if not (batch.uses or batch.denials or batch.old_secrets or batch.decoys):
             return
-        self._incidents = []
+        self._incidents, self._crowding = [], {}
         with self.database.transaction() as session:
             written = self._new_networks(session, batch)
             self._many_networks(session, batch)
@@ -119,6 +120,7 @@ class UsageMonitor:
         if len(self._known) > _KNOWN_LIMIT:
             self._known.clear()
         self._known.update(written)
+        self._crowded.update(self._crowding)  # announced: once per token and hour
         if self._incidents and self.containment is not None:
             self.containment.start(self._incidents)
         self._incidents = []
@@ -218,7 +220,7 @@ class UsageMonitor:
             hour = int(newest) // 3600
             if len(seen) < self.networks_at_once or self._crowded.get(token_id) == hour:
                 continue
-            self._crowded[token_id] = hour
+            self._crowding[token_id] = hour
             self._alert_crowd(session, token_id, sorted(seen), _moment(newest), hour)
         if newest - self._crowds_pruned > CROWD_WINDOW_SECONDS or len(
                 self._crowds) > _KNOWN_LIMIT:
