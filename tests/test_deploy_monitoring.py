@@ -45,13 +45,14 @@ def test_promtool_accepts_the_alert_rules() -> None:
     result = subprocess.run([promtool, "check", "rules", str(ALERTS)], capture_output=True,
                             text=True, timeout=60)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert "SUCCESS: 6 rules found" in result.stdout
+    assert "SUCCESS: 7 rules found" in result.stdout
 
 
 def test_the_alerts_cover_what_operators_must_hear_about() -> None:
     text = ALERTS.read_text()
     for alert in ("TallykeyStoreDown", "TallykeyPropagationIncomplete",
-                  "TallykeyOutboxBacklog", "TallykeyServerErrors", "TallykeyClockOffset"):
+                  "TallykeyOutboxBacklog", "TallykeyServerErrors", "TallykeyClockOffset",
+                  "TallykeyDecoyTripped"):
         assert f"alert: {alert}" in text
         assert alert in (ROOT / "docs" / "operations.md").read_text()
 

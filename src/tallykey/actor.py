@@ -14,6 +14,8 @@ MEMBER = "member"
 #: to record one (`audit.trail.record`).
 AUDITOR = "auditor"
 ROLES = (ADMIN, MEMBER, AUDITOR)
+#: `Actor.via` of what tallykey does by itself (containment, SPEC §17).
+SYSTEM = "system"
 
 
 @dataclass(frozen=True, slots=True)
@@ -49,7 +51,14 @@ class Actor:
 
     @property
     def kind(self) -> str:
+        if self.via == SYSTEM:
+            return SYSTEM
         return "operator" if self.is_operator else "user"
+
+    @classmethod
+    def system(cls, account_id: str, label: str) -> Actor:
+        """tallykey acting on its own (no user, no operator), with an admin's powers."""
+        return cls(account_id, None, ADMIN, label, None, SYSTEM)
 
     @classmethod
     def operator(cls, account_id: str) -> Actor:

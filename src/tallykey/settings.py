@@ -84,6 +84,9 @@ class Settings(BaseSettings):
     alert_network_prefix_v6: int = Field(default=48, ge=16, le=128)
     #: Refused requests of one token in one hour that raise a "denied spike" alert (0: off).
     alert_denied_threshold: int = Field(default=100, ge=0)
+    #: Distinct networks one token is used from within a minute (on one node) that raise
+    #: a "many networks at once" alert (0: off).
+    alert_networks_at_once: int = Field(default=5, ge=0)
     #: argon2id parameters of console passwords (argon2-cffi's profiles). CHEAPEST is for
     #: test suites only: it makes a stolen hash cheap to crack.
     argon2_profile: Literal["RFC_9106_LOW_MEMORY", "RFC_9106_HIGH_MEMORY", "CHEAPEST"] = (

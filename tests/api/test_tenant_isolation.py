@@ -34,7 +34,7 @@ from tallykey.api.app import AUTH_REQUEST_PATH, Dispatcher, create_app
 from tallykey.api.responses import served_routes
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
-from tallykey.schema.tables import Employee, Workspace, metadata
+from tallykey.schema.tables import DecoyTrip, Employee, Workspace, metadata
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World
@@ -111,8 +111,15 @@ def tenants(world: World, rt: Runtime) -> Tenants:
         rt.tokens.issue(member_a, TokenDraft(
             name="acme member private token", expires_in_days=30, workspace="sales")),
         rt.tokens.issue(admin_a, TokenDraft(
+            name="acme private decoy token", kind="decoy", expires_in_days=30)),
+        rt.tokens.issue(admin_a, TokenDraft(
             name="acme revoked private token", expires_in_days=30)),
     ]
+    with rt.database.transaction() as session:  # the decoy was tripped once
+        session.add(DecoyTrip(token_id=issued[-2].token.id, account_id=world.acme_id,
+                              first_at=rt.clock.now(), last_at=rt.clock.now(), count=1,
+                              ip="203.0.113.99", user_agent="acme private agent",
+                              path="/acme-private-path"))
     rt.tokens.revoke(admin_a, issued[-1].token.id, "acme private reason")
     t.a_token_ids = [i.token.id for i in issued]
     t.a_prefix = issued[0].token.prefix
@@ -203,6 +210,7 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("POST", "/console/account"): [({}, {"max_validity_days": "180",
                                              "reminder_days": "7, 2", "ip_allowlist": ""})],
         ("GET", "/console/outbox"): [({}, None)],
+        ("GET", "/console/decoys"): [({}, None)],
         ("GET", "/console/outbox/message"): [({"id": m}, None) for m in _a_messages(t)],
         ("GET", "/api/v1/session/sessions"): [({}, None)],
         ("POST", "/api/v1/session/password"): [

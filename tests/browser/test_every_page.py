@@ -13,6 +13,7 @@ import re
 import time
 from typing import Any
 
+import httpx
 import pyotp
 
 from .conftest import ARTIFACTS, Site
@@ -198,6 +199,23 @@ def test_every_page_of_a_filled_account(site: Site, new_context: Any) -> None:
         sizes = {round(box.bounding_box()["width"]) for box in boxes}
         assert max(sizes) - min(sizes) <= 2, f"boxes differ in width: {sizes}"
     page.set_viewport_size(WIDTHS["desktop"])
+
+    page.goto("/console/tokens/new")  # a decoy, tripped once, on the Decoys page
+    page.get_by_label("Name (required)").fill("Walk-through decoy")
+    page.locator("input[name=kind][value='decoy']").check()
+    page.get_by_role("button", name="Create token").click()
+    page.get_by_text("it will not be shown again").wait_for()
+    decoy = page.locator("#secret").input_value()
+    tripped = httpx.post(f"{site.base_url}/api/v1/verify", json={
+        "token": decoy, "user_agent": "walk-through/1.0"}, timeout=10)
+    assert tripped.json()["reason"] == "unknown"
+    for _ in range(50):  # the server writes the trip with its next usage flush
+        page.goto("/console/decoys")
+        if page.locator(".trip").count():
+            break
+        time.sleep(0.2)
+    assert "walk-through/1.0" in page.locator("#decoys").inner_text()
+    check(site, page, "decoys")
 
     doomed = created(page, "Walk-through leaked key")
     page.goto(f"/console/tokens/{doomed}/revoke")

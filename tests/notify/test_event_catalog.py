@@ -182,6 +182,22 @@ def _old_secret_used(s: Scene) -> None:
     s.verifier.flush_usage()
 
 
+def _many_networks(s: Scene) -> None:
+    header = f"Bearer {s.issue().value}"
+    for n in range(6):  # six networks within a minute (the threshold is 5)
+        assert s.verifier.verify(header, f"203.0.{n}.1").allowed
+    s.verifier.flush_usage()
+
+
+def _decoy_used(s: Scene) -> None:
+    decoy = s.rt.tokens.issue(s.world.as_admin, TokenDraft(
+        name="Old deploy key", kind="decoy", expires_in_days=365))
+    answer = s.verifier.verify(f"Bearer {decoy.value}", "203.0.113.77",
+                               user_agent="curl/8.5.0", path="/api/v1/employees")
+    assert not answer.allowed
+    s.verifier.flush_usage()
+
+
 #: How to make each event type happen for real.
 TRIGGERS: dict[str, Callable[[Scene], None]] = {
     events.TOKEN_CREATED: _created,
@@ -199,6 +215,8 @@ TRIGGERS: dict[str, Callable[[Scene], None]] = {
     webhooks.TOKEN_NEW_NETWORK: _new_network,
     webhooks.TOKEN_DENIED_SPIKE: _denied_spike,
     webhooks.TOKEN_OLD_SECRET_USED: _old_secret_used,
+    webhooks.TOKEN_MANY_NETWORKS: _many_networks,
+    webhooks.TOKEN_DECOY_USED: _decoy_used,
 }
 
 

@@ -19,6 +19,10 @@ APPROVAL_MEMBERS = "members"
 APPROVAL_POLICIES = (APPROVAL_OFF, APPROVAL_MEMBERS)
 #: Account policy `revoke_inactive_days`: at least a day, at most ten years.
 MAX_INACTIVE_DAYS = 3650
+#: The `contain` policy: what an anomaly alert does to its token (SPEC §17).
+CONTAIN_OFF = "off"
+CONTAIN_SUSPEND = "suspend"
+CONTAIN_POLICIES = (CONTAIN_OFF, CONTAIN_SUSPEND)
 
 
 class Account(Base):
@@ -47,6 +51,9 @@ class Account(Base):
                                                 server_default="off")
     revoke_inactive_days: Mapped[int | None] = mapped_column(Integer, nullable=True)
     digest_sent_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: `suspend`: a token an anomaly alert names is suspended at once (`monitor.containment`).
+    contain: Mapped[str] = mapped_column(String(16), default=CONTAIN_OFF,
+                                         server_default=CONTAIN_OFF)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
 
     workspaces: Mapped[list[Workspace]] = relationship(back_populates="account")

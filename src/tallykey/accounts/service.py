@@ -16,6 +16,7 @@ from tallykey.accounts.console_sessions import end_sessions
 from tallykey.accounts.models import (
     APPROVAL_POLICIES,
     MAX_INACTIVE_DAYS,
+    CONTAIN_POLICIES,
     Account,
     User,
     Workspace,
@@ -63,6 +64,8 @@ class PolicyChanges:
     retrievable_application_tokens: bool | None = None
     ip_allowlist: list[str] | None = None
     new_network_alerts: bool | None = None
+    #: `off` or `suspend` (SPEC §17: an anomaly alert suspends its token).
+    contain: str | None = None
     #: Governance (SPEC §17): `off` | `members`; days, or `OFF` to stop revoking.
     token_approval: str | None = None
     revoke_inactive_days: int | str | None = None
@@ -223,6 +226,13 @@ class AccountService:
             if changes.new_network_alerts is not None:
                 account.new_network_alerts = changes.new_network_alerts
             _change_governance(account, changes)
+            if changes.contain is not None:
+                if changes.contain not in CONTAIN_POLICIES:
+                    raise ValidationFailed(
+                        f"Unknown containment policy {changes.contain[:32]!r}.",
+                        "Use 'off' or 'suspend' (an anomaly alert suspends its token).",
+                        field="contain")
+                account.contain = changes.contain
             after = _policy_snapshot(account)
             if after != before:
                 change_feed.announce(session, change_feed.ACCOUNT, account.id, self.clock.now())
@@ -545,6 +555,7 @@ def _policy_snapshot(account: Account) -> dict[str, Any]:
         "new_network_alerts": account.new_network_alerts,
         "token_approval": account.token_approval,
         "revoke_inactive_days": account.revoke_inactive_days,
+        "contain": account.contain,
     }
 
 

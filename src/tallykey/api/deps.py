@@ -154,7 +154,8 @@ async def own_actor(request: Request) -> Actor:
     if elsewhere:
         raise VerdictRefused(Verdict.refused(missing_header(elsewhere)))
     verdict = await verifier_of(request).averify(
-        authorization, ip, (MANAGE_SCOPE,), request.headers.get("user-agent"))
+        authorization, ip, (MANAGE_SCOPE,), request.headers.get("user-agent"),
+        path=request.url.path)
     if verdict.token_id is not None:
         setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     if not verdict.allowed:

@@ -269,7 +269,7 @@ async def renew_self(body: RenewRequest, request: Request, response: Response,
     secret stops after `grace_seconds`."""
     verdict = await verifier_of(request).averify(
         request.headers.get("authorization"), ip_of(request), (RENEW_SELF_SCOPE,),
-        request.headers.get("user-agent"))
+        request.headers.get("user-agent"), path=request.url.path)
     if not verdict.allowed:
         raise VerdictRefused(verdict)
     assert verdict.token_id is not None and verdict.account_id is not None
@@ -540,7 +540,8 @@ def update_account(body: AccountUpdate, actor: ManagementActor,
         ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts,
         token_approval=body.token_approval, revoke_inactive_days=OFF if (
             "revoke_inactive_days" in body.model_fields_set
-            and body.revoke_inactive_days is None) else body.revoke_inactive_days))
+            and body.revoke_inactive_days is None) else body.revoke_inactive_days,
+        contain=body.contain))
     if body.two_factor_policy is not None:
         runtime.two_factor.set_policy(actor, body.two_factor_policy)
         account = runtime.accounts.find_account(account.id)

@@ -80,7 +80,7 @@ def _controls(body: BaseModel) -> dict[str, Any]:
 class TokenCreate(Strict):
     name: str = Field(max_length=10_000)
     description: str = Field(default="", max_length=10_000)
-    kind: Literal["personal", "application"] = "personal"
+    kind: Literal["personal", "application", "decoy"] = "personal"
     workspace: str | None = None
     scopes: list[str] = Field(default_factory=list, max_length=50)
     ip_allowlist: list[str] = Field(default_factory=list, max_length=1000)
@@ -302,6 +302,7 @@ class AccountView(BaseModel):
     two_factor_policy: str = "off"
     token_approval: str = "off"  # noqa: S105 - a policy, not a password
     revoke_inactive_days: int | None = None
+    contain: str = "off"
 
     @classmethod
     def of(cls, account: Account) -> AccountView:
@@ -313,7 +314,8 @@ class AccountView(BaseModel):
                    new_network_alerts=account.new_network_alerts,
                    two_factor_policy=account.two_factor_policy,
                    token_approval=account.token_approval,
-                   revoke_inactive_days=account.revoke_inactive_days)
+                   revoke_inactive_days=account.revoke_inactive_days,
+                   contain=account.contain)
 
 
 class AccountUpdate(Strict):
@@ -325,6 +327,7 @@ class AccountUpdate(Strict):
     two_factor_policy: Literal["off", "admins", "everyone"] | None = None
     token_approval: Literal["off", "members"] | None = None
     revoke_inactive_days: int | None = Field(default=None, description="null: off")
+    contain: Literal["off", "suspend"] | None = None  # SPEC §17: suspend on an anomaly alert
 
 
 class AuditView(BaseModel):

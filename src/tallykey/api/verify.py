@@ -61,7 +61,7 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
         authorization = f"Bearer {body.token}"
     verdict = await verifier_of(request).averify(authorization, ip, body.required_scopes,
                                                  body.user_agent, body.workspace or None,
-                                                 body.cost)
+                                                 body.cost, request.url.path)
     if verdict.token_id is not None:
         setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
     return VerifyResponse(
@@ -180,7 +180,8 @@ class AuthRequestEndpoint:
             return
         verdict = await verify_credentials(self.verifier, scope, authorizations, agent,
                                            scopes, self.trusted,
-                                           named.pop() if named else None, cost)
+                                           named.pop() if named else None, cost,
+                                           target or scope["path"])
         if not verdict.allowed:
             await self.refuse(scope, send, in_header, verdict)
             return

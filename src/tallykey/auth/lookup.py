@@ -29,7 +29,7 @@ from tallykey.auth.record import TokenRecord, networks
 from tallykey.controls.rules import RateRule, Refill
 from tallykey.db.engine import Database, store_errors
 from tallykey.errors import StoreUnavailable
-from tallykey.tokens.models import APPLICATION
+from tallykey.tokens.models import APPLICATION, CONTAINED
 
 _SQL = """
 SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
@@ -37,8 +37,8 @@ SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        u.email, u.role, u.active, w.id, w.slug, g.scopes, a.active, t.rate_limits,
        t.credits_remaining, t.name, t.credits_refill_amount, t.credits_refill_interval,
        t.metadata, t.external_id, t.suspended_at,
-       (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.pending_at,
-       t.successor_id, t.renewed_from_id
+       (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.suspend_reason,
+       t.pending_at, t.successor_id, t.renewed_from_id
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
@@ -59,6 +59,9 @@ WITH RECURSIVE up(id, parent, depth) AS (
 )
 SELECT id FROM up ORDER BY depth DESC LIMIT 1
 """
+
+#: Who a suspension nobody signed for is named after, by its reason.
+_SUSPENDERS = {CONTAINED: "tallykey containment (an anomaly alert)"}
 
 DEFAULT_CONNECTIONS = 8
 #: Client-side deadline of one lookup (an index probe that takes milliseconds): a store
@@ -185,7 +188,7 @@ class RecordLookup:
         (retires_at, token_id, account_id, kind, workspace_id, expires_at, revoked_at,
          token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
          owner_active, *_workspace, account_active, rate_limits, credits, name, refill_amount,
-         refill_interval, meta, external_id, suspended_at, suspended_by, pending_at,
+         refill_interval, meta, external_id, suspended_at, suspended_by, suspend_reason, pending_at,
          successor_id, _) = rows[0]
         own_scopes = share(frozenset(self._json(token_scopes)))
         live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
@@ -228,8 +231,8 @@ class RecordLookup:
             if refill_amount is not None and refill_interval else None,
             metadata=self._json_value(meta), external_id=external_id, name=name,
             suspended_at=self._time(suspended_at),
-            suspended_by=(share(suspended_by or "the operator") if suspended_at is not None
-                          else None),
+            suspended_by=(share(suspended_by or _SUSPENDERS.get(suspend_reason, "the operator"))
+                          if suspended_at is not None else None),
             pending_at=self._time(pending_at),
             renewed=successor_id is not None, lineage_id=lineage or token_id,
         )

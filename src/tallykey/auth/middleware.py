@@ -161,10 +161,12 @@ async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterab
 async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: list[bytes],
                              agent: bytes | None, required_scopes: Iterable[str],
                              trusted: Sequence[IpNetwork],
-                             workspace: str | None = None, cost: int = 1) -> Verdict:
+                             workspace: str | None = None, cost: int = 1,
+                             path: str | None = None) -> Verdict:
     """`verify_scope` once the request's headers were read (`credentials`): the caller
     may read other headers in the same pass. A cached token needs no coroutine round trip;
-    the plaintext token lives only in this call."""
+    the plaintext token lives only in this call. `path` (default: the request's) is what
+    a decoy's alert names."""
     query = scope.get("query_string")
     if query:
         in_url = token_in_url(query)
@@ -186,7 +188,7 @@ async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: l
                                      cost)
     if verdict is None:
         verdict = await verifier.averify(authorization, ip, required_scopes, user_agent,
-                                         workspace, cost)
+                                         workspace, cost, path or scope.get("path"))
     if verdict.token_id is not None:
         state = scope.get("state")
         if state is None:

@@ -14,6 +14,7 @@ from datetime import datetime
 from typing import Any
 
 from tallykey.controls.rules import RateRule, Refill
+from tallykey.tokens.models import DECOY
 
 IpNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 
@@ -72,8 +73,11 @@ class TokenRecord:
     plain: bool = field(init=False)
     #: True when a rate limit or credits must admit each request (`controls.gate`).
     controlled: bool = field(init=False)
+    #: A decoy (SPEC §17): never passes; it answers as an unknown token would.
+    decoy: bool = field(init=False)
 
     def __post_init__(self) -> None:
+        object.__setattr__(self, "decoy", self.kind == DECOY)
         object.__setattr__(self, "expires_ts", self.expires_at.timestamp())
         object.__setattr__(self, "retires_ts", self.secret_retires_at.timestamp()
                            if self.secret_retires_at is not None else None)
@@ -81,7 +85,8 @@ class TokenRecord:
                            and self.secret_retires_at is None and self.owner_active
                            and not self.token_networks and not self.account_networks
                            and self.account_active and not self.workspace_archived
-                           and self.suspended_at is None and self.pending_at is None)
+                           and self.suspended_at is None and self.pending_at is None
+                           and not self.decoy)
         object.__setattr__(self, "controlled", bool(self.rate_rules) or self.has_credits)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

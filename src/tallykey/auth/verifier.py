@@ -117,7 +117,8 @@ class Verifier:
                                        allow=self._allowed_verdict)
         self.limiter = FailureLimiter(self.settings.auth_fail_limit)
         self.usage = UsageRecorder(self.database, UsageMonitor(
-            self.database, self.settings, Notifier(public_url=self.settings.public_url)))
+            self.database, self.settings, Notifier(public_url=self.settings.public_url),
+            self.clock, self.database_clock))
         #: Counters for metrics, kept as plain attributes (see `monitor.metrics`): calls
         #: (also the latency sampling clock), calls not answered from the cache, store
         #: loads, and refusals by reason.
@@ -125,6 +126,8 @@ class Verifier:
         self.slow_calls = 0
         self.loads = 0
         self.refusals: dict[str, int] = {}
+        #: Uses of decoy tokens (their own metric: never an accepted or refused token).
+        self.decoy_trips = 0
         self._refusals_lock = threading.Lock()
         self._published: dict[str, float] = {}
         self._publish_lock = threading.Lock()
@@ -150,30 +153,32 @@ class Verifier:
 
     def verify(self, authorization: str | None, client_ip: str,
                required_scopes: Iterable[str] = (), user_agent: str | None = None,
-               workspace: str | None = None, cost: int = 1) -> Verdict:
+               workspace: str | None = None, cost: int = 1,
+               path: str | None = None) -> Verdict:
         """Verify one request. Never raises for bad input: a refusal is a `Verdict`.
 
         With `workspace` (an id or slug) the scopes are checked, and the verdict answers,
         for that workspace alone (SPEC §11); without it a scope passes only if the token
         holds it in every workspace it sees. `cost` is what the request spends of a
-        token's usage credits (SPEC §13)."""
+        token's usage credits (SPEC §13). `path` is what the request asked for: a decoy's
+        alert names it (SPEC §17)."""
         first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace,
                             cost)
         if isinstance(first, Verdict):
             return first
         key, started = first
         verdict = self._finish(self._resolve(key), started, client_ip, required_scopes,
-                               user_agent, workspace, cost, io=True)
+                               user_agent, workspace, cost, io=True, path=path)
         assert verdict is not None
         return verdict
 
     async def averify(self, authorization: str | None, client_ip: str,
                       required_scopes: Iterable[str] = (),
                       user_agent: str | None = None, workspace: str | None = None,
-                      cost: int = 1) -> Verdict:
+                      cost: int = 1, path: str | None = None) -> Verdict:
         """As `verify`, but a cache miss queries the store, and a rate-limit lease or a
         credit spend asks Redis or the store, in a worker thread, so the event loop
-        never blocks."""
+        never blocks. A decoy takes that thread too, as an unknown token's look-up does."""
         first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace,
                             cost)
         if isinstance(first, Verdict):
@@ -186,10 +191,10 @@ class Verifier:
             found = await to_thread.run_sync(self._resolve, key)
         verdict = self._finish(found, started, client_ip, required_scopes, user_agent,
                                workspace, cost)
-        if verdict is None:  # the key controls need the network
+        if verdict is None:  # the key controls need the network, or a decoy was used
             verdict = await to_thread.run_sync(functools.partial(
                 self._finish, found, started, client_ip, required_scopes, user_agent,
-                workspace, cost, io=True))
+                workspace, cost, io=True, path=path))
             assert verdict is not None
         return verdict
 
@@ -228,7 +233,7 @@ class Verifier:
         """Add what was counted since the last call to the Prometheus metrics."""
         current: dict[str, float] = {f"outcome:{ALLOWED}": self.usage.totals[ALLOWED],
                                      "hits": self.calls - self.slow_calls,
-                                     "misses": self.loads}
+                                     "misses": self.loads, "decoys": self.decoy_trips}
         with self._refusals_lock:
             current.update({f"outcome:{code}": n for code, n in self.refusals.items()})
         with self._publish_lock:  # the maintenance thread and a scrape may both publish
@@ -241,6 +246,8 @@ class Verifier:
                     metrics.CACHE_HITS.inc(delta)
                 elif key == "misses":
                     metrics.CACHE_MISSES.inc(delta)
+                elif key == "decoys":
+                    metrics.DECOY_TRIPS.inc(delta)
                 else:
                     metrics.VERIFICATIONS.labels(key.removeprefix("outcome:")).inc(delta)
 
@@ -313,13 +320,13 @@ class Verifier:
     def _finish(self, found: Entry | Verdict | None, started: float | None, client_ip: str,
                 required_scopes: Iterable[str], user_agent: str | None,
                 workspace: str | None = None, cost: int = 1,
-                io: bool = False) -> Verdict | None:
-        """The verdict, or None when the key controls need the network and `io` is
-        False (nothing was counted)."""
+                io: bool = False, path: str | None = None) -> Verdict | None:
+        """The verdict, or None when the key controls need the network, or a decoy was
+        used, and `io` is False (nothing was counted)."""
         if isinstance(found, Verdict):
             return found
         verdict = self._decide(found, client_ip, required_scopes, user_agent, workspace,
-                               cost, io)
+                               cost, io, path)
         if started is not None and verdict is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
@@ -384,12 +391,9 @@ class Verifier:
 
     def _decide(self, entry: Entry | None, client_ip: str, required_scopes: Iterable[str],
                 user_agent: str | None, workspace: str | None = None, cost: int = 1,
-                io: bool = False) -> Verdict | None:
+                io: bool = False, path: str | None = None) -> Verdict | None:
         if entry is None:
-            return self._refuse(UnknownToken(
-                "The token is not recognised.",
-                f"Check that it has not been deleted and that it was issued by this region "
-                f"({self.region}); copy it again from the console."), client_ip)
+            return self._refuse(self._unknown(), client_ip)
         _, record, allowed = entry
         now = self.clock.timestamp()
         workspace_id = None if workspace is None else record.workspace_of(workspace)
@@ -404,6 +408,17 @@ class Verifier:
             self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
             return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
         error = _refusal(record, now, client_ip, required_scopes, workspace)
+        if error is _DECOY:
+            # Answered as an unknown token is, and at its cost: the full path and a worker
+            # thread (`io`), never the cache-hit path. Counted only as a trip.
+            if not io:
+                return None
+            if record.revoked_at is None:
+                self.usage.decoy_used(record.token_id, record.account_id, now, client_ip,
+                                      user_agent, path)
+                self.decoy_trips += 1
+            self.limiter.failed(client_ip)  # as an unknown token counts
+            return Verdict.refused(self._unknown())
         if error is not None:
             self.usage.deny(record.token_id, record.account_id, now, client_ip, error.reason)
             return self._refuse(error, client_ip)
@@ -445,6 +460,12 @@ class Verifier:
             self._count_refusal(outcome.reason)
             return Verdict.refused(outcome)
         return None
+
+    def _unknown(self) -> UnknownToken:
+        return UnknownToken(
+            "The token is not recognised.",
+            f"Check that it has not been deleted and that it was issued by this region "
+            f"({self.region}); copy it again from the console.")
 
     def _allowed_verdict(self, record: TokenRecord) -> Verdict:
         return allowed_verdict(record, self.controls.rate_view(record))
@@ -497,7 +518,10 @@ class Verifier:
 def _refusal(record: TokenRecord, now: float, client_ip: str,
              required_scopes: Iterable[str], workspace: str | None = None
              ) -> AuthenticationError | None:
-    """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3."""
+    """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3. A
+    decoy never passes (`_DECOY`)."""
+    if record.decoy:
+        return _DECOY
     if record.revoked_at is not None:
         return RevokedToken(record.revoked_at)
     if record.pending_at is not None:
@@ -544,6 +568,10 @@ def _refusal(record: TokenRecord, now: float, client_ip: str,
                                          "cannot use it.")
             return InsufficientScope(scope)
     return None
+
+
+#: What `_refusal` says of a decoy: the verifier answers it as an unknown token.
+_DECOY = UnknownToken("A decoy token.")
 
 
 def _workspace_refusal(record: TokenRecord, workspace: str,

@@ -96,7 +96,7 @@ def tokens_create(
     days: Annotated[int | None, typer.Option(help="Valid for D days (7, 30, 60, 90, 365).")]
     = None,
     expires: Annotated[str | None, typer.Option(help="Expiry date (ISO 8601).")] = None,
-    kind: Annotated[str, typer.Option(help="personal or application.")] = "personal",
+    kind: Annotated[str, typer.Option(help="personal, application or decoy.")] = "personal",
     scope: Annotated[list[str] | None, typer.Option(help="A scope; repeat for more.")] = None,
     ip: Annotated[list[str] | None, typer.Option(help="Allowed CIDR; repeat for more.")]
     = None,
@@ -149,7 +149,7 @@ def tokens_list(
     status: Annotated[str | None, typer.Option(
         help="active, pending, suspended, expired or revoked.")] = None,
     search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
-    kind: Annotated[str | None, typer.Option(help="personal or application.")] = None,
+    kind: Annotated[str | None, typer.Option(help="personal, application or decoy.")] = None,
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
     external_id: Annotated[str | None, typer.Option(
         "--external-id", help="Only the tokens with this external id.")] = None,

@@ -213,12 +213,13 @@ def update_policies(request: Request, viewer: AdminDep, form: FormDep,
             reminder_days=_reminder_days(text(form, "reminder_days")),
             retrievable_application_tokens=text(form, "retrievable") == "on",
             ip_allowlist=split_lines(text(form, "ip_allowlist")),
-            new_network_alerts=text(form, "new_network_alerts") == "on")
+            new_network_alerts=text(form, "new_network_alerts") == "on",
+            contain="suspend" if text(form, "contain") == "suspend" else "off")
         account = runtime.accounts.update_policies(viewer.actor, changes)
     except ValidationFailed as error:
         values = {k: text(form, k) for k in ("max_validity_days", "reminder_days",
                                              "ip_allowlist", "retrievable",
-                                             "new_network_alerts")}
+                                             "new_network_alerts", "contain")}
         return render(request, "policies.html", status_code=422,
                       account=_account(runtime, viewer.actor.account_id), values=values,
                       error=error.message + (f" {error.hint}" if error.hint else ""),

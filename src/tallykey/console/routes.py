@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from tallykey.console import (
     pages_admin,
     pages_auth,
+    pages_decoys,
     pages_governance,
     pages_people,
     pages_tokens,
@@ -20,6 +21,7 @@ router.include_router(pages_auth.router)
 router.include_router(pages_tokens.router)
 router.include_router(pages_admin.router)
 router.include_router(pages_workspaces.router)
+router.include_router(pages_decoys.router)
 router.include_router(pages_people.router)
 router.include_router(pages_governance.router)
 router.include_router(pages_webhooks.router)

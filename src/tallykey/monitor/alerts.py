@@ -6,7 +6,15 @@
 - a spike of refused requests for one token (`TALLYKEY_ALERT_DENIED_THRESHOLD` in one
   hour, summed over every node). An incident that goes on into the next hour is the same
   incident, so it is announced once;
-- a rotated-out secret still in use during its grace period: it is about to stop working.
+- a token used from many networks at once: `TALLYKEY_ALERT_NETWORKS_AT_ONCE` distinct
+  networks within `CROWD_WINDOW_SECONDS`, as one node sees them (a load balancer spreads
+  each network's requests over the nodes, so each sees the crowd). Once per token per
+  hour;
+- a rotated-out secret still in use during its grace period: it is about to stop working;
+- a decoy token was used (`monitor.decoys`).
+
+With the account policy `contain: suspend`, a new-network, many-networks or refusal-burst
+alert also suspends its token (`monitor.containment`), once the flush has committed.
 
 Each alert is one outbox notice (mail to the token's creator, or the admins, and the
 account's webhooks) whose name identifies the incident, so the outbox's dedupe keys make
@@ -28,7 +36,12 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import Account
 from tallykey.audit import trail
+from tallykey.clock import Clock
 from tallykey.db.engine import Database
+from tallykey.errors import TokenSuspended
+from tallykey.feed.clock import DatabaseClock
+from tallykey.monitor.containment import Containment, Incident
+from tallykey.monitor.decoys import record_trips
 from tallykey.monitor.models import TokenNetwork, TokenUsage
 from tallykey.monitor.usage import ALLOWED, Batch
 from tallykey.notify import webhooks
@@ -43,6 +56,8 @@ _CHUNK = 400
 #: Known (token, network) pairs remembered in memory, so a busy token's network is written
 #: at most once a day per node rather than on every flush.
 _KNOWN_LIMIT = 200_000
+#: "Many networks at once" counts the distinct networks of this many seconds.
+CROWD_WINDOW_SECONDS = 60
 
 
 def network_of(ip: str, v4_prefix: int, v6_prefix: int) -> str | None:
@@ -69,25 +84,51 @@ def _when(moment: datetime) -> str:
 class UsageMonitor:
     """The `FlushObserver` of the verifier's usage recorder."""
 
-    def __init__(self, database: Database, settings: Settings, notifier: Notifier) -> None:
+    def __init__(self, database: Database, settings: Settings, notifier: Notifier,
+                 clock: Clock | None = None,
+                 database_clock: DatabaseClock | None = None) -> None:
         self.database = database
         self.notifier = notifier
+        #: Suspends the tokens alerts name, in accounts whose policy says so.
+        self.containment = (Containment(database, settings, notifier, clock, database_clock)
+                            if clock is not None and database_clock is not None else None)
+        self._incidents: list[Incident] = []
         self.v4_prefix = settings.alert_network_prefix_v4
         self.v6_prefix = settings.alert_network_prefix_v6
         self.denied_threshold = settings.alert_denied_threshold
+        self.networks_at_once = settings.alert_networks_at_once
         self._known: dict[tuple[str, str], int] = {}
+        #: Per token: when this node last saw it use each network (within the window),
+        #: and the hour it was last announced as crowded.
+        self._crowds: dict[str, dict[str, float]] = {}
+        self._crowded: dict[str, int] = {}
+        self._crowding: dict[str, int] = {}  # announced in the flush being written
+        self._crowds_pruned = 0.0
 
     def after_flush(self, batch: Batch) -> None:
-        if not (batch.uses or batch.denials or batch.old_secrets):
+        if not (batch.uses or batch.denials or batch.old_secrets or batch.decoys):
             return
+        self._incidents, self._crowding = [], {}
         with self.database.transaction() as session:
             written = self._new_networks(session, batch)
+            self._many_networks(session, batch)
             self._denied_spikes(session, batch)
             self._old_secrets(session, batch)
             self._audit_denials(session, batch)
+            if batch.decoys:
+                record_trips(session, self.notifier, batch.decoys)
         if len(self._known) > _KNOWN_LIMIT:
             self._known.clear()
         self._known.update(written)
+        self._crowded.update(self._crowding)  # announced: once per token and hour
+        if self._incidents and self.containment is not None:
+            self.containment.start(self._incidents)
+        self._incidents = []
+
+    def _contain(self, session: Session, token: Token, alert: str, summary: str) -> None:
+        """Note the incident for containment, if the token's account asks for it."""
+        if Containment.applies(session.get_one(Account, token.account_id)):
+            self._incidents.append(Incident(token.id, token.account_id, alert, summary))
 
     # --- new networks ---------------------------------------------------------------------
 
@@ -143,6 +184,8 @@ class UsageMonitor:
         token = session.get_one(Token, token_id)
         if not session.get_one(Account, token.account_id).new_network_alerts:
             return
+        self._contain(session, token, "new_network",
+                      f"It was used from {ip} (network {network}) for the first time.")
         shown = ", ".join(known[:5]) + (f" and {len(known) - 5} more" if len(known) > 5
                                         else "")
         self.notifier.alert(
@@ -153,6 +196,61 @@ class UsageMonitor:
                       f"for the first time, at {_when(at)}."),
             lines=[f"Until now it had been used only from: {shown}."],
             details={"ip": ip, "network": network, "known_networks": known[:20]})
+
+    # --- many networks at once -----------------------------------------------------------
+
+    def _many_networks(self, session: Session, batch: Batch) -> None:
+        if self.networks_at_once <= 0 or not batch.uses:
+            return
+        touched: set[str] = set()
+        newest = 0.0
+        for (token_id, ip), (at, _) in batch.uses.items():
+            network = network_of(ip, self.v4_prefix, self.v6_prefix)
+            if network is None:
+                continue
+            seen = self._crowds.setdefault(token_id, {})
+            if seen.get(network, 0.0) < at:
+                seen[network] = at
+            touched.add(token_id)
+            newest = max(newest, at)
+        horizon = newest - CROWD_WINDOW_SECONDS
+        for token_id in sorted(touched):
+            seen = {n: at for n, at in self._crowds[token_id].items() if at > horizon}
+            self._crowds[token_id] = seen
+            hour = int(newest) // 3600
+            if len(seen) < self.networks_at_once or self._crowded.get(token_id) == hour:
+                continue
+            self._crowding[token_id] = hour
+            self._alert_crowd(session, token_id, sorted(seen), _moment(newest), hour)
+        if newest - self._crowds_pruned > CROWD_WINDOW_SECONDS or len(
+                self._crowds) > _KNOWN_LIMIT:
+            self._crowds = {t: seen for t, seen in self._crowds.items()
+                            if max(seen.values(), default=0.0) > horizon}
+            self._crowded = {t: h for t, h in self._crowded.items()
+                             if h >= int(newest) // 3600}
+            self._crowds_pruned = newest
+
+    def _alert_crowd(self, session: Session, token_id: str, networks: list[str],
+                     at: datetime, hour: int) -> None:
+        token = session.get_one(Token, token_id)
+        shown = ", ".join(networks[:10]) + (f" and {len(networks) - 10} more"
+                                            if len(networks) > 10 else "")
+        self._contain(session, token, "many_networks",
+                      f"It was used from {len(networks)} networks within "
+                      f"{CROWD_WINDOW_SECONDS} seconds.")
+        self.notifier.alert(
+            session, token, event=webhooks.TOKEN_MANY_NETWORKS,
+            notice=f"alert:many_networks:{token.id}:{hour}", at=at,
+            subject=f'API token "{token.name}" was used from many networks at once',
+            headline=(f'The API token "{token.name}" was used from {len(networks)} '
+                      f"different networks within {CROWD_WINDOW_SECONDS} seconds, up to "
+                      f"{_when(at)}."),
+            lines=[f"Networks: {shown}.",
+                   "One integration rarely calls from so many places at once: the token "
+                   "may have leaked."],
+            details={"networks": networks[:20], "count": len(networks),
+                     "window_seconds": CROWD_WINDOW_SECONDS,
+                     "threshold": self.networks_at_once})
 
     # --- denied spikes --------------------------------------------------------------------
 
@@ -179,6 +277,12 @@ class UsageMonitor:
             if total < self.denied_threshold or earlier >= self.denied_threshold:
                 continue  # below the threshold, or an incident announced the hour before
             token = session.get_one(Token, token_id)
+            if total - by_reason.get(TokenSuspended.reason, 0) >= self.denied_threshold:
+                # refusals because it is suspended already (a containment, say) are no
+                # reason to suspend it again once an administrator resumed it
+                self._contain(session, token, "denied_spike",
+                              f"{total} of its requests were refused in the hour from "
+                              f"{_when(start)}.")
             reasons = ", ".join(f"{reason}: {count}" for reason, count
                                 in sorted(by_reason.items(), key=lambda item: -item[1]))
             self.notifier.alert(

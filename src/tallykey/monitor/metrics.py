@@ -53,6 +53,9 @@ CACHE_HITS = Counter("tallykey_verification_cache_hits",
 CACHE_MISSES = Counter("tallykey_verification_cache_misses",
                        "Token records loaded from the store (cache misses).",
                        registry=REGISTRY)
+DECOY_TRIPS = Counter(
+    "tallykey_decoy_trips", "Requests that presented a decoy token (SPEC §17); they are "
+    "in no other verification metric.", registry=REGISTRY)
 PROPAGATION_LAG = Histogram(
     "tallykey_propagation_lag_seconds",
     "From a verdict-affecting change (its verdict_changes.at) to this node applying it.",

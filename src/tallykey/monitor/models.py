@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import ForeignKey, Integer, String
+from sqlalchemy import ForeignKey, Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from tallykey.db.base import Base, UTCDateTime
@@ -43,3 +43,21 @@ class TokenNetwork(Base):
     network: Mapped[str] = mapped_column(String(49), primary_key=True)
     first_seen_at: Mapped[datetime] = mapped_column(UTCDateTime())
     last_seen_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
+
+
+class DecoyTrip(Base):
+    """Uses of a decoy token (SPEC §17), one row per decoy per alert window: when, how
+    often, and the latest caller's address, user agent and path."""
+
+    __tablename__ = "decoy_trips"
+    __table_args__ = (Index("ix_decoy_trips_token_last", "token_id", "last_at"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    token_id: Mapped[str] = mapped_column(ForeignKey("tokens.id"))
+    account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
+    first_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    last_at: Mapped[datetime] = mapped_column(UTCDateTime())
+    count: Mapped[int] = mapped_column(Integer)
+    ip: Mapped[str] = mapped_column(String(45))
+    user_agent: Mapped[str | None] = mapped_column(String(300), nullable=True)
+    path: Mapped[str | None] = mapped_column(String(300), nullable=True)

@@ -54,6 +54,19 @@ class OldSecretUse:
 
 
 @dataclass
+class DecoyUse:
+    """Uses of one decoy token within one flush: how many, when, and the latest caller."""
+
+    account_id: str
+    count: int
+    first_at: float
+    last_at: float
+    ip: str
+    agent: str | None
+    path: str | None
+
+
+@dataclass
 class Batch:
     """What one flush covers."""
 
@@ -61,9 +74,11 @@ class Batch:
     uses: Uses = field(default_factory=dict)
     denials: dict[tuple[str, str, str], Denial] = field(default_factory=dict)
     old_secrets: dict[str, OldSecretUse] = field(default_factory=dict)
+    decoys: dict[str, DecoyUse] = field(default_factory=dict)
 
     def __bool__(self) -> bool:
-        return bool(self.counts or self.uses or self.denials or self.old_secrets)
+        return bool(self.counts or self.uses or self.denials or self.old_secrets
+                    or self.decoys)
 
     def last_use(self) -> dict[str, tuple[float, str, str | None]]:
         """Per token: the newest allowed use (time, ip, agent)."""
@@ -90,6 +105,7 @@ class UsageRecorder:
         self._counts: dict[tuple[str, int, str], int] = {}
         self._denials: dict[tuple[str, str, str], Denial] = {}
         self._old_secrets: dict[str, OldSecretUse] = {}
+        self._decoys: dict[str, DecoyUse] = {}
         #: Requests per outcome since start, counted at flush (for metrics).
         self.totals: Counter[str] = Counter()
 
@@ -125,6 +141,20 @@ class UsageRecorder:
         with self._lock:
             self._old_secrets[token_id] = OldSecretUse(account_id, at, ip, retires_ts)
 
+    def decoy_used(self, token_id: str, account_id: str, at: float, ip: str,
+                   agent: str | None, path: str | None) -> None:
+        """Note a use of a decoy token: no usage count (a decoy is no real token), only
+        what its alert needs (`monitor.decoys`)."""
+        with self._lock:
+            use = self._decoys.get(token_id)
+            if use is None:
+                self._decoys[token_id] = DecoyUse(account_id, 1, at, at, ip, agent, path)
+                return
+            use.count += 1
+            if at >= use.last_at:
+                use.last_at, use.ip, use.agent, use.path = at, ip, agent, path
+            use.first_at = min(use.first_at, at)
+
     def pending(self) -> int:
         return sum(self._counts.values())
 
@@ -133,8 +163,10 @@ class UsageRecorder:
         database error the batch is put back, so a later flush writes it."""
         with self._flush_lock:
             with self._lock:
-                batch = Batch(self._counts, self._uses, self._denials, self._old_secrets)
+                batch = Batch(self._counts, self._uses, self._denials, self._old_secrets,
+                              self._decoys)
                 self._counts, self._uses, self._denials, self._old_secrets = {}, {}, {}, {}
+                self._decoys = {}
             if not batch:
                 return 0
             try:
@@ -150,7 +182,8 @@ class UsageRecorder:
                 except Exception:
                     # Usage is written; keep what the observer needs (and only that).
                     self._put_back(Batch(uses=batch.uses, denials=batch.denials,
-                                         old_secrets=batch.old_secrets))
+                                         old_secrets=batch.old_secrets,
+                                         decoys=batch.decoys))
                     raise
             return sum(batch.counts.values())
 
@@ -197,3 +230,13 @@ class UsageRecorder:
                     current.last_at = max(current.last_at, denial.last_at)
             for token_id, old in batch.old_secrets.items():
                 self._old_secrets.setdefault(token_id, old)
+            for token_id, trip in batch.decoys.items():
+                current_trip = self._decoys.get(token_id)
+                if current_trip is None:
+                    self._decoys[token_id] = trip
+                    continue
+                current_trip.count += trip.count
+                current_trip.first_at = min(current_trip.first_at, trip.first_at)
+                if trip.last_at > current_trip.last_at:
+                    (current_trip.last_at, current_trip.ip, current_trip.agent,
+                     current_trip.path) = trip.last_at, trip.ip, trip.agent, trip.path

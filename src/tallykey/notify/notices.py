@@ -233,18 +233,23 @@ class Notifier:
 
     def alert(self, session: Session, token: Token, *, event: str, notice: str,
               at: datetime, subject: str, headline: str, lines: list[str],
-              details: dict[str, Any]) -> int:
-        """Mail the token's creator (or the admins) and call the webhooks about a suspicious
-        use. `notice` names the incident: the same incident is announced once, however
-        many nodes or flushes see it. Returns how many rows were added."""
+              details: dict[str, Any], to_admins: bool = False,
+              webhook: bool = True, template: str = "token_alert") -> int:
+        """Mail the token's creator (or the admins; with `to_admins`, the admins) and
+        call the webhooks (unless not `webhook`) about a suspicious use. `notice` names
+        the incident: the same incident is announced once, however many nodes or
+        flushes see it. Returns how many rows were added."""
         facts = self._facts(session, token)
         added = 0
-        for user in creator_or_admins(session, token):
-            mail = render("token_alert", subject, recipient=user, headline=headline,
+        recipients = (active_admins(session, token.account_id) if to_admins
+                      else creator_or_admins(session, token))
+        for user in recipients:
+            mail = render(template, subject, recipient=user, headline=headline,
                           lines=lines, **facts)
             added += self._enqueue_mail(session, token, event, notice, user, mail, at)
-        added += self._enqueue_webhooks(session, token, notice=notice, event=event, at=at,
-                                        actor=None, details=details)
+        if webhook:
+            added += self._enqueue_webhooks(session, token, notice=notice, event=event,
+                                            at=at, actor=None, details=details)
         return added
 
     # --- internals -------------------------------------------------------------------

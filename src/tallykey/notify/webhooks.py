@@ -75,6 +75,9 @@ TOKEN_EXPIRED = "token.expired"  # noqa: S105 - an event name
 TOKEN_NEW_NETWORK = "token.new_network"  # noqa: S105 - an event name
 TOKEN_DENIED_SPIKE = "token.denied_spike"  # noqa: S105 - an event name
 TOKEN_OLD_SECRET_USED = "token.old_secret_used"  # noqa: S105 - an event name
+TOKEN_MANY_NETWORKS = "token.many_networks"  # noqa: S105 - an event name
+# A decoy token was used (`tallykey.monitor.decoys`, SPEC §17).
+TOKEN_DECOY_USED = "token.decoy_used"  # noqa: S105 - an event name
 
 #: Every event type a webhook can carry, with what it announces. docs/integrations.md
 #: ("Webhook events") has one row per entry, and tests/notify/test_event_catalog.py one
@@ -99,6 +102,8 @@ EVENT_TYPES: dict[str, str] = {
     TOKEN_NEW_NETWORK: "a token was used from a network it was never used from",
     TOKEN_DENIED_SPIKE: "many requests with a token were refused",
     TOKEN_OLD_SECRET_USED: "a rotated token's old secret was used during its grace period",
+    TOKEN_MANY_NETWORKS: "a token was used from many networks within a minute",
+    TOKEN_DECOY_USED: "a decoy token was used (it granted nothing)",
 }
 
 #: How long the secret before a rotation keeps signing beside the new one.

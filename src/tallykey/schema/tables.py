@@ -8,7 +8,7 @@ from tallykey.db.base import Base
 from tallykey.demo.models import Employee
 from tallykey.feed.models import Node, VerdictChange
 from tallykey.keys.models import AccountKey
-from tallykey.monitor.models import TokenClientIp, TokenNetwork, TokenUsage
+from tallykey.monitor.models import DecoyTrip, TokenClientIp, TokenNetwork, TokenUsage
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.operators.models import OperatorToken
 from tallykey.people.models import OidcSignIn, PasswordReset, RecoveryCode, SecondFactor
@@ -24,6 +24,7 @@ __all__ = [
     "AuditEvent",
     "AuthFailure",
     "ConsoleSession",
+    "DecoyTrip",
     "Employee",
     "IdempotentRequest",
     "Node",

@@ -14,7 +14,9 @@ from tallykey.tokens import format as token_format
 
 PERSONAL = "personal"
 APPLICATION = "application"
-KINDS = (PERSONAL, APPLICATION)
+#: A decoy (SPEC §17): issued like any token, never grants; any use raises an alert.
+DECOY = "decoy"
+KINDS = (PERSONAL, APPLICATION, DECOY)
 
 ACTIVE = "active"
 EXPIRED = "expired"
@@ -27,6 +29,9 @@ STATUSES = (ACTIVE, EXPIRED, REVOKED, SUSPENDED, PENDING)
 #: revoked.
 DENIED_REASON = "denied"
 INACTIVE_REASON = "inactive"
+
+#: `suspend_reason` of a suspension made by the `contain` policy (SPEC §17).
+CONTAINED = "contained"
 
 
 class Token(Base):
@@ -66,6 +71,8 @@ class Token(Base):
     #: A token awaiting approval (`token_approval: members`) is refused (401
     #: token_pending) until an administrator approves it; a denial revokes it.
     pending_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: Why a suspension nobody signed for was made (`contained`, by an anomaly alert).
+    suspend_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: Renewal lineage: a successor names the token it renewed, which names its successor.
     renewed_from_id: Mapped[str | None] = mapped_column(ForeignKey("tokens.id"),
                                                         nullable=True)

@@ -47,6 +47,7 @@ from tallykey.tokens.events import (
 from tallykey.tokens.models import (
     ACTIVE,
     APPLICATION,
+    DECOY,
     DENIED_REASON,
     EXPIRED,
     INACTIVE_REASON,
@@ -130,8 +131,8 @@ INHERITED = ("account_id", "workspace_id", "kind", "region", "name", "descriptio
 NOT_INHERITED = ("id", "public_id", "created_by_id", "created_at", "created_ip",
                  "updated_at", "expires_at", "revoked_at", "revoked_by_id", "revoke_reason",
                  "rotated_at", "last_used_at", "last_used_ip", "last_used_agent",
-                 "suspended_at", "suspended_by_id", "renewed_from_id", "successor_id",
-                 "pending_at")
+                 "suspended_at", "suspended_by_id", "suspend_reason",
+                 "renewed_from_id", "successor_id", "pending_at")
 
 
 @dataclass(frozen=True)
@@ -204,7 +205,7 @@ class TokenService:
         now = self.clock.now()
         if draft.kind not in KINDS:
             raise ValidationFailed(f"Unknown token kind {draft.kind!r}.",
-                                   "Use 'personal' or 'application'.", field="kind")
+                                   "Use 'personal', 'application' or 'decoy'.", field="kind")
         name = policy.clean_name(draft.name)
         description = policy.clean_description(draft.description)
         allowlist = policy.clean_allowlist(draft.ip_allowlist)
@@ -219,6 +220,8 @@ class TokenService:
         if draft.kind == APPLICATION and not actor.is_admin:
             raise PermissionDenied("Only account administrators can create application tokens.",
                                    "Ask an administrator to create the token for you.")
+        if draft.kind == DECOY:
+            _check_decoy(actor, rate_limits, credits)
         with self.database.transaction() as session:
             account = session.get_one(Account, actor.account_id)
             expires_at = policy.resolve_expiry(
@@ -230,7 +233,7 @@ class TokenService:
                 owner = self._acting_user(session, actor, "create a personal token")
                 scopes = self._personal_scopes(owner, workspace_id, scopes)
                 owner_id = owner.id
-            elif not scopes:
+            elif not scopes and draft.kind == APPLICATION:
                 raise ValidationFailed("An application token needs at least one scope.",
                                        "Pick the scopes the integration needs.", field="scopes")
             secret = token_format.generate(self.region)
@@ -284,7 +287,7 @@ class TokenService:
                                    field="status")
         if query.kind is not None and query.kind not in KINDS:
             raise ValidationFailed(f"Unknown kind {query.kind!r}.",
-                                   "Use personal or application.", field="kind")
+                                   "Use personal, application or decoy.", field="kind")
         if isinstance(query.limit, bool) or not 1 <= query.limit <= MAX_PAGE_SIZE:
             raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE_SIZE}.", field="limit")
         statement = self._visible_tokens(actor)
@@ -330,6 +333,9 @@ class TokenService:
             token = self._visible_token(session, actor, token_id, for_update=True)
             self._require_current_secret(session, actor, token)
             self._require_live(token, now, "edited")
+            if token.kind == DECOY and (changes.rate_limits or changes.credits is not None):
+                _check_decoy(actor, rules.clean_rate_limits(changes.rate_limits or ()),
+                             (0, None) if changes.credits is not None else None)
             before = _editable_snapshot(token)
             if changes.name is not None:
                 token.name = policy.clean_name(changes.name)
@@ -475,9 +481,11 @@ class TokenService:
             return IssuedToken(successor, secret, policy.validity_warnings(now, expires_at),
                                previous_secret_expires_at=retire_at)
 
-    def suspend(self, actor: Actor, token_id: str) -> Token:
+    def suspend(self, actor: Actor, token_id: str, reason: str | None = None,
+                details: Mapping[str, Any] | None = None) -> Token:
         """Stop an active token until `resume`: it answers 401 token_suspended. `Conflict`
-        if it is revoked, expired or suspended already."""
+        if it is revoked, expired or suspended already. `reason` (e.g. `contained`) and
+        `details` go into the audit trail and the event."""
         now = self.clock.now()
         with self.database.transaction() as session:
             token = self._visible_token(session, actor, token_id, for_update=True)
@@ -497,8 +505,11 @@ class TokenService:
             self._require_live(token, now, "suspended")
             token.suspended_at = now
             token.suspended_by_id = actor.user_id
+            token.suspend_reason = reason
             token.updated_at = now
-            self._announce(session, TokenEvent(TOKEN_SUSPENDED, token, actor, now))
+            self._announce(session, TokenEvent(
+                TOKEN_SUSPENDED, token, actor, now,
+                {"reason": reason, **(details or {})} if reason else dict(details or {})))
             return token
 
     @staticmethod
@@ -534,6 +545,7 @@ class TokenService:
             suspended_at = token.suspended_at
             token.suspended_at = None
             token.suspended_by_id = None
+            token.suspend_reason = None
             token.updated_at = now
             self._announce(session, TokenEvent(TOKEN_RESUMED, token, actor, now, {
                 "suspended_at": suspended_at.isoformat()}))
@@ -910,6 +922,19 @@ def needs_approval(account: Account, actor: Actor) -> bool:
     account's `token_approval` policy is `members` and the creator is no administrator
     (nor the operator)."""
     return account.token_approval == APPROVAL_MEMBERS and not actor.is_admin
+
+
+def _check_decoy(actor: Actor, rate_limits: Sequence[rules.RateRule],
+                 credits: tuple[int, rules.Refill | None] | None) -> None:
+    """A decoy (SPEC §17) is an administrator's trap: it never grants, so it has no rate
+    limits or credits to spend."""
+    if not actor.is_admin:
+        raise PermissionDenied("Only account administrators can create decoy tokens.",
+                               "Ask an administrator to plant the decoy.")
+    if rate_limits or credits is not None:
+        raise ValidationFailed("A decoy token never grants anything, so it takes no rate "
+                               "limits or credits.", "Leave rate_limits and credits out.",
+                               field="rate_limits" if rate_limits else "credits")
 
 
 def _require_owner(actor: Actor, token: Token, verb: str, noun: str) -> None:

@@ -944,6 +944,8 @@ export interface components {
         };
         /** AccountUpdate */
         AccountUpdate: {
+            /** Contain */
+            contain?: ("off" | "suspend") | null;
             /** Ip Allowlist */
             ip_allowlist?: string[] | null;
             /** Max Validity Days */
@@ -966,6 +968,11 @@ export interface components {
         };
         /** AccountView */
         AccountView: {
+            /**
+             * Contain
+             * @default off
+             */
+            contain?: string;
             /** Id */
             id: string;
             /** Ip Allowlist */
@@ -1764,7 +1771,7 @@ export interface components {
              * @default personal
              * @enum {string}
              */
-            kind?: "personal" | "application";
+            kind?: "personal" | "application" | "decoy";
             /**
              * Metadata
              * @description a JSON object of at most 4 KB, returned on verify
