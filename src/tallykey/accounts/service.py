@@ -15,8 +15,8 @@ from sqlalchemy.orm import Session
 from tallykey.accounts.console_sessions import end_sessions
 from tallykey.accounts.models import (
     APPROVAL_POLICIES,
-    MAX_INACTIVE_DAYS,
     CONTAIN_POLICIES,
+    MAX_INACTIVE_DAYS,
     Account,
     User,
     Workspace,
