@@ -2107,7 +2107,7 @@ export interface components {
             enabled?: boolean;
             /**
              * Events
-             * @description Event types to send (any of token.created, token.updated, token.rotated, token.revoked, token.suspended, token.resumed, token.renewed, token.secret_retrieved, token.approved, token.denied, token.expiring, token.expired, token.new_network, token.denied_spike, token.old_secret_used); empty or absent: every event.
+             * @description Event types to send (any of token.created, token.updated, token.rotated, token.revoked, token.suspended, token.resumed, token.renewed, token.secret_retrieved, token.approved, token.denied, token.expiring, token.expired, token.new_network, token.denied_spike, token.old_secret_used, token.many_networks, token.decoy_used); empty or absent: every event.
              */
             events?: string[];
             /**
@@ -2124,7 +2124,7 @@ export interface components {
             enabled?: boolean | null;
             /**
              * Events
-             * @description Event types to send (any of token.created, token.updated, token.rotated, token.revoked, token.suspended, token.resumed, token.renewed, token.secret_retrieved, token.approved, token.denied, token.expiring, token.expired, token.new_network, token.denied_spike, token.old_secret_used); empty or absent: every event.
+             * @description Event types to send (any of token.created, token.updated, token.rotated, token.revoked, token.suspended, token.resumed, token.renewed, token.secret_retrieved, token.approved, token.denied, token.expiring, token.expired, token.new_network, token.denied_spike, token.old_secret_used, token.many_networks, token.decoy_used); empty or absent: every event.
              */
             events?: string[] | null;
             /** Url */
