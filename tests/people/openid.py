@@ -65,7 +65,10 @@ class Provider:
 
     def authorize(self, url: str, login: str, redirect_prefix: str) -> str:
         """Sign `login` in at the provider; the URL it redirects back to tallykey."""
-        with httpx.Client(timeout=10) as browser:
+        # A new connection per request: the provider (Node) closes an idle kept-alive one
+        # after 5 s, and a loaded machine can reuse it just then ("Server disconnected").
+        with httpx.Client(timeout=10,
+                          limits=httpx.Limits(max_keepalive_connections=0)) as browser:
             answer = browser.get(url)
             for _ in range(10):
                 location = answer.headers.get("location")

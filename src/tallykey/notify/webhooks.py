@@ -54,7 +54,6 @@ from tallykey.db.base import new_id
 from tallykey.db.engine import Database
 from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
 from tallykey.keys.keyring import KeyConfigError, KeyRing
-from tallykey.keys.vault import open_value, seal_value, sealed_key_id
 from tallykey.notify import outbox
 from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
 from tallykey.notify.outbox import DeliveryError, Draft
@@ -337,6 +336,7 @@ class WebhookService:
         """A signing secret as the row keeps it: sealed under the KEK when there is one."""
         if self.keyring is None:
             return secret
+        from tallykey.keys.vault import seal_value  # cryptography: the server's, not embedded
         return seal_value(self.keyring, secret, secret_aad(endpoint_id))
 
     def add(self, actor: Actor, url: str, *, description: str = "",
@@ -489,6 +489,7 @@ class WebhookService:
         with self.database.reading() as session:
             ids = list(session.scalars(select(WebhookEndpoint.id).where(
                 WebhookEndpoint.deleted_at.is_(None))))
+        from tallykey.keys.vault import open_value, seal_value, sealed_key_id
         changed = 0
         for endpoint_id in ids:
             with self.database.transaction() as session:
@@ -569,6 +570,7 @@ class WebhookChannel:
             return refused
         now = self.clock.now()
         timestamp = int(now.timestamp())
+        from tallykey.keys.vault import open_value  # cryptography: the server's, not embedded
         try:
             signing = [open_value(self.keyring, stored, secret_aad(endpoint.id))
                        for stored in signing_secrets(endpoint, now, self.overlap)]
