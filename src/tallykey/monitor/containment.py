@@ -19,6 +19,7 @@ from __future__ import annotations
 import logging
 import threading
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from tallykey.accounts.models import CONTAIN_SUSPEND, Account
 from tallykey.actor import Actor
@@ -32,7 +33,9 @@ from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings
 from tallykey.tokens.models import CONTAINED, Token
-from tallykey.tokens.service import TokenService
+
+if TYPE_CHECKING:
+    from tallykey.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +67,7 @@ class Containment:
         self.notifier = notifier
         self.clock = clock
         self.database_clock = database_clock
-        self.tokens = TokenService(database, clock, region=settings.region,
-                                   listeners=[notifier.on_token_event])
+        self.tokens = _token_service(database, clock, settings, notifier)
         self.threads: list[threading.Thread] = []
 
     @staticmethod
@@ -74,6 +76,12 @@ class Containment:
 
     def start(self, incidents: list[Incident]) -> None:
         """Contain each token (one incident per token) on a thread of its own."""
+        if self.tokens is None:
+            for incident in incidents:
+                log.warning("token %s not contained by this process: an embedded verifier "
+                            "without tallykey[server] cannot suspend (the server's nodes "
+                            "contain the alerts they raise)", incident.token_id)
+            return
         seen: set[str] = set()
         self.threads = [thread for thread in self.threads if thread.is_alive()]
         for incident in incidents:
@@ -103,6 +111,8 @@ class Containment:
         """Suspend the token, wait for the nodes, tell the admins. None when there was
         nothing to do (suspended, revoked or expired already)."""
         actor = Actor.system(incident.account_id, LABEL)
+        if self.tokens is None:
+            return None
         try:
             self.tokens.suspend(actor, incident.token_id, reason=CONTAINED,
                                 details={"alert": incident.alert})
@@ -137,3 +147,16 @@ class Containment:
                 to_admins=True, webhook=False, template="token_contained")
         log.warning("token %s contained (%s): %s", incident.token_id, incident.alert, reach)
         return propagation
+
+
+def _token_service(database: Database, clock: Clock, settings: Settings,
+                   notifier: Notifier) -> TokenService | None:
+    """The token service suspensions go through; None in an embedded install
+    (`tallykey[embedded]` has no password hashing or e-mail validation, which the service's
+    modules load)."""
+    try:
+        from tallykey.tokens.service import TokenService
+    except ImportError:
+        return None
+    return TokenService(database, clock, region=settings.region,
+                        listeners=[notifier.on_token_event])
