@@ -399,3 +399,18 @@ def _certificate_for(name: str, folder: Path) -> tuple[Path, Path]:
                                            serialization.PrivateFormat.PKCS8,
                                            serialization.NoEncryption()))
     return cert_file, key_file
+
+
+def test_changing_the_url_to_a_private_address_is_refused_and_changes_nothing(
+        world: World, clock: FrozenClock) -> None:
+    """Red team (#31), held: PATCH checks a new URL as adding does (loopback, cloud
+    metadata, a mapped IPv6 loopback): a clear 422 and the endpoint keeps its URL."""
+    strict = WebhookService(world.rt.database, clock)
+    operator = Actor.operator(world.acme_id)
+    endpoint, _ = strict.add(operator, "https://hooks.example.com/tallykey")
+    for target in ("http://127.0.0.1:6379/", "http://169.254.169.254/latest/meta-data",
+                   "http://[::ffff:10.0.0.1]/", "http://localhost/x"):
+        with pytest.raises(ValidationFailed) as refused:
+            strict.update(operator, endpoint.id, url=target)
+        assert refused.value.details["field"] == "url", target
+    assert strict.get(operator, endpoint.id).url == "https://hooks.example.com/tallykey"
