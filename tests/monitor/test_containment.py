@@ -241,3 +241,24 @@ def test_a_retired_secret_cannot_contain_the_live_token(
     with rt.database.reading() as session:
         assert session.scalars(select(OutboxMessage).where(
             OutboxMessage.event == "token.denied_spike")).first() is not None
+
+
+def test_a_token_refused_by_its_own_rate_limit_is_not_contained(
+        world: World, rt: Runtime, verifier: Verifier) -> None:
+    """Red team (#31): 429s of a token's own rate limit (or credits) are the key controls
+    doing their job — a busy integration backing off on `Retry-After` meets many of them —
+    not a sign of a leak; they contained the token, an outage of a client that behaved.
+    They still raise the spike alert."""
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(contain="suspend"))
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(
+        name="busy", expires_in_days=30,
+        rate_limits=[{"name": "default", "limit": 1, "per_seconds": 3600}]))
+    header = f"Bearer {issued.value}"
+    assert verifier.verify(header, "198.51.100.7").allowed
+    for _ in range(25):
+        assert verifier.verify(header, "198.51.100.7").reason == "rate_limited"
+    flush(verifier)
+    assert status_of(rt, issued.token.id) == ("active", None)
+    with rt.database.reading() as session:
+        assert session.scalars(select(OutboxMessage).where(
+            OutboxMessage.event == "token.denied_spike")).first() is not None

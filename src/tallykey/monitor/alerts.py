@@ -38,7 +38,7 @@ from tallykey.accounts.models import Account
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
-from tallykey.errors import RotatedOut, TokenSuspended
+from tallykey.errors import RateLimited, RotatedOut, TokenSuspended, UsageExhausted
 from tallykey.feed.clock import DatabaseClock
 from tallykey.monitor.containment import Containment, Incident
 from tallykey.monitor.decoys import record_trips
@@ -57,10 +57,12 @@ _CHUNK = 400
 #: at most once a day per node rather than on every flush.
 _KNOWN_LIMIT = 200_000
 #: Refusals that do not count towards containing a token (SPEC §17): those of a token
-#: suspended already (a containment, say), and those of a secret a rotation or renewal
+#: suspended already (a containment, say); those of a secret a rotation or renewal
 #: retired — whoever holds a leaked secret the owner rotated away must not be able to
-#: suspend the token's live secret with it. They still count for the spike alert.
-_NOT_CONTAINING = (TokenSuspended.reason, RotatedOut.reason)
+#: suspend the token's live secret with it; and the token's own rate limits and credits
+#: at work (a busy client backing off meets many). They still count for the spike alert.
+_NOT_CONTAINING = (TokenSuspended.reason, RotatedOut.reason, RateLimited.reason,
+                   UsageExhausted.reason)
 #: "Many networks at once" counts the distinct networks of this many seconds.
 CROWD_WINDOW_SECONDS = 60
 
