@@ -90,6 +90,8 @@ def test_an_unused_token_is_warned_about_then_revoked_by_the_worker(
                 AuditEvent.target_id == idle.token.id, AuditEvent.action == "token.revoked"))
         assert entry.details["reason"] == "inactive"
         assert entry.actor_label == "the inactivity policy"
+        # tallykey acting on its own, as containment does: not "the operator" (red team)
+        assert (entry.actor_type, entry.actor_id) == ("system", None)
         verifier.sync()  # the feed's change reaches the cache like any revocation
         refused = verifier.verify(f"Bearer {idle.value}", IP)
         assert not refused.allowed and refused.reason == "revoked"

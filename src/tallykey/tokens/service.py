@@ -638,8 +638,7 @@ class TokenService:
                     or token.kind == DECOY
                     or (token.last_used_at or token.created_at) > unused_since):
                 return None
-            actor = Actor(token.account_id, None, ADMIN, "the inactivity policy", None,
-                          "worker")
+            actor = Actor.system(token.account_id, "the inactivity policy")
             token.revoked_at = now
             token.revoke_reason = INACTIVE_REASON
             token.updated_at = now
