@@ -39,6 +39,7 @@ import ipaddress
 import json
 import secrets
 import socket
+import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -535,6 +536,16 @@ def _require_admin(actor: Actor) -> None:
         raise PermissionDenied("Only account administrators can manage webhooks.")
 
 
+def delivery_client(verify: ssl.SSLContext | bool = True) -> httpx.Client:
+    """The HTTP client of deliveries: no redirects, and no connection kept alive — a
+    delivery connects to the address it checked (`WebhookChannel._public_address`), and
+    the pool knows addresses only, so a kept connection could carry another host name's
+    delivery past that name's certificate check."""
+    return httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, verify=verify,
+                        limits=httpx.Limits(max_keepalive_connections=0),
+                        headers={"User-Agent": "tallykey-webhooks/1"})
+
+
 class WebhookChannel:
     """Delivers outbox rows of kind `webhook` with httpx; any 2xx is success."""
 
@@ -546,8 +557,7 @@ class WebhookChannel:
         self.allow_private = allow_private
         self.overlap = overlap
         self.keyring = keyring
-        self.client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False,
-                                             headers={"User-Agent": "tallykey-webhooks/1"})
+        self.client = client or delivery_client()
 
     def deliver(self, messages: Sequence[OutboxMessage]
                 ) -> Iterator[tuple[OutboxMessage, DeliveryError | None]]:
