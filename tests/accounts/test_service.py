@@ -88,3 +88,20 @@ def test_policy_changes_are_validated_and_audited(world: World) -> None:
 def test_short_passwords_are_refused(world: World) -> None:
     with pytest.raises(ValidationFailed, match="at least 12"):
         world.rt.accounts.create_user(world.as_admin, "p@acme.test", password="short")
+
+
+def test_the_last_admin_cannot_make_themself_an_auditor(world: World) -> None:
+    """Red team (#31), held: demoting the last active administrator to auditor (by
+    themself or the operator) is refused and changes nothing; with a second admin it is
+    allowed, and from then on the demoted user changes nothing."""
+    with pytest.raises(ValidationFailed, match="last active administrator"):
+        world.rt.accounts.update_user(world.as_admin, world.admin.id, role="auditor")
+    with pytest.raises(ValidationFailed, match="last active administrator"):
+        world.rt.accounts.update_user(Actor.operator(world.acme_id), world.admin.id,
+                                      role="auditor")
+    assert world.rt.accounts.get_user(world.as_admin, world.admin.id).role == "admin"
+    world.rt.accounts.update_user(world.as_admin, world.member.id, role="admin")
+    world.rt.accounts.update_user(world.as_admin, world.admin.id, role="auditor")
+    demoted = Actor(world.acme_id, world.admin.id, "auditor", world.admin.email)
+    with pytest.raises(PermissionDenied):
+        world.rt.accounts.update_user(demoted, world.member.id, role="auditor")

@@ -155,3 +155,27 @@ def test_the_policies_are_validated_and_audited(api: TestClient, world: World) -
                     headers=admin).json()
     assert audit["items"][0]["details"]["after"]["revoke_inactive_days"] is None
     assert audit["items"][1]["details"]["after"]["revoke_inactive_days"] == 30
+
+
+def test_turning_approval_off_approves_nothing_already_pending(
+        api: TestClient, member_api: tuple[TestClient, dict[str, str]], world: World,
+        rt: Runtime) -> None:
+    """Red team (#31): turning `token_approval` off is no back door for what waits:
+    a token already pending stays pending (refused, in the queue) until an administrator
+    decides; only tokens made after that are active at once."""
+    admin = management_token(world, world.as_admin)
+    require_approval(api, admin)
+    waiting = member_token(member_api, "asked before")
+    off = api.patch("/api/v1/account", json={"token_approval": "off"}, headers=admin)
+    assert off.status_code == 200 and off.json()["token_approval"] == "off"
+    later = member_token(member_api, "asked after")
+    assert later["status"] == "active"
+    shown = api.get(f"/api/v1/tokens/{waiting['id']}", headers=admin).json()
+    assert shown["status"] == "pending"
+    refused = api.post("/api/v1/verify", json={"token": waiting["token"]}).json()
+    assert refused["status"] == 401 and refused["reason"] == "token_pending"
+    queue = api.get("/api/v1/tokens", params={"status": "pending"}, headers=admin).json()
+    assert [t["id"] for t in queue["items"]] == [waiting["id"]]
+    approved = api.post(f"/api/v1/tokens/{waiting['id']}/approve", headers=admin)
+    assert approved.status_code == 200 and approved.json()["status"] == "active"
+    assert api.post("/api/v1/verify", json={"token": waiting["token"]}).json()["status"] == 200

@@ -56,6 +56,9 @@ def test_admins_get_the_weekly_digest_once_a_week_unless_they_opt_out(
     rt.tokens.revoke(world.as_admin, gone.token.id)
     rt.tokens.issue(world.as_other_admin, TokenDraft(name="globex token",
                                                      expires_in_days=5))
+    # a decoy is never used by design: listed as "never used" it invites a clean-up
+    rt.tokens.issue(world.as_admin, TokenDraft(name="planted decoy", kind="decoy",
+                                               expires_in_days=90))
     with rt.database.transaction() as session:
         session.execute(update(Token).where(Token.id == used.token.id).values(
             last_used_at=clock.now()))
@@ -83,7 +86,7 @@ def test_admins_get_the_weekly_digest_once_a_week_unless_they_opt_out(
     assert "expires in 3 days" in expiring
     assert "never touched" in never and idle.secret.prefix in never
     assert "nightly export" in never  # never used either
-    for absent in ("in daily use", "revoked one", "globex token"):
+    for absent in ("in daily use", "revoked one", "globex token", "planted decoy"):
         assert absent not in body
     assert idle.value not in body and "never touched" in text_of(digests[0].message, "html")
     with rt.database.reading() as session:

@@ -90,6 +90,8 @@ def test_an_unused_token_is_warned_about_then_revoked_by_the_worker(
                 AuditEvent.target_id == idle.token.id, AuditEvent.action == "token.revoked"))
         assert entry.details["reason"] == "inactive"
         assert entry.actor_label == "the inactivity policy"
+        # tallykey acting on its own, as containment does: not "the operator" (red team)
+        assert (entry.actor_type, entry.actor_id) == ("system", None)
         verifier.sync()  # the feed's change reaches the cache like any revocation
         refused = verifier.verify(f"Bearer {idle.value}", IP)
         assert not refused.allowed and refused.reason == "revoked"
@@ -129,3 +131,56 @@ def _inactive_rows(rt: Runtime) -> list[OutboxMessage]:
     with rt.database.reading() as session:
         return list(session.scalars(select(OutboxMessage).where(
             OutboxMessage.event == TOKEN_INACTIVE)))
+
+
+def test_a_decoy_is_never_revoked_nor_warned_about_for_inactivity(
+        rt: Runtime, world: World, clock: FrozenClock, smtp_server: SmtpServer) -> None:
+    """Red team (#31): a decoy is never used by design (its trips are no use), so the
+    inactivity policy revoked every decoy `revoke_inactive_days` after it was planted —
+    and a revoked decoy raises no alert any more: the trap was silently disarmed."""
+    now = clock.now()
+    rt.accounts.update_policies(world.as_admin, _days(30))
+    decoy = rt.tokens.issue(world.as_admin, TokenDraft(name="aws key in wiki", kind="decoy",
+                                                       expires_in_days=365))
+    idle = rt.tokens.issue(world.as_admin, TokenDraft(name="idle", expires_in_days=365))
+    run = worker(rt, smtp_server)
+    run.run_once()  # the creation notices
+    date_back(rt, decoy.token.id, created=now - timedelta(days=25))
+    date_back(rt, idle.token.id, created=now - timedelta(days=25))
+    assert run.run_once().sent == 1  # the real idle token's warning only
+    date_back(rt, decoy.token.id, created=now - timedelta(days=200))
+    date_back(rt, idle.token.id, created=now - timedelta(days=200))
+    assert run.run_once().revoked_inactive == 1
+    assert token_row(rt, idle.token.id).revoke_reason == "inactive"
+    assert token_row(rt, decoy.token.id).revoked_at is None
+    assert [m.token_id for m in _inactive_rows(rt)] == [idle.token.id]
+
+
+def test_a_use_not_flushed_yet_keeps_a_token_at_the_limit(
+        rt: Runtime, world: World, clock: FrozenClock, smtp_server: SmtpServer) -> None:
+    """Red team (#31): a node writes its uses at its next flush (and, cut off from the
+    store, up to the stale window later). The worker now leaves a token alone for
+    `inactivity.MARGIN` past the limit, so a token in use right now on another node is
+    not revoked on the strength of a last use that is merely not written yet."""
+    now = clock.now()
+    rt.accounts.update_policies(world.as_admin, _days(30))
+    token = rt.tokens.issue(world.as_member, TokenDraft(name="monthly job",
+                                                        expires_in_days=365))
+    verifier = Verifier(settings=rt.settings, database=rt.database, clock=rt.clock,
+                        background=False)
+    try:
+        date_back(rt, token.token.id, created=now - timedelta(days=200),
+                  last_used=now - timedelta(days=30, minutes=5))
+        assert verifier.verify(f"Bearer {token.value}", IP).allowed  # in use on a node
+        run = worker(rt, smtp_server)
+        assert run.run_once().revoked_inactive == 0
+        assert token_row(rt, token.token.id).revoked_at is None
+        verifier.flush_usage()
+        assert token_row(rt, token.token.id).last_used_at == now
+        assert verifier.verify(f"Bearer {token.value}", IP).allowed
+        # past the margin, an unused token goes as before
+        date_back(rt, token.token.id, created=now - timedelta(days=200),
+                  last_used=now - timedelta(days=30, hours=2))
+        assert run.run_once().revoked_inactive == 1
+    finally:
+        verifier.close()

@@ -195,3 +195,70 @@ def test_many_networks_at_once_alert_once_and_contain(world: World, rt: Runtime,
     assert [m.recipient for m in sent] == [world.member.email]  # the creator, once
     assert "6 different networks" in sent[0].body and "203.0.5.0/24" in sent[0].body
     assert entry.details["alert"] == "many_networks"
+
+
+def test_a_resumed_token_is_not_contained_again_by_the_same_burst(
+        world: World, rt: Runtime, verifier: Verifier) -> None:
+    """Red team (#31): the burst that contained a token was counted again at every later
+    flush of that hour, so once an administrator resumed it, one more refusal (a request
+    refused while it was suspended, flushed late, or a single wrong call) suspended it
+    again. Only the flush in which the burst crosses the threshold contains it."""
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(contain="suspend"))
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(
+        name="fenced", expires_in_days=30, ip_allowlist=["198.51.100.0/24"]))
+    header = f"Bearer {issued.value}"
+    for _ in range(25):
+        assert verifier.verify(header, "203.0.113.9").status == 403
+    flush(verifier)
+    assert status_of(rt, issued.token.id) == (SUSPENDED, CONTAINED)
+    assert verifier.verify(header, "198.51.100.7").reason == "suspended"  # flushed late
+    rt.tokens.resume(world.as_admin, issued.token.id)
+    assert verifier.verify(header, "203.0.113.9").status == 403  # one more wrong call
+    flush(verifier)
+    assert status_of(rt, issued.token.id) == ("active", None)
+    assert verifier.verify(header, "198.51.100.7").allowed
+    with rt.database.reading() as session:
+        suspensions = session.scalars(select(AuditEvent).where(
+            AuditEvent.target_id == issued.token.id,
+            AuditEvent.action == "token.suspended")).all()
+    assert len(suspensions) == 1
+
+
+def test_a_retired_secret_cannot_contain_the_live_token(
+        world: World, rt: Runtime, verifier: Verifier) -> None:
+    """Red team (#31): refusals of a secret a rotation retired (`rotated_out`) counted
+    towards the burst, so whoever holds the leaked secret the owner rotated away could
+    suspend the token's live secret at will. They still raise the spike alert."""
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(contain="suspend"))
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(name="leaked", expires_in_days=30))
+    rotated = rt.tokens.rotate(world.as_admin, issued.token.id, grace_seconds=0)
+    for _ in range(25):
+        assert verifier.verify(f"Bearer {issued.value}", "203.0.113.9").reason == \
+            "rotated_out"
+    flush(verifier)
+    assert status_of(rt, issued.token.id) == ("active", None)
+    assert verifier.verify(f"Bearer {rotated.value}", "198.51.100.7").allowed
+    with rt.database.reading() as session:
+        assert session.scalars(select(OutboxMessage).where(
+            OutboxMessage.event == "token.denied_spike")).first() is not None
+
+
+def test_a_token_refused_by_its_own_rate_limit_is_not_contained(
+        world: World, rt: Runtime, verifier: Verifier) -> None:
+    """Red team (#31): 429s of a token's own rate limit (or credits) are the key controls
+    doing their job — a busy integration backing off on `Retry-After` meets many of them —
+    not a sign of a leak; they contained the token, an outage of a client that behaved.
+    They still raise the spike alert."""
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(contain="suspend"))
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(
+        name="busy", expires_in_days=30,
+        rate_limits=[{"name": "default", "limit": 1, "per_seconds": 3600}]))
+    header = f"Bearer {issued.value}"
+    assert verifier.verify(header, "198.51.100.7").allowed
+    for _ in range(25):
+        assert verifier.verify(header, "198.51.100.7").reason == "rate_limited"
+    flush(verifier)
+    assert status_of(rt, issued.token.id) == ("active", None)
+    with rt.database.reading() as session:
+        assert session.scalars(select(OutboxMessage).where(
+            OutboxMessage.event == "token.denied_spike")).first() is not None

@@ -5,9 +5,18 @@ from __future__ import annotations
 import base64
 import json
 import os
-from datetime import timedelta
+import socket
+import ssl
+import threading
+from datetime import UTC, datetime, timedelta
+from http.server import ThreadingHTTPServer
+from pathlib import Path
 
 import pytest
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
 from sqlalchemy import select
 
 from tallykey.actor import Actor
@@ -15,9 +24,11 @@ from tallykey.clock import FrozenClock
 from tallykey.errors import PermissionDenied, ValidationFailed
 from tallykey.keys.keyring import KeyConfigError
 from tallykey.keys.vault import TamperedCiphertext, open_value
+from tallykey.notify import webhooks
 from tallykey.notify.models import WebhookEndpoint
 from tallykey.notify.webhooks import (
     SignatureInvalid,
+    WebhookChannel,
     WebhookService,
     secret_aad,
     sign,
@@ -283,3 +294,127 @@ def test_signing_secrets_are_sealed_under_the_kek_and_resealed_by_key_rotation(
             except SignatureInvalid:
                 pass
     assert verified == 2
+
+
+def test_a_name_rebound_to_a_private_address_after_the_check_is_not_followed(
+        world: World, clock: FrozenClock, http_receiver: HttpReceiver,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """Red team (#31): the delivery checked the name's addresses, then let the HTTP client
+    resolve the name again — a DNS-rebinding name (public for the check, 127.0.0.1 a
+    moment later) reached loopback services. The delivery now connects to the address it
+    checked, naming the host in `Host` (and in TLS, SNI and the certificate check).
+
+    No rebinding DNS server runs here: the resolver stands in for one (public answer
+    first, loopback after), and 127.0.0.2 stands in for a public address (nothing
+    listens there, and it is not the receiver's 127.0.0.1)."""
+    real_getaddrinfo = socket.getaddrinfo
+    asked: list[str] = []
+
+    def rebinding(host: object, port: object, *args: object, **kwargs: object) -> object:
+        if host == "rebind.example":
+            asked.append(str(host))
+            host = "127.0.0.2" if len(asked) == 1 else "127.0.0.1"
+        return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    real_is_public = webhooks._is_public
+    monkeypatch.setattr(webhooks, "_is_public",
+                        lambda address: address == "127.0.0.2" or real_is_public(address))
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding)
+    port = http_receiver.url.split(":")[2].split("/")[0]
+    world.rt.webhooks.add(Actor.operator(world.acme_id),
+                          f"http://rebind.example:{port}/hooks/tallykey")
+    world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                     scopes=["employees:read"]))
+    worker = make_worker(world.rt, None, private_webhook_targets=False)
+    worker.run_once()
+    assert http_receiver.requests == []  # loopback was never reached
+    assert asked == ["rebind.example"]  # resolved once, for the check
+    [row] = [r for r in outbox_rows(world.rt) if r.channel == "webhook"]
+    assert row.status != "sent" and "ConnectError" in (row.last_error or "")
+
+
+def test_a_pinned_https_delivery_checks_the_certificate_against_the_name(
+        world: World, clock: FrozenClock, tmp_path: Path,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The address is pinned, the name still rules TLS: a real HTTPS receiver whose
+    certificate names `hooks.example` gets the delivery (SNI and the certificate check use
+    the name, `Host` carries it); one whose certificate names another host is refused.
+    The resolver stands in for DNS, 127.0.0.2 for a public address, as above."""
+    real_getaddrinfo = socket.getaddrinfo
+
+    def resolver(host: object, port: object, *args: object, **kwargs: object) -> object:
+        if host in ("hooks.example", "other.example"):
+            host = "127.0.0.2"
+        return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    real_is_public = webhooks._is_public
+    monkeypatch.setattr(webhooks, "_is_public",
+                        lambda address: address == "127.0.0.2" or real_is_public(address))
+    monkeypatch.setattr(socket, "getaddrinfo", resolver)
+    cert_file, key_file = _certificate_for("hooks.example", tmp_path)
+    receiver = HttpReceiver()
+    receiver.server.server_close()
+    handler = receiver.server.RequestHandlerClass
+    handler.protocol_version = "HTTP/1.1"  # type: ignore[attr-defined]  # keep-alive
+    server = ThreadingHTTPServer(("127.0.0.2", 0), handler)
+    tls = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    tls.load_cert_chain(cert_file, key_file)
+    server.socket = tls.wrap_socket(server.socket, server_side=True)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        port = server.server_address[1]
+        operator = Actor.operator(world.acme_id)
+        good, _ = world.rt.webhooks.add(operator, f"https://hooks.example:{port}/in")
+        wrong, _ = world.rt.webhooks.add(operator, f"https://other.example:{port}/in")
+        world.rt.tokens.issue(world.as_admin, TokenDraft(name="CRM", expires_in_days=30,
+                                                         scopes=["employees:read"]))
+        # the channel's own client, trusting the test's certificate: it keeps no
+        # connection alive, so a connection pinned for one name (the pool knows addresses
+        # only) never carries a delivery to another name past its certificate check
+        client = webhooks.delivery_client(
+            verify=ssl.create_default_context(cafile=str(cert_file)))
+        channel = WebhookChannel(world.rt.database, clock, client, allow_private=False)
+        make_worker(world.rt, None, webhooks=channel).run_once()
+        [request] = receiver.requests
+        assert request.path == "/in"
+        assert request.headers["Host"] == f"hooks.example:{port}"
+        rows = {r.endpoint_id: r for r in outbox_rows(world.rt) if r.channel == "webhook"}
+        assert rows[good.id].status == "sent"
+        assert rows[wrong.id].status != "sent"
+        assert "CERTIFICATE_VERIFY_FAILED" in (rows[wrong.id].last_error or "")
+    finally:
+        server.shutdown()
+        server.server_close()
+
+
+def _certificate_for(name: str, folder: Path) -> tuple[Path, Path]:
+    key = ec.generate_private_key(ec.SECP256R1())
+    subject = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, name)])
+    now = datetime.now(UTC)
+    cert = (x509.CertificateBuilder().subject_name(subject).issuer_name(subject)
+            .public_key(key.public_key()).serial_number(x509.random_serial_number())
+            .not_valid_before(now - timedelta(days=1)).not_valid_after(now + timedelta(days=1))
+            .add_extension(x509.SubjectAlternativeName([x509.DNSName(name)]), critical=False)
+            .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+            .sign(key, hashes.SHA256()))
+    cert_file, key_file = folder / "cert.pem", folder / "key.pem"
+    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_file.write_bytes(key.private_bytes(serialization.Encoding.PEM,
+                                           serialization.PrivateFormat.PKCS8,
+                                           serialization.NoEncryption()))
+    return cert_file, key_file
+
+
+def test_changing_the_url_to_a_private_address_is_refused_and_changes_nothing(
+        world: World, clock: FrozenClock) -> None:
+    """Red team (#31), held: PATCH checks a new URL as adding does (loopback, cloud
+    metadata, a mapped IPv6 loopback): a clear 422 and the endpoint keeps its URL."""
+    strict = WebhookService(world.rt.database, clock)
+    operator = Actor.operator(world.acme_id)
+    endpoint, _ = strict.add(operator, "https://hooks.example.com/tallykey")
+    for target in ("http://127.0.0.1:6379/", "http://169.254.169.254/latest/meta-data",
+                   "http://[::ffff:10.0.0.1]/", "http://localhost/x"):
+        with pytest.raises(ValidationFailed) as refused:
+            strict.update(operator, endpoint.id, url=target)
+        assert refused.value.details["field"] == "url", target
+    assert strict.get(operator, endpoint.id).url == "https://hooks.example.com/tallykey"

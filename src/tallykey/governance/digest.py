@@ -1,7 +1,8 @@
 """The weekly digest (SPEC §17): once a week per account, each administrator (unless
 they turned it off) is mailed the account's live tokens that expire within 14 days and
-those never used. `accounts.digest_sent_at` records the week's send, claimed in the same
-transaction as the mails, so workers on several nodes send it once."""
+those never used (not decoys: they are never used by design, and a list of unused tokens
+invites a clean-up). `accounts.digest_sent_at` records the week's send, claimed in the
+same transaction as the mails, so workers on several nodes send it once."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ from sqlalchemy import ColumnElement, and_, or_, select, update
 from tallykey.accounts.models import Account
 from tallykey.db.engine import Database
 from tallykey.notify.notices import Notifier
-from tallykey.tokens.models import Token
+from tallykey.tokens.models import DECOY, Token
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +52,7 @@ def send_digests(database: Database, notifier: Notifier, now: datetime) -> int:
                 live.where(Token.expires_at <= now + EXPIRING_WITHIN)
                 .order_by(Token.expires_at, Token.id).limit(MAX_LISTED)))
             unused = list(session.scalars(
-                live.where(Token.last_used_at.is_(None))
+                live.where(Token.last_used_at.is_(None), Token.kind != DECOY)
                 .order_by(Token.created_at, Token.id).limit(MAX_LISTED)))
             if expiring or unused:
                 added += notifier.digest(session, account,

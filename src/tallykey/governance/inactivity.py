@@ -2,7 +2,12 @@
 last use, or since its creation when it was never used — is revoked by the worker with
 `revoke_reason: "inactive"`, propagated and audited like any revocation. Its owner is
 mailed 7 days before (halfway, for a limit of 7 days or less), once per stretch of
-disuse. Time is the worker's clock, which is the database's (`feed.clock`)."""
+disuse. Time is the worker's clock, which is the database's (`feed.clock`).
+
+A token is revoked `MARGIN` after the limit, not at it: a node writes its uses at its
+next flush (a node cut off from the store, when it is back, up to the stale window
+later), so a token in use right now is not revoked for a last use not written yet.
+Decoys (SPEC §17) are never used by design and stay out of the policy."""
 
 from __future__ import annotations
 
@@ -16,12 +21,15 @@ from tallykey.accounts.models import Account
 from tallykey.db.engine import Database
 from tallykey.notify.notices import Notifier
 from tallykey.notify.outbox import notices_present
-from tallykey.tokens.models import Token
+from tallykey.tokens.models import DECOY, Token
 from tallykey.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
 
 WARN_BEFORE = timedelta(days=7)
+#: How long past the limit a token is left alone, for uses the nodes have not written
+#: yet (a flush a heartbeat away; `TALLYKEY_STALE_IF_ERROR` is at most an hour).
+MARGIN = timedelta(hours=1)
 
 
 @dataclass
@@ -58,11 +66,12 @@ def sweep_inactive(database: Database, tokens: TokenService, notifier: Notifier,
             rows = list(session.execute(
                 select(Token.id, Token.last_used_at, Token.created_at)
                 .where(Token.account_id == account_id, Token.revoked_at.is_(None),
-                       Token.expires_at > now, unused_since <= now - warning_delay(days))))
+                       Token.kind != DECOY, Token.expires_at > now,
+                       unused_since <= now - warning_delay(days))))
         due: dict[str, tuple[str, datetime]] = {}
         for token_id, last_used_at, created_at in rows:
             since = last_used_at or created_at
-            if since <= now - limit:
+            if since <= now - limit - MARGIN:
                 if tokens.revoke_unused(token_id, since, now) is not None:
                     report.revoked += 1
             else:

@@ -38,7 +38,7 @@ from tallykey.accounts.models import Account
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
-from tallykey.errors import TokenSuspended
+from tallykey.errors import RateLimited, RotatedOut, TokenSuspended, UsageExhausted
 from tallykey.feed.clock import DatabaseClock
 from tallykey.monitor.containment import Containment, Incident
 from tallykey.monitor.decoys import record_trips
@@ -56,6 +56,13 @@ _CHUNK = 400
 #: Known (token, network) pairs remembered in memory, so a busy token's network is written
 #: at most once a day per node rather than on every flush.
 _KNOWN_LIMIT = 200_000
+#: Refusals that do not count towards containing a token (SPEC §17): those of a token
+#: suspended already (a containment, say); those of a secret a rotation or renewal
+#: retired — whoever holds a leaked secret the owner rotated away must not be able to
+#: suspend the token's live secret with it; and the token's own rate limits and credits
+#: at work (a busy client backing off meets many). They still count for the spike alert.
+_NOT_CONTAINING = (TokenSuspended.reason, RotatedOut.reason, RateLimited.reason,
+                   UsageExhausted.reason)
 #: "Many networks at once" counts the distinct networks of this many seconds.
 CROWD_WINDOW_SECONDS = 60
 
@@ -277,9 +284,14 @@ class UsageMonitor:
             if total < self.denied_threshold or earlier >= self.denied_threshold:
                 continue  # below the threshold, or an incident announced the hour before
             token = session.get_one(Token, token_id)
-            if total - by_reason.get(TokenSuspended.reason, 0) >= self.denied_threshold:
-                # refusals because it is suspended already (a containment, say) are no
-                # reason to suspend it again once an administrator resumed it
+            counted = total - sum(by_reason.get(r, 0) for r in _NOT_CONTAINING)
+            flushed = sum(count for (t, h, outcome), count in batch.counts.items()
+                          if t == token_id and h == hour and outcome != ALLOWED
+                          and outcome not in _NOT_CONTAINING)
+            if counted >= self.denied_threshold > counted - flushed:
+                # contained once, by the flush whose refusals cross the threshold: a later
+                # flush of the same hour would suspend it again right after an
+                # administrator resumed it
                 self._contain(session, token, "denied_spike",
                               f"{total} of its requests were refused in the hour from "
                               f"{_when(start)}.")

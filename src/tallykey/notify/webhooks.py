@@ -26,8 +26,9 @@ before a key was configured); without a key they are kept as they are.
 
 Endpoints on private, loopback, link-local or otherwise non-public addresses (a database
 port, a cloud metadata service) are refused when added and again when a delivery is made
-(names are resolved then), unless the operator allows them
-(`TALLYKEY_WEBHOOK_PRIVATE_TARGETS=true`).
+(names are resolved then, and the request goes to the address checked, not to a second
+resolution that a rebinding name could point at loopback), unless the operator allows
+them (`TALLYKEY_WEBHOOK_PRIVATE_TARGETS=true`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ import ipaddress
 import json
 import secrets
 import socket
+import ssl
 from collections.abc import Iterable, Iterator, Sequence
 from datetime import datetime, timedelta
 from typing import Any
@@ -287,11 +289,12 @@ def _names_a_private_host(host: str) -> bool:
     return not _is_public(host)
 
 
-def private_addresses(host: str, port: int) -> list[str]:
-    """The non-public addresses `host` resolves to now (empty when all are public).
-    Raises `OSError` when it does not resolve."""
+def resolved_addresses(host: str, port: int) -> list[str]:
+    """The addresses `host` resolves to now, in the resolver's order (an IPv6 zone
+    dropped). Raises `OSError` when it does not resolve."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    return sorted({str(info[4][0]) for info in infos if not _is_public(str(info[4][0]))})
+    return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
+
 
 
 def clean_events(events: Iterable[str]) -> list[str]:
@@ -534,6 +537,16 @@ def _require_admin(actor: Actor) -> None:
         raise PermissionDenied("Only account administrators can manage webhooks.")
 
 
+def delivery_client(verify: ssl.SSLContext | bool = True) -> httpx.Client:
+    """The HTTP client of deliveries: no redirects, and no connection kept alive — a
+    delivery connects to the address it checked (`WebhookChannel._public_address`), and
+    the pool knows addresses only, so a kept connection could carry another host name's
+    delivery past that name's certificate check."""
+    return httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False, verify=verify,
+                        limits=httpx.Limits(max_keepalive_connections=0),
+                        headers={"User-Agent": "tallykey-webhooks/1"})
+
+
 class WebhookChannel:
     """Delivers outbox rows of kind `webhook` with httpx; any 2xx is success."""
 
@@ -545,8 +558,7 @@ class WebhookChannel:
         self.allow_private = allow_private
         self.overlap = overlap
         self.keyring = keyring
-        self.client = client or httpx.Client(timeout=TIMEOUT_SECONDS, follow_redirects=False,
-                                             headers={"User-Agent": "tallykey-webhooks/1"})
+        self.client = client or delivery_client()
 
     def deliver(self, messages: Sequence[OutboxMessage]
                 ) -> Iterator[tuple[OutboxMessage, DeliveryError | None]]:
@@ -565,9 +577,21 @@ class WebhookChannel:
             yield message, self._post(endpoint, message)
 
     def _post(self, endpoint: WebhookEndpoint, message: OutboxMessage) -> DeliveryError | None:
-        refused = None if self.allow_private else self._refused_target(endpoint.url)
-        if refused is not None:
-            return refused
+        url: str | httpx.URL = endpoint.url
+        pinned: dict[str, str] = {}
+        extensions: dict[str, Any] = {}
+        if not self.allow_private:
+            checked = self._public_address(endpoint.url)
+            if isinstance(checked, DeliveryError):
+                return checked
+            # Connect to the address just checked, never to a fresh resolution of the
+            # name (DNS rebinding): the name goes in Host, and in TLS in SNI and the
+            # certificate check.
+            target = httpx.URL(endpoint.url)
+            url = target.copy_with(host=checked)
+            pinned["Host"] = target.netloc.decode("ascii")
+            if target.scheme == "https":
+                extensions["sni_hostname"] = target.raw_host.decode("ascii")
         now = self.clock.now()
         timestamp = int(now.timestamp())
         from tallykey.keys.vault import open_value  # cryptography: the server's, not embedded
@@ -581,10 +605,11 @@ class WebhookChannel:
             SIGNATURE_HEADER: sign_all(signing, message.body, timestamp, message.id),
             "Tallykey-Event": message.event,
             "Tallykey-Delivery": message.id,
+            **pinned,
         }
         try:
-            response = self.client.post(endpoint.url, content=message.body.encode(),
-                                        headers=headers)
+            response = self.client.post(url, content=message.body.encode(),
+                                        headers=headers, extensions=extensions)
         except httpx.HTTPError as error:
             return DeliveryError(f"{error.__class__.__name__}: {str(error)[:200]}")
         if 200 <= response.status_code < 300:
@@ -594,18 +619,21 @@ class WebhookChannel:
                              permanent=response.status_code == 410)
 
     @staticmethod
-    def _refused_target(url: str) -> DeliveryError | None:
+    def _public_address(url: str) -> str | DeliveryError:
+        """The address to connect to for `url`: the first its host resolves to now, when
+        every one is public; else why the delivery is refused."""
         parts = urlsplit(url)
         host = parts.hostname or ""
         try:
             port = parts.port or (443 if parts.scheme == "https" else 80)
-            private = private_addresses(host, port)
+            found = resolved_addresses(host, port)
         except (OSError, ValueError) as error:
             return DeliveryError(f"cannot resolve {host}: {error.__class__.__name__}")
-        if private or _names_a_private_host(host):
+        private = sorted({a for a in found if not _is_public(a)})
+        if private or not found or _names_a_private_host(host):
             return DeliveryError(f"{host} resolves to a non-public address "
                                  f"({', '.join(private) or host}); refused", permanent=True)
-        return None
+        return found[0]
 
     def close(self) -> None:
         self.client.close()

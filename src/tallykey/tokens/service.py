@@ -635,10 +635,10 @@ class TokenService:
             token = session.scalar(select(Token).where(Token.id == token_id)
                                    .with_for_update(of=Token))
             if (token is None or token.revoked_at is not None or token.expires_at <= now
+                    or token.kind == DECOY
                     or (token.last_used_at or token.created_at) > unused_since):
                 return None
-            actor = Actor(token.account_id, None, ADMIN, "the inactivity policy", None,
-                          "worker")
+            actor = Actor.system(token.account_id, "the inactivity policy")
             token.revoked_at = now
             token.revoke_reason = INACTIVE_REASON
             token.updated_at = now
