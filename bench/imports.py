@@ -63,7 +63,7 @@ def main() -> None:
             manager = rt.tokens.issue(actor, TokenDraft(
                 name="automation", expires_in_days=30,
                 scopes=["tokens:manage", "employees:read"])).value
-            keys = ["sk_live_" + secrets.token_urlsafe(24) for _ in range(args.keys)]
+            keys = ["legacy_live_" + secrets.token_urlsafe(24) for _ in range(args.keys)]
             body = json.dumps({"keys": [{"key": key, "name": f"legacy {n}",
                                          "expires_in_days": 90, "scopes": ["employees:read"]}
                                         for n, key in enumerate(keys)]})

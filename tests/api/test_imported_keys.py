@@ -57,7 +57,7 @@ def embedded(rt: Runtime) -> Iterator[TestClient]:
 def foreign_key(style: str = "sk") -> str:
     """A key in some other platform's format (never `tlk_…`)."""
     if style == "sk":
-        return "sk_live_" + secrets.token_urlsafe(24)
+        return "legacy_live_" + secrets.token_urlsafe(24)
     if style == "hex":
         return secrets.token_hex(20)
     return "acme-" + secrets.token_urlsafe(18) + ".v2"
@@ -227,7 +227,7 @@ def test_only_administrators_import_and_the_size_is_bounded(
 
 def test_foreign_garbage_is_refused_as_before_until_a_key_is_imported(
         api: TestClient, world: World) -> None:
-    garbage = "sk_live_" + secrets.token_urlsafe(24)
+    garbage = "legacy_live_" + secrets.token_urlsafe(24)
     refused = api.post("/api/v1/verify", json={"token": garbage}).json()
     assert refused["status"] == 401 and "tlk_" in refused["message"]
     auth = {"Authorization": "Bearer not-a-key"}
