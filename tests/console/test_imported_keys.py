@@ -21,6 +21,7 @@ def test_the_console_lists_and_manages_an_imported_key(
     report = rt.tokens.import_keys(world.as_admin, [ImportItem(
         key=key, name="legacy CRM", expires_in_days=30, scopes=["employees:read"])])
     result = report.results[0]
+    assert result.outcome == "created" and result.token_id is not None
     listed = client.get("/console/tokens?kind=imported")
     assert listed.status_code == 200
     assert 'value="imported" selected' in listed.text
