@@ -9,6 +9,7 @@ import hashlib
 import json
 import secrets
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
+from tallykey.tokens.imports import ImportItem
 from tallykey.tokens.models import Token, TokenSecret
 
 from ..conftest import World
@@ -232,3 +234,18 @@ def test_foreign_garbage_is_refused_as_before_until_a_key_is_imported(
     assert refused["status"] == 401 and "tlk_" in refused["message"]
     auth = {"Authorization": "Bearer not-a-key"}
     assert api.get("/auth/request", headers=auth).status_code == 401
+
+
+def test_concurrent_imports_of_the_same_keys_create_each_once(
+        world: World, rt: Runtime) -> None:
+    keys = [ImportItem(key=foreign_key(), name=f"k{n}", expires_in_days=30)
+            for n in range(300)]
+    with ThreadPoolExecutor(3) as pool:
+        reports = list(pool.map(lambda _: rt.tokens.import_keys(world.as_admin, keys),
+                                range(3)))
+    ids = [[r.token_id for r in report.results] for report in reports]
+    assert ids[0] == ids[1] == ids[2] and None not in ids[0]
+    assert sum(report.count("created") for report in reports) == 300
+    with rt.database.reading() as session:
+        assert len(session.scalars(select(Token.id).where(Token.kind == "imported")).all()
+                   ) == 300

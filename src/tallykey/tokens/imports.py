@@ -31,13 +31,14 @@ from datetime import date, datetime
 from typing import Any, cast
 
 from sqlalchemy import Table, insert, select
+from sqlalchemy.exc import IntegrityError
 
 from tallykey.accounts.models import Account
 from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.controls import rules
 from tallykey.db.base import new_id
-from tallykey.errors import PermissionDenied, ValidationFailed
+from tallykey.errors import Conflict, PermissionDenied, ValidationFailed
 from tallykey.tokens import policy
 from tallykey.tokens.format import PRODUCT_PREFIX
 from tallykey.tokens.models import IMPORTED, IMPORTED_PREFIX, Token, TokenSecret
@@ -157,18 +158,34 @@ def import_keys(database: Any, clock: Any, catalog: Any, actor: Actor,
                                "accepted.", f"Split the import into calls of up to {MAX_KEYS}.",
                                field="keys", max_keys=MAX_KEYS)
     now = clock.now()
-    with database.transaction() as session:
+    with database.reading() as session:
         account = session.get_one(Account, actor.account_id)
-        rows: list[tuple[str, dict[str, Any]]] = []
-        for index, item in enumerate(items):
-            digest = key_hash(item, index)
-            try:
-                row = _row(item, now, account.max_validity_days, catalog)
-            except ValidationFailed as error:
-                error.message = f"keys[{index}]: {error.message}"
-                error.details["index"] = index
-                raise
-            rows.append((digest, row))
+        max_validity_days, region = account.max_validity_days, account.region
+    rows: list[tuple[str, dict[str, Any]]] = []
+    for index, item in enumerate(items):
+        digest = key_hash(item, index)
+        try:
+            row = _row(item, now, max_validity_days, catalog)
+        except ValidationFailed as error:
+            error.message = f"keys[{index}]: {error.message}"
+            error.details["index"] = index
+            raise
+        rows.append((digest, row))
+    try:
+        return _store(database, actor, now, region, rows)
+    except IntegrityError:
+        pass  # another import took one of these hashes meanwhile: now it is seen as held
+    try:
+        return _store(database, actor, now, region, rows)
+    except IntegrityError:
+        raise Conflict("Other imports of these keys are running at the same time.",
+                       "Send the call again: an import is idempotent.") from None
+
+
+def _store(database: Any, actor: Actor, now: datetime, region: str,
+           rows: list[tuple[str, dict[str, Any]]]) -> ImportReport:
+    """Look the hashes up and insert the new ones, in one transaction."""
+    with database.transaction() as session:
         held: dict[str, tuple[str, str]] = {}
         digests = list({digest for digest, _ in rows})
         for start in range(0, len(digests), _CHUNK):
@@ -195,7 +212,7 @@ def import_keys(database: Any, clock: Any, catalog: Any, actor: Actor,
             token_id = new_id()
             held[digest] = (token_id, actor.account_id)  # a repeat within the call
             tokens.append({**row, "id": token_id, "account_id": actor.account_id,
-                           "kind": IMPORTED, "region": account.region,
+                           "kind": IMPORTED, "region": region,
                            "public_id": digest[:16], "created_by_id": actor.user_id,
                            "created_ip": actor.ip, "created_at": now, "updated_at": now})
             secrets.append({"token_id": token_id, "secret_hash": digest, "generation": 1,
