@@ -10,6 +10,7 @@ import json
 import secrets
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
+from datetime import timedelta
 from typing import Any
 
 import pytest
@@ -19,6 +20,7 @@ from starlette.testclient import TestClient
 from tallykey import TallykeyMiddleware, Verifier
 from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
+from tallykey.clock import FrozenClock
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
 from tallykey.tokens.imports import ImportItem
@@ -111,7 +113,7 @@ def test_an_imported_key_verifies_with_its_own_string_on_every_surface(
 
 
 def test_lifecycle_revoke_suspend_resume_expire_update(
-        api: TestClient, embedded: TestClient, world: World) -> None:
+        api: TestClient, embedded: TestClient, world: World, clock: FrozenClock) -> None:
     admin = management_token(world, world.as_admin)
     key, gone = foreign_key(), foreign_key("hex")
     made = imported(api, admin, {"key": key}, {"key": gone})["keys"]
@@ -142,10 +144,14 @@ def test_lifecycle_revoke_suspend_resume_expire_update(
     assert api.post(f"/api/v1/tokens/{gone_id}/revoke", headers=admin).is_success
     assert surfaces.verify(gone)["reason"] == "revoked"
     assert surfaces.statuses(gone) == [401, 401, 401]
-    past = api.patch(f"/api/v1/tokens/{token_id}", headers=admin,
-                     json={"expires_at": "2000-01-01T00:00:00Z"})
-    if past.status_code == 200:
-        assert surfaces.verify(key)["reason"] == "expired"
+    soon = (clock.now() + timedelta(days=2)).date().isoformat()
+    shortened = api.patch(f"/api/v1/tokens/{token_id}", headers=admin,
+                          json={"expires_at": soon})
+    assert shortened.status_code == 200, shortened.text
+    assert surfaces.statuses(key) == [200, 204, 200]
+    clock.advance(timedelta(days=3))
+    assert surfaces.verify(key)["reason"] == "expired"
+    assert surfaces.statuses(key) == [401, 401, 401]
 
 
 def test_import_is_idempotent_by_hash_and_never_reveals_another_account(
