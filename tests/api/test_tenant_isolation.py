@@ -89,6 +89,8 @@ class Tenants:
     a_session_ids: list[str] = field(default_factory=list)
     a_prefix: str = ""
     a_webhook_id: str = ""
+    #: SHA-256 of A's first token: B importing it learns nothing of A (SPEC §16).
+    a_secret_hash: str = ""
     b_token: str = ""
     b_workspace: str = ""
 
@@ -123,6 +125,7 @@ def tenants(world: World, rt: Runtime) -> Tenants:
     rt.tokens.revoke(admin_a, issued[-1].token.id, "acme private reason")
     t.a_token_ids = [i.token.id for i in issued]
     t.a_prefix = issued[0].token.prefix
+    t.a_secret_hash = issued[0].secret.secret_hash
     t.a_user_ids = [world.admin.id, world.member.id]
     t.a_workspace_id = world.sales.id
     with rt.database.transaction() as session:
@@ -168,6 +171,9 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("POST", "/api/v1/tokens"): [
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": a_ws}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": "sales"})],
+        ("POST", "/api/v1/tokens/import"): [
+            ({}, {"keys": [{"hash": f"sha256:{t.a_secret_hash}", "name": "cross",
+                            "expires_in_days": 7}]})],
         ("GET", "/api/v1/targets"): [({}, None)],
         ("GET", "/api/v1/scopes"): [({}, None)],
         ("GET", "/api/v1/workspaces"): [({}, None), ({"archived": "true"}, None)],

@@ -9,6 +9,8 @@ from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 MAX_BODY_BYTES = 256 * 1024
+#: Routes that take larger bodies: an import of up to 10,000 keys (SPEC §16).
+LARGE_BODY_PATHS = {"/api/v1/tokens/import": 8 * 1024 * 1024}
 #: The whole header section (`api.http_limits`, under `tallykey serve`) and its line count.
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_COUNT = 100
@@ -55,10 +57,12 @@ class RequestLimits:
         if len(scope["headers"]) > MAX_HEADER_COUNT:
             await refuse_header_count(send, len(scope["headers"]))
             return
+        max_body = (LARGE_BODY_PATHS.get(scope["path"], self.max_body)
+                    if self.max_body == MAX_BODY_BYTES else self.max_body)
         for name, value in scope["headers"]:
             if name == b"content-length" and (not value.isdigit()
-                                              or int(value) > self.max_body):
-                await self._too_large(send)
+                                              or int(value) > max_body):
+                await self._too_large(send, max_body)
                 return
         received = 0
         started = False
@@ -68,8 +72,8 @@ class RequestLimits:
             message = await receive()
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_body:
-                    raise BodyTooLarge(self.max_body)
+                if received > max_body:
+                    raise BodyTooLarge(max_body)
             return message
 
         async def secured_send(message: Message) -> None:
@@ -90,10 +94,10 @@ class RequestLimits:
             await self.app(scope, limited_receive, secured_send)
         except BodyTooLarge:
             if not started:
-                await self._too_large(send)
+                await self._too_large(send, max_body)
 
-    async def _too_large(self, send: Send) -> None:
-        await _refuse(send, 413, "payload_too_large", _too_large_message(self.max_body),
+    async def _too_large(self, send: Send, max_body: int) -> None:
+        await _refuse(send, 413, "payload_too_large", _too_large_message(max_body),
                       "Send a smaller body.")
 
 

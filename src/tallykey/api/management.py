@@ -33,6 +33,9 @@ from tallykey.api.schemas import (
     ArchivedWorkspaceView,
     AuditList,
     AuditView,
+    ImportAnswer,
+    ImportedKeyView,
+    ImportRequest,
     LoginRequest,
     PropagationView,
     RenewRequest,
@@ -64,6 +67,7 @@ from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_repo
 from tallykey.people.sessions import SESSION_COOKIE
 from tallykey.runtime import Runtime
 from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
+from tallykey.tokens.imports import CREATED, EXISTING, UNAVAILABLE, ImportItem
 from tallykey.tokens.models import Token
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
@@ -153,6 +157,29 @@ def create_token(body: TokenCreate, actor: ManagementActor, runtime: RuntimeDep,
 
     return _idempotent(request, runtime, actor, idempotency_key, "POST /api/v1/tokens",
                        body.model_dump(), 201, issue)
+
+
+@router.post("/tokens/import", response_model=ImportAnswer, tags=["tokens"])
+def import_keys(body: ImportRequest, actor: ManagementActor,
+                runtime: RuntimeDep) -> ImportAnswer:
+    """Import up to 10,000 keys the platform issued before (SPEC §16), each by the key
+    itself or by `sha256:<hex>`: each then verifies with its original string, is listed
+    with kind `imported` and revokes, suspends and expires like any token. Only the
+    SHA-256 is stored. Idempotent by hash: a key imported already answers `existing`
+    with its token id. Administrators only; audited as one `token.imported` entry."""
+    items = [ImportItem(
+        key=key.key, hash=key.hash, name=key.name, description=key.description,
+        scopes=key.scopes, metadata=key.metadata, external_id=key.external_id,
+        expires_in_days=key.expires_in_days,
+        expires_at=parse_moment(key.expires_at, f"keys[{index}].expires_at")
+        if key.expires_at else None) for index, key in enumerate(body.keys)]
+    report = runtime.tokens.import_keys(actor, items)
+    return ImportAnswer(
+        created=report.count(CREATED), existing=report.count(EXISTING),
+        unavailable=report.count(UNAVAILABLE),
+        keys=[ImportedKeyView(index=r.index, outcome=r.outcome,
+                              id=r.token_id, prefix=r.prefix, message=r.message)
+              for r in report.results])
 
 
 @router.get("/tokens", response_model=TokenList, tags=["tokens"])

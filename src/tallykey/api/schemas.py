@@ -443,3 +443,43 @@ def parse_moment(value: str, field: str) -> datetime | date:
             f"{field} {value!r} is outside the range of dates tallykey can store.",
             "Write a date between the years 2 and 9998.", field=field) from None
     return moment
+
+
+class ImportKeyIn(Strict):
+    """One key the platform issued before (SPEC §16): exactly one of `key` and `hash`."""
+
+    key: str | None = Field(default=None, max_length=1024, description="the key itself, "
+                            "exactly as issued: hashed at once, never stored")
+    hash: str | None = Field(default=None, max_length=100,
+                             description="sha256:<64 hex digits> of the key")
+    name: str = Field(max_length=10_000)
+    description: str = Field(default="", max_length=10_000)
+    scopes: list[str] = Field(default_factory=list, max_length=50)
+    expires_at: str | None = Field(default=None, description="ISO 8601 date or date-time")
+    expires_in_days: int | None = None
+    metadata: dict[str, Any] | None = Field(
+        default=None, description="a JSON object of at most 4 KB, returned on verify")
+    external_id: str | None = Field(default=None, max_length=255)
+
+    def __repr__(self) -> str:  # never print a key
+        return f"ImportKeyIn(name={self.name!r})"
+
+
+class ImportRequest(Strict):
+    keys: list[ImportKeyIn] = Field(min_length=1, max_length=10_000,
+                                    description="up to 10,000 keys per call")
+
+
+class ImportedKeyView(BaseModel):
+    index: int
+    outcome: Literal["created", "existing", "unavailable"]
+    id: str | None = Field(description="the token's id (none when unavailable)")
+    prefix: str = Field(description="imported:<first 8 hex digits of the key's SHA-256>")
+    message: str | None = None
+
+
+class ImportAnswer(BaseModel):
+    created: int
+    existing: int
+    unavailable: int
+    keys: list[ImportedKeyView]

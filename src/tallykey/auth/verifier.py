@@ -49,6 +49,7 @@ from tallykey.errors import (
     RotatedOut,
     StoreUnavailable,
     TallykeyError,
+    TokenFormatError,
     TokenPending,
     TokenSuspended,
     TooManyAttempts,
@@ -69,6 +70,8 @@ from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens import format as token_format
 from tallykey.tokens.format import ParsedToken, parse, token_digest
+from tallykey.tokens.imports import KEY_CHARACTERS, MAX_KEY_LENGTH, MIN_KEY_LENGTH
+from tallykey.tokens.models import IMPORTED
 
 log = logging.getLogger(__name__)
 
@@ -79,6 +82,12 @@ _SAMPLE_MASK = metrics.LATENCY_SAMPLE_EVERY - 1
 #: The common, well-formed header: `Bearer <token>` or `Basic <token>`, any case.
 _PLAIN_HEADER = re.compile(r"(?:[Bb][Ee][Aa][Rr][Ee][Rr]|[Bb][Aa][Ss][Ii][Cc]) "
                            rf"({token_format.TOKEN_REGEX})")
+#: An imported key (SPEC §16) in its own format: `Bearer <key>`, tried only when the
+#: header is not a plain tallykey token (the native path does not pay for it).
+_FOREIGN_HEADER = re.compile(r"[Bb][Ee][Aa][Rr][Ee][Rr] "
+                             rf"({KEY_CHARACTERS}{{{MIN_KEY_LENGTH},{MAX_KEY_LENGTH}}})")
+#: Is any imported key stored? (Asked at most once per cache TTL until one is.)
+_IMPORTS_PRESENT = "SELECT 1 FROM tokens WHERE kind = :kind LIMIT 1"
 
 
 class Verifier:
@@ -132,6 +141,11 @@ class Verifier:
         self._published: dict[str, float] = {}
         self._publish_lock = threading.Lock()
         self.lookup = RecordLookup(self.database)
+        #: Imported keys (SPEC §16): whether any exists (once seen, for good), and when
+        #: the store was last asked while none did.
+        self._imports_seen = False
+        self._imports_asked = -float("inf")
+        self._imports_sql = self.lookup.dialect_sql(_IMPORTS_PRESENT)
         #: Rate limits and credits (SPEC §13), admitted after a verdict passes.
         self.controls = KeyControls(self.settings, self.lookup, self.clock.timestamp)
         self.follower = FeedFollower(
@@ -166,9 +180,10 @@ class Verifier:
                             cost)
         if isinstance(first, Verdict):
             return first
-        key, started = first
-        verdict = self._finish(self._resolve(key), started, client_ip, required_scopes,
-                               user_agent, workspace, cost, io=True, path=path)
+        key, started, foreign = first
+        verdict = self._finish(self._resolve(key, foreign), started, client_ip,
+                               required_scopes, user_agent, workspace, cost, io=True,
+                               path=path)
         assert verdict is not None
         return verdict
 
@@ -183,12 +198,12 @@ class Verifier:
                             cost)
         if isinstance(first, Verdict):
             return first
-        key, started = first
-        found: Entry | Verdict | None = None
+        key, started, foreign = first
+        found: Entry | Verdict | TokenFormatError | None = None
         if self.follower.serving():
             found = self.cache.get(key)
         if found is None:
-            found = await to_thread.run_sync(self._resolve, key)
+            found = await to_thread.run_sync(self._resolve, key, foreign)
         verdict = self._finish(found, started, client_ip, required_scopes, user_agent,
                                workspace, cost)
         if verdict is None:  # the key controls need the network, or a decoy was used
@@ -290,7 +305,9 @@ class Verifier:
             return None  # the full path: a feed read or the lease first
         shaped = _PLAIN_HEADER.fullmatch(authorization)
         if shaped is None:
-            return None
+            shaped = _FOREIGN_HEADER.fullmatch(authorization)  # an imported key's own form
+            if shaped is None or not self._imports_seen:
+                return None
         entry = self.cache.get(token_digest(shaped.group(1)))
         if entry is None:
             return None
@@ -303,9 +320,11 @@ class Verifier:
     def _begin(self, authorization: str | None, client_ip: str,
                required_scopes: Iterable[str], user_agent: str | None,
                workspace: str | None = None,
-               cost: int = 1) -> Verdict | tuple[bytes, float | None]:
-        """A verdict already (cache hit, or refused offline), or the digest to look up
-        and, for one slow call in 64, when timing started."""
+               cost: int = 1
+               ) -> Verdict | tuple[bytes, float | None, TokenFormatError | None]:
+        """A verdict already (cache hit, or refused offline), or the digest to look up,
+        for one slow call in 64 when timing started, and for a credential in a foreign
+        format (perhaps an imported key) the format error it gets if it is not one."""
         hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent,
                                  workspace, cost)
         if hit is not None:
@@ -315,9 +334,12 @@ class Verifier:
         first = self._precheck(authorization, client_ip)
         if isinstance(first, Verdict):
             return first
-        return token_digest(str(first)), started
+        if isinstance(first, tuple):
+            return token_digest(first[0]), started, first[1]
+        return token_digest(str(first)), started, None
 
-    def _finish(self, found: Entry | Verdict | None, started: float | None, client_ip: str,
+    def _finish(self, found: Entry | Verdict | TokenFormatError | None, started: float | None,
+                client_ip: str,
                 required_scopes: Iterable[str], user_agent: str | None,
                 workspace: str | None = None, cost: int = 1,
                 io: bool = False, path: str | None = None) -> Verdict | None:
@@ -325,30 +347,46 @@ class Verifier:
         used, and `io` is False (nothing was counted)."""
         if isinstance(found, Verdict):
             return found
+        if isinstance(found, TokenFormatError):  # foreign, and no key was ever imported
+            return self._refuse(found, client_ip)
         verdict = self._decide(found, client_ip, required_scopes, user_agent, workspace,
                                cost, io, path)
         if started is not None and verdict is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
 
-    def _precheck(self, authorization: str | None, client_ip: str) -> ParsedToken | Verdict:
-        """Throttle, header and offline token checks: no database involved."""
+    def _precheck(self, authorization: str | None, client_ip: str
+                  ) -> ParsedToken | tuple[str, TokenFormatError] | Verdict:
+        """Throttle, header and offline token checks: no database involved. A credential
+        that is no tallykey token (no `tlk_` prefix) but could be an imported key comes
+        back with the error it gets if it is not one."""
         retry_after = self.limiter.retry_after(client_ip)
         if retry_after is not None:
             self._count_refusal(TooManyAttempts.reason)
             return Verdict.refused(TooManyAttempts(retry_after))
         try:
-            parsed = parse(extract_token(authorization))
+            credential = extract_token(authorization)
+            parsed = parse(credential)
+        except TokenFormatError as error:
+            if error.details.get("problem") == "prefix" and _FOREIGN_HEADER.fullmatch(
+                    f"Bearer {credential}"):
+                return credential, error
+            return self._refuse(error, client_ip)
         except AuthenticationError as error:
             return self._refuse(error, client_ip)
         if parsed.region != self.region:
             return self._refuse(self._wrong_region(parsed.region), client_ip)
         return parsed
 
-    def _resolve(self, key: bytes) -> Entry | Verdict | None:
+    def _resolve(self, key: bytes, foreign: TokenFormatError | None = None
+                 ) -> Entry | Verdict | TokenFormatError | None:
         """The cache entry for `key` under the lease rules, loading it from the store
         when needed: an entry, None (no such token), or a 503 verdict. Without the node
-        lease the cache is not used at all (a load from the store is still exact)."""
+        lease the cache is not used at all (a load from the store is still exact).
+        A credential in a foreign format (`foreign`: its format error) is looked up
+        only while imported keys exist; otherwise it is refused as before, offline."""
+        if foreign is not None and not self._imports_present():
+            return foreign
         follower = self.follower
         leased = follower.ensure_lease()  # first: taking a lease up again fences reads
         if follower.refresh():
@@ -365,6 +403,22 @@ class Verifier:
                     follower.note_failure()
                     return self._stale(key, error)
         return self._stale(key, None)
+
+    def _imports_present(self) -> bool:
+        """Whether any imported key is stored: asked of the store (an index probe) at most
+        once per cache TTL until one is, then never again (tokens are never erased). A
+        store that cannot answer counts as yes: the look-up then meets the outage rules."""
+        if self._imports_seen:
+            return True
+        now = _monotonic()
+        if now - self._imports_asked < self.cache.ttl:
+            return False
+        self._imports_asked = now
+        try:
+            self._imports_seen = bool(self.lookup.run(self._imports_sql, {"kind": IMPORTED}))
+        except StoreUnavailable:
+            return True
+        return self._imports_seen
 
     def _stale(self, key: bytes, error: StoreUnavailable | None) -> Entry | Verdict | None:
         """The store cannot be reached: a cached verdict if the stale window and the

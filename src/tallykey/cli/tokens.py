@@ -1,5 +1,5 @@
 """`tallykey tokens …`: create, list, show, update, revoke, rotate, renew, suspend,
-resume, approve, deny, secret."""
+resume, approve, deny, secret, import."""
 
 from __future__ import annotations
 
@@ -7,6 +7,7 @@ import json
 import sys
 from collections.abc import Callable
 from datetime import date, datetime
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -18,6 +19,7 @@ from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail,
 from tallykey.controls.rules import parse_rate_limit
 from tallykey.errors import ValidationFailed
 from tallykey.runtime import Runtime
+from tallykey.tokens.imports import CREATED, EXISTING, MAX_KEYS, UNAVAILABLE, items_from
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
@@ -149,7 +151,8 @@ def tokens_list(
     status: Annotated[str | None, typer.Option(
         help="active, pending, suspended, expired or revoked.")] = None,
     search: Annotated[str | None, typer.Option(help="Name, description or prefix.")] = None,
-    kind: Annotated[str | None, typer.Option(help="personal, application or decoy.")] = None,
+    kind: Annotated[str | None, typer.Option(
+        help="personal, application, decoy or imported.")] = None,
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
     external_id: Annotated[str | None, typer.Option(
         "--external-id", help="Only the tokens with this external id.")] = None,
@@ -373,3 +376,45 @@ def tokens_secret(ref: TokenRef, account: OptionalAccount = None,
     else:
         out.print(f"username: {result['username']}\npassword: {result['password']}",
                   highlight=False)
+
+
+@tokens_app.command("import")
+def tokens_import(
+    file: Annotated[str, typer.Argument(
+        help="JSON lines, one key per line: {\"key\": …} or {\"hash\": \"sha256:…\"} with "
+        "name, expires_in_days or expires_at, scopes, description, metadata, external_id. "
+        "'-' reads standard input.")],
+    account: AccountOption,
+    as_json: JsonOption = False,
+) -> None:
+    """Import keys your platform issued before (SPEC §16): each keeps verifying with its
+    original string; only its SHA-256 is stored. Re-importing a key changes nothing."""
+    try:
+        text = sys.stdin.read() if file == "-" else Path(file).read_text(encoding="utf-8")
+    except OSError as error:
+        fail(f"cannot read {file}: {error.strerror}.")
+    objects: list[Any] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            objects.append(json.loads(line))
+        except ValueError:
+            fail(f"line {number} is not JSON.", "Write one JSON object per line.")
+    if len(objects) > MAX_KEYS:
+        fail(f"{len(objects)} keys; at most {MAX_KEYS} are imported at once.",
+             f"Split the file into files of up to {MAX_KEYS} lines.")
+    with runtime() as rt:
+        actor = Actor.operator(rt.accounts.find_account(account).id)
+        report = rt.tokens.import_keys(actor, items_from(objects))
+    counts = {outcome: report.count(outcome) for outcome in (CREATED, EXISTING, UNAVAILABLE)}
+    if as_json:
+        emit_json({**counts, "keys": [
+            {"index": r.index, "outcome": r.outcome, "id": r.token_id, "prefix": r.prefix,
+             "message": r.message} for r in report.results]})
+        return
+    out.print(f"imported {counts[CREATED]} keys, {counts[EXISTING]} already there, "
+              f"{counts[UNAVAILABLE]} unavailable")
+    for result in report.results:
+        if result.outcome == UNAVAILABLE:
+            err.print(f"line {result.index + 1}: {result.prefix}: {result.message}")

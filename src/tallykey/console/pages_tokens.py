@@ -54,6 +54,7 @@ from tallykey.tokens.models import (
     APPLICATION,
     EXPIRED,
     KINDS,
+    LISTED_KINDS,
     PENDING,
     REVOKED,
     SUSPENDED,
@@ -112,10 +113,12 @@ def token_list(request: Request, viewer: ViewerDep, runtime: RuntimeDep,
         return redirect(_search_url("/tokens", q, status=status, kind=kind))
     status = status if status in STATUS_CHOICES else "active"
     page = runtime.tokens.list_tokens(viewer.actor, TokenQuery(
-        status=STATUS_CHOICES[status], search=q[:200] or None, kind=_choice(kind, KINDS),
+        status=STATUS_CHOICES[status], search=q[:200] or None,
+        kind=_choice(kind, LISTED_KINDS),
         after=after or None, limit=PAGE_SIZE))
     return render(request, "tokens.html", tokens=page.items, next_cursor=page.next_cursor,
-                  q=q, status=status, kind=_choice(kind, KINDS) or "", first_page=not after,
+                  q=q, status=status, kind=_choice(kind, LISTED_KINDS) or "",
+                  first_page=not after,
                   now=runtime.clock.now(), notice=NOTICES.get(done, ""))
 
 

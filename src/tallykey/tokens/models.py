@@ -17,6 +17,14 @@ APPLICATION = "application"
 #: A decoy (SPEC §17): issued like any token, never grants; any use raises an alert.
 DECOY = "decoy"
 KINDS = (PERSONAL, APPLICATION, DECOY)
+#: A key the platform issued before tallykey (SPEC §16), imported by its SHA-256 alone:
+#: it verifies with its original string, whatever its format; it is never issued here.
+IMPORTED = "imported"
+#: Every kind a token list shows and filters by (`KINDS` are the ones issued here).
+LISTED_KINDS = (*KINDS, IMPORTED)
+#: What an imported key shows in place of a `tlk_…` prefix: no character of the key
+#: itself, only the start of its SHA-256 (`imported:3f9a0c1e`).
+IMPORTED_PREFIX = "imported:"
 
 ACTIVE = "active"
 EXPIRED = "expired"
@@ -38,7 +46,9 @@ class Token(Base):
     __tablename__ = "tokens"
     #: The token list reads an account's tokens newest first, a page at a time.
     __table_args__ = (Index("ix_tokens_account_created", "account_id", "created_at", "id"),
-                      Index("ix_tokens_account_external_id", "account_id", "external_id"))
+                      Index("ix_tokens_account_external_id", "account_id", "external_id"),
+                      #: Whether any imported key exists (the verifier's probe, SPEC §16).
+                      Index("ix_tokens_kind", "kind"))
 
     id: Mapped[str] = mapped_column(String(36), primary_key=True, default=new_id)
     account_id: Mapped[str] = mapped_column(ForeignKey("accounts.id"), index=True)
@@ -103,6 +113,8 @@ class Token(Base):
 
     @property
     def prefix(self) -> str:
+        if self.kind == IMPORTED:  # its public id is the start of the key's SHA-256
+            return IMPORTED_PREFIX + self.public_id[:8]
         return token_format.prefix(self.region, self.public_id)
 
     def status_at(self, now: datetime) -> str:

@@ -28,7 +28,7 @@ from tallykey.feed import changes
 from tallykey.keys.keyring import KeyConfigError
 from tallykey.keys.vault import SecretVault
 from tallykey.tokens import format as token_format
-from tallykey.tokens import policy
+from tallykey.tokens import imports, policy
 from tallykey.tokens.events import (
     TOKEN_APPROVED,
     TOKEN_CREATED,
@@ -50,8 +50,10 @@ from tallykey.tokens.models import (
     DECOY,
     DENIED_REASON,
     EXPIRED,
+    IMPORTED,
     INACTIVE_REASON,
     KINDS,
+    LISTED_KINDS,
     PENDING,
     PERSONAL,
     REVOKED,
@@ -260,6 +262,11 @@ class TokenService:
                 **({"pending": True} if token.pending_at else {})}))
             return IssuedToken(token, secret, policy.validity_warnings(now, expires_at))
 
+    def import_keys(self, actor: Actor, items: Sequence[imports.ImportItem]
+                    ) -> imports.ImportReport:
+        """Import keys the platform issued before (SPEC §16); see `tokens.imports`."""
+        return imports.import_keys(self.database, self.clock, self.catalog, actor, items)
+
     # --- read ------------------------------------------------------------------------
 
     def locate(self, ref: str) -> tuple[str, str]:
@@ -285,9 +292,10 @@ class TokenService:
             raise ValidationFailed(f"Unknown status {query.status!r}.",
                                    "Use active, pending, suspended, expired or revoked.",
                                    field="status")
-        if query.kind is not None and query.kind not in KINDS:
+        if query.kind is not None and query.kind not in LISTED_KINDS:
             raise ValidationFailed(f"Unknown kind {query.kind!r}.",
-                                   "Use personal, application or decoy.", field="kind")
+                                   "Use personal, application, decoy or imported.",
+                                   field="kind")
         if isinstance(query.limit, bool) or not 1 <= query.limit <= MAX_PAGE_SIZE:
             raise ValidationFailed(f"limit must be between 1 and {MAX_PAGE_SIZE}.", field="limit")
         statement = self._visible_tokens(actor)
@@ -383,6 +391,7 @@ class TokenService:
             token = self._visible_token(session, actor, token_id, for_update=True)
             self._require_current_secret(session, actor, token)
             _require_owner(actor, token, "rotate", "a rotation")
+            _require_native(token, "rotated")
             self._require_live(token, now, "rotated")
             retire_at = now + timedelta(seconds=grace)
             generation = 1 + _retire_secrets(token, retire_at)
@@ -447,6 +456,7 @@ class TokenService:
             token = self._visible_token(session, actor, token_id, for_update=True)
             self._require_current_secret(session, actor, token)
             _require_owner(actor, token, "renew", "a renewal")
+            _require_native(token, "renewed")
             self._require_live(token, now, "renewed")
             if token.successor_id is not None:
                 successor = session.get_one(Token, token.successor_id)
@@ -935,6 +945,15 @@ def _check_decoy(actor: Actor, rate_limits: Sequence[rules.RateRule],
         raise ValidationFailed("A decoy token never grants anything, so it takes no rate "
                                "limits or credits.", "Leave rate_limits and credits out.",
                                field="rate_limits" if rate_limits else "credits")
+
+
+def _require_native(token: Token, verb: str) -> None:
+    """An imported key has no secret tallykey could reissue in its format."""
+    if token.kind == IMPORTED:
+        raise Conflict(f"An imported key cannot be {verb}: tallykey did not issue it and "
+                       "cannot make a new key in its format.",
+                       "Create a tallykey token for the integration, move it over, then "
+                       "revoke the imported key.", kind=IMPORTED)
 
 
 def _require_owner(actor: Actor, token: Token, verb: str, noun: str) -> None:

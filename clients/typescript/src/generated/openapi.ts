@@ -600,6 +600,30 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/tokens/import": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        get?: never;
+        put?: never;
+        /**
+         * Import Keys
+         * @description Import up to 10,000 keys the platform issued before (SPEC §16), each by the key
+         *     itself or by `sha256:<hex>`: each then verifies with its original string, is listed
+         *     with kind `imported` and revokes, suspends and expires like any token. Only the
+         *     SHA-256 is stored. Idempotent by hash: a key imported already answers `existing`
+         *     with its token id. Administrators only; audited as one `token.imported` entry.
+         */
+        post: operations["import_keys_api_v1_tokens_import_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/tokens/self/renew": {
         parameters: {
             query?: never;
@@ -1127,6 +1151,88 @@ export interface components {
             message: string;
         } & {
             [key: string]: unknown;
+        };
+        /** ImportAnswer */
+        ImportAnswer: {
+            /** Created */
+            created: number;
+            /** Existing */
+            existing: number;
+            /** Keys */
+            keys: components["schemas"]["ImportedKeyView"][];
+            /** Unavailable */
+            unavailable: number;
+        };
+        /** ImportedKeyView */
+        ImportedKeyView: {
+            /**
+             * Id
+             * @description the token's id (none when unavailable)
+             */
+            id: string | null;
+            /** Index */
+            index: number;
+            /** Message */
+            message?: string | null;
+            /**
+             * Outcome
+             * @enum {string}
+             */
+            outcome: "created" | "existing" | "unavailable";
+            /**
+             * Prefix
+             * @description imported:<first 8 hex digits of the key's SHA-256>
+             */
+            prefix: string;
+        };
+        /**
+         * ImportKeyIn
+         * @description One key the platform issued before (SPEC §16): exactly one of `key` and `hash`.
+         */
+        ImportKeyIn: {
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Expires At
+             * @description ISO 8601 date or date-time
+             */
+            expires_at?: string | null;
+            /** Expires In Days */
+            expires_in_days?: number | null;
+            /** External Id */
+            external_id?: string | null;
+            /**
+             * Hash
+             * @description sha256:<64 hex digits> of the key
+             */
+            hash?: string | null;
+            /**
+             * Key
+             * @description the key itself, exactly as issued: hashed at once, never stored
+             */
+            key?: string | null;
+            /**
+             * Metadata
+             * @description a JSON object of at most 4 KB, returned on verify
+             */
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+            /** Name */
+            name: string;
+            /** Scopes */
+            scopes?: string[];
+        };
+        /** ImportRequest */
+        ImportRequest: {
+            /**
+             * Keys
+             * @description up to 10,000 keys per call
+             */
+            keys: components["schemas"]["ImportKeyIn"][];
         };
         /**
          * IssuedTokenView
@@ -5649,6 +5755,117 @@ export interface operations {
                 };
                 content: {
                     "application/json": components["schemas"]["UsageReport"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The request body is too large */
+            413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    import_keys_api_v1_tokens_import_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["ImportRequest"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ImportAnswer"];
                 };
             };
             /** @description Malformed request: an Authorization header or a body that cannot be parsed */
