@@ -328,6 +328,7 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("GET", "/console/identities/{identity_id}"): None,
     ("POST", "/console/identities/{identity_id}"): {"external_id": "taken", "credits": "9"},
     ("POST", "/console/identities/{identity_id}/delete"): {"detach": "yes"},
+    ("POST", "/console/identities/{identity_id}/tokens"): {"token": "x"},
 }
 
 

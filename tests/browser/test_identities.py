@@ -64,16 +64,27 @@ def test_an_admin_runs_an_identity_from_the_console(site: Site,
     assert "Seven's CRM" in page.locator("#identity-tokens").inner_text()
     site.screenshot(page, "identity")
 
+    other = json.loads(site.server.cli(
+        "tokens", "create", "-a", account["slug"], "--user", ADMIN_EMAIL, "--name",
+        "Seven's billing", "--days", "30", "--json").stdout)
+    page.get_by_label("Token prefix or id").fill(other["prefix"])
+    page.get_by_role("button", name="Add to this identity").click()
+    assert "Seven's billing now belongs to this identity" in page.get_by_role(
+        "status").inner_text()
+    assert "Seven's billing" in page.locator("#identity-tokens").inner_text()
+    page.get_by_role("link", name=other["prefix"]).click()
+    page.get_by_role("link", name="its identity").click()
+    page.wait_for_url("**/console/identities/*")
     page.locator("#id-credits").fill("10")
     page.get_by_role("button", name="Save changes").click()
     assert page.get_by_role("status").inner_text().startswith("Changes saved: applied on")
     assert page.locator("#credits-left").inner_text() == "10"
 
     page.get_by_role("button", name="Delete identity").click()
-    assert "still has 1 token" in page.get_by_role("alert").inner_text()
+    assert "still has 2 token" in page.get_by_role("alert").inner_text()
     page.get_by_role("checkbox").check()
     page.get_by_role("button", name="Delete identity").click()
-    assert "1 token(s) left it" in page.get_by_role("status").inner_text()
+    assert "2 token(s) left it" in page.get_by_role("status").inner_text()
     assert "No identities yet" in page.locator("#identities").inner_text()
     after = httpx.get(f"{site.base_url}/auth/request", timeout=10,
                       headers={"Authorization": f"Bearer {token['token']}"})

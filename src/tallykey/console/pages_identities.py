@@ -29,6 +29,8 @@ from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFail
 from tallykey.identities.models import Identity
 from tallykey.identities.service import IdentityChanges, IdentityDraft, balance
 from tallykey.runtime import Runtime
+from tallykey.tokens.models import Token
+from tallykey.tokens.service import TokenChanges, TokenQuery
 
 router = APIRouter(route_class=ConsoleRoute)
 NOTICES = {"added": "Identity created.", "saved": "Changes saved."}
@@ -153,6 +155,36 @@ def edit_identity(request: Request, identity_id: str, viewer: AdminDep, form: Fo
     identity = runtime.identities.get(viewer.actor, identity.id)
     return _detail(request, viewer, runtime, identity,
                    notice=f"Changes saved: {done.summary('applied')}.")
+
+
+@router.post("/identities/{identity_id}/tokens")
+def add_token(request: Request, identity_id: str, viewer: AdminDep, form: FormDep,
+              runtime: RuntimeDep) -> Response:
+    """Put one of the account's tokens (by prefix or id) in this identity."""
+    identity = runtime.identities.get(viewer.actor, identity_id)
+    ref = text(form, "token").strip()
+    try:
+        token = _token(runtime, viewer, ref)
+        runtime.tokens.update(viewer.actor, token.id, TokenChanges(identity_id=identity.id))
+    except (ValidationFailed, Conflict, NotFound) as error:
+        return _detail(request, viewer, runtime, identity, status=422, error=said(error))
+    done = runtime.settle(token.id)
+    return _detail(request, viewer, runtime, identity, notice=(
+        f"{token.name} now belongs to this identity ({done.summary('applied')})."))
+
+
+def _token(runtime: Runtime, viewer: Viewer, ref: str) -> Token:
+    """The account's token named by its id or its prefix."""
+    if ref:
+        try:
+            return runtime.tokens.get(viewer.actor, ref)
+        except NotFound:
+            page = runtime.tokens.list_tokens(viewer.actor, TokenQuery(search=ref, limit=5))
+            found = [t for t in page.items if ref.startswith(t.prefix)]
+            if len(found) == 1:
+                return found[0]
+    raise NotFound(f"No token {ref[:40]!r} in this account.",
+                   "Paste its prefix (tlk_…) or its id from the token list.", field="token")
 
 
 @router.post("/identities/{identity_id}/delete")
