@@ -135,11 +135,11 @@ def identities_update(
     name: Annotated[str | None, typer.Option(help="New name.")] = None,
     rate_limit: IdentityRateLimitOption = None,
     no_rate_limits: Annotated[bool, typer.Option(
-        "--no-rate-limits", help="Remove every rate limit.")] = False,
+        "--no-rate-limits", metavar="", help="Remove every rate limit.")] = False,
     credits: CreditsOption = None,
     refill: RefillOption = None,
     no_credits: Annotated[bool, typer.Option(
-        "--no-credits", help="Remove the credit pool.")] = False,
+        "--no-credits", metavar="", help="Remove the credit pool.")] = False,
     metadata: MetadataOption = None,
     as_json: JsonOption = False,
 ) -> None:
@@ -170,7 +170,8 @@ def identities_delete(
     account: AccountOption,
     ref: IdentityRef,
     detach: Annotated[bool, typer.Option(
-        "--detach", help="Also take its tokens out of it (they keep working).")] = False,
+        "--detach", metavar="",
+        help="Also take its tokens out of it (they keep working).")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Delete an identity (refused while it has tokens, unless --detach)."""
