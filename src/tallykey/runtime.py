@@ -19,6 +19,7 @@ from tallykey.demo_files import kek_path as demo_kek_path
 from tallykey.errors import TallykeyError
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import NodePresence, Propagation, settle
+from tallykey.identities.service import IdentityService
 from tallykey.keys.keyring import KeyConfigError, load_keyring, missing_kek_hint
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SEALED_PREFIX, SecretVault, sealed_key_id
@@ -60,8 +61,10 @@ class Runtime:
     #: The platform's OpenAPI operations (`TALLYKEY_OPENAPI_FILE`), or None.
     operations: OperationTable | None = None
     operators: OperatorService = field(init=False)
+    identities: IdentityService = field(init=False)
 
     def __post_init__(self) -> None:
+        self.identities = IdentityService(self.database, self.clock)
         self.operators = OperatorService(self.database, self.clock, self.accounts,
                                          self.settings.region)
 

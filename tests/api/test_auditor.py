@@ -22,6 +22,7 @@ from starlette.testclient import TestClient
 from tallykey.actor import Actor
 from tallykey.api.app import create_app
 from tallykey.errors import AUDITOR_READ_ONLY, ReadOnlyRole
+from tallykey.identities.service import IdentityDraft
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import Token, metadata
@@ -95,6 +96,8 @@ class Auditing:
                 name="member token", expires_in_days=30, workspace="sales")),
         ]
         self.webhook, _ = rt.webhooks.add(world.as_admin, "https://hooks.example.com/acme")
+        self.identity = rt.identities.create(world.as_admin, IdentityDraft(
+            external_id="acme-customer", credits={"remaining": 5}))
         signed_in = client.post("/api/v1/session", json={"email": AUDITOR_EMAIL,
                                                          "password": AUDITOR_PASSWORD})
         assert signed_in.status_code == 200, signed_in.text
@@ -110,6 +113,7 @@ class Auditing:
             "token_id": self.tokens[0].token.id, "user_id": self.world.member.id,
             "workspace_id": self.world.sales.id, "session_id": self.own_session,
             "slug": "acme", "webhook_id": self.webhook.id,
+            "identity_id": self.identity.id,
             "delivery_id": "00000000-0000-4000-8000-000000000000"}
 
         def value(match: re.Match[str]) -> str:

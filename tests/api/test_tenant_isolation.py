@@ -91,6 +91,7 @@ class Tenants:
     a_webhook_id: str = ""
     #: SHA-256 of A's first token: B importing it learns nothing of A (SPEC §16).
     a_secret_hash: str = ""
+    a_identity_id: str = ""
     b_token: str = ""
     b_workspace: str = ""
 
@@ -104,12 +105,17 @@ def tenants(world: World, rt: Runtime) -> Tenants:
     hook, _ = rt.webhooks.add(admin_a, "https://hooks.acme-private.example/in",
                               description="acme private hook")
     t.a_webhook_id = hook.id
+    from tallykey.identities.service import IdentityDraft
+    t.a_identity_id = rt.identities.create(admin_a, IdentityDraft(
+        external_id="acme-private-customer", name="acme private identity",
+        credits={"remaining": 10}, metadata={"acme private": True})).id
     issued = [
         rt.tokens.issue(admin_a, TokenDraft(
             name="acme private crm token", expires_in_days=30, scopes=["employees:read"])),
         rt.tokens.issue(admin_a, TokenDraft(
             name="acme private app token", kind="application", expires_in_days=30,
-            scopes=["employees:read"], workspace="sales", target=None)),
+            scopes=["employees:read"], workspace="sales", target=None,
+            identity_id=t.a_identity_id)),
         rt.tokens.issue(member_a, TokenDraft(
             name="acme member private token", expires_in_days=30, workspace="sales")),
         rt.tokens.issue(admin_a, TokenDraft(
@@ -135,8 +141,9 @@ def tenants(world: World, rt: Runtime) -> Tenants:
     t.a_session_ids = [rt.sessions.open(world.admin, "198.51.100.9").public_id,
                        rt.sessions.open(world.member, "198.51.100.9").public_id]
     t.a_ids = {world.acme_id, world.sales.id, world.ops.id, *t.a_user_ids, *t.a_token_ids,
-               *t.a_session_ids, t.a_webhook_id}
-    t.a_markers = {*t.a_ids, *(i.token.public_id for i in issued), "acme private",
+               *t.a_session_ids, t.a_webhook_id, t.a_identity_id}
+    t.a_markers = {*t.a_ids, "acme-private-customer",
+                   *(i.token.public_id for i in issued), "acme private",
                    "acme member private", "admin@acme.test", "member@acme.test",
                    "Acme Private Employee", "private@acme.test"}
 
@@ -169,6 +176,10 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
             ({"search": "acme private"}, None), ({"workspace": a_ws}, None),
             ({"workspace": "sales"}, None)],
         ("POST", "/api/v1/tokens"): [
+            ({}, {"name": "cross", "expires_in_days": 7, "kind": "application",
+                  "scopes": ["employees:read"], "identity_id": t.a_identity_id}),
+            ({}, {"name": "cross", "expires_in_days": 7, "kind": "application",
+                  "scopes": ["employees:read"], "identity_id": "acme-private-customer"}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": a_ws}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": "sales"})],
         ("POST", "/api/v1/tokens/import"): [
@@ -239,6 +250,10 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("POST", "/api/v1/webhooks"): [({}, {"url": "https://hooks.example.com/globex"})],
         ("GET", "/console/webhooks"): [({}, None)],
         ("POST", "/console/webhooks"): [({}, {"url": "https://hooks.example.com/globex"})],
+        ("GET", "/api/v1/identities"): [({}, None), ({"search": "acme"}, None)],
+        ("POST", "/api/v1/identities"): [({}, {"external_id": "globex-own"})],
+        ("GET", "/console/identities"): [({}, None)],
+        ("POST", "/console/identities"): [({}, {"external_id": "globex-form"})],
     }
 
 
@@ -312,6 +327,14 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/console/webhooks/{webhook_id}/rotate"): {},
     ("POST", "/console/webhooks/{webhook_id}/delete"): {"confirm": "yes"},
     ("POST", "/console/webhooks/{webhook_id}/deliveries/{delivery_id}/retry"): {},
+    ("GET", "/api/v1/identities/{identity_id}"): None,
+    ("PATCH", "/api/v1/identities/{identity_id}"): {"credits": {"remaining": 1000},
+                                                    "name": "taken over"},
+    ("DELETE", "/api/v1/identities/{identity_id}"): None,
+    ("GET", "/console/identities/{identity_id}"): None,
+    ("POST", "/console/identities/{identity_id}"): {"external_id": "taken", "credits": "9"},
+    ("POST", "/console/identities/{identity_id}/delete"): {"detach": "yes"},
+    ("POST", "/console/identities/{identity_id}/tokens"): {"token": "x"},
 }
 
 
@@ -437,7 +460,8 @@ def test_every_route_is_probed(app: Any, tenants: Tenants) -> None:
     for method, path in served - PUBLIC - OPERATOR:
         parameters = set(re.findall(r"{(\w+)}", path))
         assert parameters <= {"token_id", "user_id", "workspace_id", "session_id",
-                              "public_id", "webhook_id", "delivery_id"}, (
+                              "public_id", "webhook_id", "delivery_id",
+                              "identity_id"}, (
             f"{method} {path}: this test does not know how to fill {parameters}")
 
 
@@ -463,6 +487,8 @@ def _ids_for(path: str, t: Tenants) -> list[str]:
         return [t.a_workspace_id, t.world.ops.id]
     if "{session_id}" in path or "{public_id}" in path:
         return t.a_session_ids
+    if "{identity_id}" in path:  # by id and by external id
+        return [t.a_identity_id, "acme-private-customer"]
     if "{webhook_id}" in path:  # and its deliveries (`_fill` puts A's delivery id in)
         return [t.a_webhook_id]
     raise AssertionError(f"{path}: no ids of A to try")
@@ -523,7 +549,8 @@ def test_account_b_can_neither_read_nor_change_anything_of_account_a(
 def _fill(path: str, value: str, delivery: str | None = None) -> str:
     """`path` with `value` for its id; a delivery id is `delivery` (default: `value`)."""
     path = path.replace("{delivery_id}", delivery or value)
-    return re.sub(r"{(token_id|user_id|workspace_id|session_id|public_id|webhook_id)}",
+    return re.sub(r"{(token_id|user_id|workspace_id|session_id|public_id|webhook_id|"
+                  r"identity_id)}",
                   value, path)
 
 

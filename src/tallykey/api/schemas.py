@@ -74,6 +74,12 @@ def _controls(body: BaseModel) -> dict[str, Any]:
     for name in ("metadata", "external_id"):
         if name in named and getattr(body, name) is not None:
             found[name] = getattr(body, name)
+    if "identity_id" in named:
+        identity_id = getattr(body, "identity_id", None)
+        if identity_id is None or not identity_id.strip():
+            found["detach_identity"] = True
+        else:
+            found["identity_id"] = identity_id
     return found
 
 
@@ -94,9 +100,14 @@ class TokenCreate(Strict):
     external_id: str | None = Field(
         default=None, max_length=255, description="your id for the customer or "
         "integration; searchable, and sent as Tallykey-External-Id on /auth/request")
+    identity_id: str | None = Field(
+        default=None, max_length=255, description="the identity (id or external id) the "
+        "token belongs to: it spends the identity's credits and counts against its rate "
+        "limits (administrators only)")
 
     def controls(self) -> dict[str, Any]:
-        return {k: v for k, v in _controls(self).items() if k != "remove_credits"}
+        return {k: v for k, v in _controls(self).items()
+                if k not in ("remove_credits", "detach_identity")}
 
 
 class TokenUpdate(Strict):
@@ -114,6 +125,9 @@ class TokenUpdate(Strict):
                                             "clears it")
     external_id: str | None = Field(default=None, max_length=255,
                                     description="\"\" clears it")
+    identity_id: str | None = Field(
+        default=None, max_length=255, description="moves the token to this identity (id "
+        "or external id); null takes it out of its identity (administrators only)")
 
     def controls(self) -> dict[str, Any]:
         return _controls(self)
@@ -398,6 +412,14 @@ class RateLimitStateView(BaseModel):
     reset: int
 
 
+class IdentityRef(BaseModel):
+    """The identity a verdict names: its id, the platform's id for it, its metadata."""
+
+    id: str
+    external_id: str
+    metadata: dict[str, Any] | None = None
+
+
 class VerifyResponse(BaseModel):
     allowed: bool
     status: int
@@ -423,6 +445,10 @@ class VerifyResponse(BaseModel):
         default=None, description="the token's usage credits left after this request")
     metadata: dict[str, Any] | None = None
     external_id: str | None = None
+    identity: IdentityRef | None = Field(
+        default=None, description="The identity the token belongs to (SPEC §16)")
+    identity_credits_remaining: int | None = Field(
+        default=None, description="the identity's pooled credits left after this request")
 
 
 def parse_moment(value: str, field: str) -> datetime | date:

@@ -22,7 +22,7 @@ from tallykey.api.limits import (
     refuse_header_count,
 )
 from tallykey.api.responses import error_responses
-from tallykey.api.schemas import RateLimitStateView, VerifyRequest, VerifyResponse
+from tallykey.api.schemas import IdentityRef, RateLimitStateView, VerifyRequest, VerifyResponse
 from tallykey.auth.middleware import TOKEN_ID_STATE, send_refusal, verify_credentials
 from tallykey.auth.operations import Operation, OperationTable
 from tallykey.auth.verdict import Verdict
@@ -81,7 +81,9 @@ async def verify(body: VerifyRequest, request: Request) -> VerifyResponse:
                      for state in verdict.rate_limits],
         credits_remaining=verdict.credits_remaining,
         metadata=dict(verdict.metadata) if verdict.metadata is not None else None,
-        external_id=verdict.external_id)
+        external_id=verdict.external_id,
+        identity=IdentityRef(**verdict.identity) if verdict.identity is not None else None,
+        identity_credits_remaining=verdict.identity_credits_remaining)
 
 
 class AuthRequestEndpoint:

@@ -26,7 +26,7 @@ def allowed_verdict(record: TokenRecord, rates: RateView | None = None) -> Verdi
         workspaces=record.workspaces, owner_id=record.owner_id,
         owner_email=record.owner_email, expires_at=record.expires_at,
         metadata=record.metadata, external_id=record.external_id, rates=rates,
-        name=record.name)
+        name=record.name, identity=record.identity)
 
 
 class VerificationCache:

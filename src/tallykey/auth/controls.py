@@ -1,5 +1,9 @@
 """The key controls' decision, taken by the verifier after a token's verdict passed:
-rate limits first (`controls.rates`), then credits (`controls.credits`)."""
+rate limits first (`controls.rates`), then credits (`controls.credits`).
+
+A token of an identity (SPEC §16) spends from the identity's pool and, when it has
+credits of its own, from those too: a request passes only if both have enough. The pool
+is spent first; if the token's own credits then refuse, the pool gets its spend back."""
 
 from __future__ import annotations
 
@@ -38,7 +42,7 @@ class KeyControls:
         when the decision needs the network and `io` is False (nothing was counted:
         call again with `io=True` off the event loop). With `io` it may raise
         `StoreUnavailable` (credits need the store)."""
-        if record.has_credits and not io:
+        if record.spends and not io:
             return None
         rates = verdict.rates
         if rates is not None:
@@ -49,12 +53,34 @@ class KeyControls:
                 outcome = self.rates.admit_remote(rates, now)
             if isinstance(outcome, TallykeyError):
                 return outcome
-        if not record.has_credits:
+        if not record.spends:
             return verdict
-        left = self.credits.spend(record, cost, now)
+        pool: int | None = None
+        if record.identity_has_credits:  # the identity's pool first (SPEC §16)
+            spent = self.credits.spend_identity(record, cost, now)
+            if isinstance(spent, TallykeyError):
+                return spent
+            pool = spent
+        if not record.has_credits:
+            return replace(verdict, identity_credits_remaining=pool)
+        try:
+            left = self.credits.spend(record, cost, now)
+        except BaseException:
+            if pool is not None:
+                self._refund(record, cost, now)
+            raise
         if isinstance(left, TallykeyError):
+            if pool is not None:  # refused by the token's own credits: nothing is spent
+                self._refund(record, cost, now)
             return left
-        return replace(verdict, credits_remaining=left)
+        return replace(verdict, credits_remaining=left, identity_credits_remaining=pool)
+
+    def _refund(self, record: TokenRecord, cost: int, now: float) -> None:
+        try:
+            self.credits.refund_identity(record, cost, now)
+        except TallykeyError:
+            log.warning("could not give %d credits back to identity %s (the store went "
+                        "away)", cost, record.identity_id)
 
     def close(self) -> None:
         if self.link is not None:

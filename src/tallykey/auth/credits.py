@@ -48,12 +48,36 @@ RETURNING credits_remaining
 """.replace("BALANCE", _BALANCE).replace("PERIOD", _PERIOD)
 
 
+#: Spend `cost` from an identity's pool (SPEC §16), refilled first if a new period began:
+#: the same conditional UPDATE as a token's, on the identity's row, so every token of
+#: the identity, on every node, draws on one balance and none passes beyond it.
+_SPEND_IDENTITY = """
+UPDATE identities SET
+  credits_remaining = BALANCE - CAST(:cost AS INTEGER),
+  credits_period = CASE WHEN credits_refill_amount IS NULL THEN credits_period
+                        ELSE PERIOD END
+WHERE id = :identity_id AND credits_remaining IS NOT NULL
+  AND BALANCE >= CAST(:cost AS INTEGER)
+RETURNING credits_remaining
+""".replace("BALANCE", _BALANCE).replace("PERIOD", _PERIOD)
+
+#: Give back what a request spent from its identity's pool when the token's own credits
+#: then refused it (only within the same refill period: a refill since set it anew).
+_REFUND_IDENTITY = """
+UPDATE identities SET credits_remaining = credits_remaining + CAST(:cost AS INTEGER)
+WHERE id = :identity_id AND credits_remaining IS NOT NULL
+  AND (credits_refill_amount IS NULL OR credits_period = PERIOD)
+""".replace("PERIOD", _PERIOD)
+
+
 class CreditLedger:
     """Spends credits in the token store (one statement on the lookup's connections)."""
 
     def __init__(self, lookup: RecordLookup) -> None:
         self.lookup = lookup
         self._sql = lookup.dialect_sql(_SPEND)
+        self._identity_sql = lookup.dialect_sql(_SPEND_IDENTITY)
+        self._refund_sql = lookup.dialect_sql(_REFUND_IDENTITY)
         #: SQLite runs the statement under one write lock: no renewal can slip in.
         self._retry = lookup.database.dialect != "sqlite"
 
@@ -77,3 +101,34 @@ class CreditLedger:
         return UsageExhausted(message, f"The credits refill at {refill_at.isoformat()} "
                               f"(Retry-After: {wait} s).", retry_after=wait,
                               refill_at=refill_at.isoformat())
+
+    def spend_identity(self, record: TokenRecord, cost: int,
+                       now: float) -> int | UsageExhausted:
+        """The credits left in the pool of the token's identity after spending `cost`, or
+        the refusal when fewer are left. Blocks on the store; raises `StoreUnavailable`."""
+        assert record.identity_id is not None
+        rows = self.lookup.run(self._identity_sql, self._params(record, cost, now))
+        if rows:
+            return int(rows[0][0])
+        message = (f"The usage credits of this token's identity are used up: this request "
+                   f"costs {cost}.")
+        refill = record.identity_refill
+        if refill is None:
+            return UsageExhausted(message, "Ask an administrator to add credits to the "
+                                  "identity.", identity_id=record.identity_id)
+        refill_at = period_start(refill.interval, period_of(refill.interval, now) + 1)
+        wait = max(1, math.ceil(refill_at.timestamp() - now))
+        return UsageExhausted(message, f"The identity's credits refill at "
+                              f"{refill_at.isoformat()} (Retry-After: {wait} s).",
+                              retry_after=wait, refill_at=refill_at.isoformat(),
+                              identity_id=record.identity_id)
+
+    def refund_identity(self, record: TokenRecord, cost: int, now: float) -> None:
+        """Give `cost` back to the identity's pool (the request was refused after it was
+        spent). Blocks on the store; raises `StoreUnavailable`."""
+        self.lookup.run_write(self._refund_sql, self._params(record, cost, now))
+
+    @staticmethod
+    def _params(record: TokenRecord, cost: int, now: float) -> dict[str, object]:
+        return {"cost": cost, "daily": period_of("daily", now),
+                "monthly": period_of("monthly", now), "identity_id": record.identity_id}

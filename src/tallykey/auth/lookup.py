@@ -2,7 +2,7 @@
 
 The ORM costs milliseconds per load; verification must cost microseconds, so a miss runs
 one hand-written SELECT (the secret hash's unique index, joined to its token, account,
-owner, the account's live workspaces and the owner's grants in each) on a small pool of
+owner, identity, the account's live workspaces and the owner's grants in each) on a small pool of
 raw DBAPI connections of its own.
 
 Connections are in autocommit mode: a read needs no transaction, and psycopg keeps its
@@ -26,7 +26,7 @@ from typing import Any
 
 from tallykey.accounts.permissions import Permissions
 from tallykey.auth.record import TokenRecord, networks
-from tallykey.controls.rules import RateRule, Refill
+from tallykey.controls.rules import IDENTITY_SHARED, RateRule, Refill
 from tallykey.db.engine import Database, store_errors
 from tallykey.errors import StoreUnavailable
 from tallykey.tokens.models import APPLICATION, CONTAINED
@@ -38,10 +38,13 @@ SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        t.credits_remaining, t.name, t.credits_refill_amount, t.credits_refill_interval,
        t.metadata, t.external_id, t.suspended_at,
        (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.suspend_reason,
-       t.pending_at, t.successor_id, t.renewed_from_id
+       t.pending_at, t.successor_id, i.id, i.external_id, i.metadata, i.rate_limits,
+       i.credits_remaining, i.credits_refill_amount, i.credits_refill_interval,
+       t.renewed_from_id
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
+LEFT JOIN identities i ON i.id = t.identity_id AND i.account_id = t.account_id
 LEFT JOIN users u ON u.id = t.owner_id
 LEFT JOIN workspaces w ON w.account_id = t.account_id AND w.archived_at IS NULL
      AND (t.workspace_id IS NULL OR w.id = t.workspace_id)
@@ -189,7 +192,8 @@ class RecordLookup:
          token_ips, token_scopes, owner_id, slug, account_ips, owner_email, owner_role,
          owner_active, *_workspace, account_active, rate_limits, credits, name, refill_amount,
          refill_interval, meta, external_id, suspended_at, suspended_by, suspend_reason, pending_at,
-         successor_id, _) = rows[0]
+         successor_id, identity_id, identity_external_id, identity_meta, identity_limits,
+         identity_credits, identity_refill_amount, identity_refill_interval, _) = rows[0]
         own_scopes = share(frozenset(self._json(token_scopes)))
         live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
         grants = {row[15]: frozenset(self._json(row[17])) for row in rows
@@ -225,7 +229,11 @@ class RecordLookup:
             account_active=bool(account_active) if account_active is not None else True,
             rate_rules=share(tuple(RateRule(r["name"], r["limit"], r["per_seconds"],
                                             r.get("shared"))
-                                   for r in self._json_value(rate_limits) or ())),
+                                   for r in self._json_value(rate_limits) or ())
+                             + tuple(RateRule(r["name"], r["limit"], r["per_seconds"],
+                                              IDENTITY_SHARED)
+                                     for r in (self._json_value(identity_limits) or ()
+                                               if identity_id is not None else ()))),
             has_credits=credits is not None,
             refill=share(Refill(int(refill_amount), refill_interval))
             if refill_amount is not None and refill_interval else None,
@@ -235,6 +243,14 @@ class RecordLookup:
                           if suspended_at is not None else None),
             pending_at=self._time(pending_at),
             renewed=successor_id is not None, lineage_id=lineage or token_id,
+            identity=None if identity_id is None else {
+                "id": identity_id, "external_id": identity_external_id,
+                "metadata": self._json_value(identity_meta)},
+            identity_id=share(identity_id),
+            identity_has_credits=identity_id is not None and identity_credits is not None,
+            identity_refill=share(Refill(int(identity_refill_amount),
+                                         identity_refill_interval))
+            if identity_refill_amount is not None and identity_refill_interval else None,
         )
 
     def _shared_map(self, mapping: dict[str, Any]) -> dict[str, Any]:
@@ -257,6 +273,15 @@ class RecordLookup:
             try:
                 cursor.execute(sql, params)
                 return list(cursor.fetchall())
+            finally:
+                cursor.close()
+
+    def run_write(self, sql: str, params: Mapping[str, Any]) -> None:
+        """As `run`, for a statement that returns no rows."""
+        with self._connection() as connection:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(sql, params)
             finally:
                 cursor.close()
 

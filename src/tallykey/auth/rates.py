@@ -1,5 +1,5 @@
 """Rate limits per token (SPEC §13): fixed windows of `per_seconds`, counted per bucket
-(the token's own, its owner's or its external id's).
+(the token's own, its owner's, its external id's, or its identity's: SPEC §16).
 
 Without Redis a node counts in process: exact on one node. With Redis
 (`TALLYKEY_REDIS_URL`) a node leases blocks of allowances from a shared counter
@@ -30,7 +30,7 @@ from typing import Final
 
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.redis_link import RedisLink
-from tallykey.controls.rules import RateRule
+from tallykey.controls.rules import IDENTITY_SHARED, RateRule
 from tallykey.errors import RateLimited, StoreUnavailable, TallykeyError
 from tallykey.tokens.models import APPLICATION
 
@@ -262,7 +262,9 @@ def _bucket_key(record: TokenRecord, rule: RateRule) -> str:
     the account's for application tokens (which only administrators create); a personal
     token's external-id counter is its owner's alone, so a member cannot join, or drain,
     a customer's shared counter by naming its external id."""
-    if rule.shared == "owner" and record.owner_id is not None:
+    if rule.shared == IDENTITY_SHARED and record.identity_id is not None:
+        scope = f"i:{record.identity_id}"
+    elif rule.shared == "owner" and record.owner_id is not None:
         scope = f"o:{record.owner_id}"
     elif rule.shared == "external_id" and record.external_id is not None:
         scope = (f"x:{record.account_id}:{record.external_id}" if record.kind == APPLICATION
@@ -275,7 +277,8 @@ def _bucket_key(record: TokenRecord, rule: RateRule) -> str:
 def _limited(rule: RateRule, bucket: Bucket, now: float) -> RateLimited:
     retry_after = max(1, math.ceil(bucket.ends - now))
     shared = {"owner": " (shared by every token of its owner)",
-              "external_id": " (shared by every token with its external id)"}.get(
+              "external_id": " (shared by every token with its external id)",
+              IDENTITY_SHARED: " (shared by every token of its identity)"}.get(
                   rule.shared or "", "")
     return RateLimited(
         f"This token's rate limit {rule.name!r} is reached: {rule.limit} requests per "

@@ -65,6 +65,13 @@ class TokenRecord:
     #: The first token of its renewal chain (itself if it renews none): a token's own
     #: rate-limit windows are counted per chain, so a renewal never restarts them.
     lineage_id: str | None = None
+    #: The identity the token belongs to (SPEC §16): `{id, external_id, metadata}` as the
+    #: verdict carries it, and whether its credit pool is spent (and its refill). Its rate
+    #: limits are in `rate_rules` (shared `identity`).
+    identity: Mapping[str, Any] | None = None
+    identity_id: str | None = None
+    identity_has_credits: bool = False
+    identity_refill: Refill | None = None
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
@@ -73,6 +80,8 @@ class TokenRecord:
     plain: bool = field(init=False)
     #: True when a rate limit or credits must admit each request (`controls.gate`).
     controlled: bool = field(init=False)
+    #: True when a request spends credits: the token's own, its identity's, or both.
+    spends: bool = field(init=False)
     #: A decoy (SPEC §17): never passes; it answers as an unknown token would.
     decoy: bool = field(init=False)
 
@@ -87,7 +96,8 @@ class TokenRecord:
                            and self.account_active and not self.workspace_archived
                            and self.suspended_at is None and self.pending_at is None
                            and not self.decoy)
-        object.__setattr__(self, "controlled", bool(self.rate_rules) or self.has_credits)
+        object.__setattr__(self, "spends", self.has_credits or self.identity_has_credits)
+        object.__setattr__(self, "controlled", bool(self.rate_rules) or self.spends)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:
         for networks in (self.token_networks, self.account_networks):

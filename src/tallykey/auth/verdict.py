@@ -52,6 +52,10 @@ class Verdict:
     #: the credits left after this request, for tokens that have them.
     rates: RateView | None = None
     credits_remaining: int | None = None
+    #: The identity the token belongs to (SPEC §16): `{"id", "external_id", "metadata"}`,
+    #: and what its credit pool holds after this request, when it has one.
+    identity: Mapping[str, Any] | None = None
+    identity_credits_remaining: int | None = None
     #: Made on first use and kept with the verdict, which is cached per token (a cache,
     #: never a change of the answer; see `identity_headers`, `expiry_header`,
     #: `for_workspace`). Left empty until then, so a cache of embedded verdicts that
@@ -100,6 +104,10 @@ class Verdict:
                 headers += (_pair(b"tallykey-workspace", self.workspace),)
             if self.external_id is not None:
                 headers += (_pair(b"tallykey-external-id", self.external_id, shared=False),)
+            if self.identity is not None:
+                headers += (_pair(b"tallykey-identity-id", self.identity["id"]),
+                            _pair(b"tallykey-identity-external-id",
+                                  self.identity["external_id"]))
             object.__setattr__(self, "_identity", headers)
         return headers
 

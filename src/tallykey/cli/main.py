@@ -16,6 +16,7 @@ from tallykey.cli import (
     accounts,
     audit,
     doctor,
+    identities,
     keys,
     notify,
     operators,
@@ -39,6 +40,7 @@ keys.register(app)  # keys check|rotate
 notify.register(app)  # outbox, webhooks, worker
 audit.register(app)  # audit export, audit verify
 workspaces.register(app)  # workspaces list|create|rename|archive
+identities.register(app)  # identities list|create|show|update|delete
 operators.register(app)  # operator-tokens create|list|revoke
 doctor.register(app)  # doctor
 

@@ -110,6 +110,9 @@ def tokens_create(
     refill: RefillOption = None,
     metadata: MetadataOption = None,
     external_id: ExternalIdOption = None,
+    identity: Annotated[str | None, typer.Option(
+        help="The identity (id or external id) the token belongs to: it spends the "
+        "identity's credit pool and counts against its rate limits.")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the token.")]
     = False,
     as_json: JsonOption = False,
@@ -121,6 +124,7 @@ def tokens_create(
                        expires_at=parse_expiry(expires) if expires else None, kind=kind,
                        description=description, workspace=workspace, scopes=scope or [],
                        ip_allowlist=ip or [], target=target,
+                       identity_id=identity,
                        **key_controls(rate_limit, credits, refill, metadata, external_id))
     with runtime() as rt:
         issued = rt.tokens.issue(user_actor(rt, account, user), draft)

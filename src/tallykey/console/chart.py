@@ -5,6 +5,7 @@ image)."""
 from __future__ import annotations
 
 from collections import defaultdict
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -39,16 +40,18 @@ class Bucket:
     denied: int
 
 
-def _counts(session: Session, token_id: str, start: datetime
+def _counts(session: Session, token_id: str | Sequence[str], start: datetime
             ) -> list[tuple[datetime, str, int]]:
+    """Usage of one token, or summed over several (an identity's tokens)."""
+    ids = [token_id] if isinstance(token_id, str) else list(token_id)
     rows = session.execute(
         select(TokenUsage.hour, TokenUsage.outcome, func.sum(TokenUsage.count))
-        .where(TokenUsage.token_id == token_id, TokenUsage.hour >= start)
+        .where(TokenUsage.token_id.in_(ids), TokenUsage.hour >= start)
         .group_by(TokenUsage.hour, TokenUsage.outcome))
     return [(hour, outcome, int(count or 0)) for hour, outcome, count in rows]
 
 
-def daily_usage(session: Session, token_id: str, now: datetime,
+def daily_usage(session: Session, token_id: str | Sequence[str], now: datetime,
                 days: int = DAYS) -> list[Bucket]:
     """The last `days` days (oldest first), every day present, zero when unused."""
     start = datetime.combine(now.date() - timedelta(days=days - 1), datetime.min.time(),
@@ -62,7 +65,7 @@ def daily_usage(session: Session, token_id: str, now: datetime,
                    denied[d.date()]) for d in days_shown]
 
 
-def hourly_usage(session: Session, token_id: str, now: datetime,
+def hourly_usage(session: Session, token_id: str | Sequence[str], now: datetime,
                  hours: int = HOURS) -> list[Bucket]:
     """The last `hours` hours (oldest first, the current one included), zero when unused."""
     current = now.replace(minute=0, second=0, microsecond=0)

@@ -9,6 +9,7 @@ from tallykey.console import (
     pages_auth,
     pages_decoys,
     pages_governance,
+    pages_identities,
     pages_people,
     pages_tokens,
     pages_webhooks,
@@ -25,5 +26,6 @@ router.include_router(pages_decoys.router)
 router.include_router(pages_people.router)
 router.include_router(pages_governance.router)
 router.include_router(pages_webhooks.router)
+router.include_router(pages_identities.router)
 
 __all__ = ["STATIC_DIR", "STATIC_PATH", "router"]

@@ -16,6 +16,9 @@ from tallykey.errors import ValidationFailed
 #: Who shares one counter: the token alone (None), all tokens of its owner, or all
 #: tokens of the account with the same external id.
 SHARED = ("owner", "external_id")
+#: `RateRule.shared` of an identity's rate limits (SPEC §16): one counter for all the
+#: identity's tokens. Set by the lookup, never accepted as input on a token's limit.
+IDENTITY_SHARED = "identity"
 INTERVALS = ("daily", "monthly")
 MAX_LIMITS = 10
 MAX_LIMIT = 1_000_000_000

@@ -28,6 +28,8 @@ from tallykey.feed.models import VerdictChange
 TOKEN = "token"  # noqa: S105 - a subject name
 USER = "user"
 ACCOUNT = "account"
+#: An identity (SPEC §16): its credits, rate limits or metadata changed, or tokens left it.
+IDENTITY = "identity"
 CHANNEL = "tallykey_changes"
 #: Feed rows older than this are pruned (every cache entry is far younger).
 RETENTION = timedelta(days=1)

@@ -7,6 +7,7 @@ from tallykey.auth.models import AuthFailure, ServerKey
 from tallykey.db.base import Base
 from tallykey.demo.models import Employee
 from tallykey.feed.models import Node, VerdictChange
+from tallykey.identities.models import Identity
 from tallykey.keys.models import AccountKey
 from tallykey.monitor.models import DecoyTrip, TokenClientIp, TokenNetwork, TokenUsage
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
@@ -27,6 +28,7 @@ __all__ = [
     "DecoyTrip",
     "Employee",
     "IdempotentRequest",
+    "Identity",
     "Node",
     "OidcSignIn",
     "OperatorToken",

@@ -100,6 +100,10 @@ class Token(Base):
     credits_period: Mapped[int | None] = mapped_column(Integer, nullable=True)
     meta: Mapped[dict[str, object] | None] = mapped_column("metadata", JSON, nullable=True)
     external_id: Mapped[str | None] = mapped_column(String(255), nullable=True)
+    #: The identity this token belongs to (SPEC §16), if any: its credit pool and rate
+    #: limits apply to every request of the token.
+    identity_id: Mapped[str | None] = mapped_column(ForeignKey("identities.id"),
+                                                    nullable=True, index=True)
 
     secrets: Mapped[list[TokenSecret]] = relationship(
         back_populates="token", order_by="TokenSecret.generation"

@@ -84,6 +84,8 @@ class TokenView(BaseModel):
     #: Renewal lineage: the token this one renewed, and the one that renewed it.
     renewed_from_id: str | None = None
     successor_id: str | None = None
+    #: The identity (SPEC §16) the token belongs to.
+    identity_id: str | None = None
 
     @classmethod
     def of(cls, token: Token, now: datetime) -> TokenView:
@@ -109,6 +111,7 @@ class TokenView(BaseModel):
             suspended_by=(token.suspender.email if token.suspender else
                           ("operator" if token.suspended_at else None)),
             renewed_from_id=token.renewed_from_id, successor_id=token.successor_id,
+            identity_id=token.identity_id,
         )
 
 

@@ -25,6 +25,7 @@ from tallykey.controls import rules
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes
+from tallykey.identities.models import Identity
 from tallykey.keys.keyring import KeyConfigError
 from tallykey.keys.vault import SecretVault
 from tallykey.tokens import format as token_format
@@ -88,6 +89,8 @@ class TokenDraft:
     credits: Mapping[str, Any] | None = None
     metadata: Any = None
     external_id: str | None = None
+    #: The identity (SPEC §16) the token belongs to: its id or external id.
+    identity_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -107,6 +110,10 @@ class TokenChanges:
     #: `{}` clears the metadata, "" the external id.
     metadata: Any = None
     external_id: str | None = None
+    #: Move the token to this identity (id or external id); `detach_identity` takes it
+    #: out of its identity.
+    identity_id: str | None = None
+    detach_identity: bool = False
 
 
 @dataclass(frozen=True)
@@ -128,7 +135,7 @@ class Renewal:
 INHERITED = ("account_id", "workspace_id", "kind", "region", "name", "description",
              "scopes", "target", "ip_allowlist", "admin_limits", "owner_id", "rate_limits",
              "credits_remaining", "credits_refill_amount", "credits_refill_interval",
-             "credits_period", "meta", "external_id")
+             "credits_period", "meta", "external_id", "identity_id")
 #: Columns a successor does not copy: its identity, its own history and lineage.
 NOT_INHERITED = ("id", "public_id", "created_by_id", "created_at", "created_ip",
                  "updated_at", "expires_at", "revoked_at", "revoked_by_id", "revoke_reason",
@@ -249,6 +256,8 @@ class TokenService:
                 meta=metadata, external_id=external_id,
                 pending_at=now if needs_approval(account, actor) else None)
             _set_credits(token, credits, now)
+            if draft.identity_id is not None and draft.identity_id.strip():
+                token.identity_id = _identity(session, actor, draft.identity_id).id
             session.add(token)
             session.flush()
             stored = TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
@@ -370,6 +379,11 @@ class TokenService:
             if changes.expires_at is not None:
                 token.expires_at = _shortened_expiry(token, changes.expires_at, now)
             self._change_controls(token, changes, now, actor, limits, imposed=imposed)
+            if changes.detach_identity and token.identity_id is not None:
+                _identity(session, actor, token.identity_id)  # administrators only
+                token.identity_id = None
+            elif changes.identity_id is not None:
+                token.identity_id = _identity(session, actor, changes.identity_id).id
             if imposed and limits != (token.admin_limits or {}):
                 token.admin_limits = limits
             after = _editable_snapshot(token)
@@ -956,6 +970,23 @@ def _require_native(token: Token, verb: str) -> None:
                        "revoke the imported key.", kind=IMPORTED)
 
 
+def _identity(session: Session, actor: Actor, ref: str) -> Identity:
+    """The identity a token is put in (by id or external id): in the actor's account
+    (`NotFound` otherwise), and only by an administrator (`PermissionDenied`)."""
+    if not actor.is_admin:
+        raise PermissionDenied("Only account administrators can put a token in an "
+                               "identity or take it out.", "Ask an administrator of your "
+                               "account.", field="identity_id")
+    found = session.scalar(select(Identity).where(
+        Identity.account_id == actor.account_id,
+        (Identity.id == ref.strip()) | (Identity.external_id == ref.strip())))
+    if found is None:
+        raise NotFound(f"No identity {ref.strip()[:64]!r} in this account.",
+                       "Create it first (POST /api/v1/identities), or name it by its id or "
+                       "external id.", field="identity_id")
+    return found
+
+
 def _require_owner(actor: Actor, token: Token, verb: str, noun: str) -> None:
     """A personal token gets a new secret only for its owner (or the operator): whoever
     asks receives that secret, and an administrator may revoke another user's token,
@@ -1016,6 +1047,7 @@ def _controls_snapshot(token: Token) -> dict[str, Any]:
         {"remaining": token.credits_remaining, "refill": refill},
         "metadata": token.meta,
         "external_id": token.external_id,
+        "identity_id": token.identity_id,
     }
 
 

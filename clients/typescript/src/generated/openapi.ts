@@ -39,6 +39,61 @@ export interface paths {
         patch?: never;
         trace?: never;
     };
+    "/api/v1/identities": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Identities
+         * @description The account's identities by external id (a member: those of their own tokens).
+         */
+        get: operations["list_identities_api_v1_identities_get"];
+        put?: never;
+        /**
+         * Create Identity
+         * @description Create an identity (administrators). 409 when the account has one with this
+         *     `external_id` already.
+         */
+        post: operations["create_identity_api_v1_identities_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/identities/{identity_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Identity
+         * @description One identity (by id or external id), with its pool's credits now and its tokens.
+         */
+        get: operations["get_identity_api_v1_identities__identity_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Identity
+         * @description Delete an identity (administrators). 409 while tokens belong to it, unless
+         *     `?detach=true`: then its tokens leave it, on every node once answered.
+         */
+        delete: operations["delete_identity_api_v1_identities__identity_id__delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Update Identity
+         * @description Change an identity (administrators). Its tokens use the new credits, limits and
+         *     metadata on every node once answered (`propagation`, as for a revocation).
+         */
+        patch: operations["update_identity_api_v1_identities__identity_id__patch"];
+        trace?: never;
+    };
     "/api/v1/leaks": {
         parameters: {
             query?: never;
@@ -1235,6 +1290,186 @@ export interface components {
             keys: components["schemas"]["ImportKeyIn"][];
         };
         /**
+         * IdentityChangeView
+         * @description The answer to PATCH: the identity, and how far the change reached (the nodes that
+         *     applied it; acknowledged like a revocation).
+         */
+        IdentityChangeView: {
+            /** Created At */
+            created_at: string;
+            credits: components["schemas"]["IdentityCreditsView"] | null;
+            /** External Id */
+            external_id: string;
+            /** Id */
+            id: string;
+            /** Metadata */
+            metadata: {
+                [key: string]: unknown;
+            } | null;
+            /** Name */
+            name: string;
+            propagation: components["schemas"]["PropagationView"];
+            /** Rate Limits */
+            rate_limits: components["schemas"]["RateLimitView"][];
+            /**
+             * Tokens
+             * @description how many tokens belong to it
+             */
+            tokens: number;
+            /** Updated At */
+            updated_at: string;
+        };
+        /** IdentityCreate */
+        IdentityCreate: {
+            /** @description one pool spent by all the identity's tokens */
+            credits?: components["schemas"]["CreditsIn"] | null;
+            /**
+             * External Id
+             * @description your id for this customer or integration; unique in the account
+             */
+            external_id: string;
+            /**
+             * Metadata
+             * @description a JSON object of at most 4 KB, returned on verify
+             */
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+            /**
+             * Name
+             * @description defaults to the external id
+             */
+            name?: string | null;
+            /** Rate Limits */
+            rate_limits?: components["schemas"]["IdentityRateLimitIn"][];
+        };
+        /** IdentityCreditsView */
+        IdentityCreditsView: {
+            /** Next Refill At */
+            next_refill_at: string | null;
+            refill: components["schemas"]["RefillView"] | null;
+            /** Remaining */
+            remaining: number;
+        };
+        /** IdentityDeleted */
+        IdentityDeleted: {
+            /** Deleted */
+            deleted: boolean;
+            /** Detached Tokens */
+            detached_tokens: string[];
+            /** Id */
+            id: string;
+            propagation: components["schemas"]["PropagationView"];
+        };
+        /**
+         * IdentityDetail
+         * @description One identity with the tokens of it that the caller sees.
+         */
+        IdentityDetail: {
+            /** Created At */
+            created_at: string;
+            credits: components["schemas"]["IdentityCreditsView"] | null;
+            /** External Id */
+            external_id: string;
+            /** Id */
+            id: string;
+            /** Metadata */
+            metadata: {
+                [key: string]: unknown;
+            } | null;
+            /** Name */
+            name: string;
+            /** Rate Limits */
+            rate_limits: components["schemas"]["RateLimitView"][];
+            /** Token List */
+            token_list: components["schemas"]["TokenView"][];
+            /**
+             * Tokens
+             * @description how many tokens belong to it
+             */
+            tokens: number;
+            /** Updated At */
+            updated_at: string;
+        };
+        /** IdentityRateLimitIn */
+        IdentityRateLimitIn: {
+            /**
+             * Limit
+             * @description requests per window, by all the identity's tokens together: 1 to 1000000000
+             */
+            limit: number;
+            /**
+             * Name
+             * @default default
+             */
+            name?: string;
+            /**
+             * Per Seconds
+             * @description the window: 1 to 2592000 seconds (30 days)
+             */
+            per_seconds: number;
+        };
+        /**
+         * IdentityRef
+         * @description The identity a verdict names: its id, the platform's id for it, its metadata.
+         */
+        IdentityRef: {
+            /** External Id */
+            external_id: string;
+            /** Id */
+            id: string;
+            /** Metadata */
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+        };
+        /** IdentityUpdate */
+        IdentityUpdate: {
+            /** @description sets the pool; null removes it (its tokens are no longer costed by it) */
+            credits?: components["schemas"]["CreditsIn"] | null;
+            /** External Id */
+            external_id?: string | null;
+            /**
+             * Metadata
+             * @description replaces it; {} clears it
+             */
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+            /** Name */
+            name?: string | null;
+            /**
+             * Rate Limits
+             * @description replaces every limit; [] removes them
+             */
+            rate_limits?: components["schemas"]["IdentityRateLimitIn"][] | null;
+        };
+        /** IdentityView */
+        IdentityView: {
+            /** Created At */
+            created_at: string;
+            credits: components["schemas"]["IdentityCreditsView"] | null;
+            /** External Id */
+            external_id: string;
+            /** Id */
+            id: string;
+            /** Metadata */
+            metadata: {
+                [key: string]: unknown;
+            } | null;
+            /** Name */
+            name: string;
+            /** Rate Limits */
+            rate_limits: components["schemas"]["RateLimitView"][];
+            /**
+             * Tokens
+             * @description how many tokens belong to it
+             */
+            tokens: number;
+            /** Updated At */
+            updated_at: string;
+        };
+        /**
          * IssuedTokenView
          * @description The create/rotate/renew answer: the one time the full secret leaves the server.
          *     After a rotation or a renewal, `previous_secret_expires_at` says when the old secret
@@ -1256,6 +1491,8 @@ export interface components {
             external_id?: string | null;
             /** Id */
             id: string;
+            /** Identity Id */
+            identity_id?: string | null;
             /** Ip Allowlist */
             ip_allowlist: string[];
             /** Kind */
@@ -1629,6 +1866,8 @@ export interface components {
             external_id?: string | null;
             /** Id */
             id: string;
+            /** Identity Id */
+            identity_id?: string | null;
             /** Ip Allowlist */
             ip_allowlist: string[];
             /** Kind */
@@ -1790,6 +2029,8 @@ export interface components {
             external_id?: string | null;
             /** Id */
             id: string;
+            /** Identity Id */
+            identity_id?: string | null;
             /** Ip Allowlist */
             ip_allowlist: string[];
             /** Kind */
@@ -1870,6 +2111,11 @@ export interface components {
              * @description your id for the customer or integration; searchable, and sent as Tallykey-External-Id on /auth/request
              */
             external_id?: string | null;
+            /**
+             * Identity Id
+             * @description the identity (id or external id) the token belongs to: it spends the identity's credits and counts against its rate limits (administrators only)
+             */
+            identity_id?: string | null;
             /** Ip Allowlist */
             ip_allowlist?: string[];
             /**
@@ -1919,6 +2165,11 @@ export interface components {
              * @description "" clears it
              */
             external_id?: string | null;
+            /**
+             * Identity Id
+             * @description moves the token to this identity (id or external id); null takes it out of its identity (administrators only)
+             */
+            identity_id?: string | null;
             /** Ip Allowlist */
             ip_allowlist?: string[] | null;
             /**
@@ -1957,6 +2208,8 @@ export interface components {
             external_id?: string | null;
             /** Id */
             id: string;
+            /** Identity Id */
+            identity_id?: string | null;
             /** Ip Allowlist */
             ip_allowlist: string[];
             /** Kind */
@@ -2155,6 +2408,13 @@ export interface components {
             external_id?: string | null;
             /** Hint */
             hint: string | null;
+            /** @description The identity the token belongs to (SPEC §16) */
+            identity?: components["schemas"]["IdentityRef"] | null;
+            /**
+             * Identity Credits Remaining
+             * @description the identity's pooled credits left after this request
+             */
+            identity_credits_remaining?: number | null;
             /** Kind */
             kind: string | null;
             /** Message */
@@ -2642,6 +2902,516 @@ export interface operations {
             };
             /** @description The request body is too large */
             413: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    list_identities_api_v1_identities_get: {
+        parameters: {
+            query?: {
+                limit?: number;
+                search?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IdentityView"][];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_identity_api_v1_identities_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["IdentityCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IdentityView"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_identity_api_v1_identities__identity_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                identity_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IdentityDetail"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_identity_api_v1_identities__identity_id__delete: {
+        parameters: {
+            query?: {
+                /** @description also take its tokens out of it (they keep working) */
+                detach?: boolean;
+            };
+            header?: never;
+            path: {
+                identity_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IdentityDeleted"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_identity_api_v1_identities__identity_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                identity_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["IdentityUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["IdentityChangeView"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
                 headers: {
                     [name: string]: unknown;
                 };
