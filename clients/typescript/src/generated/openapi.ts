@@ -1207,88 +1207,6 @@ export interface components {
         } & {
             [key: string]: unknown;
         };
-        /** ImportAnswer */
-        ImportAnswer: {
-            /** Created */
-            created: number;
-            /** Existing */
-            existing: number;
-            /** Keys */
-            keys: components["schemas"]["ImportedKeyView"][];
-            /** Unavailable */
-            unavailable: number;
-        };
-        /** ImportedKeyView */
-        ImportedKeyView: {
-            /**
-             * Id
-             * @description the token's id (none when unavailable)
-             */
-            id: string | null;
-            /** Index */
-            index: number;
-            /** Message */
-            message?: string | null;
-            /**
-             * Outcome
-             * @enum {string}
-             */
-            outcome: "created" | "existing" | "unavailable";
-            /**
-             * Prefix
-             * @description imported:<first 8 hex digits of the key's SHA-256>
-             */
-            prefix: string;
-        };
-        /**
-         * ImportKeyIn
-         * @description One key the platform issued before (SPEC §16): exactly one of `key` and `hash`.
-         */
-        ImportKeyIn: {
-            /**
-             * Description
-             * @default
-             */
-            description?: string;
-            /**
-             * Expires At
-             * @description ISO 8601 date or date-time
-             */
-            expires_at?: string | null;
-            /** Expires In Days */
-            expires_in_days?: number | null;
-            /** External Id */
-            external_id?: string | null;
-            /**
-             * Hash
-             * @description sha256:<64 hex digits> of the key
-             */
-            hash?: string | null;
-            /**
-             * Key
-             * @description the key itself, exactly as issued: hashed at once, never stored
-             */
-            key?: string | null;
-            /**
-             * Metadata
-             * @description a JSON object of at most 4 KB, returned on verify
-             */
-            metadata?: {
-                [key: string]: unknown;
-            } | null;
-            /** Name */
-            name: string;
-            /** Scopes */
-            scopes?: string[];
-        };
-        /** ImportRequest */
-        ImportRequest: {
-            /**
-             * Keys
-             * @description up to 10,000 keys per call
-             */
-            keys: components["schemas"]["ImportKeyIn"][];
-        };
         /**
          * IdentityChangeView
          * @description The answer to PATCH: the identity, and how far the change reached (the nodes that
@@ -1468,6 +1386,88 @@ export interface components {
             tokens: number;
             /** Updated At */
             updated_at: string;
+        };
+        /** ImportAnswer */
+        ImportAnswer: {
+            /** Created */
+            created: number;
+            /** Existing */
+            existing: number;
+            /** Keys */
+            keys: components["schemas"]["ImportedKeyView"][];
+            /** Unavailable */
+            unavailable: number;
+        };
+        /** ImportedKeyView */
+        ImportedKeyView: {
+            /**
+             * Id
+             * @description the token's id (none when unavailable)
+             */
+            id: string | null;
+            /** Index */
+            index: number;
+            /** Message */
+            message?: string | null;
+            /**
+             * Outcome
+             * @enum {string}
+             */
+            outcome: "created" | "existing" | "unavailable";
+            /**
+             * Prefix
+             * @description imported:<first 8 hex digits of the key's SHA-256>
+             */
+            prefix: string;
+        };
+        /**
+         * ImportKeyIn
+         * @description One key the platform issued before (SPEC §16): exactly one of `key` and `hash`.
+         */
+        ImportKeyIn: {
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Expires At
+             * @description ISO 8601 date or date-time
+             */
+            expires_at?: string | null;
+            /** Expires In Days */
+            expires_in_days?: number | null;
+            /** External Id */
+            external_id?: string | null;
+            /**
+             * Hash
+             * @description sha256:<64 hex digits> of the key
+             */
+            hash?: string | null;
+            /**
+             * Key
+             * @description the key itself, exactly as issued: hashed at once, never stored
+             */
+            key?: string | null;
+            /**
+             * Metadata
+             * @description a JSON object of at most 4 KB, returned on verify
+             */
+            metadata?: {
+                [key: string]: unknown;
+            } | null;
+            /** Name */
+            name: string;
+            /** Scopes */
+            scopes?: string[];
+        };
+        /** ImportRequest */
+        ImportRequest: {
+            /**
+             * Keys
+             * @description up to 10,000 keys per call
+             */
+            keys: components["schemas"]["ImportKeyIn"][];
         };
         /**
          * IssuedTokenView
