@@ -252,3 +252,37 @@ def test_the_embedded_extra_runs_the_middleware_alone(wheel: Path, tmp_path: Pat
     last = with_redis.stderr.strip().splitlines()[-1]
     assert last == ("ModuleNotFoundError: TALLYKEY_REDIS_URL is set but the redis package "
                     "is not installed: pip install 'tallykey[embedded,redis]'"), last
+
+
+#: The import names of SERVER_ONLY's distributions.
+SERVER_ONLY_MODULES = {"fastapi", "uvicorn", "typer", "rich", "click", "authlib", "joserfc",
+                       "alembic", "argon2", "cryptography", "redis", "segno", "pyotp",
+                       "multipart", "python_multipart", "email_validator", "defusedxml",
+                       "swagger_ui_bundle", "uvloop", "httptools", "watchfiles",
+                       "websockets"}
+
+BLOCKED_IMPORTS = """
+import importlib.abc, sys
+blocked = set(sys.argv[1].split(","))
+class Refuse(importlib.abc.MetaPathFinder):
+    def find_spec(self, name, path=None, target=None):
+        if name.split(".")[0] in blocked:
+            raise ModuleNotFoundError(f"No module named {name!r} (blocked)", name=name)
+        return None
+sys.meta_path.insert(0, Refuse())
+from tallykey.auth.middleware import TallykeyMiddleware
+from tallykey.auth.verifier import Verifier
+from tallykey.monitor.alerts import UsageMonitor
+print("imported")
+"""
+
+
+def test_the_verifier_imports_without_the_servers_packages() -> None:
+    """The quick form of the embedded-extra check above: with every server-only package
+    refused, the middleware, the verifier and the alerts (containment, decoys, webhook
+    drafts) still import — a module-level import of one of them in that path fails here
+    in a second, before the wheel test."""
+    ran = subprocess.run([sys.executable, "-c", BLOCKED_IMPORTS,
+                          ",".join(sorted(SERVER_ONLY_MODULES))],
+                         capture_output=True, text=True, timeout=60)
+    assert ran.returncode == 0 and "imported" in ran.stdout, ran.stderr[-2000:]
