@@ -105,3 +105,40 @@ def test_the_last_admin_cannot_make_themself_an_auditor(world: World) -> None:
     demoted = Actor(world.acme_id, world.admin.id, "auditor", world.admin.email)
     with pytest.raises(PermissionDenied):
         world.rt.accounts.update_user(demoted, world.member.id, role="auditor")
+
+
+def test_two_admins_demoting_each_other_at_once_leave_one(world: World) -> None:
+    """Red team (#31), low: the last-admin check counted the administrators without a
+    lock, so two administrators demoting each other at the same moment on PostgreSQL
+    could both pass it and leave the account with none. The check now locks the
+    account's row first, so the second demotion waits for the first and sees it."""
+    import threading
+
+    operator = Actor.operator(world.acme_id)
+    accounts = world.rt.accounts
+    for _round in range(15):
+        second = accounts.create_user(operator, f"second{_round}@acme.test", role="admin")
+        pair = [world.admin.id, second.id]
+        barrier = threading.Barrier(2)
+        outcomes: list[str] = []
+
+        def demote(user_id: str) -> None:
+            barrier.wait()
+            try:
+                accounts.update_user(operator, user_id, role="member")
+                outcomes.append("demoted")
+            except ValidationFailed:
+                outcomes.append("refused")
+
+        threads = [threading.Thread(target=demote, args=(user_id,)) for user_id in pair]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(30)
+        assert sorted(outcomes) == ["demoted", "refused"], outcomes
+        admins = [user for user in accounts.list_users(operator) if user.role == "admin"
+                  and user.active]
+        assert len(admins) == 1
+        # Back to the starting point: the original admin is the one admin again.
+        accounts.update_user(operator, world.admin.id, role="admin")
+        accounts.update_user(operator, second.id, role="member")

@@ -474,6 +474,12 @@ class AccountService:
         return user
 
     def _is_last_active_admin(self, session: Session, user: User) -> bool:
+        """Whether `user` is the account's only active administrator. The account's row is
+        locked first (PostgreSQL; SQLite's write transactions are serialised already), so
+        two administrators demoting or deactivating each other at once are decided one
+        after the other and the second sees the first's change."""
+        session.execute(select(Account.id).where(Account.id == user.account_id)
+                        .with_for_update())
         admins = session.scalar(select(func.count()).select_from(User).where(
             User.account_id == user.account_id, User.role == ADMIN, User.active.is_(True)))
         return (admins or 0) <= 1
