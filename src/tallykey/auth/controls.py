@@ -1,5 +1,5 @@
 """The key controls' decision, taken by the verifier after a token's verdict passed:
-rate limits first (`controls.rates`), then credits (`controls.credits`).
+rate limits first (`auth.rates`), then credits (`auth.credits`).
 
 A token of an identity (SPEC §16) spends from the identity's pool and, when it has
 credits of its own, from those too: a request passes only if both have enough. The pool

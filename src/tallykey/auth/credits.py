@@ -5,7 +5,7 @@ credits back to its amount at the first spend of each new period (00:00 UTC dail
 the 1st of the month).
 
 Credits are the one key control that costs a round trip to the store on every request
-(rate limits are leased in blocks, see `controls.rates`): exactness needs one writer.
+(rate limits are leased in blocks, see `auth.rates`): exactness needs one writer.
 A renewal moves the credits to the successor (see `_SPEND`): during the grace period the
 old and the new secret spend from one balance, never from two copies.
 """

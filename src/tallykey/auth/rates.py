@@ -3,7 +3,7 @@
 
 Without Redis a node counts in process: exact on one node. With Redis
 (`TALLYKEY_REDIS_URL`) a node leases blocks of allowances from a shared counter
-(`controls.redis`) and spends them locally, so a token far from its limit costs no round
+(`auth.redis_link`) and spends them locally, so a token far from its limit costs no round
 trip on most requests; the block shrinks with what is left (1/16 of it), and the last 16
 of a window are leased one at a time: near its limit a token is counted exactly. Leases
 never add up to more than the limit, so all nodes together admit at most `limit`

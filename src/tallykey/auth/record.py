@@ -78,7 +78,7 @@ class TokenRecord:
     retires_ts: float | None = field(init=False)
     #: True when only expiry and scopes can refuse it (the common case, checked first).
     plain: bool = field(init=False)
-    #: True when a rate limit or credits must admit each request (`controls.gate`).
+    #: True when a rate limit or credits must admit each request (`auth.controls`).
     controlled: bool = field(init=False)
     #: True when a request spends credits: the token's own, its identity's, or both.
     spends: bool = field(init=False)

@@ -494,7 +494,7 @@ class Verifier:
 
     def _admit(self, record: TokenRecord, verdict: Verdict, now: float, client_ip: str,
                user_agent: str | None, cost: int, io: bool) -> Verdict | None:
-        """Rate limits and credits (`controls.gate`) for a verdict that passed; None when
+        """Rate limits and credits (`auth.controls`) for a verdict that passed; None when
         they need the network and `io` is False."""
         try:
             outcome = self.controls.admit(record, verdict, now, cost, io)
