@@ -184,3 +184,37 @@ def test_a_use_not_flushed_yet_keeps_a_token_at_the_limit(
         assert run.run_once().revoked_inactive == 1
     finally:
         verifier.close()
+
+
+def test_the_clock_of_a_token_awaiting_approval_starts_at_its_approval(
+        rt: Runtime, world: World, clock: FrozenClock, smtp_server: SmtpServer) -> None:
+    """Red team (#31), low: a token awaiting approval counted as unused from its request,
+    so one approved after more than `revoke_inactive_days` of waiting was revoked by the
+    next pass, and one still waiting was revoked while the approvers had it in their
+    queue. A waiting token is now left to the approvers, and an approved one never used
+    counts from its approval."""
+    now = clock.now()
+    rt.accounts.update_policies(world.as_admin, PolicyChanges(
+        revoke_inactive_days=30, token_approval="members"))
+    waiting = rt.tokens.issue(world.as_member, TokenDraft(name="slow approval",
+                                                          expires_in_days=365))
+    assert token_row(rt, waiting.token.id).pending_at is not None
+    run = worker(rt, smtp_server)
+    run.run_once()  # the approval request's mail to the admin
+    date_back(rt, waiting.token.id, created=now - timedelta(days=100))
+    report = run.run_once()
+    assert report.revoked_inactive == 0 and report.sent == 0  # still in the queue
+    assert token_row(rt, waiting.token.id).revoked_at is None
+
+    rt.tokens.approve(world.as_admin, waiting.token.id)
+    assert token_row(rt, waiting.token.id).approved_at == now
+    run.run_once()  # the approval's mail to the member
+    report = run.run_once()
+    assert report.revoked_inactive == 0 and report.sent == 0  # approved just now
+    assert token_row(rt, waiting.token.id).revoked_at is None
+
+    with rt.database.transaction() as session:  # approved 31 days ago, never used
+        session.execute(update(Token).where(Token.id == waiting.token.id).values(
+            approved_at=now - timedelta(days=31)))
+    assert run.run_once().revoked_inactive == 1
+    assert token_row(rt, waiting.token.id).revoke_reason == "inactive"

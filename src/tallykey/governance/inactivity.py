@@ -1,5 +1,6 @@
 """The inactivity policy (`revoke_inactive_days`): a token unused that long — since its
-last use, or since its creation when it was never used — is revoked by the worker with
+last use, or since its approval or creation when it was never used; a token still
+awaiting approval is left to the approvers — is revoked by the worker with
 `revoke_reason: "inactive"`, propagated and audited like any revocation. Its owner is
 mailed 7 days before (halfway, for a limit of 7 days or less), once per stretch of
 disuse. Time is the worker's clock, which is the database's (`feed.clock`).
@@ -22,7 +23,7 @@ from tallykey.db.engine import Database
 from tallykey.notify.notices import Notifier
 from tallykey.notify.outbox import notices_present
 from tallykey.tokens.models import DECOY, Token
-from tallykey.tokens.service import TokenService
+from tallykey.tokens.service import TokenService, unused_from
 
 log = logging.getLogger(__name__)
 
@@ -61,16 +62,21 @@ def sweep_inactive(database: Database, tokens: TokenService, notifier: Notifier,
     for account_id, days in policies:
         assert days is not None
         limit = timedelta(days=days)
+        # A first cut in SQL (a use, approval or creation long enough ago); `unused_from`
+        # decides, since a never-used token's approval may be later than its creation.
         unused_since = func.coalesce(Token.last_used_at, Token.created_at)
         with database.reading() as session:
-            rows = list(session.execute(
-                select(Token.id, Token.last_used_at, Token.created_at)
+            rows = list(session.scalars(
+                select(Token)
                 .where(Token.account_id == account_id, Token.revoked_at.is_(None),
-                       Token.kind != DECOY, Token.expires_at > now,
+                       Token.pending_at.is_(None), Token.kind != DECOY,
+                       Token.expires_at > now,
                        unused_since <= now - warning_delay(days))))
         due: dict[str, tuple[str, datetime]] = {}
-        for token_id, last_used_at, created_at in rows:
-            since = last_used_at or created_at
+        for token in rows:
+            token_id, since = token.id, unused_from(token)
+            if since > now - warning_delay(days):
+                continue
             if since <= now - limit - MARGIN:
                 if tokens.revoke_unused(token_id, since, now) is not None:
                     report.revoked += 1

@@ -81,6 +81,9 @@ class Token(Base):
     #: A token awaiting approval (`token_approval: members`) is refused (401
     #: token_pending) until an administrator approves it; a denial revokes it.
     pending_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
+    #: When an administrator approved it: the inactivity policy counts a never-used
+    #: approved token's disuse from here, not from its request.
+    approved_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
     #: Why a suspension nobody signed for was made (`contained`, by an anomaly alert).
     suspend_reason: Mapped[str | None] = mapped_column(String(64), nullable=True)
     #: Renewal lineage: a successor names the token it renewed, which names its successor.

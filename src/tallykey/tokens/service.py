@@ -141,7 +141,7 @@ NOT_INHERITED = ("id", "public_id", "created_by_id", "created_at", "created_ip",
                  "updated_at", "expires_at", "revoked_at", "revoked_by_id", "revoke_reason",
                  "rotated_at", "last_used_at", "last_used_ip", "last_used_agent",
                  "suspended_at", "suspended_by_id", "suspend_reason",
-                 "renewed_from_id", "successor_id", "pending_at")
+                 "renewed_from_id", "successor_id", "pending_at", "approved_at")
 
 
 @dataclass(frozen=True)
@@ -603,6 +603,7 @@ class TokenService:
             pending_since = token.pending_at
             assert pending_since is not None
             token.pending_at = None
+            token.approved_at = now
             token.updated_at = now
             self._announce(session, TokenEvent(TOKEN_APPROVED, token, actor, now, {
                 "pending_since": pending_since.isoformat()}))
@@ -651,8 +652,8 @@ class TokenService:
     def revoke_unused(self, token_id: str, unused_since: datetime, now: datetime
                       ) -> Token | None:
         """The inactivity policy's revocation (`revoke_inactive_days`, run by the worker):
-        revoke the token, reason `inactive`, if it is still live and still unused since
-        `unused_since` (last use, or creation for a token never used) — checked again
+        revoke the token, reason `inactive`, if it is still live, not awaiting approval,
+        and still unused since `unused_since` (`unused_from`) — checked again
         under its row lock, so a use recorded meanwhile keeps it. Propagated, mailed and
         audited like any revocation. None when it was kept."""
         with self.database.transaction() as session:
@@ -660,7 +661,7 @@ class TokenService:
                                    .with_for_update(of=Token))
             if (token is None or token.revoked_at is not None or token.expires_at <= now
                     or token.kind == DECOY
-                    or (token.last_used_at or token.created_at) > unused_since):
+                    or token.pending_at is not None or unused_from(token) > unused_since):
                 return None
             actor = Actor.system(token.account_id, "the inactivity policy")
             token.revoked_at = now
@@ -939,6 +940,13 @@ class TokenService:
         if status != ACTIVE:
             raise Conflict(f"This token is {status} and cannot be {verb}.",
                            "Create a new token instead.", status=status)
+
+
+def unused_from(token: Token) -> datetime:
+    """Since when the inactivity policy counts `token` unused: its last use, else its
+    approval (a token cannot be used before it), else its creation."""
+    return max([moment for moment in (token.last_used_at, token.approved_at) if moment]
+               or [token.created_at])
 
 
 def needs_approval(account: Account, actor: Actor) -> bool:

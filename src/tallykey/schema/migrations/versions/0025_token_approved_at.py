@@ -1,0 +1,30 @@
+"""tokens.approved_at: when an administrator approved a pending token (SPEC §17), so the
+inactivity policy counts a never-used approved token's disuse from its approval
+
+Revision ID: 0025_token_approved_at
+Revises: 0022_identities
+Create Date: 2026-12-07 16:00:00
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+from alembic import op
+
+import tallykey.db.base
+
+revision = '0025_token_approved_at'
+down_revision = '0022_identities'
+branch_labels = None
+depends_on = None
+
+
+def upgrade() -> None:
+    with op.batch_alter_table('tokens') as batch:
+        batch.add_column(sa.Column('approved_at', tallykey.db.base.UTCDateTime(timezone=True),
+                                   nullable=True))
+
+
+def downgrade() -> None:
+    with op.batch_alter_table('tokens') as batch:
+        batch.drop_column('approved_at')
