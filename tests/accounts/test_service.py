@@ -122,7 +122,8 @@ def test_two_admins_demoting_each_other_at_once_leave_one(world: World) -> None:
         barrier = threading.Barrier(2)
         outcomes: list[str] = []
 
-        def demote(user_id: str) -> None:
+        def demote(user_id: str, barrier: threading.Barrier = barrier,
+                   outcomes: list[str] = outcomes) -> None:
             barrier.wait()
             try:
                 accounts.update_user(operator, user_id, role="member")
