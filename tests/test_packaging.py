@@ -274,6 +274,12 @@ from tallykey.auth.middleware import TallykeyMiddleware
 from tallykey.auth.verifier import Verifier
 from tallykey.monitor.alerts import UsageMonitor
 print("imported")
+import logging
+from tallykey.monitor.containment import Containment, Incident
+logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stdout)
+containment = Containment(None, None, None, None, None)  # no token service to build
+assert containment.tokens is None
+containment.start([Incident("tok_embedded", "acct", "new_network", "a new network")])
 """
 
 
@@ -286,3 +292,7 @@ def test_the_verifier_imports_without_the_servers_packages() -> None:
                           ",".join(sorted(SERVER_ONLY_MODULES))],
                          capture_output=True, text=True, timeout=60)
     assert ran.returncode == 0 and "imported" in ran.stdout, ran.stderr[-2000:]
+    # README: an embedded-only service raises the alert and logs the token it left to the
+    # server's nodes (it cannot suspend without tallykey[server]).
+    assert ("token tok_embedded not contained by this process: an embedded verifier "
+            "without tallykey[server] cannot suspend") in ran.stdout, ran.stdout
