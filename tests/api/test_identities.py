@@ -264,3 +264,55 @@ def test_embedded_verdict_carries_the_identity(rt: Runtime, world: World) -> Non
         assert verifier.verify(f"Bearer {token}", IP).reason == "usage_exhausted"
     finally:
         verifier.close()
+
+
+def test_imported_keys_join_an_identity_and_the_list_filters_by_it(api: Api,
+                                                                   rt: Runtime) -> None:
+    """SPEC §16: an imported key names its identity (by id or external id) and spends its
+    pool; `GET /api/v1/tokens?identity_id=` lists one identity's tokens, of the caller's
+    account only; an unknown or another account's identity refuses the whole call."""
+    client, admin, _, other = api
+    identity = make_identity(client, admin, credits={"remaining": 2})
+    native = make_token(client, admin, identity_id=identity["id"])
+    make_token(client, admin, name="no identity")
+    imported = client.post("/api/v1/tokens/import", headers=admin, json={"keys": [
+        {"key": "legacy_live_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c", "name": "legacy one",
+         "scopes": ["employees:read"], "identity_id": "cust_1", "expires_in_days": 30},
+        {"key": "legacy_live_0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d", "name": "legacy two",
+         "scopes": ["employees:read"], "identity_id": identity["id"], "expires_in_days": 30}]})
+    assert imported.status_code == 200, imported.text
+    ids = [key["id"] for key in imported.json()["keys"]]
+    for token_id in ids:
+        shown = client.get(f"/api/v1/tokens/{token_id}", headers=admin).json()
+        assert shown["identity_id"] == identity["id"] and shown["kind"] == "imported"
+    for ref in (identity["id"], "cust_1"):
+        listed = client.get("/api/v1/tokens", headers=admin, params={"identity_id": ref})
+        assert listed.status_code == 200, listed.text
+        assert {t["id"] for t in listed.json()["items"]} == {native["id"], *ids}
+    # one pool of 2 credits for the native token and both imported keys
+    spent = [client.post("/api/v1/verify", json={"token": key}).json()["allowed"]
+             for key in (
+        "legacy_live_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c",
+        "legacy_live_0a1b2c3d4e5f6a7b8c9d0e1f2a3b4c5d",
+        "legacy_live_4f9a8b7c6d5e4f3a2b1c0d9e8f7a6b5c")]
+    assert spent == [True, True, False]
+
+    theirs = make_identity(client, other, external_id="globex_cust")
+    assert client.get("/api/v1/tokens", headers=admin,
+                      params={"identity_id": theirs["id"]}).json()["items"] == []
+    def token_ids() -> set[str]:
+        listed = client.get("/api/v1/tokens", headers=admin, params={"limit": 200})
+        return {token["id"] for token in listed.json()["items"]}
+
+    before = token_ids()
+    for ref in (theirs["id"], "globex_cust", "nobody"):
+        refused = client.post("/api/v1/tokens/import", headers=admin, json={"keys": [
+            {"key": "legacy_live_99887766554433221100aabbccddeeff", "name": "ok",
+             "scopes": ["employees:read"], "expires_in_days": 30},
+            {"key": "legacy_live_ffeeddccbbaa00112233445566778899", "name": "bad",
+             "scopes": ["employees:read"], "expires_in_days": 30, "identity_id": ref}]})
+        assert refused.status_code == 404, refused.text
+        body = refused.json()
+        assert body["field"] == "identity_id" and body["index"] == 1
+        assert body["message"].startswith("keys[1]: No identity")
+    assert token_ids() == before  # nothing of the refused calls was stored

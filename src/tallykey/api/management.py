@@ -170,7 +170,7 @@ def import_keys(body: ImportRequest, actor: ManagementActor,
     items = [ImportItem(
         key=key.key, hash=key.hash, name=key.name, description=key.description,
         scopes=key.scopes, metadata=key.metadata, external_id=key.external_id,
-        expires_in_days=key.expires_in_days,
+        identity_id=key.identity_id, expires_in_days=key.expires_in_days,
         expires_at=parse_moment(key.expires_at, f"keys[{index}].expires_at")
         if key.expires_at else None) for index, key in enumerate(body.keys)]
     report = runtime.tokens.import_keys(actor, items)
@@ -192,13 +192,16 @@ def list_tokens(
     workspace: str | None = None,
     target: str | None = None,
     external_id: Annotated[str | None, Query(max_length=255)] = None,
+    identity_id: Annotated[str | None, Query(
+        max_length=255, description="the tokens of one identity: its id or external id")
+    ] = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     after: Annotated[str | None, Query(max_length=500)] = None,
 ) -> TokenList:
     page = runtime.tokens.list_tokens(actor, TokenQuery(
         status=status, search=search, kind=kind,
         workspace=_workspace_ref(runtime, actor, workspace), target=target,
-        external_id=external_id, limit=limit, after=after))
+        external_id=external_id, identity=identity_id, limit=limit, after=after))
     now = runtime.clock.now()
     return TokenList(items=[TokenView.of(t, now) for t in page.items],
                      next_cursor=page.next_cursor)

@@ -486,6 +486,8 @@ class ImportKeyIn(Strict):
     metadata: dict[str, Any] | None = Field(
         default=None, description="a JSON object of at most 4 KB, returned on verify")
     external_id: str | None = Field(default=None, max_length=255)
+    identity_id: str | None = Field(default=None, max_length=255, description="the "
+                                    "identity the key belongs to: its id or external id")
 
     def __repr__(self) -> str:  # never print a key
         return f"ImportKeyIn(name={self.name!r})"

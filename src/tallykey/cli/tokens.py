@@ -160,6 +160,8 @@ def tokens_list(
     target: Annotated[str | None, typer.Option(help="Target software.")] = None,
     external_id: Annotated[str | None, typer.Option(
         "--external-id", help="Only the tokens with this external id.")] = None,
+    identity: Annotated[str | None, typer.Option(
+        help="Only the tokens of this identity (its id or external id).")] = None,
     limit: Annotated[int, typer.Option(help="Page size.")] = 50,
     after: Annotated[str | None, typer.Option(help="Cursor of the next page.")] = None,
     as_json: JsonOption = False,
@@ -169,7 +171,8 @@ def tokens_list(
         actor = Actor.operator(rt.accounts.find_account(account).id)
         page = rt.tokens.list_tokens(actor, TokenQuery(status=status, search=search, kind=kind,
                                                        target=target, external_id=external_id,
-                                                       limit=limit, after=after))
+                                                       identity=identity, limit=limit,
+                                                       after=after))
         now = rt.clock.now()
     views = [TokenView.of(t, now) for t in page.items]
     if as_json:
@@ -232,16 +235,21 @@ def tokens_update(
         "--metadata", metavar="JSON", help="Replace the metadata ('{}' clears it).")] = None,
     external_id: Annotated[str | None, typer.Option(
         "--external-id", help="A new external id ('' clears it).")] = None,
+    identity: Annotated[str | None, typer.Option(
+        help="Move the token to this identity (id or external id).")] = None,
+    no_identity: Annotated[bool, typer.Option(
+        "--no-identity", metavar="", help="Take the token out of its identity.")] = False,
     as_json: JsonOption = False,
 ) -> None:
     """Edit a token's name, description, allow-list, target, scopes, rate limits, credits,
-    metadata or external id (expiry cannot be extended)."""
+    metadata, external id or identity (expiry cannot be extended)."""
     controls = key_controls(rate_limit, credits, refill, metadata, external_id)
     if no_rate_limits:
         controls["rate_limits"] = []
     changes = TokenChanges(name=name, description=description,
                            ip_allowlist=[] if clear_ips else ip, target=target, scopes=scope,
-                           remove_credits=no_credits, **controls)
+                           remove_credits=no_credits, identity_id=identity,
+                           detach_identity=no_identity, **controls)
     _token_action(ref, account, as_json, "updated",
                   lambda rt, actor, tid: rt.tokens.update(actor, tid, changes))
 
@@ -386,7 +394,8 @@ def tokens_secret(ref: TokenRef, account: OptionalAccount = None,
 def tokens_import(
     file: Annotated[str, typer.Argument(
         help="JSON lines, one key per line: {\"key\": …} or {\"hash\": \"sha256:…\"} with "
-        "name, expires_in_days or expires_at, scopes, description, metadata, external_id. "
+        "name, expires_in_days or expires_at, scopes, description, metadata, external_id, "
+        "identity_id (an identity's id or external id). "
         "'-' reads standard input.")],
     account: AccountOption,
     as_json: JsonOption = False,

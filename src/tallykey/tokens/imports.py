@@ -38,7 +38,8 @@ from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.controls import rules
 from tallykey.db.base import new_id
-from tallykey.errors import Conflict, PermissionDenied, ValidationFailed
+from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from tallykey.identities.models import Identity
 from tallykey.tokens import policy
 from tallykey.tokens.format import PRODUCT_PREFIX
 from tallykey.tokens.models import IMPORTED, IMPORTED_PREFIX, Token, TokenSecret
@@ -76,6 +77,8 @@ class ImportItem:
     scopes: Sequence[str] = ()
     metadata: Any = None
     external_id: str | None = None
+    #: The identity the key belongs to (SPEC §16): its id or its external id.
+    identity_id: str | None = None
 
     def __repr__(self) -> str:  # never print a key
         return f"ImportItem(name={self.name!r})"
@@ -161,12 +164,14 @@ def import_keys(database: Any, clock: Any, catalog: Any, actor: Actor,
     with database.reading() as session:
         account = session.get_one(Account, actor.account_id)
         max_validity_days, region = account.max_validity_days, account.region
+        identities = _identities(session, actor, items)
     rows: list[tuple[str, dict[str, Any]]] = []
     for index, item in enumerate(items):
         digest = key_hash(item, index)
         try:
             row = _row(item, now, max_validity_days, catalog)
-        except ValidationFailed as error:
+            row["identity_id"] = _identity_of(item, identities)
+        except (ValidationFailed, NotFound) as error:
             error.message = f"keys[{index}]: {error.message}"
             error.details["index"] = index
             raise
@@ -227,6 +232,37 @@ def _store(database: Any, actor: Actor, now: datetime, region: str,
                               "existing": report.count(EXISTING),
                               "unavailable": report.count(UNAVAILABLE)})
     return report
+
+
+def _identities(session: Any, actor: Actor, items: Sequence[ImportItem]) -> dict[str, str]:
+    """The identities the items name, by id and by external id, each mapped to its id:
+    one query per chunk of names, only of the actor's account."""
+    refs = sorted({item.identity_id.strip() for item in items
+                   if isinstance(item.identity_id, str) and item.identity_id.strip()})
+    found: dict[str, str] = {}
+    for start in range(0, len(refs), _CHUNK):
+        chunk = refs[start:start + _CHUNK]
+        for identity_id, external_id in session.execute(
+                select(Identity.id, Identity.external_id).where(
+                    Identity.account_id == actor.account_id,
+                    Identity.id.in_(chunk) | Identity.external_id.in_(chunk))):
+            found[identity_id] = identity_id
+            found[external_id] = identity_id
+    return found
+
+
+def _identity_of(item: ImportItem, identities: dict[str, str]) -> str | None:
+    if item.identity_id is None:
+        return None
+    if not isinstance(item.identity_id, str) or not item.identity_id.strip():
+        raise ValidationFailed("identity_id is empty.", "Give an identity's id or "
+                               "external id, or leave the field out.", field="identity_id")
+    ref = item.identity_id.strip()
+    if ref not in identities:
+        raise NotFound(f"No identity {ref[:64]!r} in this account.",
+                       "Create it first (POST /api/v1/identities) or correct the name.",
+                       field="identity_id")
+    return identities[ref]
 
 
 def _row(item: ImportItem, now: datetime, max_validity_days: int,

@@ -168,6 +168,8 @@ class TokenQuery:
     target: str | None = None
     created_by: str | None = None
     external_id: str | None = None
+    #: The tokens of one identity, by its id or its external id (of the actor's account).
+    identity: str | None = None
     after: str | None = None
     limit: int = DEFAULT_PAGE_SIZE
 
@@ -867,6 +869,11 @@ class TokenService:
             statement = statement.where(Token.created_by_id == query.created_by)
         if query.external_id:
             statement = statement.where(Token.external_id == query.external_id.strip())
+        if query.identity and query.identity.strip():
+            ref = query.identity.strip()
+            statement = statement.where(Token.identity_id.in_(
+                select(Identity.id).where(Identity.account_id == Token.account_id,
+                                          (Identity.id == ref) | (Identity.external_id == ref))))
         if query.search and query.search.strip():
             needle = "%" + _escape_like(query.search.strip().lower()) + "%"
             # a pasted prefix or whole token: its public id follows the region
