@@ -335,6 +335,33 @@ def test_tokens_lifecycle_with_the_client(server: Server) -> None:
         assert tk.verify(renewed["token"]).reason == "revoked"
 
 
+def test_identities_and_imported_keys_with_the_client(server: Server) -> None:
+    """`client.identities` and `client.tokens.import_keys` (SPEC §16) on a real server:
+    two keys of one identity spend its one pool; deleting it is refused while it has
+    tokens, unless they are detached."""
+    with sdk.Client(base_url=server.base_url, token=server.seeded["admin"]["token"]) as tk:
+        made = tk.identities.create(external_id="py-cust", name="Py Customer",
+                                    credits={"remaining": 2})
+        assert tk.identities.get("py-cust")["id"] == made["id"]
+        assert "py-cust" in [i["external_id"] for i in tk.identities.list()["items"]]
+        key = "legacy_live_5e4d3c2b1a0f9e8d7c6b5a4f3e2d1c0b"
+        imported = tk.tokens.import_keys([{"key": key, "name": "legacy",
+                                           "expires_in_days": 30, "identity_id": "py-cust"}])
+        assert imported["created"] == 1
+        native = tk.tokens.create(name="of py-cust", expires_in_days=10,
+                                  identity_id=made["id"])
+        assert [t["id"] for t in tk.tokens.list(identity_id="py-cust")["items"]] == [
+            native["id"], imported["keys"][0]["id"]]
+        assert [tk.verify(s).valid for s in (key, native["token"], key)] == [True, True, False]
+        assert tk.identities.update(made["id"], credits={"remaining": 1}
+                                    )["propagation"]["complete"]
+        assert tk.verify(key).valid
+        with pytest.raises(sdk.RequestRejected) as refused:
+            tk.identities.delete(made["id"])
+        assert refused.value.status == 409
+        assert len(tk.identities.delete(made["id"], detach=True)["detached_tokens"]) == 2
+
+
 def test_management_failures_raise_the_table_s_exceptions(server: Server) -> None:
     with sdk.Client(base_url=server.base_url, token=server.seeded["admin"]["token"]) as tk:
         with pytest.raises(sdk.RequestRejected) as unknown:

@@ -39,6 +39,7 @@ from tallykey.tokens.format import parse
 INFO_PATH = "/core/v3/info"
 VERIFY_PATH = "/api/v1/verify"
 TOKENS_PATH = "/api/v1/tokens"
+IDENTITIES_PATH = "/api/v1/identities"
 USER_AGENT = "tallykey-client/0.2"
 DEFAULT_TIMEOUT = 10.0
 
@@ -609,8 +610,18 @@ def verification(response: httpx.Response) -> Verification:
 
 
 def answer(response: httpx.Response) -> dict[str, Any]:
-    """A management answer's JSON object (2xx), or the matching `ConnectFailed`."""
+    """A management answer's JSON object (2xx), or the matching `ConnectFailed`. A list
+    the server answers as a JSON array (identities) comes as `{"items": [...],
+    "next_cursor": None}`, the shape of every other list."""
     url = str(response.request.url)
+    if response.is_success and response.headers.get("content-type", "").startswith(
+            "application/json"):
+        try:
+            array = response.json()
+        except ValueError:
+            array = None
+        if isinstance(array, list):
+            return {"items": array, "next_cursor": None}
     body = _json_body(response)
     if response.is_success and body is not None:
         return body
@@ -673,6 +684,45 @@ class Tokens(Generic[Answer]):
 
     def revoke(self, token_id: str, *, reason: str = "") -> Answer:
         return self._send("POST", _token_path(token_id, "revoke"), {"reason": reason})
+
+
+    def import_keys(self, keys: Iterable[Mapping[str, Any]]) -> Answer:
+        """Import up to 10,000 keys issued before (`{"key": …}` or `{"hash": "sha256:…"}`,
+        each with `name` and an expiry): `{"created", "existing", "unavailable", "keys"}`."""
+        return self._send("POST", f"{TOKENS_PATH}/import", {"keys": [dict(k) for k in keys]})
+
+
+class Identities(Generic[Answer]):
+    """`client.identities`: the platform's customers or integrations (`/api/v1/identities`,
+    SPEC §16), whose tokens share one credit pool and rate limits. Needs an administrator's
+    management token."""
+
+    def __init__(self, send: Callable[..., Answer]) -> None:
+        self._send = send
+
+    def create(self, *, external_id: str, **fields: Any) -> Answer:
+        """`name`, `metadata`, `credits`, `rate_limits` as in the API."""
+        return self._send("POST", IDENTITIES_PATH, {"external_id": external_id, **fields})
+
+    def list(self, **filters: Any) -> Answer:
+        params = {k: v for k, v in filters.items() if v is not None}
+        return self._send("GET", IDENTITIES_PATH, params=params)
+
+    def get(self, identity_id: str) -> Answer:
+        return self._send("GET", _identity_path(identity_id))
+
+    def update(self, identity_id: str, **fields: Any) -> Answer:
+        """The answer's `propagation` says once every node applies the change."""
+        return self._send("PATCH", _identity_path(identity_id), fields)
+
+    def delete(self, identity_id: str, *, detach: bool = False) -> Answer:
+        """409 while tokens belong to it, unless `detach` takes them out first."""
+        return self._send("DELETE", _identity_path(identity_id),
+                          params={"detach": "true"} if detach else None)
+
+
+def _identity_path(identity_id: str) -> str:
+    return f"{IDENTITIES_PATH}/{quote(str(identity_id), safe='')}"
 
 
 def _token_path(token_id: str, action: str = "") -> str:
@@ -744,6 +794,8 @@ class Client(_Base):
         #: The management API's token calls: `create`, `list`, `get`, `update`, `rotate`,
         #: `renew`, `suspend`, `resume`, `revoke`.
         self.tokens: Tokens[dict[str, Any]] = Tokens(self._send)
+        #: The identities' calls: `create`, `list`, `get`, `update`, `delete`.
+        self.identities: Identities[dict[str, Any]] = Identities(self._send)
 
     def verify(self, secret: str | None, scopes: Iterable[str] | None = None,
                workspace: str | None = None, *, cost: int | None = None,
@@ -804,6 +856,7 @@ class AsyncClient(_Base):
         self.http = httpx.AsyncClient(base_url=self.base_url, headers=self._headers,
                                       timeout=timeout, verify=verify)
         self.tokens: Tokens[Awaitable[dict[str, Any]]] = Tokens(self._send)
+        self.identities: Identities[Awaitable[dict[str, Any]]] = Identities(self._send)
 
     async def verify(self, secret: str | None, scopes: Iterable[str] | None = None,
                      workspace: str | None = None, *, cost: int | None = None,
