@@ -27,6 +27,7 @@ from tallykey.accounts.passwords import check_rules
 from tallykey.accounts.permissions import ADMIN
 from tallykey.accounts.service import AccountService, normalise_email
 from tallykey.actor import Actor
+from tallykey.audit import trail
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import ValidationFailed
 from tallykey.tokens.policy import clean_name
@@ -53,10 +54,9 @@ def issue_link(accounts: AccountService, base_url: str) -> str | None:
         return None
     key = secrets.token_urlsafe(32)
     with accounts.database.transaction() as session:
-        session.add(AuditEvent(account_id=None, occurred_at=accounts.clock.now(),
-                               action=LINK_ISSUED, actor_type="operator",
-                               actor_label="tallykey serve",
-                               details={"link_sha256": _hash(key)}))
+        trail.record_unattributed(session, action=LINK_ISSUED, at=accounts.clock.now(),
+                                  actor_type="operator", label="tallykey serve",
+                                  details={"link_sha256": _hash(key)})
     return base_url.rstrip("/") + SETUP_PATH + key
 
 
@@ -94,9 +94,9 @@ def claim_link(accounts: AccountService, base_url: str) -> FirstRun | None:
                 and latest.occurred_at + LINK_LIFETIME > now):
             return FirstRun(None, latest.occurred_at, latest.occurred_at + LINK_LIFETIME)
         key = secrets.token_urlsafe(32)
-        session.add(AuditEvent(account_id=None, occurred_at=now, action=LINK_ISSUED,
-                               actor_type="operator", actor_label="tallykey serve",
-                               details={"link_sha256": _hash(key)}))
+        trail.record_unattributed(session, action=LINK_ISSUED, at=now,
+                                  actor_type="operator", label="tallykey serve",
+                                  details={"link_sha256": _hash(key)})
     return FirstRun(base_url.rstrip("/") + SETUP_PATH + key, now, now + LINK_LIFETIME)
 
 
@@ -182,9 +182,9 @@ def complete(accounts: AccountService, region: str, key: str, draft: FirstAdmin,
         while session.scalar(select(exists().where(Account.slug == slug))):
             number += 1
             slug = f"{base}-{number}"
-        session.add(AuditEvent(account_id=None, occurred_at=accounts.clock.now(),
-                               action=LINK_USED, actor_type="operator",
-                               actor_label=email, ip=ip, details={"account": slug}))
+        trail.record_unattributed(session, action=LINK_USED, at=accounts.clock.now(),
+                                  actor_type="operator", label=email, ip=ip,
+                                  details={"account": slug})
         account = accounts.create_account(slug, account_name, region)
         setup_actor = Actor(account.id, None, ADMIN, "first-run setup", ip, "console")
         return accounts.create_user(setup_actor, email, role=ADMIN, name=draft.name,

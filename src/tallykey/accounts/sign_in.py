@@ -29,7 +29,7 @@ from sqlalchemy.orm import Session
 
 from tallykey.accounts.models import SignInFailure, User
 from tallykey.accounts.service import AccountService, normalise_email
-from tallykey.audit.models import AuditEvent
+from tallykey.audit import trail
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.network.limiter import FailureLimiter
 
@@ -143,11 +143,11 @@ def _record_failure(accounts: AccountService, key: str, ip: str, via: str) -> No
                                       "consecutive_failures": row.failures}
         if block is not None:
             details["blocked_seconds"] = int(block.total_seconds())
-        session.add(AuditEvent(
-            account_id=user.account_id if user else None, occurred_at=now,
-            action=LOGIN_FAILED, actor_type="client", actor_id=None, actor_label=key,
+        trail.record_unattributed(
+            session, action=LOGIN_FAILED, at=now, actor_type="client", label=key,
+            account_id=user.account_id if user else None, ip=ip,
             target_type="user" if user else None, target_id=user.id if user else None,
-            ip=ip[:45], details=details))
+            details=details)
 
 
 def _block_after(failures: int) -> timedelta | None:

@@ -47,6 +47,31 @@ def record(
     return event
 
 
+def record_unattributed(
+    session: Session,
+    *,
+    action: str,
+    at: datetime,
+    actor_type: str,
+    label: str,
+    account_id: str | None = None,
+    ip: str | None = None,
+    target_type: str | None = None,
+    target_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> AuditEvent:
+    """Add an entry whose actor is nobody signed in: a `client` (a failed sign-in, a
+    refused reset link or single sign-on; in the account of the user it named, when there
+    is one) or `tallykey serve` itself before any account exists (`operator`, the
+    first-run link). `label` says who (an address, an e-mail); it is cut to the column."""
+    event = AuditEvent(account_id=account_id, occurred_at=at, action=action,
+                       actor_type=actor_type, actor_id=None, actor_label=label[:254],
+                       target_type=target_type, target_id=target_id,
+                       ip=ip[:45] if ip else None, details=details or {})
+    session.add(event)
+    return event
+
+
 #: Denied authentications, one entry per token, client IP and reason per usage flush.
 AUTH_DENIED = "auth.denied"
 
@@ -61,8 +86,6 @@ def record_denial(session: Session, *, account_id: str, token_id: str, ip: str, 
                                "last_at": last_at.isoformat()}
     if prefix:
         details["prefix"] = prefix
-    event = AuditEvent(account_id=account_id, occurred_at=last_at, action=AUTH_DENIED,
-                       actor_type="client", actor_id=None, actor_label=ip[:254],
-                       target_type="token", target_id=token_id, ip=ip[:45], details=details)
-    session.add(event)
-    return event
+    return record_unattributed(session, action=AUTH_DENIED, at=last_at, actor_type="client",
+                               label=ip, account_id=account_id, ip=ip, target_type="token",
+                               target_id=token_id, details=details)

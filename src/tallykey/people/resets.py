@@ -37,7 +37,6 @@ from tallykey.accounts.passwords import check_rules, hash_password
 from tallykey.accounts.service import normalise_email
 from tallykey.actor import Actor
 from tallykey.audit import trail
-from tallykey.audit.models import AuditEvent
 from tallykey.auth.server_keys import server_key
 from tallykey.clock import Clock
 from tallykey.db.base import new_id
@@ -307,12 +306,11 @@ class PasswordResets:
         """Audit the refused link (in its user's account, or account-less when the link is
         unknown) and raise `LinkRefused`."""
         with self.database.transaction() as session:
-            session.add(AuditEvent(
-                account_id=user.account_id if user else None,
-                occurred_at=self.clock.now(), action=REFUSED, actor_type="client",
-                actor_label=(ip or "unknown client")[:254], ip=ip,
-                target_type="user" if user else None, target_id=user.id if user else None,
-                details={"reason": reason}))
+            trail.record_unattributed(
+                session, action=REFUSED, at=self.clock.now(), actor_type="client",
+                label=ip or "unknown client", account_id=user.account_id if user else None,
+                ip=ip, target_type="user" if user else None,
+                target_id=user.id if user else None, details={"reason": reason})
         message, hint = _MESSAGES[reason]
         raise LinkRefused(message, hint, reason=reason)
 

@@ -39,7 +39,6 @@ from tallykey.accounts.models import Account, User
 from tallykey.accounts.permissions import ADMIN, AUDITOR, MEMBER
 from tallykey.actor import Actor
 from tallykey.audit import trail
-from tallykey.audit.models import AuditEvent
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import TallykeyError
@@ -287,12 +286,11 @@ class SingleSignOn:
     def _refuse(self, reason: str, ip: str | None, details: dict[str, Any],
                 user: User | None = None) -> NoReturn:
         with self.database.transaction() as session:
-            session.add(AuditEvent(
-                account_id=user.account_id if user else None, occurred_at=self.clock.now(),
-                action=REFUSED, actor_type="client", actor_label=(ip or "unknown")[:254],
-                ip=ip, target_type="user" if user else None,
-                target_id=user.id if user else None,
-                details={"reason": reason, **details}))
+            trail.record_unattributed(
+                session, action=REFUSED, at=self.clock.now(), actor_type="client",
+                label=ip or "unknown", account_id=user.account_id if user else None, ip=ip,
+                target_type="user" if user else None, target_id=user.id if user else None,
+                details={"reason": reason, **details})
         log.info("single sign-on refused: %s", reason)
         raise SignOnRefused(_MESSAGES[reason], "Try again, or ask an administrator of your "
                             "account.", reason=reason)
