@@ -54,6 +54,7 @@ PLAN_UPDATED = "plan.updated"
 PLAN_DELETED = "plan.deleted"
 MAX_PAGE_SIZE = 200
 MAX_DESCRIPTION = 1000
+MAX_NAME = 100
 
 
 @dataclass(frozen=True)
@@ -116,7 +117,7 @@ class PlanService:
         """A new plan. `ValidationFailed` for a bad field, `Conflict` when the account
         has a plan of this name, `PermissionDenied` for a non-administrator."""
         _require_admin(actor, "create plans")
-        name = policy.clean_name(draft.name, "name")
+        name = _name(draft.name)
         description = _description(draft.description)
         limits = _rate_limits(draft.rate_limits)
         refill = _refill(draft.refill)
@@ -146,7 +147,7 @@ class PlanService:
             plan = self._visible(session, actor, plan_id, for_update=True)
             before = snapshot(plan)
             if changes_.name is not None:
-                name = policy.clean_name(changes_.name, "name")
+                name = _name(changes_.name)
                 if name != plan.name:
                     self._require_unique(session, actor.account_id, name, plan.id)
                 plan.name = name
@@ -336,6 +337,20 @@ def _taken(name: str, clash: str | None) -> Conflict:
     return Conflict(f"This account already has a plan named {name!r}.",
                     "Change that plan, or pick another name.", field="name",
                     **({"plan_id": clash} if clash else {}))
+
+
+def _name(value: str | None) -> str:
+    name = (value or "").strip()
+    if not name:
+        raise ValidationFailed("The plan's name is required.", "Name it after what it "
+                               "sells, e.g. 'pro' or 'free-tier'.", field="name")
+    if len(name) > MAX_NAME:
+        raise ValidationFailed(f"The name is {len(name)} characters long; at most "
+                               f"{MAX_NAME} are allowed.", field="name")
+    if not name.isprintable():
+        raise ValidationFailed("The name contains control characters.", "Remove them.",
+                               field="name")
+    return name
 
 
 def _description(value: str | None) -> str:
