@@ -18,7 +18,7 @@ from ..conftest import World
 PLAN_ID = re.compile(r"/console/plans/([0-9a-f-]{36})")
 
 
-def fields(csrf: str, **changes: str) -> dict[str, str | list[str]]:
+def fields(csrf: str, **changes: str | list[str]) -> dict[str, str | list[str]]:
     return {"csrf_token": csrf, "name": "pro", "description": "paying customers",
             "rate_limits": "default=3/3600", "refill_amount": "", "refill_interval": "daily",
             **changes}
