@@ -10,8 +10,9 @@ import re
 from starlette.testclient import TestClient
 
 from tallykey.auth.verifier import Verifier
+from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.service import TokenDraft, TokenQuery
 
 from ..conftest import World
 
@@ -87,3 +88,32 @@ def test_members_read_plans_without_forms(admin: tuple[TestClient, str],
     no_csrf = client.post("/console/plans", data=fields("forged", name="other"))
     assert no_csrf.status_code in (400, 403)
     assert 'data-name="other"' not in client.get("/console/plans").text
+
+
+def test_the_token_forms_choose_a_plan(admin: tuple[TestClient, str],
+                                       member: tuple[TestClient, str], world: World,
+                                       rt: Runtime) -> None:
+    from .test_pages import create
+
+    client, csrf = admin
+    plan = rt.plans.create(world.as_admin, PlanDraft(name="pro", scopes=["employees:read"]))
+    form = client.get("/console/tokens/new").text
+    assert 'name="plan"' in form and f'value="{plan.id}">pro</option>' in form
+    wide = create(client, csrf, name="too wide", kind="application",
+                  scopes=["employees:read", "employees:write"], plan=plan.id)
+    assert wide.status_code == 422 and "outside the plan" in wide.text
+    made = create(client, csrf, name="on pro", kind="application",
+                  scopes=["employees:read"], plan=plan.id)
+    assert made.status_code == 200, made.text
+    token = next(t for t in rt.tokens.list_tokens(world.as_admin, TokenQuery()).items
+                 if t.name == "on pro")
+    assert token.plan_id == plan.id
+    page = client.get(f"/console/tokens/{token.id}").text
+    assert f'value="{plan.id}" selected>pro</option>' in page
+    saved = client.post(f"/console/tokens/{token.id}", data={
+        "csrf_token": csrf, "name": "on pro", "description": "", "ip_allowlist": "",
+        "target": "", "plan_shown": "1", "plan": ""})
+    assert saved.status_code == 303, saved.text
+    assert rt.tokens.get(world.as_admin, token.id).plan_id is None
+    reader, _ = member
+    assert 'name="plan"' not in reader.get("/console/tokens/new").text
