@@ -149,3 +149,21 @@ def test_the_ceiling_applies_at_verification_through_the_identity(
     assert refused.reason == "insufficient_scope"
     allowed = verifier.verify(bearer, IP, required_scopes=["employees:read"])
     assert allowed.allowed and allowed.scopes == frozenset({"employees:read"})
+
+
+def test_a_renewal_stays_on_the_plan_and_keeps_the_periods_balance(
+        world: World, rt: Runtime, verifier: Verifier) -> None:
+    from tallykey.tokens.service import Renewal
+
+    plan_id = plan(world, refill={"amount": 3, "interval": "daily"})
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(
+        name="renewed", kind="application", scopes=["employees:read"], expires_in_days=30,
+        plan_id=plan_id))
+    assert verifier.verify(f"Bearer {issued.value}", IP).credits_remaining == 2
+    renewed = rt.tokens.renew(world.as_admin, issued.token.id, Renewal(
+        expires_in_days=30, grace_seconds=3600))
+    assert renewed.token.plan_id == plan_id
+    verifier.sync()
+    assert verifier.verify(f"Bearer {renewed.value}", IP).credits_remaining == 1
+    assert verifier.verify(f"Bearer {issued.value}", IP).credits_remaining == 0  # one balance
+    assert verifier.verify(f"Bearer {renewed.value}", IP).reason == "usage_exhausted"
