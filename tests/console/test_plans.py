@@ -117,3 +117,26 @@ def test_the_token_forms_choose_a_plan(admin: tuple[TestClient, str],
     assert rt.tokens.get(world.as_admin, token.id).plan_id is None
     reader, _ = member
     assert 'name="plan"' not in reader.get("/console/tokens/new").text
+
+
+def test_the_identity_forms_choose_a_plan(admin: tuple[TestClient, str], world: World,
+                                          rt: Runtime) -> None:
+    client, csrf = admin
+    plan = rt.plans.create(world.as_admin, PlanDraft(name="pro"))
+    page = client.get("/console/identities").text
+    assert 'name="plan"' in page and f'value="{plan.id}">pro</option>' in page
+    made = client.post("/console/identities", data={
+        "csrf_token": csrf, "external_id": "cust_1", "plan_shown": "1", "plan": plan.id})
+    assert made.status_code == 303, made.text
+    identity = rt.identities.get(world.as_admin, "cust_1")
+    assert identity.plan_id == plan.id
+    detail = client.get(made.headers["location"]).text
+    assert f'value="{plan.id}" selected>pro</option>' in detail
+    base = {"csrf_token": csrf, "external_id": "cust_1", "name": "Customer"}
+    kept = client.post(f"/console/identities/{identity.id}", data=base)  # no select shown
+    assert kept.status_code == 200, kept.text
+    assert rt.identities.get(world.as_admin, "cust_1").plan_id == plan.id
+    off = client.post(f"/console/identities/{identity.id}",
+                      data={**base, "plan_shown": "1", "plan": ""})
+    assert off.status_code == 200 and "Changes saved" in off.text
+    assert rt.identities.get(world.as_admin, "cust_1").plan_id is None

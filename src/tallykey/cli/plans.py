@@ -62,14 +62,7 @@ def plans_list(account: AccountOption, as_json: JsonOption = False) -> None:
     """List the account's plans."""
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
-        found: list[Plan] = []
-        cursor = None
-        while True:
-            page = rt.plans.list_plans(actor, limit=200, after=cursor)
-            found += page.items
-            cursor = page.next_cursor
-            if cursor is None:
-                break
+        found = rt.plans.all_plans(actor)
         users = rt.plans.users(actor)
     rows = [plan_dict(p, users.get(p.id)) for p in found]
     if as_json:

@@ -25,7 +25,7 @@ from tallykey.console.web import (
 from tallykey.controls.rules import parse_rate_limit, written_rate_limit
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.plans.models import Plan
-from tallykey.plans.service import MAX_PAGE_SIZE, PlanChanges, PlanDraft
+from tallykey.plans.service import PlanChanges, PlanDraft
 from tallykey.runtime import Runtime
 
 router = APIRouter(route_class=ConsoleRoute)
@@ -70,14 +70,7 @@ def _values(form: FormData) -> dict[str, Any]:
 def _list(request: Request, viewer: Viewer, runtime: Runtime, *, status: int = 200,
           error: str = "", values: dict[str, Any] | None = None,
           notice: str = "") -> Response:
-    plans: list[Plan] = []
-    cursor = None
-    while True:
-        page = runtime.plans.list_plans(viewer.actor, limit=MAX_PAGE_SIZE, after=cursor)
-        plans += page.items
-        cursor = page.next_cursor
-        if cursor is None:
-            break
+    plans = runtime.plans.all_plans(viewer.actor)
     return render(request, "plans.html", status_code=status, plans=plans,
                   users=runtime.plans.users(viewer.actor), catalog=runtime.catalog,
                   error=error, values=values or {"scopes": []}, notice=notice)

@@ -40,7 +40,6 @@ from tallykey.errors import (
     ValidationFailed,
     mask_secrets,
 )
-from tallykey.plans.service import MAX_PAGE_SIZE
 from tallykey.runtime import Runtime
 from tallykey.tokens import format as token_format
 from tallykey.tokens.idempotency import (
@@ -177,7 +176,7 @@ def _plans(viewer: Viewer, runtime: Runtime) -> list[Any]:
     """The plans an administrator may put a token on (SPEC §16); none for others."""
     if not viewer.is_admin:
         return []
-    return runtime.plans.list_plans(viewer.actor, limit=MAX_PAGE_SIZE).items
+    return runtime.plans.all_plans(viewer.actor)
 
 
 def _grantable(viewer: Viewer, runtime: Runtime) -> dict[str, str]:

@@ -236,6 +236,12 @@ class PlanService:
         more = len(rows) > limit
         return PlanPage(items, _encode_cursor(items[-1].name) if more and items else None)
 
+    def all_plans(self, actor: Actor) -> list[Plan]:
+        """Every plan of the account, by name (for choosers and the console list)."""
+        with self.database.reading() as session:
+            return list(session.scalars(select(Plan).where(
+                Plan.account_id == actor.account_id).order_by(Plan.name)))
+
     def users(self, actor: Actor) -> dict[str, PlanUsers]:
         """How many tokens and identities each plan of the account has (for lists)."""
         with self.database.reading() as session:
