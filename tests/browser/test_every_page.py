@@ -254,7 +254,7 @@ def test_every_page_of_a_filled_account(site: Site, new_context: Any) -> None:
     page.goto("/console/identities")
     check(site, page, "identities")
     page.goto("/console/plans")
-    page.get_by_label("Name").fill("pro")
+    page.get_by_label("Name (unique in the account").fill("pro")
     page.get_by_label("Rate limits").fill("default=100/60")
     page.get_by_label("Credits per period").fill("1000")
     page.get_by_role("button", name="Create plan").click()
