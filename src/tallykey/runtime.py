@@ -32,6 +32,7 @@ from tallykey.people.resets import PasswordResets
 from tallykey.people.sessions import SessionStore
 from tallykey.people.sso import SingleSignOn
 from tallykey.people.twofactor import TwoFactor
+from tallykey.plans.service import PlanService
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
 
@@ -62,9 +63,11 @@ class Runtime:
     operations: OperationTable | None = None
     operators: OperatorService = field(init=False)
     identities: IdentityService = field(init=False)
+    plans: PlanService = field(init=False)
 
     def __post_init__(self) -> None:
         self.identities = IdentityService(self.database, self.clock)
+        self.plans = PlanService(self.database, self.clock, self.catalog)
         self.operators = OperatorService(self.database, self.clock, self.accounts,
                                          self.settings.region)
 

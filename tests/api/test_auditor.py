@@ -24,6 +24,7 @@ from tallykey.api.app import create_app
 from tallykey.errors import AUDITOR_READ_ONLY, ReadOnlyRole
 from tallykey.identities.service import IdentityDraft
 from tallykey.people.sessions import CSRF_HEADER
+from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import Token, metadata
 from tallykey.tokens.service import TokenDraft
@@ -98,6 +99,8 @@ class Auditing:
         self.webhook, _ = rt.webhooks.add(world.as_admin, "https://hooks.example.com/acme")
         self.identity = rt.identities.create(world.as_admin, IdentityDraft(
             external_id="acme-customer", credits={"remaining": 5}))
+        self.plan = rt.plans.create(world.as_admin, PlanDraft(
+            name="acme-plan", rate_limits=[{"limit": 5, "per_seconds": 60}]))
         signed_in = client.post("/api/v1/session", json={"email": AUDITOR_EMAIL,
                                                          "password": AUDITOR_PASSWORD})
         assert signed_in.status_code == 200, signed_in.text
@@ -113,7 +116,7 @@ class Auditing:
             "token_id": self.tokens[0].token.id, "user_id": self.world.member.id,
             "workspace_id": self.world.sales.id, "session_id": self.own_session,
             "slug": "acme", "webhook_id": self.webhook.id,
-            "identity_id": self.identity.id,
+            "identity_id": self.identity.id, "plan_id": self.plan.id,
             "delivery_id": "00000000-0000-4000-8000-000000000000"}
 
         def value(match: re.Match[str]) -> str:

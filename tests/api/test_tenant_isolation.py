@@ -92,6 +92,7 @@ class Tenants:
     #: SHA-256 of A's first token: B importing it learns nothing of A (SPEC §16).
     a_secret_hash: str = ""
     a_identity_id: str = ""
+    a_plan_id: str = ""
     b_token: str = ""
     b_workspace: str = ""
 
@@ -109,13 +110,17 @@ def tenants(world: World, rt: Runtime) -> Tenants:
     t.a_identity_id = rt.identities.create(admin_a, IdentityDraft(
         external_id="acme-private-customer", name="acme private identity",
         credits={"remaining": 10}, metadata={"acme private": True})).id
+    from tallykey.plans.service import PlanDraft
+    t.a_plan_id = rt.plans.create(admin_a, PlanDraft(
+        name="acme-private-plan", description="acme private plan",
+        rate_limits=[{"limit": 7, "per_seconds": 60}])).id
     issued = [
         rt.tokens.issue(admin_a, TokenDraft(
             name="acme private crm token", expires_in_days=30, scopes=["employees:read"])),
         rt.tokens.issue(admin_a, TokenDraft(
             name="acme private app token", kind="application", expires_in_days=30,
             scopes=["employees:read"], workspace="sales", target=None,
-            identity_id=t.a_identity_id)),
+            identity_id=t.a_identity_id, plan_id=t.a_plan_id)),
         rt.tokens.issue(member_a, TokenDraft(
             name="acme member private token", expires_in_days=30, workspace="sales")),
         rt.tokens.issue(admin_a, TokenDraft(
@@ -141,8 +146,8 @@ def tenants(world: World, rt: Runtime) -> Tenants:
     t.a_session_ids = [rt.sessions.open(world.admin, "198.51.100.9").public_id,
                        rt.sessions.open(world.member, "198.51.100.9").public_id]
     t.a_ids = {world.acme_id, world.sales.id, world.ops.id, *t.a_user_ids, *t.a_token_ids,
-               *t.a_session_ids, t.a_webhook_id, t.a_identity_id}
-    t.a_markers = {*t.a_ids, "acme-private-customer",
+               *t.a_session_ids, t.a_webhook_id, t.a_identity_id, t.a_plan_id}
+    t.a_markers = {*t.a_ids, "acme-private-customer", "acme-private-plan",
                    *(i.token.public_id for i in issued), "acme private",
                    "acme member private", "admin@acme.test", "member@acme.test",
                    "Acme Private Employee", "private@acme.test"}
@@ -180,6 +185,10 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
                   "scopes": ["employees:read"], "identity_id": t.a_identity_id}),
             ({}, {"name": "cross", "expires_in_days": 7, "kind": "application",
                   "scopes": ["employees:read"], "identity_id": "acme-private-customer"}),
+            ({}, {"name": "cross", "expires_in_days": 7, "kind": "application",
+                  "scopes": ["employees:read"], "plan_id": t.a_plan_id}),
+            ({}, {"name": "cross", "expires_in_days": 7, "kind": "application",
+                  "scopes": ["employees:read"], "plan_id": "acme-private-plan"}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": a_ws}),
             ({}, {"name": "cross", "expires_in_days": 7, "workspace": "sales"})],
         ("POST", "/api/v1/tokens/import"): [
@@ -254,6 +263,10 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("POST", "/api/v1/identities"): [({}, {"external_id": "globex-own"})],
         ("GET", "/console/identities"): [({}, None)],
         ("POST", "/console/identities"): [({}, {"external_id": "globex-form"})],
+        ("GET", "/api/v1/plans"): [({}, None)],
+        ("POST", "/api/v1/plans"): [({}, {"name": "globex-own"})],
+        ("GET", "/console/plans"): [({}, None)],
+        ("POST", "/console/plans"): [({}, {"name": "globex-form"})],
     }
 
 
@@ -335,6 +348,12 @@ OBJECT_BODIES: dict[tuple[str, str], dict[str, Any] | None] = {
     ("POST", "/console/identities/{identity_id}"): {"external_id": "taken", "credits": "9"},
     ("POST", "/console/identities/{identity_id}/delete"): {"detach": "yes"},
     ("POST", "/console/identities/{identity_id}/tokens"): {"token": "x"},
+    ("GET", "/api/v1/plans/{plan_id}"): None,
+    ("PATCH", "/api/v1/plans/{plan_id}"): {"rate_limits": [], "name": "taken over"},
+    ("DELETE", "/api/v1/plans/{plan_id}"): None,
+    ("GET", "/console/plans/{plan_id}"): None,
+    ("POST", "/console/plans/{plan_id}"): {"name": "taken", "rate_limits": ""},
+    ("POST", "/console/plans/{plan_id}/delete"): {"detach": "yes"},
 }
 
 
@@ -461,7 +480,7 @@ def test_every_route_is_probed(app: Any, tenants: Tenants) -> None:
         parameters = set(re.findall(r"{(\w+)}", path))
         assert parameters <= {"token_id", "user_id", "workspace_id", "session_id",
                               "public_id", "webhook_id", "delivery_id",
-                              "identity_id"}, (
+                              "identity_id", "plan_id"}, (
             f"{method} {path}: this test does not know how to fill {parameters}")
 
 
@@ -489,6 +508,8 @@ def _ids_for(path: str, t: Tenants) -> list[str]:
         return t.a_session_ids
     if "{identity_id}" in path:  # by id and by external id
         return [t.a_identity_id, "acme-private-customer"]
+    if "{plan_id}" in path:  # by id and by name
+        return [t.a_plan_id, "acme-private-plan"]
     if "{webhook_id}" in path:  # and its deliveries (`_fill` puts A's delivery id in)
         return [t.a_webhook_id]
     raise AssertionError(f"{path}: no ids of A to try")
@@ -550,7 +571,7 @@ def _fill(path: str, value: str, delivery: str | None = None) -> str:
     """`path` with `value` for its id; a delivery id is `delivery` (default: `value`)."""
     path = path.replace("{delivery_id}", delivery or value)
     return re.sub(r"{(token_id|user_id|workspace_id|session_id|public_id|webhook_id|"
-                  r"identity_id)}",
+                  r"identity_id|plan_id)}",
                   value, path)
 
 

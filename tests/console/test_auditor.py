@@ -21,6 +21,7 @@ from tallykey.api.app import create_app
 from tallykey.api.responses import served_routes
 from tallykey.console.web import PREFIX
 from tallykey.identities.service import IdentityDraft
+from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import metadata
 from tallykey.tokens.service import TokenDraft
@@ -82,8 +83,9 @@ def test_every_console_form_refuses_an_auditor(world: World, rt: Runtime) -> Non
     assert len(walked) >= 15, walked
     webhook, _ = rt.webhooks.add(world.as_admin, "https://hooks.example.com/acme")
     identity = rt.identities.create(world.as_admin, IdentityDraft(external_id="acme-cust"))
+    plan = rt.plans.create(world.as_admin, PlanDraft(name="acme-plan"))
     values = {"token_id": issued[1].token.id, "user_id": world.member.id,
-              "identity_id": identity.id,
+              "identity_id": identity.id, "plan_id": plan.id,
               "workspace_id": world.sales.id, "webhook_id": webhook.id,
               "delivery_id": "00000000-0000-4000-8000-000000000000"}
     with TestClient(app, base_url="http://testserver", client=("127.0.0.1", 40200),

@@ -46,6 +46,8 @@ class IdentityCreate(Strict):
     rate_limits: list[IdentityRateLimitIn] = Field(default_factory=list, max_length=10)
     credits: CreditsIn | None = Field(default=None, description="one pool spent by all "
                                       "the identity's tokens")
+    plan_id: str | None = Field(default=None, max_length=255, description="the plan (id "
+                                "or name) of its tokens that are on none of their own")
 
 
 class IdentityUpdate(Strict):
@@ -57,6 +59,8 @@ class IdentityUpdate(Strict):
         default=None, max_length=10, description="replaces every limit; [] removes them")
     credits: CreditsIn | None = Field(default=None, description="sets the pool; null "
                                       "removes it (its tokens are no longer costed by it)")
+    plan_id: str | None = Field(default=None, max_length=255, description="puts it on "
+                                "this plan (id or name); null takes it off its plan")
 
 
 class IdentityCreditsView(BaseModel):
@@ -73,6 +77,7 @@ class IdentityView(BaseModel):
     rate_limits: list[RateLimitView]
     credits: IdentityCreditsView | None
     tokens: int = Field(description="how many tokens belong to it")
+    plan_id: str | None = Field(default=None, description="its plan (SPEC §16), if any")
     created_at: Timestamp
     updated_at: Timestamp
 
@@ -83,6 +88,7 @@ class IdentityView(BaseModel):
                    rate_limits=[RateLimitView.model_validate(r)
                                 for r in identity.rate_limits or []],
                    credits=credits_view(identity, now), tokens=tokens,
+                   plan_id=identity.plan_id,
                    created_at=identity.created_at, updated_at=identity.updated_at)
 
 
@@ -129,6 +135,11 @@ def _controls(body: IdentityCreate | IdentityUpdate) -> dict[str, Any]:
             found["remove_credits"] = True
         else:
             found["credits"] = body.credits.model_dump()
+    if "plan_id" in named and isinstance(body, IdentityUpdate):
+        if body.plan_id is None or not body.plan_id.strip():
+            found["detach_plan"] = True
+        else:
+            found["plan_id"] = body.plan_id
     return found
 
 
@@ -140,7 +151,8 @@ def create_identity(body: IdentityCreate, actor: ManagementActor,
     identity = runtime.identities.create(actor, IdentityDraft(
         external_id=body.external_id, name=body.name, metadata=body.metadata,
         rate_limits=[r.model_dump() for r in body.rate_limits],
-        credits=body.credits.model_dump() if body.credits else None))
+        credits=body.credits.model_dump() if body.credits else None,
+        plan_id=body.plan_id))
     return IdentityView.of(identity, runtime.clock.now(), 0)
 
 

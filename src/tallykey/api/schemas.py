@@ -80,6 +80,12 @@ def _controls(body: BaseModel) -> dict[str, Any]:
             found["detach_identity"] = True
         else:
             found["identity_id"] = identity_id
+    if "plan_id" in named:
+        plan_id = getattr(body, "plan_id", None)
+        if plan_id is None or not plan_id.strip():
+            found["detach_plan"] = True
+        else:
+            found["plan_id"] = plan_id
     return found
 
 
@@ -104,10 +110,14 @@ class TokenCreate(Strict):
         default=None, max_length=255, description="the identity (id or external id) the "
         "token belongs to: it spends the identity's credits and counts against its rate "
         "limits (administrators only)")
+    plan_id: str | None = Field(
+        default=None, max_length=255, description="the plan (id or name) the token is "
+        "on: its rate limits, credit refill and scopes ceiling apply; the token's own "
+        "rate limits and credits override them (administrators only)")
 
     def controls(self) -> dict[str, Any]:
         return {k: v for k, v in _controls(self).items()
-                if k not in ("remove_credits", "detach_identity")}
+                if k not in ("remove_credits", "detach_identity", "detach_plan")}
 
 
 class TokenUpdate(Strict):
@@ -128,6 +138,9 @@ class TokenUpdate(Strict):
     identity_id: str | None = Field(
         default=None, max_length=255, description="moves the token to this identity (id "
         "or external id); null takes it out of its identity (administrators only)")
+    plan_id: str | None = Field(
+        default=None, max_length=255, description="puts the token on this plan (id or "
+        "name); null takes it off its plan (administrators only)")
 
     def controls(self) -> dict[str, Any]:
         return _controls(self)

@@ -61,10 +61,11 @@ class KeyControls:
             if isinstance(spent, TallykeyError):
                 return spent
             pool = spent
-        if not record.has_credits:
+        if not record.has_credits and record.plan_refill is None:
             return replace(verdict, identity_credits_remaining=pool)
-        try:
-            left = self.credits.spend(record, cost, now)
+        try:  # the token's own credits, else its plan's refill (SPEC §16)
+            left = (self.credits.spend(record, cost, now) if record.has_credits
+                    else self.credits.spend_plan(record, cost, now))
         except BaseException:
             if pool is not None:
                 self._refund(record, cost, now)

@@ -70,6 +70,29 @@ WHERE id = :identity_id AND credits_remaining IS NOT NULL
 """.replace("PERIOD", _PERIOD)
 
 
+#: Spend `cost` from the credits a token's plan gives it (SPEC §16): `:amount` per period,
+#: kept on the last token of its renewal chain (as `_SPEND`); a new period (or a lowered
+#: amount) starts from the plan's amount.
+_PLAN_BALANCE = """(CASE WHEN plan_credits_remaining IS NULL OR plan_credits_period IS NULL
+                     OR plan_credits_period <> CAST(:period AS INTEGER)
+                     OR plan_credits_remaining > CAST(:amount AS BIGINT)
+                THEN CAST(:amount AS BIGINT) ELSE plan_credits_remaining END)"""
+_SPEND_PLAN = """
+WITH RECURSIVE chain(id, next, depth) AS (
+  SELECT id, successor_id, 0 FROM tokens WHERE id = :token_id
+  UNION ALL
+  SELECT t.id, t.successor_id, c.depth + 1 FROM tokens t JOIN chain c ON t.id = c.next
+  WHERE c.depth < 64
+)
+UPDATE tokens SET
+  plan_credits_remaining = BALANCE - CAST(:cost AS INTEGER),
+  plan_credits_period = CAST(:period AS INTEGER)
+WHERE id = (SELECT id FROM chain WHERE next IS NULL) AND successor_id IS NULL
+  AND BALANCE >= CAST(:cost AS INTEGER)
+RETURNING plan_credits_remaining
+""".replace("BALANCE", _PLAN_BALANCE)
+
+
 class CreditLedger:
     """Spends credits in the token store (one statement on the lookup's connections)."""
 
@@ -78,6 +101,7 @@ class CreditLedger:
         self._sql = lookup.dialect_sql(_SPEND)
         self._identity_sql = lookup.dialect_sql(_SPEND_IDENTITY)
         self._refund_sql = lookup.dialect_sql(_REFUND_IDENTITY)
+        self._plan_sql = lookup.dialect_sql(_SPEND_PLAN)
         #: SQLite runs the statement under one write lock: no renewal can slip in.
         self._retry = lookup.database.dialect != "sqlite"
 
@@ -101,6 +125,28 @@ class CreditLedger:
         return UsageExhausted(message, f"The credits refill at {refill_at.isoformat()} "
                               f"(Retry-After: {wait} s).", retry_after=wait,
                               refill_at=refill_at.isoformat())
+
+    def spend_plan(self, record: TokenRecord, cost: int, now: float) -> int | UsageExhausted:
+        """As `spend`, from the credits the token's plan refills each period (the token
+        has none of its own)."""
+        refill = record.plan_refill
+        assert refill is not None
+        period = period_of(refill.interval, now)
+        params = {"cost": cost, "amount": refill.amount, "period": period,
+                  "token_id": record.token_id}
+        rows = self.lookup.run(self._plan_sql, params)
+        if not rows and self._retry:  # the holder may have been renewed under this spend
+            rows = self.lookup.run(self._plan_sql, params)
+        if rows:
+            return int(rows[0][0])
+        refill_at = period_start(refill.interval, period + 1)
+        wait = max(1, math.ceil(refill_at.timestamp() - now))
+        return UsageExhausted(
+            f"This token's plan credits for this period are used up ({refill.amount} per "
+            f"{'day' if refill.interval == 'daily' else 'month'}): this request costs "
+            f"{cost}.", f"The credits refill at {refill_at.isoformat()} (Retry-After: "
+            f"{wait} s), or ask an administrator for a larger plan.", retry_after=wait,
+            refill_at=refill_at.isoformat(), plan_id=record.plan_id)
 
     def spend_identity(self, record: TokenRecord, cost: int,
                        now: float) -> int | UsageExhausted:

@@ -20,9 +20,9 @@ import json
 import queue
 import re
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from tallykey.accounts.permissions import Permissions
 from tallykey.auth.record import TokenRecord, networks
@@ -40,11 +40,13 @@ SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        (SELECT su.email FROM users su WHERE su.id = t.suspended_by_id), t.suspend_reason,
        t.pending_at, t.successor_id, i.id, i.external_id, i.metadata, i.rate_limits,
        i.credits_remaining, i.credits_refill_amount, i.credits_refill_interval,
+       p.id, p.rate_limits, p.refill_amount, p.refill_interval, p.scopes,
        t.renewed_from_id
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
 LEFT JOIN identities i ON i.id = t.identity_id AND i.account_id = t.account_id
+LEFT JOIN plans p ON p.id = COALESCE(t.plan_id, i.plan_id) AND p.account_id = t.account_id
 LEFT JOIN users u ON u.id = t.owner_id
 LEFT JOIN workspaces w ON w.account_id = t.account_id AND w.archived_at IS NULL
      AND (t.workspace_id IS NULL OR w.id = t.workspace_id)
@@ -193,8 +195,10 @@ class RecordLookup:
          owner_active, *_workspace, account_active, rate_limits, credits, name, refill_amount,
          refill_interval, meta, external_id, suspended_at, suspended_by, suspend_reason, pending_at,
          successor_id, identity_id, identity_external_id, identity_meta, identity_limits,
-         identity_credits, identity_refill_amount, identity_refill_interval, _) = rows[0]
-        own_scopes = share(frozenset(self._json(token_scopes)))
+         identity_credits, identity_refill_amount, identity_refill_interval) = rows[0][:-6]
+        plan = _plan_controls(rows[0][-6:-1], self._json_value)  # SPEC §16
+        own_scopes = frozenset(self._json(token_scopes))
+        own_scopes = share(own_scopes if plan.ceiling is None else own_scopes & plan.ceiling)
         live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
         grants = {row[15]: frozenset(self._json(row[17])) for row in rows
                   if row[15] and row[17] is not None}
@@ -229,7 +233,7 @@ class RecordLookup:
             account_active=bool(account_active) if account_active is not None else True,
             rate_rules=share(tuple(RateRule(r["name"], r["limit"], r["per_seconds"],
                                             r.get("shared"))
-                                   for r in self._json_value(rate_limits) or ())
+                                   for r in self._json_value(rate_limits) or plan.limits)
                              + tuple(RateRule(r["name"], r["limit"], r["per_seconds"],
                                               IDENTITY_SHARED)
                                      for r in (self._json_value(identity_limits) or ()
@@ -251,6 +255,8 @@ class RecordLookup:
             identity_refill=share(Refill(int(identity_refill_amount),
                                          identity_refill_interval))
             if identity_refill_amount is not None and identity_refill_interval else None,
+            plan_id=share(plan.id),
+            plan_refill=share(plan.refill) if credits is None else None,
         )
 
     def _shared_map(self, mapping: dict[str, Any]) -> dict[str, Any]:
@@ -299,6 +305,27 @@ class RecordLookup:
         if isinstance(value, str):
             value = datetime.fromisoformat(value)
         return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+
+
+class PlanControls(NamedTuple):
+    """What a token's plan (its own, else its identity's) brings to its record: rate
+    limits (used when the token has none of its own), the refill (used when it has no
+    credits of its own) and the scopes ceiling (always)."""
+
+    id: str | None
+    limits: tuple[dict[str, Any], ...]
+    refill: Refill | None
+    ceiling: frozenset[str] | None
+
+
+def _plan_controls(row: list[Any], decode: Callable[[Any], Any]) -> PlanControls:
+    plan_id, limits, amount, interval, scopes = row
+    if plan_id is None:
+        return PlanControls(None, (), None, None)
+    ceiling = decode(scopes)
+    return PlanControls(plan_id, tuple(decode(limits) or ()),
+                        Refill(int(amount), interval) if amount is not None and interval
+                        else None, None if ceiling is None else frozenset(ceiling))
 
 
 def _held_everywhere(own: frozenset[str], by_workspace: dict[str, frozenset[str]],

@@ -269,8 +269,10 @@ def _bucket_key(record: TokenRecord, rule: RateRule) -> str:
     elif rule.shared == "external_id" and record.external_id is not None:
         scope = (f"x:{record.account_id}:{record.external_id}" if record.kind == APPLICATION
                  else f"xo:{record.owner_id}:{record.external_id}")
-    else:
-        scope = f"t:{record.lineage_id or record.token_id}"
+    else:  # the token's own count restarts when its limit changes (its own or its
+        # plan's: SPEC §16), so no node spends allowances leased under the old limit
+        return (f"t:{record.lineage_id or record.token_id}:{rule.name}:"
+                f"{rule.limit}/{rule.per_seconds}")
     return f"{scope}:{rule.name}:{rule.per_seconds}"
 
 

@@ -72,6 +72,11 @@ class TokenRecord:
     identity_id: str | None = None
     identity_has_credits: bool = False
     identity_refill: Refill | None = None
+    #: The plan that applies (SPEC §16; its limits and ceiling are already in
+    #: `rate_rules` and the scopes), and its refill when the token spends plan credits
+    #: (it has no credits of its own).
+    plan_id: str | None = None
+    plan_refill: Refill | None = None
 
     #: `expires_at` and `secret_retires_at` as POSIX seconds, for the hot path.
     expires_ts: float = field(init=False)
@@ -80,7 +85,8 @@ class TokenRecord:
     plain: bool = field(init=False)
     #: True when a rate limit or credits must admit each request (`auth.controls`).
     controlled: bool = field(init=False)
-    #: True when a request spends credits: the token's own, its identity's, or both.
+    #: True when a request spends credits: the token's own (or its plan's), its
+    #: identity's, or both.
     spends: bool = field(init=False)
     #: A decoy (SPEC §17): never passes; it answers as an unknown token would.
     decoy: bool = field(init=False)
@@ -96,7 +102,8 @@ class TokenRecord:
                            and self.account_active and not self.workspace_archived
                            and self.suspended_at is None and self.pending_at is None
                            and not self.decoy)
-        object.__setattr__(self, "spends", self.has_credits or self.identity_has_credits)
+        object.__setattr__(self, "spends", self.has_credits or self.identity_has_credits
+                           or self.plan_refill is not None)
         object.__setattr__(self, "controlled", bool(self.rate_rules) or self.spends)
 
     def allows_ip(self, address: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool:

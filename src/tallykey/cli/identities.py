@@ -14,6 +14,8 @@ from tallykey.cli.output import AccountOption, JsonOption, emit_json, fail, out,
 from tallykey.cli.tokens import (
     CreditsOption,
     MetadataOption,
+    NoPlanOption,
+    PlanOption,
     RefillOption,
     key_controls,
 )
@@ -43,7 +45,8 @@ def identity_dict(identity: Identity, now: Any, tokens: int) -> dict[str, Any]:
     return {"id": identity.id, "external_id": identity.external_id, "name": identity.name,
             "metadata": identity.meta, "rate_limits": identity.rate_limits or [],
             "credits": None if left is None else {"remaining": left, "refill": refill},
-            "tokens": tokens, "created_at": identity.created_at.isoformat(),
+            "tokens": tokens, "plan_id": identity.plan_id,
+            "created_at": identity.created_at.isoformat(),
             "updated_at": identity.updated_at.isoformat()}
 
 
@@ -86,6 +89,7 @@ def identities_create(
     credits: CreditsOption = None,
     refill: RefillOption = None,
     metadata: MetadataOption = None,
+    plan: PlanOption = None,
     as_json: JsonOption = False,
 ) -> None:
     """Create an identity (audited as the operator)."""
@@ -94,7 +98,8 @@ def identities_create(
         actor = Actor.operator(rt.accounts.find_account(account).id)
         identity = rt.identities.create(actor, IdentityDraft(
             external_id=external_id, name=name, metadata=controls.get("metadata"),
-            rate_limits=controls.get("rate_limits", ()), credits=controls.get("credits")))
+            rate_limits=controls.get("rate_limits", ()), credits=controls.get("credits"),
+            plan_id=plan))
         shown = identity_dict(identity, rt.clock.now(), 0)
     if as_json:
         emit_json(shown)
@@ -141,6 +146,8 @@ def identities_update(
     no_credits: Annotated[bool, typer.Option(
         "--no-credits", metavar="", help="Remove the credit pool.")] = False,
     metadata: MetadataOption = None,
+    plan: PlanOption = None,
+    no_plan: NoPlanOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Change an identity; answered once every live node applied the change."""
@@ -153,7 +160,7 @@ def identities_update(
         identity = rt.identities.update(actor, ref, IdentityChanges(
             external_id=external_id, name=name, metadata=controls.get("metadata"),
             rate_limits=controls.get("rate_limits"), credits=controls.get("credits"),
-            remove_credits=no_credits))
+            remove_credits=no_credits, plan_id=plan, detach_plan=no_plan))
         done = rt.settle(identity.id)
         shown = identity_dict(identity, rt.clock.now(),
                               rt.identities.token_counts(actor).get(identity.id, 0))

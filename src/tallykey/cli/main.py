@@ -20,6 +20,7 @@ from tallykey.cli import (
     keys,
     notify,
     operators,
+    plans,
     settings_help,
     tokens,
     workspaces,
@@ -41,6 +42,7 @@ notify.register(app)  # outbox, webhooks, worker
 audit.register(app)  # audit export, audit verify
 workspaces.register(app)  # workspaces list|create|rename|archive
 identities.register(app)  # identities list|create|show|update|delete
+plans.register(app)  # plans list|create|show|update|delete
 operators.register(app)  # operator-tokens create|list|revoke
 doctor.register(app)  # doctor
 

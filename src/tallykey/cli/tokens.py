@@ -53,6 +53,11 @@ RefillOption = Annotated[str | None, typer.Option(
 MetadataOption = Annotated[str | None, typer.Option(
     "--metadata", metavar="JSON", help="A JSON object (at most 4 KB), returned with "
     "every verification.")]
+PlanOption = Annotated[str | None, typer.Option(
+    "--plan", help="The plan (id or name, see `tallykey plans list`): its rate limits, "
+    "credit refill and scopes ceiling apply (own rate limits and credits win).")]
+NoPlanOption = Annotated[bool, typer.Option("--no-plan", metavar="",
+                                            help="Take it off its plan.")]
 ExternalIdOption = Annotated[str | None, typer.Option(
     "--external-id", help="Your id for the customer or integration (searchable).")]
 
@@ -69,7 +74,7 @@ def key_controls(rate_limit: list[str] | None, credits: int | None, refill: str 
     if refill is not None and credits is None:
         fail("--refill needs --credits (the credits to start from).")
     if credits is not None:
-        found["credits"] = {"remaining": credits, "refill": _refill(refill) if refill
+        found["credits"] = {"remaining": credits, "refill": parse_refill(refill) if refill
                             else None}
     if metadata is not None:
         try:
@@ -82,7 +87,8 @@ def key_controls(rate_limit: list[str] | None, credits: int | None, refill: str 
     return found
 
 
-def _refill(text: str) -> dict[str, Any]:
+def parse_refill(text: str) -> dict[str, Any]:
+    """`AMOUNT/daily|monthly` as `{"amount", "interval"}` (a one-line failure otherwise)."""
     amount, _, interval = text.partition("/")
     if not amount.isdigit() or interval not in ("daily", "monthly"):
         fail(f"--refill {text!r} is not of the form AMOUNT/daily or AMOUNT/monthly.",
@@ -113,6 +119,7 @@ def tokens_create(
     identity: Annotated[str | None, typer.Option(
         help="The identity (id or external id) the token belongs to: it spends the "
         "identity's credit pool and counts against its rate limits.")] = None,
+    plan: PlanOption = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", metavar="", help="Print only the token.")]
     = False,
     as_json: JsonOption = False,
@@ -124,7 +131,7 @@ def tokens_create(
                        expires_at=parse_expiry(expires) if expires else None, kind=kind,
                        description=description, workspace=workspace, scopes=scope or [],
                        ip_allowlist=ip or [], target=target,
-                       identity_id=identity,
+                       identity_id=identity, plan_id=plan,
                        **key_controls(rate_limit, credits, refill, metadata, external_id))
     with runtime() as rt:
         issued = rt.tokens.issue(user_actor(rt, account, user), draft)
@@ -239,6 +246,8 @@ def tokens_update(
         help="Move the token to this identity (id or external id).")] = None,
     no_identity: Annotated[bool, typer.Option(
         "--no-identity", metavar="", help="Take the token out of its identity.")] = False,
+    plan: PlanOption = None,
+    no_plan: NoPlanOption = False,
     as_json: JsonOption = False,
 ) -> None:
     """Edit a token's name, description, allow-list, target, scopes, rate limits, credits,
@@ -249,7 +258,8 @@ def tokens_update(
     changes = TokenChanges(name=name, description=description,
                            ip_allowlist=[] if clear_ips else ip, target=target, scopes=scope,
                            remove_credits=no_credits, identity_id=identity,
-                           detach_identity=no_identity, **controls)
+                           detach_identity=no_identity, plan_id=plan, detach_plan=no_plan,
+                           **controls)
     _token_action(ref, account, as_json, "updated",
                   lambda rt, actor, tid: rt.tokens.update(actor, tid, changes))
 

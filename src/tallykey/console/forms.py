@@ -50,6 +50,8 @@ class TokenForm:
     expires_on: str = ""
     #: Key controls (SPEC §13), as typed: see `KeyControlsForm`.
     controls: KeyControlsForm = field(default_factory=lambda: KeyControlsForm())
+    #: The plan's id (SPEC §16; administrators choose one), or "" for none.
+    plan: str = ""
     issue_key: str = ""
     errors: dict[str, str] = field(default_factory=dict)
 
@@ -61,7 +63,7 @@ class TokenForm:
                    ip_allowlist=text(form, "ip_allowlist"),
                    expiry=text(form, "expiry") or DEFAULT_PRESET,
                    expires_on=text(form, "expires_on"),
-                   controls=KeyControlsForm.parse(form),
+                   controls=KeyControlsForm.parse(form), plan=text(form, "plan"),
                    issue_key=text(form, ISSUE_KEY_FIELD))
 
     def fields(self) -> dict[str, object]:
@@ -70,7 +72,7 @@ class TokenForm:
                 "workspace": self.workspace, "scopes": sorted(self.scopes),
                 "target": self.target, "ip_allowlist": self.ip_allowlist,
                 "expiry": self.expiry, "expires_on": self.expires_on,
-                **self.controls.fields()}
+                **self.controls.fields(), **({"plan": self.plan} if self.plan else {})}
 
     def problems(self, *, targets: list[str], max_validity_days: int, now: datetime,
                  catalog: ScopeCatalog) -> dict[str, str]:
@@ -116,7 +118,8 @@ class TokenForm:
                           expires_in_days=days, rate_limits=self.controls.rate_limits(),
                           credits=self.controls.credits(),
                           metadata=self.controls.metadata_object(),
-                          external_id=self.controls.external_id or None)
+                          external_id=self.controls.external_id or None,
+                          plan_id=self.plan or None)
 
 
 @dataclass
@@ -255,6 +258,9 @@ def token_changes(form: FormData) -> TokenChanges:
     key controls only when it showed them (`controls_shown`)."""
     controls = (KeyControlsForm.parse(form).changes() if text(form, "controls_shown")
                 else {})
+    if text(form, "plan_shown"):  # an administrator's form: the plan select was shown
+        controls["plan_id" if text(form, "plan") else "detach_plan"] = (
+            text(form, "plan") or True)
     return TokenChanges(name=text(form, "name"), description=text(form, "description"),
                         ip_allowlist=split_lines(text(form, "ip_allowlist")),
                         target=text(form, "target"),

@@ -28,6 +28,7 @@ from tallykey.controls.rules import parse_rate_limit, written_rate_limit
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.identities.models import Identity
 from tallykey.identities.service import IdentityChanges, IdentityDraft, balance
+from tallykey.plans.models import Plan
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenChanges, TokenQuery
@@ -35,7 +36,7 @@ from tallykey.tokens.service import TokenChanges, TokenQuery
 router = APIRouter(route_class=ConsoleRoute)
 NOTICES = {"added": "Identity created.", "saved": "Changes saved."}
 FIELDS = ("external_id", "name", "metadata", "credits", "refill_amount", "refill_interval",
-          "rate_limits")
+          "rate_limits", "plan")
 
 
 def form_values(identity: Identity) -> dict[str, str]:
@@ -48,7 +49,8 @@ def form_values(identity: Identity) -> dict[str, str]:
             else str(identity.credits_refill_amount),
             "refill_interval": identity.credits_refill_interval or "",
             "rate_limits": "\n".join(written_rate_limit(r)
-                                     for r in identity.rate_limits or [])}
+                                     for r in identity.rate_limits or []),
+            "plan": identity.plan_id or ""}
 
 
 def read_form(form: FormData) -> dict[str, Any]:
@@ -79,6 +81,8 @@ def read_form(form: FormData) -> dict[str, Any]:
         found["credits"] = None
     limits = [line for line in text(form, "rate_limits").splitlines() if line.strip()]
     found["rate_limits"] = [parse_rate_limit(line) for line in limits]
+    found["plan"] = text(form, "plan").strip() or None  # SPEC §16: None takes it off
+    found["plan_shown"] = bool(text(form, "plan_shown"))  # an administrator's form
     return found
 
 
@@ -89,6 +93,7 @@ def _list(request: Request, viewer: Viewer, runtime: Runtime, *, status: int = 2
     counts = runtime.identities.token_counts(viewer.actor)
     now = runtime.clock.now()
     return render(request, "identities.html", status_code=status, identities=found,
+                  plans=_plans(viewer, runtime),
                   counts=counts, balances={i.id: balance(i, now) for i in found},
                   error=error, values=values or {}, notice=notice)
 
@@ -103,10 +108,18 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, identity: Identi
         usage = (chart.hourly_usage(session, ids, now) if usage_unit == chart.HOURLY
                  else chart.daily_usage(session, ids, now))
     return render(request, "identity_detail.html", status_code=status, identity=identity,
+                  plans=_plans(viewer, runtime),
                   tokens=tokens, now=now, remaining=balance(identity, now),
                   allowed=sum(b.allowed for b in usage), denied=sum(b.denied for b in usage),
                   usage_chart=chart.usage_svg(usage, usage_unit), usage_unit=usage_unit,
                   values=values or form_values(identity), error=error, notice=notice)
+
+
+def _plans(viewer: Viewer, runtime: Runtime) -> list[Plan]:
+    """The plans an administrator may put an identity on (SPEC §16); none for others."""
+    if not viewer.is_admin:
+        return []
+    return runtime.plans.all_plans(viewer.actor)
 
 
 @router.get("/identities")
@@ -123,8 +136,8 @@ def create_identity(request: Request, viewer: AdminDep, form: FormDep,
         identity = runtime.identities.create(viewer.actor, IdentityDraft(
             external_id=fields["external_id"], name=fields["name"],
             metadata=fields["metadata"] or None, rate_limits=fields["rate_limits"],
-            credits=fields["credits"]))
-    except (ValidationFailed, Conflict, PermissionDenied) as error:
+            credits=fields["credits"], plan_id=fields["plan"]))
+    except (ValidationFailed, Conflict, PermissionDenied, NotFound) as error:
         return _list(request, viewer, runtime, status=422, error=said(error),
                      values={k: text(form, k) for k in FIELDS})
     return redirect(f"{PREFIX}/identities/{identity.id}?done=added")
@@ -147,8 +160,10 @@ def edit_identity(request: Request, identity_id: str, viewer: AdminDep, form: Fo
         runtime.identities.update(viewer.actor, identity.id, IdentityChanges(
             external_id=fields["external_id"], name=fields["name"] or identity.name,
             metadata=fields["metadata"], rate_limits=fields["rate_limits"],
-            credits=fields["credits"], remove_credits=fields["credits"] is None))
-    except (ValidationFailed, Conflict) as error:
+            credits=fields["credits"], remove_credits=fields["credits"] is None,
+            plan_id=fields["plan"] if fields["plan_shown"] else None,
+            detach_plan=fields["plan_shown"] and fields["plan"] is None))
+    except (ValidationFailed, Conflict, NotFound) as error:
         return _detail(request, viewer, runtime, identity, status=422, error=said(error),
                        values={k: text(form, k) for k in FIELDS})
     done = runtime.settle(identity.id)  # answered once every live node applied it

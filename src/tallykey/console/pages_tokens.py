@@ -168,7 +168,15 @@ def _form_context(viewer: Viewer, runtime: Runtime) -> dict[str, Any]:
         "max_days": max_days,
         "warn_days": LONG_VALIDITY_WARNING_DAYS,
         "today": runtime.clock.now().date(),
+        "plans": _plans(viewer, runtime),
     }
+
+
+def _plans(viewer: Viewer, runtime: Runtime) -> list[Any]:
+    """The plans an administrator may put a token on (SPEC §16); none for others."""
+    if not viewer.is_admin:
+        return []
+    return runtime.plans.all_plans(viewer.actor)
 
 
 def _grantable(viewer: Viewer, runtime: Runtime) -> dict[str, str]:
@@ -312,7 +320,7 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, token: Token,
                   scope_choices=_grantable(viewer, runtime) | runtime.catalog.descriptions(
                       token.scopes), catalog=runtime.catalog,
                   controls=(values or {}).get("controls") or forms.KeyControlsForm.of(token),
-                  credits=CreditsView.of(token, now),
+                  credits=CreditsView.of(token, now), plans=_plans(viewer, runtime),
                   renewed_from=_related(viewer, runtime, token.renewed_from_id),
                   successor=_related(viewer, runtime, token.successor_id))
 

@@ -11,6 +11,7 @@ from tallykey.console import (
     pages_governance,
     pages_identities,
     pages_people,
+    pages_plans,
     pages_tokens,
     pages_webhooks,
     pages_workspaces,
@@ -27,5 +28,6 @@ router.include_router(pages_people.router)
 router.include_router(pages_governance.router)
 router.include_router(pages_webhooks.router)
 router.include_router(pages_identities.router)
+router.include_router(pages_plans.router)
 
 __all__ = ["STATIC_DIR", "STATIC_PATH", "router"]

@@ -30,6 +30,8 @@ USER = "user"
 ACCOUNT = "account"
 #: An identity (SPEC §16): its credits, rate limits or metadata changed, or tokens left it.
 IDENTITY = "identity"
+#: A plan (SPEC §16): its rate limits, refill or scopes ceiling changed, or it was deleted.
+PLAN = "plan"
 CHANNEL = "tallykey_changes"
 #: Feed rows older than this are pruned (every cache entry is far younger).
 RETENTION = timedelta(days=1)

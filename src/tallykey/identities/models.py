@@ -30,5 +30,8 @@ class Identity(Base):
     credits_refill_amount: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
     credits_refill_interval: Mapped[str | None] = mapped_column(String(8), nullable=True)
     credits_period: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    #: The plan (SPEC §16) of the identity's tokens that name none of their own.
+    plan_id: Mapped[str | None] = mapped_column(ForeignKey("plans.id"), nullable=True,
+                                                index=True)
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     updated_at: Mapped[datetime] = mapped_column(UTCDateTime())

@@ -32,6 +32,7 @@ from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes
 from tallykey.identities.models import Identity
+from tallykey.plans import service as plans
 from tallykey.tokens import policy
 from tallykey.tokens.models import PERSONAL, Token
 
@@ -50,6 +51,8 @@ class IdentityDraft:
     metadata: Any = None
     rate_limits: Sequence[Mapping[str, Any]] = ()
     credits: Mapping[str, Any] | None = None
+    #: The plan (SPEC §16) of its tokens that name none: its id or name.
+    plan_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -63,6 +66,9 @@ class IdentityChanges:
     rate_limits: Sequence[Mapping[str, Any]] | None = None
     credits: Mapping[str, Any] | None = None
     remove_credits: bool = False
+    #: Put the identity on this plan (id or name); `detach_plan` takes it off.
+    plan_id: str | None = None
+    detach_plan: bool = False
 
 
 class IdentityService:
@@ -89,6 +95,8 @@ class IdentityService:
                                 name=name, meta=metadata, rate_limits=limits,
                                 created_at=now, updated_at=now)
             _set_credits(identity, credits, now)
+            if draft.plan_id is not None and draft.plan_id.strip():
+                identity.plan_id = plans.attach(session, actor, draft.plan_id).id
             session.add(identity)
             try:
                 session.flush()
@@ -123,6 +131,10 @@ class IdentityService:
                 _set_credits(identity, None, now)
             elif changes_.credits is not None:
                 _set_credits(identity, _credits(changes_.credits), now)
+            if changes_.detach_plan:
+                identity.plan_id = None
+            elif changes_.plan_id is not None:
+                identity.plan_id = plans.attach(session, actor, changes_.plan_id).id
             after = snapshot(identity)
             if after != before:
                 identity.updated_at = now
@@ -246,7 +258,8 @@ def snapshot(identity: Identity) -> dict[str, Any]:
     return {"external_id": identity.external_id, "name": identity.name,
             "metadata": identity.meta, "rate_limits": identity.rate_limits,
             "credits": None if identity.credits_remaining is None else
-            {"remaining": identity.credits_remaining, "refill": refill}}
+            {"remaining": identity.credits_remaining, "refill": refill},
+            "plan_id": identity.plan_id}
 
 
 def balance(identity: Identity, now: datetime) -> int | None:

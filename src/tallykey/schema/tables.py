@@ -13,6 +13,7 @@ from tallykey.monitor.models import DecoyTrip, TokenClientIp, TokenNetwork, Toke
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.operators.models import OperatorToken
 from tallykey.people.models import OidcSignIn, PasswordReset, RecoveryCode, SecondFactor
+from tallykey.plans.models import Plan
 from tallykey.tokens.idempotency import IdempotentRequest
 from tallykey.tokens.models import Token, TokenSecret
 
@@ -34,6 +35,7 @@ __all__ = [
     "OperatorToken",
     "OutboxMessage",
     "PasswordReset",
+    "Plan",
     "RecoveryCode",
     "SecondFactor",
     "ServerKey",

@@ -107,6 +107,13 @@ class Token(Base):
     #: limits apply to every request of the token.
     identity_id: Mapped[str | None] = mapped_column(ForeignKey("identities.id"),
                                                     nullable=True, index=True)
+    #: The plan (SPEC §16) whose rate limits, credit refill and scopes ceiling apply
+    #: (its own rate limits and credits override the plan's), and the credits its refill
+    #: left for the current period (`plan_credits_period`), spent by `auth.credits`.
+    plan_id: Mapped[str | None] = mapped_column(ForeignKey("plans.id"), nullable=True,
+                                                index=True)
+    plan_credits_remaining: Mapped[int | None] = mapped_column(BigInteger, nullable=True)
+    plan_credits_period: Mapped[int | None] = mapped_column(Integer, nullable=True)
 
     secrets: Mapped[list[TokenSecret]] = relationship(
         back_populates="token", order_by="TokenSecret.generation"

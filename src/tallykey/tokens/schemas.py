@@ -86,6 +86,8 @@ class TokenView(BaseModel):
     successor_id: str | None = None
     #: The identity (SPEC §16) the token belongs to.
     identity_id: str | None = None
+    #: The plan (SPEC §16) the token is on (its own; an identity's plan shows there).
+    plan_id: str | None = None
 
     @classmethod
     def of(cls, token: Token, now: datetime) -> TokenView:
@@ -111,7 +113,7 @@ class TokenView(BaseModel):
             suspended_by=(token.suspender.email if token.suspender else
                           ("operator" if token.suspended_at else None)),
             renewed_from_id=token.renewed_from_id, successor_id=token.successor_id,
-            identity_id=token.identity_id,
+            identity_id=token.identity_id, plan_id=token.plan_id,
         )
 
 

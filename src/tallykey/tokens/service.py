@@ -28,6 +28,7 @@ from tallykey.feed import changes
 from tallykey.identities.models import Identity
 from tallykey.keys.keyring import KeyConfigError
 from tallykey.keys.vault import SecretVault
+from tallykey.plans import service as plans
 from tallykey.tokens import format as token_format
 from tallykey.tokens import imports, policy
 from tallykey.tokens.events import (
@@ -91,6 +92,8 @@ class TokenDraft:
     external_id: str | None = None
     #: The identity (SPEC §16) the token belongs to: its id or external id.
     identity_id: str | None = None
+    #: The plan (SPEC §16) the token is on: its id or name.
+    plan_id: str | None = None
 
 
 @dataclass(frozen=True)
@@ -114,6 +117,9 @@ class TokenChanges:
     #: out of its identity.
     identity_id: str | None = None
     detach_identity: bool = False
+    #: Put the token on this plan (id or name); `detach_plan` takes it off its plan.
+    plan_id: str | None = None
+    detach_plan: bool = False
 
 
 @dataclass(frozen=True)
@@ -135,7 +141,8 @@ class Renewal:
 INHERITED = ("account_id", "workspace_id", "kind", "region", "name", "description",
              "scopes", "target", "ip_allowlist", "admin_limits", "owner_id", "rate_limits",
              "credits_remaining", "credits_refill_amount", "credits_refill_interval",
-             "credits_period", "meta", "external_id", "identity_id")
+             "credits_period", "meta", "external_id", "identity_id", "plan_id",
+             "plan_credits_remaining", "plan_credits_period")
 #: Columns a successor does not copy: its identity, its own history and lineage.
 NOT_INHERITED = ("id", "public_id", "created_by_id", "created_at", "created_ip",
                  "updated_at", "expires_at", "revoked_at", "revoked_by_id", "revoke_reason",
@@ -260,6 +267,10 @@ class TokenService:
             _set_credits(token, credits, now)
             if draft.identity_id is not None and draft.identity_id.strip():
                 token.identity_id = _identity(session, actor, draft.identity_id).id
+            if draft.plan_id is not None and draft.plan_id.strip():
+                token.plan_id = plans.attach(session, actor, draft.plan_id).id
+            if token.plan_id is not None or token.identity_id is not None:
+                plans.check_within_ceiling(scopes, plans.effective_plan(session, token))
             session.add(token)
             session.flush()
             stored = TokenSecret(token_id=token.id, secret_hash=secret.secret_hash,
@@ -386,6 +397,14 @@ class TokenService:
                 token.identity_id = None
             elif changes.identity_id is not None:
                 token.identity_id = _identity(session, actor, changes.identity_id).id
+            if changes.detach_plan and token.plan_id is not None:
+                plans.attach(session, actor, token.plan_id)  # administrators only
+                token.plan_id = None
+            elif changes.plan_id is not None:
+                token.plan_id = plans.attach(session, actor, changes.plan_id).id
+            if (changes.plan_id is not None or changes.scopes is not None
+                    or changes.identity_id is not None):
+                plans.check_within_ceiling(token.scopes, plans.effective_plan(session, token))
             if imposed and limits != (token.admin_limits or {}):
                 token.admin_limits = limits
             after = _editable_snapshot(token)
@@ -1063,6 +1082,7 @@ def _controls_snapshot(token: Token) -> dict[str, Any]:
         "metadata": token.meta,
         "external_id": token.external_id,
         "identity_id": token.identity_id,
+        "plan_id": token.plan_id,
     }
 
 

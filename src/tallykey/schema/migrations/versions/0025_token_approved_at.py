@@ -2,7 +2,7 @@
 inactivity policy counts a never-used approved token's disuse from its approval
 
 Revision ID: 0025_token_approved_at
-Revises: 0022_identities
+Revises: 0023_plans
 Create Date: 2026-12-07 16:00:00
 """
 
@@ -14,7 +14,7 @@ from alembic import op
 import tallykey.db.base
 
 revision = '0025_token_approved_at'
-down_revision = '0022_identities'
+down_revision = '0023_plans'
 branch_labels = None
 depends_on = None
 
