@@ -21,7 +21,17 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from tallykey import console
 from tallykey.accounts.scopes import ScopeCatalog
-from tallykey.api import docs, identities, leaks, management, operator, people, verify, webhooks
+from tallykey.api import (
+    analytics,
+    docs,
+    identities,
+    leaks,
+    management,
+    operator,
+    people,
+    verify,
+    webhooks,
+)
 from tallykey.api.access_log import AccessLog
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
@@ -92,6 +102,7 @@ def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> Fa
     api.include_router(operator.router)
     api.include_router(webhooks.router)
     api.include_router(identities.router)
+    api.include_router(analytics.router)
     api.state.demo = demo
     if demo:  # the demo platform API exists only under `tallykey demo` (SPEC §14)
         api.include_router(platform.router)
