@@ -229,6 +229,10 @@ def test_defaults_are_the_last_30_days_by_token(traffic: Traffic, world: World,
     hourly = analytics.window(rt.clock.now(), interval="hour")
     assert hourly.until == datetime(2030, 1, 2, 1, tzinfo=UTC)
     assert hourly.until - hourly.since == timedelta(hours=48)
+    on_the_hour = analytics.window(START, interval="hour")  # its first instant
+    assert on_the_hour.until == START + timedelta(hours=1)
+    on_the_day = analytics.window(datetime(2030, 1, 2, tzinfo=UTC))
+    assert on_the_day.until == datetime(2030, 1, 3, tzinfo=UTC)
 
 
 @pytest.mark.parametrize(("params", "field", "reason"), [

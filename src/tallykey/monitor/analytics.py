@@ -134,7 +134,8 @@ def window(now: datetime, *, since: str | None = None, until: str | None = None,
         raise ValidationFailed("since must be before until.", field="since",
                                reason="invalid_range")
     try:
-        end = _ceil(end, interval)
+        # the current hour or day is included, even at its very first instant
+        end = _ceil(end, interval) if until else _floor(now, interval) + STEP[interval]
         start = (_floor(start, interval) if start is not None
                  else end - DEFAULT_SPAN[interval])
     except OverflowError:  # e.g. until=9999-12-31T23:30:00Z
