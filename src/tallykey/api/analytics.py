@@ -62,6 +62,14 @@ class VerificationAnalytics(BaseModel):
     series: list[SeriesView] = Field(description="one per key with at least one "
                                      "request, the busiest first")
 
+    @classmethod
+    def of(cls, query: Window, found: list[Series], retention_days: int
+           ) -> VerificationAnalytics:
+        """The answer (the API's, and the CLI's `--json`)."""
+        return cls(since=query.since, until=query.until, interval=query.interval,
+                   group_by=query.group_by, retention_days=retention_days,
+                   series=[SeriesView.of(s) for s in found])
+
 
 @router.get("/analytics/verifications", response_model=VerificationAnalytics,
             responses={200: {"content": {CSV_TYPE: {"schema": {"type": "string"}}},
@@ -110,10 +118,7 @@ def verifications(
             analytics.csv_lines(query, found), media_type=f"{CSV_TYPE}; charset=utf-8",
             headers={"Content-Disposition":
                      'attachment; filename="tallykey-verifications.csv"'})
-    return VerificationAnalytics(since=query.since, until=query.until,
-                                 interval=query.interval, group_by=query.group_by,
-                                 retention_days=runtime.settings.usage_retention_days,
-                                 series=[SeriesView.of(s) for s in found])
+    return VerificationAnalytics.of(query, found, runtime.settings.usage_retention_days)
 
 
 def _workspace(runtime: Runtime, actor: Actor, ref: str | None) -> str | None:

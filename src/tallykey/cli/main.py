@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from tallykey.cli import (
     accounts,
+    analytics,
     audit,
     doctor,
     identities,
@@ -41,6 +42,7 @@ notify.register(app)  # outbox, webhooks, worker
 audit.register(app)  # audit export, audit verify
 workspaces.register(app)  # workspaces list|create|rename|archive
 identities.register(app)  # identities list|create|show|update|delete
+analytics.register(app)  # analytics verifications
 operators.register(app)  # operator-tokens create|list|revoke
 doctor.register(app)  # doctor
 
