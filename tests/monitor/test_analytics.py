@@ -258,7 +258,8 @@ def test_bad_parameters_name_the_field_and_reason(params: dict[str, str], field:
 
 
 def test_the_longest_windows_are_accepted() -> None:
-    hours = analytics.window(START, since="2029-12-01T12:00:00Z", interval="hour")
+    # START is on the hour: the default until is the end of that hour
+    hours = analytics.window(START, since="2029-12-01T13:00:00Z", interval="hour")
     assert hours.until - hours.since == timedelta(days=31)
     first = (START - timedelta(days=399)).date().isoformat()  # 400 days with today
     days = analytics.window(START, since=first, until=START.date().isoformat())

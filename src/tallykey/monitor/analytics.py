@@ -20,8 +20,9 @@ from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
-from sqlalchemy import Label, SQLColumnExpression, func, literal_column, select
+from sqlalchemy import Label, SQLColumnExpression, func, literal_column, select, type_coerce
 from sqlalchemy.orm import Session
+from sqlalchemy.sql.sqltypes import NullType
 
 from tallykey.accounts.models import Workspace
 from tallykey.actor import Actor
@@ -70,7 +71,7 @@ class Window:
         return found
 
 
-@dataclass
+@dataclass(slots=True)
 class Bucket:
     """Requests of one key in one hour or day: allowed, refused, and refused by reason."""
 
@@ -159,13 +160,13 @@ def verifications(session: Session, actor: Actor, query: Window) -> list[Series]
     key: SQLColumnExpression[Any] = {TOKEN: visible.c.id, IDENTITY: visible.c.identity_id,
                                WORKSPACE: visible.c.workspace_id,
                                OUTCOME: TokenUsage.outcome}[query.group_by]
-    bucket: Label[Any] = _bucket(session, query.interval).label("bucket")
+    start: Label[Any] = _bucket(session, query.interval).label("bucket")
     statement = (
-        select(bucket, key.label("key"), TokenUsage.outcome,
+        select(start, key.label("key"), TokenUsage.outcome,
                func.sum(TokenUsage.count).label("count"))
         .select_from(TokenUsage).join(visible, visible.c.id == TokenUsage.token_id)
         .where(TokenUsage.hour >= query.since, TokenUsage.hour < query.until)
-        .group_by(bucket, key, TokenUsage.outcome))
+        .group_by(start, key, TokenUsage.outcome))
     if query.token_id is not None:
         statement = statement.where(visible.c.id == query.token_id)
     if query.identity_id is not None:
@@ -173,15 +174,26 @@ def verifications(session: Session, actor: Actor, query: Window) -> list[Series]
     if query.workspace_id is not None:
         statement = statement.where(visible.c.workspace_id == query.workspace_id)
     found: dict[str | None, dict[datetime, Bucket]] = {}
-    for start, group, outcome, count in session.execute(statement):
-        at = _as_start(start)
-        buckets = found.setdefault(group, {})
-        buckets.setdefault(at, Bucket(at)).add(outcome, int(count or 0))
+    starts: dict[object, datetime] = {}
+    # Core rows (no ORM loading), one object per bucket: this loop is most of the cost
+    # of a large answer (`bench/analytics.py`)
+    for raw, group, outcome, count in session.connection().execute(statement).all():
+        at = starts.get(raw)
+        if at is None:
+            at = starts[raw] = _as_start(raw)
+        buckets = found.get(group)
+        if buckets is None:
+            buckets = found[group] = {}
+        bucket = buckets.get(at)
+        if bucket is None:
+            bucket = buckets[at] = Bucket(at)
+        bucket.add(outcome, int(count or 0))
     labels = _labels(session, actor, query.group_by, [k for k in found if k is not None])
     series = [Series(group, labels.get(group) if group is not None else None,
                      [buckets[at] for at in sorted(buckets)])
               for group, buckets in found.items()]
-    series.sort(key=lambda s: (-(s.allowed + s.refused), s.key or ""))
+    totals = {id(s): s.allowed + s.refused for s in series}
+    series.sort(key=lambda s: (-totals[id(s)], s.key or ""))
     return series
 
 
@@ -226,8 +238,8 @@ def csv_lines(query: Window, series: Sequence[Series]) -> Iterator[str]:
 def _bucket(session: Session, interval: str) -> SQLColumnExpression[Any]:
     """The bucket of a usage row: its hour, or its UTC day (PostgreSQL: the day as a
     timestamp; SQLite, which stores UTC text: the `YYYY-MM-DD` prefix)."""
-    if interval == HOUR:
-        return TokenUsage.hour
+    if interval == HOUR:  # as the driver reads it: converted once per hour (`_as_start`)
+        return type_coerce(TokenUsage.hour, NullType())
     if session.get_bind().dialect.name == "postgresql":
         return func.date_trunc(literal_column("'day'"),
                                func.timezone(literal_column("'UTC'"), TokenUsage.hour))
@@ -235,8 +247,12 @@ def _bucket(session: Session, interval: str) -> SQLColumnExpression[Any]:
 
 
 def _as_start(value: object) -> datetime:
-    if isinstance(value, str):  # SQLite's day: "YYYY-MM-DD"
-        return datetime.combine(date.fromisoformat(value[:10]), time(0), UTC)
+    """A bucket's start as the driver gave it, as an aware UTC datetime. SQLite gives
+    text: a day ("YYYY-MM-DD") or an hour as stored (UTC, no offset)."""
+    if isinstance(value, str):
+        if len(value) == 10:
+            return datetime.combine(date.fromisoformat(value), time(0), UTC)
+        value = datetime.fromisoformat(value)
     assert isinstance(value, datetime)
     return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
