@@ -22,6 +22,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tallykey import console
 from tallykey.accounts.scopes import ScopeCatalog
 from tallykey.api import (
+    analytics,
     docs,
     identities,
     leaks,
@@ -103,6 +104,7 @@ def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> Fa
     api.include_router(webhooks.router)
     api.include_router(identities.router)
     api.include_router(plans.router)
+    api.include_router(analytics.router)
     api.state.demo = demo
     if demo:  # the demo platform API exists only under `tallykey demo` (SPEC §14)
         api.include_router(platform.router)

@@ -36,7 +36,12 @@ def json_lines(rows: Iterator[AuditEvent]) -> Iterator[str]:
 def _cell(value: Any) -> str:
     text = json.dumps(value, sort_keys=True) if isinstance(value, dict) else (
         "" if value is None else str(value))
-    # Spreadsheets run cells that start with these as formulas (CSV injection).
+    return spreadsheet_safe(text)
+
+
+def spreadsheet_safe(text: str) -> str:
+    """`text` for a CSV cell: spreadsheets run cells that start with `=`, `+`, `-`, `@`,
+    a tab or a carriage return as formulas (CSV injection), so those get a leading `'`."""
     return "'" + text if text[:1] in ("=", "+", "-", "@", "\t", "\r") else text
 
 

@@ -14,6 +14,7 @@ from sqlalchemy.exc import OperationalError
 
 from tallykey.cli import (
     accounts,
+    analytics,
     audit,
     doctor,
     identities,
@@ -43,6 +44,7 @@ audit.register(app)  # audit export, audit verify
 workspaces.register(app)  # workspaces list|create|rename|archive
 identities.register(app)  # identities list|create|show|update|delete
 plans.register(app)  # plans list|create|show|update|delete
+analytics.register(app)  # analytics verifications
 operators.register(app)  # operator-tokens create|list|revoke
 doctor.register(app)  # doctor
 

@@ -13,6 +13,7 @@ from markupsafe import Markup, escape
 from sqlalchemy import func, select
 from sqlalchemy.orm import Session
 
+from tallykey.monitor import analytics
 from tallykey.monitor.models import TokenUsage
 from tallykey.monitor.usage import ALLOWED
 
@@ -77,6 +78,23 @@ def hourly_usage(session: Session, token_id: str | Sequence[str], now: datetime,
     shown = [start + timedelta(hours=i) for i in range(hours)]
     return [Bucket(h, h.strftime("%H:00"), h.strftime("%Y-%m-%d %H:00 UTC"), allowed[h],
                    denied[h]) for h in shown]
+
+
+def from_analytics(found: Sequence[analytics.Series], starts: Sequence[datetime],
+                   unit: str = DAILY) -> list[Bucket]:
+    """Bars from a usage analytics answer (`monitor.analytics.verifications`): its series
+    summed per hour or day, every one of `starts` present (zero when unused)."""
+    allowed: dict[datetime, int] = defaultdict(int)
+    denied: dict[datetime, int] = defaultdict(int)
+    for series in found:
+        for bucket in series.buckets:
+            allowed[bucket.start] += bucket.allowed
+            denied[bucket.start] += bucket.refused
+    if unit == HOURLY:
+        return [Bucket(h, h.strftime("%H:00"), h.strftime("%Y-%m-%d %H:00 UTC"), allowed[h],
+                       denied[h]) for h in starts]
+    return [Bucket(d, d.strftime("%m-%d"), d.date().isoformat(), allowed[d], denied[d])
+            for d in starts]
 
 
 def usage_svg(usage: list[Bucket], unit: str = DAILY) -> Markup:

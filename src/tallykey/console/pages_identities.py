@@ -6,6 +6,7 @@ tokens. Forms are CSRF-checked like every console form (`FormDep`)."""
 from __future__ import annotations
 
 import json
+from dataclasses import replace
 from typing import Any
 
 from fastapi import APIRouter, Request, Response
@@ -28,6 +29,7 @@ from tallykey.controls.rules import parse_rate_limit, written_rate_limit
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.identities.models import Identity
 from tallykey.identities.service import IdentityChanges, IdentityDraft, balance
+from tallykey.monitor import analytics
 from tallykey.plans.models import Plan
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
@@ -103,10 +105,13 @@ def _detail(request: Request, viewer: Viewer, runtime: Runtime, identity: Identi
             notice: str = "", usage_unit: str = chart.DAILY) -> Response:
     tokens = runtime.identities.tokens_of(viewer.actor, identity.id)
     now = runtime.clock.now()
-    ids = [t.id for t in tokens]
+    # the usage analytics query (SPEC §16): the last 30 days or 48 hours of its tokens
+    window = replace(analytics.window(now, interval=analytics.HOUR if usage_unit ==
+                                      chart.HOURLY else analytics.DAY,
+                                      group_by=analytics.OUTCOME), identity_id=identity.id)
     with runtime.database.reading() as session:
-        usage = (chart.hourly_usage(session, ids, now) if usage_unit == chart.HOURLY
-                 else chart.daily_usage(session, ids, now))
+        found = analytics.verifications(session, viewer.actor, window)
+    usage = chart.from_analytics(found, window.starts(), usage_unit)
     return render(request, "identity_detail.html", status_code=status, identity=identity,
                   plans=_plans(viewer, runtime),
                   tokens=tokens, now=now, remaining=balance(identity, now),

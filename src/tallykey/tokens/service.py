@@ -844,12 +844,7 @@ class TokenService:
                 Token.id == lineage, Token.account_id == token.account_id))
 
     def _visible_tokens(self, actor: Actor) -> Select[Token]:
-        """Admins and auditors see the account's tokens; members only their own personal
-        tokens. (An auditor reaches none of them for a change: see `actor.AUDITOR`.)"""
-        statement = select(Token).where(Token.account_id == actor.account_id)
-        if not actor.reads_all:
-            statement = statement.where(Token.kind == PERSONAL, Token.owner_id == actor.user_id)
-        return statement
+        return visible_tokens(actor)
 
     def _visible_token(self, session: Session, actor: Actor, token_id: str,
                        *, for_update: bool = False) -> Token:
@@ -973,6 +968,16 @@ def unused_from(token: Token) -> datetime:
     approval (a token cannot be used before it), else its creation."""
     return max([moment for moment in (token.last_used_at, token.approved_at) if moment]
                or [token.created_at])
+
+
+def visible_tokens(actor: Actor) -> Select[Token]:
+    """The tokens `actor` may see (and so read the usage of): admins and auditors the
+    account's tokens; members only their own personal tokens. (An auditor reaches none
+    of them for a change: see `actor.AUDITOR`.)"""
+    statement = select(Token).where(Token.account_id == actor.account_id)
+    if not actor.reads_all:
+        statement = statement.where(Token.kind == PERSONAL, Token.owner_id == actor.user_id)
+    return statement
 
 
 def needs_approval(account: Account, actor: Actor) -> bool:
