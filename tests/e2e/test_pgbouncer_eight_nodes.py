@@ -20,7 +20,7 @@ import httpx
 import psycopg
 import pytest
 
-from ..pgbouncer import pgbouncer, require_pgbouncer
+from ..pgbouncer import pgbouncer, pools, require_pgbouncer
 from ..pgcluster import PostgresCluster, postgres_cluster, wait_until
 from .conftest import Server, assert_no_secrets, free_port, server_env
 
@@ -105,6 +105,38 @@ class Traffic:
             thread.join(timeout=15)
 
 
+class PoolWatch:
+    """PgBouncer's pool of the nodes' database, sampled every 0.2 s while in use: the
+    most client connections (the nodes'), server connections (PostgreSQL's) and the
+    longest any client waited for a server connection."""
+
+    def __init__(self, through: str) -> None:
+        self.through = through
+        self.clients = self.servers = self.waited = 0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._sample, daemon=True)
+
+    def _sample(self) -> None:
+        deadline = time.monotonic() + 300  # bounded, whatever happens
+        while not self._stop.wait(0.2) and time.monotonic() < deadline:
+            for pool in pools(self.through):
+                if pool["database"] != "tallykey":
+                    continue
+                self.clients = max(self.clients, int(str(pool["cl_active"]))
+                                   + int(str(pool["cl_waiting"])))
+                self.servers = max(self.servers, sum(int(str(pool[key])) for key in (
+                    "sv_active", "sv_idle", "sv_used", "sv_tested", "sv_login")))
+                self.waited = max(self.waited, int(str(pool["maxwait"])))
+
+    def __enter__(self) -> PoolWatch:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        self._stop.set()
+        self._thread.join(timeout=10)
+
+
 def _admin(node: Server) -> dict[str, str]:
     return {"Authorization": f"Bearer {node.seeded['admin']['token']}"}
 
@@ -129,7 +161,8 @@ def test_revocations_through_different_nodes_hold_on_all_eight_once_answered(
     tokens = [answer.json() for answer in made]
     answers: list[tuple[int, float, httpx.Response]] = []
     most_connections = 0
-    with Traffic(nodes, [token["token"] for token in tokens]) as traffic:
+    with PoolWatch(fleet.through) as watch, \
+            Traffic(nodes, [token["token"] for token in tokens]) as traffic:
         began = time.monotonic()
         # every token accepted on every node first: cached everywhere, traffic flowing
         wait_until(lambda: all(traffic.seen(node, index, began) for node in range(NODES)
@@ -156,7 +189,10 @@ def test_revocations_through_different_nodes_hold_on_all_eight_once_answered(
         assert accepted == [], (tokens[index]["id"], accepted[:5])
     kept = [s[3] for s in traffic.samples if s[2] == REVOKED]
     assert kept and set(kept) == {204}
+    # PostgreSQL saw PgBouncer's pool only, and no node waited a second for it
     assert most_connections <= POOL_SIZE
+    assert 0 < watch.servers <= POOL_SIZE and watch.clients >= NODES, vars(watch)
+    assert watch.waited == 0, vars(watch)
 
 
 def test_postgresql_sees_only_the_pool_and_no_node_listens(fleet: Fleet) -> None:
