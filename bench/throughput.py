@@ -116,13 +116,13 @@ def serving(variant: Variant, env: dict[str, str]) -> Iterator[None]:
 def wrk(variant: Variant, token: str, seconds: float, connections: int) -> dict[str, float]:
     """One bounded wrk run (loopback only) with the server's CPU time around it."""
     before = cpu_seconds(variant.pid)
-    output = subprocess.run(
+    ran = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-H",
          f"Authorization: Bearer {token}", variant.url],
         capture_output=True, text=True, check=False)
-    if output.returncode:
-        raise RuntimeError(f"wrk failed on {variant.name}: {output.stdout} {output.stderr}")
-    output = output.stdout  # type: ignore[assignment]
+    if ran.returncode:
+        raise RuntimeError(f"wrk failed on {variant.name}: {ran.stdout} {ran.stderr}")
+    output = ran.stdout
     cpu = cpu_seconds(variant.pid) - before
     requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]
