@@ -93,14 +93,16 @@ def serving(variant: Variant, env: dict[str, str]) -> Iterator[None]:
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     variant.pid = process.pid
     try:
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
+        deadline = time.monotonic() + 120  # a loaded machine starts slowly
+        while True:
             try:
-                httpx.get(variant.probe, timeout=1)
+                httpx.get(variant.probe, timeout=5)
                 break
             except httpx.TransportError:
                 if process.poll() is not None:
                     raise RuntimeError(f"{variant.name} exited: {variant.command}") from None
+                if time.monotonic() > deadline:
+                    raise RuntimeError(f"{variant.name} did not start") from None
                 time.sleep(0.1)
         yield
     finally:
@@ -114,10 +116,13 @@ def serving(variant: Variant, env: dict[str, str]) -> Iterator[None]:
 def wrk(variant: Variant, token: str, seconds: float, connections: int) -> dict[str, float]:
     """One bounded wrk run (loopback only) with the server's CPU time around it."""
     before = cpu_seconds(variant.pid)
-    output = subprocess.run(
+    ran = subprocess.run(
         ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", "--latency", "-H",
          f"Authorization: Bearer {token}", variant.url],
-        capture_output=True, text=True, check=True).stdout
+        capture_output=True, text=True, check=False)
+    if ran.returncode:
+        raise RuntimeError(f"wrk failed on {variant.name}: {ran.stdout} {ran.stderr}")
+    output = ran.stdout
     cpu = cpu_seconds(variant.pid) - before
     requests = int(re.search(r"(\d+) requests in", output).group(1))  # type: ignore[union-attr]
     rps = float(re.search(r"Requests/sec:\s+([\d.]+)", output).group(1))  # type: ignore[union-attr]

@@ -40,6 +40,22 @@ def require_pgbouncer() -> str:
     return binary
 
 
+def pools(through: str) -> list[dict[str, object]]:
+    """PgBouncer's `SHOW POOLS` (its admin console, database `pgbouncer`), one dict per
+    (database, user) pool: `cl_active`/`cl_waiting` (client connections, those waiting
+    for a server connection), `sv_active`/`sv_idle`/`sv_used` (server connections),
+    `maxwait` (seconds the oldest waiting client has waited)."""
+    url = make_url(through)
+    libpq = (f"host={url.host} port={url.port} user={url.username or 'postgres'} "
+             "dbname=pgbouncer connect_timeout=2")
+    # the admin console speaks the simple query protocol only
+    with psycopg.connect(libpq, autocommit=True, prepare_threshold=None) as console:
+        cursor = console.cursor()
+        cursor.execute("SHOW POOLS")
+        names = [column.name for column in cursor.description or ()]
+        return [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+
+
 def _free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
@@ -70,6 +86,7 @@ def pgbouncer(database_url: str, pool_size: int = 20,
             f"auth_type = trust\nauth_file = {home / 'users.txt'}\n"
             "pool_mode = transaction\nmax_client_conn = 2000\n"
             f"default_pool_size = {pool_size}\nlogfile =\npidfile =\n"
+            f"admin_users = {user}\n"
             + ("ignore_startup_parameters = options\n" if ignore_options else ""))
         os.chmod(home, 0o755)  # noqa: S103 -- readable by the user it switches to when run as root
         for name in ("users.txt", "pgbouncer.ini"):

@@ -61,14 +61,16 @@ class Server:
             raise AssertionError(f"tallykey {' '.join(args)} failed: {result.stderr}")
         return result
 
-    def start(self) -> None:
+    def start(self, timeout: float = 60) -> None:
+        """Start the server; `timeout`: seconds until `/healthz` must answer (a loaded CI
+        machine starts slowly, and slower still when several nodes start at once)."""
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [TALLYKEY, *self.command, "--port", str(self.port), "--access-log",
              *self.serve_args],
             env=self.env,
             stdout=log, stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + 60  # a loaded CI machine starts slowly
+        deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise AssertionError(f"server exited: {self.log_path.read_text()}")

@@ -129,3 +129,40 @@ def test_auto_mode_polls_when_listen_never_delivers(postgres_url: str) -> None:
         finally:
             follower.stop()
             database.dispose()
+
+
+def test_a_slow_heartbeat_task_never_holds_up_the_feed_reads(tmp_path: Path) -> None:
+    """Without LISTEN the poll is the only way a change reaches a node, and a change's
+    author waits for it: a periodic task stuck in the store (a usage flush on a loaded
+    machine) must not stop the reads. Here one blocks until the change was applied."""
+    from datetime import UTC, datetime
+
+    from tallykey.feed import changes
+
+    from ..pgcluster import wait_until
+
+    database = Database(f"sqlite:///{tmp_path / 'tallykey.db'}")
+    migrate.upgrade(database)
+    applied: list[str] = []
+    follower = FeedFollower(database, lambda batch: applied.extend(c[2] for c in batch),
+                            clock=DatabaseClock(database), lease=2.0, stale_if_error=10.0,
+                            node_name="node-busy")
+    stuck, release = threading.Event(), threading.Event()
+
+    def slow_task() -> None:
+        stuck.set()
+        release.wait(30)
+
+    follower.periodic.append(slow_task)
+    try:
+        follower.start_reading()
+        follower.start()
+        assert stuck.wait(10), "the heartbeat never ran its tasks"
+        with database.transaction() as session:
+            changes.announce(session, changes.TOKEN, "revoked-meanwhile", datetime.now(UTC))
+        wait_until(lambda: "revoked-meanwhile" in applied, 10)
+        assert not release.is_set()  # read while the task was still stuck
+    finally:
+        release.set()
+        follower.stop()
+        database.dispose()

@@ -121,6 +121,7 @@ class FeedFollower:
         self._read_done = threading.Condition()  # never held across I/O
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
+        self._beats: threading.Thread | None = None
         self._last_prune = time.monotonic()
 
     # --- the leases --------------------------------------------------------------------
@@ -307,22 +308,32 @@ class FeedFollower:
     # --- the background loop -----------------------------------------------------------
 
     def start(self) -> None:
+        """Two threads: the feed reads (`_run`) and the heartbeat with the periodic
+        tasks (`_run_beats`). Apart, so that a slow heartbeat or usage flush never holds
+        up a read: without LISTEN the poll is the only way a change arrives, and a
+        change's author waits for it."""
         if self._thread is None:
             self._stop.clear()
             self._thread = threading.Thread(target=self._run, name="tallykey-feed",
                                             daemon=True)
+            self._beats = threading.Thread(target=self._run_beats, name="tallykey-beat",
+                                           daemon=True)
             self._thread.start()
+            self._beats.start()
             if self.listener is not None:
                 self.listener.start()
 
     def stop(self, timeout: float = 2.0) -> None:
-        """Stop the loop and leave the node list (bounded in time, store up or down)."""
+        """Stop the loops and leave the node list (bounded in time, store up or down)."""
         self._stop.set()
         if self.listener is not None and self._thread is not None:
             self.listener.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout=timeout)
             self._thread = None
+        if self._beats is not None:
+            self._beats.join(timeout=timeout)
+            self._beats = None
         with self._state:
             self._set_lease(float("-inf"))  # no cached answer once the row is gone
         if not self._store_down:
@@ -331,12 +342,16 @@ class FeedFollower:
         self.reader.close()
 
     def _run(self) -> None:
-        next_beat = 0.0
         while not self._stop.wait(min(self.poll_interval, HEARTBEAT_SECONDS)):
             self._check_listener(self._sync_quietly())
-            if time.monotonic() >= next_beat and not self._stop.is_set():
-                next_beat = time.monotonic() + HEARTBEAT_SECONDS
-                self._beat()
+
+    def _run_beats(self) -> None:
+        """A heartbeat every `HEARTBEAT_SECONDS` (counted from the start of the last)."""
+        wait = 0.0
+        while not self._stop.wait(wait):
+            began = time.monotonic()
+            self._beat()
+            wait = max(0.0, began + HEARTBEAT_SECONDS - time.monotonic())
 
     def _beat(self) -> None:
         """Renew the lease first (nothing else may delay it), then the periodic tasks."""
