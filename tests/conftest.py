@@ -41,8 +41,8 @@ SERIAL_FILES = frozenset({
     "e2e/test_scale_out_outbox.py", "e2e/test_serve.py", "e2e/test_monitoring.py",
     "e2e/test_workspace_cluster.py", "e2e/test_key_limits_cluster.py",
     "auth/test_verifier_faults.py", "auth/test_rates.py", "auth/test_credits.py",
-    # sign-in back-off and per-minute throttles: seconds matter
-    "e2e/test_security_review.py", "e2e/test_nginx.py",
+    # a sign-in back-off waited out, a cached verdict's lifetime: seconds matter
+    "e2e/test_security_review_timing.py", "e2e/test_nginx.py",
     # the benchmark smoke run starts servers and drives wrk
     "test_bench.py",
 })
