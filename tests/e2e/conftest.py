@@ -108,6 +108,9 @@ class Server:
 
 def server_env(tmp: Path, database_url: str | None, **extra: str) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("TALLYKEY_")}
+    # console passwords hashed cheaply, as in this process (tests/conftest.py): the
+    # production profile costs a third of a CPU second per hash and per sign-in
+    env["TALLYKEY_ARGON2_PROFILE"] = os.environ.get("TALLYKEY_ARGON2_PROFILE", "CHEAPEST")
     env.update({"TALLYKEY_DATA_DIR": str(tmp / "data"), "TALLYKEY_AUTH_FAIL_LIMIT": "0",
                 "TALLYKEY_REGIONS": "eu1=http://eu1.invalid,us1=https://api-us1.example.com"})
     if database_url:
@@ -157,8 +160,7 @@ def running_server(tmp: Path, backend: str, serve_args: tuple[str, ...] = (),
         env = server_env(tmp, url, **extra)
         server = Server(env=env, port=free_port(), log_path=tmp / "server.log",
                         serve_args=serve_args)
-        if url:
-            server.cli("migrate")
+        # a fresh PostgreSQL database is migrated already (and `demo` would migrate it)
         server.seeded = json.loads(server.cli("demo", "--seed-only", "--json").stdout)
         server.start()
         stack.callback(assert_no_secrets, server)
