@@ -94,6 +94,7 @@ class Server:
                     return
             except httpx.TransportError:
                 time.sleep(0.1)
+        self.stop()  # not left running (and loading the machine) after the test failed
         raise AssertionError(f"server did not start: {self.log_path.read_text()}")
 
     def stop(self) -> None:
