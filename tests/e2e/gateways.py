@@ -378,7 +378,7 @@ class GatewayCases:
 
         def burst(attempt: int) -> tuple[list[int], httpx.Response]:
             # the throttle counts per clock minute: a burst inside one, from its own network
-            source = f"127.0.{9 + attempt}.9"
+            source = f"127.0.{attempt}.9"
             statuses = [get(gateway, "/throttle", garbage, source=source).status_code
                         for _ in range(FAIL_LIMIT + 2)]
             return statuses, get(gateway, "/throttle", garbage, source=source)

@@ -209,7 +209,7 @@ def test_console_session_with_csrf(server: Server) -> None:
 def test_session_api_logins_are_throttled(server: Server) -> None:
     def burst(attempt: int) -> tuple[list[httpx.Response], httpx.Response]:
         # the throttle counts per minute: a burst inside one, from a network of its own
-        transport = httpx.HTTPTransport(local_address=f"127.0.{4 + attempt}.4")
+        transport = httpx.HTTPTransport(local_address=f"127.0.{attempt}.4")
         with httpx.Client(base_url=server.base_url, transport=transport) as http:
             answers = [http.post("/api/v1/session", json={"email": f"guess{n}@demo.example",
                                                           "password": f"guess {n}"})

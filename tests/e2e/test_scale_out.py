@@ -210,7 +210,7 @@ def test_failed_attempts_are_limited_across_nodes(tmp_path_factory: pytest.TempP
 
         def burst(attempt: int) -> list[httpx.Response]:
             # the limit counts per minute: a burst inside one, from a network of its own
-            transport = httpx.HTTPTransport(local_address=f"127.0.{1 + attempt}.1")
+            transport = httpx.HTTPTransport(local_address=f"127.0.{attempt}.1")
             with httpx.Client(transport=transport) as http:
                 for _ in range(4):
                     for node in nodes:
