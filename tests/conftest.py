@@ -41,11 +41,17 @@ SERIAL_FILES = frozenset({
     "e2e/test_scale_out_outbox.py", "e2e/test_serve.py", "e2e/test_monitoring.py",
     "e2e/test_workspace_cluster.py", "e2e/test_key_limits_cluster.py",
     "auth/test_verifier_faults.py", "auth/test_rates.py", "auth/test_credits.py",
-    # sign-in back-off and per-minute throttles: seconds matter
-    "e2e/test_security_review.py", "e2e/test_nginx.py",
+    # a sign-in back-off waited out, a cached verdict's lifetime: seconds matter
+    "e2e/test_security_review_timing.py", "e2e/test_nginx.py",
     # the benchmark smoke run starts servers and drives wrk
     "test_bench.py",
 })
+
+
+#: The longest files of the parallel phase, mostly waiting on something other than this
+#: process (pip installing the previous release; npm and node with servers of their own):
+#: first, so that `--dist loadfile` starts them at once instead of last, alone on a worker.
+FIRST_FILES = ("test_upgrade.py", "clients/test_typescript.py")
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
@@ -53,6 +59,12 @@ def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
         if item.path.relative_to(tests).as_posix() in SERIAL_FILES:
             item.add_marker(pytest.mark.serial)
+
+    def rank(item: pytest.Item) -> int:
+        name = item.path.relative_to(tests).as_posix()
+        return FIRST_FILES.index(name) if name in FIRST_FILES else len(FIRST_FILES)
+
+    items.sort(key=rank)  # stable: every other test keeps its order
 
 
 DEFAULT_PG = "postgresql://postgres@127.0.0.1:5432/postgres"

@@ -1,6 +1,12 @@
-"""Settings that cannot be silently wrong (SPEC §14), through the real `tallykey` command
-in a subprocess: an unknown `TALLYKEY_*` variable or a bad value stops every command with
-one line and exit 78, never a traceback, before anything listens."""
+"""Settings that cannot be silently wrong (SPEC §14): an unknown `TALLYKEY_*` variable or a
+bad value stops every command with one line and exit 78, never a traceback, before anything
+listens.
+
+Every command once through the real `tallykey` executable in a subprocess (the entry point,
+its exit status and its streams); the many values, in-process through the same Typer app
+(`CliRunner`, with the environment a subprocess would get), since starting Python and
+importing the command line costs seconds a time.
+"""
 
 from __future__ import annotations
 
@@ -10,9 +16,14 @@ import socket
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
+
+from tallykey.accounts import passwords
+from tallykey.cli import app
 
 TALLYKEY = str(Path(sys.executable).with_name("tallykey"))
 
@@ -58,17 +69,41 @@ def base_env(tmp: Path) -> dict[str, str]:
     return env
 
 
-def run(tmp: Path, command: list[str], **extra: str) -> tuple[subprocess.CompletedProcess[str],
-                                                              int]:
+@dataclass
+class Outcome:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+def run(tmp: Path, command: list[str], **extra: str) -> tuple[Outcome, int]:
+    """`tallykey COMMAND` in a subprocess, with only `extra` of the `TALLYKEY_*` variables."""
     port = free_port()
     args = [part.replace("{port}", str(port)) for part in command]
     env = {**base_env(tmp), **extra}
     result = subprocess.run([TALLYKEY, *args], env=env, capture_output=True, text=True,
                             timeout=60)
-    return result, port
+    return Outcome(result.returncode, result.stdout, result.stderr), port
 
 
-def assert_one_line_exit_78(result: subprocess.CompletedProcess[str], *needles: str) -> str:
+def run_in_process(tmp: Path, command: list[str], **extra: str) -> tuple[Outcome, int]:
+    """`run`, in this process: the same app and environment (this process's other
+    `TALLYKEY_*` variables unset while it runs); an exception is a traceback. For the
+    checks of many values: starting Python and importing the command costs seconds."""
+    port = free_port()
+    args = [part.replace("{port}", str(port)) for part in command]
+    env: dict[str, str | None] = {k: None for k in os.environ if k.upper().startswith("TALLYKEY_")}
+    env.update(base_env(tmp), **extra)
+    try:
+        result = CliRunner().invoke(app, args, env=env, prog_name="tallykey")
+    finally:  # a command that built the runtime chose the default argon2 profile
+        passwords.use_profile(os.environ["TALLYKEY_ARGON2_PROFILE"])
+    if result.exception is not None and not isinstance(result.exception, SystemExit):
+        raise result.exception
+    return Outcome(result.exit_code, result.stdout, result.stderr), port
+
+
+def assert_one_line_exit_78(result: Outcome, *needles: str) -> str:
     output = result.stdout + result.stderr
     assert result.returncode == 78, (result.returncode, output)
     assert "Traceback" not in output and "listening" not in output, output
@@ -108,36 +143,35 @@ def test_an_unknown_variable_stops_every_command_naming_the_nearest_setting(
 def test_a_bad_value_stops_serve_with_one_line_naming_the_setting(
         tmp_path: Path, assignment: str, expected: str) -> None:
     name, _, value = assignment.partition("=")
-    result, _ = run(tmp_path, ["serve", "--port", "{port}"], **{name: value})
+    result, _ = run_in_process(tmp_path, ["serve", "--port", "{port}"], **{name: value})
     text = assert_one_line_exit_78(result, f"invalid setting {name}", expected)
     assert "hunter2secret" not in text  # a password in a URL is never repeated
     assert len(text.splitlines()) == 1
 
 
 def test_a_bad_value_stops_every_command(tmp_path: Path) -> None:
-    with ThreadPoolExecutor(4) as pool:
-        results = list(pool.map(lambda command: run(
-            tmp_path, command, TALLYKEY_REDIS_URL="redis//:pw@cache:6379")[0], COMMANDS))
+    results = [run_in_process(tmp_path, command, TALLYKEY_REDIS_URL="redis//:pw@cache:6379")[0]
+               for command in COMMANDS]
     for result in results:
         text = assert_one_line_exit_78(result, "invalid setting TALLYKEY_REDIS_URL")
         assert ":pw@" not in text  # a secret setting's value is never shown
 
 
 def test_a_lowercase_variable_counts_too(tmp_path: Path) -> None:
-    result, _ = run(tmp_path, ["migrate"], tallykey_region="EU")
+    result, _ = run_in_process(tmp_path, ["migrate"], tallykey_region="EU")
     assert_one_line_exit_78(result, "TALLYKEY_REGION")
 
 
 def test_variables_that_are_not_settings_are_left_alone(tmp_path: Path) -> None:
-    result, _ = run(tmp_path, ["migrate"],
-                    TALLYKEY_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1/postgres",
-                    TALLYKEY_OUTAGE_SECONDS="5", TALLYKEY_FAULT_REVOKERS="3",
-                    TALLYKEY_TOKEN="tlk_not_a_setting")
+    result, _ = run_in_process(tmp_path, ["migrate"],
+                               TALLYKEY_TEST_DATABASE_URL="postgresql://postgres@127.0.0.1/postgres",
+                               TALLYKEY_OUTAGE_SECONDS="5", TALLYKEY_FAULT_REVOKERS="3",
+                               TALLYKEY_TOKEN="tlk_not_a_setting")
     assert result.returncode == 0, result.stderr
     assert "schema upgraded" in result.stdout
 
 
 def test_a_scope_catalog_that_cannot_be_read_is_a_bad_value_too(tmp_path: Path) -> None:
-    result, _ = run(tmp_path, ["serve", "--port", "{port}"],
-                    TALLYKEY_SCOPES_FILE=str(tmp_path / "missing.toml"))
+    result, _ = run_in_process(tmp_path, ["serve", "--port", "{port}"],
+                               TALLYKEY_SCOPES_FILE=str(tmp_path / "missing.toml"))
     assert_one_line_exit_78(result, "TALLYKEY_SCOPES_FILE")
