@@ -29,21 +29,30 @@ log = logging.getLogger(__name__)
 #: library's default), unless `use_profile` chose others (`TALLYKEY_ARGON2_PROFILE`).
 _profile = "RFC_9106_LOW_MEMORY"
 _hasher = PasswordHasher.from_parameters(profiles.RFC_9106_LOW_MEMORY)
-# A real hash to verify against when the user does not exist, so timing does not tell.
-_DUMMY_HASH = _hasher.hash("tallykey-timing-equaliser")
+#: A real hash of the current profile to verify against when the user does not exist, so
+#: timing does not tell; made at the first check, not at import (every CLI call and node
+#: start would pay a full hash for it), and again when the profile changes.
+_dummy_hash: str | None = None
 
 
 def use_profile(name: str) -> None:
     """Hash new passwords with one of argon2-cffi's profiles. Hashes carry their own
     parameters, so existing ones keep verifying under any profile."""
-    global _profile, _hasher, _DUMMY_HASH
+    global _profile, _hasher, _dummy_hash
     if name == _profile:
         return
     if name == "CHEAPEST":
         log.warning("TALLYKEY_ARGON2_PROFILE=CHEAPEST: password hashes are cheap to crack; "
                     "use it for test suites only")
     _profile, _hasher = name, PasswordHasher.from_parameters(getattr(profiles, name))
-    _DUMMY_HASH = _hasher.hash("tallykey-timing-equaliser")
+    _dummy_hash = None
+
+
+def _timing_equaliser() -> str:
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = _hasher.hash("tallykey-timing-equaliser")
+    return _dummy_hash
 
 
 @cache
@@ -85,6 +94,7 @@ def check_password(password_hash: str | None, password: str) -> bool:
     if len(password) > MAX_PASSWORD_LENGTH:
         password = password[:MAX_PASSWORD_LENGTH]
     try:
-        return _hasher.verify(password_hash or _DUMMY_HASH, password) and bool(password_hash)
+        return (_hasher.verify(password_hash or _timing_equaliser(), password)
+                and bool(password_hash))
     except (VerificationError, InvalidHashError):
         return False
