@@ -19,6 +19,31 @@ export interface paths {
         patch: operations["update_account_api_v1_account_patch"];
         trace?: never;
     };
+    "/api/v1/analytics/verifications": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Verifications
+         * @description Verifications per hour or per UTC day, allowed and refused by reason, grouped by
+         *     token, identity, workspace or outcome, of the tokens the caller sees (administrators
+         *     and auditors: the account's; a member: their own). Counts are written by every node
+         *     about once a second and kept `TALLYKEY_USAGE_RETENTION_DAYS` days. Bad parameters
+         *     answer 422 with `field` and `reason` (`invalid_interval`, `invalid_group_by`,
+         *     `invalid_time`, `invalid_range`, `range_too_long`).
+         */
+        get: operations["verifications_api_v1_analytics_verifications_get"];
+        put?: never;
+        post?: never;
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
     "/api/v1/audit": {
         parameters: {
             query?: never;
@@ -222,6 +247,60 @@ export interface paths {
         options?: never;
         head?: never;
         patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plans": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * List Plans
+         * @description The account's plans by name, a page at a time.
+         */
+        get: operations["list_plans_api_v1_plans_get"];
+        put?: never;
+        /**
+         * Create Plan
+         * @description Create a plan (administrators). 409 when the account has one of this `name`.
+         */
+        post: operations["create_plan_api_v1_plans_post"];
+        delete?: never;
+        options?: never;
+        head?: never;
+        patch?: never;
+        trace?: never;
+    };
+    "/api/v1/plans/{plan_id}": {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        /**
+         * Get Plan
+         * @description One plan (by id or name).
+         */
+        get: operations["get_plan_api_v1_plans__plan_id__get"];
+        put?: never;
+        post?: never;
+        /**
+         * Delete Plan
+         * @description Delete a plan (administrators). 409 while tokens or identities are on it, unless
+         *     `?detach=true`: then they leave it, on every node once answered.
+         */
+        delete: operations["delete_plan_api_v1_plans__plan_id__delete"];
+        options?: never;
+        head?: never;
+        /**
+         * Update Plan
+         * @description Change a plan (administrators). Every token on it uses the new limits, refill and
+         *     ceiling on every node once answered (`propagation`, as for a revocation).
+         */
+        patch: operations["update_plan_api_v1_plans__plan_id__patch"];
         trace?: never;
     };
     "/api/v1/scopes": {
@@ -1125,6 +1204,25 @@ export interface components {
             /** Target Type */
             target_type: string | null;
         };
+        /** BucketView */
+        BucketView: {
+            /** Allowed */
+            allowed: number;
+            /**
+             * By Reason
+             * @description refused requests by reason (`revoked`, `rate_limited`, …)
+             */
+            by_reason: {
+                [key: string]: number;
+            };
+            /** Refused */
+            refused: number;
+            /**
+             * Start
+             * @description the hour or UTC day the counts are of
+             */
+            start: string;
+        };
         /** ClientIpView */
         ClientIpView: {
             /** Ip */
@@ -1226,6 +1324,11 @@ export interface components {
             } | null;
             /** Name */
             name: string;
+            /**
+             * Plan Id
+             * @description its plan (SPEC §16), if any
+             */
+            plan_id?: string | null;
             propagation: components["schemas"]["PropagationView"];
             /** Rate Limits */
             rate_limits: components["schemas"]["RateLimitView"][];
@@ -1258,6 +1361,11 @@ export interface components {
              * @description defaults to the external id
              */
             name?: string | null;
+            /**
+             * Plan Id
+             * @description the plan (id or name) of its tokens that are on none of their own
+             */
+            plan_id?: string | null;
             /** Rate Limits */
             rate_limits?: components["schemas"]["IdentityRateLimitIn"][];
         };
@@ -1297,6 +1405,11 @@ export interface components {
             } | null;
             /** Name */
             name: string;
+            /**
+             * Plan Id
+             * @description its plan (SPEC §16), if any
+             */
+            plan_id?: string | null;
             /** Rate Limits */
             rate_limits: components["schemas"]["RateLimitView"][];
             /** Token List */
@@ -1357,6 +1470,11 @@ export interface components {
             /** Name */
             name?: string | null;
             /**
+             * Plan Id
+             * @description puts it on this plan (id or name); null takes it off its plan
+             */
+            plan_id?: string | null;
+            /**
              * Rate Limits
              * @description replaces every limit; [] removes them
              */
@@ -1377,6 +1495,11 @@ export interface components {
             } | null;
             /** Name */
             name: string;
+            /**
+             * Plan Id
+             * @description its plan (SPEC §16), if any
+             */
+            plan_id?: string | null;
             /** Rate Limits */
             rate_limits: components["schemas"]["RateLimitView"][];
             /**
@@ -1444,6 +1567,11 @@ export interface components {
              * @description sha256:<64 hex digits> of the key
              */
             hash?: string | null;
+            /**
+             * Identity Id
+             * @description the identity the key belongs to: its id or external id
+             */
+            identity_id?: string | null;
             /**
              * Key
              * @description the key itself, exactly as issued: hashed at once, never stored
@@ -1513,6 +1641,8 @@ export interface components {
             owner: string | null;
             /** Password */
             password?: string | null;
+            /** Plan Id */
+            plan_id?: string | null;
             /** Prefix */
             prefix: string;
             /** Previous Secret Expires At */
@@ -1734,6 +1864,136 @@ export interface components {
             sessions_ended: number;
         };
         /**
+         * PlanChangeView
+         * @description The answer to PATCH: the plan, and how far the change reached (the nodes that
+         *     applied it; acknowledged like a revocation).
+         */
+        PlanChangeView: {
+            /** Created At */
+            created_at: string;
+            /** Description */
+            description: string;
+            /** Id */
+            id: string;
+            /**
+             * Identities
+             * @description how many identities are on it
+             */
+            identities: number;
+            /** Name */
+            name: string;
+            propagation: components["schemas"]["PropagationView"];
+            /** Rate Limits */
+            rate_limits: components["schemas"]["RateLimitView"][];
+            refill: components["schemas"]["RefillView"] | null;
+            /**
+             * Scopes
+             * @description the scopes ceiling (null: none)
+             */
+            scopes: string[] | null;
+            /**
+             * Tokens
+             * @description how many tokens are on it (their own plan_id)
+             */
+            tokens: number;
+            /** Updated At */
+            updated_at: string;
+        };
+        /** PlanCreate */
+        PlanCreate: {
+            /**
+             * Description
+             * @default
+             */
+            description?: string;
+            /**
+             * Name
+             * @description unique in the account
+             */
+            name: string;
+            /**
+             * Rate Limits
+             * @description counted for each token of the plan (unless the token has rate limits of its own)
+             */
+            rate_limits?: components["schemas"]["RateLimitIn"][];
+            /** @description each token of the plan without credits of its own gets `amount` credits per day or month */
+            refill?: components["schemas"]["RefillIn"] | null;
+            /**
+             * Scopes
+             * @description the scopes ceiling: a token of the plan passes with no scope outside it; null: no ceiling
+             */
+            scopes?: string[] | null;
+        };
+        /** PlanDeleted */
+        PlanDeleted: {
+            /** Deleted */
+            deleted: boolean;
+            /** Detached Identities */
+            detached_identities: string[];
+            /** Detached Tokens */
+            detached_tokens: string[];
+            /** Id */
+            id: string;
+            propagation: components["schemas"]["PropagationView"];
+        };
+        /** PlanList */
+        PlanList: {
+            /** Items */
+            items: components["schemas"]["PlanView"][];
+            /** Next Cursor */
+            next_cursor: string | null;
+        };
+        /** PlanUpdate */
+        PlanUpdate: {
+            /** Description */
+            description?: string | null;
+            /** Name */
+            name?: string | null;
+            /**
+             * Rate Limits
+             * @description replaces every limit; [] removes them
+             */
+            rate_limits?: components["schemas"]["RateLimitIn"][] | null;
+            /** @description sets the refill; null removes it */
+            refill?: components["schemas"]["RefillIn"] | null;
+            /**
+             * Scopes
+             * @description sets the ceiling; null removes it
+             */
+            scopes?: string[] | null;
+        };
+        /** PlanView */
+        PlanView: {
+            /** Created At */
+            created_at: string;
+            /** Description */
+            description: string;
+            /** Id */
+            id: string;
+            /**
+             * Identities
+             * @description how many identities are on it
+             */
+            identities: number;
+            /** Name */
+            name: string;
+            /** Rate Limits */
+            rate_limits: components["schemas"]["RateLimitView"][];
+            refill: components["schemas"]["RefillView"] | null;
+            /**
+             * Scopes
+             * @description the scopes ceiling (null: none)
+             */
+            scopes: string[] | null;
+            /**
+             * Tokens
+             * @description how many tokens are on it (their own plan_id)
+             */
+            tokens: number;
+            /** Updated At */
+            updated_at: string;
+        };
+        /**
          * PropagationView
          * @description Which live nodes had applied the change when the answer was sent; for each one
          *     that had not, the latest moment it can still accept the old verdict.
@@ -1886,6 +2146,8 @@ export interface components {
             name: string;
             /** Owner */
             owner: string | null;
+            /** Plan Id */
+            plan_id?: string | null;
             /** Prefix */
             prefix: string;
             propagation: components["schemas"]["PropagationView"];
@@ -1972,6 +2234,31 @@ export interface components {
             /** Username */
             username: string;
         };
+        /** SeriesView */
+        SeriesView: {
+            /**
+             * Allowed
+             * @description all the series' buckets together
+             */
+            allowed: number;
+            /**
+             * Buckets
+             * @description oldest first; hours or days without a request are left out
+             */
+            buckets: components["schemas"]["BucketView"][];
+            /**
+             * Key
+             * @description the token, identity or workspace id, or the outcome (`allowed` or a refusal reason); null: tokens in no identity or workspace
+             */
+            key: string | null;
+            /**
+             * Label
+             * @description the token's name, the identity's external id, the workspace's slug, or the outcome
+             */
+            label: string | null;
+            /** Refused */
+            refused: number;
+        };
         /** SessionItem */
         SessionItem: {
             /**
@@ -2049,6 +2336,8 @@ export interface components {
             name: string;
             /** Owner */
             owner: string | null;
+            /** Plan Id */
+            plan_id?: string | null;
             /** Prefix */
             prefix: string;
             propagation: components["schemas"]["PropagationView"];
@@ -2133,6 +2422,11 @@ export interface components {
             } | null;
             /** Name */
             name: string;
+            /**
+             * Plan Id
+             * @description the plan (id or name) the token is on: its rate limits, credit refill and scopes ceiling apply; the token's own rate limits and credits override them (administrators only)
+             */
+            plan_id?: string | null;
             /** Rate Limits */
             rate_limits?: components["schemas"]["RateLimitIn"][];
             /** Scopes */
@@ -2182,6 +2476,11 @@ export interface components {
             /** Name */
             name?: string | null;
             /**
+             * Plan Id
+             * @description puts the token on this plan (id or name); null takes it off its plan (administrators only)
+             */
+            plan_id?: string | null;
+            /**
              * Rate Limits
              * @description replaces every limit; [] removes them
              */
@@ -2228,6 +2527,8 @@ export interface components {
             name: string;
             /** Owner */
             owner: string | null;
+            /** Plan Id */
+            plan_id?: string | null;
             /** Prefix */
             prefix: string;
             /**
@@ -2353,6 +2654,33 @@ export interface components {
             workspaces: {
                 [key: string]: string[];
             };
+        };
+        /** VerificationAnalytics */
+        VerificationAnalytics: {
+            /** Group By */
+            group_by: string;
+            /** Interval */
+            interval: string;
+            /**
+             * Retention Days
+             * @description usage older than this is no longer kept
+             */
+            retention_days: number;
+            /**
+             * Series
+             * @description one per key with at least one request, the busiest first
+             */
+            series: components["schemas"]["SeriesView"][];
+            /**
+             * Since
+             * @description the window's start, rounded down to its bucket
+             */
+            since: string;
+            /**
+             * Until
+             * @description the window's end (exclusive), rounded up
+             */
+            until: string;
         };
         /** VerifyRequest */
         VerifyRequest: {
@@ -2807,6 +3135,91 @@ export interface operations {
                 headers: {
                     /** @description seconds to wait */
                     "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    verifications_api_v1_analytics_verifications_get: {
+        parameters: {
+            query?: {
+                /** @description `token` (the default), `identity`, `outcome` or `workspace` */
+                group_by?: string | null;
+                /** @description only this identity's tokens (its id or external id) */
+                identity?: string | null;
+                /** @description `hour` (at most 31 days) or `day` (at most 400 days; the default) */
+                interval?: string | null;
+                /** @description ISO 8601 date or date-time (naive: UTC); default: 48 hours or 30 days before `until` */
+                since?: string | null;
+                /** @description only this token (its id) */
+                token?: string | null;
+                /** @description exclusive; a date includes its whole day; default: now (the current hour or day included) */
+                until?: string | null;
+                /** @description only this workspace's tokens (its id or slug) */
+                workspace?: string | null;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description JSON, or CSV with `Accept: text/csv`: one row per key and bucket, columns `group_by, key, label, start, allowed, refused` then `refused_<reason>` for each reason in the answer */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["VerificationAnalytics"];
+                    "text/csv": string;
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
                     [name: string]: unknown;
                 };
                 content: {
@@ -4142,6 +4555,517 @@ export interface operations {
             };
         };
     };
+    list_plans_api_v1_plans_get: {
+        parameters: {
+            query?: {
+                /** @description next_cursor of the previous page */
+                after?: string | null;
+                limit?: number;
+            };
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanList"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    create_plan_api_v1_plans_post: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path?: never;
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanCreate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            201: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanView"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    get_plan_api_v1_plans__plan_id__get: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                plan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanView"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    delete_plan_api_v1_plans__plan_id__delete: {
+        parameters: {
+            query?: {
+                /** @description also take its tokens and identities off it (they keep working) */
+                detach?: boolean;
+            };
+            header?: never;
+            path: {
+                plan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody?: never;
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanDeleted"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
+    update_plan_api_v1_plans__plan_id__patch: {
+        parameters: {
+            query?: never;
+            header?: never;
+            path: {
+                plan_id: string;
+            };
+            cookie?: never;
+        };
+        requestBody: {
+            content: {
+                "application/json": components["schemas"]["PlanUpdate"];
+            };
+        };
+        responses: {
+            /** @description Successful Response */
+            200: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["PlanChangeView"];
+                };
+            };
+            /** @description Malformed request: an Authorization header or a body that cannot be parsed */
+            400: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No credentials, or credentials that were refused (RFC 6750 challenge) */
+            401: {
+                headers: {
+                    /** @description RFC 6750 Bearer challenge */
+                    "WWW-Authenticate"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Authenticated but not allowed (scope, role, IP allow-list, CSRF) */
+            403: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description No such object in this account (or it is not visible to the caller) */
+            404: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The object's state does not allow this (e.g. already revoked) */
+            409: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description A field was rejected; `field` names it and the message says why */
+            422: {
+                headers: {
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description Too many failed attempts from this address, or the token's rate limit or usage credits are used up (`rate_limited`, `usage_exhausted`); see Retry-After */
+            429: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+            /** @description The token store cannot be reached (`store_unavailable`, with Retry-After), or not available on this deployment as configured (e.g. no leak-report keys) */
+            503: {
+                headers: {
+                    /** @description seconds to wait */
+                    "Retry-After"?: string;
+                    [name: string]: unknown;
+                };
+                content: {
+                    "application/json": components["schemas"]["ErrorBody"];
+                };
+            };
+        };
+    };
     list_scopes_api_v1_scopes_get: {
         parameters: {
             query?: never;
@@ -4946,6 +5870,8 @@ export interface operations {
             query?: {
                 after?: string | null;
                 external_id?: string | null;
+                /** @description the tokens of one identity: its id or external id */
+                identity_id?: string | null;
                 kind?: string | null;
                 limit?: number;
                 search?: string | null;
