@@ -3,7 +3,8 @@
 Filling the cache past its bound evicts (FIFO, O(1)) rather than grows; an evicted token
 still verifies, through a miss, and eviction never lets a revoked token pass. A miss is
 one statement on the store: on PostgreSQL one round trip of a statement prepared once
-(no BEGIN, COMMIT or ROLLBACK, no re-parse), checked on the wire with libpq's trace."""
+(no BEGIN, COMMIT or ROLLBACK, no re-parse), checked on the wire with libpq's trace, whose
+generic plan is never planned again (`pg_prepared_statements`)."""
 
 from __future__ import annotations
 
@@ -166,6 +167,11 @@ def test_a_miss_is_one_statement_without_transaction_round_trips(
     assert sent.count("Sync") == len(misses), sent
     assert sent.count("Bind") == len(misses), sent
     assert "Parse" not in sent and "Query" not in sent, sent
+    # ... and its plan is the generic one made once: never planned again per miss.
+    generic, custom = connection.execute(
+        "SELECT generic_plans, custom_plans FROM pg_prepared_statements"
+        " WHERE statement LIKE '%FROM token_secrets s%'").fetchone()
+    assert custom == 0 and generic >= len(misses) + 1
 
 
 @pytest.fixture
