@@ -2,8 +2,8 @@
 holding every token of a store (`--tokens`, 1,000,000 in `make bench`), then the bound
 (TALLYKEY_CACHE_MAX_TOKENS) at work: the same tokens (at most 200,000) loaded into a
 cache bounded at a tenth of them, which stays within its bound by evicting. Entries
-are loaded the way a miss loads them (`Verifier._load`: the store's record, then the cache), so the figure is
-the cache's alone (no usage counts pending). Prints one JSON object."""
+are loaded the way a miss loads them (`Verifier._load`: the store's record, then the
+cache), so the figure is the cache's alone (no usage counts pending). Prints one JSON object."""
 
 from __future__ import annotations
 
