@@ -135,7 +135,7 @@ def test_a_miss_is_one_statement_without_transaction_round_trips(
     tokens = issue(world, 4)
     verifier = verifier_for_trace
     _miss(verifier, tokens[0][1])  # opens the lookup connection (and prepares)
-    connections = list(verifier.lookup._idle.queue)
+    connections = [connection for connection, _ in verifier.lookup._idle.queue]
     assert len(connections) == 1
     connection = connections[0]
     misses = [value for _, value in tokens[1:]]
@@ -180,3 +180,33 @@ def verifier_for_trace(rt: Runtime, clock: FrozenClock) -> Iterator[Verifier]:
                     background=False)
     yield made
     made.close()
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_behind_a_transaction_pooler_a_miss_is_still_one_round_trip(
+        world: World, settings: Settings, clock: FrozenClock, tmp_path: Path) -> None:
+    """With TALLYKEY_DB_POOLER=transaction nothing is prepared (PgBouncer may hand the
+    next statement to another server connection): Parse, Bind, Execute, Sync go out
+    together, one round trip per miss."""
+    tokens = issue(world, 3)
+    verifier = Verifier(settings=settings.model_copy(update={"db_pooler": "transaction"}),
+                        clock=clock, background=False)
+    try:
+        assert verifier.database.pooled
+        _miss(verifier, tokens[0][1])
+        connection = next(iter(verifier.lookup._idle.queue))[0]
+        trace = tmp_path / "libpq.trace"
+        with trace.open("w") as sink:
+            connection.pgconn.trace(sink.fileno())
+            connection.pgconn.set_trace_flags(pq.Trace.SUPPRESS_TIMESTAMPS)
+            try:
+                for _, value in tokens[1:]:
+                    _miss(verifier, value)
+            finally:
+                connection.pgconn.untrace()
+    finally:
+        verifier.close()
+    sent = [line.split("\t")[2].strip() for line in trace.read_text().splitlines()
+            if line.startswith("F\t")]
+    assert sent.count("Sync") == sent.count("Parse") == 2 and "Query" not in sent, sent
