@@ -10,7 +10,7 @@ prepared statements (a ROLLBACK would discard them, re-planning the join on ever
 On PostgreSQL the statement is prepared on its first execution, with a generic plan: a
 miss is one round trip (Bind, Execute, Sync), and the plan is never made again
 (tests/auth/test_cache_bound.py reads both off the wire). Each connection keeps one
-cursor, so a miss does not set up a cursor and its 39 column loaders anew.
+cursor, so a miss does not set up a cursor and its column loaders anew.
 Every checkout is exception-safe and bounded in time: a failed connect returns its slot,
 and a caller waits for a free slot no longer than the connect timeout, so an outage
 turns into `StoreUnavailable`, never into a hang.
