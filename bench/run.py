@@ -3,7 +3,8 @@
 Side by side in one run: tallykey's verifier (cache hit against the SHA-256 + dict floor,
 misses on SQLite and PostgreSQL at a small and a large store, memory with the cache
 full), the djangorestframework-api-key peer (own virtualenv, own SQLite store, same
-number of keys), and over HTTP (wrk on 127.0.0.1, interleaved rounds): server CPU per
+number of keys), memory per cached token with a whole store cached and the cache bound
+at work (`memory.py`), and over HTTP (wrk on 127.0.0.1, interleaved rounds): server CPU per
 request, throughput and latency of a bare app, the same app behind `TallykeyMiddleware`,
 `/auth/request` under uvicorn (and granian when installed) and nginx `return 204`.
 `--quick` (`make bench-quick`) uses a 100,000-token large store and shorter runs.
@@ -85,6 +86,9 @@ def main() -> None:
                                   str(keys), "--large", str(large), "--rounds", str(hits),
                                   "--miss-rounds", str(misses),
                                   "--cache-size", str(min(large, 100_000))]),
+        # RSS per cached token with every token of the store cached, and the bound.
+        "memory": run_json([sys.executable, str(HERE / "memory.py"), "--tokens",
+                            str(500 if args.smoke else large)]),
         "peer": run_json([str(peer_python()), str(HERE / "peer_drf.py"), "--keys", str(keys),
                           "--rounds", str(min(hits, 5000))]),
         "http": run_json([sys.executable, str(HERE / "throughput.py"), "--seconds",
@@ -133,6 +137,13 @@ def main() -> None:
     rows += http_rows(http)
     rows.append(("RSS with the cache full", f"{verification['memory']['rss_mb_cache_full']} "
                  f"MB ({verification['memory']['cache_entries']:,} entries)", "< 300 MB"))
+    memory = results["memory"]
+    rows.append((f"RSS per cached token, {memory['tokens']:,} tokens cached",
+                 f"{memory['full']['bytes_per_token']:,} B "
+                 f"({memory['full']['rss_mb_full']} MB in all)", ""))
+    rows.append(("cache bound (TALLYKEY_CACHE_MAX_TOKENS) at a tenth of the tokens",
+                 f"{memory['bounded']['cache_entries']:,} entries held, "
+                 f"{memory['bounded']['evictions']:,} evicted", "≤ the bound"))
     limits = results["limits"]
     plain = limits["verify_hit"]["plain"]["median_us"]
     for name, measured in limits["verify_hit"].items():

@@ -33,6 +33,10 @@ def test_the_benchmark_runs_every_step_and_produces_every_figure(tmp_path: Path)
     assert set(verification["miss"]) >= {"sqlite_small", "sqlite_large", "postgres_small",
                                          "postgres_large"}
     assert verification["memory"]["cache_entries"] > 0
+    memory = results["memory"]
+    assert memory["full"]["cache_entries"] == memory["tokens"] > 0
+    assert memory["full"]["bytes_per_token"] > 0
+    assert memory["bounded"]["within_bound"] and memory["bounded"]["evictions"] > 0
     assert results["peer"]["median_us"] > 0
     http = results["http"]
     for variant in ("bare_app", "middleware", "auth_request", "bare_app_granian",
@@ -57,6 +61,7 @@ def test_the_benchmark_runs_every_step_and_produces_every_figure(tmp_path: Path)
     # the printed table has a row for every figure
     for row in ("verify, cache hit (median)", "peer djangorestframework-api-key",
                 "cache miss, PostgreSQL", "/auth/request, tallykey serve (uvicorn)",
-                "nginx `return 204`", "RSS with the cache full", "token with credits",
+                "nginx `return 204`", "RSS with the cache full", "RSS per cached token",
+                "cache bound (TALLYKEY_CACHE_MAX_TOKENS)", "token with credits",
                 "2 nodes, PostgreSQL: revoke", "2 nodes, PgBouncer: revoke"):
         assert row in done.stdout, row

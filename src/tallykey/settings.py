@@ -54,6 +54,9 @@ class Settings(BaseSettings):
     public_url: str | None = None
     #: Seconds a cached verification may live without confirmation from the change feed.
     cache_ttl: float = Field(default=5.0, gt=0, le=60)
+    #: The most tokens a node keeps in its verification cache; past it the entry loaded
+    #: first is evicted (its token's next request is a cache miss). About 1.2 KB each.
+    cache_max_tokens: int = Field(default=100_000, ge=1, le=100_000_000)
     #: Seconds a change's author waits for every live node to apply it before answering.
     propagation_timeout: float = Field(default=2.0, ge=0, le=30)
     node_name: str | None = None

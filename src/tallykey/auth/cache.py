@@ -1,10 +1,16 @@
 """The in-process verification cache: bounded, with a short TTL, and evicted by token,
-or wholesale on user/account changes, from the change feed."""
+or wholesale on user/account changes, from the change feed.
+
+The bound (`TALLYKEY_CACHE_MAX_TOKENS`) evicts the entry loaded first (FIFO, O(1): a
+queue of keys beside the dict). Eviction only ever forces a miss: the next request for an
+evicted token loads it from the store again, so a revoked token can never pass because
+its entry was evicted."""
 
 from __future__ import annotations
 
 import threading
 import time
+from collections import OrderedDict, deque
 from collections.abc import Callable
 
 from tallykey.auth.rates import RateView
@@ -33,25 +39,35 @@ class VerificationCache:
     """Maps a token's SHA-256 digest -> entry (positive) or "unknown" (negative).
 
     Only hashes of strings that passed the offline checksum are ever stored, so a later hit
-    on the same string needs no checksum again. Reads take no lock (dict reads are atomic
-    in CPython); writes and evictions do. When full, the oldest entry goes first.
+    on the same string needs no checksum again. Reads take no lock and write nothing
+    (dict reads are atomic in CPython); loads and evictions take the lock. When full, the
+    entry loaded first goes (`_order`, a queue of keys: O(1), where taking the dict's first
+    key would scan the holes its earlier evictions left).
     """
 
     def __init__(self, size: int = DEFAULT_SIZE, negative_size: int = DEFAULT_NEGATIVE_SIZE,
                  ttl: float = DEFAULT_TTL_SECONDS,
                  monotonic: Callable[[], float] = time.monotonic,
                  allow: Callable[[TokenRecord], Verdict] = allowed_verdict) -> None:
-        self.size = size
+        #: The most tokens' entries held (`TALLYKEY_CACHE_MAX_TOKENS`).
+        self.size = max(1, size)
         self.negative_size = negative_size
         self.ttl = ttl
         self._monotonic = monotonic
         #: Makes a record's ready-made "allowed" verdict (the verifier adds rate limits).
         self._allow = allow
         self._positive: dict[bytes, Entry] = {}
-        self._negative: dict[bytes, float] = {}
-        self._by_token: dict[str, tuple[bytes, ...]] = {}  # tuples: a set per token costs 4x
+        #: Keys of `_positive` in the order they were loaded; a key evicted otherwise
+        #: (by token, or loaded again later) may linger here and is skipped.
+        self._order: deque[bytes] = deque()
+        self._negative: OrderedDict[bytes, float] = OrderedDict()
+        #: A token's keys: one key as is, several (a rotated secret in its grace period)
+        #: as a tuple; a set per token would cost four times as much.
+        self._by_token: dict[str, bytes | tuple[bytes, ...]] = {}
         self._lock = threading.Lock()
         self.generation = 0
+        #: Entries evicted to keep within `size` (for metrics).
+        self.evictions = 0
 
     def get(self, key: bytes) -> Entry | None:
         entry = self._positive.get(key)
@@ -75,32 +91,43 @@ class VerificationCache:
         with self._lock:
             if generation != self.generation:
                 return entry
-            if key not in self._positive and len(self._positive) >= self.size:
-                self._evict_oldest()
+            if key not in self._positive:
+                while len(self._positive) >= self.size:
+                    self._evict_oldest()
+                self._order.append(key)
+                if len(self._order) > 2 * self.size + 64:
+                    self._compact()
             self._positive[key] = entry
-            keys = self._by_token.get(record.token_id, ())
-            if key not in keys:
-                self._by_token[record.token_id] = (*keys, key)
+            token_id = record.token_id
+            keys = self._by_token.get(token_id)
+            if keys is None:
+                self._by_token[token_id] = key
+            elif isinstance(keys, bytes):
+                if keys != key:
+                    self._by_token[token_id] = (keys, key)
+            elif key not in keys:
+                self._by_token[token_id] = (*keys, key)
         return entry
 
     def put_unknown(self, key: bytes, generation: int) -> None:
         with self._lock:
             if generation != self.generation:
                 return
-            if len(self._negative) >= self.negative_size:
-                self._negative.pop(next(iter(self._negative)))
+            if key not in self._negative and len(self._negative) >= self.negative_size:
+                self._negative.popitem(last=False)
             self._negative[key] = self._monotonic()
 
     def evict_token(self, token_id: str) -> None:
         with self._lock:
             self.generation += 1
-            for key in self._by_token.pop(token_id, ()):
+            for key in _keys(self._by_token.pop(token_id, ())):
                 self._positive.pop(key, None)
 
     def clear(self) -> None:
         with self._lock:
             self.generation += 1
             self._positive.clear()
+            self._order.clear()
             self._by_token.clear()
             self._negative.clear()
 
@@ -108,8 +135,24 @@ class VerificationCache:
         return len(self._positive)
 
     def _evict_oldest(self) -> None:
-        key = next(iter(self._positive))
-        record = self._positive.pop(key)[1]
-        others = tuple(k for k in self._by_token.pop(record.token_id, ()) if k != key)
+        """Evict the entry loaded first (called with the lock held, the cache full)."""
+        while True:
+            key = self._order.popleft()
+            found = self._positive.pop(key, None)
+            if found is not None:
+                break
+        self.evictions += 1
+        token_id = found[1].token_id
+        others = tuple(k for k in _keys(self._by_token.pop(token_id, ())) if k != key)
         if others:
-            self._by_token[record.token_id] = others
+            self._by_token[token_id] = others[0] if len(others) == 1 else others
+
+    def _compact(self) -> None:
+        """Drop the keys `_order` holds for entries no longer cached, and repeats (the
+        first place kept): amortised O(1), as it runs once per `size` loads at most."""
+        positive = self._positive
+        self._order = deque(dict.fromkeys(k for k in self._order if k in positive))
+
+
+def _keys(keys: bytes | tuple[bytes, ...]) -> tuple[bytes, ...]:
+    return (keys,) if isinstance(keys, bytes) else keys

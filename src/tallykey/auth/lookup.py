@@ -7,7 +7,10 @@ raw DBAPI connections of its own.
 
 Connections are in autocommit mode: a read needs no transaction, and psycopg keeps its
 prepared statements (a ROLLBACK would discard them, re-planning the join on every miss).
-On PostgreSQL the statement is prepared on its first execution, with a generic plan.
+On PostgreSQL the statement is prepared on its first execution, with a generic plan: a
+miss is one round trip (Bind, Execute, Sync), and the plan is never made again
+(tests/auth/test_cache_bound.py reads both off the wire). Each connection keeps one
+cursor, so a miss does not set up a cursor and its column loaders anew.
 Every checkout is exception-safe and bounded in time: a failed connect returns its slot,
 and a caller waits for a free slot no longer than the connect timeout, so an outage
 turns into `StoreUnavailable`, never into a hang.
@@ -102,7 +105,8 @@ class RecordLookup:
         self._lineage = self.dialect_sql(_LINEAGE)
         self._shared = Shared()
         self._maps: dict[tuple[Any, ...], dict[str, Any]] = {}
-        self._idle: queue.LifoQueue[Any] = queue.LifoQueue()
+        #: Idle connections, each with its cursor: (connection, cursor).
+        self._idle: queue.LifoQueue[tuple[Any, Any]] = queue.LifoQueue()
         self._slots = queue.Queue[None](maxsize=connections)
         for _ in range(connections):
             self._slots.put_nowait(None)
@@ -128,47 +132,43 @@ class RecordLookup:
         return self._record(rows, lineage)
 
     def _query(self, secret_hash: str) -> list[Any]:
-        with self._connection() as connection:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self._sql, (secret_hash,))
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
+        with self._cursor() as cursor:
+            cursor.execute(self._sql, (secret_hash,))
+            return list(cursor.fetchall())
 
     @contextlib.contextmanager
-    def _connection(self) -> Iterator[Any]:
-        """A connection for one query: the slot is always given back, and a connection
-        that failed is closed rather than reused."""
+    def _cursor(self) -> Iterator[Any]:
+        """The cursor of a connection, for one query: the slot is always given back, and
+        a connection that failed is closed rather than reused."""
         try:
             self._slots.get(timeout=SLOT_WAIT_SECONDS)
         except queue.Empty:
             raise StoreUnavailable("The token store is not answering: every lookup "
                                    "connection is busy.") from None
-        connection = None
+        pair = None
         try:
-            connection = self._checkout()
+            pair = self._checkout()
             with store_errors():
-                yield connection
+                yield pair[1]
         except BaseException:
-            if connection is not None:
-                _close_quietly(connection)
-                connection = None
+            if pair is not None:
+                _close_quietly(pair[0])
+                pair = None
                 self.close()  # the idle ones went through the same outage: new ones next
             raise
         finally:
-            if connection is not None:
-                self._idle.put(connection)
+            if pair is not None:
+                self._idle.put(pair)
             self._slots.put(None)
 
     def close(self) -> None:
         while True:
             try:
-                _close_quietly(self._idle.get_nowait())
+                _close_quietly(self._idle.get_nowait()[0])
             except queue.Empty:
                 return
 
-    def _checkout(self) -> Any:
+    def _checkout(self) -> tuple[Any, Any]:
         try:
             return self._idle.get_nowait()
         except queue.Empty:
@@ -186,7 +186,7 @@ class RecordLookup:
             except BaseException:
                 _close_quietly(connection)
                 raise
-        return connection
+        return connection, connection.cursor()
 
     def _record(self, rows: list[Any], lineage: str | None = None) -> TokenRecord:
         share = self._shared
@@ -274,22 +274,14 @@ class RecordLookup:
         """One statement (from `dialect_sql`) on a pooled connection in autocommit mode:
         the rows it returns. Raises `StoreUnavailable` when the store cannot answer in
         time."""
-        with self._connection() as connection:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, params)
-                return list(cursor.fetchall())
-            finally:
-                cursor.close()
+        with self._cursor() as cursor:
+            cursor.execute(sql, params)
+            return list(cursor.fetchall())
 
     def run_write(self, sql: str, params: Mapping[str, Any]) -> None:
         """As `run`, for a statement that returns no rows."""
-        with self._connection() as connection:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(sql, params)
-            finally:
-                cursor.close()
+        with self._cursor() as cursor:
+            cursor.execute(sql, params)
 
     def _json_value(self, value: Any) -> Any:
         return json.loads(value) if isinstance(value, str | bytes) else value

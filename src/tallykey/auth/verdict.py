@@ -69,8 +69,9 @@ class Verdict:
     @classmethod
     def allowing(cls, **fields: Any) -> Verdict:
         expires_at: datetime = fields["expires_at"]
+        fields.setdefault("details", _NO_DETAILS)
         return cls(allowed=True, status=200, expires_iso=expires_at.isoformat(),
-                   scopes_text=" ".join(sorted(fields["scopes"])), **fields)
+                   scopes_text=scopes_text(fields["scopes"]), **fields)
 
     def for_workspace(self, workspace_id: str) -> Verdict:
         """This allowed verdict as it answers for one workspace (made once per workspace
@@ -83,7 +84,7 @@ class Verdict:
         if answer is None:
             scopes = self.workspaces.get(workspace_id, frozenset())
             answer = known.setdefault(workspace_id, replace(
-                self, scopes=scopes, scopes_text=" ".join(sorted(scopes)),
+                self, scopes=scopes, scopes_text=scopes_text(scopes),
                 workspace=workspace_id, _identity=None, _expiry=None, _per_workspace=None))
         return answer
 
@@ -183,6 +184,23 @@ class Verdict:
         if self.error == "insufficient_scope" and "scope" in self.details:
             parts.append(f'scope="{self.details["scope"]}"')
         return ", ".join(parts)
+
+
+#: The details of every allowed verdict: none. One shared instance (a cache of a million
+#: verdicts would otherwise hold a million empty dicts); never mutated.
+_NO_DETAILS: dict[str, Any] = {}
+#: `scopes_text` per scope set, one instance each (tokens share a handful of scope sets).
+_SCOPES_TEXT: dict[frozenset[str], str] = {}
+
+
+def scopes_text(scopes: frozenset[str]) -> str:
+    """`scopes` sorted and space separated: one shared instance per scope set."""
+    text = _SCOPES_TEXT.get(scopes)
+    if text is None:
+        if len(_SCOPES_TEXT) >= _MAX_SHARED_PAIRS:
+            _SCOPES_TEXT.clear()
+        text = _SCOPES_TEXT.setdefault(frozenset(scopes), " ".join(sorted(scopes)))
+    return text
 
 
 #: Header pairs many tokens share (an account, a scope set, an owner), one instance each.

@@ -29,7 +29,7 @@ from dataclasses import replace
 
 from anyio import to_thread
 
-from tallykey.auth.cache import DEFAULT_SIZE, Entry, VerificationCache, allowed_verdict
+from tallykey.auth.cache import Entry, VerificationCache, allowed_verdict
 from tallykey.auth.controls import KeyControls
 from tallykey.auth.header import extract_token
 from tallykey.auth.lookup import RecordLookup
@@ -104,7 +104,7 @@ class Verifier:
         settings: Settings | None = None,
         database: Database | None = None,
         clock: Clock | None = None,
-        cache_size: int = DEFAULT_SIZE,
+        cache_size: int | None = None,
         cache_ttl: float | None = None,
         sync_interval: float | None = None,
         background: bool = True,
@@ -121,7 +121,7 @@ class Verifier:
                                else DatabaseClock(self.database))
         self.clock: Clock = clock or self.database_clock
         self.region = self.settings.region
-        self.cache = VerificationCache(size=cache_size,
+        self.cache = VerificationCache(size=cache_size or self.settings.cache_max_tokens,
                                        ttl=cache_ttl or self.settings.cache_ttl,
                                        allow=self._allowed_verdict)
         self.limiter = FailureLimiter(self.settings.auth_fail_limit)
@@ -248,7 +248,8 @@ class Verifier:
         """Add what was counted since the last call to the Prometheus metrics."""
         current: dict[str, float] = {f"outcome:{ALLOWED}": self.usage.totals[ALLOWED],
                                      "hits": self.calls - self.slow_calls,
-                                     "misses": self.loads, "decoys": self.decoy_trips}
+                                     "misses": self.loads, "decoys": self.decoy_trips,
+                                     "evictions": self.cache.evictions}
         with self._refusals_lock:
             current.update({f"outcome:{code}": n for code, n in self.refusals.items()})
         with self._publish_lock:  # the maintenance thread and a scrape may both publish
@@ -263,6 +264,8 @@ class Verifier:
                     metrics.CACHE_MISSES.inc(delta)
                 elif key == "decoys":
                     metrics.DECOY_TRIPS.inc(delta)
+                elif key == "evictions":
+                    metrics.CACHE_EVICTIONS.inc(delta)
                 else:
                     metrics.VERIFICATIONS.labels(key.removeprefix("outcome:")).inc(delta)
 

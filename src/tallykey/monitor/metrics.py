@@ -53,6 +53,10 @@ CACHE_HITS = Counter("tallykey_verification_cache_hits",
 CACHE_MISSES = Counter("tallykey_verification_cache_misses",
                        "Token records loaded from the store (cache misses).",
                        registry=REGISTRY)
+CACHE_EVICTIONS = Counter(
+    "tallykey_verification_cache_evictions",
+    "Cached tokens evicted to stay within TALLYKEY_CACHE_MAX_TOKENS (each one's next "
+    "request is a miss).", registry=REGISTRY)
 DECOY_TRIPS = Counter(
     "tallykey_decoy_trips", "Requests that presented a decoy token (SPEC §17); they are "
     "in no other verification metric.", registry=REGISTRY)
