@@ -179,7 +179,14 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
         ("GET", "/api/v1/tokens"): [
             ({}, None), ({"status": "revoked"}, None), ({"search": t.a_prefix}, None),
             ({"search": "acme private"}, None), ({"workspace": a_ws}, None),
-            ({"workspace": "sales"}, None)],
+            ({"workspace": "sales"}, None), ({"identity_id": t.a_identity_id}, None),
+            ({"identity_id": "acme-private-customer"}, None)],
+        ("GET", "/api/v1/analytics/verifications"): [({}, None)] + [
+            ({"group_by": group}, None)
+            for group in ("token", "identity", "outcome", "workspace")] + [
+            ({"token": a_token}, None), ({"identity": t.a_identity_id}, None),
+            ({"identity": "acme-private-customer"}, None), ({"workspace": a_ws}, None),
+            ({"workspace": "sales"}, None), ({"interval": "hour", "group_by": "token"}, None)],
         ("POST", "/api/v1/tokens"): [
             ({}, {"name": "cross", "expires_in_days": 7, "kind": "application",
                   "scopes": ["employees:read"], "identity_id": t.a_identity_id}),

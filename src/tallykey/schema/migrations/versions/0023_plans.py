@@ -1,5 +1,6 @@
-"""plans (SPEC §16): plans table, tokens.plan_id and the plan credit balance,
-identities.plan_id
+"""plans (SPEC §16): plans table, plan_id on tokens and identities
+
+Also the plan credit balance on tokens (plan_credits_remaining, plan_credits_period).
 
 Revision ID: 0023_plans
 Revises: 0022_identities

@@ -1,5 +1,6 @@
-"""tokens.approved_at: when an administrator approved a pending token (SPEC §17), so the
-inactivity policy counts a never-used approved token's disuse from its approval
+"""tokens.approved_at: when a pending token was approved
+
+The inactivity policy (SPEC §17) counts a never-used approved token's disuse from it.
 
 Revision ID: 0025_token_approved_at
 Revises: 0023_plans
