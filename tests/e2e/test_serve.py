@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+import sqlite3
 import subprocess
 import time
 from pathlib import Path
@@ -33,6 +35,12 @@ def test_serve_with_two_workers(tmp_path: Path, server: str) -> None:
                     break
             except httpx.TransportError:
                 time.sleep(0.2)
+        # /healthz answered from the first worker up; the revocation below waits for the
+        # nodes that hold a lease, so let the second worker join the node list first.
+        store = Path(env["TALLYKEY_DATA_DIR"]) / "tallykey.db"
+        while time.monotonic() < deadline and _nodes(store) < 2:
+            time.sleep(0.2)
+        assert _nodes(store) == 2, "the second worker never joined the node list"
         headers = {"Authorization": f"Bearer {seeded['admin']['token']}"}
         with httpx.Client(base_url=base) as client:
             statuses = {client.get("/auth/request", headers=headers).status_code
@@ -53,3 +61,9 @@ def test_serve_with_two_workers(tmp_path: Path, server: str) -> None:
     finally:
         process.terminate()
         assert process.wait(timeout=20) is not None  # SIGTERM stops every worker
+
+
+def _nodes(store: Path) -> int:
+    """The nodes in the store's node list (each worker joins it with a lease)."""
+    with contextlib.closing(sqlite3.connect(store, timeout=5)) as connection:
+        return int(connection.execute("SELECT count(*) FROM nodes").fetchone()[0])
