@@ -175,18 +175,20 @@ def collection_probes(t: Tenants) -> dict[tuple[str, str], list[Probe]]:
     """Each route without an id in its path, and what B sends it: reads filtered by A's
     ids, writes that name A's workspace. Answers are checked for A's markers."""
     a_token, a_user, a_ws = t.a_token_ids[0], t.a_user_ids[0], t.a_workspace_id
+    analytics: list[Probe] = [({}, None)]
+    analytics += [({"group_by": group}, None)
+                  for group in ("token", "identity", "outcome", "workspace")]
+    analytics += [({"token": a_token}, None), ({"identity": t.a_identity_id}, None),
+                  ({"identity": "acme-private-customer"}, None), ({"workspace": a_ws}, None),
+                  ({"workspace": "sales"}, None), ({"interval": "hour", "group_by": "token"},
+                                                   None)]
     return {
         ("GET", "/api/v1/tokens"): [
             ({}, None), ({"status": "revoked"}, None), ({"search": t.a_prefix}, None),
             ({"search": "acme private"}, None), ({"workspace": a_ws}, None),
             ({"workspace": "sales"}, None), ({"identity_id": t.a_identity_id}, None),
             ({"identity_id": "acme-private-customer"}, None)],
-        ("GET", "/api/v1/analytics/verifications"): [({}, None)] + [
-            ({"group_by": group}, None)
-            for group in ("token", "identity", "outcome", "workspace")] + [
-            ({"token": a_token}, None), ({"identity": t.a_identity_id}, None),
-            ({"identity": "acme-private-customer"}, None), ({"workspace": a_ws}, None),
-            ({"workspace": "sales"}, None), ({"interval": "hour", "group_by": "token"}, None)],
+        ("GET", "/api/v1/analytics/verifications"): analytics,
         ("POST", "/api/v1/tokens"): [
             ({}, {"name": "cross", "expires_in_days": 7, "kind": "application",
                   "scopes": ["employees:read"], "identity_id": t.a_identity_id}),
