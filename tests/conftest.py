@@ -7,11 +7,12 @@ variants are skipped, except in CI (`CI=true`), where they fail instead.
 
 from __future__ import annotations
 
+import atexit
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -88,6 +89,31 @@ def _libpq(url: str) -> str:
     return make_url(url).set(drivername="postgresql").render_as_string(hide_password=False)
 
 
+#: This process's migrated template database on the PostgreSQL server (made at its first
+#: use, dropped when the process ends): a new database is a copy of it, about 0.1 s,
+#: instead of running every migration again (2 s or more on a loaded machine).
+_pg_template: list[str] = []
+
+
+def _migrated_template(admin: psycopg.Connection[Any], server: str) -> str:
+    if not _pg_template:
+        name = f"tallykey_template_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+        admin.execute(f'CREATE DATABASE "{name}"')
+        atexit.register(_drop_database, server, name)
+        database = Database(make_url(server).set(database=name)
+                            .render_as_string(hide_password=False))
+        migrate.upgrade(database)
+        database.dispose()  # a template copies only while nobody is connected to it
+        _pg_template.append(name)
+    return _pg_template[0]
+
+
+def _drop_database(server: str, name: str) -> None:
+    with suppress(psycopg.Error), psycopg.connect(_libpq(server), autocommit=True,
+                                                  connect_timeout=3) as admin:
+        admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
 @contextmanager
 def fresh_postgres_database() -> Iterator[str]:
     """A new, migrated database on the PostgreSQL server, dropped afterwards."""
@@ -99,16 +125,34 @@ def fresh_postgres_database() -> Iterator[str]:
             pytest.fail(f"PostgreSQL is required in CI and unreachable: {error}")
         pytest.skip(f"no PostgreSQL server at {make_url(server).host}: {error}")
     name = f"tallykey_test_{os.getpid()}_{uuid.uuid4().hex[:8]}"
-    admin.execute(f'CREATE DATABASE "{name}"')
+    admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{_migrated_template(admin, server)}"')
     url = make_url(server).set(database=name).render_as_string(hide_password=False)
     try:
-        database = Database(url)
-        migrate.upgrade(database)
-        database.dispose()
         yield url
     finally:
         admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         admin.close()
+
+
+def copy_postgres_database(url: str, suffix: str) -> str:
+    """A copy of the database at `url` (nobody may be connected to it), kept until this
+    process ends: its name, for `replace_postgres_database`."""
+    server = pg_server_url()
+    name = f"tallykey_{suffix}_{os.getpid()}_{uuid.uuid4().hex[:8]}"
+    with psycopg.connect(_libpq(server), autocommit=True, connect_timeout=3) as admin:
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{make_url(url).database}"')
+    atexit.register(_drop_database, server, name)
+    return name
+
+
+def replace_postgres_database(url: str, template: str) -> None:
+    """The database at `url` (nobody connected) dropped and made again as a copy of
+    `template`."""
+    name = make_url(url).database
+    with psycopg.connect(_libpq(pg_server_url()), autocommit=True,
+                         connect_timeout=3) as admin:
+        admin.execute(f'DROP DATABASE "{name}" WITH (FORCE)')
+        admin.execute(f'CREATE DATABASE "{name}" TEMPLATE "{template}"')
 
 
 @pytest.fixture(scope="session")

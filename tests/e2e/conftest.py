@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import socket
 import subprocess
@@ -27,7 +28,7 @@ from tallykey.schema.tables import metadata
 from tallykey.settings import normalise_database_url
 from tallykey.tokens import format as token_format
 
-from ..conftest import fresh_postgres_database
+from ..conftest import copy_postgres_database, fresh_postgres_database, replace_postgres_database
 
 TALLYKEY = str(Path(sys.executable).with_name("tallykey"))
 
@@ -154,6 +155,38 @@ def assert_no_secrets(server: Server) -> None:
         database.dispose()
 
 
+#: Settings that name where a store is, not what the demo puts in it.
+_PLACE = frozenset({"TALLYKEY_DATA_DIR", "TALLYKEY_DATABASE_URL", "TALLYKEY_NODE_NAME"})
+#: This process's seeded demos: (backend and settings) -> (data dir, database, its JSON).
+_seeded: dict[tuple[str, ...], tuple[Path, str | None, dict[str, Any]]] = {}
+
+
+def seed_demo(server: Server) -> dict[str, Any]:
+    """`tallykey demo --seed-only --json` into `server`'s store (a new data dir and, on
+    PostgreSQL, a new migrated database); what it printed.
+
+    The real command runs once per process for each backend and set of settings; the
+    next store with the same ones gets a copy of that seeded store (its data dir, and its
+    database as a template), which costs a fraction of a CLI run."""
+    url = server.env.get("TALLYKEY_DATABASE_URL")
+    data_dir = Path(server.env["TALLYKEY_DATA_DIR"])
+    key = ("postgresql" if url else "sqlite", *sorted(
+        f"{name}={value}" for name, value in server.env.items()
+        if name.startswith("TALLYKEY_") and name not in _PLACE))
+    if key not in _seeded:
+        seeded = json.loads(server.cli("demo", "--seed-only", "--json").stdout)
+        template = copy_postgres_database(url, suffix="seeded") if url else None
+        cached = data_dir.with_name(data_dir.name + "-seeded")
+        shutil.copytree(data_dir, cached)
+        _seeded[key] = (cached, template, seeded)
+        return seeded
+    cached, template, seeded = _seeded[key]
+    shutil.copytree(cached, data_dir, dirs_exist_ok=True)
+    if url and template:
+        replace_postgres_database(url, template)
+    return json.loads(json.dumps(seeded))  # a test may change what it was given
+
+
 @contextmanager
 def running_server(tmp: Path, backend: str, serve_args: tuple[str, ...] = (),
                    **extra: str) -> Iterator[Server]:
@@ -163,8 +196,7 @@ def running_server(tmp: Path, backend: str, serve_args: tuple[str, ...] = (),
         env = server_env(tmp, url, **extra)
         server = Server(env=env, port=free_port(), log_path=tmp / "server.log",
                         serve_args=serve_args)
-        # a fresh PostgreSQL database is migrated already (and `demo` would migrate it)
-        server.seeded = json.loads(server.cli("demo", "--seed-only", "--json").stdout)
+        server.seeded = seed_demo(server)
         server.start()
         stack.callback(assert_no_secrets, server)
         stack.callback(server.stop)
@@ -191,7 +223,7 @@ def running_cluster(tmp: Path, nodes: int, **extra: str) -> Iterator[list[Server
             env = server_env(tmp, url, TALLYKEY_NODE_NAME=f"node{number + 1}", **extra)
             servers.append(Server(env=env, port=free_port(),
                                   log_path=tmp / f"node{number + 1}.log"))
-        seeded = json.loads(servers[0].cli("demo", "--seed-only", "--json").stdout)
+        seeded = seed_demo(servers[0])
         for server in servers:
             server.seeded = seeded
             server.start()
