@@ -5,7 +5,10 @@ as a native token; a cached imported key is answered by the hot path alone."""
 from __future__ import annotations
 
 import secrets
+import threading
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
 
 import pytest
 
@@ -65,3 +68,33 @@ def test_an_imported_key_takes_the_cache_and_unknown_ones_the_negative_cache(
     typo = native.value[:-1] + ("A" if native.value[-1] != "A" else "B")
     assert verifier.verify(f"Bearer {typo}", IP).reason == "malformed"
     assert verifier.loads == loads + 1
+
+
+def test_keys_that_arrive_while_the_store_is_asked_about_imports_wait_for_its_answer(
+        verifier: Verifier, world: World, rt: Runtime) -> None:
+    """The first foreign credentials after keys were imported, several at once: the one
+    that asks the store whether imported keys exist holds the others until it has the
+    answer, so none of them is refused as malformed meanwhile (seen with four clients on
+    a node: the first requests of imported keys answered 401 `malformed`)."""
+    keys = ["legacy_" + secrets.token_urlsafe(24) for _ in range(4)]
+    rt.tokens.import_keys(world.as_admin, [
+        ImportItem(key=key, name=f"legacy {n}", expires_in_days=30)
+        for n, key in enumerate(keys)])
+    asking, answer = threading.Event(), threading.Event()
+    real_run = verifier.lookup.run
+
+    def held_run(sql: str, params: dict[str, Any]) -> Any:
+        if sql == verifier._imports_sql:  # the question under test: held until released
+            asking.set()
+            assert answer.wait(10)
+        return real_run(sql, params)
+
+    verifier.lookup.run = held_run  # type: ignore[method-assign]
+    with ThreadPoolExecutor(4) as pool:
+        first = pool.submit(verifier.verify, f"Bearer {keys[0]}", IP)
+        assert asking.wait(10)
+        others = [pool.submit(verifier.verify, f"Bearer {key}", IP) for key in keys[1:]]
+        answer.set()
+        verdicts = [first.result(10)] + [other.result(10) for other in others]
+    assert [v.reason for v in verdicts if not v.allowed] == []
+    assert all(v.allowed and v.kind == "imported" for v in verdicts)

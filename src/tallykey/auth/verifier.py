@@ -145,6 +145,7 @@ class Verifier:
         #: the store was last asked while none did.
         self._imports_seen = False
         self._imports_asked = -float("inf")
+        self._imports_lock = threading.Lock()
         self._imports_sql = self.lookup.dialect_sql(_IMPORTS_PRESENT)
         #: Rate limits and credits (SPEC §13), admitted after a verdict passes.
         self.controls = KeyControls(self.settings, self.lookup, self.clock.timestamp)
@@ -413,15 +414,23 @@ class Verifier:
         store that cannot answer counts as yes: the look-up then meets the outage rules."""
         if self._imports_seen:
             return True
-        now = _monotonic()
-        if now - self._imports_asked < self.cache.ttl:
-            return False
-        self._imports_asked = now
-        try:
-            self._imports_seen = bool(self.lookup.run(self._imports_sql, {"kind": IMPORTED}))
-        except StoreUnavailable:
-            return True
-        return self._imports_seen
+        # One question at a time: a credential that arrives while it is being asked waits
+        # for its answer (bounded by the look-up's deadline), instead of being refused as
+        # malformed because the question was asked "recently" and had no answer yet.
+        # Only worker threads get here (`averify` resolves a miss off the event loop).
+        with self._imports_lock:
+            if self._imports_seen:
+                return True
+            now = _monotonic()
+            if now - self._imports_asked < self.cache.ttl:
+                return False
+            try:
+                seen = bool(self.lookup.run(self._imports_sql, {"kind": IMPORTED}))
+            except StoreUnavailable:
+                return True
+            self._imports_asked = now
+            self._imports_seen = seen
+            return seen
 
     def _stale(self, key: bytes, error: StoreUnavailable | None) -> Entry | Verdict | None:
         """The store cannot be reached: a cached verdict if the stale window and the
