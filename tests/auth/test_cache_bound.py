@@ -15,14 +15,18 @@ from pathlib import Path
 
 import pytest
 from psycopg import pq
+from sqlalchemy import text
 
 from tallykey.auth.cache import VerificationCache
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
+from tallykey.identities.service import IdentityDraft
 from tallykey.monitor import metrics
+from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
+from tallykey.tokens.format import parse
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World
@@ -210,3 +214,50 @@ def test_behind_a_transaction_pooler_a_miss_is_still_one_round_trip(
     sent = [line.split("\t")[2].strip() for line in trace.read_text().splitlines()
             if line.startswith("F\t")]
     assert sent.count("Sync") == sent.count("Parse") == 2 and "Query" not in sent, sent
+
+
+@pytest.mark.postgres
+@pytest.mark.parametrize("database_url", ["postgresql"], indirect=True)
+def test_the_generic_plan_finds_the_identity_and_the_plan_by_their_primary_keys(
+        world: World, verifier_for_trace: Verifier) -> None:
+    """Made while the tables are empty (a new store's first miss), the plan must not
+    reach identities or plans through their account index: after a bulk load of
+    identities, each miss would read every identity of the account until autoanalyze
+    had the statement planned again."""
+    verifier = verifier_for_trace
+    _miss(verifier, issue(world, 1)[0][1])  # prepared, with the generic plan
+    connection = next(iter(verifier.lookup._idle.queue))[0]
+    name = connection.execute("SELECT name FROM pg_prepared_statements"
+                              " WHERE statement LIKE '%FROM token_secrets s%'").fetchone()[0]
+    plan = "\n".join(row[0] for row in connection.execute(
+        f"EXPLAIN EXECUTE {name}('nothing')"))
+    assert "Index Scan using pk_identities on identities i" in plan, plan
+    assert "Index Scan using pk_plans on plans p" in plan, plan
+    assert "ix_identities_account_id" not in plan and "ix_plans_account_id" not in plan
+
+
+def test_another_accounts_identity_and_plan_never_apply_to_a_token(
+        world: World, verifier_for_trace: Verifier) -> None:
+    """The services never attach them (404); should a row say so anyway, the miss
+    leaves them out, as the join on the account once did."""
+    rt = world.rt
+    plan = rt.plans.create(world.as_other_admin, PlanDraft(
+        name="other", rate_limits=[{"name": "burst", "limit": 1, "per_seconds": 60}]))
+    identity = rt.identities.create(world.as_other_admin, IdentityDraft(
+        external_id="other-customer", credits={"remaining": 0}, plan_id=plan.id))
+    [(token_id, value)] = issue(world, 1)
+    with rt.database.transaction() as session:
+        session.execute(text("UPDATE tokens SET identity_id = :identity WHERE id = :id"),
+                        {"identity": identity.id, "id": token_id})
+    for _ in range(3):  # no credits of 0, no limit of 1 per minute: neither is its
+        verdict = verifier_for_trace.verify(f"Bearer {value}", IP)
+        assert verdict.allowed, verdict.reason
+    record = verifier_for_trace.lookup.load(parse(value).secret_hash)
+    assert record is not None
+    assert record.identity is None and record.identity_id is None
+    assert record.plan_id is None and record.rate_rules == ()
+    with rt.database.transaction() as session:
+        session.execute(text("UPDATE tokens SET identity_id = NULL, plan_id = :plan"
+                             " WHERE id = :id"), {"plan": plan.id, "id": token_id})
+    again = verifier_for_trace.lookup.load(parse(value).secret_hash)
+    assert again is not None and again.plan_id is None and again.rate_rules == ()

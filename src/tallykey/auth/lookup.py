@@ -5,6 +5,12 @@ one hand-written SELECT (the secret hash's unique index, joined to its token, ac
 owner, identity, the account's live workspaces and the owner's grants in each) on a small pool of
 raw DBAPI connections of its own.
 
+The identity and the plan are joined by their primary keys alone, and that they belong
+to the token's account is checked on the row (`_record`). With the account in the join,
+a plan made while those tables were empty (a new store's first miss) reached them through
+their account index: after a bulk load of identities, every miss read all of the
+account's identities until autoanalyze had the statement planned again.
+
 Connections are in autocommit mode: a read needs no transaction, and psycopg keeps its
 prepared statements (a ROLLBACK would discard them, re-planning the join on every miss).
 On PostgreSQL the statement is prepared on its first execution, with a generic plan: a
@@ -44,12 +50,12 @@ SELECT s.retires_at, t.id, t.account_id, t.kind, t.workspace_id, t.expires_at,
        t.pending_at, t.successor_id, i.id, i.external_id, i.metadata, i.rate_limits,
        i.credits_remaining, i.credits_refill_amount, i.credits_refill_interval,
        p.id, p.rate_limits, p.refill_amount, p.refill_interval, p.scopes,
-       t.renewed_from_id
+       i.account_id, p.account_id, t.renewed_from_id
 FROM token_secrets s
 JOIN tokens t ON t.id = s.token_id
 JOIN accounts a ON a.id = t.account_id
-LEFT JOIN identities i ON i.id = t.identity_id AND i.account_id = t.account_id
-LEFT JOIN plans p ON p.id = COALESCE(t.plan_id, i.plan_id) AND p.account_id = t.account_id
+LEFT JOIN identities i ON i.id = t.identity_id
+LEFT JOIN plans p ON p.id = COALESCE(t.plan_id, i.plan_id)
 LEFT JOIN users u ON u.id = t.owner_id
 LEFT JOIN workspaces w ON w.account_id = t.account_id AND w.archived_at IS NULL
      AND (t.workspace_id IS NULL OR w.id = t.workspace_id)
@@ -195,8 +201,13 @@ class RecordLookup:
          owner_active, *_workspace, account_active, rate_limits, credits, name, refill_amount,
          refill_interval, meta, external_id, suspended_at, suspended_by, suspend_reason, pending_at,
          successor_id, identity_id, identity_external_id, identity_meta, identity_limits,
-         identity_credits, identity_refill_amount, identity_refill_interval) = rows[0][:-6]
-        plan = _plan_controls(rows[0][-6:-1], self._json_value)  # SPEC §16
+         identity_credits, identity_refill_amount, identity_refill_interval) = rows[0][:-8]
+        identity_account, plan_account = rows[0][-3:-1]
+        if identity_id is not None and identity_account != account_id:
+            # never another account's identity (nor the plan it names, below)
+            identity_id = identity_limits = identity_credits = identity_refill_amount = None
+        plan_row = rows[0][-8:-3] if plan_account == account_id else (None,) * 5
+        plan = _plan_controls(plan_row, self._json_value)  # SPEC §16
         own_scopes = frozenset(self._json(token_scopes))
         own_scopes = share(own_scopes if plan.ceiling is None else own_scopes & plan.ceiling)
         live = {row[15]: row[16] for row in rows if row[15]}  # the live workspaces in reach
