@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 from typing import Any
@@ -58,12 +58,13 @@ class Dispatcher:
         self.fast_path = fast_path
         self.app = app
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # hands back the chosen app's awaitable: no coroutine frame of its own (it is
+        # never the server's app, so no server needs to tell it is ASGI 3 by its type)
         if scope["type"] == "http" and (scope["path"] == AUTH_REQUEST_PATH or scope[
                 "path"].startswith(AUTH_REQUEST_PREFIX)):  # Envoy appends the request path
-            await self.fast_path(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self.fast_path(scope, receive, send)
+        return self.app(scope, receive, send)
 
 
 def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> FastAPI:

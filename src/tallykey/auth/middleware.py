@@ -42,7 +42,8 @@ from __future__ import annotations
 
 import inspect
 import json
-from collections.abc import Awaitable, Callable, Iterable, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
+from typing import Any
 from urllib.parse import parse_qsl
 
 from starlette.requests import Request
@@ -164,9 +165,21 @@ async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: l
                              workspace: str | None = None, cost: int = 1,
                              path: str | None = None) -> Verdict:
     """`verify_scope` once the request's headers were read (`credentials`): the caller
-    may read other headers in the same pass. A cached token needs no coroutine round trip;
-    the plaintext token lives only in this call. `path` (default: the request's) is what
-    a decoy's alert names."""
+    may read other headers in the same pass. The plaintext token lives only in this call.
+    `path` (default: the request's) is what a decoy's alert names."""
+    verdict = credentials_verdict(verifier, scope, authorizations, agent, required_scopes,
+                                  trusted, workspace, cost, path)
+    return verdict if isinstance(verdict, Verdict) else await verdict
+
+
+def credentials_verdict(verifier: Verifier, scope: Scope, authorizations: list[bytes],
+                        agent: bytes | None, required_scopes: Iterable[str],
+                        trusted: Sequence[IpNetwork], workspace: str | None = None,
+                        cost: int = 1, path: str | None = None
+                        ) -> Verdict | Coroutine[Any, Any, Verdict]:
+    """`verify_credentials` for a caller on the hot path: the verdict itself when it needs
+    no I/O (a refusal of the request's form, or a cached token), else the coroutine that
+    finds it, to be awaited. A cached token costs no coroutine at all."""
     query = scope.get("query_string")
     if query:
         in_url = token_in_url(query)
@@ -187,14 +200,30 @@ async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: l
     verdict = verifier.verify_cached(authorization, ip, required_scopes, user_agent, workspace,
                                      cost)
     if verdict is None:
-        verdict = await verifier.averify(authorization, ip, required_scopes, user_agent,
-                                         workspace, cost, path or scope.get("path"))
+        return _verify_further(verifier, scope, authorization, ip, required_scopes,
+                               user_agent, workspace, cost, path)
     if verdict.token_id is not None:
-        state = scope.get("state")
-        if state is None:
-            state = scope["state"] = {}
-        state[TOKEN_ID_STATE] = verdict.token_id
+        _note_token(scope, verdict.token_id)
     return verdict
+
+
+async def _verify_further(verifier: Verifier, scope: Scope, authorization: str | None,
+                          ip: str, required_scopes: Iterable[str], user_agent: str | None,
+                          workspace: str | None, cost: int, path: str | None) -> Verdict:
+    """The full path, for what the cache could not answer (`credentials_verdict`)."""
+    verdict = await verifier.averify(authorization, ip, required_scopes, user_agent,
+                                     workspace, cost, path or scope.get("path"))
+    if verdict.token_id is not None:
+        _note_token(scope, verdict.token_id)
+    return verdict
+
+
+def _note_token(scope: Scope, token_id: str) -> None:
+    """Name the token that authenticated the request in its state (for request logs)."""
+    state = scope.get("state")
+    if state is None:
+        state = scope["state"] = {}
+    state[TOKEN_ID_STATE] = token_id
 
 
 async def send_refusal(verdict: Verdict, send: Send,
@@ -287,8 +316,10 @@ class TallykeyMiddleware:
         workspace = (None if self.workspace is None
                      else await resolve_workspace(self.workspace, scope))
         authorizations, agent = credentials(scope["headers"])
-        verdict = await verify_credentials(self.verifier, scope, authorizations, agent,
-                                           required, self.trusted, workspace)
+        verdict = credentials_verdict(self.verifier, scope, authorizations, agent, required,
+                                      self.trusted, workspace)
+        if not isinstance(verdict, Verdict):  # not cached: the store, off the event loop
+            verdict = await verdict
         if not verdict.allowed:
             await send_refusal(verdict, send)
             return

@@ -18,7 +18,7 @@ import os
 import shutil
 import tempfile
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Awaitable, Iterable, Iterator
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
@@ -75,6 +75,7 @@ RESPONSES = Counter("tallykey_http_responses",
                     "HTTP answers by status class (2xx, 3xx, 4xx, 5xx).", ["code"],
                     registry=REGISTRY)
 _CODE_CLASSES = {digit: f"{digit}xx" for digit in range(1, 6)}
+_monotonic = time.monotonic
 
 
 class ResponseCounter:
@@ -97,20 +98,31 @@ class ResponseCounter:
                 self.published[code] = count
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            await self.app(scope, receive, send)
-            return
+        # a coroutine function itself: servers tell ASGI 3 apps by it
+        await self.app(scope, receive, _Counted(self, send) if scope["type"] == "http"
+                       else send)
 
-        async def counted(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                code = _CODE_CLASSES.get(int(message["status"]) // 100)
-                if code:
-                    self.counts[code] += 1
-                if time.monotonic() - self.published_at >= 1.0:
-                    self.publish()
-            await send(message)
 
-        await self.app(scope, receive, counted)
+class _Counted:
+    """The `send` of one counted request. Not a coroutine itself: it hands back the
+    wrapped `send`'s awaitable, so each message costs one plain call, not one more
+    coroutine frame."""
+
+    __slots__ = ("counter", "send")
+
+    def __init__(self, counter: ResponseCounter, send: Send) -> None:
+        self.counter = counter
+        self.send = send
+
+    def __call__(self, message: Message) -> Awaitable[None]:
+        if message["type"] == "http.response.start":  # count it by status class
+            counter = self.counter
+            code = _CODE_CLASSES.get(int(message["status"]) // 100)
+            if code:
+                counter.counts[code] += 1
+            if _monotonic() - counter.published_at >= 1.0:
+                counter.publish()
+        return self.send(message)
 
 
 def multiprocess() -> bool:
