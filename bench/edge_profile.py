@@ -8,9 +8,9 @@ fixed requests (a valid, cached token), plus the verifier's cache hit on its own
 
 With `--marks` each measured stretch starts with `os.getpgrp()` and ends with
 `os.getppid()`, so callgrind writes one profile per stretch (bare, middleware,
-auth_request, hit, in that order; the last file holds only the teardown): their
-instruction totals divided by `--requests` are the instructions per request, the same
-on a quiet and a loaded machine. `--only NAME` measures one stretch.
+auth_request, auth_request_scoped, hit, in that order; the last file holds only the
+teardown): their instruction totals divided by `--requests` are the instructions per
+request, the same on a quiet and a loaded machine. `--only NAME` measures one stretch.
 
 The coroutines are stepped by hand: every request here finishes without suspending
 (a cache hit needs no I/O), and one that would suspend fails loudly. The feed lease is
@@ -43,17 +43,17 @@ from tallykey.api.app import create_app
 from tallykey.runtime import Runtime
 
 IP = "127.0.0.1"
-NAMES = ("bare", "middleware", "auth_request", "hit")
+NAMES = ("bare", "middleware", "auth_request", "auth_request_scoped", "hit")
 
 
-def scopes(path: str, token: str, count: int) -> list[dict[str, Any]]:
-    """What uvicorn hands the app for `GET path` from a proxy on localhost."""
+def scopes(path: str, token: str, count: int, query: bytes = b"") -> list[dict[str, Any]]:
+    """What uvicorn hands the app for `GET path?query` from a proxy on localhost."""
     headers = [(b"host", b"127.0.0.1:8000"), (b"user-agent", b"wrk"),
                (b"accept", b"*/*"), (b"authorization", f"Bearer {token}".encode())]
     return [{"type": "http", "asgi": {"version": "3.0", "spec_version": "2.3"},
              "http_version": "1.1", "server": ("127.0.0.1", 8000), "client": (IP, 50000),
              "scheme": "http", "method": "GET", "root_path": "", "path": path,
-             "raw_path": path.encode(), "query_string": b"", "headers": headers,
+             "raw_path": path.encode(), "query_string": query, "headers": headers,
              "state": {}} for _ in range(count)]
 
 
@@ -113,6 +113,9 @@ def main() -> None:
             "bare": serve(plain, scopes("/", token, n), answers),
             "middleware": serve(middleware, scopes("/", token, n), answers),
             "auth_request": serve(app, scopes("/auth/request", token, n), answers),
+            # as bench/throughput.py asks it: the scope a proxy passes in the query
+            "auth_request_scoped": serve(app, scopes("/auth/request", token, n,
+                                                     b"scope=employees:read"), answers),
         }
         header = f"Bearer {token}"
         required = ("employees:read",)

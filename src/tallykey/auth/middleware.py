@@ -203,8 +203,12 @@ def credentials_verdict(verifier: Verifier, scope: Scope, authorizations: list[b
     if verdict is None:
         return _verify_further(verifier, scope, authorization, ip, required_scopes,
                                user_agent, workspace, cost, path)
-    if verdict.token_id is not None:
-        _note_token(scope, verdict.token_id)
+    token_id = verdict.token_id
+    if token_id is not None:  # `_note_token`, inline
+        state = scope.get("state")
+        if state is None:
+            state = scope["state"] = {}
+        state[TOKEN_ID_STATE] = token_id
     return verdict
 
 
