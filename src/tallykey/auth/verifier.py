@@ -229,14 +229,26 @@ class Verifier:
         cached, or None (then `verify`/`averify` run the full path, with its precise
         diagnostics, or the key controls need the network). Never touches the database
         or Redis. One call in 64 is timed."""
-        self.calls += 1
-        if self.calls & _SAMPLE_MASK:
-            return self._from_cache(authorization, client_ip, required_scopes, user_agent,
-                                    workspace, cost)
-        started = time.perf_counter()
-        verdict = self._from_cache(authorization, client_ip, required_scopes, user_agent,
-                                   workspace, cost)
-        if verdict is not None:
+        self.calls = calls = self.calls + 1
+        started = None if calls & _SAMPLE_MASK else time.perf_counter()
+        if authorization is None or _monotonic() >= self.follower.serve_until:
+            return None  # the full path: a feed read or the lease first
+        shaped = _PLAIN_HEADER.fullmatch(authorization)
+        if shaped is None:
+            shaped = _FOREIGN_HEADER.fullmatch(authorization)  # an imported key's own form
+            if shaped is None or not self._imports_seen:
+                return None
+        # `token_digest`, inline (the token is ASCII: the patterns say so)
+        entry = self.cache.get(_sha256(shaped.group(1).encode()).digest())
+        if entry is None:
+            return None
+        limiter = self.limiter
+        if limiter.failures and limiter.tracks(client_ip) and _refusal(
+                entry[1], self.clock.timestamp(), client_ip, required_scopes,
+                workspace) is not None:
+            return None  # a throttled network: only a valid cached token passes; else 429
+        verdict = self._decide(entry, client_ip, required_scopes, user_agent, workspace, cost)
+        if started is not None and verdict is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
 
@@ -306,29 +318,6 @@ class Verifier:
                 self.database.dispose()
 
     # --- the steps -------------------------------------------------------------------------
-
-    def _from_cache(self, authorization: str | None, client_ip: str,
-                    required_scopes: Iterable[str], user_agent: str | None,
-                    workspace: str | None = None, cost: int = 1) -> Verdict | None:
-        """The hot path: a plainly formed header whose token is cached. None otherwise
-        (and then the full path runs, with its precise diagnostics)."""
-        if authorization is None or _monotonic() >= self.follower.serve_until:
-            return None  # the full path: a feed read or the lease first
-        shaped = _PLAIN_HEADER.fullmatch(authorization)
-        if shaped is None:
-            shaped = _FOREIGN_HEADER.fullmatch(authorization)  # an imported key's own form
-            if shaped is None or not self._imports_seen:
-                return None
-        # `token_digest`, inline (the token is ASCII: the patterns say so)
-        entry = self.cache.get(_sha256(shaped.group(1).encode()).digest())
-        if entry is None:
-            return None
-        limiter = self.limiter
-        if limiter.failures and limiter.tracks(client_ip) and _refusal(
-                entry[1], self.clock.timestamp(), client_ip, required_scopes,
-                workspace) is not None:
-            return None  # a throttled network: only a valid cached token passes; else 429
-        return self._decide(entry, client_ip, required_scopes, user_agent, workspace, cost)
 
     def _begin(self, authorization: str | None, client_ip: str
                ) -> Verdict | tuple[bytes, float | None, TokenFormatError | None]:

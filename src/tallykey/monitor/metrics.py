@@ -101,16 +101,15 @@ class ResponseCounter:
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         # a coroutine function itself: servers tell ASGI 3 apps by it
-        await self._app(scope, receive, self._counted(send) if scope["type"] == "http"
-                        else send)
-
-    def _counted(self, send: Send) -> Send:
-        """The `send` of one counted request. Not a coroutine itself: it hands back the
-        wrapped `send`'s awaitable, so each message costs one plain call, not one more
-        coroutine frame (and a closure costs less than an object per request)."""
+        if scope["type"] != "http":
+            await self._app(scope, receive, send)
+            return
         counts = self.counts
 
         def counted(message: Message) -> Awaitable[None]:
+            """Not a coroutine itself: it hands back the wrapped `send`'s awaitable, so
+            each message costs one plain call, not one more coroutine frame (and a
+            closure costs less than an object per request)."""
             if message["type"] == "http.response.start":  # count it by status class
                 code = _CODE_CLASSES.get(int(message["status"]) // 100)
                 if code:
@@ -119,7 +118,7 @@ class ResponseCounter:
                     self.publish()
             return send(message)
 
-        return counted
+        await self._app(scope, receive, counted)
 
 
 def multiprocess() -> bool:
