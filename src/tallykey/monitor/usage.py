@@ -1,6 +1,7 @@
-"""Last-used, recent client IPs and per-hour request counts, aggregated in memory on the
-hot path and flushed in batches: no database write per request, and no increment lost or
-doubled.
+"""Last-used, recent client IPs and per-hour request counts, aggregated in memory and
+flushed in batches: no database write per request, and no increment lost or doubled. An
+allowed request costs the hot path one append to a deque (no lock); the flush counts
+what was appended, or the recording call does past `MAX_RECENT` of them.
 
 A flush is two transactions. The first writes usage (counts, last used, recent IPs); the
 second hands the batch to the `FlushObserver` (`monitor.alerts`), which raises alerts and
