@@ -93,7 +93,7 @@ def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--requests", type=int, default=20_000)
     parser.add_argument("--marks", action="store_true",
-                        help="call os.getppid() around each stretch (callgrind dumps)")
+                        help="os.getpgrp() before and os.getppid() after each stretch (callgrind)")
     parser.add_argument("--only", choices=NAMES, action="append")
     args = parser.parse_args()
     n = args.requests
