@@ -11,6 +11,7 @@ from sqlalchemy import func, select
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.jobs import Worker
+from tallykey.monitor import usage
 from tallykey.monitor.models import TokenNetwork, TokenUsage
 from tallykey.monitor.report import UsageReport, usage_report
 from tallykey.notify.notices import Notifier
@@ -101,3 +102,25 @@ def test_the_worker_prunes_usage_past_retention(world: World, rt: Runtime,
             assert session.scalar(select(func.count()).select_from(TokenUsage)) == 1
     finally:
         worker.close()
+
+
+def test_requests_past_the_recent_bound_are_counted_once_each(
+        world: World, rt: Runtime, verifier: Verifier, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The hot path appends each request; past `MAX_RECENT` not yet counted (no flush
+    ran), the recording call counts them itself: memory stays bounded, and the flush
+    writes every request exactly once, with the newest use's agent."""
+    monkeypatch.setattr(usage, "MAX_RECENT", 10)
+    issued = rt.tokens.issue(world.as_admin, TokenDraft(name="bound", expires_in_days=30))
+    header = f"Bearer {issued.value}"
+    for number in range(25):
+        verifier.verify(header, "198.51.100.9", user_agent=f"agent {number}")
+        assert len(verifier.usage._recent) <= 11
+    assert verifier.usage.pending() == 25
+    assert verifier.flush_usage() == 25
+    assert verifier.usage.pending() == 0
+    with rt.database.reading() as session:
+        counted = session.scalar(select(func.sum(TokenUsage.count)).where(
+            TokenUsage.token_id == issued.token.id))
+        token = session.get_one(Token, issued.token.id)
+    assert counted == 25
+    assert token.last_used_agent == "agent 24"

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import hmac
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable
 from contextlib import asynccontextmanager
 from importlib.metadata import version as package_version
 from typing import Any
@@ -37,6 +37,7 @@ from tallykey.api.access_log import AccessLog
 from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
+from tallykey.asgi import direct
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
 from tallykey.jobs import start_background_worker
@@ -57,13 +58,15 @@ class Dispatcher:
     def __init__(self, fast_path: ASGIApp, app: ASGIApp) -> None:
         self.fast_path = fast_path
         self.app = app
+        self._fast_path, self._app = direct(fast_path), direct(app)
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
+        # hands back the chosen app's awaitable: no coroutine frame of its own (it is
+        # never the server's app, so no server needs to tell it is ASGI 3 by its type)
         if scope["type"] == "http" and (scope["path"] == AUTH_REQUEST_PATH or scope[
                 "path"].startswith(AUTH_REQUEST_PREFIX)):  # Envoy appends the request path
-            await self.fast_path(scope, receive, send)
-        else:
-            await self.app(scope, receive, send)
+            return self._fast_path(scope, receive, send)
+        return self._app(scope, receive, send)
 
 
 def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> FastAPI:

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
 import ipaddress
 import logging
 import re
@@ -76,6 +77,7 @@ from tallykey.tokens.models import IMPORTED
 log = logging.getLogger(__name__)
 
 _monotonic = time.monotonic
+_sha256 = hashlib.sha256
 #: Refusals that look like guessing or a stale secret; they count towards the throttle.
 _COUNTED = ("invalid_token", "invalid_request")
 _SAMPLE_MASK = metrics.LATENCY_SAMPLE_EVERY - 1
@@ -177,8 +179,11 @@ class Verifier:
         holds it in every workspace it sees. `cost` is what the request spends of a
         token's usage credits (SPEC §13). `path` is what the request asked for: a decoy's
         alert names it (SPEC §17)."""
-        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace,
-                            cost)
+        hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent,
+                                 workspace, cost)
+        if hit is not None:
+            return hit
+        first = self._begin(authorization, client_ip)
         if isinstance(first, Verdict):
             return first
         key, started, foreign = first
@@ -195,8 +200,11 @@ class Verifier:
         """As `verify`, but a cache miss queries the store, and a rate-limit lease or a
         credit spend asks Redis or the store, in a worker thread, so the event loop
         never blocks. A decoy takes that thread too, as an unknown token's look-up does."""
-        first = self._begin(authorization, client_ip, required_scopes, user_agent, workspace,
-                            cost)
+        hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent,
+                                 workspace, cost)
+        if hit is not None:
+            return hit
+        first = self._begin(authorization, client_ip)
         if isinstance(first, Verdict):
             return first
         key, started, foreign = first
@@ -222,14 +230,26 @@ class Verifier:
         cached, or None (then `verify`/`averify` run the full path, with its precise
         diagnostics, or the key controls need the network). Never touches the database
         or Redis. One call in 64 is timed."""
-        self.calls += 1
-        if self.calls & _SAMPLE_MASK:
-            return self._from_cache(authorization, client_ip, required_scopes, user_agent,
-                                    workspace, cost)
-        started = time.perf_counter()
-        verdict = self._from_cache(authorization, client_ip, required_scopes, user_agent,
-                                   workspace, cost)
-        if verdict is not None:
+        self.calls = calls = self.calls + 1
+        started = None if calls & _SAMPLE_MASK else time.perf_counter()
+        if authorization is None or _monotonic() >= self.follower.serve_until:
+            return None  # the full path: a feed read or the lease first
+        shaped = _PLAIN_HEADER.fullmatch(authorization)
+        if shaped is None:
+            shaped = _FOREIGN_HEADER.fullmatch(authorization)  # an imported key's own form
+            if shaped is None or not self._imports_seen:
+                return None
+        # `token_digest`, inline (the token is ASCII: the patterns say so)
+        entry = self.cache.get(_sha256(shaped.group(1).encode()).digest())
+        if entry is None:
+            return None
+        limiter = self.limiter
+        if limiter.failures and limiter.tracks(client_ip) and _refusal(
+                entry[1], self.clock.timestamp(), client_ip, required_scopes,
+                workspace) is not None:
+            return None  # a throttled network: only a valid cached token passes; else 429
+        verdict = self._decide(entry, client_ip, required_scopes, user_agent, workspace, cost)
+        if started is not None and verdict is not None:
             metrics.LATENCY.observe(time.perf_counter() - started)
         return verdict
 
@@ -300,39 +320,12 @@ class Verifier:
 
     # --- the steps -------------------------------------------------------------------------
 
-    def _from_cache(self, authorization: str | None, client_ip: str,
-                    required_scopes: Iterable[str], user_agent: str | None,
-                    workspace: str | None = None, cost: int = 1) -> Verdict | None:
-        """The hot path: a plainly formed header whose token is cached. None otherwise
-        (and then the full path runs, with its precise diagnostics)."""
-        if authorization is None or _monotonic() >= self.follower.serve_until:
-            return None  # the full path: a feed read or the lease first
-        shaped = _PLAIN_HEADER.fullmatch(authorization)
-        if shaped is None:
-            shaped = _FOREIGN_HEADER.fullmatch(authorization)  # an imported key's own form
-            if shaped is None or not self._imports_seen:
-                return None
-        entry = self.cache.get(token_digest(shaped.group(1)))
-        if entry is None:
-            return None
-        if self.limiter.tracks(client_ip) and _refusal(
-                entry[1], self.clock.timestamp(), client_ip, required_scopes,
-                workspace) is not None:
-            return None  # a throttled network: only a valid cached token passes; else 429
-        return self._decide(entry, client_ip, required_scopes, user_agent, workspace, cost)
-
-    def _begin(self, authorization: str | None, client_ip: str,
-               required_scopes: Iterable[str], user_agent: str | None,
-               workspace: str | None = None,
-               cost: int = 1
+    def _begin(self, authorization: str | None, client_ip: str
                ) -> Verdict | tuple[bytes, float | None, TokenFormatError | None]:
-        """A verdict already (cache hit, or refused offline), or the digest to look up,
-        for one slow call in 64 when timing started, and for a credential in a foreign
-        format (perhaps an imported key) the format error it gets if it is not one."""
-        hit = self.verify_cached(authorization, client_ip, required_scopes, user_agent,
-                                 workspace, cost)
-        if hit is not None:
-            return hit
+        """After a call that was no cache hit (`verify_cached`): a verdict already
+        (refused offline), or the digest to look up, for one slow call in 64 when timing
+        started, and for a credential in a foreign format (perhaps an imported key) the
+        format error it gets if it is not one."""
         self.slow_calls += 1
         started = None if self.slow_calls & _SAMPLE_MASK else time.perf_counter()
         first = self._precheck(authorization, client_ip)

@@ -1,6 +1,7 @@
-"""Last-used, recent client IPs and per-hour request counts, aggregated in memory on the
-hot path and flushed in batches: no database write per request, and no increment lost or
-doubled.
+"""Last-used, recent client IPs and per-hour request counts, aggregated in memory and
+flushed in batches: no database write per request, and no increment lost or doubled. An
+allowed request costs the hot path one append to a deque (no lock); the flush counts
+what was appended, or the recording call does past `MAX_RECENT` of them.
 
 A flush is two transactions. The first writes usage (counts, last used, recent IPs); the
 second hands the batch to the `FlushObserver` (`monitor.alerts`), which raises alerts and
@@ -11,7 +12,7 @@ of the batch is kept for the next flush: counts are never written twice.
 from __future__ import annotations
 
 import threading
-from collections import Counter
+from collections import Counter, deque
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Protocol
@@ -27,6 +28,9 @@ from tallykey.tokens.models import Token
 
 ALLOWED = "allowed"
 UPSERT_ROWS = 1000
+#: Requests recorded but not yet counted in past which the recording thread counts them
+#: itself (normally the flush does, once a heartbeat): a bound on their memory.
+MAX_RECENT = 65_536
 MAX_AGENT_LENGTH = 300
 
 #: (token id, client ip) -> (POSIX time of the latest allowed use, user agent).
@@ -106,19 +110,35 @@ class UsageRecorder:
         self._denials: dict[tuple[str, str, str], Denial] = {}
         self._old_secrets: dict[str, OldSecretUse] = {}
         self._decoys: dict[str, DecoyUse] = {}
+        #: Requests recorded and not counted yet: (token id, time, ip, agent, outcome).
+        #: Appending to a deque needs no lock (it is atomic), so the hot path takes none;
+        #: the flush counts them (`_count_recent`), oldest first.
+        self._recent: deque[tuple[str, float, str, str | None, str]] = deque()
         #: Requests per outcome since start, counted at flush (for metrics).
         self.totals: Counter[str] = Counter()
 
     def record(self, token_id: str, at: float, ip: str, agent: str | None,
                outcome: str) -> None:
-        """Count one request at POSIX time `at` (hot path: a lock and two dict writes).
-        The verifier records refusals of known tokens with `deny`, which also audits them."""
-        key = (token_id, int(at) // 3600, outcome)
-        counts = self._counts
-        with self._lock:
+        """Count one request at POSIX time `at` (hot path: one append, no lock; counted
+        into the batch at the next flush). The verifier records refusals of known tokens
+        with `deny`, which also audits them."""
+        recent = self._recent
+        recent.append((token_id, at, ip, agent, outcome))
+        if len(recent) > MAX_RECENT:  # no flush for a while (no background work)
+            with self._lock:
+                self._count_recent()
+
+    def _count_recent(self) -> None:
+        """Move the recorded requests into the counts (with `_lock` held). Only as many as
+        were there at the start: one appended meanwhile waits for the next call."""
+        recent, counts, uses = self._recent, self._counts, self._uses
+        take = recent.popleft
+        for _ in range(len(recent)):
+            token_id, at, ip, agent, outcome = take()
+            key = (token_id, int(at) // 3600, outcome)
             counts[key] = counts.get(key, 0) + 1
             if outcome == ALLOWED:
-                self._uses[(token_id, ip)] = (at, agent)
+                uses[(token_id, ip)] = (at, agent)
 
     def deny(self, token_id: str, account_id: str, at: float, ip: str, outcome: str) -> None:
         """Count one refused request of a known token (the audit trail gets one entry per
@@ -156,13 +176,14 @@ class UsageRecorder:
             use.first_at = min(use.first_at, at)
 
     def pending(self) -> int:
-        return sum(self._counts.values())
+        return sum(self._counts.values()) + len(self._recent)
 
     def flush(self) -> int:
         """Write what has been gathered; returns how many requests it covered. On a
         database error the batch is put back, so a later flush writes it."""
         with self._flush_lock:
             with self._lock:
+                self._count_recent()
                 batch = Batch(self._counts, self._uses, self._denials, self._old_secrets,
                               self._decoys)
                 self._counts, self._uses, self._denials, self._old_secrets = {}, {}, {}, {}

@@ -45,9 +45,12 @@ def forwarded_for(headers: Iterable[tuple[bytes, bytes]]) -> str | None:
 
 def scope_client_ip(scope: Any, trusted: Sequence[IpNetwork]) -> str:
     """The client IP of an ASGI request scope (the one function every surface uses)."""
-    peer = scope["client"][0] if scope.get("client") else None
-    forwarded = forwarded_for(scope.get("headers") or ()) if trusted else None
-    return client_ip(peer, forwarded, trusted)
+    client = scope.get("client")
+    peer = client[0] if client else None
+    if not trusted:  # `client_ip` without proxies, inline (every request takes it)
+        peer = peer or ""
+        return _canonical(peer) if peer.startswith("::ffff:") else peer
+    return client_ip(peer, forwarded_for(scope.get("headers") or ()), trusted)
 
 
 def client_ip(peer: str | None, forwarded_for: str | None, trusted: Sequence[IpNetwork]) -> str:
