@@ -12,6 +12,7 @@ from fastapi import Depends, FastAPI
 from starlette.testclient import TestClient
 
 from tallykey import TallykeyAuth, TallykeyMiddleware, Verdict, Verifier
+from tallykey.auth.middleware import token_in_url
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
@@ -153,3 +154,17 @@ def test_public_paths_need_no_token_and_nothing_else_is_opened(world: World,
     assert only_a_function.get("/docs").status_code == 401
     with pytest.raises(ValueError, match="start with '/'"):
         TallykeyMiddleware(app, verifier=verifier, public_paths=["docs"])
+
+
+@pytest.mark.parametrize("query", [
+    b"access_token=x", b"ACCESS_TOKEN=x", b"Access_Token=x", b"a=1&access%5Ftoken=x",
+    b"access%5Ftoken=x", b"q=tlk_eu1_abc", b"q=tlk%5Feu1_abc", b"q=%74lk_eu1_abc"])
+def test_a_token_in_the_query_is_refused_however_it_is_spelled(query: bytes) -> None:
+    refused = token_in_url(query)
+    assert refused is not None and refused.status == 400
+    assert "never in a URL" in refused.message
+
+
+@pytest.mark.parametrize("query", [b"", b"a=1", b"page_size=5", b"q=%20tlk", b"name=token"])
+def test_other_queries_pass_the_url_check(query: bytes) -> None:
+    assert token_in_url(query) is None

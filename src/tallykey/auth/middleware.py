@@ -132,9 +132,12 @@ def credentials(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], by
 def token_in_url(query_string: bytes) -> Verdict | None:
     """RFC 6750 §2.3 allows `?access_token=`; tallykey refuses it, and any tallykey token
     in a query string: URLs end up in logs, proxies and browser history."""
-    if not query_string or b"_" not in query_string or (
-            b"access_token" not in query_string and b"tlk_" not in query_string):
-        return None  # (both names hold a "_": one byte's search clears most queries)
+    if not query_string or (b"_" not in query_string and b"%" not in query_string):
+        return None  # (both names hold a "_", or an escaped one: most queries end here)
+    if b"%" not in query_string:
+        lowered = query_string.lower()  # ?ACCESS_TOKEN= is the same parameter
+        if b"access_token" not in lowered and b"tlk_" not in query_string:
+            return None
     for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
         if key.lower() == "access_token" or value.startswith("tlk_"):
             return Verdict.refused(MalformedHeader(
