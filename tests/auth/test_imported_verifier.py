@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import secrets
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -83,7 +83,7 @@ def test_keys_that_arrive_while_the_store_is_asked_about_imports_wait_for_its_an
     asking, answer = threading.Event(), threading.Event()
     real_run = verifier.lookup.run
 
-    def held_run(sql: str, params: dict[str, Any]) -> Any:
+    def held_run(sql: str, params: Mapping[str, Any]) -> list[Any]:
         if sql == verifier._imports_sql:  # the question under test: held until released
             asking.set()
             assert answer.wait(10)

@@ -174,7 +174,7 @@ def seed_demo(server: Server) -> dict[str, Any]:
         f"{name}={value}" for name, value in server.env.items()
         if name.startswith("TALLYKEY_") and name not in _PLACE))
     if key not in _seeded:
-        seeded = json.loads(server.cli("demo", "--seed-only", "--json").stdout)
+        seeded: dict[str, Any] = json.loads(server.cli("demo", "--seed-only", "--json").stdout)
         template = copy_postgres_database(url, suffix="seeded") if url else None
         cached = data_dir.with_name(data_dir.name + "-seeded")
         shutil.copytree(data_dir, cached)
@@ -184,7 +184,8 @@ def seed_demo(server: Server) -> dict[str, Any]:
     shutil.copytree(cached, data_dir, dirs_exist_ok=True)
     if url and template:
         replace_postgres_database(url, template)
-    return json.loads(json.dumps(seeded))  # a test may change what it was given
+    copied: dict[str, Any] = json.loads(json.dumps(seeded))  # a test may change it
+    return copied
 
 
 @contextmanager

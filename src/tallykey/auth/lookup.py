@@ -29,7 +29,7 @@ import json
 import queue
 import re
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, NamedTuple
 
@@ -321,7 +321,7 @@ class PlanControls(NamedTuple):
     ceiling: frozenset[str] | None
 
 
-def _plan_controls(row: list[Any], decode: Callable[[Any], Any]) -> PlanControls:
+def _plan_controls(row: Sequence[Any], decode: Callable[[Any], Any]) -> PlanControls:
     plan_id, limits, amount, interval, scopes = row
     if plan_id is None:
         return PlanControls(None, (), None, None)
