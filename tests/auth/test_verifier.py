@@ -96,8 +96,10 @@ def test_a_change_made_by_another_node_arrives_through_the_feed(
         other_node.tokens.revoke(world.as_admin, issued.token.id)
     finally:
         other_node.close()
-    assert verifier.verify(f"Bearer {issued.value}", IP).allowed  # still cached here
-    assert verifier.sync() >= 1
+    # This node learns it from the feed: at this read, or already at one of its own (a
+    # slow machine's verify can outlast the lease's window, and a refresh reads the feed;
+    # asserting that the token was still cached here failed in CI that way).
+    verifier.sync()
     assert verifier.verify(f"Bearer {issued.value}", IP).status == 401
 
 
