@@ -309,3 +309,25 @@ def test_self_renewal_needs_the_scope_and_a_working_token(api: TestClient, world
     suspended = api.post("/api/v1/tokens/self/renew", json={"expires_in_days": 30},
                          headers={"Authorization": f"Bearer {paused['token']}"})
     assert suspended.status_code == 401 and suspended.json()["error"] == "token_suspended"
+
+
+def test_self_renewal_reads_its_credential_as_every_surface_does(
+        api: TestClient, world: World, rt: Runtime) -> None:
+    """The token renewing itself is read by the same reader as the middleware's: in the
+    URL, in two Authorization headers or in X-API-Key it is refused, and nothing
+    changes."""
+    admin = management_token(world, world.as_admin)
+    made = create(api, admin, scopes=["tokens:renew_self"])
+    before = lifecycle(rt)
+    in_url = api.post(f"/api/v1/tokens/self/renew?access_token={made['token']}",
+                      json={"expires_in_days": 30},
+                      headers={"Authorization": f"Bearer {made['token']}"})
+    assert in_url.status_code == 400 and "never in a URL" in in_url.json()["message"]
+    twice = api.post("/api/v1/tokens/self/renew", json={"expires_in_days": 30},
+                     headers=[("Authorization", f"Bearer {made['token']}"),
+                              ("Authorization", f"Bearer {made['token']}")])
+    assert twice.status_code == 400 and "More than one" in twice.json()["message"]
+    elsewhere = api.post("/api/v1/tokens/self/renew", json={"expires_in_days": 30},
+                         headers={"X-API-Key": made["token"]})
+    assert elsewhere.status_code == 401 and "X-API-Key" in elsewhere.json()["message"]
+    assert lifecycle(rt) == before

@@ -12,7 +12,7 @@ from fastapi import Depends, FastAPI
 from starlette.testclient import TestClient
 
 from tallykey import TallykeyAuth, TallykeyMiddleware, Verdict, Verifier
-from tallykey.auth.middleware import token_in_url
+from tallykey.auth.caller import token_in_url
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft

@@ -4,7 +4,9 @@ or their password changes. Opening and checking sessions is `tallykey.people.ses
 from __future__ import annotations
 
 import hashlib
+import secrets
 from datetime import datetime
+from typing import Protocol
 
 from sqlalchemy import ForeignKey, Integer, String, delete
 from sqlalchemy.orm import Mapped, Session, mapped_column
@@ -27,6 +29,17 @@ class ConsoleSession(Base):
     #: None for a full session; else what it still waits for (see `tallykey.people.policy`).
     awaiting: Mapped[str | None] = mapped_column(String(16), nullable=True)
     code_failures: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+
+
+class HoldsCsrfToken(Protocol):
+    @property
+    def csrf_token(self) -> str: ...
+
+
+def csrf_matches(session: HoldsCsrfToken, presented: str | None) -> bool:
+    """The session's CSRF token, compared in constant time."""
+    return bool(presented) and secrets.compare_digest(session.csrf_token.encode(),
+                                                      (presented or "").encode())
 
 
 def cookie_hash(cookie: str) -> str:

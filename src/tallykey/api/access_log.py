@@ -18,7 +18,7 @@ from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from tallykey.auth.middleware import TOKEN_ID_STATE
+from tallykey.auth.caller import TOKEN_ID_STATE
 from tallykey.logs import redact_links
 from tallykey.network.client_ip import IpNetwork, scope_client_ip
 from tallykey.tokens.format import TOKEN_PATTERN

@@ -17,28 +17,24 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import NETWORK_FAILURES_PER_MINUTE
 from tallykey.actor import Actor
-from tallykey.api.responses import VerdictRefused
 from tallykey.audit import trail
-from tallykey.auth.header import extract_token, missing_header
-from tallykey.auth.middleware import TOKEN_ID_STATE, misplaced_token_headers, token_in_url
-from tallykey.auth.verdict import Verdict
+from tallykey.auth.caller import (
+    SAFE_METHODS,
+    SessionAuthenticator,
+    TokenAuthenticator,
+    authenticate,
+)
 from tallykey.auth.verifier import Verifier
-from tallykey.errors import PermissionDenied, ReadOnlyRole, TallykeyError, Unauthenticated
+from tallykey.errors import PermissionDenied, ReadOnlyRole
 from tallykey.network.client_ip import scope_client_ip, served_over_https
 from tallykey.network.limiter import FailureLimiter
-from tallykey.people.sessions import (
-    CSRF_HEADER,
-    SESSION_COOKIE,
-    SESSION_LIFETIME,
-    OpenSession,
-    csrf_matches,
-)
+from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, OpenSession
 from tallykey.runtime import Runtime
-from tallykey.tokens.format import hash_token
 from tallykey.tokens.models import PERSONAL
 
 MANAGE_SCOPE = "tokens:manage"
-SAFE_METHODS = frozenset({"GET", "HEAD", "OPTIONS"})
+#: The scope a token needs to renew itself (`POST /api/v1/tokens/self/renew`).
+RENEW_SELF_SCOPE = "tokens:renew_self"
 
 
 def runtime_of(request: Request) -> Runtime:
@@ -125,59 +121,56 @@ async def management_actor(request: Request) -> Actor:
 async def own_actor(request: Request) -> Actor:
     """The caller, whatever their role: for the routes where a person manages their own
     sign-in only (their password, their sessions, signing out), which an auditor may use
-    too. Every other route takes `management_actor`."""
-    runtime = runtime_of(request)
-    in_url = token_in_url(request.scope.get("query_string", b""))
-    if in_url is not None:
-        raise VerdictRefused(in_url)
-    ip = ip_of(request)
-    authorization = request.headers.get("authorization")
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if authorization is None and cookie:
-        session = await run_in_threadpool(runtime.sessions.find_any, cookie)
-        if session is None:
-            raise Unauthenticated("Your console session has expired or was signed out.",
-                                  "Sign in again.")
-        if session.awaiting is not None:
-            raise Unauthenticated("This sign-in still needs its second factor.",
-                                  "Send the authenticator code to POST "
-                                  "/api/v1/session/second-factor.",
-                                  awaiting=session.awaiting)
-        if request.method not in SAFE_METHODS and not csrf_matches(
-                session, request.headers.get(CSRF_HEADER)):
-            raise PermissionDenied("The CSRF token is missing or wrong.",
-                                   f"Send the session's CSRF token in the {CSRF_HEADER} header.",
-                                   reason="csrf")
-        user = session.user
-        return Actor(user.account_id, user.id, user.role, user.email, ip, "console")
-    elsewhere = misplaced_token_headers(request.scope) if authorization is None else []
-    if elsewhere:
-        raise VerdictRefused(Verdict.refused(missing_header(elsewhere)))
-    verdict = await verifier_of(request).averify(
-        authorization, ip, (MANAGE_SCOPE,), request.headers.get("user-agent"),
-        path=request.url.path)
-    if verdict.token_id is not None:
-        setattr(request.state, TOKEN_ID_STATE, verdict.token_id)
-    if not verdict.allowed:
-        raise VerdictRefused(verdict)
-    if verdict.kind != PERSONAL or verdict.owner_id is None or verdict.account_id is None:
+    too. Every other route takes `management_actor`. A console session or an
+    administrator's personal token with `tokens:manage` (`management_callers`)."""
+    caller = await authenticate(request, ip_of(request), management_callers(request))
+    verdict = caller.verdict
+    if verdict is None:
+        return caller.actor
+    if verdict.kind != PERSONAL or verdict.owner_id is None:
         raise PermissionDenied(
             "The management API needs a personal token of an administrator.",
             "Create a personal token with the tokens:manage scope as an administrator.")
-    actor = Actor(verdict.account_id, verdict.owner_id, "admin", verdict.owner_email or "",
-                  ip, "api", token_digest=presented_digest(authorization))
     if request.method not in SAFE_METHODS:
-        await run_in_threadpool(runtime.tokens.require_current_secret, actor)
-    return actor
+        await run_in_threadpool(runtime_of(request).tokens.require_current_secret,
+                                caller.actor)
+    return caller.actor
 
 
-def presented_digest(authorization: str | None) -> str | None:
-    """The stored hash of the token an allowed `Authorization` header carries (so the
-    token service can tell a current secret from one in its grace period)."""
-    try:
-        return hash_token(extract_token(authorization))
-    except (TallykeyError, UnicodeError):
-        return None
+def session_callers(request: Request) -> SessionAuthenticator:
+    """Console sessions (the cookie, and the CSRF header on a change), one per app."""
+    found: SessionAuthenticator | None = getattr(request.app.state, "session_callers", None)
+    if found is None:
+        found = SessionAuthenticator(runtime_of(request).sessions.find_any,
+                                     cookie=SESSION_COOKIE, csrf_header=CSRF_HEADER)
+        request.app.state.session_callers = found
+    return found
+
+
+def management_callers(request: Request) -> tuple[SessionAuthenticator, TokenAuthenticator]:
+    """Who may call the management API, in order: a console session, else a token with
+    `tokens:manage` (one pair per app)."""
+    found: tuple[SessionAuthenticator, TokenAuthenticator] | None = getattr(
+        request.app.state, "management_callers", None)
+    if found is None:
+        found = (session_callers(request),
+                 TokenAuthenticator(verifier_of(request), (MANAGE_SCOPE,),
+                                    runtime_of(request).settings.trusted_proxy_networks,
+                                    via="api"))
+        request.app.state.management_callers = found
+    return found
+
+
+def self_renewers(request: Request) -> TokenAuthenticator:
+    """A token renewing itself: authenticated by that token alone, which needs
+    `tokens:renew_self` (one per app)."""
+    found: TokenAuthenticator | None = getattr(request.app.state, "self_renewers", None)
+    if found is None:
+        found = TokenAuthenticator(verifier_of(request), (RENEW_SELF_SCOPE,),
+                                   runtime_of(request).settings.trusted_proxy_networks,
+                                   via="self-renew")
+        request.app.state.self_renewers = found
+    return found
 
 
 ManagementActor = Annotated[Actor, Depends(management_actor)]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -14,7 +15,7 @@ from starlette.responses import JSONResponse
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import OFF, PolicyChanges
 from tallykey.accounts.sign_in import sign_in
-from tallykey.actor import ADMIN, Actor
+from tallykey.actor import Actor
 from tallykey.api.deps import (
     ManagementActor,
     OwnActor,
@@ -23,10 +24,9 @@ from tallykey.api.deps import (
     ip_of,
     login_limiter,
     open_session,
-    presented_digest,
-    verifier_of,
+    self_renewers,
 )
-from tallykey.api.responses import VerdictRefused, error_responses
+from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
     AccountView,
@@ -76,8 +76,6 @@ from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuer
 router = APIRouter(prefix="/api/v1",
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503))
 PROPAGATION_HEADER = "Tallykey-Propagation"
-#: The scope a token needs to renew itself (`POST /api/v1/tokens/self/renew`).
-RENEW_SELF_SCOPE = "tokens:renew_self"
 
 
 def settle(runtime: Runtime, subject_id: str, response: Response,
@@ -297,15 +295,10 @@ async def renew_self(body: RenewRequest, request: Request, response: Response,
     the `tokens:renew_self` scope. As `tokens/{id}/renew`: a successor within the
     account's maximum validity, its secret in this answer only; the calling token's
     secret stops after `grace_seconds`."""
-    verdict = await verifier_of(request).averify(
-        request.headers.get("authorization"), ip_of(request), (RENEW_SELF_SCOPE,),
-        request.headers.get("user-agent"), path=request.url.path)
-    if not verdict.allowed:
-        raise VerdictRefused(verdict)
-    assert verdict.token_id is not None and verdict.account_id is not None
-    actor = Actor(verdict.account_id, verdict.owner_id, ADMIN, f"token {verdict.token_id}",
-                  ip_of(request), "self-renew",
-                  token_digest=presented_digest(request.headers.get("authorization")))
+    caller = await self_renewers(request).authenticate(request, ip_of(request))
+    verdict = caller.verdict
+    assert verdict is not None and verdict.token_id is not None
+    actor = replace(caller.actor, label=f"token {verdict.token_id}")
     renewal = Renewal(expires_at=parse_moment(body.expires_at, "expires_at")
                       if body.expires_at else None, expires_in_days=body.expires_in_days,
                       grace_seconds=body.grace_seconds)

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, Field
 from starlette.concurrency import run_in_threadpool
 
+from tallykey.accounts.console_sessions import csrf_matches
 from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
 from tallykey.api.deps import (
@@ -24,7 +25,7 @@ from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
 from tallykey.people.policy import AWAITING_CODE
-from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, csrf_matches
+from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE
 from tallykey.people.twofactor import ascii_code
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"],

@@ -15,6 +15,7 @@ from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.responses import JSONResponse, Response
 
 from tallykey.api.schemas import ErrorBody
+from tallykey.auth.caller import RefusalResponse, TallykeyRefused
 from tallykey.auth.verdict import Verdict
 from tallykey.db.engine import store_outage
 from tallykey.errors import AuthenticationError, TallykeyError, mask_secrets
@@ -52,14 +53,6 @@ def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
             entry["headers"] = _RETRY
         documented[status] = entry
     return documented
-
-
-class VerdictRefused(Exception):
-    """Raised by request dependencies when a presented token does not pass."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.message)
-        self.verdict = verdict
 
 
 #: The platform API answers in XML when asked (`Accept: application/xml`), errors too.
@@ -110,13 +103,9 @@ def negotiated(request: Request, body: dict[str, Any], status: int,
     return JSONResponse(body, status_code=status, headers=dict(headers or {}))
 
 
-def verdict_response(verdict: Verdict) -> JSONResponse:
-    return JSONResponse(verdict.body(), status_code=verdict.status, headers=verdict.headers())
-
-
-def error_response(error: TallykeyError) -> JSONResponse:
+def error_response(error: TallykeyError) -> Response:
     if isinstance(error, AuthenticationError):
-        return verdict_response(Verdict.refused(error))
+        return RefusalResponse(Verdict.refused(error))
     return JSONResponse(error.as_dict(), status_code=error.status, headers=error.headers())
 
 
@@ -169,7 +158,11 @@ def _describe(errors: list[Any], body: Any = None) -> tuple[str, list[dict[str, 
 
 
 def _verdict(request: Request, verdict: Verdict) -> Response:
-    return negotiated(request, verdict.body(), verdict.status, verdict.headers())
+    """A refusal: `RefusalResponse`, or its body as XML for a platform API request that
+    asked for XML."""
+    if request.url.path.startswith(PLATFORM_PREFIX) and wants_xml(request):
+        return xml_response("error", verdict.body(), verdict.status, verdict.headers())
+    return RefusalResponse(verdict)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -179,8 +172,8 @@ def install_error_handlers(app: FastAPI) -> None:
             return _verdict(request, Verdict.refused(error))
         return negotiated(request, error.as_dict(), error.status, error.headers())
 
-    @app.exception_handler(VerdictRefused)
-    async def _refused(request: Request, error: VerdictRefused) -> Response:
+    @app.exception_handler(TallykeyRefused)
+    async def _refused(request: Request, error: TallykeyRefused) -> Response:
         return _verdict(request, error.verdict)
 
     @app.exception_handler(RequestValidationError)

@@ -23,7 +23,7 @@ from tallykey.api.limits import (
 )
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import IdentityRef, RateLimitStateView, VerifyRequest, VerifyResponse
-from tallykey.auth.middleware import TOKEN_ID_STATE, credentials_verdict, send_refusal
+from tallykey.auth.caller import TOKEN_ID_STATE, RefusalResponse, credentials_verdict
 from tallykey.auth.operations import Operation, OperationTable
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
@@ -152,7 +152,7 @@ class AuthRequestEndpoint:
             else:
                 target = value.decode("latin-1")
         if cost is None:
-            await self.refuse(scope, send, in_header, Verdict.refused(InvalidCost(
+            await self.refuse(scope, receive, send, in_header, Verdict.refused(InvalidCost(
                 "The Tallykey-Cost header must be a whole number from 0 to 1000.",
                 "Send the credits this request costs, e.g. Tallykey-Cost: 5, or leave the "
                 "header out (cost 1).", header="Tallykey-Cost")))
@@ -169,7 +169,7 @@ class AuthRequestEndpoint:
         if self.operations is not None:
             operation = self.operation(scope, method, target)
             if not isinstance(operation, Operation):
-                await self.refuse(scope, send, in_header, Verdict.refused(operation))
+                await self.refuse(scope, receive, send, in_header, Verdict.refused(operation))
                 return
             if operation.public:  # the document says no token is needed
                 await send({"type": "http.response.start", "status": 204,
@@ -179,7 +179,7 @@ class AuthRequestEndpoint:
             scopes.extend(operation.scopes)
         named = {w for w in workspaces if w} if workspaces else None
         if named and len(named) > 1:
-            await self.refuse(scope, send, in_header, Verdict.refused(MalformedHeader(
+            await self.refuse(scope, receive, send, in_header, Verdict.refused(MalformedHeader(
                 "The request names more than one workspace.",
                 "Send one Tallykey-Workspace header or one ?workspace=, not both "
                 "with different values.")))
@@ -190,7 +190,7 @@ class AuthRequestEndpoint:
         if not isinstance(verdict, Verdict):  # not cached: the store, off the event loop
             verdict = await verdict
         if not verdict.allowed:
-            await self.refuse(scope, send, in_header, verdict)
+            await self.refuse(scope, receive, send, in_header, verdict)
             return
         extra = self.extra_headers(scope, verdict) if verdict.rates is not None else None
         await send({"type": "http.response.start", "status": 204,
@@ -225,12 +225,12 @@ class AuthRequestEndpoint:
         return [(k.lower().encode(), v.encode())
                 for k, v in verdict.rate_limit_headers().items()]
 
-    async def refuse(self, scope: Scope, send: Send, in_header: bool,
+    async def refuse(self, scope: Scope, receive: Receive, send: Send, in_header: bool,
                      verdict: Verdict) -> None:
         security = [*SECURITY_HEADERS, NO_STORE]
         if self.https(scope):
             security.append(HSTS)
-        await send_refusal(verdict, send, security, in_header)
+        await RefusalResponse(verdict, security, in_header)(scope, receive, send)
 
 
 def query_arguments(query: bytes) -> list[tuple[str, str]]:

@@ -41,29 +41,30 @@ of `required_scopes`; an operation the document does not list is refused (404
 from __future__ import annotations
 
 import inspect
-import json
-from collections.abc import Awaitable, Callable, Coroutine, Iterable, Sequence
-from typing import Any
-from urllib.parse import parse_qsl
+from collections.abc import Awaitable, Callable, Iterable, Sequence
 
 from starlette.requests import Request
-from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from tallykey.accounts.scopes import load_catalog
 from tallykey.asgi import direct
-from tallykey.auth.header import missing_header, token_headers_present
+from tallykey.auth.caller import (
+    RefusalResponse,
+    TallykeyRefused,
+    answer_refusal,
+    credentials,
+    credentials_verdict,
+    verify_scope,
+)
 from tallykey.auth.operations import Operation, OperationTable
 from tallykey.auth.verdict import Verdict
 from tallykey.auth.verifier import Verifier
-from tallykey.errors import MalformedHeader
-from tallykey.network.client_ip import IpNetwork, scope_client_ip
+from tallykey.network.client_ip import IpNetwork
+
+__all__ = ["STATE_KEY", "PublicPaths", "TallykeyAuth", "TallykeyMiddleware",
+           "TallykeyRefused"]
 
 STATE_KEY = "tallykey"
-#: `scope["state"]` key naming the token that authenticated a request (for request logs).
-TOKEN_ID_STATE = "tallykey_token_id"  # noqa: S105 - a state key
-#: The response header that repeats a refusal's JSON body, for proxies (`send_refusal`).
-REFUSAL_HEADER = b"tallykey-refusal"
 #: A function of the request naming the workspace it is for (id or slug), or None.
 WorkspaceResolver = Callable[[Request], "str | Awaitable[str | None] | None"]
 #: A function of the request that says True for a route that needs no token.
@@ -115,140 +116,6 @@ async def resolve_workspace(resolver: WorkspaceResolver | None, scope: Scope) ->
     if inspect.isawaitable(found):
         found = await found
     return found or None
-
-
-def credentials(headers: Iterable[tuple[bytes, bytes]]) -> tuple[list[bytes], bytes | None]:
-    """Every `Authorization` header's value and the `User-Agent`, in one pass."""
-    authorizations: list[bytes] = []
-    agent = None
-    for name, value in headers:
-        if name == b"authorization":
-            authorizations.append(value)
-        elif name == b"user-agent":
-            agent = value
-    return authorizations, agent
-
-
-def token_in_url(query_string: bytes) -> Verdict | None:
-    """RFC 6750 §2.3 allows `?access_token=`; tallykey refuses it, and any tallykey token
-    in a query string: URLs end up in logs, proxies and browser history."""
-    if not query_string or (b"_" not in query_string and b"%" not in query_string):
-        return None  # (both names hold a "_", or an escaped one: most queries end here)
-    if b"%" not in query_string:
-        lowered = query_string.lower()  # ?ACCESS_TOKEN= is the same parameter
-        if b"access_token" not in lowered and b"tlk_" not in query_string:
-            return None
-    for key, value in parse_qsl(query_string.decode("latin-1"), keep_blank_values=True):
-        if key.lower() == "access_token" or value.startswith("tlk_"):
-            return Verdict.refused(MalformedHeader(
-                "Tokens are accepted only in the Authorization header, never in a URL.",
-                "Remove the token from the URL (it may now be in logs: rotate it) and send "
-                "Authorization: Bearer <token>."))
-    return None
-
-
-def misplaced_token_headers(scope: Scope) -> list[str]:
-    """Headers such as `X-API-Key` that other APIs read a token from (looked for only when
-    the Authorization header is absent, so the hot path never pays for it)."""
-    return token_headers_present([name.decode("latin-1") for name, _ in scope["headers"]])
-
-
-async def verify_scope(verifier: Verifier, scope: Scope, required_scopes: Iterable[str],
-                       trusted: Sequence[IpNetwork], workspace: str | None = None,
-                       cost: int = 1) -> Verdict:
-    """Verify the request described by an ASGI scope, for `workspace` if it names one;
-    `cost` is what it spends of the token's usage credits."""
-    authorizations, agent = credentials(scope["headers"])
-    return await verify_credentials(verifier, scope, authorizations, agent, required_scopes,
-                                    trusted, workspace, cost)
-
-
-async def verify_credentials(verifier: Verifier, scope: Scope, authorizations: list[bytes],
-                             agent: bytes | None, required_scopes: Iterable[str],
-                             trusted: Sequence[IpNetwork],
-                             workspace: str | None = None, cost: int = 1,
-                             path: str | None = None) -> Verdict:
-    """`verify_scope` once the request's headers were read (`credentials`): the caller
-    may read other headers in the same pass. The plaintext token lives only in this call.
-    `path` (default: the request's) is what a decoy's alert names."""
-    verdict = credentials_verdict(verifier, scope, authorizations, agent, required_scopes,
-                                  trusted, workspace, cost, path)
-    return verdict if isinstance(verdict, Verdict) else await verdict
-
-
-def credentials_verdict(verifier: Verifier, scope: Scope, authorizations: list[bytes],
-                        agent: bytes | None, required_scopes: Iterable[str],
-                        trusted: Sequence[IpNetwork], workspace: str | None = None,
-                        cost: int = 1, path: str | None = None
-                        ) -> Verdict | Coroutine[Any, Any, Verdict]:
-    """`verify_credentials` for a caller on the hot path: the verdict itself when it needs
-    no I/O (a refusal of the request's form, or a cached token), else the coroutine that
-    finds it, to be awaited. A cached token costs no coroutine at all."""
-    query = scope.get("query_string")
-    if query:
-        in_url = token_in_url(query)
-        if in_url is not None:
-            return in_url
-    if len(authorizations) == 1:
-        authorization: str | None = authorizations[0].decode("latin-1")
-    elif authorizations:
-        return Verdict.refused(MalformedHeader(
-            "More than one Authorization header was sent.", "Send exactly one."))
-    else:
-        elsewhere = misplaced_token_headers(scope)
-        if elsewhere:
-            return Verdict.refused(missing_header(elsewhere))
-        authorization = None
-    ip = scope_client_ip(scope, trusted)
-    user_agent = None if agent is None else agent.decode("latin-1")
-    verdict = verifier.verify_cached(authorization, ip, required_scopes, user_agent, workspace,
-                                     cost)
-    if verdict is None:
-        return _verify_further(verifier, scope, authorization, ip, required_scopes,
-                               user_agent, workspace, cost, path)
-    token_id = verdict.token_id
-    if token_id is not None:  # `_note_token`, inline
-        state = scope.get("state")
-        if state is None:
-            state = scope["state"] = {}
-        state[TOKEN_ID_STATE] = token_id
-    return verdict
-
-
-async def _verify_further(verifier: Verifier, scope: Scope, authorization: str | None,
-                          ip: str, required_scopes: Iterable[str], user_agent: str | None,
-                          workspace: str | None, cost: int, path: str | None) -> Verdict:
-    """The full path, for what the cache could not answer (`credentials_verdict`)."""
-    verdict = await verifier.averify(authorization, ip, required_scopes, user_agent,
-                                     workspace, cost, path or scope.get("path"))
-    if verdict.token_id is not None:
-        _note_token(scope, verdict.token_id)
-    return verdict
-
-
-def _note_token(scope: Scope, token_id: str) -> None:
-    """Name the token that authenticated the request in its state (for request logs)."""
-    state = scope.get("state")
-    if state is None:
-        state = scope["state"] = {}
-    state[TOKEN_ID_STATE] = token_id
-
-
-async def send_refusal(verdict: Verdict, send: Send,
-                       extra: Iterable[tuple[bytes, bytes]] = (),
-                       body_in_header: bool = False) -> None:
-    """The refusal: status, RFC 6750 challenge, JSON body (and `extra` headers);
-    `body_in_header` repeats the body in a `Tallykey-Refusal` header, for a proxy that
-    cannot pass the body on (nginx `auth_request`). JSON with `ensure_ascii` is one
-    line of printable ASCII, so it is a valid header value whatever the message says."""
-    body = json.dumps(verdict.body()).encode()
-    headers = [(k.lower().encode(), v.encode()) for k, v in verdict.headers().items()]
-    headers += [(b"content-type", b"application/json"),
-                (b"content-length", str(len(body)).encode()), *extra]
-    if body_in_header:
-        headers.append((REFUSAL_HEADER, body))
-    await send({"type": "http.response.start", "status": verdict.status, "headers": headers})
-    await send({"type": "http.response.body", "body": body})
 
 
 def _with_headers(send: Send, verdict: Verdict, expiry: bool) -> Send:
@@ -309,7 +176,7 @@ class TallykeyMiddleware:
         if self.operations is not None:
             operation = self.operations.decide(scope["method"], scope["path"], raw=False)
             if not isinstance(operation, Operation):
-                await send_refusal(Verdict.refused(operation), send)
+                await RefusalResponse(Verdict.refused(operation))(scope, receive, send)
                 return
             if operation.public:
                 await self._app(scope, receive, send)
@@ -324,28 +191,12 @@ class TallykeyMiddleware:
         if not isinstance(verdict, Verdict):  # not cached: the store, off the event loop
             verdict = await verdict
         if not verdict.allowed:
-            await send_refusal(verdict, send)
+            await RefusalResponse(verdict)(scope, receive, send)
             return
         scope["state"][STATE_KEY] = verdict  # verify_credentials made the state
         if self.expiry_header or verdict.rates is not None:
             send = _with_headers(send, verdict, self.expiry_header)
         await self._app(scope, receive, send)
-
-
-class TallykeyRefused(Exception):
-    """A request refused by `TallykeyAuth`; answered with the same JSON body, status and
-    RFC 6750 challenge as `TallykeyMiddleware` (no FastAPI `{"detail": …}` wrapper)."""
-
-    def __init__(self, verdict: Verdict) -> None:
-        super().__init__(verdict.message)
-        self.verdict = verdict
-
-
-async def answer_refusal(_: Request, error: Exception) -> Response:
-    """The exception handler for `TallykeyRefused` (installed by `TallykeyAuth` itself)."""
-    assert isinstance(error, TallykeyRefused)
-    verdict = error.verdict
-    return JSONResponse(verdict.body(), status_code=verdict.status, headers=verdict.headers())
 
 
 def _install_handler(request: Request) -> None:

@@ -12,7 +12,7 @@ from fastapi import APIRouter, Depends, Request, Response
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import RedirectResponse
 
-from tallykey.accounts.console_sessions import end_sessions
+from tallykey.accounts.console_sessions import csrf_matches, end_sessions
 from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
 from tallykey.api.deps import cookie_flags, ip_of, login_limiter, open_session, runtime_of
@@ -40,11 +40,7 @@ from tallykey.console.web import (
 )
 from tallykey.errors import LinkRefused, SecondFactorRefused, ValidationFailed
 from tallykey.people.policy import AWAITING_CODE, AWAITING_ENROLMENT
-from tallykey.people.sessions import (
-    SESSION_COOKIE,
-    OpenSession,
-    csrf_matches,
-)
+from tallykey.people.sessions import SESSION_COOKIE, OpenSession
 from tallykey.people.sso import CALLBACK_PATH, SignOnRefused
 from tallykey.people.twofactor import ascii_code
 from tallykey.runtime import Runtime

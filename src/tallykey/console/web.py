@@ -15,14 +15,15 @@ from urllib.parse import quote, urlencode
 from fastapi import Depends, Request, Response
 from fastapi.routing import APIRoute
 from jinja2 import Environment, FileSystemLoader, select_autoescape
-from starlette.concurrency import run_in_threadpool
 from starlette.datastructures import FormData
 from starlette.responses import HTMLResponse, RedirectResponse
 
+from tallykey.accounts.console_sessions import csrf_matches
 from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH
 from tallykey.actor import Actor
-from tallykey.api.deps import SAFE_METHODS, ip_of, runtime_of
+from tallykey.api.deps import ip_of, runtime_of, session_callers
 from tallykey.api.limits import BodyTooLarge
+from tallykey.auth.caller import SAFE_METHODS
 from tallykey.auth.server_keys import server_key
 from tallykey.console import views
 from tallykey.errors import (
@@ -34,7 +35,7 @@ from tallykey.errors import (
 )
 from tallykey.feed.nodes import Propagation
 from tallykey.people.policy import AWAITING_CODE
-from tallykey.people.sessions import SESSION_COOKIE, OpenSession, csrf_matches
+from tallykey.people.sessions import OpenSession
 from tallykey.runtime import Runtime
 
 PREFIX = "/console"
@@ -135,13 +136,14 @@ def safe_next(target: str | None) -> str:
 
 
 async def current_viewer(request: Request) -> Viewer:
-    runtime = runtime_of(request)
-    session = await run_in_threadpool(runtime.sessions.find_any,
-                                      request.cookies.get(SESSION_COOKIE))
+    """The signed-in person looking at a page: their console session (read by the same
+    authenticator as the management API's), or the login page."""
+    session = await session_callers(request).session(request)
     if session is None:
         raise LoginRequired
     if session.awaiting is not None:
         raise SecondFactorPending(session.awaiting)
+    assert isinstance(session, OpenSession)
     user = session.user
     viewer = Viewer(session, Actor(user.account_id, user.id, user.role, user.email,
                                    ip_of(request), "console"))

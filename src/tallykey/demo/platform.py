@@ -28,8 +28,8 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import normalise_email
 from tallykey.api.deps import runtime_of
-from tallykey.api.responses import VerdictRefused, error_responses, wants_xml, xml_response
-from tallykey.auth.middleware import verify_scope
+from tallykey.api.responses import error_responses, wants_xml, xml_response
+from tallykey.auth.caller import TallykeyRefused, verify_scope
 from tallykey.auth.verdict import Verdict
 from tallykey.demo.models import Employee
 from tallykey.errors import (
@@ -62,7 +62,7 @@ def platform_token(*scopes: str, per_workspace: bool = True) -> Any:
                                      runtime_of(request).settings.trusted_proxy_networks,
                                      workspace)
         if not verdict.allowed:
-            raise VerdictRefused(verdict)
+            raise TallykeyRefused(verdict)
         return verdict
 
     return Depends(dependency)

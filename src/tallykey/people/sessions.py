@@ -190,8 +190,3 @@ def _may_sign_in(session: Session, user_id: str) -> bool:
                              .join(Account, Account.id == User.account_id)
                              .where(User.id == user_id)).first()
     return active is not None and all(active)
-
-
-def csrf_matches(session: OpenSession, presented: str | None) -> bool:
-    return bool(presented) and secrets.compare_digest(session.csrf_token.encode(),
-                                                      (presented or "").encode())
