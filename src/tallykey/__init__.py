@@ -16,8 +16,10 @@ names the extra to install, not a traceback into a missing third-party module.
 from __future__ import annotations
 
 from importlib import import_module
-from importlib.util import find_spec
 from typing import TYPE_CHECKING, Any
+
+from tallykey.errors import ServerExtraMissing
+from tallykey.extras import EMBEDDED_EXTRA
 
 if TYPE_CHECKING:
     from tallykey.auth.middleware import TallykeyAuth, TallykeyMiddleware
@@ -25,33 +27,13 @@ if TYPE_CHECKING:
     from tallykey.auth.verifier import Verifier
     from tallykey.client import AsyncClient, Client
 
-__all__ = ["AsyncClient", "Client", "TallykeyAuth", "TallykeyMiddleware", "Verdict",
-           "Verifier"]
+__all__ = ["AsyncClient", "Client", "ServerExtraMissing", "TallykeyAuth",
+           "TallykeyMiddleware", "Verdict", "Verifier"]
 
 _HOMES = {"TallykeyAuth": "tallykey.auth.middleware",
           "TallykeyMiddleware": "tallykey.auth.middleware",
           "Verdict": "tallykey.auth.verdict", "Verifier": "tallykey.auth.verifier",
           "Client": "tallykey.client", "AsyncClient": "tallykey.client"}
-
-#: What a client-only install lacks for the embedded names: the verifier and middleware
-#: need only the embedded extra (the server extra has it too).
-EMBEDDED_EXTRA = ("pip install 'tallykey[embedded]' "
-                  "(or pip install 'tallykey[server]' for the whole server)")
-SERVER_EXTRA = "pip install 'tallykey[server]'"
-
-
-class ServerExtraMissing(ImportError):
-    """A server-side name imported where only the client SDK is installed."""
-
-
-def require_extra(package: str, modules: tuple[str, ...], install: str) -> None:
-    """At the import of a server-side package (`tallykey.auth`, `tallykey.api`): the same
-    one line as `from tallykey import Verifier` when a package it needs is missing."""
-    for module in modules:
-        if find_spec(module) is None:
-            raise ServerExtraMissing(f"{package} needs {module}, which is not installed: "
-                                     f"{install}", name=module)
-
 
 def __getattr__(name: str) -> Any:
     """Import the embedded API (and the client) on first use, so `import tallykey.client`

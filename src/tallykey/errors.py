@@ -41,6 +41,15 @@ def error_body(code: str, message: str, hint: str = "", reason: str = "",
     return body
 
 
+class ServerExtraMissing(ImportError):
+    """A server-side name imported where only the client SDK is installed (raised by
+    `tallykey.extras.require_extra`). Its public home is the package:
+    `from tallykey import ServerExtraMissing`, and a traceback names it so."""
+
+
+ServerExtraMissing.__module__ = "tallykey"
+
+
 class TallykeyError(Exception):
     """Base of every error the product raises on purpose."""
 

@@ -44,11 +44,12 @@ def test_the_refusal_carries_status_challenge_and_one_line_of_json() -> None:
     verdict = Verdict.refused(UnknownToken("No such token — check it.", "Create one."))
     response = RefusalResponse(verdict, [(b"x-extra", b"1")], body_in_header=True)
     headers = dict(response.raw_headers)
+    body = bytes(response.body)
     assert response.status_code == 401
     assert headers[b"www-authenticate"].startswith(b"Bearer")
     assert headers[b"content-type"] == b"application/json"
-    assert int(headers[b"content-length"]) == len(response.body)
+    assert int(headers[b"content-length"]) == len(body)
     assert headers[b"x-extra"] == b"1"
-    assert headers[REFUSAL_HEADER] == response.body  # printable ASCII: a valid header
-    assert response.body.isascii() and b"\n" not in response.body
-    assert json.loads(response.body)["reason"] == verdict.reason == "unknown"
+    assert headers[REFUSAL_HEADER] == body  # printable ASCII: a valid header
+    assert body.isascii() and b"\n" not in body
+    assert json.loads(body)["reason"] == verdict.reason == "unknown"

@@ -1,5 +1,5 @@
 """The HTTP service: management API, verification endpoints, and the app that serves them."""
 
-from tallykey import SERVER_EXTRA, require_extra
+from tallykey.extras import SERVER_EXTRA, require_extra
 
 require_extra("tallykey.api", ("fastapi",), SERVER_EXTRA)
