@@ -7,6 +7,15 @@ every JSON body, the `Tallykey-Reason` header of `/auth/request`, the usage coun
 the client SDK's exception table share. One renderer per medium turns an error into an
 answer: JSON (`as_dict`), HTML (the console's error page), an exit code (the CLI).
 Messages never contain a token secret.
+
+The errors of configuration and of files the operator hands over (settings, the scope
+catalog, the OpenAPI document, keys, migrations), which the CLI turns into one line and
+an exit code, and the console's redirects (`LoginRequired`, `SecondFactorPending`,
+`CsrfRefused`) are here too. Three live elsewhere on purpose: the client SDK's
+exceptions (`tallykey.client`, which a client-only install imports alone), a refused
+credential (`tallykey.auth.caller.TallykeyRefused`, which carries its verdict) and a body
+past the size limit (`BodyTooLarge`, which must be the framework's HTTP exception: the
+framework turns any other exception raised while it reads a body into a 400).
 """
 
 from __future__ import annotations
@@ -382,3 +391,109 @@ class SecondFactorRefused(TallykeyError):
 
     status = 401
     code = "second_factor_refused"
+
+
+class AnchorError(ValueError):
+    """A key or a saved heads document that cannot be used; the message says why."""
+
+
+class CatalogError(ValueError):
+    """The scope catalog file cannot be used; the message is one line naming why."""
+
+
+class CsrfRefused(Exception):
+    """A state-changing request without the session's CSRF token."""
+
+
+class DeliveryError(Exception):
+    """A delivery failed. `permanent` failures (a refused recipient) are not retried.
+    The message must never contain a secret: it is stored and shown to operators."""
+
+    def __init__(self, message: str, *, permanent: bool = False) -> None:
+        super().__init__(message)
+        self.permanent = permanent
+
+
+class IdempotencyKeyReused(ValidationFailed):
+    code = "idempotency_key_reused"
+
+
+class IdempotentRequestInProgress(Conflict):
+    code = "idempotent_request_in_progress"
+
+
+class KeyConfigError(TallykeyError):
+    status = 500
+    code = "key_configuration"
+
+
+class LeakReportsNotConfigured(TallykeyError):
+    """No usable keys: the operator has to set `TALLYKEY_LEAK_REPORT_KEYS`."""
+
+    status = 503
+    code = "leak_reports_not_configured"
+
+
+class LoginRequired(Exception):
+    """No live console session: the browser is sent to the login page."""
+
+
+class MalformedSignature(TallykeyError):
+    status = 400
+    code = "invalid_request"
+
+
+class OperationsError(ValueError):
+    """The OpenAPI document cannot be used; the message is one line naming why."""
+
+
+class ReportTooLarge(TallykeyError):
+    status = 413
+    code = "payload_too_large"
+
+
+class SchemaOutdated(TallykeyError):
+    status = 503
+    code = "schema_outdated"
+
+
+class SecondFactorPending(Exception):
+    """The session passed the password but still awaits its second factor (a code, or
+    setting one up where the account requires it): only that page is usable."""
+
+    def __init__(self, awaiting: str) -> None:
+        super().__init__(awaiting)
+        self.awaiting = awaiting
+
+
+class SettingsError(ValueError):
+    """A setting is unknown or has a value the server cannot use: one line for the
+    operator, naming the setting and what it expects (never a secret's value)."""
+
+
+class SignOnRefused(TallykeyError):
+    status = 401
+    code = "sso_refused"
+
+
+class SignatureInvalid(ValueError):
+    """A webhook request whose signature header is missing, malformed, stale or wrong."""
+
+
+class SignatureRefused(TallykeyError):
+    status = 401
+    code = "invalid_signature"
+
+
+class TamperedCiphertext(KeyConfigError):
+    status = 500
+    code = "tampered_ciphertext"
+
+
+class UnknownRevision(Exception):
+    """The store's schema comes from a newer release than this code."""
+
+    def __init__(self, revision: str, head: str) -> None:
+        super().__init__(revision)
+        self.revision = revision
+        self.head = head

@@ -16,11 +16,11 @@ from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.demo_files import kek_path as demo_kek_path
-from tallykey.errors import TallykeyError
+from tallykey.errors import KeyConfigError, SchemaOutdated
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import NodePresence, Propagation, settle
 from tallykey.identities.service import IdentityService
-from tallykey.keys.keyring import KeyConfigError, load_keyring, missing_kek_hint
+from tallykey.keys.keyring import load_keyring, missing_kek_hint
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SEALED_PREFIX, SecretVault, sealed_key_id
 from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
@@ -35,11 +35,6 @@ from tallykey.people.twofactor import TwoFactor
 from tallykey.plans.service import PlanService
 from tallykey.settings import Settings, load_settings
 from tallykey.tokens.service import TokenService
-
-
-class SchemaOutdated(TallykeyError):
-    status = 503
-    code = "schema_outdated"
 
 
 @dataclass

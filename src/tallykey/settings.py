@@ -16,6 +16,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError
 
+from tallykey.errors import SettingsError
 from tallykey.regions import parse_region_map
 
 DEFAULT_REGION = "eu1"
@@ -27,10 +28,6 @@ NON_SETTING_VARIABLES = frozenset({"TALLYKEY_TEST_DATABASE_URL", "TALLYKEY_OUTAG
                                    "TALLYKEY_TOKEN"})
 NON_SETTING_PREFIXES = ("TALLYKEY_TEST_", "TALLYKEY_FAULT_", "TALLYKEY_BENCH_")
 
-
-class SettingsError(ValueError):
-    """A setting is unknown or has a value the server cannot use: one line for the
-    operator, naming the setting and what it expects (never a secret's value)."""
 
 #: The shortest node lease (see `Settings.node_lease`): a few heartbeats.
 MIN_NODE_LEASE_SECONDS = 5.0

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tallykey.accounts.scopes import DEMO_CATALOG, CatalogError, load_catalog
+from tallykey.accounts.scopes import DEMO_CATALOG, load_catalog
+from tallykey.errors import CatalogError
 
 SHOP = """
 [scopes."orders:read"]

@@ -19,8 +19,8 @@ from starlette.testclient import TestClient
 from tallykey import TallykeyMiddleware, Verifier
 from tallykey.accounts.scopes import DEMO_CATALOG, load_catalog
 from tallykey.api.verify import AuthRequestEndpoint
-from tallykey.auth.operations import Operation, OperationsError, OperationTable
-from tallykey.errors import MalformedHeader, UnknownOperation
+from tallykey.auth.operations import Operation, OperationTable
+from tallykey.errors import MalformedHeader, OperationsError, UnknownOperation
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft

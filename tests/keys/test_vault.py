@@ -14,10 +14,15 @@ from tallykey.accounts.service import PolicyChanges
 from tallykey.actor import Actor
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
-from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
-from tallykey.keys.keyring import KeyConfigError, parse_keyring
+from tallykey.errors import (
+    KeyConfigError,
+    NotFound,
+    PermissionDenied,
+    TamperedCiphertext,
+    ValidationFailed,
+)
+from tallykey.keys.keyring import parse_keyring
 from tallykey.keys.models import AccountKey
-from tallykey.keys.vault import TamperedCiphertext
 from tallykey.notify.models import OutboxMessage
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings

@@ -11,13 +11,8 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, rsa
 
-from tallykey.leaks.signatures import (
-    KeySource,
-    LeakReportsNotConfigured,
-    MalformedSignature,
-    SignatureRefused,
-    parse_keys,
-)
+from tallykey.errors import LeakReportsNotConfigured, MalformedSignature, SignatureRefused
+from tallykey.leaks.signatures import KeySource, parse_keys
 
 BODY = b'[{"token":"x","type":"tallykey_api_token","url":"https://e","source":"content"}]'
 

@@ -12,12 +12,12 @@ from sqlalchemy import select
 from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.db.engine import Database
-from tallykey.errors import ValidationFailed
+from tallykey.errors import DeliveryError, ValidationFailed
 from tallykey.jobs import Worker
 from tallykey.notify import outbox
 from tallykey.notify.models import EMAIL, OutboxMessage
 from tallykey.notify.notices import Notifier
-from tallykey.notify.outbox import DeliveryError, Draft, enqueue, retry_delay
+from tallykey.notify.outbox import Draft, enqueue, retry_delay
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
 from tallykey.runtime import Runtime
 from tallykey.tokens.service import TokenDraft

@@ -21,13 +21,17 @@ from sqlalchemy import select
 
 from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
-from tallykey.errors import PermissionDenied, ValidationFailed
-from tallykey.keys.keyring import KeyConfigError
-from tallykey.keys.vault import TamperedCiphertext, open_value
+from tallykey.errors import (
+    KeyConfigError,
+    PermissionDenied,
+    SignatureInvalid,
+    TamperedCiphertext,
+    ValidationFailed,
+)
+from tallykey.keys.vault import open_value
 from tallykey.notify import webhooks
 from tallykey.notify.models import WebhookEndpoint
 from tallykey.notify.webhooks import (
-    SignatureInvalid,
     WebhookChannel,
     WebhookService,
     secret_aad,

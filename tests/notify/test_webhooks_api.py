@@ -15,8 +15,9 @@ from starlette.testclient import TestClient
 from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
+from tallykey.errors import SignatureInvalid
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
-from tallykey.notify.webhooks import SignatureInvalid, verify_signature
+from tallykey.notify.webhooks import verify_signature
 from tallykey.runtime import Runtime
 from tallykey.tokens.service import TokenDraft
 

@@ -18,7 +18,8 @@ from sqlalchemy import select
 from tallykey.accounts.models import User
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
-from tallykey.people.sso import SignOnRefused, exact_address
+from tallykey.errors import SignOnRefused
+from tallykey.people.sso import exact_address
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 

@@ -22,6 +22,8 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
+from tallykey.errors import CatalogError
+
 #: A scope name: no spaces (identity headers carry scopes space separated), no quotes.
 _NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9_.:*/-]{0,99}")
 MAX_DESCRIPTION = 500
@@ -49,10 +51,6 @@ DEMO = (
     Scope("employees:read", "Read employees of the workspaces the token can see"),
     Scope("employees:write", "Create and change employees"),
 )
-
-
-class CatalogError(ValueError):
-    """The scope catalog file cannot be used; the message is one line naming why."""
 
 
 class ScopeCatalog:

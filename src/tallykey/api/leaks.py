@@ -14,7 +14,7 @@ from tallykey.api.deps import ip_of, runtime_of
 from tallykey.api.limits import MAX_BODY_BYTES
 from tallykey.api.management import settle
 from tallykey.api.responses import error_responses
-from tallykey.errors import TallykeyError, ValidationFailed
+from tallykey.errors import ReportTooLarge, ValidationFailed
 from tallykey.leaks.reports import REVOKED, LeakReports, ReportedToken
 from tallykey.leaks.signatures import IDENTIFIER_HEADER, SIGNATURE_HEADER, KeySource
 
@@ -25,11 +25,6 @@ router = APIRouter(prefix="/api/v1", tags=["leak reports"],
 MAX_REPORT_BYTES = MAX_BODY_BYTES
 MAX_REPORT_ENTRIES = 1000
 _key_sources: dict[str, KeySource] = {}
-
-
-class ReportTooLarge(TallykeyError):
-    status = 413
-    code = "payload_too_large"
 
 
 class ReportEntry(BaseModel):

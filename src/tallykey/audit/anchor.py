@@ -29,12 +29,9 @@ from sqlalchemy import select
 from tallykey.audit.chain import NO_ACCOUNT, chain_of
 from tallykey.audit.models import AuditChainHead, AuditEvent
 from tallykey.db.engine import Database
+from tallykey.errors import AnchorError
 
 FORMAT = "tallykey-audit-heads/1"
-
-
-class AnchorError(ValueError):
-    """A key or a saved heads document that cannot be used; the message says why."""
 
 
 def heads(database: Database, slugs: Mapping[str, str],

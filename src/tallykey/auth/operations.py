@@ -32,16 +32,12 @@ from typing import Any
 from urllib.parse import unquote, urlsplit
 
 from tallykey.accounts.scopes import ScopeCatalog
-from tallykey.errors import MalformedHeader, TallykeyError, UnknownOperation
+from tallykey.errors import MalformedHeader, OperationsError, TallykeyError, UnknownOperation
 
 #: The security scheme name whose scopes tallykey enforces.
 SCHEME = "tallykey"
 METHODS = ("get", "put", "post", "delete", "options", "head", "patch", "trace")
 _PARAMETER = re.compile(r"\{[^{}/]+\}")
-
-
-class OperationsError(ValueError):
-    """The OpenAPI document cannot be used; the message is one line naming why."""
 
 
 @dataclass(frozen=True, slots=True)

@@ -13,6 +13,7 @@ import typer
 from tallykey.audit import anchor, chain, export, query
 from tallykey.cli.context import runtime
 from tallykey.cli.output import emit_json, err, fail, out
+from tallykey.errors import AnchorError
 
 audit_app = typer.Typer(help="The audit trail: export it, check its hash chain.",
                         no_args_is_help=True)
@@ -83,7 +84,7 @@ def audit_heads(
                      "Make one with: openssl genpkey -algorithm ed25519")
             try:
                 key = anchor.load_private_key(rt.settings.audit_signing_key)
-            except anchor.AnchorError as error:
+            except AnchorError as error:
                 fail(str(error))
         account_id = rt.accounts.find_account(account).id if account else None
         slugs = {a.id: a.slug for a in rt.accounts.list_accounts()}

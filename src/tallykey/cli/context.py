@@ -10,7 +10,6 @@ import typer
 from sqlalchemy.exc import OperationalError
 
 from tallykey.actor import Actor
-from tallykey.auth.operations import OperationsError
 from tallykey.cli.output import (
     EXIT_CONFIG,
     EXIT_ERROR,
@@ -21,10 +20,15 @@ from tallykey.cli.output import (
     fail,
 )
 from tallykey.db.engine import store_outage
-from tallykey.errors import StoreUnavailable, TallykeyError
-from tallykey.keys.keyring import KeyConfigError
+from tallykey.errors import (
+    KeyConfigError,
+    OperationsError,
+    SettingsError,
+    StoreUnavailable,
+    TallykeyError,
+)
 from tallykey.runtime import Runtime
-from tallykey.settings import Settings, SettingsError, load_settings
+from tallykey.settings import Settings, load_settings
 
 
 def check_settings() -> Settings:

@@ -25,8 +25,8 @@ from sqlalchemy.engine import make_url
 from tallykey.cli.output import EXIT_CONFIG, out
 from tallykey.db import migrate as migrations
 from tallykey.db.engine import Database, store_outage
-from tallykey.errors import TallykeyError
-from tallykey.settings import Settings, SettingsError, load_settings, mask_url
+from tallykey.errors import SettingsError, TallykeyError, UnknownRevision
+from tallykey.settings import Settings, load_settings, mask_url
 
 #: No check takes longer than this (connect timeouts are set below it).
 CHECK_SECONDS = 3.0
@@ -77,7 +77,7 @@ class Doctor:
         head = migrations.head_revision(self.database.url)
         try:
             pending = migrations.pending_revisions(self.database)
-        except migrations.UnknownRevision as unknown:
+        except UnknownRevision as unknown:
             return FAIL, (f"at revision {unknown.revision}, unknown to this tallykey (head "
                           f"{head}): a newer release migrated it")
         if pending:

@@ -30,7 +30,7 @@ from tallykey.cli.context import build_runtime, check_settings, runtime
 from tallykey.cli.output import EXIT_UNAVAILABLE, JsonOption, emit_json, err, fail, out, print_table
 from tallykey.db import migrate as migrations
 from tallykey.db.engine import store_outage
-from tallykey.errors import StoreUnavailable
+from tallykey.errors import StoreUnavailable, UnknownRevision
 from tallykey.logs import uvicorn_log_config
 from tallykey.runtime import Runtime
 
@@ -79,7 +79,7 @@ def migrate(check: Annotated[bool, typer.Option(
         head = migrations.head_revision(rt.database.url)
         try:
             pending = migrations.pending_revisions(rt.database)
-        except migrations.UnknownRevision as unknown:
+        except UnknownRevision as unknown:
             fail(f"the database schema is at revision {unknown.revision}, which this "
                  f"tallykey (schema {unknown.head}) does not know: a newer release migrated "
                  "it.", "Run that release's tallykey (or newer); never migrate backwards.")

@@ -21,7 +21,6 @@ from tallykey.console.web import (
     CSRF_FIELD,
     PREFIX,
     ConsoleRoute,
-    CsrfRefused,
     OwnFormDep,
     RuntimeDep,
     ViewerDep,
@@ -33,7 +32,7 @@ from tallykey.console.web import (
     safe_next,
     second_step_url,
 )
-from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
+from tallykey.errors import CsrfRefused, TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.people.sessions import SESSION_COOKIE, OpenSession
 from tallykey.runtime import Runtime
 

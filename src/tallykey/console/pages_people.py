@@ -24,12 +24,9 @@ from tallykey.console.web import (
     PREFIX,
     AdminDep,
     ConsoleRoute,
-    CsrfRefused,
     FormDep,
-    LoginRequired,
     OwnFormDep,
     RuntimeDep,
-    SecondFactorPending,
     Viewer,
     ViewerDep,
     error_page,
@@ -38,10 +35,18 @@ from tallykey.console.web import (
     render,
     safe_next,
 )
-from tallykey.errors import LinkRefused, SecondFactorRefused, ValidationFailed
+from tallykey.errors import (
+    CsrfRefused,
+    LinkRefused,
+    LoginRequired,
+    SecondFactorPending,
+    SecondFactorRefused,
+    SignOnRefused,
+    ValidationFailed,
+)
 from tallykey.people.policy import AWAITING_CODE, AWAITING_ENROLMENT
 from tallykey.people.sessions import SESSION_COOKIE, OpenSession
-from tallykey.people.sso import CALLBACK_PATH, SignOnRefused
+from tallykey.people.sso import CALLBACK_PATH
 from tallykey.people.twofactor import ascii_code
 from tallykey.runtime import Runtime
 

@@ -35,6 +35,7 @@ from tallykey.console.web import (
 )
 from tallykey.errors import (
     Conflict,
+    IdempotencyKeyReused,
     NotFound,
     PermissionDenied,
     ValidationFailed,
@@ -42,13 +43,7 @@ from tallykey.errors import (
 )
 from tallykey.runtime import Runtime
 from tallykey.tokens import format as token_format
-from tallykey.tokens.idempotency import (
-    Claim,
-    IdempotencyKeyReused,
-    IdempotencyStore,
-    Replay,
-    fingerprint,
-)
+from tallykey.tokens.idempotency import Claim, IdempotencyStore, Replay, fingerprint
 from tallykey.tokens.models import (
     ACTIVE,
     APPLICATION,

@@ -27,9 +27,12 @@ from tallykey.auth.caller import SAFE_METHODS
 from tallykey.auth.server_keys import server_key
 from tallykey.console import views
 from tallykey.errors import (
+    CsrfRefused,
+    LoginRequired,
     NotFound,
     PermissionDenied,
     ReadOnlyRole,
+    SecondFactorPending,
     StoreUnavailable,
     TallykeyError,
 )
@@ -60,23 +63,6 @@ templates = Environment(
 templates.filters.update(views.FILTERS)
 templates.globals.update(prefix=PREFIX, static=STATIC_PATH, describe=views.describe,
                          min_password_length=MIN_PASSWORD_LENGTH)
-
-
-class LoginRequired(Exception):
-    """No live console session: the browser is sent to the login page."""
-
-
-class CsrfRefused(Exception):
-    """A state-changing request without the session's CSRF token."""
-
-
-class SecondFactorPending(Exception):
-    """The session passed the password but still awaits its second factor (a code, or
-    setting one up where the account requires it): only that page is usable."""
-
-    def __init__(self, awaiting: str) -> None:
-        super().__init__(awaiting)
-        self.awaiting = awaiting
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from alembic.runtime.migration import MigrationContext
 from alembic.script import ScriptDirectory
 
 from tallykey.db.engine import Database
+from tallykey.errors import UnknownRevision
 
 MIGRATIONS_DIR = Path(__file__).parents[1] / "schema" / "migrations"
 
@@ -60,10 +61,3 @@ def pending_revisions(database: Database) -> list[str]:
             if step.revision != current]
 
 
-class UnknownRevision(Exception):
-    """The store's schema comes from a newer release than this code."""
-
-    def __init__(self, revision: str, head: str) -> None:
-        super().__init__(revision)
-        self.revision = revision
-        self.head = head

@@ -14,15 +14,10 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from tallykey.errors import TallykeyError
+from tallykey.errors import KeyConfigError
 
 KEY_BYTES = 32
 _KEY_ID = re.compile(r"[A-Za-z0-9._-]{1,64}")
-
-
-class KeyConfigError(TallykeyError):
-    status = 500
-    code = "key_configuration"
 
 
 @dataclass(frozen=True)

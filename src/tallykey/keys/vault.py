@@ -22,16 +22,12 @@ from sqlalchemy.orm import Session
 
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
-from tallykey.keys.keyring import KeyConfigError, KeyRing
+from tallykey.errors import KeyConfigError, TamperedCiphertext
+from tallykey.keys.keyring import KeyRing
 from tallykey.keys.models import AccountKey
 from tallykey.tokens.models import Token, TokenSecret
 
 NONCE_BYTES = 12
-
-
-class TamperedCiphertext(KeyConfigError):
-    status = 500
-    code = "tampered_ciphertext"
 
 
 def _dek_aad(account_id: str) -> bytes:

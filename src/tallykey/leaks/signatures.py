@@ -32,7 +32,11 @@ from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.hazmat.primitives.serialization import load_pem_public_key
 
-from tallykey.errors import TallykeyError
+from tallykey.errors import (
+    LeakReportsNotConfigured,
+    MalformedSignature,
+    SignatureRefused,
+)
 
 log = logging.getLogger(__name__)
 
@@ -40,23 +44,6 @@ IDENTIFIER_HEADER = "Github-Public-Key-Identifier"
 SIGNATURE_HEADER = "Github-Public-Key-Signature"
 GITHUB_KEYS_URL = "https://api.github.com/meta/public_keys/secret_scanning"
 MAX_SIGNATURE_LENGTH = 512  # a P-256 DER signature is at most 72 bytes (96 in base64)
-
-
-class LeakReportsNotConfigured(TallykeyError):
-    """No usable keys: the operator has to set `TALLYKEY_LEAK_REPORT_KEYS`."""
-
-    status = 503
-    code = "leak_reports_not_configured"
-
-
-class MalformedSignature(TallykeyError):
-    status = 400
-    code = "invalid_request"
-
-
-class SignatureRefused(TallykeyError):
-    status = 401
-    code = "invalid_signature"
 
 
 @dataclass(frozen=True)

@@ -25,7 +25,7 @@ from sqlalchemy.orm import Session
 
 from tallykey.db.base import new_id
 from tallykey.db.engine import Database
-from tallykey.errors import NotFound, ValidationFailed
+from tallykey.errors import DeliveryError, NotFound, ValidationFailed
 from tallykey.notify.models import (
     CHANNELS,
     DEAD,
@@ -88,15 +88,6 @@ class Draft:
     @property
     def dedupe_key(self) -> str:
         return f"{self.notice}|{self.endpoint_id or self.recipient.lower()}"[:300]
-
-
-class DeliveryError(Exception):
-    """A delivery failed. `permanent` failures (a refused recipient) are not retried.
-    The message must never contain a secret: it is stored and shown to operators."""
-
-    def __init__(self, message: str, *, permanent: bool = False) -> None:
-        super().__init__(message)
-        self.permanent = permanent
 
 
 class Channel(Protocol):

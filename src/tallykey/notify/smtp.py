@@ -16,8 +16,8 @@ from email.message import EmailMessage
 from email.utils import format_datetime
 from urllib.parse import unquote, urlsplit
 
+from tallykey.errors import DeliveryError
 from tallykey.notify.models import OutboxMessage
-from tallykey.notify.outbox import DeliveryError
 
 DEFAULT_PORTS = {"smtp": 25, "smtps": 465}
 DEFAULT_TIMEOUT = 30.0

@@ -54,11 +54,18 @@ from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.base import new_id
 from tallykey.db.engine import Database
-from tallykey.errors import NotFound, PermissionDenied, ValidationFailed
-from tallykey.keys.keyring import KeyConfigError, KeyRing
+from tallykey.errors import (
+    DeliveryError,
+    KeyConfigError,
+    NotFound,
+    PermissionDenied,
+    SignatureInvalid,
+    ValidationFailed,
+)
+from tallykey.keys.keyring import KeyRing
 from tallykey.notify import outbox
 from tallykey.notify.models import WEBHOOK, OutboxMessage, WebhookEndpoint
-from tallykey.notify.outbox import DeliveryError, Draft
+from tallykey.notify.outbox import Draft
 from tallykey.tokens import events as token_events
 from tallykey.tokens import policy
 from tallykey.tokens.models import Token
@@ -111,10 +118,6 @@ EVENT_TYPES: dict[str, str] = {
 SECRET_OVERLAP = timedelta(hours=24)
 MAX_DESCRIPTION_LENGTH = 500
 DELIVERY_LOG_LIMIT = 100
-
-
-class SignatureInvalid(ValueError):
-    """A webhook request whose signature header is missing, malformed, stale or wrong."""
 
 
 def sign(secret: str, body: str, timestamp: int, delivery: str | None = None) -> str:
@@ -294,7 +297,6 @@ def resolved_addresses(host: str, port: int) -> list[str]:
     dropped). Raises `OSError` when it does not resolve."""
     infos = socket.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return list(dict.fromkeys(str(info[4][0]).split("%", 1)[0] for info in infos))
-
 
 
 def clean_events(events: Iterable[str]) -> list[str]:

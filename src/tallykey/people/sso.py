@@ -41,7 +41,7 @@ from tallykey.actor import Actor
 from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
-from tallykey.errors import TallykeyError
+from tallykey.errors import SignOnRefused
 from tallykey.people.models import OidcSignIn
 from tallykey.settings import Settings
 
@@ -83,11 +83,6 @@ def exact_address(claimed: str) -> str | None:
     if unicodedata.normalize("NFKC", claimed).casefold() != lowered:
         return None
     return lowered
-
-
-class SignOnRefused(TallykeyError):
-    status = 401
-    code = "sso_refused"
 
 
 @dataclass(frozen=True)

@@ -37,7 +37,12 @@ from sqlalchemy.orm import Mapped, mapped_column
 from tallykey.clock import Clock
 from tallykey.db.base import Base, UTCDateTime, new_id
 from tallykey.db.engine import Database
-from tallykey.errors import Conflict, NotFound, ValidationFailed
+from tallykey.errors import (
+    IdempotencyKeyReused,
+    IdempotentRequestInProgress,
+    NotFound,
+    ValidationFailed,
+)
 
 PENDING = "pending"
 DONE = "done"
@@ -69,14 +74,6 @@ class IdempotentRequest(Base):
     created_at: Mapped[datetime] = mapped_column(UTCDateTime())
     expires_at: Mapped[datetime] = mapped_column(UTCDateTime(), index=True)
     revealed_at: Mapped[datetime | None] = mapped_column(UTCDateTime(), nullable=True)
-
-
-class IdempotencyKeyReused(ValidationFailed):
-    code = "idempotency_key_reused"
-
-
-class IdempotentRequestInProgress(Conflict):
-    code = "idempotent_request_in_progress"
 
 
 @dataclass(frozen=True)

@@ -23,10 +23,9 @@ from tallykey.audit import trail
 from tallykey.clock import Clock
 from tallykey.controls import rules
 from tallykey.db.engine import Database
-from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
+from tallykey.errors import Conflict, KeyConfigError, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes
 from tallykey.identities.models import Identity
-from tallykey.keys.keyring import KeyConfigError
 from tallykey.keys.vault import SecretVault
 from tallykey.plans import service as plans
 from tallykey.tokens import format as token_format
