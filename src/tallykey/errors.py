@@ -159,6 +159,24 @@ class Unauthenticated(TallykeyError):
     code = "unauthenticated"
 
 
+class MetricsCredentialRequired(Unauthenticated):
+    """`/metrics` without the scrape credential (`TALLYKEY_METRICS_TOKEN`)."""
+
+    def __init__(self) -> None:
+        super().__init__("The metrics need the scrape credential.",
+                         "Send Authorization: Bearer <TALLYKEY_METRICS_TOKEN>.")
+
+    def headers(self) -> dict[str, str]:
+        return {"WWW-Authenticate": 'Bearer realm="metrics"'}
+
+
+class TooManyHeaders(TallykeyError):
+    """A request with more header lines than the server reads."""
+
+    status = 431
+    code = "request_header_fields_too_large"
+
+
 # --- authentication errors (SPEC §3 table) ------------------------------------------
 
 
@@ -447,9 +465,15 @@ class OperationsError(ValueError):
     """The OpenAPI document cannot be used; the message is one line naming why."""
 
 
-class ReportTooLarge(TallykeyError):
+class PayloadTooLarge(TallykeyError):
+    """A request body over the size limit (refused before the framework reads it)."""
+
     status = 413
     code = "payload_too_large"
+
+
+class ReportTooLarge(PayloadTooLarge):
+    """A leak report over its size limit."""
 
 
 class SchemaOutdated(TallykeyError):

@@ -40,6 +40,7 @@ from tallykey.api.verify import AuthRequestEndpoint
 from tallykey.asgi import direct
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
+from tallykey.errors import MetricsCredentialRequired
 from tallykey.jobs import start_background_worker
 from tallykey.monitor import metrics
 from tallykey.network.client_ip import served_over_https
@@ -131,11 +132,7 @@ def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> Fa
         if expected:
             presented = request.headers.get("authorization", "")
             if not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
-                return JSONResponse(
-                    {"error": "unauthenticated",
-                     "message": "The metrics need the scrape credential.",
-                     "hint": "Send Authorization: Bearer <TALLYKEY_METRICS_TOKEN>."},
-                    status_code=401, headers={"WWW-Authenticate": 'Bearer realm="metrics"'})
+                raise MetricsCredentialRequired()
         verifier.publish_metrics()
         counter = getattr(api.state, "response_counter", None)
         if counter is not None:

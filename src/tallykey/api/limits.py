@@ -8,6 +8,8 @@ from collections.abc import Callable
 from starlette.exceptions import HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from tallykey.errors import PayloadTooLarge, TallykeyError, TooManyHeaders
+
 MAX_BODY_BYTES = 256 * 1024
 #: Routes that take larger bodies: an import of up to 10,000 keys (SPEC §16).
 LARGE_BODY_PATHS = {"/api/v1/tokens/import": 8 * 1024 * 1024}
@@ -97,20 +99,21 @@ class RequestLimits:
                 await self._too_large(send, max_body)
 
     async def _too_large(self, send: Send, max_body: int) -> None:
-        await _refuse(send, 413, "payload_too_large", _too_large_message(max_body),
-                      "Send a smaller body.")
+        await _refuse(send, PayloadTooLarge(_too_large_message(max_body),
+                                            "Send a smaller body."))
 
 
 async def refuse_header_count(send: Send, count: int) -> None:
     """431 for a request with more than `MAX_HEADER_COUNT` header lines."""
-    await _refuse(send, 431, "request_header_fields_too_large",
-                  f"The request has {count} header lines; at most {MAX_HEADER_COUNT} are "
-                  "accepted.", "Send fewer headers.")
+    await _refuse(send, TooManyHeaders(
+        f"The request has {count} header lines; at most {MAX_HEADER_COUNT} are accepted.",
+        "Send fewer headers."))
 
 
-async def _refuse(send: Send, status: int, code: str, message: str, hint: str) -> None:
-    body = json.dumps({"error": code, "message": message, "hint": hint}).encode()
-    await send({"type": "http.response.start", "status": status, "headers": [
+async def _refuse(send: Send, error: TallykeyError) -> None:
+    """`error`'s JSON body, from plain ASGI code (before the framework)."""
+    body = json.dumps(error.as_dict()).encode()
+    await send({"type": "http.response.start", "status": error.status, "headers": [
         (b"content-type", b"application/json"),
         (b"content-length", str(len(body)).encode()), *SECURITY_HEADERS, NO_STORE]})
     await send({"type": "http.response.body", "body": body})

@@ -18,7 +18,7 @@ from tallykey.api.schemas import ErrorBody
 from tallykey.auth.caller import RefusalResponse, TallykeyRefused
 from tallykey.auth.verdict import Verdict
 from tallykey.db.engine import store_outage
-from tallykey.errors import AuthenticationError, TallykeyError, mask_secrets
+from tallykey.errors import AuthenticationError, TallykeyError, error_body, mask_secrets
 
 log = logging.getLogger(__name__)
 
@@ -182,8 +182,8 @@ def install_error_handlers(app: FastAPI) -> None:
         not_json = any(e.get("type") == "json_invalid" for e in error.errors())
         hint = ("Send a well-formed JSON body with Content-Type: application/json."
                 if not_json else "Fix the field named and send the request again.")
-        return negotiated(request, {"error": "validation_failed", "message": message,
-                                    "hint": hint, "errors": details}, 422)
+        return negotiated(request, error_body("validation_failed", message, hint,
+                                              details={"errors": details}), 422)
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, error: StarletteHTTPException) -> Response:
@@ -192,11 +192,9 @@ def install_error_handlers(app: FastAPI) -> None:
         headers = dict(error.headers or {})
         if error.status_code == 405:
             headers["Allow"] = _allowed_methods(request)
-        body = {"error": code, "message": mask_secrets(str(error.detail))}
-        if error.status_code == 400:
-            body["hint"] = "Send a well-formed JSON body with Content-Type: application/json."
-        elif error.status_code == 413:
-            body["hint"] = "Send a smaller body."
+        hint = {400: "Send a well-formed JSON body with Content-Type: application/json.",
+                413: "Send a smaller body."}.get(error.status_code, "")
+        body = error_body(code, mask_secrets(str(error.detail)), hint)
         return negotiated(request, body, error.status_code, headers)
 
     @app.exception_handler(Exception)
@@ -205,6 +203,6 @@ def install_error_handlers(app: FastAPI) -> None:
         if outage is not None:  # a database error raised outside a unit of work
             return error_response(outage)
         log.exception("unhandled error")
-        return JSONResponse({"error": "internal_error",
-                             "message": "Something went wrong on our side; it has been logged."},
+        return JSONResponse(error_body("internal_error", "Something went wrong on our side; "
+                                                         "it has been logged."),
                             status_code=500)
