@@ -18,12 +18,12 @@ from tallykey.db.engine import Database
 from tallykey.demo_files import kek_path as demo_kek_path
 from tallykey.errors import KeyConfigError, SchemaOutdated
 from tallykey.feed.clock import DatabaseClock
-from tallykey.feed.nodes import NodePresence, Propagation, settle
+from tallykey.feed.nodes import NodePresence
+from tallykey.feed.propagation import Propagator
 from tallykey.identities.service import IdentityService
 from tallykey.keys.keyring import load_keyring, missing_kek_hint
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SEALED_PREFIX, SecretVault, sealed_key_id
-from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 from tallykey.notify.models import WebhookEndpoint
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
@@ -49,6 +49,8 @@ class Runtime:
     webhooks: WebhookService
     #: The database's clock: heartbeats, liveness and propagation follow it.
     database_clock: DatabaseClock
+    #: Waits for a verdict-affecting change to reach every live node (`settle`).
+    propagation: Propagator
     resets: PasswordResets
     two_factor: TwoFactor
     sso: SingleSignOn
@@ -61,8 +63,8 @@ class Runtime:
     plans: PlanService = field(init=False)
 
     def __post_init__(self) -> None:
-        self.identities = IdentityService(self.database, self.clock)
-        self.plans = PlanService(self.database, self.clock, self.catalog)
+        self.identities = IdentityService(self.database, self.clock, self.propagation)
+        self.plans = PlanService(self.database, self.clock, self.catalog, self.propagation)
         self.operators = OperatorService(self.database, self.clock, self.accounts,
                                          self.settings.region)
 
@@ -78,6 +80,8 @@ class Runtime:
                             settings.db_statement_timeout, settings.db_pooler)
         database_clock = DatabaseClock(database)
         clock = clock or database_clock
+        propagation = Propagator(database, database_clock, settings.propagation_timeout,
+                                 settings.stale_if_error)
         keyring = load_keyring(settings.kek, settings.kek_file)
         vault = SecretVault(database, clock, keyring) if keyring else None
         notifier = Notifier(public_url=settings.public_url)
@@ -86,7 +90,7 @@ class Runtime:
             database=database,
             clock=clock,
             accounts=AccountService(database, clock, keys_configured=vault is not None,
-                                    catalog=catalog),
+                                    catalog=catalog, propagation=propagation),
             tokens=TokenService(database, clock, region=settings.region,
                                 targets=settings.target_list,
                                 listeners=[notifier.on_token_event], vault=vault,
@@ -98,6 +102,7 @@ class Runtime:
                                     allow_private=settings.webhook_private_targets,
                                     keyring=keyring),
             database_clock=database_clock,
+            propagation=propagation,
             resets=PasswordResets(database, clock, settings.public_url),
             two_factor=TwoFactor(database, clock),
             sso=SingleSignOn(database, clock, settings),
@@ -105,16 +110,6 @@ class Runtime:
             catalog=catalog,
             operations=operations,
         )
-
-    def settle(self, subject_id: str) -> Propagation:
-        """After a verdict-affecting change committed: wait (bounded by
-        TALLYKEY_PROPAGATION_TIMEOUT) until every live node applied it. The API, the
-        console, the CLI and leak reports all answer with this."""
-        propagation = settle(self.database, self.database_clock, subject_id,
-                             self.settings.propagation_timeout, self.settings.stale_if_error)
-        if not propagation.complete:
-            PROPAGATION_INCOMPLETE.inc()
-        return propagation
 
     def check_keys(self) -> None:
         """Refuse to start with a missing or wrong key-encryption key, rather than failing

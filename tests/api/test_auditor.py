@@ -256,6 +256,6 @@ def test_an_auditors_tokens_grant_nothing(auditing: Auditing, rt: Runtime,
     verify = {"token": value, "required_scopes": ["employees:read"], "workspace": "sales"}
     assert client.post("/api/v1/verify", json=verify).json()["allowed"]
     rt.accounts.update_user(world.as_admin, world.member.id, role="auditor")
-    rt.settle(world.member.id)
+    rt.propagation.settle(world.member.id)
     refused = client.post("/api/v1/verify", json=verify).json()
     assert not refused["allowed"] and refused["reason"] == "insufficient_scope", refused

@@ -15,7 +15,8 @@ from tallykey.db.engine import Database
 from tallykey.feed import changes
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.models import Node
-from tallykey.feed.nodes import FORGET_AFTER, NodePresence, settle, wait_for
+from tallykey.feed.nodes import FORGET_AFTER, NodePresence, wait_for
+from tallykey.feed.propagation import Propagator
 
 
 class ShiftedClock:
@@ -87,7 +88,7 @@ def test_an_unconfirmed_node_is_named_with_the_end_of_its_lease(database: Databa
     NodePresence(database, clock, "lagging", lease=60).report(0, None, None)
     with database.transaction() as session:
         changes.announce(session, changes.TOKEN, "token-x", clock.now())
-    done = settle(database, clock, "token-x", timeout=0.05, stale_if_error=60)
+    done = Propagator(database, clock, timeout=0.05, stale_if_error=60).settle("token-x")
     assert not done.complete
     [late] = done.unconfirmed
     assert late.label == "lagging"

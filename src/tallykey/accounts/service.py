@@ -31,6 +31,7 @@ from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes as change_feed
+from tallykey.feed.propagation import Changed, Propagator
 from tallykey.keys.vault import destroy_ciphertexts
 from tallykey.tokens.policy import MAX_VALIDITY_CEILING_DAYS, clean_allowlist, clean_name
 
@@ -79,11 +80,12 @@ class AccountService:
     """Verbs on accounts and users. Each change is audited in its own transaction."""
 
     def __init__(self, database: Database, clock: Clock, *, keys_configured: bool = False,
-                 catalog: ScopeCatalog = DEMO_CATALOG) -> None:
+                 catalog: ScopeCatalog = DEMO_CATALOG, propagation: Propagator) -> None:
         self.database = database
         self.clock = clock
         self.keys_configured = keys_configured
         self.catalog = catalog
+        self.propagation = propagation
 
     # --- accounts and workspaces ---------------------------------------------------
 
@@ -174,10 +176,11 @@ class AccountService:
             workspace = self._workspace_in_account(session, actor.account_id, ref)
             return self._live_tokens_in(session, workspace)
 
-    def archive_workspace(self, actor: Actor, ref: str) -> tuple[Workspace, int]:
+    def archive_workspace(self, actor: Actor, ref: str) -> Changed[tuple[Workspace, int]]:
         """Archive a workspace: its tokens stop on every node (announced on the change feed
         like a revocation) and grants in it no longer count. Returns the workspace and how
-        many live tokens stopped. `Conflict` if it was archived already."""
+        many live tokens stopped, once every live node applied it (or the timeout ran
+        out), with the propagation. `Conflict` if it was archived already."""
         _require_admin(actor, "archive workspaces")
         now = self.clock.now()
         with self.database.transaction() as session:
@@ -192,7 +195,7 @@ class AccountService:
             trail.record(session, actor=actor, action="workspace.archived", at=now,
                          target_type="workspace", target_id=workspace.id,
                          details={"slug": workspace.slug, "tokens_stopped": stopped})
-            return workspace, stopped
+        return Changed((workspace, stopped), self.propagation.settle(actor.account_id))
 
     def update_policies(self, actor: Actor, changes: PolicyChanges) -> Account:
         _require_admin(actor, "change account policies")

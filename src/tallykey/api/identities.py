@@ -12,10 +12,11 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tallykey.api.deps import ManagementActor, RuntimeDep
-from tallykey.api.management import settle
+from tallykey.api.management import show_propagation
 from tallykey.api.responses import error_responses
-from tallykey.api.schemas import CreditsIn, PropagationView, Strict
+from tallykey.api.schemas import CreditsIn, Strict
 from tallykey.controls.rules import period_of, period_start
+from tallykey.feed.propagation import PropagationView
 from tallykey.identities.models import Identity
 from tallykey.identities.service import (
     MAX_PAGE_SIZE,
@@ -185,11 +186,12 @@ def update_identity(identity_id: str, body: IdentityUpdate, actor: ManagementAct
                     runtime: RuntimeDep, response: Response) -> IdentityChangeView:
     """Change an identity (administrators). Its tokens use the new credits, limits and
     metadata on every node once answered (`propagation`, as for a revocation)."""
-    identity = runtime.identities.update(actor, identity_id, IdentityChanges(
+    changed = runtime.identities.update(actor, identity_id, IdentityChanges(
         external_id=body.external_id, name=body.name,
         metadata=body.metadata if "metadata" in body.model_fields_set else None,
         **_controls(body)))
-    propagation = settle(runtime, identity.id, response, "applied")
+    identity = changed.value
+    propagation = show_propagation(response, changed.propagation, "applied")
     counts = runtime.identities.token_counts(actor)
     view = IdentityView.of(identity, runtime.clock.now(), counts.get(identity.id, 0))
     return IdentityChangeView(**view.model_dump(), propagation=propagation)
@@ -205,6 +207,6 @@ def delete_identity(identity_id: str, actor: ManagementActor, runtime: RuntimeDe
     `?detach=true`: then its tokens leave it, on every node once answered."""
     identity = runtime.identities.get(actor, identity_id)
     detached = runtime.identities.delete(actor, identity.id, detach=detach)
-    propagation = settle(runtime, identity.id, response, "applied")
-    return IdentityDeleted(id=identity.id, deleted=True, detached_tokens=detached,
-                           propagation=propagation)
+    return IdentityDeleted(id=identity.id, deleted=True, detached_tokens=detached.value,
+                           propagation=show_propagation(response, detached.propagation,
+                                                        "applied"))

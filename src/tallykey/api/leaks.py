@@ -12,7 +12,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.api.deps import ip_of, runtime_of
 from tallykey.api.limits import MAX_BODY_BYTES
-from tallykey.api.management import settle
+from tallykey.api.management import show_propagation
 from tallykey.api.responses import error_responses
 from tallykey.errors import ReportTooLarge, ValidationFailed
 from tallykey.leaks.reports import REVOKED, LeakReports, ReportedToken
@@ -67,7 +67,8 @@ async def report_leaks(request: Request, response: Response) -> list[dict[str, s
     revoked = [label.token_id for label in labels if label.outcome == REVOKED]
     if revoked and revoked[-1]:
         # the newest change covers the earlier ones: answer once every node refuses them all
-        await run_in_threadpool(settle, runtime, revoked[-1], response)
+        show_propagation(response, await run_in_threadpool(runtime.propagation.settle,
+                                                           revoked[-1]))
     return [label.as_partner() for label in labels]
 
 

@@ -37,7 +37,6 @@ from tallykey.api.schemas import (
     ImportedKeyView,
     ImportRequest,
     LoginRequest,
-    PropagationView,
     RenewRequest,
     RevokedTokenView,
     RevokeRequest,
@@ -63,6 +62,8 @@ from tallykey.errors import (
     NotFound,
     PermissionDenied,
 )
+from tallykey.feed.nodes import Propagation
+from tallykey.feed.propagation import PropagationView
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.people.sessions import SESSION_COOKIE
 from tallykey.runtime import Runtime
@@ -78,12 +79,11 @@ router = APIRouter(prefix="/api/v1",
 PROPAGATION_HEADER = "Tallykey-Propagation"
 
 
-def settle(runtime: Runtime, subject_id: str, response: Response,
-           effect: str = "stopped") -> PropagationView:
-    """Wait (bounded) until every live node has applied the newest change about
-    `subject_id`, so a request started after this answer is judged by the new state.
-    `effect` words the summary ("stopped", "works again", "applied")."""
-    done = runtime.settle(subject_id)
+def show_propagation(response: Response, done: Propagation,
+                     effect: str = "stopped") -> PropagationView:
+    """How far a change reached the nodes, for an answer: the `Tallykey-Propagation`
+    header on `response`, and the body's `propagation`. `effect` words the summary
+    ("stopped", "works again", "applied")."""
     response.headers[PROPAGATION_HEADER] = (
         f"confirmed={len(done.confirmed)}; unconfirmed={len(done.unconfirmed)}; "
         f"waited_ms={done.waited_ms}")
@@ -242,7 +242,7 @@ def update_token(token_id: str, body: TokenUpdate, actor: ManagementActor,
     token = runtime.tokens.update(actor, token_id, TokenChanges(
         name=body.name, description=body.description, ip_allowlist=body.ip_allowlist,
         target=body.target, scopes=body.scopes, expires_at=expires_at, **body.controls()))
-    settle(runtime, token.id, response)
+    show_propagation(response, runtime.propagation.settle(token.id))
     return TokenView.of(token, runtime.clock.now())
 
 
@@ -264,7 +264,7 @@ def revoke_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
 def _revoke(runtime: Runtime, actor: Actor, token_id: str, reason: str,
             response: Response) -> RevokedTokenView:
     token = runtime.tokens.revoke(actor, token_id, reason)
-    propagation = settle(runtime, token.id, response)
+    propagation = show_propagation(response, runtime.propagation.settle(token.id))
     view = TokenView.of(token, runtime.clock.now())
     return RevokedTokenView(**view.model_dump(), propagation=propagation)
 
@@ -279,7 +279,7 @@ def rotate_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
 
     def issue() -> IssuedTokenView:
         issued = runtime.tokens.rotate(actor, token_id, grace)
-        settle(runtime, issued.token.id, response)
+        show_propagation(response, runtime.propagation.settle(issued.token.id))
         return IssuedTokenView.of_issued(issued, runtime.clock.now())
 
     return _idempotent(request, runtime, actor, idempotency_key,
@@ -303,7 +303,8 @@ async def renew_self(body: RenewRequest, request: Request, response: Response,
                       if body.expires_at else None, expires_in_days=body.expires_in_days,
                       grace_seconds=body.grace_seconds)
     issued = await run_in_threadpool(runtime.tokens.renew, actor, verdict.token_id, renewal)
-    await run_in_threadpool(settle, runtime, verdict.token_id, response)
+    show_propagation(response, await run_in_threadpool(runtime.propagation.settle,
+                                                       verdict.token_id))
     response.headers["Cache-Control"] = "no-store"
     return IssuedTokenView.of_issued(issued, runtime.clock.now())
 
@@ -323,7 +324,7 @@ def renew_token(token_id: str, body: RenewRequest, actor: ManagementActor,
             expires_at=parse_moment(body.expires_at, "expires_at") if body.expires_at
             else None, expires_in_days=body.expires_in_days,
             grace_seconds=body.grace_seconds))
-        settle(runtime, token_id, response)
+        show_propagation(response, runtime.propagation.settle(token_id))
         return IssuedTokenView.of_issued(issued, runtime.clock.now())
 
     return _idempotent(request, runtime, actor, idempotency_key,
@@ -353,7 +354,8 @@ def approve_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     """Let a token awaiting approval work (account policy `token_approval`); answered once
     every live node lets it through. Administrators only; 409 unless it is pending."""
     token = runtime.tokens.approve(actor, token_id)
-    propagation = settle(runtime, token.id, response, "works again")
+    propagation = show_propagation(response, runtime.propagation.settle(token.id),
+                                   "works again")
     view = TokenView.of(token, runtime.clock.now())
     return SuspensionView(**view.model_dump(), propagation=propagation)
 
@@ -364,14 +366,14 @@ def deny_token(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     """Refuse a token awaiting approval: it is revoked (`revoke_reason: "denied"`) and can
     never be used. Administrators only; 409 unless it is pending."""
     token = runtime.tokens.deny(actor, token_id)
-    propagation = settle(runtime, token.id, response)
+    propagation = show_propagation(response, runtime.propagation.settle(token.id))
     view = TokenView.of(token, runtime.clock.now())
     return SuspensionView(**view.model_dump(), propagation=propagation)
 
 
 def _suspension(runtime: Runtime, token: Token, response: Response) -> SuspensionView:
-    propagation = settle(runtime, token.id, response,
-                         "stopped" if token.suspended_at else "works again")
+    propagation = show_propagation(response, runtime.propagation.settle(token.id),
+                                   "stopped" if token.suspended_at else "works again")
     view = TokenView.of(token, runtime.clock.now())
     return SuspensionView(**view.model_dump(), propagation=propagation)
 
@@ -382,7 +384,7 @@ def end_grace(token_id: str, actor: ManagementActor, runtime: RuntimeDep,
     """Stop the previous secret now instead of at the end of the rotation's grace period
     (the current secret keeps working). 409 when no previous secret is in grace."""
     token = runtime.tokens.end_grace(actor, token_id)
-    settle(runtime, token.id, response)
+    show_propagation(response, runtime.propagation.settle(token.id))
     return TokenView.of(token, runtime.clock.now())
 
 
@@ -473,7 +475,7 @@ def update_user(user_id: str, body: UserUpdate, actor: ManagementActor,
     on every node."""
     runtime.accounts.update_user(actor, user_id, role=body.role, active=body.active,
                                  grants=body.workspaces)
-    settle(runtime, user_id, response)
+    show_propagation(response, runtime.propagation.settle(user_id))
     if body.active is False:
         runtime.sessions.close_all_for(user_id)
     return UserView.of(runtime.accounts.get_user(actor, user_id))
@@ -528,7 +530,7 @@ def update_workspace(workspace_id: str, body: WorkspaceUpdate, actor: Management
     workspace = runtime.accounts.update_workspace(actor, workspace_id, name=body.name,
                                                   slug=body.slug, timezone=body.timezone)
     if body.slug is not None:
-        settle(runtime, actor.account_id, response)
+        show_propagation(response, runtime.propagation.settle(actor.account_id))
     return WorkspaceView.of(workspace)
 
 
@@ -539,10 +541,10 @@ def archive_workspace(workspace_id: str, actor: ManagementActor, runtime: Runtim
     """Archive a workspace: its tokens stop at once on every node (the answer comes when
     every live node has applied it, like a revocation's) and permissions in it no longer
     count. Its history stays; archiving cannot be undone."""
-    workspace, stopped = runtime.accounts.archive_workspace(actor, workspace_id)
-    propagation = settle(runtime, actor.account_id, response)
-    return ArchivedWorkspaceView(workspace=WorkspaceView.of(workspace),
-                                 tokens_stopped=stopped, propagation=propagation)
+    archived = runtime.accounts.archive_workspace(actor, workspace_id)
+    workspace, stopped = archived.value
+    return ArchivedWorkspaceView(workspace=WorkspaceView.of(workspace), tokens_stopped=stopped,
+                                 propagation=show_propagation(response, archived.propagation))
 
 
 # --- account --------------------------------------------------------------------------
@@ -568,7 +570,7 @@ def update_account(body: AccountUpdate, actor: ManagementActor,
     if body.two_factor_policy is not None:
         runtime.two_factor.set_policy(actor, body.two_factor_policy)
         account = runtime.accounts.find_account(account.id)
-    settle(runtime, account.id, response)
+    show_propagation(response, runtime.propagation.settle(account.id))
     return AccountView.of(account)
 
 

@@ -14,7 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.models import Account
 from tallykey.accounts.service import PolicyChanges
 from tallykey.api.deps import RuntimeDep, ip_of
-from tallykey.api.management import settle
+from tallykey.api.management import show_propagation
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
     ROLE_DESCRIPTION,
@@ -169,7 +169,7 @@ def update_account(slug: str, body: OperatorAccountUpdate, token: OperatorDep,
         for user in runtime.accounts.list_users(runtime.operators.actor(token, account.id,
                                                                         None)):
             runtime.sessions.close_all_for(user.id)
-    propagation = settle(runtime, account.id, response)
+    propagation = show_propagation(response, runtime.propagation.settle(account.id))
     return OperatorAccountChange(**OperatorAccountView.of(account).model_dump(),
                                  propagation=propagation.model_dump())
 

@@ -11,9 +11,10 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tallykey.api.deps import ManagementActor, RuntimeDep
-from tallykey.api.management import settle
+from tallykey.api.management import show_propagation
 from tallykey.api.responses import error_responses
-from tallykey.api.schemas import PropagationView, RateLimitIn, RefillIn, Strict
+from tallykey.api.schemas import RateLimitIn, RefillIn, Strict
+from tallykey.feed.propagation import PropagationView
 from tallykey.plans.models import Plan
 from tallykey.plans.service import MAX_PAGE_SIZE, PlanChanges, PlanDraft, PlanUsers, refill_of
 from tallykey.tokens.schemas import RateLimitView, RefillView, Timestamp
@@ -145,9 +146,10 @@ def update_plan(plan_id: str, body: PlanUpdate, actor: ManagementActor,
                 runtime: RuntimeDep, response: Response) -> PlanChangeView:
     """Change a plan (administrators). Every token on it uses the new limits, refill and
     ceiling on every node once answered (`propagation`, as for a revocation)."""
-    plan = runtime.plans.update(actor, plan_id, PlanChanges(
+    changed = runtime.plans.update(actor, plan_id, PlanChanges(
         name=body.name, description=body.description, **_changes(body)))
-    propagation = settle(runtime, plan.id, response, "applied")
+    plan = changed.value
+    propagation = show_propagation(response, changed.propagation, "applied")
     view = PlanView.of(plan, runtime.plans.users(actor).get(plan.id))
     return PlanChangeView(**view.model_dump(), propagation=propagation)
 
@@ -161,7 +163,9 @@ def delete_plan(plan_id: str, actor: ManagementActor, runtime: RuntimeDep,
     """Delete a plan (administrators). 409 while tokens or identities are on it, unless
     `?detach=true`: then they leave it, on every node once answered."""
     plan = runtime.plans.get(actor, plan_id)
-    detached = runtime.plans.delete(actor, plan.id, detach=detach)
-    propagation = settle(runtime, plan.id, response, "applied")
+    deleted = runtime.plans.delete(actor, plan.id, detach=detach)
+    detached = deleted.value
     return PlanDeleted(id=plan.id, deleted=True, detached_tokens=detached.tokens,
-                       detached_identities=detached.identities, propagation=propagation)
+                       detached_identities=detached.identities,
+                       propagation=show_propagation(response, deleted.propagation,
+                                                    "applied"))

@@ -12,7 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from tallykey.accounts.models import Account, User, Workspace
 from tallykey.audit.models import AuditEvent
 from tallykey.errors import ValidationFailed
-from tallykey.feed.nodes import Propagation
+from tallykey.feed.propagation import PropagationView
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
 from tallykey.tokens.schemas import Timestamp, TokenView
 
@@ -162,28 +162,6 @@ class RenewRequest(Strict):
 
 class RevokeRequest(Strict):
     reason: str = Field(default="", max_length=500)
-
-
-class PropagationView(BaseModel):
-    """Which live nodes had applied the change when the answer was sent; for each one
-    that had not, the latest moment it can still accept the old verdict."""
-
-    change_id: int
-    complete: bool
-    confirmed: list[str]
-    unconfirmed: list[str]
-    stops_by: dict[str, Timestamp]
-    summary: str
-    waited_ms: float
-
-    @classmethod
-    def of(cls, done: Propagation, effect: str = "stopped") -> PropagationView:
-        """`effect` words the summary (see `Propagation.summary`)."""
-        return cls(change_id=done.change_id, complete=done.complete,
-                   confirmed=done.confirmed,
-                   unconfirmed=[node.label for node in done.unconfirmed],
-                   stops_by={node.label: node.stops_by for node in done.unconfirmed},
-                   summary=done.summary(effect), waited_ms=done.waited_ms)
 
 
 class RevokedTokenView(TokenView):

@@ -9,9 +9,9 @@ import typer
 
 from tallykey.accounts.models import User
 from tallykey.actor import Actor
-from tallykey.api.schemas import PropagationView
 from tallykey.cli.context import runtime
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
+from tallykey.feed.propagation import PropagationView
 from tallykey.runtime import Runtime
 
 accounts_app = typer.Typer(help="Accounts (tenants).", no_args_is_help=True)
@@ -131,7 +131,7 @@ def _update_user(account: str, email: str, verb: str, as_json: bool,
         account_id = rt.accounts.find_account(account).id
         user = rt.accounts.find_user(account_id, email)
         user = rt.accounts.update_user(Actor.operator(account_id), user.id, **changes)
-        done = rt.settle(user.id)
+        done = rt.propagation.settle(user.id)
     effect = "stopped" if verb == "deactivated" else "applied"
     if as_json:
         emit_json({**user_dict(user),

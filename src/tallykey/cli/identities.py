@@ -151,17 +151,17 @@ def identities_update(
     as_json: JsonOption = False,
 ) -> None:
     """Change an identity; answered once every live node applied the change."""
-    from tallykey.api.schemas import PropagationView
+    from tallykey.feed.propagation import PropagationView
     controls = _controls(rate_limit, credits, refill, metadata)
     if no_rate_limits:
         controls["rate_limits"] = []
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
-        identity = rt.identities.update(actor, ref, IdentityChanges(
+        changed = rt.identities.update(actor, ref, IdentityChanges(
             external_id=external_id, name=name, metadata=controls.get("metadata"),
             rate_limits=controls.get("rate_limits"), credits=controls.get("credits"),
             remove_credits=no_credits, plan_id=plan, detach_plan=no_plan))
-        done = rt.settle(identity.id)
+        identity, done = changed.value, changed.propagation
         shown = identity_dict(identity, rt.clock.now(),
                               rt.identities.token_counts(actor).get(identity.id, 0))
     if as_json:
@@ -182,12 +182,12 @@ def identities_delete(
     as_json: JsonOption = False,
 ) -> None:
     """Delete an identity (refused while it has tokens, unless --detach)."""
-    from tallykey.api.schemas import PropagationView
+    from tallykey.feed.propagation import PropagationView
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
         identity = rt.identities.get(actor, ref)
-        detached = rt.identities.delete(actor, identity.id, detach=detach)
-        done = rt.settle(identity.id)
+        deleted = rt.identities.delete(actor, identity.id, detach=detach)
+        detached, done = deleted.value, deleted.propagation
     if as_json:
         emit_json({"id": identity.id, "deleted": True, "detached_tokens": detached,
                    "propagation": PropagationView.of(done, "applied").model_dump(

@@ -138,15 +138,15 @@ def plans_update(
     as_json: JsonOption = False,
 ) -> None:
     """Change a plan; answered once every live node applied the change."""
-    from tallykey.api.schemas import PropagationView
+    from tallykey.feed.propagation import PropagationView
     limits = [] if no_rate_limits else _limits(rate_limit)
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
-        plan = rt.plans.update(actor, ref, PlanChanges(
+        changed = rt.plans.update(actor, ref, PlanChanges(
             name=name, description=description, rate_limits=limits,
             refill=parse_refill(refill) if refill else None, remove_refill=no_refill,
             scopes=scope, remove_scopes=no_ceiling))
-        done = rt.settle(plan.id)
+        plan, done = changed.value, changed.propagation
         shown = plan_dict(plan, rt.plans.users(actor).get(plan.id))
     if as_json:
         emit_json({**shown, "propagation": PropagationView.of(done, "applied")
@@ -165,12 +165,12 @@ def plans_delete(
     as_json: JsonOption = False,
 ) -> None:
     """Delete a plan (refused while tokens or identities use it, unless --detach)."""
-    from tallykey.api.schemas import PropagationView
+    from tallykey.feed.propagation import PropagationView
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
         plan = rt.plans.get(actor, ref)
-        detached = rt.plans.delete(actor, plan.id, detach=detach)
-        done = rt.settle(plan.id)
+        deleted = rt.plans.delete(actor, plan.id, detach=detach)
+        detached, done = deleted.value, deleted.propagation
     if as_json:
         emit_json({"id": plan.id, "deleted": True, "detached_tokens": detached.tokens,
                    "detached_identities": detached.identities,

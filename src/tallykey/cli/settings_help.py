@@ -14,7 +14,7 @@ from tallykey.settings import Settings
 STORE = ("data_dir", "database_url", "db_connect_timeout", "db_statement_timeout",
          "db_pooler", "kek",
          "kek_file", "scopes_file", "region", "public_url", "targets", "argon2_profile")
-#: A change that waits until every verification node applied it (`Runtime.settle`).
+#: A change that waits until every verification node applied it (`Propagator.settle`).
 SETTLES = (*STORE, "propagation_timeout")
 #: The background worker: mail, webhooks, reminders, clean-up, alerts.
 WORKER = (*STORE, "smtp_url", "mail_from", "outbox_max_attempts", "worker_interval",

@@ -13,11 +13,11 @@ from typing import Annotated, Any
 import typer
 
 from tallykey.actor import Actor
-from tallykey.api.schemas import PropagationView
 from tallykey.cli.context import operator_for_token, runtime, user_actor
 from tallykey.cli.output import AccountOption, JsonOption, emit_json, err, fail, out, print_table
 from tallykey.controls.rules import parse_rate_limit
 from tallykey.errors import ValidationFailed
+from tallykey.feed.propagation import PropagationView
 from tallykey.runtime import Runtime
 from tallykey.tokens.imports import CREATED, EXISTING, MAX_KEYS, UNAVAILABLE, items_from
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
@@ -292,7 +292,7 @@ def tokens_rotate(
         actor, token_id = operator_for_token(rt, ref, account)
         issued = rt.tokens.rotate(actor, token_id, grace)
         view = IssuedTokenView.of_issued(issued, rt.clock.now())
-        done = rt.settle(token_id)
+        done = rt.propagation.settle(token_id)
     if grace == 0 and not quiet and not as_json:
         err.print(f"the old secret {done.summary()}", highlight=False)
     print_issued(view, "rotated", quiet=quiet, as_json=as_json)
@@ -325,7 +325,7 @@ def tokens_renew(
         actor, token_id = operator_for_token(rt, ref, account)
         issued = rt.tokens.renew(actor, token_id, renewal)
         view = IssuedTokenView.of_issued(issued, rt.clock.now())
-        done = rt.settle(token_id)
+        done = rt.propagation.settle(token_id)
     print_issued(view, "renewed: successor", quiet=quiet, as_json=as_json)
     if not quiet and not as_json:
         retires = view.previous_secret_expires_at
@@ -373,7 +373,7 @@ def _token_action(ref: str, account: str | None, as_json: bool, verb: str,
     with runtime() as rt:
         actor, token_id = operator_for_token(rt, ref, account)
         view = TokenView.of(action(rt, actor, token_id), rt.clock.now())
-        done = rt.settle(token_id)
+        done = rt.propagation.settle(token_id)
     effect = {"resumed": "works again", "approved": "works again",
               "updated": "applied"}.get(verb, "stopped")
     if as_json:

@@ -83,11 +83,11 @@ def workspaces_rename(account: AccountOption, ref: WorkspaceRef,
 def workspaces_archive(account: AccountOption, ref: WorkspaceRef,
                        as_json: JsonOption = False) -> None:
     """Archive a workspace: its tokens stop at once on every node. Irreversible."""
-    from tallykey.api.schemas import PropagationView
+    from tallykey.feed.propagation import PropagationView
     with runtime() as rt:
         actor = Actor.operator(rt.accounts.find_account(account).id)
-        workspace, stopped = rt.accounts.archive_workspace(actor, ref)
-        done = rt.settle(actor.account_id)
+        archived = rt.accounts.archive_workspace(actor, ref)
+        (workspace, stopped), done = archived.value, archived.propagation
     if as_json:
         emit_json({"workspace": workspace_dict(workspace), "tokens_stopped": stopped,
                    "propagation": PropagationView.of(done).model_dump(mode="json")})

@@ -167,7 +167,7 @@ def update_user(request: Request, user_id: str, viewer: AdminDep, form: FormDep,
                       error=error.message + (f" {error.hint}" if error.hint else ""))
     if not active:
         runtime.sessions.close_all_for(user_id)
-    done = runtime.settle(user_id)
+    done = runtime.propagation.settle(user_id)
     return redirect(f"{PREFIX}/users/{user_id}?done=granted&{propagation_query(done)}")
 
 
@@ -224,7 +224,7 @@ def update_policies(request: Request, viewer: AdminDep, form: FormDep,
                       account=_account(runtime, viewer.actor.account_id), values=values,
                       error=error.message + (f" {error.hint}" if error.hint else ""),
                       error_field=str(error.details.get("field", "")), notice="")
-    done = runtime.settle(account.id)
+    done = runtime.propagation.settle(account.id)
     return redirect(f"{PREFIX}/account?done=saved&{propagation_query(done)}")
 
 

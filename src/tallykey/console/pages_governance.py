@@ -69,7 +69,7 @@ def _decide(request: Request, viewer: Viewer, runtime: Runtime, token_id: str, *
         decision(viewer.actor, token_id)
     except Conflict as error:  # decided meanwhile (another admin, another tab)
         return _queue(request, viewer, runtime, status=error.status, error=forms.said(error))
-    settled = runtime.settle(token_id)
+    settled = runtime.propagation.settle(token_id)
     done = "approved" if approve else "denied"
     return redirect(f"{PREFIX}/approvals?done={done}&{propagation_query(settled)}")
 
@@ -93,7 +93,7 @@ def set_governance(request: Request, viewer: AdminDep, form: FormDep,
         return render(request, "policies.html", status_code=422, account=account,
                       values=None, error=forms.said(error),
                       error_field=str(error.details.get("field", "")), notice="")
-    done = runtime.settle(viewer.actor.account_id)
+    done = runtime.propagation.settle(viewer.actor.account_id)
     return redirect(f"{PREFIX}/account?done=saved&{propagation_query(done)}")
 
 

@@ -162,7 +162,7 @@ def edit_identity(request: Request, identity_id: str, viewer: AdminDep, form: Fo
     identity = runtime.identities.get(viewer.actor, identity_id)
     try:
         fields = read_form(form)
-        runtime.identities.update(viewer.actor, identity.id, IdentityChanges(
+        changed = runtime.identities.update(viewer.actor, identity.id, IdentityChanges(
             external_id=fields["external_id"], name=fields["name"] or identity.name,
             metadata=fields["metadata"], rate_limits=fields["rate_limits"],
             credits=fields["credits"], remove_credits=fields["credits"] is None,
@@ -171,10 +171,9 @@ def edit_identity(request: Request, identity_id: str, viewer: AdminDep, form: Fo
     except (ValidationFailed, Conflict, NotFound) as error:
         return _detail(request, viewer, runtime, identity, status=422, error=said(error),
                        values={k: text(form, k) for k in FIELDS})
-    done = runtime.settle(identity.id)  # answered once every live node applied it
     identity = runtime.identities.get(viewer.actor, identity.id)
     return _detail(request, viewer, runtime, identity,
-                   notice=f"Changes saved: {done.summary('applied')}.")
+                   notice=f"Changes saved: {changed.propagation.summary('applied')}.")
 
 
 @router.post("/identities/{identity_id}/tokens")
@@ -188,7 +187,7 @@ def add_token(request: Request, identity_id: str, viewer: AdminDep, form: FormDe
         runtime.tokens.update(viewer.actor, token.id, TokenChanges(identity_id=identity.id))
     except (ValidationFailed, Conflict, NotFound) as error:
         return _detail(request, viewer, runtime, identity, status=422, error=said(error))
-    done = runtime.settle(token.id)
+    done = runtime.propagation.settle(token.id)
     return _detail(request, viewer, runtime, identity, notice=(
         f"{token.name} now belongs to this identity ({done.summary('applied')})."))
 
@@ -212,11 +211,10 @@ def delete_identity(request: Request, identity_id: str, viewer: AdminDep, form: 
                     runtime: RuntimeDep) -> Response:
     identity = runtime.identities.get(viewer.actor, identity_id)
     try:
-        detached = runtime.identities.delete(viewer.actor, identity.id,
-                                             detach=text(form, "detach") == "yes")
+        deleted = runtime.identities.delete(viewer.actor, identity.id,
+                                            detach=text(form, "detach") == "yes")
     except (Conflict, NotFound) as error:
         return _detail(request, viewer, runtime, identity, status=409, error=said(error))
-    done = runtime.settle(identity.id)
     return _list(request, viewer, runtime, notice=(
-        f"Identity {identity.external_id} deleted; {len(detached)} token(s) left it "
-        f"({done.summary('applied')})."))
+        f"Identity {identity.external_id} deleted; {len(deleted.value)} token(s) left it "
+        f"({deleted.propagation.summary('applied')})."))

@@ -117,7 +117,7 @@ def edit_plan(request: Request, plan_id: str, viewer: AdminDep, form: FormDep,
     plan = runtime.plans.get(viewer.actor, plan_id)
     try:
         fields = read_form(form)
-        runtime.plans.update(viewer.actor, plan.id, PlanChanges(
+        changed = runtime.plans.update(viewer.actor, plan.id, PlanChanges(
             name=fields["name"], description=fields["description"],
             rate_limits=fields["rate_limits"], refill=fields["refill"],
             remove_refill=fields["refill"] is None, scopes=fields["scopes"],
@@ -125,10 +125,9 @@ def edit_plan(request: Request, plan_id: str, viewer: AdminDep, form: FormDep,
     except (ValidationFailed, Conflict) as error:
         return _detail(request, viewer, runtime, plan, status=422, error=said(error),
                        values=_values(form))
-    done = runtime.settle(plan.id)  # answered once every live node applied it
     plan = runtime.plans.get(viewer.actor, plan.id)
     return _detail(request, viewer, runtime, plan,
-                   notice=f"Changes saved: {done.summary('applied')}.")
+                   notice=f"Changes saved: {changed.propagation.summary('applied')}.")
 
 
 @router.post("/plans/{plan_id}/delete")
@@ -136,11 +135,11 @@ def delete_plan(request: Request, plan_id: str, viewer: AdminDep, form: FormDep,
                 runtime: RuntimeDep) -> Response:
     plan = runtime.plans.get(viewer.actor, plan_id)
     try:
-        detached = runtime.plans.delete(viewer.actor, plan.id,
-                                        detach=text(form, "detach") == "yes")
+        deleted = runtime.plans.delete(viewer.actor, plan.id,
+                                       detach=text(form, "detach") == "yes")
     except (Conflict, NotFound) as error:
         return _detail(request, viewer, runtime, plan, status=409, error=said(error))
-    done = runtime.settle(plan.id)
+    detached, done = deleted.value, deleted.propagation
     return _list(request, viewer, runtime, notice=(
         f"Plan {plan.name} deleted; {len(detached.tokens)} token(s) and "
         f"{len(detached.identities)} identity(ies) left it ({done.summary('applied')})."))

@@ -429,7 +429,7 @@ def _suspension(request: Request, viewer: Viewer, runtime: Runtime, token_id: st
         token = runtime.tokens.get(viewer.actor, token_id)
         return _detail(request, viewer, runtime, token, status=error.status,
                        errors={"form": forms.said(error)})
-    settled = runtime.settle(token_id)
+    settled = runtime.propagation.settle(token_id)
     return redirect(f"{PREFIX}/tokens/{token_id}?done={done}&{propagation_query(settled)}")
 
 
@@ -486,7 +486,7 @@ def renew_token(request: Request, token_id: str, viewer: ViewerDep, form: FormDe
         store.abandon(started)
         return _renew_page(request, viewer, runtime, token, error.status, values,
                            {forms.error_field(error): forms.said(error)})
-    runtime.settle(token_id)
+    runtime.propagation.settle(token_id)
     return _remember(store, viewer, started, issued, "renewed", 201)
 
 
@@ -536,5 +536,5 @@ def revoke_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
         return render(request, "token_revoke.html", status_code=409, token=token,
                       now=runtime.clock.now(), state=token.status_at(runtime.clock.now()),
                       error=error.message)
-    done = runtime.settle(token_id)
+    done = runtime.propagation.settle(token_id)
     return redirect(f"{PREFIX}/tokens/inactive?done=revoked&{propagation_query(done)}")

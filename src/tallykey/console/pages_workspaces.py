@@ -95,13 +95,13 @@ def archive_page(request: Request, workspace_id: str, viewer: AdminDep,
 def archive_workspace(request: Request, workspace_id: str, viewer: AdminDep,
                       form: FormDep, runtime: RuntimeDep) -> Response:
     try:
-        workspace, stopped = runtime.accounts.archive_workspace(viewer.actor, workspace_id)
+        archived = runtime.accounts.archive_workspace(viewer.actor, workspace_id)
     except Conflict as error:
         workspace = runtime.accounts.get_workspace(viewer.actor, workspace_id)
         return render(request, "workspace_archive.html", status_code=409,
                       workspace=workspace, stopping=0, error=error.message)
-    # the same wait as a revocation's: answer once every live node has applied it
-    done = runtime.settle(viewer.actor.account_id)
+    # the same wait as a revocation's: answered once every live node has applied it
+    (workspace, stopped), done = archived.value, archived.propagation
     note = (f"{workspace.name} was archived: {stopped} token"
             f"{'' if stopped == 1 else 's'} {done.summary()}." if stopped else
             f"{workspace.name} was archived. It held no live tokens, so none stopped.")

@@ -2,11 +2,11 @@
 
 Each verifier says, with every heartbeat, how far into the change feed it is and until
 when (on the database's clock) it may answer from its cache: its lease. A change's
-author waits until every node whose lease has not ended has applied the change, and
-otherwise names each unconfirmed node with the moment its lease ends, after which that
-node answers nothing from its cache (`feed.follower`). A node that is cut off, frozen
-or gone is therefore never dropped from an answer while it could still serve, and a
-node's several rows (a restart, worker processes) make one entry under its name.
+author waits (`feed.propagation`) until every node whose lease has not ended has applied
+the change, and otherwise names each unconfirmed node with the moment its lease ends,
+after which that node answers nothing from its cache (`feed.follower`). A node that is
+cut off, frozen or gone is therefore never dropped from an answer while it could still
+serve, and a node's several rows (a restart, worker processes) make one entry under its name.
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tallykey.clock import Clock
 from tallykey.db.engine import Database
-from tallykey.errors import StoreUnavailable
 from tallykey.feed import changes
 from tallykey.feed.models import Node
 from tallykey.settings import MIN_NODE_LEASE_SECONDS
@@ -162,22 +161,6 @@ def wait_for(database: Database, clock: Clock, change: int, timeout: float,
             unconfirmed = sorted(Unconfirmed(label, ends) for label, ends in pending.items())
             return Propagation(change, confirmed, unconfirmed, round(waited * 1000, 1))
         time.sleep(WAIT_STEP_SECONDS)
-
-
-def settle(database: Database, clock: Clock, subject_id: str, timeout: float,
-           stale_if_error: float) -> Propagation:
-    """After a change about `subject_id` committed: wait (bounded) until every node
-    holding a lease has applied it, so a request started after this returns is judged by
-    the new state. Every surface that changes a verdict (API, console, CLI, leak
-    reports) calls this."""
-    try:
-        position = changes.position_of(database, subject_id)
-        return wait_for(database, clock, position, timeout, stale_if_error)
-    except StoreUnavailable:
-        # Committed, but the store went away before anyone could confirm it: every
-        # lease, renewed at the latest now, ends within one lease from now.
-        stops_by = clock.now() + timedelta(seconds=node_lease(stale_if_error))
-        return Propagation(0, [], [Unconfirmed("every node", stops_by)], 0.0)
 
 
 def node_lease(stale_if_error: float) -> float:

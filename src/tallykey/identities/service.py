@@ -3,8 +3,9 @@ identities. The console, the management API and the CLI all call these methods.
 
 An identity's credits, rate limits, external id and metadata are part of every verdict
 of its tokens: each change is announced on the change feed (subject `identity`; every
-node drops its cached verdicts), and the caller waits for it like for a revocation
-(`Runtime.settle(identity.id)`).
+node drops its cached verdicts), and `update` and `delete` wait for it like a
+revocation does (`Propagator.settle(identity.id)`): they return the change with its
+propagation.
 
 Who sees what: administrators and auditors read every identity of the account; a member
 reads the identities their own tokens belong to (and nothing else: another one answers
@@ -31,6 +32,7 @@ from tallykey.controls import rules
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes
+from tallykey.feed.propagation import Changed, Propagator
 from tallykey.identities.models import Identity
 from tallykey.plans import service as plans
 from tallykey.tokens import policy
@@ -72,9 +74,10 @@ class IdentityChanges:
 
 
 class IdentityService:
-    def __init__(self, database: Database, clock: Clock) -> None:
+    def __init__(self, database: Database, clock: Clock, propagation: Propagator) -> None:
         self.database = database
         self.clock = clock
+        self.propagation = propagation
 
     # --- write -----------------------------------------------------------------------
 
@@ -107,9 +110,11 @@ class IdentityService:
                          details=snapshot(identity))
             return identity
 
-    def update(self, actor: Actor, identity_id: str, changes_: IdentityChanges) -> Identity:
+    def update(self, actor: Actor, identity_id: str,
+               changes_: IdentityChanges) -> Changed[Identity]:
         """Change an identity; every node stops using its old settings once the change
-        is announced (the caller settles on `identity.id`)."""
+        is announced. Returns the identity once every live node applied it (or the
+        timeout ran out), with the propagation."""
         _require_admin(actor, "change identities")
         now = self.clock.now()
         with self.database.transaction() as session:
@@ -143,12 +148,14 @@ class IdentityService:
                              details={k: [before[k], after[k]] for k in after
                                       if after[k] != before[k]})
                 changes.announce(session, changes.IDENTITY, identity.id, now)
-            return identity
+        return Changed(identity, self.propagation.settle(identity.id))
 
-    def delete(self, actor: Actor, identity_id: str, *, detach: bool = False) -> list[str]:
+    def delete(self, actor: Actor, identity_id: str, *,
+               detach: bool = False) -> Changed[list[str]]:
         """Delete an identity. With tokens (any, revoked ones too) it is a `Conflict`
         unless `detach`: then its tokens lose the identity (announced, so every node
-        stops applying its pool and limits to them). Returns the detached token ids."""
+        stops applying its pool and limits to them). Returns the detached token ids,
+        once every live node applied it (or the timeout ran out), with the propagation."""
         _require_admin(actor, "delete identities")
         now = self.clock.now()
         with self.database.transaction() as session:
@@ -172,7 +179,8 @@ class IdentityService:
                                   "detached_tokens": token_ids})
             changes.announce(session, changes.IDENTITY, identity.id, now)
             session.delete(identity)
-            return token_ids
+            deleted = identity.id
+        return Changed(token_ids, self.propagation.settle(deleted))
 
     # --- read ------------------------------------------------------------------------
 

@@ -4,7 +4,7 @@ suspended at once.
 
 The suspension goes through `TokenService.suspend`, the path of a manual suspension: it
 is audited (actor `system`, reason `contained`, the alert's kind), announced on the
-change feed and waited for like any other (`feed.nodes.settle`), so every node that
+change feed and waited for like any other (`Propagator.settle`), so every node that
 holds a lease stops accepting the token, or is named with the moment it stops by
 itself. Then the account's admins are mailed a link to the token's console page, where
 they resume it, saying how far the suspension reached.
@@ -28,8 +28,8 @@ from tallykey.clock import Clock
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, StoreUnavailable
 from tallykey.feed.clock import DatabaseClock
-from tallykey.feed.nodes import Propagation, settle
-from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
+from tallykey.feed.nodes import Propagation
+from tallykey.feed.propagation import Propagator
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings
 from tallykey.tokens.models import CONTAINED, Token
@@ -68,6 +68,8 @@ class Containment:
         self.clock = clock
         self.database_clock = database_clock
         self.tokens = _token_service(database, clock, settings, notifier)
+        self.propagation = (None if self.tokens is None else Propagator(
+            database, database_clock, settings.propagation_timeout, settings.stale_if_error))
         self.threads: list[threading.Thread] = []
 
     @staticmethod
@@ -111,17 +113,14 @@ class Containment:
         """Suspend the token, wait for the nodes, tell the admins. None when there was
         nothing to do (suspended, revoked or expired already)."""
         actor = Actor.system(incident.account_id, LABEL)
-        if self.tokens is None:
+        if self.tokens is None or self.propagation is None:
             return None
         try:
             self.tokens.suspend(actor, incident.token_id, reason=CONTAINED,
                                 details={"alert": incident.alert})
         except (Conflict, NotFound):
             return None
-        propagation = settle(self.database, self.database_clock, incident.token_id,
-                             self.settings.propagation_timeout, self.settings.stale_if_error)
-        if not propagation.complete:
-            PROPAGATION_INCOMPLETE.inc()
+        propagation = self.propagation.settle(incident.token_id)
         now = self.clock.now()
         reach = propagation.summary("stopped")
         with self.database.transaction() as session:

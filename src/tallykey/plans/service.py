@@ -17,8 +17,8 @@ docs/deployment.md#plans):
   reaches a token through its identity, is applied at verification (`insufficient_scope`).
 
 Every change is announced on the change feed (subject `plan`; every node drops its
-cached verdicts) and the caller waits for it like for a revocation
-(`Runtime.settle(plan.id)`).
+cached verdicts), and `update` and `delete` wait for it like a revocation does
+(`Propagator.settle(plan.id)`): they return the change with its propagation.
 
 Everyone in the account reads its plans; only administrators create, change or delete
 them, or put a token or an identity on one.
@@ -44,6 +44,7 @@ from tallykey.controls import rules
 from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes
+from tallykey.feed.propagation import Changed, Propagator
 from tallykey.identities.models import Identity
 from tallykey.plans.models import Plan
 from tallykey.tokens import policy
@@ -106,10 +107,12 @@ class Detached:
 
 
 class PlanService:
-    def __init__(self, database: Database, clock: Clock, catalog: ScopeCatalog) -> None:
+    def __init__(self, database: Database, clock: Clock, catalog: ScopeCatalog,
+                 propagation: Propagator) -> None:
         self.database = database
         self.clock = clock
         self.catalog = catalog
+        self.propagation = propagation
 
     # --- write -----------------------------------------------------------------------
 
@@ -137,10 +140,10 @@ class PlanService:
                          target_type="plan", target_id=plan.id, details=snapshot(plan))
             return plan
 
-    def update(self, actor: Actor, plan_id: str, changes_: PlanChanges) -> Plan:
+    def update(self, actor: Actor, plan_id: str, changes_: PlanChanges) -> Changed[Plan]:
         """Change a plan; every token on it (directly or through its identity) uses the
-        new settings on every node once the change is announced (the caller settles on
-        `plan.id`)."""
+        new settings on every node once the change is announced. Returns the plan once
+        every live node applied it (or the timeout ran out), with the propagation."""
         _require_admin(actor, "change plans")
         now = self.clock.now()
         with self.database.transaction() as session:
@@ -171,12 +174,14 @@ class PlanService:
                              details={k: [before[k], after[k]] for k in after
                                       if after[k] != before[k]})
                 changes.announce(session, changes.PLAN, plan.id, now)
-            return plan
+        return Changed(plan, self.propagation.settle(plan.id))
 
-    def delete(self, actor: Actor, plan_id: str, *, detach: bool = False) -> Detached:
+    def delete(self, actor: Actor, plan_id: str, *,
+               detach: bool = False) -> Changed[Detached]:
         """Delete a plan. While tokens or identities are on it (revoked tokens too) it is
         a `Conflict` unless `detach`: then they leave it (announced, so every node stops
-        applying it). Returns what was detached."""
+        applying it). Returns what was detached, once every live node applied it (or the
+        timeout ran out), with the propagation."""
         _require_admin(actor, "delete plans")
         now = self.clock.now()
         with self.database.transaction() as session:
@@ -210,7 +215,8 @@ class PlanService:
                                   "detached_identities": identity_ids})
             changes.announce(session, changes.PLAN, plan.id, now)
             session.delete(plan)
-            return Detached(token_ids, identity_ids)
+            deleted, detached = plan.id, Detached(token_ids, identity_ids)
+        return Changed(detached, self.propagation.settle(deleted))
 
     # --- read ------------------------------------------------------------------------
 
