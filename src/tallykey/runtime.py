@@ -24,6 +24,7 @@ from tallykey.identities.service import IdentityService
 from tallykey.keys.keyring import load_keyring, missing_kek_hint
 from tallykey.keys.models import AccountKey
 from tallykey.keys.vault import SEALED_PREFIX, SecretVault, sealed_key_id
+from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 from tallykey.notify.models import WebhookEndpoint
 from tallykey.notify.notices import Notifier
 from tallykey.notify.webhooks import WebhookService
@@ -81,7 +82,7 @@ class Runtime:
         database_clock = DatabaseClock(database)
         clock = clock or database_clock
         propagation = Propagator(database, database_clock, settings.propagation_timeout,
-                                 settings.stale_if_error)
+                                 settings.stale_if_error, PROPAGATION_INCOMPLETE.inc)
         keyring = load_keyring(settings.kek, settings.kek_file)
         vault = SecretVault(database, clock, keyring) if keyring else None
         notifier = Notifier(public_url=settings.public_url)

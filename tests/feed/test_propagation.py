@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
@@ -14,7 +15,8 @@ from tallykey.db.engine import Database
 from tallykey.errors import StoreUnavailable
 from tallykey.feed.nodes import MIN_LEASE_SECONDS, Propagation, Unconfirmed
 from tallykey.feed.propagation import PropagationView, Propagator
-from tallykey.monitor.metrics import REGISTRY
+from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE, REGISTRY
+from tallykey.runtime import Runtime
 
 MOMENT = datetime(2030, 1, 1, 12, 0, tzinfo=UTC)
 
@@ -37,7 +39,7 @@ def incomplete_count() -> float:
 def test_an_unreachable_store_names_every_node_until_a_lease_ends_and_is_counted() -> None:
     clock = FrozenClock(MOMENT)
     propagator = Propagator(cast(Database, GoneStore()), clock, timeout=0.05,
-                            stale_if_error=120)
+                            stale_if_error=120, incomplete=PROPAGATION_INCOMPLETE.inc)
     counted = incomplete_count()
     done = propagator.settle("token-x")
     assert done == Propagation(0, [], [Unconfirmed("every node",
@@ -65,3 +67,12 @@ def test_a_complete_view_says_the_effect_on_every_node() -> None:
     assert view.summary == "stopped on 2 of 2 nodes"
     nobody = PropagationView.of(Propagation(3, [], [], 0.0), "applied")
     assert nobody.summary == "no verification node holds a lease"
+
+
+def test_the_servers_propagator_counts_what_came_back_incomplete(rt: Runtime) -> None:
+    """Every surface settles through the Runtime's one Propagator, which counts an
+    incomplete answer in `tallykey_propagation_incomplete_total`."""
+    gone = replace(rt.propagation, database=cast(Database, GoneStore()))
+    counted = incomplete_count()
+    assert not gone.settle("token-x").complete
+    assert incomplete_count() == counted + 1

@@ -11,6 +11,7 @@ API's answers and the CLI's `--json` show it.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Annotated, Generic, TypeVar
@@ -22,7 +23,6 @@ from tallykey.db.engine import Database
 from tallykey.errors import StoreUnavailable
 from tallykey.feed import changes
 from tallykey.feed.nodes import Propagation, Unconfirmed, node_lease, wait_for
-from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 
 T = TypeVar("T")
 
@@ -43,12 +43,15 @@ class Propagator:
     #: `TALLYKEY_STALE_IF_ERROR`: how long a node may answer from its cache without the
     #: store, which bounds every lease.
     stale_if_error: float
+    #: Called once per answer that came before every node confirmed (the server counts
+    #: them: `tallykey_propagation_incomplete_total`).
+    incomplete: Callable[[], object] = lambda: None
 
     def settle(self, subject_id: str) -> Propagation:
         """After a change about `subject_id` committed: wait (bounded by `timeout`) until
         every node holding a lease has applied it, so a request started after this
         returns is judged by the new state. An answer that came before every node
-        confirmed is counted (`tallykey_propagation_incomplete_total`)."""
+        confirmed is reported to `incomplete`."""
         try:
             position = changes.position_of(self.database, subject_id)
             propagation = wait_for(self.database, self.clock, position, self.timeout,
@@ -59,7 +62,7 @@ class Propagator:
             stops_by = self.clock.now() + timedelta(seconds=node_lease(self.stale_if_error))
             propagation = Propagation(0, [], [Unconfirmed("every node", stops_by)], 0.0)
         if not propagation.complete:
-            PROPAGATION_INCOMPLETE.inc()
+            self.incomplete()
         return propagation
 
 

@@ -30,6 +30,7 @@ from tallykey.errors import Conflict, NotFound, StoreUnavailable
 from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.nodes import Propagation
 from tallykey.feed.propagation import Propagator
+from tallykey.monitor.metrics import PROPAGATION_INCOMPLETE
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings
 from tallykey.tokens.models import CONTAINED, Token
@@ -69,7 +70,8 @@ class Containment:
         self.database_clock = database_clock
         self.tokens = _token_service(database, clock, settings, notifier)
         self.propagation = (None if self.tokens is None else Propagator(
-            database, database_clock, settings.propagation_timeout, settings.stale_if_error))
+            database, database_clock, settings.propagation_timeout, settings.stale_if_error,
+            PROPAGATION_INCOMPLETE.inc))
         self.threads: list[threading.Thread] = []
 
     @staticmethod
