@@ -39,8 +39,8 @@ from starlette.types import ASGIApp, Message
 from store import build
 
 from tallykey import TallykeyMiddleware, Verifier
-from tallykey.api.app import create_app
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 
 IP = "127.0.0.1"
 NAMES = ("bare", "middleware", "auth_request", "auth_request_scoped", "hit")

@@ -19,12 +19,12 @@ from pathlib import Path
 from starlette.testclient import TestClient
 
 from tallykey.actor import Actor
-from tallykey.api.app import create_app
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import SystemClock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 from starlette.testclient import TestClient
 
-from tallykey.api.app import create_app, create_demo_app
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app, create_demo_app
 
 from .conftest import World
 from .console.conftest import sign_in

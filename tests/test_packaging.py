@@ -143,7 +143,7 @@ def test_the_client_installs_alone(wheel: Path, tmp_path: Path) -> None:
     for statement, extra in (
             ("from tallykey.auth.middleware import TallykeyMiddleware", "embedded"),
             ("from tallykey.auth.verifier import Verifier", "embedded"),
-            ("from tallykey.api.app import create_app", "server")):
+            ("from tallykey.server.app import create_app", "server")):
         deep = subprocess.run([str(python), "-c", statement], capture_output=True,
                               text=True, timeout=60, cwd=tmp_path)
         assert deep.returncode == 1

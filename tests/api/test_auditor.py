@@ -20,13 +20,13 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from tallykey.actor import Actor
-from tallykey.api.app import create_app
 from tallykey.errors import AUDITOR_READ_ONLY, ReadOnlyRole
 from tallykey.identities.service import IdentityDraft
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import Token, metadata
+from tallykey.server.app import create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

@@ -13,8 +13,8 @@ from defusedxml import ElementTree
 from starlette.testclient import TestClient
 
 from tallykey.accounts.permissions import SCOPES
-from tallykey.api.app import create_app
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

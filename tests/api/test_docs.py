@@ -7,8 +7,8 @@ import re
 
 from starlette.testclient import TestClient
 
-from tallykey.api.app import create_app
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 
 
 def test_swagger_ui_is_served_from_the_package_with_a_bearer_scheme(rt: Runtime) -> None:

@@ -14,9 +14,9 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from tallykey.accounts.permissions import SCOPES
-from tallykey.api.app import create_app
 from tallykey.notify.models import OutboxMessage
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.tokens.idempotency import IdempotentRequest
 from tallykey.tokens.models import Token, TokenSecret
 from tallykey.tokens.service import TokenDraft

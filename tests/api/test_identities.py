@@ -11,9 +11,9 @@ from typing import Any
 import pytest
 from starlette.testclient import TestClient
 
-from tallykey.api.app import create_app
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

@@ -14,10 +14,10 @@ from starlette.responses import JSONResponse
 from starlette.routing import Route
 from starlette.testclient import TestClient
 
-from tallykey.api.app import create_app
 from tallykey.auth.middleware import TallykeyMiddleware
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

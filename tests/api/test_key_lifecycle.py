@@ -14,12 +14,12 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from tallykey import TallykeyMiddleware, Verifier
-from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
 from tallykey.notify.models import OutboxMessage
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.tokens.models import Token, TokenSecret
 
 from ..conftest import World

@@ -13,12 +13,12 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
-from tallykey.api.app import create_app
 from tallykey.auth.verifier import Verifier
 from tallykey.cli import app as cli_app
 from tallykey.clock import FrozenClock
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import OperatorToken
+from tallykey.server.app import create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

@@ -14,10 +14,10 @@ from starlette.testclient import TestClient
 from typer.testing import CliRunner
 
 from tallykey.actor import Actor
-from tallykey.api.app import create_app
 from tallykey.cli import app as cli_app
 from tallykey.clock import FrozenClock
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
 

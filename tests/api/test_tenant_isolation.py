@@ -30,11 +30,11 @@ from fastapi import FastAPI
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from tallykey.api.app import AUTH_REQUEST_PATH, Dispatcher, create_app
 from tallykey.api.responses import served_routes
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import DecoyTrip, Employee, Workspace, metadata
+from tallykey.server.app import AUTH_REQUEST_PATH, Dispatcher, create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

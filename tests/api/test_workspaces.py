@@ -12,10 +12,10 @@ import pytest
 from starlette.testclient import TestClient
 from typer.testing import CliRunner, Result
 
-from tallykey.api.app import create_app
 from tallykey.auth.verifier import Verifier
 from tallykey.cli import app as cli_app
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
 

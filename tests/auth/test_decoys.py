@@ -13,11 +13,11 @@ from sqlalchemy import func, select
 from starlette.testclient import TestClient
 
 from tallykey import TallykeyMiddleware, Verifier
-from tallykey.api.app import create_app
 from tallykey.errors import PermissionDenied, ValidationFailed
 from tallykey.monitor import metrics
 from tallykey.monitor.models import DecoyTrip, TokenUsage
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens import format as token_format
 from tallykey.tokens.models import DECOY, Token

@@ -79,7 +79,7 @@ def test_a_token_in_x_api_key_is_told_where_it_belongs(world: World,
 
 
 def test_the_management_api_names_a_misplaced_header_too(world: World, rt: Runtime) -> None:
-    from tallykey.api.app import create_app
+    from tallykey.server.app import create_app
 
     token = world.rt.tokens.issue(world.as_admin, TokenDraft(
         name="manager", expires_in_days=7, scopes=["tokens:manage"])).value

@@ -9,8 +9,8 @@ from collections.abc import Callable, Iterator
 import pytest
 from starlette.testclient import TestClient
 
-from tallykey.api.app import create_app
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 
 from ..conftest import World
 

@@ -17,13 +17,13 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from tallykey.actor import Actor
-from tallykey.api.app import create_app
 from tallykey.api.responses import served_routes
 from tallykey.console.web import PREFIX
 from tallykey.identities.service import IdentityDraft
 from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import metadata
+from tallykey.server.app import create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

@@ -172,7 +172,7 @@ def unreachable_sso(database_url: str, tmp_path: object) -> Iterator[Runtime]:
 
 def test_single_sign_on_with_an_unreachable_provider_says_so(
         unreachable_sso: Runtime) -> None:
-    from tallykey.api.app import create_app
+    from tallykey.server.app import create_app
 
     with TestClient(create_app(unreachable_sso), follow_redirects=False) as client:
         answer = client.get("/console/oidc/start?next=/console/tokens")

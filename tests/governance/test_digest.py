@@ -14,10 +14,10 @@ from starlette.testclient import TestClient
 
 from tallykey.accounts.models import Account
 from tallykey.actor import Actor
-from tallykey.api.app import create_app
 from tallykey.clock import FrozenClock
 from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft
 

@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 from starlette.testclient import TestClient
 
-from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
 

@@ -13,7 +13,6 @@ from sqlalchemy import select
 from starlette.testclient import TestClient
 
 from tallykey.accounts.service import PolicyChanges
-from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
@@ -22,6 +21,7 @@ from tallykey.monitor.alerts import UsageMonitor
 from tallykey.monitor.containment import TOKEN_CONTAINED
 from tallykey.notify.models import EMAIL, OutboxMessage
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens.models import CONTAINED, SUSPENDED, Token
 from tallykey.tokens.service import TokenDraft

@@ -12,13 +12,13 @@ import pytest
 from sqlalchemy import select, update
 from starlette.testclient import TestClient
 
-from tallykey.api.app import create_app
 from tallykey.audit.models import AuditEvent
 from tallykey.clock import FrozenClock
 from tallykey.errors import SignatureInvalid
 from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.notify.webhooks import verify_signature
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.tokens.service import TokenDraft
 
 from ..conftest import World

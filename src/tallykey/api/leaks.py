@@ -10,18 +10,18 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.api.deps import ip_of, runtime_of
-from tallykey.api.limits import MAX_BODY_BYTES
 from tallykey.api.management import show_propagation
 from tallykey.api.responses import error_responses
 from tallykey.errors import ReportTooLarge, ValidationFailed
 from tallykey.leaks.reports import REVOKED, LeakReports, ReportedToken
 from tallykey.leaks.signatures import IDENTIFIER_HEADER, SIGNATURE_HEADER, KeySource
+from tallykey.web.bounds import MAX_BODY_BYTES
+from tallykey.web.deps import ip_of, runtime_of
 
 router = APIRouter(prefix="/api/v1", tags=["leak reports"],
                    responses=error_responses(400, 401, 413, 422, 503))
 
-#: The body limit (`RequestLimits` refuses more before we get here) and entries per report.
+#: The body limit (`RequestBounds` refuses more before we get here) and entries per report.
 MAX_REPORT_BYTES = MAX_BODY_BYTES
 MAX_REPORT_ENTRIES = 1000
 _key_sources: dict[str, KeySource] = {}

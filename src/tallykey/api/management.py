@@ -16,16 +16,7 @@ from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import OFF, PolicyChanges
 from tallykey.accounts.sign_in import sign_in
 from tallykey.actor import Actor
-from tallykey.api.deps import (
-    ManagementActor,
-    OwnActor,
-    RuntimeDep,
-    cookie_flags,
-    ip_of,
-    login_limiter,
-    open_session,
-    self_renewers,
-)
+from tallykey.api.deps import ManagementActor, OwnActor, RuntimeDep, self_renewers
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
     AccountUpdate,
@@ -73,6 +64,7 @@ from tallykey.tokens.models import Token
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
+from tallykey.web.deps import cookie_flags, ip_of, login_limiter, open_session
 
 router = APIRouter(prefix="/api/v1",
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503))

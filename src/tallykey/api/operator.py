@@ -13,7 +13,7 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.models import Account
 from tallykey.accounts.service import PolicyChanges
-from tallykey.api.deps import RuntimeDep, ip_of
+from tallykey.api.deps import RuntimeDep
 from tallykey.api.management import show_propagation
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import (
@@ -27,6 +27,7 @@ from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.network.limiter import FailureLimiter
 from tallykey.operators.models import OperatorToken
 from tallykey.tokens.schemas import Timestamp
+from tallykey.web.deps import ip_of
 
 router = APIRouter(prefix="/api/v1/operator", tags=["operator"],
                    responses=error_responses(400, 401, 404, 409, 413, 422, 429))

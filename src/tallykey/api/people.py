@@ -13,20 +13,14 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.console_sessions import csrf_matches
 from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
-from tallykey.api.deps import (
-    ManagementActor,
-    OwnActor,
-    RuntimeDep,
-    ip_of,
-    login_limiter,
-    open_session,
-)
+from tallykey.api.deps import ManagementActor, OwnActor, RuntimeDep
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import SessionView, Strict, UserView
 from tallykey.errors import NotFound, PermissionDenied, SecondFactorRefused, Unauthenticated
 from tallykey.people.policy import AWAITING_CODE
 from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE
 from tallykey.people.twofactor import ascii_code
+from tallykey.web.deps import ip_of, login_limiter, open_session
 
 router = APIRouter(prefix="/api/v1", tags=["sign-in"],
                    responses=error_responses(400, 401, 403, 404, 422))

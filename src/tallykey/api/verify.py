@@ -13,14 +13,6 @@ from urllib.parse import parse_qsl
 from fastapi import APIRouter, Request
 from starlette.types import Receive, Scope, Send
 
-from tallykey.api.deps import ip_of, runtime_of, verifier_of
-from tallykey.api.limits import (
-    HSTS,
-    MAX_HEADER_COUNT,
-    NO_STORE,
-    SECURITY_HEADERS,
-    refuse_header_count,
-)
 from tallykey.api.responses import error_responses
 from tallykey.api.schemas import IdentityRef, RateLimitStateView, VerifyRequest, VerifyResponse
 from tallykey.auth.caller import TOKEN_ID_STATE, RefusalResponse, credentials_verdict
@@ -31,6 +23,14 @@ from tallykey.controls.rules import parse_cost
 from tallykey.errors import InvalidCost, MalformedHeader, TallykeyError
 from tallykey.network.client_ip import is_trusted
 from tallykey.settings import Settings
+from tallykey.web.bounds import (
+    HSTS,
+    MAX_HEADER_COUNT,
+    NO_STORE,
+    SECURITY_HEADERS,
+    refuse_header_count,
+)
+from tallykey.web.deps import ip_of, runtime_of, verifier_of
 
 router = APIRouter(prefix="/api/v1", tags=["verification"],
                    responses=error_responses(400, 413, 422, 503))

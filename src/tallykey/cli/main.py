@@ -126,8 +126,8 @@ def _uvicorn_config(host: str, port: int, workers: int, access_log: bool,
     """uvicorn's settings; every log record passes the secret-redacting filter. The HTTP
     protocol is uvicorn's httptools one with a bound on a request's header section
     (`BoundedHttpToolsProtocol`), so a node exposed directly cannot be made to buffer
-    megabytes of headers; `RequestLimits` also refuses more than 100 header lines."""
-    from tallykey.api.http_limits import BoundedHttpToolsProtocol
+    megabytes of headers; `RequestBounds` also refuses more than 100 header lines."""
+    from tallykey.server.uvicorn_protocol import BoundedHttpToolsProtocol
 
     json_logs = log_format == "json"
     return {"host": host, "port": port, "workers": workers,
@@ -149,12 +149,12 @@ ServeLogFormat = Annotated[str | None, typer.Option(
 ServeServer = Annotated[str, typer.Option(
     "--server", help="uvicorn (default) or granian: the Rust HTTP server, from the "
     "optional extra tallykey\\[granian].")]
-APP_FACTORY = "tallykey.api.app:create_app"
-DEMO_APP_FACTORY = "tallykey.api.app:create_demo_app"
+APP_FACTORY = "tallykey.server.app:create_app"
+DEMO_APP_FACTORY = "tallykey.server.app:create_demo_app"
 
 
 def _check_server_options(server: str, log_format: str | None) -> None:
-    from tallykey.api import granian_server
+    from tallykey.server import granian as granian_server
 
     if server not in ("uvicorn", "granian"):
         fail(f"--server {server!r} is not supported.", "Use uvicorn or granian.")
@@ -172,8 +172,8 @@ def _run_server(factory: str, host: str, port: int, workers: int, access_log: bo
     """Serve the app `factory` names under uvicorn or granian until SIGTERM/SIGINT."""
     import uvicorn
 
-    from tallykey.api import granian_server
     from tallykey.monitor.metrics import prepare_multiprocess, remove_multiprocess_dir
+    from tallykey.server import granian as granian_server
 
     metrics_dir = prepare_multiprocess(workers)
     try:

@@ -15,7 +15,6 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts import bootstrap as setup
 from tallykey.accounts.models import User
 from tallykey.accounts.sign_in import BAD_CREDENTIALS, sign_in
-from tallykey.api.deps import cookie_flags, ip_of, login_limiter, open_session
 from tallykey.console.forms import text
 from tallykey.console.web import (
     CSRF_FIELD,
@@ -35,6 +34,7 @@ from tallykey.console.web import (
 from tallykey.errors import CsrfRefused, TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.people.sessions import SESSION_COOKIE, OpenSession
 from tallykey.runtime import Runtime
+from tallykey.web.deps import cookie_flags, ip_of, login_limiter, open_session
 
 router = APIRouter(route_class=ConsoleRoute)
 

@@ -15,7 +15,6 @@ from starlette.responses import RedirectResponse
 from tallykey.accounts.console_sessions import csrf_matches, end_sessions
 from tallykey.accounts.sign_in import password_proved
 from tallykey.actor import Actor
-from tallykey.api.deps import cookie_flags, ip_of, login_limiter, open_session, runtime_of
 from tallykey.audit import trail
 from tallykey.console.forms import text
 from tallykey.console.pages_auth import pre_session_form, start_session, with_form_key
@@ -49,6 +48,7 @@ from tallykey.people.sessions import SESSION_COOKIE, OpenSession
 from tallykey.people.sso import CALLBACK_PATH
 from tallykey.people.twofactor import ascii_code
 from tallykey.runtime import Runtime
+from tallykey.web.deps import cookie_flags, ip_of, login_limiter, open_session, runtime_of
 
 router = APIRouter(route_class=ConsoleRoute)
 

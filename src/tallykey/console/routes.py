@@ -1,4 +1,4 @@
-"""Every console page, under `/console`. Mounted by `tallykey.api.app.build_api`."""
+"""Every console page, under `/console`. Mounted by `tallykey.server.app.build_api`."""
 
 from __future__ import annotations
 

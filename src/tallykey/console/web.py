@@ -21,8 +21,6 @@ from starlette.responses import HTMLResponse, RedirectResponse
 from tallykey.accounts.console_sessions import csrf_matches
 from tallykey.accounts.passwords import MIN_PASSWORD_LENGTH
 from tallykey.actor import Actor
-from tallykey.api.deps import ip_of, runtime_of, session_callers
-from tallykey.api.limits import BodyTooLarge
 from tallykey.auth.caller import SAFE_METHODS
 from tallykey.auth.server_keys import server_key
 from tallykey.console import views
@@ -40,6 +38,8 @@ from tallykey.feed.nodes import Propagation
 from tallykey.people.policy import AWAITING_CODE
 from tallykey.people.sessions import OpenSession
 from tallykey.runtime import Runtime
+from tallykey.web.bounds import BodyTooLarge
+from tallykey.web.deps import ip_of, runtime_of, session_callers
 
 PREFIX = "/console"
 STATIC_PATH = PREFIX + "/static"

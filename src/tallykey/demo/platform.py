@@ -27,7 +27,6 @@ from starlette.concurrency import run_in_threadpool
 
 from tallykey.accounts.models import Account, Workspace
 from tallykey.accounts.service import normalise_email
-from tallykey.api.deps import runtime_of
 from tallykey.api.responses import error_responses, wants_xml, xml_response
 from tallykey.auth.caller import TallykeyRefused, verify_scope
 from tallykey.auth.verdict import Verdict
@@ -41,6 +40,7 @@ from tallykey.errors import (
 )
 from tallykey.runtime import Runtime
 from tallykey.tokens.policy import clean_name
+from tallykey.web.deps import runtime_of
 
 router = APIRouter(prefix="/core/v3", tags=["demo platform"],
                    responses=error_responses(400, 401, 403, 404, 413, 415, 422, 429, 503))

@@ -1,4 +1,5 @@
-"""Request size limit and security headers, as plain ASGI middleware."""
+"""Request size limit, header count and security headers, as plain ASGI middleware
+(`RequestBounds`, around everything but `/auth/request`, which checks its own)."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from tallykey.errors import PayloadTooLarge, TallykeyError, TooManyHeaders
 MAX_BODY_BYTES = 256 * 1024
 #: Routes that take larger bodies: an import of up to 10,000 keys (SPEC §16).
 LARGE_BODY_PATHS = {"/api/v1/tokens/import": 8 * 1024 * 1024}
-#: The whole header section (`api.http_limits`, under `tallykey serve`) and its line count.
+#: The whole header section (`server.uvicorn_protocol`, under `tallykey serve`) and its
+#: line count.
 MAX_HEADER_BYTES = 32 * 1024
 MAX_HEADER_COUNT = 100
 
@@ -41,7 +43,7 @@ def _too_large_message(max_body: int) -> str:
             "(or its Content-Length is invalid).")
 
 
-class RequestLimits:
+class RequestBounds:
     """Refuse bodies over `max_body` with 413 (by Content-Length up front, or while
     streaming), and add security headers to every response."""
 

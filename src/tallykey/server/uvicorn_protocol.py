@@ -5,7 +5,7 @@ buffer headers without end. Here the bytes of reads that leave a request's heade
 section incomplete are counted, and past `MAX_HEADER_BYTES` the connection is answered
 431 and closed (a read that completes the headers is never held against them, however
 much body it carries).
-The ASGI layer, `api.limits.RequestLimits`, also refuses too many header lines.
+The ASGI layer, `web.bounds.RequestBounds`, also refuses too many header lines.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from tallykey.api.limits import MAX_HEADER_BYTES
+from tallykey.web.bounds import MAX_HEADER_BYTES
 
 _REFUSAL = (b"HTTP/1.1 431 Request Header Fields Too Large\r\n"
             b"content-type: text/plain; charset=utf-8\r\nconnection: close\r\n"

@@ -12,9 +12,9 @@ from __future__ import annotations
 import copy
 from typing import Any
 
-from tallykey.api.limits import MAX_HEADER_BYTES
+from tallykey.web.bounds import MAX_HEADER_BYTES
 
-APP = "tallykey.api.app:create_app"
+APP = "tallykey.server.app:create_app"
 #: Seconds in-flight requests get after SIGTERM (as `timeout_graceful_shutdown` under
 #: uvicorn); each is bounded by the store timeouts anyway.
 GRACE_SECONDS = 5

@@ -34,7 +34,6 @@ from tallykey.api import (
     webhooks,
 )
 from tallykey.api.access_log import AccessLog
-from tallykey.api.limits import RequestLimits
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
 from tallykey.asgi import direct
@@ -45,6 +44,7 @@ from tallykey.jobs import start_background_worker
 from tallykey.monitor import metrics
 from tallykey.network.client_ip import served_over_https
 from tallykey.runtime import Runtime
+from tallykey.web.bounds import RequestBounds
 
 log = logging.getLogger(__name__)
 AUTH_REQUEST_PATH = "/auth/request"
@@ -203,7 +203,7 @@ def create_app(runtime: Runtime | None = None, *, demo: bool = False) -> ASGIApp
         return served_over_https(scope, settings.trusted_proxy_networks, settings.public_url)
 
     endpoint = AuthRequestEndpoint(verifier, settings, https, runtime.operations)
-    app: ASGIApp = Dispatcher(endpoint, RequestLimits(api, https=https))
+    app: ASGIApp = Dispatcher(endpoint, RequestBounds(api, https=https))
     api.state.response_counter = app = metrics.ResponseCounter(app)
     if runtime.settings.log_format == "json":
         app = AccessLog(app, runtime.settings.trusted_proxy_networks)
