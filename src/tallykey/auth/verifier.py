@@ -5,7 +5,9 @@ dict lookup, a few comparisons, a counter increment. A miss costs one indexed qu
 raw connection (`auth.lookup`), run off the event loop by `averify`. No database write
 per request: usage is aggregated in memory and flushed in batches. The node follows the
 change feed (`feed.follower`) so revocations and permission changes made anywhere (API,
-console, CLI, another node) evict cached entries within milliseconds.
+console, CLI, another node) evict cached entries within milliseconds. Whether a found
+token passes is `auth.decide`'s answer; the parts a verifier runs on are built by
+`auth.wiring` (a server's from its runtime: `Verifier.from_runtime`).
 
 The cache is a lease (SPEC §10): it answers only while the last successful feed read is
 younger than `TALLYKEY_PROPAGATION_TIMEOUT` and this node holds the lease that
@@ -26,19 +28,17 @@ import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 
-from tallykey.auth.cache import Entry, VerificationCache, allowed_verdict
-from tallykey.auth.controls import KeyControls
+from tallykey.auth import wiring
+from tallykey.auth.cache import Entry
 from tallykey.auth.decide import DECOY, decide, refusal, unknown_token, wrong_region
 from tallykey.auth.header import extract_token
-from tallykey.auth.lookup import RecordLookup
 from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
 from tallykey.auth.verdict import Verdict
-from tallykey.clock import Clock
-from tallykey.db.engine import Database
 from tallykey.errors import (
     AuthenticationError,
     StoreUnavailable,
@@ -48,19 +48,19 @@ from tallykey.errors import (
     UnknownToken,
 )
 from tallykey.feed import changes
-from tallykey.feed.changes import Change
-from tallykey.feed.clock import DatabaseClock
-from tallykey.feed.follower import FeedFollower
 from tallykey.monitor import metrics
-from tallykey.monitor.alerts import UsageMonitor
-from tallykey.monitor.usage import ALLOWED, UsageRecorder
-from tallykey.network.limiter import FailureLimiter
-from tallykey.notify.notices import Notifier
-from tallykey.settings import Settings, load_settings
+from tallykey.monitor.usage import ALLOWED
 from tallykey.tokens import format as token_format
 from tallykey.tokens.format import ParsedToken, parse, token_digest
 from tallykey.tokens.imports import KEY_CHARACTERS, MAX_KEY_LENGTH, MIN_KEY_LENGTH
 from tallykey.tokens.models import IMPORTED
+
+if TYPE_CHECKING:
+    from tallykey.clock import Clock
+    from tallykey.db.engine import Database
+    from tallykey.feed.changes import Change
+    from tallykey.runtime import Runtime
+    from tallykey.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -99,25 +99,37 @@ class Verifier:
         sync_interval: float | None = None,
         background: bool = True,
     ) -> None:
-        self.settings = settings or load_settings()
-        self._owns_database = database is None
-        self.database = database or Database(
-            database_url or self.settings.resolved_database_url,
-            self.settings.db_connect_timeout, self.settings.db_statement_timeout,
-            self.settings.db_pooler)
-        #: Heartbeats and liveness follow the database's clock; so do verdicts unless a
-        #: clock is injected (tests, simulations).
-        self.database_clock = (clock if isinstance(clock, DatabaseClock)
-                               else DatabaseClock(self.database))
-        self.clock: Clock = clock or self.database_clock
+        """Embedded: on the settings (`TALLYKEY_*`, or `settings`), with its own store
+        connection (to `database_url`) unless `database` is given. A server builds its
+        verifier from its runtime instead (`from_runtime`). Verdicts follow the
+        database's clock unless `clock` is injected (tests, simulations)."""
+        self._assemble(wiring.embedded(database_url, settings, database, clock),
+                       cache_size, cache_ttl, sync_interval, background)
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime, *, background: bool = True) -> Verifier:
+        """A server's verifier: on its runtime's settings, database, clocks and its one
+        notifier (which also writes the usage alerts' notices)."""
+        verifier = cls.__new__(cls)
+        verifier._assemble(wiring.from_runtime(runtime), None, None, None, background)
+        return verifier
+
+    def _assemble(self, around: wiring.Surroundings, cache_size: int | None,
+                  cache_ttl: float | None, sync_interval: float | None,
+                  background: bool) -> None:
+        """Take the parts `auth.wiring` builds on `around`, join the node list and follow
+        the feed (from a background thread too, with `background`)."""
+        self.settings = around.settings
+        self.database = around.database
+        self._owns_database = around.owns_database
+        self.database_clock = around.database_clock
+        self.clock = around.clock
         self.region = self.settings.region
-        self.cache = VerificationCache(size=cache_size or self.settings.cache_max_tokens,
-                                       ttl=cache_ttl or self.settings.cache_ttl,
-                                       allow=self._allowed_verdict)
-        self.limiter = FailureLimiter(self.settings.auth_fail_limit)
-        self.usage = UsageRecorder(self.database, UsageMonitor(
-            self.database, self.settings, Notifier(public_url=self.settings.public_url),
-            self.clock, self.database_clock))
+        parts = wiring.build_parts(around, self._apply, cache_size=cache_size,
+                                   cache_ttl=cache_ttl, sync_interval=sync_interval)
+        self.cache = parts.cache
+        self.limiter = parts.limiter
+        self.usage = parts.usage
         #: Counters for metrics, kept as plain attributes (see `monitor.metrics`): calls
         #: (also the latency sampling clock), calls not answered from the cache, store
         #: loads, and refusals by reason.
@@ -130,7 +142,7 @@ class Verifier:
         self._refusals_lock = threading.Lock()
         self._published: dict[str, float] = {}
         self._publish_lock = threading.Lock()
-        self.lookup = RecordLookup(self.database)
+        self.lookup = parts.lookup
         #: Imported keys (SPEC §16): whether any exists (once seen, for good), and when
         #: the store was last asked while none did.
         self._imports_seen = False
@@ -138,14 +150,8 @@ class Verifier:
         self._imports_lock = threading.Lock()
         self._imports_sql = self.lookup.dialect_sql(_IMPORTS_PRESENT)
         #: Rate limits and credits (SPEC §13), admitted after a verdict passes.
-        self.controls = KeyControls(self.settings, self.lookup, self.clock.timestamp)
-        self.follower = FeedFollower(
-            self.database, self._apply, clock=self.database_clock,
-            lease=self.settings.propagation_timeout,
-            stale_if_error=self.settings.stale_if_error,
-            node_lease=self.settings.node_lease,
-            node_name=self.settings.node_name, poll_interval=sync_interval,
-            mode=self.settings.feed_mode)
+        self.controls = parts.controls
+        self.follower = parts.follower
         self.follower.periodic.append(self._flush_quietly)
         if self.limiter.limit > 0:
             self.follower.periodic.append(self._share_failures)
@@ -520,9 +526,6 @@ class Verifier:
 
     def _unknown(self) -> UnknownToken:
         return unknown_token(self.region)
-
-    def _allowed_verdict(self, record: TokenRecord) -> Verdict:
-        return allowed_verdict(record, self.controls.rate_view(record))
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:
