@@ -33,10 +33,8 @@ from typing import TYPE_CHECKING
 from anyio import to_thread
 
 from tallykey.auth import wiring
-from tallykey.auth.cache import Entry
 from tallykey.auth.decide import DECOY, decide, refusal, unknown_token, wrong_region
 from tallykey.auth.header import extract_token
-from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
 from tallykey.auth.verdict import Verdict
 from tallykey.errors import (
@@ -56,6 +54,8 @@ from tallykey.tokens.imports import KEY_CHARACTERS, MAX_KEY_LENGTH, MIN_KEY_LENG
 from tallykey.tokens.models import IMPORTED
 
 if TYPE_CHECKING:
+    from tallykey.auth.cache import Entry
+    from tallykey.auth.record import TokenRecord
     from tallykey.clock import Clock
     from tallykey.db.engine import Database
     from tallykey.feed.changes import Change
