@@ -5,7 +5,9 @@ dict lookup, a few comparisons, a counter increment. A miss costs one indexed qu
 raw connection (`auth.lookup`), run off the event loop by `averify`. No database write
 per request: usage is aggregated in memory and flushed in batches. The node follows the
 change feed (`feed.follower`) so revocations and permission changes made anywhere (API,
-console, CLI, another node) evict cached entries within milliseconds.
+console, CLI, another node) evict cached entries within milliseconds. Whether a found
+token passes is `auth.decide`'s answer; the parts a verifier runs on are built by
+`auth.wiring` (a server's from its runtime: `Verifier.from_runtime`).
 
 The cache is a lease (SPEC §10): it answers only while the last successful feed read is
 younger than `TALLYKEY_PROPAGATION_TIMEOUT` and this node holds the lease that
@@ -20,59 +22,45 @@ from __future__ import annotations
 import contextlib
 import functools
 import hashlib
-import ipaddress
 import logging
 import re
 import threading
 import time
 from collections.abc import Iterable
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from anyio import to_thread
 
-from tallykey.auth.cache import Entry, VerificationCache, allowed_verdict
-from tallykey.auth.controls import KeyControls
+from tallykey.auth import wiring
+from tallykey.auth.decide import DECOY, decide, refusal, unknown_token, wrong_region
 from tallykey.auth.header import extract_token
-from tallykey.auth.lookup import RecordLookup
-from tallykey.auth.record import TokenRecord
 from tallykey.auth.shared_limits import forget_node, share_failures
 from tallykey.auth.verdict import Verdict
-from tallykey.clock import Clock
-from tallykey.db.engine import Database
 from tallykey.errors import (
-    AccountSuspended,
     AuthenticationError,
-    ExpiredToken,
-    InsufficientScope,
-    IpNotAllowed,
-    OwnerInactive,
-    RevokedToken,
-    RotatedOut,
     StoreUnavailable,
     TallykeyError,
     TokenFormatError,
-    TokenPending,
-    TokenSuspended,
     TooManyAttempts,
     UnknownToken,
-    WorkspaceArchived,
-    WorkspaceNotAllowed,
-    WrongRegion,
 )
 from tallykey.feed import changes
-from tallykey.feed.changes import Change
-from tallykey.feed.clock import DatabaseClock
-from tallykey.feed.follower import FeedFollower
 from tallykey.monitor import metrics
-from tallykey.monitor.alerts import UsageMonitor
-from tallykey.monitor.usage import ALLOWED, UsageRecorder
-from tallykey.network.limiter import FailureLimiter
-from tallykey.notify.notices import Notifier
-from tallykey.settings import Settings, load_settings
+from tallykey.monitor.usage import ALLOWED
 from tallykey.tokens import format as token_format
 from tallykey.tokens.format import ParsedToken, parse, token_digest
 from tallykey.tokens.imports import KEY_CHARACTERS, MAX_KEY_LENGTH, MIN_KEY_LENGTH
 from tallykey.tokens.models import IMPORTED
+
+if TYPE_CHECKING:
+    from tallykey.auth.cache import Entry
+    from tallykey.auth.record import TokenRecord
+    from tallykey.clock import Clock
+    from tallykey.db.engine import Database
+    from tallykey.feed.changes import Change
+    from tallykey.runtime import Runtime
+    from tallykey.settings import Settings
 
 log = logging.getLogger(__name__)
 
@@ -111,25 +99,37 @@ class Verifier:
         sync_interval: float | None = None,
         background: bool = True,
     ) -> None:
-        self.settings = settings or load_settings()
-        self._owns_database = database is None
-        self.database = database or Database(
-            database_url or self.settings.resolved_database_url,
-            self.settings.db_connect_timeout, self.settings.db_statement_timeout,
-            self.settings.db_pooler)
-        #: Heartbeats and liveness follow the database's clock; so do verdicts unless a
-        #: clock is injected (tests, simulations).
-        self.database_clock = (clock if isinstance(clock, DatabaseClock)
-                               else DatabaseClock(self.database))
-        self.clock: Clock = clock or self.database_clock
+        """Embedded: on the settings (`TALLYKEY_*`, or `settings`), with its own store
+        connection (to `database_url`) unless `database` is given. A server builds its
+        verifier from its runtime instead (`from_runtime`). Verdicts follow the
+        database's clock unless `clock` is injected (tests, simulations)."""
+        self._assemble(wiring.embedded(database_url, settings, database, clock),
+                       cache_size, cache_ttl, sync_interval, background)
+
+    @classmethod
+    def from_runtime(cls, runtime: Runtime, *, background: bool = True) -> Verifier:
+        """A server's verifier: on its runtime's settings, database, clocks and its one
+        notifier (which also writes the usage alerts' notices)."""
+        verifier = cls.__new__(cls)
+        verifier._assemble(wiring.from_runtime(runtime), None, None, None, background)
+        return verifier
+
+    def _assemble(self, around: wiring.Surroundings, cache_size: int | None,
+                  cache_ttl: float | None, sync_interval: float | None,
+                  background: bool) -> None:
+        """Take the parts `auth.wiring` builds on `around`, join the node list and follow
+        the feed (from a background thread too, with `background`)."""
+        self.settings = around.settings
+        self.database = around.database
+        self._owns_database = around.owns_database
+        self.database_clock = around.database_clock
+        self.clock = around.clock
         self.region = self.settings.region
-        self.cache = VerificationCache(size=cache_size or self.settings.cache_max_tokens,
-                                       ttl=cache_ttl or self.settings.cache_ttl,
-                                       allow=self._allowed_verdict)
-        self.limiter = FailureLimiter(self.settings.auth_fail_limit)
-        self.usage = UsageRecorder(self.database, UsageMonitor(
-            self.database, self.settings, Notifier(public_url=self.settings.public_url),
-            self.clock, self.database_clock))
+        parts = wiring.build_parts(around, self._apply, cache_size=cache_size,
+                                   cache_ttl=cache_ttl, sync_interval=sync_interval)
+        self.cache = parts.cache
+        self.limiter = parts.limiter
+        self.usage = parts.usage
         #: Counters for metrics, kept as plain attributes (see `monitor.metrics`): calls
         #: (also the latency sampling clock), calls not answered from the cache, store
         #: loads, and refusals by reason.
@@ -142,7 +142,7 @@ class Verifier:
         self._refusals_lock = threading.Lock()
         self._published: dict[str, float] = {}
         self._publish_lock = threading.Lock()
-        self.lookup = RecordLookup(self.database)
+        self.lookup = parts.lookup
         #: Imported keys (SPEC §16): whether any exists (once seen, for good), and when
         #: the store was last asked while none did.
         self._imports_seen = False
@@ -150,14 +150,8 @@ class Verifier:
         self._imports_lock = threading.Lock()
         self._imports_sql = self.lookup.dialect_sql(_IMPORTS_PRESENT)
         #: Rate limits and credits (SPEC §13), admitted after a verdict passes.
-        self.controls = KeyControls(self.settings, self.lookup, self.clock.timestamp)
-        self.follower = FeedFollower(
-            self.database, self._apply, clock=self.database_clock,
-            lease=self.settings.propagation_timeout,
-            stale_if_error=self.settings.stale_if_error,
-            node_lease=self.settings.node_lease,
-            node_name=self.settings.node_name, poll_interval=sync_interval,
-            mode=self.settings.feed_mode)
+        self.controls = parts.controls
+        self.follower = parts.follower
         self.follower.periodic.append(self._flush_quietly)
         if self.limiter.limit > 0:
             self.follower.periodic.append(self._share_failures)
@@ -244,7 +238,7 @@ class Verifier:
         if entry is None:
             return None
         limiter = self.limiter
-        if limiter.failures and limiter.tracks(client_ip) and _refusal(
+        if limiter.failures and limiter.tracks(client_ip) and refusal(
                 entry[1], self.clock.timestamp(), client_ip, required_scopes,
                 workspace) is not None:
             return None  # a throttled network: only a valid cached token passes; else 429
@@ -372,7 +366,9 @@ class Verifier:
         except AuthenticationError as error:
             return self._refuse(error, client_ip)
         if parsed.region != self.region:
-            return self._refuse(self._wrong_region(parsed.region), client_ip)
+            return self._refuse(wrong_region(parsed.region, self.region,
+                                             self.settings.base_url_for(parsed.region)),
+                                client_ip)
         return parsed
 
     def _resolve(self, key: bytes, foreign: TokenFormatError | None = None
@@ -451,10 +447,16 @@ class Verifier:
     def _decide(self, entry: Entry | None, client_ip: str, required_scopes: Iterable[str],
                 user_agent: str | None, workspace: str | None = None, cost: int = 1,
                 io: bool = False, path: str | None = None) -> Verdict | None:
+        """The verdict for a found entry (`auth.decide`), with what follows it: usage
+        counts, the admission of rate limits and credits, the throttle's count. None when
+        the key controls need the network, or a decoy was used, and `io` is False."""
         if entry is None:
             return self._refuse(self._unknown(), client_ip)
         _, record, allowed = entry
         now = self.clock.timestamp()
+        # The common case, the first step of `decide` inline (a cache hit takes this way:
+        # a call would cost it more than the rest of the step): a plain record, unexpired,
+        # holding the scopes. Only `decide` refuses.
         workspace_id = None if workspace is None else record.workspace_of(workspace)
         held = record.scopes if workspace is None else record.workspaces.get(
             workspace_id or "")
@@ -466,10 +468,28 @@ class Verifier:
                                    user_agent, cost, io)
             self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
             return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
-        error = _refusal(record, now, client_ip, required_scopes, workspace)
-        if error is _DECOY:
-            # Answered as an unknown token is, and at its cost: the full path and a worker
-            # thread (`io`), never the cache-hit path. Counted only as a trip.
+        outcome = decide(record, allowed, now, client_ip, required_scopes, workspace)
+        if isinstance(outcome, AuthenticationError):
+            return self._refused(record, outcome, now, client_ip, user_agent, io, path)
+        if record.controlled:
+            verdict = self._admit(record, outcome, now, client_ip, user_agent, cost, io)
+            if verdict is None or not verdict.allowed:
+                return verdict
+        else:
+            self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
+            verdict = outcome
+        if record.retires_ts is not None:  # a rotated-out secret in its grace period
+            self.usage.old_secret_used(record.token_id, record.account_id,
+                                       record.retires_ts, now, client_ip)
+        return verdict
+
+    def _refused(self, record: TokenRecord, error: AuthenticationError, now: float,
+                 client_ip: str, user_agent: str | None, io: bool, path: str | None
+                 ) -> Verdict | None:
+        """A known token refused (`auth.decide`): counted and audited. A decoy answers as
+        an unknown token does, and at its cost: the full path and a worker thread (`io`;
+        None without), never the cache-hit path; it is counted only as a trip."""
+        if error is DECOY:
             if not io:
                 return None
             if record.revoked_at is None:
@@ -478,24 +498,8 @@ class Verifier:
                 self.decoy_trips += 1
             self.limiter.failed(client_ip)  # as an unknown token counts
             return Verdict.refused(self._unknown())
-        if error is not None:
-            self.usage.deny(record.token_id, record.account_id, now, client_ip, error.reason)
-            return self._refuse(error, client_ip)
-        if record.controlled:
-            admitted = self._admit(record, allowed if workspace_id is None else
-                                   allowed.for_workspace(workspace_id), now, client_ip,
-                                   user_agent, cost, io)
-            if admitted is None or not admitted.allowed:
-                return admitted
-            if record.retires_ts is not None:
-                self.usage.old_secret_used(record.token_id, record.account_id,
-                                           record.retires_ts, now, client_ip)
-            return admitted
-        self.usage.record(record.token_id, now, client_ip, user_agent, ALLOWED)
-        if record.retires_ts is not None:  # a rotated-out secret in its grace period
-            self.usage.old_secret_used(record.token_id, record.account_id,
-                                       record.retires_ts, now, client_ip)
-        return allowed if workspace_id is None else allowed.for_workspace(workspace_id)
+        self.usage.deny(record.token_id, record.account_id, now, client_ip, error.reason)
+        return self._refuse(error, client_ip)
 
     def _admit(self, record: TokenRecord, verdict: Verdict, now: float, client_ip: str,
                user_agent: str | None, cost: int, io: bool) -> Verdict | None:
@@ -521,13 +525,7 @@ class Verifier:
         return None
 
     def _unknown(self) -> UnknownToken:
-        return UnknownToken(
-            "The token is not recognised.",
-            f"Check that it has not been deleted and that it was issued by this region "
-            f"({self.region}); copy it again from the console.")
-
-    def _allowed_verdict(self, record: TokenRecord) -> Verdict:
-        return allowed_verdict(record, self.controls.rate_view(record))
+        return unknown_token(self.region)
 
     def _refuse(self, error: AuthenticationError, client_ip: str) -> Verdict:
         if error.code in _COUNTED:
@@ -538,14 +536,6 @@ class Verifier:
     def _count_refusal(self, reason: str) -> None:
         with self._refusals_lock:
             self.refusals[reason] = self.refusals.get(reason, 0) + 1
-
-    def _wrong_region(self, region: str) -> WrongRegion:
-        url = self.settings.base_url_for(region)
-        where = f"its API base URL is {url}" if url else f"use the {region} API base URL"
-        return WrongRegion(
-            f"This token belongs to region {region!r}, not to this region "
-            f"({self.region!r}).", f"Send requests for this token to region {region}: {where}.",
-            region=region, **({"base_url": url} if url else {}))
 
     def _apply(self, batch: list[Change]) -> None:
         """Evict what each change touches (called by the follower, in feed order)."""
@@ -573,92 +563,3 @@ class Verifier:
         except Exception:
             log.exception("could not apply a change right after its commit")
 
-
-def _refusal(record: TokenRecord, now: float, client_ip: str,
-             required_scopes: Iterable[str], workspace: str | None = None
-             ) -> AuthenticationError | None:
-    """Why the record does not pass at POSIX time `now`, or None. Order: SPEC §3. A
-    decoy never passes (`_DECOY`)."""
-    if record.decoy:
-        return _DECOY
-    if record.revoked_at is not None:
-        return RevokedToken(record.revoked_at)
-    if record.pending_at is not None:
-        return TokenPending(record.pending_at)
-    if record.suspended_at is not None:
-        assert record.suspended_by is not None
-        return TokenSuspended(record.suspended_at, record.suspended_by)
-    if not record.account_active:
-        return AccountSuspended("The account this token belongs to is suspended.",
-                                "Ask the platform's support to reactivate the account.")
-    if record.workspace_archived:
-        return WorkspaceArchived("The workspace this token belongs to was archived, so the "
-                                 "token no longer works.", "Create a token for a workspace "
-                                 "that is in use.")
-    if record.expires_ts <= now:
-        return ExpiredToken(record.expires_at)
-    if record.retires_ts is not None and record.retires_ts <= now:
-        assert record.secret_retires_at is not None
-        return RotatedOut(record.secret_retires_at, renewed=record.renewed)
-    if not record.owner_active:
-        return OwnerInactive("The token's owner is no longer active, so the token no longer "
-                             "works.", "Ask an administrator for a token of an active user.")
-    if (record.token_networks or record.account_networks) and not _ip_allowed(record,
-                                                                               client_ip):
-        return IpNotAllowed(
-            f"Requests from {client_ip or 'an unknown address'} are not allowed for this "
-            "token.", "Call from an address in the token's IP allow-list, or ask an "
-            "administrator to add this one.", ip=client_ip)
-    if workspace is not None:
-        return _workspace_refusal(record, workspace, required_scopes)
-    for scope in required_scopes:
-        if scope not in record.scopes:
-            slugs = sorted(slug for slug, ws in record.workspace_slugs.items()
-                           if scope in record.workspaces.get(ws, ()))
-            if slugs:
-                return InsufficientScope(
-                    scope, f"The token holds {scope!r} only in some workspaces "
-                    f"({', '.join(slugs)}), and this request names none.",
-                    "Name the workspace: send the Tallykey-Workspace header (or "
-                    "?workspace=) with its id or slug.", workspaces=slugs)
-            if scope in record.token_scopes:
-                return InsufficientScope(scope, f"The token's owner does not hold the "
-                                         f"permission {scope!r} (any more), so the token "
-                                         "cannot use it.")
-            return InsufficientScope(scope)
-    return None
-
-
-#: What `_refusal` says of a decoy: the verifier answers it as an unknown token.
-_DECOY = UnknownToken("A decoy token.")
-
-
-def _workspace_refusal(record: TokenRecord, workspace: str,
-                       required_scopes: Iterable[str]) -> AuthenticationError | None:
-    """Why the record does not pass for one workspace (an id or slug), or None."""
-    workspace_id = record.workspace_of(workspace)
-    if workspace_id is None:
-        return WorkspaceNotAllowed(
-            f"The token has no access to workspace {workspace[:64]!r}.",
-            "Use a token of a user who may work in that workspace, or one made for it.",
-            workspace=workspace[:64])
-    held = record.workspaces[workspace_id]
-    for scope in required_scopes:
-        if scope not in held:
-            if scope in record.token_scopes:
-                return InsufficientScope(
-                    scope, f"The token's owner does not hold {scope!r} in workspace "
-                    f"{workspace[:64]!r}, so the token cannot use it there.",
-                    "Ask an administrator for that permission in this workspace.",
-                    workspace=workspace[:64])
-            return InsufficientScope(scope, f"This request needs the scope {scope!r}, which "
-                                     "the token does not grant.", workspace=workspace[:64])
-    return None
-
-
-def _ip_allowed(record: TokenRecord, client_ip: str) -> bool:
-    try:
-        address = ipaddress.ip_address(client_ip)
-    except ValueError:
-        return False
-    return record.allows_ip(address)
