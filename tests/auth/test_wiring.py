@@ -8,12 +8,12 @@ from typing import Any
 from sqlalchemy import text
 from starlette.types import ASGIApp
 
-from tallykey.api.app import create_app
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.feed.clock import DatabaseClock
 from tallykey.monitor.alerts import UsageMonitor
 from tallykey.runtime import Runtime
+from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens.service import TokenDraft
 
