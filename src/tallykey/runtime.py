@@ -12,6 +12,8 @@ from tallykey.accounts.models import Account
 from tallykey.accounts.scopes import ScopeCatalog, load_catalog
 from tallykey.accounts.service import AccountService
 from tallykey.auth.operations import OperationTable
+from tallykey.auth.verifier import Verifier
+from tallykey.auth.wiring import Surroundings
 from tallykey.clock import Clock
 from tallykey.db import migrate
 from tallykey.db.engine import Database
@@ -111,6 +113,14 @@ class Runtime:
             catalog=catalog,
             operations=operations,
         )
+
+    def build_verifier(self, *, background: bool = True) -> Verifier:
+        """This process's verifier, on the runtime's settings, database, clocks and its
+        one notifier (which also writes the usage alerts' notices)."""
+        return Verifier.on(Surroundings(settings=self.settings, database=self.database,
+                                        database_clock=self.database_clock,
+                                        clock=self.clock, notifier=self.notifier),
+                           background=background)
 
     def check_keys(self) -> None:
         """Refuse to start with a missing or wrong key-encryption key, rather than failing

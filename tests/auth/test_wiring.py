@@ -31,7 +31,7 @@ def notifiers(verifier: Verifier) -> tuple[Any, Any]:
 
 def test_a_servers_verifier_runs_on_its_runtimes_parts(world: World) -> None:
     rt = world.rt
-    verifier = Verifier.from_runtime(rt, background=False)
+    verifier = rt.build_verifier(background=False)
     try:
         assert verifier.settings is rt.settings and verifier.database is rt.database
         assert verifier.clock is rt.clock and verifier.database_clock is rt.database_clock

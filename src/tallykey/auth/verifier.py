@@ -7,7 +7,7 @@ per request: usage is aggregated in memory and flushed in batches. The node foll
 change feed (`feed.follower`) so revocations and permission changes made anywhere (API,
 console, CLI, another node) evict cached entries within milliseconds. Whether a found
 token passes is `auth.decide`'s answer; the parts a verifier runs on are built by
-`auth.wiring` (a server's from its runtime: `Verifier.from_runtime`).
+`auth.wiring` (a server's from its runtime: `Runtime.build_verifier`).
 
 The cache is a lease (SPEC §10): it answers only while the last successful feed read is
 younger than `TALLYKEY_PROPAGATION_TIMEOUT` and this node holds the lease that
@@ -59,7 +59,6 @@ if TYPE_CHECKING:
     from tallykey.clock import Clock
     from tallykey.db.engine import Database
     from tallykey.feed.changes import Change
-    from tallykey.runtime import Runtime
     from tallykey.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -101,17 +100,19 @@ class Verifier:
     ) -> None:
         """Embedded: on the settings (`TALLYKEY_*`, or `settings`), with its own store
         connection (to `database_url`) unless `database` is given. A server builds its
-        verifier from its runtime instead (`from_runtime`). Verdicts follow the
-        database's clock unless `clock` is injected (tests, simulations)."""
+        verifier from its runtime instead (`Runtime.build_verifier`, through `on`).
+        Verdicts follow the database's clock unless `clock` is injected (tests,
+        simulations)."""
         self._assemble(wiring.embedded(database_url, settings, database, clock),
                        cache_size, cache_ttl, sync_interval, background)
 
     @classmethod
-    def from_runtime(cls, runtime: Runtime, *, background: bool = True) -> Verifier:
-        """A server's verifier: on its runtime's settings, database, clocks and its one
-        notifier (which also writes the usage alerts' notices)."""
+    def on(cls, around: wiring.Surroundings, *, background: bool = True) -> Verifier:
+        """A verifier on what its process shares (a server's: `Runtime.build_verifier`,
+        with the runtime's settings, database, clocks and its one notifier, which also
+        writes the usage alerts' notices)."""
         verifier = cls.__new__(cls)
-        verifier._assemble(wiring.from_runtime(runtime), None, None, None, background)
+        verifier._assemble(around, None, None, None, background)
         return verifier
 
     def _assemble(self, around: wiring.Surroundings, cache_size: int | None,

@@ -2,7 +2,7 @@
 look-ups, key controls, usage recorder (with the usage alerts) and feed follower.
 
 They stand on what the process shares (`Surroundings`): in a server, its runtime's one
-database, database clock and notifier (`from_runtime`, used by `Verifier.from_runtime`);
+database, database clock and notifier (`Runtime.build_verifier`, through `Verifier.on`);
 embedded (`Verifier()`), what the settings say (`embedded`). The verification decision
 itself is `auth.decide`, which needs none of this.
 """
@@ -11,7 +11,6 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
 from tallykey.auth.cache import VerificationCache, allowed_verdict
 from tallykey.auth.controls import KeyControls
@@ -29,9 +28,6 @@ from tallykey.network.limiter import FailureLimiter
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
 
-if TYPE_CHECKING:  # the runtime is the server's: an embedded install has no use for it
-    from tallykey.runtime import Runtime
-
 
 @dataclass(frozen=True)
 class Surroundings:
@@ -48,13 +44,6 @@ class Surroundings:
     notifier: Notifier
     #: The verifier opened `database` itself, so closing it disposes of it.
     owns_database: bool = False
-
-
-def from_runtime(runtime: Runtime) -> Surroundings:
-    """A server's: its runtime's settings, database, clocks and notifier."""
-    return Surroundings(settings=runtime.settings, database=runtime.database,
-                        database_clock=runtime.database_clock, clock=runtime.clock,
-                        notifier=runtime.notifier)
 
 
 def embedded(database_url: str | None = None, settings: Settings | None = None,

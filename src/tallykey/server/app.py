@@ -194,7 +194,7 @@ def create_app(runtime: Runtime | None = None, *, demo: bool = False) -> ASGIApp
     runtime = runtime or Runtime.build()
     runtime.ensure_schema()
     runtime.check_keys()
-    verifier = Verifier.from_runtime(runtime, background=False)
+    verifier = runtime.build_verifier(background=False)
     api = build_api(runtime, verifier, demo=demo)
     settings = runtime.settings
 
