@@ -84,7 +84,7 @@ def test_the_tightest_limit_answers_and_a_refused_request_spends_no_other_limit(
     assert states == {"burst": 0, "hourly": 3}  # the refusal spent nothing of "hourly"
 
 
-def test_shared_limits_count_once_for_an_owner_and_for_an_external_id(
+def test_shared_throttle_count_once_for_an_owner_and_for_an_external_id(
         world: World, verifier: Verifier) -> None:
     owner_rule = {"name": "owner", "limit": 2, "per_seconds": 10, "shared": "owner"}
     mine = [limited(world, owner_rule) for _ in range(2)]

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 from tallykey.accounts import bootstrap as setup
 from tallykey.actor import Actor
 from tallykey.console.web import CONTENT_SECURITY_POLICY
-from tallykey.network.limiter import WINDOW_SECONDS
+from tallykey.network.throttle import WINDOW_SECONDS
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
 from tallykey.tokens.service import TokenDraft

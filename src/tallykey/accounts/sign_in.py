@@ -7,7 +7,7 @@ alike: two limits in front of the password check, and every failure on record.
   at most `MAX_BLOCK`). A back-off, never a lockout an attacker can make permanent: the
   owner waits minutes at most, and a success resets the count.
 - **Per source network** (an IPv4 address, an IPv6 /64): `NETWORK_FAILURES_PER_MINUTE`,
-  in the app's `FailureLimiter`.
+  in the app's `FailureThrottle`.
 
 Every failed attempt is audited as `user.login_failed` (in the account the address
 belongs to, or in the account-less chain when nobody has it), with the reason. Attempts
@@ -31,7 +31,7 @@ from tallykey.accounts.models import SignInFailure, User
 from tallykey.accounts.service import AccountService, normalise_email
 from tallykey.audit import trail
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
-from tallykey.network.limiter import FailureLimiter
+from tallykey.network.throttle import FailureThrottle
 
 NETWORK_FAILURES_PER_MINUTE = 10
 FREE_FAILURES = 5
@@ -42,7 +42,7 @@ LOGIN_FAILED = "user.login_failed"
 BAD_CREDENTIALS = "The e-mail or password is wrong, or the user is deactivated."
 
 
-def _refuse_while_limited(accounts: AccountService, limiter: FailureLimiter, email: str,
+def _refuse_while_limited(accounts: AccountService, limiter: FailureThrottle, email: str,
                           ip: str, what: str, whom: str) -> str:
     """Raise `TooManyAttempts` while the network's or the address's limit runs (the
     password is then not even checked); else the address's failure key."""
@@ -56,7 +56,7 @@ def _refuse_while_limited(accounts: AccountService, limiter: FailureLimiter, ema
     return key
 
 
-def sign_in(accounts: AccountService, limiter: FailureLimiter, email: str, password: str,
+def sign_in(accounts: AccountService, limiter: FailureThrottle, email: str, password: str,
             ip: str, via: str) -> User:
     """The active user with these credentials. Raises `TooManyAttempts` (a limit is
     reached: the password is not even checked) or `Unauthenticated` (audited)."""
@@ -74,7 +74,7 @@ def sign_in(accounts: AccountService, limiter: FailureLimiter, email: str, passw
 T = TypeVar("T")
 
 
-def password_proved(accounts: AccountService, limiter: FailureLimiter, email: str, ip: str,
+def password_proved(accounts: AccountService, limiter: FailureThrottle, email: str, ip: str,
                     via: str, action: Callable[[], T], *, wrong_field: str) -> T:
     """Run `action` (changing the password, turning off the second factor…), which checks
     a signed-in user's password, behind the same two limits as signing in: refused while

@@ -24,7 +24,7 @@ from tallykey.api.schemas import (
     WorkspaceView,
 )
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
-from tallykey.network.limiter import FailureLimiter
+from tallykey.network.throttle import FailureThrottle
 from tallykey.operators.models import OperatorToken
 from tallykey.tokens.schemas import Timestamp
 from tallykey.web.deps import ip_of
@@ -37,9 +37,9 @@ FAILURES_PER_MINUTE = 10
 async def operator_token(request: Request) -> OperatorToken:
     """The operator token of the request, or 401 (throttled per client IP)."""
     runtime = request.app.state.runtime
-    limiter: FailureLimiter | None = getattr(request.app.state, "operator_limiter", None)
+    limiter: FailureThrottle | None = getattr(request.app.state, "operator_limiter", None)
     if limiter is None:
-        limiter = request.app.state.operator_limiter = FailureLimiter(FAILURES_PER_MINUTE)
+        limiter = request.app.state.operator_limiter = FailureThrottle(FAILURES_PER_MINUTE)
     ip = ip_of(request)
     wait = limiter.retry_after(ip)
     if wait is not None:

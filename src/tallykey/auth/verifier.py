@@ -35,7 +35,7 @@ from anyio import to_thread
 from tallykey.auth import wiring
 from tallykey.auth.decide import DECOY, decide, refusal, unknown_token, wrong_region
 from tallykey.auth.header import extract_token
-from tallykey.auth.shared_limits import forget_node, share_failures
+from tallykey.auth.shared_throttle import forget_node, share_failures
 from tallykey.auth.verdict import Verdict
 from tallykey.errors import (
     AuthenticationError,

@@ -24,7 +24,7 @@ from tallykey.feed.clock import DatabaseClock
 from tallykey.feed.follower import FeedFollower
 from tallykey.monitor.alerts import UsageMonitor
 from tallykey.monitor.usage import UsageRecorder
-from tallykey.network.limiter import FailureLimiter
+from tallykey.network.throttle import FailureThrottle
 from tallykey.notify.notices import Notifier
 from tallykey.settings import Settings, load_settings
 
@@ -69,7 +69,7 @@ class VerifierParts:
     """A verifier's own working parts (see `Verifier` for what each does)."""
 
     cache: VerificationCache
-    limiter: FailureLimiter
+    limiter: FailureThrottle
     lookup: RecordLookup
     controls: KeyControls
     usage: UsageRecorder
@@ -91,7 +91,7 @@ def build_parts(around: Surroundings, apply: Callable[[list[Change]], None], *,
     return VerifierParts(
         cache=VerificationCache(size=cache_size or settings.cache_max_tokens,
                                 ttl=cache_ttl or settings.cache_ttl, allow=allow),
-        limiter=FailureLimiter(settings.auth_fail_limit),
+        limiter=FailureThrottle(settings.auth_fail_limit),
         lookup=lookup,
         controls=controls,
         usage=UsageRecorder(database, UsageMonitor(database, settings, around.notifier,

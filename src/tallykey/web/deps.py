@@ -18,7 +18,7 @@ from tallykey.audit import trail
 from tallykey.auth.caller import SessionAuthenticator
 from tallykey.auth.verifier import Verifier
 from tallykey.network.client_ip import scope_client_ip, served_over_https
-from tallykey.network.limiter import FailureLimiter
+from tallykey.network.throttle import FailureThrottle
 from tallykey.people.sessions import CSRF_HEADER, SESSION_COOKIE, SESSION_LIFETIME, OpenSession
 from tallykey.runtime import Runtime
 
@@ -33,12 +33,12 @@ def verifier_of(request: Request) -> Verifier:
     return verifier
 
 
-def login_limiter(request: Request) -> FailureLimiter:
+def login_limiter(request: Request) -> FailureThrottle:
     """Failed sign-ins per client network and minute, shared by the console form and the
     session API (one limiter per app), so neither is a way around the other."""
-    limiter: FailureLimiter | None = getattr(request.app.state, "login_limiter", None)
+    limiter: FailureThrottle | None = getattr(request.app.state, "login_limiter", None)
     if limiter is None:
-        limiter = FailureLimiter(NETWORK_FAILURES_PER_MINUTE)
+        limiter = FailureThrottle(NETWORK_FAILURES_PER_MINUTE)
         request.app.state.login_limiter = limiter
     return limiter
 

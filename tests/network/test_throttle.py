@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from tallykey.network.limiter import FailureLimiter
+from tallykey.network.throttle import FailureThrottle
 
 
 class Ticker:
@@ -15,7 +15,7 @@ class Ticker:
 
 def test_the_limit_applies_per_ip_and_resets_with_the_window() -> None:
     ticker = Ticker()
-    limiter = FailureLimiter(3, monotonic=ticker)
+    limiter = FailureThrottle(3, monotonic=ticker)
     for _ in range(3):
         assert limiter.retry_after("198.51.100.1") is None
         limiter.failed("198.51.100.1")
@@ -27,14 +27,14 @@ def test_the_limit_applies_per_ip_and_resets_with_the_window() -> None:
 
 
 def test_zero_turns_it_off() -> None:
-    limiter = FailureLimiter(0)
+    limiter = FailureThrottle(0)
     for _ in range(1000):
         limiter.failed("198.51.100.1")
     assert limiter.retry_after("198.51.100.1") is None
 
 
 def test_ipv6_addresses_count_per_64_and_ipv4_per_address() -> None:
-    limiter = FailureLimiter(2, monotonic=Ticker())
+    limiter = FailureThrottle(2, monotonic=Ticker())
     limiter.failed("2001:db8:1:2::1")
     limiter.failed("2001:db8:1:2:ffff::9")
     assert limiter.retry_after("2001:db8:1:2::abcd") is not None

@@ -6,7 +6,7 @@ locked out, and on a throttled network a valid token the node has cached still p
 (the verifier asks `tracks` on its hot path). Memory is bounded: the oldest tracked
 networks are forgotten first.
 With several nodes, each one shares its own counts through the store about once a second
-(`auth.shared_limits`) and learns the totals, so the limit holds across nodes.
+(`auth.shared_throttle`) and learns the totals, so the limit holds across nodes.
 """
 
 from __future__ import annotations
@@ -21,7 +21,7 @@ WINDOW_SECONDS = 60
 MAX_TRACKED = 100_000
 
 
-class FailureLimiter:
+class FailureThrottle:
     def __init__(self, limit: int, monotonic: Callable[[], float] = time.time) -> None:
         self.limit = limit
         self._clock = monotonic

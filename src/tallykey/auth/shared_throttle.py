@@ -10,10 +10,10 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from tallykey.auth.models import AuthFailure
 from tallykey.db.engine import Database
-from tallykey.network.limiter import FailureLimiter
+from tallykey.network.throttle import FailureThrottle
 
 
-def share_failures(database: Database, node_id: str, limiter: FailureLimiter) -> None:
+def share_failures(database: Database, node_id: str, limiter: FailureThrottle) -> None:
     """Publish this node's failure counts for the current window; learn the totals."""
     window = limiter.window()
     mine = limiter.own_counts(window)
