@@ -120,13 +120,8 @@ def _idempotent(request: Request, runtime: Runtime, actor: Actor, key: str | Non
         return JSONResponse(started.answer or {}, status_code=started.status_code,
                             headers={"Idempotent-Replayed": "true",
                                      "Cache-Control": "no-store"})
-    try:
-        view = issue()
-    except BaseException:
-        store.abandon(started)
-        raise
-    store.finish(started, credential, status_code, view.id, view.model_dump(mode="json"))
-    return view
+    return store.run(started, credential, issue, status_code,
+                     lambda view: (view.id, view.model_dump(mode="json")))
 
 
 @router.post("/tokens", status_code=201, response_model=IssuedTokenView, tags=["tokens"])

@@ -5,6 +5,7 @@ history, usage) and its renew page."""
 from __future__ import annotations
 
 import base64
+from collections.abc import Callable
 from datetime import datetime
 from typing import Any
 from urllib.parse import urlencode
@@ -215,14 +216,14 @@ def create_token(request: Request, viewer: ViewerDep, form: FormDep,
     if isinstance(started, Replay):
         return redirect(_once_url(started))
     try:
-        issued = runtime.tokens.issue(viewer.actor, values.draft())
+        issued = _remember(store, viewer, started, "created", 201,
+                           lambda: runtime.tokens.issue(viewer.actor, values.draft()))
     except (ValidationFailed, PermissionDenied) as error:
-        store.abandon(started)
         values.errors[forms.error_field(error)] = error.message + (
             f" {error.hint}" if error.hint else "")
         return render(request, "token_new.html", status_code=422, form=values,
                       **_form_context(viewer, runtime))
-    return _remember(store, viewer, started, issued, "created", 201)
+    return redirect(_once_url(started, issued.token.id))
 
 
 def _replays(runtime: Runtime) -> IdempotencyStore:
@@ -238,14 +239,18 @@ def _once_url(replay: Replay | Claim, token_id: str | None = None) -> str:
     return f"{PREFIX}/tokens/{token}/once?view={replay.id}"
 
 
-def _remember(store: IdempotencyStore, viewer: Viewer, claim: Claim, issued: IssuedToken,
-              what: str, status: int) -> Response:
-    """Keep the secret sealed under the session cookie until the one-time view shows it."""
-    previous = issued.previous_secret_expires_at
-    store.finish(claim, viewer.session.cookie, status, issued.token.id,
-                 {"what": what, "secret": issued.value, "warnings": issued.warnings,
-                  "previous_secret_expires_at": previous.isoformat() if previous else None})
-    return redirect(_once_url(claim, issued.token.id))
+def _remember(store: IdempotencyStore, viewer: Viewer, claim: Claim, what: str,
+              status: int, issue: Callable[[], IssuedToken]) -> IssuedToken:
+    """Issue once for the claimed form (`IdempotencyStore.run`), keeping the secret
+    sealed under the session cookie until the one-time view shows it."""
+
+    def answer(issued: IssuedToken) -> tuple[str | None, dict[str, Any]]:
+        previous = issued.previous_secret_expires_at
+        return issued.token.id, {
+            "what": what, "secret": issued.value, "warnings": issued.warnings,
+            "previous_secret_expires_at": previous.isoformat() if previous else None}
+
+    return store.run(claim, viewer.session.cookie, issue, status, answer)
 
 
 @router.get("/tokens/{token_id}/once")
@@ -399,12 +404,12 @@ def rotate_token(request: Request, token_id: str, viewer: ViewerDep, form: FormD
     if isinstance(started, Replay):
         return redirect(_once_url(started))
     try:
-        issued = runtime.tokens.rotate(viewer.actor, token_id, grace)
+        issued = _remember(store, viewer, started, "rotated", 200,
+                           lambda: runtime.tokens.rotate(viewer.actor, token_id, grace))
     except (ValidationFailed, Conflict) as error:
-        store.abandon(started)
         return _detail(request, viewer, runtime, token, status=422,
                        errors={"rotate": error.message})
-    return _remember(store, viewer, started, issued, "rotated", 200)
+    return redirect(_once_url(started, issued.token.id))
 
 
 @router.post("/tokens/{token_id}/suspend")
@@ -481,13 +486,13 @@ def renew_token(request: Request, token_id: str, viewer: ViewerDep, form: FormDe
     if isinstance(started, Replay):
         return redirect(_once_url(started))
     try:
-        issued = runtime.tokens.renew(viewer.actor, token_id, renewal)
+        issued = _remember(store, viewer, started, "renewed", 201,
+                           lambda: runtime.tokens.renew(viewer.actor, token_id, renewal))
     except (ValidationFailed, Conflict, PermissionDenied) as error:
-        store.abandon(started)
         return _renew_page(request, viewer, runtime, token, error.status, values,
                            {forms.error_field(error): forms.said(error)})
     runtime.propagation.settle(token_id)
-    return _remember(store, viewer, started, issued, "renewed", 201)
+    return redirect(_once_url(started, issued.token.id))
 
 
 @router.post("/tokens/{token_id}/end-grace")

@@ -22,9 +22,10 @@ import hashlib
 import json
 import os
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives import hashes
@@ -52,6 +53,8 @@ KEPT_FOR = timedelta(hours=24)
 WAIT_SECONDS = 5.0
 MAX_KEY_LENGTH = 255
 NONCE_BYTES = 12
+
+T = TypeVar("T")
 
 
 class IdempotentRequest(Base):
@@ -214,6 +217,21 @@ class IdempotencyStore:
             row.status_code = status_code
             row.token_id = token_id
             row.sealed = _seal(credential, row.id, answer)
+
+    def run(self, claim: Claim, credential: str, work: Callable[[], T], status_code: int,
+            answer: Callable[[T], tuple[str | None, dict[str, Any]]]) -> T:
+        """The one way a claimed key's operation runs, on every surface: `work` once; if
+        it raises, the key is given up (`abandon`) so a corrected request may use it;
+        else `answer` of its result (the token id and the stored answer) is kept, sealed
+        under `credential`, for every repeat."""
+        try:
+            done = work()
+        except BaseException:
+            self.abandon(claim)
+            raise
+        token_id, stored = answer(done)
+        self.finish(claim, credential, status_code, token_id, stored)
+        return done
 
     def abandon(self, claim: Claim) -> None:
         """The operation failed: forget the key so a corrected request may use it."""
