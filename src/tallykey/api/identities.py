@@ -12,8 +12,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tallykey.api.deps import ManagementActor, RuntimeDep
-from tallykey.api.management import show_propagation
-from tallykey.api.responses import error_responses
+from tallykey.api.responses import error_responses, show_propagation
 from tallykey.api.schemas import CreditsIn, Strict
 from tallykey.controls.rules import period_of, period_start
 from tallykey.feed.propagation import PropagationView

@@ -10,8 +10,7 @@ from fastapi import APIRouter, Request, Response
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, ValidationError
 from starlette.concurrency import run_in_threadpool
 
-from tallykey.api.management import show_propagation
-from tallykey.api.responses import error_responses
+from tallykey.api.responses import error_responses, show_propagation
 from tallykey.errors import ReportTooLarge, ValidationFailed
 from tallykey.leaks.reports import REVOKED, LeakReports, ReportedToken
 from tallykey.leaks.signatures import IDENTIFIER_HEADER, SIGNATURE_HEADER, KeySource

@@ -14,8 +14,7 @@ from starlette.concurrency import run_in_threadpool
 from tallykey.accounts.models import Account
 from tallykey.accounts.service import PolicyChanges
 from tallykey.api.deps import RuntimeDep
-from tallykey.api.management import show_propagation
-from tallykey.api.responses import error_responses
+from tallykey.api.responses import error_responses, show_propagation
 from tallykey.api.schemas import (
     ROLE_DESCRIPTION,
     Strict,

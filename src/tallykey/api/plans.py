@@ -11,8 +11,7 @@ from fastapi import APIRouter, Query, Response
 from pydantic import BaseModel, Field
 
 from tallykey.api.deps import ManagementActor, RuntimeDep
-from tallykey.api.management import show_propagation
-from tallykey.api.responses import error_responses
+from tallykey.api.responses import error_responses, show_propagation
 from tallykey.api.schemas import RateLimitIn, RefillIn, Strict
 from tallykey.feed.propagation import PropagationView
 from tallykey.plans.models import Plan

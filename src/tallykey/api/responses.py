@@ -1,4 +1,5 @@
-"""The one place where errors become HTTP responses (JSON, RFC 6750 challenges)."""
+"""How answers are rendered: the one place where errors become HTTP responses (JSON,
+RFC 6750 challenges), and how far a change reached the nodes (`show_propagation`)."""
 
 from __future__ import annotations
 
@@ -19,6 +20,8 @@ from tallykey.auth.caller import RefusalResponse, TallykeyRefused
 from tallykey.auth.verdict import Verdict
 from tallykey.db.engine import store_outage
 from tallykey.errors import AuthenticationError, TallykeyError, error_body, mask_secrets
+from tallykey.feed.nodes import Propagation
+from tallykey.feed.propagation import PropagationView
 
 log = logging.getLogger(__name__)
 
@@ -206,3 +209,17 @@ def install_error_handlers(app: FastAPI) -> None:
         return JSONResponse(error_body("internal_error", "Something went wrong on our side; "
                                                          "it has been logged."),
                             status_code=500)
+
+
+PROPAGATION_HEADER = "Tallykey-Propagation"
+
+
+def show_propagation(response: Response, done: Propagation,
+                     effect: str = "stopped") -> PropagationView:
+    """How far a change reached the nodes, for an answer: the `Tallykey-Propagation`
+    header on `response`, and the body's `propagation`. `effect` words the summary
+    ("stopped", "works again", "applied")."""
+    response.headers[PROPAGATION_HEADER] = (
+        f"confirmed={len(done.confirmed)}; unconfirmed={len(done.unconfirmed)}; "
+        f"waited_ms={done.waited_ms}")
+    return PropagationView.of(done, effect)

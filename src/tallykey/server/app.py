@@ -22,16 +22,21 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from tallykey import console
 from tallykey.accounts.scopes import ScopeCatalog
 from tallykey.api import (
+    account,
     analytics,
+    audit,
     docs,
     identities,
     leaks,
-    management,
     operator,
     people,
     plans,
+    session,
+    tokens,
+    users,
     verify,
     webhooks,
+    workspaces,
 )
 from tallykey.api.access_log import AccessLog
 from tallykey.api.responses import install_error_handlers
@@ -100,7 +105,12 @@ def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> Fa
     api.state.runtime = runtime
     api.state.verifier = verifier
     install_error_handlers(api)
-    api.include_router(management.router)
+    api.include_router(tokens.router)
+    api.include_router(audit.router)
+    api.include_router(users.router)
+    api.include_router(workspaces.router)
+    api.include_router(account.router)
+    api.include_router(session.router)
     api.include_router(people.router)
     api.include_router(verify.router)
     api.include_router(leaks.router)

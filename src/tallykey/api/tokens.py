@@ -1,4 +1,6 @@
-"""The management API, `/api/v1/...`: thin adapters over the token and account services."""
+"""The token routes of the management API: issue, import, list, read, change, revoke,
+rotate, renew (also a token renewing itself), suspend and resume, approve and deny, end
+a grace period, retrieve a secret; the targets and scopes a new token may name."""
 
 from __future__ import annotations
 
@@ -12,49 +14,27 @@ from sqlalchemy import select
 from starlette.concurrency import run_in_threadpool
 from starlette.responses import JSONResponse
 
-from tallykey.accounts.models import Account, Workspace
-from tallykey.accounts.service import OFF, PolicyChanges
-from tallykey.accounts.sign_in import sign_in
+from tallykey.accounts.models import Workspace
 from tallykey.actor import Actor
-from tallykey.api.deps import ManagementActor, OwnActor, RuntimeDep, self_renewers
-from tallykey.api.responses import error_responses
+from tallykey.api.deps import ManagementActor, RuntimeDep, self_renewers
+from tallykey.api.responses import error_responses, show_propagation
 from tallykey.api.schemas import (
-    AccountUpdate,
-    AccountView,
-    ArchivedWorkspaceView,
-    AuditList,
-    AuditView,
     ImportAnswer,
     ImportedKeyView,
     ImportRequest,
-    LoginRequest,
     RenewRequest,
     RevokedTokenView,
     RevokeRequest,
     RotateRequest,
     ScopeView,
     SecretView,
-    SessionView,
     SuspensionView,
     TargetCount,
     TokenCreate,
     TokenList,
     TokenUpdate,
-    UserCreate,
-    UserUpdate,
-    UserView,
-    WorkspaceCreate,
-    WorkspaceUpdate,
-    WorkspaceView,
     parse_moment,
 )
-from tallykey.audit import query as audit_query
-from tallykey.errors import (
-    NotFound,
-    PermissionDenied,
-)
-from tallykey.feed.nodes import Propagation
-from tallykey.feed.propagation import PropagationView
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.people.sessions import SESSION_COOKIE
 from tallykey.runtime import Runtime
@@ -64,22 +44,10 @@ from tallykey.tokens.models import Token
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
 from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
-from tallykey.web.deps import cookie_flags, ip_of, login_limiter, open_session
+from tallykey.web.deps import ip_of
 
 router = APIRouter(prefix="/api/v1",
                    responses=error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503))
-PROPAGATION_HEADER = "Tallykey-Propagation"
-
-
-def show_propagation(response: Response, done: Propagation,
-                     effect: str = "stopped") -> PropagationView:
-    """How far a change reached the nodes, for an answer: the `Tallykey-Propagation`
-    header on `response`, and the body's `propagation`. `effect` words the summary
-    ("stopped", "works again", "applied")."""
-    response.headers[PROPAGATION_HEADER] = (
-        f"confirmed={len(done.confirmed)}; unconfirmed={len(done.unconfirmed)}; "
-        f"waited_ms={done.waited_ms}")
-    return PropagationView.of(done, effect)
 
 
 def _workspace_ref(runtime: Runtime, actor: Actor, ref: str | None) -> str | None:
@@ -91,9 +59,6 @@ def _workspace_ref(runtime: Runtime, actor: Actor, ref: str | None) -> str | Non
             Workspace.account_id == actor.account_id,
             (Workspace.id == ref) | (Workspace.slug == ref)))
     return found or ref
-
-
-# --- tokens ---------------------------------------------------------------------------
 
 
 IdempotencyKey = Annotated[str | None, Header(
@@ -405,183 +370,3 @@ def list_scopes(actor: ManagementActor, runtime: RuntimeDep) -> list[ScopeView]:
     scopes are held by administrators only and cannot be granted per workspace."""
     return [ScopeView(name=s.name, description=s.description, admin_only=s.admin_only)
             for s in runtime.catalog.scopes()]
-
-
-# --- audit ----------------------------------------------------------------------------
-
-
-@router.get("/audit", response_model=AuditList, tags=["audit"])
-def list_audit(
-    actor: ManagementActor,
-    runtime: RuntimeDep,
-    action: str | None = None,
-    target_id: str | None = None,
-    actor_id: str | None = None,
-    since: str | None = None,
-    until: str | None = None,
-    limit: Annotated[int, Query(ge=1, le=500)] = 100,
-    before: Annotated[int | None, Query(ge=1, le=2**31 - 1,  # audit ids are 32-bit
-                                        description="cursor: entries older than this id")]
-    = None,
-) -> AuditList:
-    """The account's audit trail, newest first. Administrators and auditors only."""
-    if not actor.reads_all:
-        raise PermissionDenied("Only administrators and auditors can read the audit log.")
-    bounds = {name: parse_moment(value, name) if value else None
-              for name, value in (("since", since), ("until", until))}
-    items, cursor = audit_query.page(runtime.database, audit_query.AuditQuery(
-        actor.account_id, action=action, target_id=target_id, actor_id=actor_id,
-        since=audit_query.start_of(bounds["since"]) if bounds["since"] else None,
-        until=audit_query.end_of(bounds["until"]) if bounds["until"] else None),
-        before, limit)
-    return AuditList(items=[AuditView.of(e) for e in items], next_cursor=cursor)
-
-
-# --- users ----------------------------------------------------------------------------
-
-
-@router.get("/users", response_model=list[UserView], tags=["users"])
-def list_users(actor: ManagementActor, runtime: RuntimeDep) -> list[UserView]:
-    if not actor.is_admin:
-        assert actor.user_id is not None
-        return [UserView.of(runtime.accounts.get_user(actor, actor.user_id))]
-    return [UserView.of(u) for u in runtime.accounts.list_users(actor)]
-
-
-@router.post("/users", status_code=201, response_model=UserView, tags=["users"])
-def create_user(body: UserCreate, actor: ManagementActor, runtime: RuntimeDep) -> UserView:
-    user = runtime.accounts.create_user(actor, body.email, role=body.role, name=body.name,
-                                        password=body.password, grants=body.workspaces)
-    return UserView.of(runtime.accounts.get_user(actor, user.id))
-
-
-@router.patch("/users/{user_id}", response_model=UserView, tags=["users"])
-def update_user(user_id: str, body: UserUpdate, actor: ManagementActor,
-                runtime: RuntimeDep, response: Response) -> UserView:
-    """Change role, active flag or workspace permissions: effective on the next request,
-    on every node."""
-    runtime.accounts.update_user(actor, user_id, role=body.role, active=body.active,
-                                 grants=body.workspaces)
-    show_propagation(response, runtime.propagation.settle(user_id))
-    if body.active is False:
-        runtime.sessions.close_all_for(user_id)
-    return UserView.of(runtime.accounts.get_user(actor, user_id))
-
-
-# --- workspaces -----------------------------------------------------------------------
-
-
-@router.get("/workspaces", response_model=list[WorkspaceView], tags=["workspaces"])
-def list_workspaces(actor: ManagementActor, runtime: RuntimeDep,
-                    archived: bool = False) -> list[WorkspaceView]:
-    """The account's workspaces in use (`archived=true`: archived ones too). A member
-    sees the workspaces they hold permissions in; an auditor, all of them."""
-    found = runtime.accounts.workspaces(actor.account_id, archived=archived)
-    if not actor.reads_all:
-        assert actor.user_id is not None
-        user = runtime.accounts.get_user(actor, actor.user_id)
-        mine = {g.workspace_id for g in user.grants}
-        found = [w for w in found if w.id in mine]
-    return [WorkspaceView.of(w) for w in found]
-
-
-@router.post("/workspaces", status_code=201, response_model=WorkspaceView,
-             tags=["workspaces"])
-def create_workspace(body: WorkspaceCreate, actor: ManagementActor,
-                     runtime: RuntimeDep) -> WorkspaceView:
-    """Add a workspace (administrators). Grant members permissions in it with
-    `PATCH /api/v1/users/{id}`."""
-    return WorkspaceView.of(runtime.accounts.add_workspace(actor, body.chosen_slug, body.name,
-                                                           body.timezone))
-
-
-@router.get("/workspaces/{workspace_id}", response_model=WorkspaceView, tags=["workspaces"])
-def get_workspace(workspace_id: str, actor: ManagementActor,
-                  runtime: RuntimeDep) -> WorkspaceView:
-    workspace = runtime.accounts.get_workspace(actor, workspace_id)
-    if not actor.reads_all:
-        assert actor.user_id is not None
-        user = runtime.accounts.get_user(actor, actor.user_id)
-        if workspace.id not in {g.workspace_id for g in user.grants}:
-            raise NotFound("No such workspace in this account.",
-                           "Name it by its id or slug (GET /api/v1/workspaces).",
-                           field="workspace")  # the same answer as for an unknown one
-    return WorkspaceView.of(workspace)
-
-
-@router.patch("/workspaces/{workspace_id}", response_model=WorkspaceView,
-              tags=["workspaces"])
-def update_workspace(workspace_id: str, body: WorkspaceUpdate, actor: ManagementActor,
-                     runtime: RuntimeDep, response: Response) -> WorkspaceView:
-    """Rename a workspace (name, slug) or change its time zone."""
-    workspace = runtime.accounts.update_workspace(actor, workspace_id, name=body.name,
-                                                  slug=body.slug, timezone=body.timezone)
-    if body.slug is not None:
-        show_propagation(response, runtime.propagation.settle(actor.account_id))
-    return WorkspaceView.of(workspace)
-
-
-@router.delete("/workspaces/{workspace_id}", response_model=ArchivedWorkspaceView,
-               tags=["workspaces"])
-def archive_workspace(workspace_id: str, actor: ManagementActor, runtime: RuntimeDep,
-                      response: Response) -> ArchivedWorkspaceView:
-    """Archive a workspace: its tokens stop at once on every node (the answer comes when
-    every live node has applied it, like a revocation's) and permissions in it no longer
-    count. Its history stays; archiving cannot be undone."""
-    archived = runtime.accounts.archive_workspace(actor, workspace_id)
-    workspace, stopped = archived.value
-    return ArchivedWorkspaceView(workspace=WorkspaceView.of(workspace), tokens_stopped=stopped,
-                                 propagation=show_propagation(response, archived.propagation))
-
-
-# --- account --------------------------------------------------------------------------
-
-
-@router.get("/account", response_model=AccountView, tags=["account"])
-def get_account(actor: ManagementActor, runtime: RuntimeDep) -> AccountView:
-    with runtime.database.reading() as session:
-        return AccountView.of(session.get_one(Account, actor.account_id))
-
-
-@router.patch("/account", response_model=AccountView, tags=["account"])
-def update_account(body: AccountUpdate, actor: ManagementActor,
-                   runtime: RuntimeDep, response: Response) -> AccountView:
-    account = runtime.accounts.update_policies(actor, PolicyChanges(
-        max_validity_days=body.max_validity_days, reminder_days=body.reminder_days,
-        retrievable_application_tokens=body.retrievable_application_tokens,
-        ip_allowlist=body.ip_allowlist, new_network_alerts=body.new_network_alerts,
-        token_approval=body.token_approval, revoke_inactive_days=OFF if (
-            "revoke_inactive_days" in body.model_fields_set
-            and body.revoke_inactive_days is None) else body.revoke_inactive_days,
-        contain=body.contain))
-    if body.two_factor_policy is not None:
-        runtime.two_factor.set_policy(actor, body.two_factor_policy)
-        account = runtime.accounts.find_account(account.id)
-    show_propagation(response, runtime.propagation.settle(account.id))
-    return AccountView.of(account)
-
-
-# --- console session (login for the console and for API clients) ---------------------
-
-
-@router.post("/session", response_model=SessionView, tags=["session"])
-def login(body: LoginRequest, request: Request, response: Response,
-          runtime: RuntimeDep) -> SessionView:
-    """Sign in with e-mail and password; sets the session cookie and returns the CSRF token
-    to send in `X-CSRF-Token` on every state-changing request."""
-    ip = ip_of(request)
-    user = sign_in(runtime.accounts, login_limiter(request), body.email, body.password, ip, "api")
-    opened, _ = open_session(request, user, via="api", method="password",
-                             respond=lambda _: response)
-    return SessionView(user=UserView.of(user), csrf_token=opened.csrf_token,
-                       expires_at=opened.expires_at, awaiting=opened.awaiting)
-
-
-@router.delete("/session", status_code=204, tags=["session"])
-def logout(request: Request, runtime: RuntimeDep, actor: OwnActor) -> Response:
-    cookie = request.cookies.get(SESSION_COOKIE)
-    if cookie:
-        runtime.sessions.close(cookie)
-    response = Response(status_code=204)
-    response.delete_cookie(SESSION_COOKIE, path="/", **cookie_flags(request))
-    return response
