@@ -1,7 +1,7 @@
 """The job runner: each pass schedules due reminders, applies the accounts' governance
 (revokes tokens unused past `revoke_inactive_days`, after a warning; sends the weekly
-digest), claims and delivers what the outbox holds, and prunes old usage counts and sent
-messages. Run it as `tallykey worker` (any
+digest), delivers what the outbox holds (`notify.delivery`), and prunes old usage counts
+and sent messages. Run it as `tallykey worker` (any
 number, on any node), or inside the embedded server with `start_background_worker`.
 
 Time comes from the injected clock, so tests drive schedules and back-off without sleeping.
@@ -14,7 +14,6 @@ import os
 import socket
 import threading
 import uuid
-from collections import defaultdict
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -26,7 +25,8 @@ from tallykey.governance.inactivity import sweep_inactive
 from tallykey.keys.keyring import KeyRing, load_keyring
 from tallykey.monitor.retention import prune_usage
 from tallykey.notify import outbox
-from tallykey.notify.models import DEAD, EMAIL, PENDING, SENT, WEBHOOK, OutboxMessage
+from tallykey.notify.delivery import DEFAULT_BATCH, Delivery
+from tallykey.notify.models import EMAIL, WEBHOOK
 from tallykey.notify.notices import Notifier
 from tallykey.notify.reminders import schedule_reminders
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
@@ -37,9 +37,6 @@ from tallykey.tokens.service import TokenService
 
 log = logging.getLogger(__name__)
 
-DEFAULT_BATCH = 50
-#: Bounds one pass, so a huge backlog never starves the scheduler or the stop signal.
-MAX_BATCHES_PER_PASS = 20
 #: Sent rows are kept this long (for `tallykey outbox list`, and as the record that stops
 #: a reminder being sent twice: longer than the 90-day reminder horizon).
 KEEP_SENT = timedelta(days=120)
@@ -84,26 +81,25 @@ class Worker:
         tokens: TokenService | None = None,
         keyring: KeyRing | None = None,
     ) -> None:
-        if max_attempts < 1:
-            raise ValueError("max_attempts must be at least 1")
         self.database = database
         self.clock = clock
         self.notifier = notifier
-        self.channels: dict[str, outbox.Channel] = {}
+        channels: dict[str, outbox.Channel] = {}
         if mailer is not None:
-            self.channels[EMAIL] = mailer
+            channels[EMAIL] = mailer
         self.webhooks = webhooks or WebhookChannel(database, clock,
                                                    allow_private=private_webhook_targets,
                                                    keyring=keyring)
-        self.channels[WEBHOOK] = self.webhooks
-        self.max_attempts = max_attempts
-        self.batch_size = batch_size
+        channels[WEBHOOK] = self.webhooks
         self.name = name or worker_name()
+        #: Claims and delivers the outbox (mail's one-time links go in only as it leaves).
+        self.delivery = Delivery(
+            database, clock, channels, name=self.name, max_attempts=max_attempts,
+            batch_size=batch_size, lease=lease,
+            prepare={EMAIL: lambda message: unsealed(database, clock, message)})
         #: Per-hour usage older than this many days is pruned (None: kept).
         self.usage_retention_days = usage_retention_days
         self._purged_at: datetime | None = None
-        #: How long a claim lasts without being extended (see `LeaseKeeper`).
-        self.lease = lease
         #: Governance (the inactivity policy's revocations, the weekly digest) runs when
         #: the worker has the token service, as `from_settings` gives it.
         self.tokens = tokens
@@ -123,6 +119,11 @@ class Worker:
                    usage_retention_days=settings.usage_retention_days,
                    private_webhook_targets=settings.webhook_private_targets, tokens=tokens,
                    keyring=load_keyring(settings.kek, settings.kek_file))
+
+    @property
+    def channels(self) -> dict[str, outbox.Channel]:
+        """The delivery channels by name (mail only with a mailer)."""
+        return self.delivery.channels
 
     @property
     def sends_mail(self) -> bool:
@@ -145,39 +146,11 @@ class Worker:
             if self.usage_retention_days is not None:
                 prune_usage(self.database, now, self.usage_retention_days)
             self._purged_at = now
-        with LeaseKeeper(self.database, self.name, self.clock, self.lease):
-            self._deliver_due(now, fixed, report)
+        delivered = self.delivery.deliver_due(now, fixed)
+        report.sent, report.retrying, report.dead = (delivered.sent, delivered.retrying,
+                                                     delivered.dead)
+        report.errors = delivered.errors
         return report
-
-    def _deliver_due(self, now: datetime, fixed: datetime | None, report: PassReport) -> None:
-        for _ in range(MAX_BATCHES_PER_PASS):
-            batch = outbox.claim(self.database, worker=self.name, now=now,
-                                 channels=list(self.channels), limit=self.batch_size,
-                                 lease=self.lease)
-            if not batch:
-                break
-            by_channel: dict[str, list[OutboxMessage]] = defaultdict(list)
-            for message in batch:
-                if message.channel == EMAIL:  # one-time links go in only as it leaves
-                    message = unsealed(self.database, self.clock, message)
-                by_channel[message.channel].append(message)
-            delivered = 0
-            for channel, messages in by_channel.items():
-                for message, error in self.channels[channel].deliver(messages):
-                    delivered += error is None
-                    status = outbox.settle(self.database, message, worker=self.name,
-                                           now=fixed or self.clock.now(), error=error,
-                                           max_attempts=self.max_attempts)
-                    if status == SENT:
-                        report.sent += 1
-                    elif status == PENDING:
-                        report.retrying += 1
-                    elif status == DEAD:
-                        report.dead += 1
-                    if error is not None:
-                        report.errors.append(f"{message.id}: {error}")
-            if not delivered:
-                break  # everything failed (server down?): leave the rest for the next pass
 
     def run(self, stop: threading.Event, interval: float = 5.0) -> None:
         """Pass after pass until `stop` is set; a failing pass is logged, never fatal."""
@@ -198,34 +171,6 @@ class Worker:
 
     def close(self) -> None:
         self.webhooks.close()
-
-
-class LeaseKeeper:
-    """While a pass delivers, extend this worker's claims every third of the lease, so a
-    slow delivery keeps its rows and a crashed worker's rows come back within one lease."""
-
-    def __init__(self, database: Database, worker: str, clock: Clock,
-                 lease: timedelta) -> None:
-        self.database, self.worker, self.clock, self.lease = database, worker, clock, lease
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="tallykey-lease",
-                                        daemon=True)
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.lease.total_seconds() / 3):
-            try:
-                outbox.extend(self.database, worker=self.worker, now=self.clock.now(),
-                              lease=self.lease)
-            except Exception:  # the claim may lapse; at worst a mail goes twice
-                log.warning("could not extend the outbox claims of %s", self.worker)
-
-    def __enter__(self) -> LeaseKeeper:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *_: object) -> None:
-        self._stop.set()
-        self._thread.join(timeout=5)
 
 
 class BackgroundWorker:
