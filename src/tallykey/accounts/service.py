@@ -32,8 +32,8 @@ from tallykey.db.engine import Database
 from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFailed
 from tallykey.feed import changes as change_feed
 from tallykey.feed.propagation import Changed, Propagator
-from tallykey.keys.vault import destroy_ciphertexts
 from tallykey.tokens.policy import MAX_VALIDITY_CEILING_DAYS, clean_allowlist, clean_name
+from tallykey.tokens.secrets import destroy_ciphertexts
 
 _SLUG = re.compile(r"[a-z0-9][a-z0-9-]{0,62}")
 

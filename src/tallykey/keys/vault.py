@@ -14,10 +14,11 @@ import binascii
 import os
 import threading
 from collections.abc import Callable
+from typing import Protocol
 
 from cryptography.exceptions import InvalidTag
 from cryptography.hazmat.primitives.ciphers.aead import AESGCM
-from sqlalchemy import delete, select, update
+from sqlalchemy import delete, select
 from sqlalchemy.orm import Session
 
 from tallykey.clock import Clock
@@ -25,7 +26,6 @@ from tallykey.db.engine import Database
 from tallykey.errors import KeyConfigError, TamperedCiphertext
 from tallykey.keys.keyring import KeyRing
 from tallykey.keys.models import AccountKey
-from tallykey.tokens.models import Token, TokenSecret
 
 NONCE_BYTES = 12
 
@@ -86,12 +86,26 @@ def open_value(keyring: KeyRing | None, stored: str, aad: bytes) -> str:
                                  "ciphertext was altered or moved.") from None
 
 
-def destroy_ciphertexts(session: Session, account_id: str) -> None:
-    """Forget every stored secret of an account and its data key (switch turned off)."""
-    token_ids = select(Token.id).where(Token.account_id == account_id)
-    session.execute(update(TokenSecret).where(TokenSecret.token_id.in_(token_ids))
-                    .values(ciphertext=None, data_key_id=None))
+def forget_data_keys(session: Session, account_id: str) -> None:
+    """Delete an account's data keys, in the caller's transaction: what they sealed can
+    never be opened again (`tokens.secrets.destroy_ciphertexts` clears it too)."""
     session.execute(delete(AccountKey).where(AccountKey.account_id == account_id))
+
+
+class SealedSecret(Protocol):
+    """A sealed token secret as the vault opens it (`tokens.models.TokenSecret`)."""
+
+    @property
+    def token_id(self) -> str: ...
+
+    @property
+    def generation(self) -> int: ...
+
+    @property
+    def data_key_id(self) -> int | None: ...
+
+    @property
+    def ciphertext(self) -> bytes | None: ...
 
 
 class SecretVault:
@@ -118,7 +132,7 @@ class SecretVault:
         key = self._unwrap(row)
         return row.id, _seal(key, token.encode(), _secret_aad(token_id, generation))
 
-    def reveal(self, session: Session, secret: TokenSecret, account_id: str) -> str:
+    def reveal(self, session: Session, secret: SealedSecret, account_id: str) -> str:
         """The sealed token; `TamperedCiphertext` if anything was altered."""
         assert secret.ciphertext is not None and secret.data_key_id is not None
         row = session.get_one(AccountKey, secret.data_key_id)
