@@ -205,3 +205,18 @@ def test_the_operator_api_has_its_own_openapi_section(client: TestClient) -> Non
     for path in operator_paths:
         for operation in schema["paths"][path].values():
             assert operation["tags"] == ["operator"]
+
+
+def test_the_operator_token_is_read_as_every_credential_is(client: TestClient,
+                                                           cli_token: str) -> None:
+    """In the URL or in two Authorization headers the operator token is refused like any
+    credential (the reader every surface shares), and it appears in no answer."""
+    in_url = client.get(f"/api/v1/operator/accounts?access_token={cli_token}",
+                        headers=bearer(cli_token))
+    assert in_url.status_code == 400 and "never in a URL" in in_url.json()["message"]
+    twice = client.get("/api/v1/operator/accounts",
+                       headers=[("Authorization", f"Bearer {cli_token}")] * 2)
+    assert twice.status_code == 400 and "More than one" in twice.json()["message"]
+    assert cli_token not in in_url.text + twice.text
+    assert client.get("/api/v1/operator/accounts", headers=bearer(cli_token)
+                      ).status_code == 200

@@ -22,6 +22,7 @@ from tallykey.api.schemas import (
     WorkspaceCreate,
     WorkspaceView,
 )
+from tallykey.auth.caller import header_credential
 from tallykey.errors import TooManyAttempts, Unauthenticated, ValidationFailed
 from tallykey.network.throttle import FailureThrottle
 from tallykey.operators.models import OperatorToken
@@ -45,7 +46,7 @@ async def operator_token(request: Request) -> OperatorToken:
         raise TooManyAttempts(wait)
     try:
         return await run_in_threadpool(runtime.operators.authenticate,
-                                       request.headers.get("authorization"))
+                                       header_credential(request))
     except Unauthenticated:
         limiter.failed(ip)
         raise

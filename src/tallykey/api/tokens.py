@@ -35,6 +35,7 @@ from tallykey.api.schemas import (
     TokenUpdate,
     parse_moment,
 )
+from tallykey.auth.caller import header_credential
 from tallykey.monitor.report import MAX_DAYS, MAX_HOURS, UsageReport, usage_report
 from tallykey.people.sessions import SESSION_COOKIE
 from tallykey.runtime import Runtime
@@ -76,8 +77,7 @@ def _idempotent(request: Request, runtime: Runtime, actor: Actor, key: str | Non
     stored answer is sealed under the caller's own credential (see tokens/idempotency)."""
     if key is None:
         return issue()
-    credential = request.headers.get("authorization") or request.cookies.get(
-        SESSION_COOKIE) or ""
+    credential = header_credential(request) or request.cookies.get(SESSION_COOKIE) or ""
     store = IdempotencyStore(runtime.database, runtime.clock)
     started = store.begin(actor.account_id, f"user:{actor.user_id}", key, operation,
                           fingerprint(operation, body), credential)

@@ -79,6 +79,18 @@ def presented(scope: Scope, authorizations: list[bytes]) -> str | Verdict | None
     return None
 
 
+def header_credential(request: Request) -> str | None:
+    """`presented` for a route: the request's one `Authorization` header, or None; a
+    credential sent where none belongs raises `TallykeyRefused`. For the credentials
+    that are not tokens as well (an operator token, the metrics scrape credential), so
+    every surface reads its credential the same way."""
+    scope = request.scope
+    credential = presented(scope, credentials(scope["headers"])[0])
+    if isinstance(credential, Verdict):
+        raise TallykeyRefused(credential)
+    return credential
+
+
 def token_in_url(query_string: bytes) -> Verdict | None:
     """RFC 6750 §2.3 allows `?access_token=`; tallykey refuses it, and any tallykey token
     in a query string: URLs end up in logs, proxies and browser history."""
@@ -306,13 +318,10 @@ class TokenAuthenticator:
 
     async def authenticate(self, request: Request, ip: str) -> Caller:
         scope = request.scope
-        authorizations, agent = credentials(scope["headers"])
-        authorization = presented(scope, authorizations)
-        if isinstance(authorization, Verdict):
-            raise TallykeyRefused(authorization)
+        authorization = header_credential(request)
         verdict = await self.verifier.averify(
-            authorization, ip, self.required_scopes,
-            None if agent is None else agent.decode("latin-1"), path=scope["path"])
+            authorization, ip, self.required_scopes, request.headers.get("user-agent"),
+            path=scope["path"])
         if verdict.token_id is not None:
             _note_token(scope, verdict.token_id)
         if not verdict.allowed:

@@ -42,6 +42,7 @@ from tallykey.api.access_log import AccessLog
 from tallykey.api.responses import install_error_handlers
 from tallykey.api.verify import AuthRequestEndpoint
 from tallykey.asgi import direct
+from tallykey.auth.caller import header_credential
 from tallykey.auth.verifier import Verifier
 from tallykey.demo import platform
 from tallykey.errors import MetricsCredentialRequired
@@ -140,7 +141,7 @@ def build_api(runtime: Runtime, verifier: Verifier, *, demo: bool = False) -> Fa
         `TALLYKEY_METRICS_TOKEN` set, only `Authorization: Bearer <that value>` is served."""
         expected = runtime.settings.metrics_token
         if expected:
-            presented = request.headers.get("authorization", "")
+            presented = header_credential(request) or ""
             if not hmac.compare_digest(presented.encode(), f"Bearer {expected}".encode()):
                 raise MetricsCredentialRequired()
         verifier.publish_metrics()
