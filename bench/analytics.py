@@ -32,7 +32,7 @@ from tallykey.identities.service import IdentityDraft
 from tallykey.monitor import analytics
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings, normalise_database_url
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 NOW = datetime(2030, 3, 1, 12, 30, tzinfo=UTC)
 HOUR = NOW.replace(minute=0)

@@ -30,7 +30,7 @@ from tallykey.clock import FrozenClock
 from tallykey.demo.seed import ADMIN, seed
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 TARGET_MS = 100.0
 TALLYKEY = str(Path(sys.executable).with_name("tallykey"))

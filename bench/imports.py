@@ -26,7 +26,7 @@ from tallykey.db.engine import Database
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 IP = "127.0.0.1"
 

@@ -23,7 +23,7 @@ from tallykey.accounts.service import PolicyChanges
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings, normalise_database_url
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from .conftest import World, _libpq, fresh_postgres_database
 

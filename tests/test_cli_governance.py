@@ -11,7 +11,7 @@ from tallykey.actor import Actor
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from .test_cli import Cli, cli
 

@@ -21,7 +21,7 @@ from tallykey.auth.verifier import Verifier
 from tallykey.monitor import analytics
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

@@ -27,7 +27,7 @@ from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import Token, metadata
 from tallykey.server.app import create_app
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

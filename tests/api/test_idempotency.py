@@ -19,7 +19,7 @@ from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.tokens.idempotency import IdempotentRequest
 from tallykey.tokens.models import Token, TokenSecret
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from ..e2e.conftest import leaked_tokens

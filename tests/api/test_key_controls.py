@@ -18,7 +18,7 @@ from tallykey.auth.middleware import TallykeyMiddleware
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

@@ -13,7 +13,7 @@ from starlette.testclient import TestClient
 
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

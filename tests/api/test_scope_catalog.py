@@ -19,7 +19,7 @@ from tallykey.clock import FrozenClock
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 SHOP = """
 [scopes."orders:read"]

@@ -35,7 +35,7 @@ from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import DecoyTrip, Employee, Workspace, metadata
 from tallykey.server.app import AUTH_REQUEST_PATH, Dispatcher, create_app
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

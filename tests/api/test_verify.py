@@ -17,7 +17,7 @@ from tallykey.api.verify import AuthRequestEndpoint, query_arguments
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

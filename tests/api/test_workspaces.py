@@ -17,7 +17,7 @@ from tallykey.cli import app as cli_app
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

@@ -23,7 +23,7 @@ from tallykey.db import migrate
 from tallykey.db.engine import Database
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

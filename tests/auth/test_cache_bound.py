@@ -27,7 +27,7 @@ from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.format import parse
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

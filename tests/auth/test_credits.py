@@ -19,8 +19,8 @@ from tallykey.clock import FrozenClock, SystemClock
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.models import Token
+from tallykey.tokens.requests import TokenChanges, TokenDraft
 from tallykey.tokens.schemas import TokenView
-from tallykey.tokens.service import TokenChanges, TokenDraft
 
 from ..conftest import World
 from ..pgcluster import postgres_cluster, wait_until

@@ -17,7 +17,7 @@ from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import Renewal, TokenDraft
+from tallykey.tokens.requests import Renewal, TokenDraft
 
 from ..conftest import World, _truncate_all
 from ..pgcluster import wait_until

@@ -21,7 +21,7 @@ from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens import format as token_format
 from tallykey.tokens.models import DECOY, Token
-from tallykey.tokens.service import TokenChanges, TokenDraft
+from tallykey.tokens.requests import TokenChanges, TokenDraft
 
 from ..conftest import World
 

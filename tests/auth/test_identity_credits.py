@@ -18,7 +18,7 @@ from tallykey.clock import FrozenClock
 from tallykey.identities.models import Identity
 from tallykey.identities.service import IdentityChanges, IdentityDraft
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from ..redisserver import RedisServer

@@ -15,7 +15,7 @@ import pytest
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
 from tallykey.tokens.imports import ImportItem
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

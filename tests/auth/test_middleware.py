@@ -15,7 +15,7 @@ from tallykey import TallykeyAuth, TallykeyMiddleware, Verdict, Verifier
 from tallykey.auth.caller import token_in_url
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

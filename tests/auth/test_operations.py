@@ -23,7 +23,7 @@ from tallykey.auth.operations import Operation, OperationTable
 from tallykey.errors import MalformedHeader, OperationsError, UnknownOperation
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

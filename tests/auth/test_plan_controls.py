@@ -18,7 +18,7 @@ from tallykey.clock import FrozenClock
 from tallykey.identities.service import IdentityDraft
 from tallykey.plans.service import PlanChanges, PlanDraft
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from ..redisserver import RedisServer
@@ -153,7 +153,7 @@ def test_the_ceiling_applies_at_verification_through_the_identity(
 
 def test_a_renewal_stays_on_the_plan_and_keeps_the_periods_balance(
         world: World, rt: Runtime, verifier: Verifier) -> None:
-    from tallykey.tokens.service import Renewal
+    from tallykey.tokens.requests import Renewal
 
     plan_id = plan(world, refill={"amount": 3, "interval": "daily"})
     issued = rt.tokens.issue(world.as_admin, TokenDraft(

@@ -16,7 +16,7 @@ from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock, SystemClock
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenChanges, TokenDraft
+from tallykey.tokens.requests import TokenChanges, TokenDraft
 
 from ..conftest import World
 from ..pgcluster import wait_until

@@ -18,7 +18,7 @@ from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens import format as token_format
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenChanges, TokenDraft
+from tallykey.tokens.requests import TokenChanges, TokenDraft
 
 from ..conftest import World
 

@@ -15,7 +15,7 @@ from tallykey.clock import FrozenClock, SystemClock
 from tallykey.feed.clock import DatabaseClock
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World, _truncate_all
 from ..pgcluster import postgres_cluster, wait_until

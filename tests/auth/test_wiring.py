@@ -15,7 +15,7 @@ from tallykey.monitor.alerts import UsageMonitor
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

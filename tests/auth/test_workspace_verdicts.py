@@ -19,7 +19,7 @@ from tallykey.auth.middleware import TallykeyMiddleware
 from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

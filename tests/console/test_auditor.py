@@ -24,7 +24,7 @@ from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import metadata
 from tallykey.server.app import create_app
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import sign_in

@@ -11,7 +11,7 @@ from starlette.testclient import TestClient
 from tallykey.auth.verifier import Verifier
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import DECOY
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

@@ -17,7 +17,7 @@ from tallykey.auth.verifier import Verifier
 from tallykey.clock import FrozenClock
 from tallykey.identities.service import IdentityDraft
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenChanges, TokenDraft
+from tallykey.tokens.requests import TokenChanges, TokenDraft
 
 from ..conftest import World
 

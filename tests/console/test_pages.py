@@ -16,7 +16,7 @@ from tallykey.console.web import CONTENT_SECURITY_POLICY
 from tallykey.network.throttle import WINDOW_SECONDS
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import Browser, csrf_of, sign_in
@@ -165,7 +165,7 @@ def test_a_refused_form_is_shown_again_with_the_input_and_nothing_is_created(
     assert 'aria-invalid="true" aria-describedby="ip_allowlist-error"' in bad_ip.text
     nameless = create(client, csrf, name="  ")
     assert nameless.status_code == 422 and "The name is required" in nameless.text
-    from tallykey.tokens.service import TokenQuery
+    from tallykey.tokens.requests import TokenQuery
 
     page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())
     assert page.items == []
@@ -320,7 +320,7 @@ def test_usage_chart_and_outbox_page(admin: tuple[TestClient, str], world: World
 
 
 def _tokens_named(world: World, name: str) -> list[Token]:
-    from tallykey.tokens.service import TokenQuery
+    from tallykey.tokens.requests import TokenQuery
 
     page = world.rt.tokens.list_tokens(world.as_admin, TokenQuery())
     return [t for t in page.items if t.name == name]

@@ -12,7 +12,7 @@ from starlette.testclient import TestClient
 from tallykey.auth.verifier import Verifier
 from tallykey.plans.service import PlanDraft
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft, TokenQuery
+from tallykey.tokens.requests import TokenDraft, TokenQuery
 
 from ..conftest import World
 

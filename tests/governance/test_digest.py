@@ -19,7 +19,7 @@ from tallykey.people.sessions import CSRF_HEADER
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from ..console.conftest import csrf_of

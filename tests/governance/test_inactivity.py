@@ -17,7 +17,7 @@ from tallykey.notify.models import OutboxMessage
 from tallykey.notify.notices import TOKEN_INACTIVE
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from ..notify.conftest import MAIL_FROM, SmtpServer, text_of

@@ -12,7 +12,7 @@ from tallykey.audit.models import AuditEvent
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from ..console.conftest import csrf_of, sign_in

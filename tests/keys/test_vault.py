@@ -27,7 +27,7 @@ from tallykey.notify.models import OutboxMessage
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.models import TokenSecret
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

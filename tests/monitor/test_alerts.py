@@ -16,7 +16,7 @@ from tallykey.clock import FrozenClock
 from tallykey.monitor.alerts import network_of
 from tallykey.notify.models import EMAIL, WEBHOOK, OutboxMessage
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

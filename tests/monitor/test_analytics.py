@@ -20,7 +20,7 @@ from tallykey.identities.service import IdentityDraft
 from tallykey.monitor import analytics
 from tallykey.monitor.analytics import Series, Window
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

@@ -24,7 +24,7 @@ from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
 from tallykey.settings import Settings
 from tallykey.tokens.models import CONTAINED, SUSPENDED, Token
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..api.test_idempotency import management_token
 from ..conftest import World

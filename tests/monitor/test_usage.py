@@ -17,7 +17,7 @@ from tallykey.monitor.report import UsageReport, usage_report
 from tallykey.notify.notices import Notifier
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 

@@ -19,7 +19,7 @@ from tallykey.notify.webhooks import SIGNATURE_HEADER, TOKEN_DECOY_USED, verify_
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.models import DECOY
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import HttpReceiver, SmtpServer, make_worker, text_of

@@ -35,7 +35,7 @@ from tallykey.notify.webhooks import EVENT_TYPES, verify_signature
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens import events
-from tallykey.tokens.service import IssuedToken, Renewal, TokenChanges, TokenDraft
+from tallykey.tokens.requests import IssuedToken, Renewal, TokenChanges, TokenDraft
 
 from ..conftest import World
 from .conftest import HttpReceiver, make_worker

@@ -15,7 +15,7 @@ from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.format import TOKEN_PATTERN
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import Renewal, TokenDraft
+from tallykey.tokens.requests import Renewal, TokenDraft
 
 from ..conftest import World
 from .conftest import SmtpServer, make_worker

@@ -19,7 +19,8 @@ from tallykey.settings import Settings
 from tallykey.tokens.events import TokenEvent
 from tallykey.tokens.format import TOKEN_PATTERN
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenDraft, TokenService
+from tallykey.tokens.requests import TokenDraft
+from tallykey.tokens.service import TokenService
 
 from ..conftest import World
 from .conftest import HttpReceiver, SmtpServer, make_worker, outbox_rows, text_of

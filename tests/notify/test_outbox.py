@@ -20,7 +20,7 @@ from tallykey.notify.notices import Notifier
 from tallykey.notify.outbox import Draft, enqueue, retry_delay
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
 from tallykey.runtime import Runtime
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import MAIL_FROM, SmtpServer, make_worker, outbox_rows

@@ -13,7 +13,7 @@ from tallykey.clock import FrozenClock
 from tallykey.notify.notices import EXPIRED_STAGE
 from tallykey.notify.reminders import due_stage
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import SmtpServer, make_worker, outbox_rows, text_of

@@ -19,7 +19,7 @@ from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import MAIL_FROM, Recorder, SmtpServer, free_port, make_worker, outbox_rows

@@ -41,7 +41,7 @@ from tallykey.notify.webhooks import (
 from tallykey.runtime import Runtime
 from tallykey.settings import Settings
 from tallykey.tokens.format import TOKEN_PATTERN
-from tallykey.tokens.service import TokenChanges, TokenDraft
+from tallykey.tokens.requests import TokenChanges, TokenDraft
 
 from ..conftest import World
 from .conftest import HttpReceiver, make_worker, outbox_rows

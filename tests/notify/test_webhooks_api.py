@@ -19,7 +19,7 @@ from tallykey.notify.models import OutboxMessage, WebhookEndpoint
 from tallykey.notify.webhooks import verify_signature
 from tallykey.runtime import Runtime
 from tallykey.server.app import create_app
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import HttpReceiver, make_worker

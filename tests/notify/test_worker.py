@@ -15,7 +15,7 @@ from tallykey.notify import outbox
 from tallykey.notify.models import EMAIL
 from tallykey.notify.smtp import SmtpConfig, SmtpMailer
 from tallykey.settings import Settings
-from tallykey.tokens.service import TokenDraft
+from tallykey.tokens.requests import TokenDraft
 
 from ..conftest import World
 from .conftest import Recorder, SmtpServer, make_worker, outbox_rows

@@ -15,7 +15,7 @@ from tallykey.notify.models import OutboxMessage
 from tallykey.notify.reminders import schedule_reminders
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token, TokenSecret
-from tallykey.tokens.service import INHERITED, NOT_INHERITED, Renewal, TokenDraft, TokenQuery
+from tallykey.tokens.requests import INHERITED, NOT_INHERITED, Renewal, TokenDraft, TokenQuery
 
 from ..conftest import World
 from .test_service import draft, dump

@@ -11,7 +11,7 @@ import pytest
 from tallykey.actor import Actor
 from tallykey.clock import FrozenClock
 from tallykey.errors import Conflict, PermissionDenied
-from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft
+from tallykey.tokens.requests import Renewal, TokenChanges, TokenDraft
 
 from ..conftest import World
 

@@ -15,7 +15,7 @@ from tallykey.errors import Conflict, NotFound, PermissionDenied, ValidationFail
 from tallykey.runtime import Runtime
 from tallykey.schema.tables import metadata
 from tallykey.tokens.models import TokenSecret
-from tallykey.tokens.service import TokenChanges, TokenDraft, TokenQuery
+from tallykey.tokens.requests import TokenChanges, TokenDraft, TokenQuery
 
 from ..conftest import World
 

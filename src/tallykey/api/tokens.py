@@ -43,8 +43,8 @@ from tallykey.tokens.idempotency import IdempotencyStore, Replay, fingerprint
 from tallykey.tokens.imports import CREATED, EXISTING, UNAVAILABLE, ImportItem
 from tallykey.tokens.models import Token
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, end_of_day
+from tallykey.tokens.requests import Renewal, TokenChanges, TokenDraft, TokenQuery
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
-from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
 from tallykey.web.deps import ip_of
 
 router = APIRouter(prefix="/api/v1",

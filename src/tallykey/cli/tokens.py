@@ -21,8 +21,8 @@ from tallykey.feed.propagation import PropagationView
 from tallykey.runtime import Runtime
 from tallykey.tokens.imports import CREATED, EXISTING, MAX_KEYS, UNAVAILABLE, items_from
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS
+from tallykey.tokens.requests import Renewal, TokenChanges, TokenDraft, TokenQuery
 from tallykey.tokens.schemas import IssuedTokenView, TokenView
-from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft, TokenQuery
 
 tokens_app = typer.Typer(help="API tokens.", no_args_is_help=True)
 

@@ -18,7 +18,7 @@ from tallykey.errors import ValidationFailed
 from tallykey.tokens import policy
 from tallykey.tokens.models import PERSONAL
 from tallykey.tokens.policy import DEFAULT_GRACE_SECONDS, EXPIRY_PRESET_DAYS, MAX_GRACE_SECONDS
-from tallykey.tokens.service import Renewal, TokenChanges, TokenDraft
+from tallykey.tokens.requests import Renewal, TokenChanges, TokenDraft
 
 CUSTOM_EXPIRY = "date"
 #: The hidden field that makes a create or rotate form idempotent (one token per form).

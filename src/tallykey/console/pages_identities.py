@@ -33,7 +33,7 @@ from tallykey.monitor import analytics
 from tallykey.plans.models import Plan
 from tallykey.runtime import Runtime
 from tallykey.tokens.models import Token
-from tallykey.tokens.service import TokenChanges, TokenQuery
+from tallykey.tokens.requests import TokenChanges, TokenQuery
 
 router = APIRouter(route_class=ConsoleRoute)
 NOTICES = {"added": "Identity created.", "saved": "Changes saved."}

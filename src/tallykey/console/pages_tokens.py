@@ -62,8 +62,8 @@ from tallykey.tokens.policy import (
     EXPIRY_PRESET_DAYS,
     LONG_VALIDITY_WARNING_DAYS,
 )
+from tallykey.tokens.requests import IssuedToken, TokenQuery
 from tallykey.tokens.schemas import CreditsView
-from tallykey.tokens.service import IssuedToken, TokenQuery
 
 router = APIRouter(route_class=ConsoleRoute)
 

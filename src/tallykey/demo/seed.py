@@ -26,7 +26,7 @@ from tallykey.errors import NotFound, TokenFormatError
 from tallykey.runtime import Runtime
 from tallykey.tokens import format as token_format
 from tallykey.tokens.models import Token, TokenSecret
-from tallykey.tokens.service import IssuedToken, TokenDraft
+from tallykey.tokens.requests import IssuedToken, TokenDraft
 
 DEMO_TOKEN_DAYS = 30
 

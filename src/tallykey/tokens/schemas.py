@@ -10,7 +10,7 @@ from pydantic import BaseModel, PlainSerializer
 
 from tallykey.controls.rules import period_of, period_start
 from tallykey.tokens.models import APPLICATION, Token
-from tallykey.tokens.service import IssuedToken
+from tallykey.tokens.requests import IssuedToken
 
 #: A datetime rendered as ISO 8601 with an explicit offset (`+00:00`, never a bare `Z`).
 Timestamp = Annotated[datetime, PlainSerializer(lambda d: d.isoformat(), return_type=str)]
