@@ -139,9 +139,14 @@ def credentials_verdict(verifier: Verifier, scope: Scope, authorizations: list[b
     form, or a cached token), else the coroutine that finds it, to be awaited. A cached
     token costs no coroutine at all. `path` (default: the request's) is what a decoy's
     alert names."""
-    authorization = presented(scope, authorizations)
-    if isinstance(authorization, Verdict):
-        return authorization
+    query = scope.get("query_string")
+    if len(authorizations) == 1 and (not query or token_in_url(query) is None):
+        authorization: str | None = authorizations[0].decode("latin-1")  # `presented`, inline
+    else:
+        found = presented(scope, authorizations)
+        if isinstance(found, Verdict):
+            return found
+        authorization = found
     ip = scope_client_ip(scope, trusted)
     user_agent = None if agent is None else agent.decode("latin-1")
     verdict = verifier.verify_cached(authorization, ip, required_scopes, user_agent, workspace,
