@@ -67,9 +67,7 @@ def management_callers(request: Request) -> tuple[SessionAuthenticator, TokenAut
         request.app.state, "management_callers", None)
     if found is None:
         found = (session_callers(request),
-                 TokenAuthenticator(verifier_of(request), (MANAGE_SCOPE,),
-                                    runtime_of(request).settings.trusted_proxy_networks,
-                                    via="api"))
+                 TokenAuthenticator(verifier_of(request), (MANAGE_SCOPE,), via="api"))
         request.app.state.management_callers = found
     return found
 
@@ -79,9 +77,7 @@ def self_renewers(request: Request) -> TokenAuthenticator:
     `tokens:renew_self` (one per app)."""
     found: TokenAuthenticator | None = getattr(request.app.state, "self_renewers", None)
     if found is None:
-        found = TokenAuthenticator(verifier_of(request), (RENEW_SELF_SCOPE,),
-                                   runtime_of(request).settings.trusted_proxy_networks,
-                                   via="self-renew")
+        found = TokenAuthenticator(verifier_of(request), (RENEW_SELF_SCOPE,), via="self-renew")
         request.app.state.self_renewers = found
     return found
 

@@ -15,7 +15,7 @@ The plaintext token lives only in the call that verifies it.
 from __future__ import annotations
 
 import json
-from collections.abc import Coroutine, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 from urllib.parse import parse_qsl
@@ -272,7 +272,8 @@ class SessionAuthenticator:
     `find` is the session store's look-up (a session still awaiting its second factor
     included); it runs off the event loop."""
 
-    def __init__(self, find: Any, *, cookie: str, csrf_header: str) -> None:
+    def __init__(self, find: Callable[[str], CallerSession | None], *, cookie: str,
+                 csrf_header: str) -> None:
         self.find = find
         self.cookie = cookie
         self.csrf_header = csrf_header
@@ -282,8 +283,7 @@ class SessionAuthenticator:
         cookie = request.cookies.get(self.cookie)
         if not cookie:
             return None
-        found: CallerSession | None = await run_in_threadpool(self.find, cookie)
-        return found
+        return await run_in_threadpool(self.find, cookie)
 
     async def authenticate(self, request: Request, ip: str) -> Caller | None:
         if "authorization" in request.headers or not request.cookies.get(self.cookie):
@@ -314,11 +314,10 @@ class TokenAuthenticator:
     token's owner, through `via`; what the route needs of the token beyond its scopes
     (a personal token, an administrator's) is the route's to check."""
 
-    def __init__(self, verifier: Verifier, required_scopes: Iterable[str],
-                 trusted: Sequence[IpNetwork], *, via: str) -> None:
+    def __init__(self, verifier: Verifier, required_scopes: Iterable[str], *,
+                 via: str) -> None:
         self.verifier = verifier
         self.required_scopes = tuple(required_scopes)
-        self.trusted = trusted
         self.via = via
 
     async def authenticate(self, request: Request, ip: str) -> Caller:
